@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Install Agent Studio into ./.venv. Needs only Python 3.11+ with pip (and root for apt-get,
+# used for Chromium when --test is given and no Chromium is installed).
+#
+#   bash scripts/setup.sh          runtime dependencies (then: .venv/bin/python app.py)
+#   bash scripts/setup.sh --test   plus test dependencies and Chromium for the browser tests
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+
+apt_install() {
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
+  else
+    echo "setup: please install these system packages: $*" >&2
+    return 1
+  fi
+}
+
+if [ ! -x .venv/bin/python ]; then
+  if ! "$PYTHON" -m venv .venv 2>/dev/null; then
+    rm -rf .venv
+    apt_install python3-venv && "$PYTHON" -m venv .venv
+  fi
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+
+if [ "${1:-}" = "--test" ]; then
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+  # Browser tests drive Debian's Chromium with Playwright (Playwright's own browser download
+  # needs a host these machines cannot reach).
+  if [ ! -x /usr/bin/chromium ]; then
+    apt_install chromium chromium-driver fonts-liberation
+  fi
+else
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+fi
+echo "setup: done (.venv)"
