@@ -1,0 +1,315 @@
+"""Trace records: the one thing every view of the studio reads.
+
+An :class:`Episode` is an agent acting in an environment: a list of :class:`Step` records,
+each with what the policy saw (observation, frame, prompt), what it produced (raw output,
+thought, action, token-level data, alternative :class:`Candidate` outputs) and what the
+environment answered (reward, termination, the next observation).
+
+Records are plain dataclasses. ``to_dict`` / ``from_dict`` give a JSON-ready form that
+round-trips losslessly (frames are stored as PNG, which is lossless). Every serialised
+episode carries ``schema_version``; ``from_dict`` accepts older versions by filling new
+fields with their defaults and refuses newer ones with a clear message.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import uuid
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+from studio.errors import StudioError
+
+#: Bump when a field is added, renamed or changes meaning; add a migration in ``from_dict``.
+SCHEMA_VERSION = 1
+
+
+def new_id() -> str:
+    """A new random record id (32 hex characters)."""
+    return uuid.uuid4().hex
+
+
+def utc_now() -> str:
+    """The current time as an ISO-8601 UTC string (what records store)."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def encode_frame(frame: np.ndarray | None) -> str | None:
+    """An RGB uint8 frame as a base64 PNG string (lossless), or None."""
+    if frame is None:
+        return None
+    import cv2  # imported here: only frame (de)serialisation needs OpenCV
+
+    bgr = cv2.cvtColor(np.ascontiguousarray(frame, dtype=np.uint8), cv2.COLOR_RGB2BGR)
+    ok, png = cv2.imencode(".png", bgr)
+    if not ok:  # pragma: no cover - OpenCV only fails here on an invalid array
+        raise ValueError("could not encode frame as PNG")
+    return base64.b64encode(png.tobytes()).decode("ascii")
+
+
+def decode_frame(data: str | None) -> np.ndarray | None:
+    """Inverse of :func:`encode_frame`."""
+    if data is None:
+        return None
+    import cv2
+
+    png = np.frombuffer(base64.b64decode(data), dtype=np.uint8)
+    bgr = cv2.imdecode(png, cv2.IMREAD_COLOR)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+@dataclass
+class TokenInfo:
+    """One generated token, with the model's confidence in it."""
+
+    id: int
+    """Token id in the model's vocabulary."""
+    text: str
+    """Decoded text of this token alone."""
+    logprob: float
+    """Log-probability the model gave this token when it was generated."""
+    entropy: float | None = None
+    """Entropy (nats) of the model's next-token distribution at this position."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "text": self.text, "logprob": self.logprob, "entropy": self.entropy}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TokenInfo:
+        return cls(id=data["id"], text=data["text"], logprob=data["logprob"], entropy=data.get("entropy"))
+
+
+def _tokens_to_list(tokens: list[TokenInfo] | None) -> list[dict[str, Any]] | None:
+    return None if tokens is None else [t.to_dict() for t in tokens]
+
+
+def _tokens_from_list(data: list[dict[str, Any]] | None) -> list[TokenInfo] | None:
+    return None if data is None else [TokenInfo.from_dict(t) for t in data]
+
+
+@dataclass
+class Candidate:
+    """An alternative output sampled at the same step (the step's chosen output is on the Step)."""
+
+    raw: str
+    """The full text the policy produced."""
+    thought: str | None = None
+    """Parsed reasoning, if any."""
+    action: str | None = None
+    """Parsed action (canonical form when valid), or None when none could be parsed."""
+    valid: bool = True
+    """Whether the action was parseable and allowed in the environment's current state."""
+    invalid_reason: str | None = None
+    """Why the action was not valid (one sentence), else None."""
+    tokens: list[TokenInfo] | None = None
+    """Token-level data, filled by model policies."""
+    id: str = field(default_factory=new_id)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "raw": self.raw,
+            "thought": self.thought,
+            "action": self.action,
+            "valid": self.valid,
+            "invalid_reason": self.invalid_reason,
+            "tokens": _tokens_to_list(self.tokens),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Candidate:
+        return cls(
+            id=data["id"],
+            raw=data["raw"],
+            thought=data.get("thought"),
+            action=data.get("action"),
+            valid=data.get("valid", True),
+            invalid_reason=data.get("invalid_reason"),
+            tokens=_tokens_from_list(data.get("tokens")),
+        )
+
+
+@dataclass
+class Step:
+    """One decision of the agent and the environment's answer to it."""
+
+    index: int
+    """0-based position in the episode."""
+    observation: str
+    """Text observation the policy saw when it decided (the environment's state before acting)."""
+    action: str | None
+    """The action sent to the environment (canonical form when valid); None if none was parsed."""
+    frame: np.ndarray | None = None
+    """RGB frame (H, W, 3) uint8 of the same observation, when frames are recorded."""
+    actor: str = ""
+    """Who decided this step: the policy name (``expert``, ``random``, ...) or ``human``."""
+    prompt: list[dict[str, Any]] | None = None
+    """The chat messages a model policy saw (role/content dicts), else None."""
+    raw: str = ""
+    """The policy's raw output text (for scripted policies, the action itself)."""
+    thought: str | None = None
+    """Parsed reasoning, if the policy produced any."""
+    valid: bool = True
+    """Whether the action was parseable and allowed; invalid steps leave the environment unchanged."""
+    invalid_reason: str | None = None
+    """Why the action was invalid (one sentence), else None."""
+    reward: float = 0.0
+    """Reward the environment gave for this step."""
+    terminated: bool = False
+    """The environment reached a terminal state (Gymnasium semantics)."""
+    truncated: bool = False
+    """The episode was cut short (step limit, too many invalid actions)."""
+    next_observation: str = ""
+    """What the environment answered: the text observation after the action."""
+    info: dict[str, Any] = field(default_factory=dict)
+    """JSON-serialisable extra information from the environment."""
+    timing: dict[str, float] = field(default_factory=dict)
+    """Seconds spent, e.g. ``policy_s`` and ``env_s``; model policies add their own entries."""
+    tokens: list[TokenInfo] | None = None
+    """Token-level data of the chosen output (ids, text, logprob, entropy), from model policies."""
+    action_logprobs: dict[str, float] | None = None
+    """Log-probability of every valid action when the policy scores them, else None."""
+    candidates: list[Candidate] = field(default_factory=list)
+    """Alternative outputs sampled at this step."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Policy-specific JSON-serialisable data (e.g. KV-cache reuse statistics)."""
+    state: dict[str, Any] | None = None
+    """Environment snapshot before the action (``env.get_state()``), so a fork can restore it."""
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "frame":
+                value = encode_frame(value)
+            elif f.name == "tokens":
+                value = _tokens_to_list(value)
+            elif f.name == "candidates":
+                value = [c.to_dict() for c in value]
+            else:
+                value = copy.deepcopy(value)
+            data[f.name] = value
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Step:
+        known = {f.name for f in fields(cls)}
+        kwargs = {k: copy.deepcopy(v) for k, v in data.items() if k in known}
+        kwargs["frame"] = decode_frame(data.get("frame"))
+        kwargs["tokens"] = _tokens_from_list(data.get("tokens"))
+        kwargs["candidates"] = [Candidate.from_dict(c) for c in data.get("candidates", [])]
+        return cls(**kwargs)
+
+
+@dataclass
+class Episode:
+    """An agent acting in an environment from one reset: its steps and outcome."""
+
+    env: str
+    """Registered environment name, e.g. ``gridworld`` or ``gym:FrozenLake-v1``."""
+    seed: int | None
+    """Seed given to ``reset``; the same name, options and seed give the same task."""
+    env_options: dict[str, Any] = field(default_factory=dict)
+    """Options the environment was made with (after defaults were filled in)."""
+    instruction: str = ""
+    """The task instruction the agent was given."""
+    policy: str = ""
+    """Name of the policy that started the episode (steps record their own actor)."""
+    policy_config: dict[str, Any] = field(default_factory=dict)
+    """Settings of that policy (sampling parameters, action mode, ...)."""
+    model: dict[str, Any] | None = None
+    """Description of the model behind the policy (id, revision, dtype, ...), if any."""
+    steps: list[Step] = field(default_factory=list)
+    success: bool | None = None
+    """Whether the task was achieved; None while the episode is running."""
+    end_reason: str | None = None
+    """Why it ended: e.g. ``goal reached``, ``step limit``, ``too many invalid actions``."""
+    id: str = field(default_factory=new_id)
+    parent_id: str | None = None
+    """For a fork: the episode it was forked from."""
+    forked_at: int | None = None
+    """For a fork: the step index it branched at (steps before it are copies of the parent's)."""
+    started_at: str = field(default_factory=utc_now)
+    ended_at: str | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def total_return(self) -> float:
+        """Sum of the step rewards."""
+        return float(sum(s.reward for s in self.steps))
+
+    @property
+    def length(self) -> int:
+        """Number of steps taken."""
+        return len(self.steps)
+
+    @property
+    def done(self) -> bool:
+        """True once the last step terminated or truncated the episode."""
+        return bool(self.steps) and (self.steps[-1].terminated or self.steps[-1].truncated)
+
+    def summary(self) -> dict[str, Any]:
+        """The fields the CLI prints per episode."""
+        return {
+            "episode_id": self.id,
+            "env": self.env,
+            "seed": self.seed,
+            "policy": self.policy,
+            "success": self.success,
+            "return": self.total_return,
+            "steps": self.length,
+            "end_reason": self.end_reason,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            data[f.name] = [s.to_dict() for s in value] if f.name == "steps" else copy.deepcopy(value)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Episode:
+        version = data.get("schema_version", 1)
+        if not isinstance(version, int) or version > SCHEMA_VERSION:
+            raise StudioError(
+                f"This episode uses trace schema version {version}, newer than this studio "
+                f"understands ({SCHEMA_VERSION}); upgrade Agent Studio to read it."
+            )
+        known = {f.name for f in fields(cls)}
+        kwargs = {k: copy.deepcopy(v) for k, v in data.items() if k in known and k != "steps"}
+        kwargs["steps"] = [Step.from_dict(s) for s in data.get("steps", [])]
+        kwargs["schema_version"] = SCHEMA_VERSION
+        return cls(**kwargs)
+
+    def to_json(self) -> str:
+        """One line of JSON (the episodes JSONL format)."""
+        return json.dumps(self.to_dict(), ensure_ascii=False, allow_nan=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Episode:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise StudioError(f"Not a valid episode record: {exc.msg} at line {exc.lineno}.") from exc
+        if not isinstance(data, dict) or "env" not in data:
+            raise StudioError("Not a valid episode record: expected a JSON object with an 'env' field.")
+        return cls.from_dict(data)
+
+
+def read_episodes_jsonl(path: str) -> list[Episode]:
+    """Read every episode from a JSONL file written by the runner or the CLI."""
+    episodes = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if line.strip():
+                try:
+                    episodes.append(Episode.from_json(line))
+                except StudioError as exc:
+                    raise StudioError(f"{path}, line {number}: {exc}") from exc
+    return episodes
