@@ -1,0 +1,302 @@
+"""The environment API every studio environment implements.
+
+A studio environment is a :class:`gymnasium.Env` whose observations and actions are text,
+extended with what a language agent and the studio need:
+
+- ``instruction``: the task, set by ``reset``;
+- ``valid_actions()``: the allowed actions in the current state, or None when the set is
+  not finite (e.g. ``search[anything]``);
+- ``validate_action(text)``: canonical form of an action, or the reason it is not allowed;
+- ``render()``: an RGB uint8 frame drawn with OpenCV;
+- ``get_state()`` / ``set_state()``: JSON-serialisable snapshots, so any step can be
+  branched without replaying the episode;
+- ``expert_action()``: the oracle's next action (built-in environments only);
+- ``sample_action(rng)``: a random allowed action, for the random policy.
+
+An action that is not allowed never raises: ``step`` answers with an "Invalid action"
+observation, zero reward, the state unchanged and ``info["invalid_action"]`` set to the
+reason. :func:`check_env` is the public contract every environment passes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import string
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from studio.errors import BadOption
+
+#: Characters allowed in text observations and actions (printable ASCII plus newline).
+TEXT_CHARSET = frozenset(string.printable)
+MAX_TEXT_LENGTH = 100_000
+
+
+def text_space(max_length: int = MAX_TEXT_LENGTH) -> spaces.Text:
+    """A Gymnasium ``Text`` space over printable ASCII."""
+    return spaces.Text(max_length=max_length, min_length=0, charset="".join(sorted(TEXT_CHARSET)))
+
+
+def normalize_action(text: str) -> str:
+    """Lower-case and collapse whitespace, so ``"  Go  North "`` matches ``"go north"``."""
+    return re.sub(r"\s+", " ", text.strip()).lower()
+
+
+def invalid_observation(reason: str) -> str:
+    """The observation an environment answers with when an action is not allowed."""
+    return f"Invalid action: {reason} Nothing happens."
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """One option an environment accepts (``--env-opt name=value`` on the CLI)."""
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    choices: tuple[Any, ...] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+
+    def parse(self, value: Any) -> Any:
+        """Convert ``value`` (possibly a CLI string) and check it; raise BadOption if unusable."""
+        try:
+            if self.type is bool and isinstance(value, str):
+                lowered = value.strip().lower()
+                if lowered not in {"true", "false", "1", "0", "yes", "no"}:
+                    raise ValueError(value)
+                parsed: Any = lowered in {"true", "1", "yes"}
+            elif self.type is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            else:
+                parsed = self.type(value)
+        except (TypeError, ValueError):
+            raise BadOption(
+                f"Option '{self.name}' must be {self.type.__name__}, got {value!r}."
+            ) from None
+        if self.choices is not None and parsed not in self.choices:
+            allowed = ", ".join(str(c) for c in self.choices)
+            raise BadOption(f"Option '{self.name}' must be one of {allowed}, got {parsed!r}.")
+        if self.minimum is not None and parsed < self.minimum:
+            raise BadOption(f"Option '{self.name}' must be at least {self.minimum}, got {parsed!r}.")
+        if self.maximum is not None and parsed > self.maximum:
+            raise BadOption(f"Option '{self.name}' must be at most {self.maximum}, got {parsed!r}.")
+        return parsed
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready description (for ``app.py envs --json`` and the UI)."""
+        return {
+            "name": self.name,
+            "type": self.type.__name__,
+            "default": self.default,
+            "help": self.help,
+            "choices": list(self.choices) if self.choices is not None else None,
+            "minimum": self.minimum,
+            "maximum": self.maximum,
+        }
+
+
+def resolve_options(specs: tuple[OptionSpec, ...], given: dict[str, Any], env_name: str) -> dict[str, Any]:
+    """Fill defaults, convert and check ``given`` against ``specs``; raise BadOption on a problem."""
+    by_name = {spec.name: spec for spec in specs}
+    unknown = sorted(set(given) - set(by_name))
+    if unknown:
+        allowed = ", ".join(by_name) or "none"
+        raise BadOption(f"Unknown option '{unknown[0]}' for {env_name} (options: {allowed}).")
+    return {name: spec.parse(given[name]) if name in given else spec.default for name, spec in by_name.items()}
+
+
+@dataclass(frozen=True)
+class ActionCheck:
+    """Result of :meth:`StudioEnv.validate_action`: a canonical action or the reason it is refused."""
+
+    action: str | None
+    reason: str | None = None
+
+    @property
+    def valid(self) -> bool:
+        return self.reason is None
+
+
+class StudioEnv(gym.Env):
+    """Base class of studio environments: text in, text out, snapshots, an oracle.
+
+    Subclasses implement ``_reset``, ``_step``, ``_render_frame``, ``get_state``,
+    ``set_state``, ``valid_actions`` (or ``validate_action`` for infinite action sets) and,
+    for built-ins, ``expert_action``.
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 4}
+    #: Registry name, set by subclasses.
+    name: ClassVar[str] = ""
+    #: Options the environment accepts.
+    option_specs: ClassVar[tuple[OptionSpec, ...]] = ()
+    #: One line describing the action space (``app.py envs``).
+    action_summary: ClassVar[str] = ""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__()
+        self.options: dict[str, Any] = resolve_options(self.option_specs, options, self.name)
+        self.render_mode = "rgb_array"
+        self.observation_space = text_space()
+        self.action_space = text_space(max_length=1000)
+        self.instruction: str = ""
+        self.last_observation: str = ""
+
+    # -- Gymnasium API -------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+        """Generate the task for ``seed`` (deterministic) and return the first observation."""
+        super().reset(seed=seed)
+        observation, info = self._reset(seed if seed is not None else 0, options or {})
+        self.last_observation = observation
+        return observation, info
+
+    def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        """Apply a text action; a refused action leaves the state unchanged."""
+        check = self.validate_action(action)
+        if not check.valid:
+            assert check.reason is not None
+            observation = invalid_observation(check.reason)
+            self.last_observation = observation
+            return observation, 0.0, False, False, {"invalid_action": check.reason}
+        assert check.action is not None
+        observation, reward, terminated, truncated, info = self._step(check.action)
+        self.last_observation = observation
+        return observation, float(reward), bool(terminated), bool(truncated), info
+
+    def render(self) -> np.ndarray:  # type: ignore[override]
+        """The current state as an RGB uint8 array of shape (H, W, 3)."""
+        return self._render_frame()
+
+    # -- language-agent extensions -------------------------------------------------
+    def valid_actions(self) -> list[str] | None:
+        """Actions allowed now, in a stable order; None when the set is not finite."""
+        raise NotImplementedError
+
+    def validate_action(self, action: str) -> ActionCheck:
+        """Canonical form of ``action`` if allowed now, else the reason it is not."""
+        if not isinstance(action, str) or not action.strip():
+            return ActionCheck(None, "The action is empty.")
+        allowed = self.valid_actions()
+        if allowed is None:  # pragma: no cover - infinite-action envs override this
+            raise NotImplementedError("environments without a finite action set override validate_action")
+        wanted = normalize_action(action)
+        for candidate in allowed:
+            if normalize_action(candidate) == wanted:
+                return ActionCheck(candidate)
+        return ActionCheck(None, f"'{_shorten(action)}' is not one of the valid actions now.")
+
+    def sample_action(self, rng: np.random.Generator) -> str:
+        """A random allowed action (the random policy's choice)."""
+        allowed = self.valid_actions()
+        if not allowed:  # pragma: no cover - infinite-action envs override this
+            raise NotImplementedError("environments without a finite action set override sample_action")
+        return allowed[int(rng.integers(len(allowed)))]
+
+    def expert_action(self) -> str:
+        """The oracle's next action from the current state; built-in environments implement it."""
+        raise NotImplementedError(f"{self.name} has no expert policy")
+
+    @classmethod
+    def provides_expert(cls) -> bool:
+        """Whether :meth:`expert_action` is implemented."""
+        return cls.expert_action is not StudioEnv.expert_action
+
+    def get_state(self) -> dict[str, Any]:
+        """A JSON-serialisable snapshot of everything that can change after reset."""
+        raise NotImplementedError
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore a snapshot taken by :meth:`get_state` on an environment made with the same options."""
+        raise NotImplementedError
+
+    # -- subclass hooks ---------------------------------------------------------------
+    def _reset(self, seed: int, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        raise NotImplementedError
+
+    def _step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        raise NotImplementedError
+
+    def _render_frame(self) -> np.ndarray:
+        raise NotImplementedError
+
+
+def _shorten(text: str, limit: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class EnvCheckError(AssertionError):
+    """Raised by :func:`check_env` when an environment breaks the contract."""
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise EnvCheckError(message)
+
+
+def _outcome(env: StudioEnv, action: str) -> tuple[Any, ...]:
+    observation, reward, terminated, truncated, info = env.step(action)
+    return observation, reward, terminated, truncated, json.dumps(info, sort_keys=True, default=str)
+
+
+def check_env(env: StudioEnv, seed: int = 0, steps: int = 30) -> None:
+    """Check that ``env`` keeps the studio environment contract; raise EnvCheckError if not.
+
+    Checks: seeded reset is deterministic; observations and the instruction are text;
+    ``valid_actions`` is a list of distinct non-empty strings (or None); ``render`` returns
+    an RGB uint8 frame; a refused action changes nothing and says why; snapshots are
+    JSON-serialisable and restoring one then repeating an action gives the same
+    observation, reward and flags, at every state of a random walk.
+    """
+    rng = np.random.default_rng(seed)
+    first, info = env.reset(seed=seed)
+    _require(isinstance(first, str) and first != "", "reset must return a non-empty text observation")
+    _require(isinstance(info, dict), "reset must return an info dict")
+    _require(isinstance(env.instruction, str) and env.instruction != "", "reset must set a non-empty instruction")
+    instruction = env.instruction
+    again, _ = env.reset(seed=seed)
+    _require(again == first and env.instruction == instruction, "reset with the same seed must give the same task")
+
+    frame = env.render()
+    _require(
+        isinstance(frame, np.ndarray) and frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3,
+        "render must return an RGB uint8 array of shape (H, W, 3)",
+    )
+
+    before = json.dumps(env.get_state(), sort_keys=True)
+    observation, reward, terminated, truncated, info = env.step("this is not an action @@@")
+    _require("invalid_action" in info and isinstance(info["invalid_action"], str), "a refused action must set info['invalid_action']")
+    _require(reward == 0.0 and not terminated and not truncated, "a refused action must give no reward and not end the episode")
+    _require(observation.startswith("Invalid action"), "a refused action must answer with an 'Invalid action' observation")
+    _require(json.dumps(env.get_state(), sort_keys=True) == before, "a refused action must not change the state")
+
+    for _ in range(steps):
+        allowed = env.valid_actions()
+        if allowed is not None:
+            _require(isinstance(allowed, list) and allowed, "valid_actions must be a non-empty list or None")
+            _require(all(isinstance(a, str) and a.strip() for a in allowed), "valid actions must be non-empty strings")
+            _require(len(set(map(normalize_action, allowed))) == len(allowed), "valid actions must be distinct")
+        state = env.get_state()
+        try:
+            encoded = json.dumps(state)
+        except (TypeError, ValueError) as exc:
+            raise EnvCheckError(f"get_state must be JSON-serialisable: {exc}") from exc
+        action = env.sample_action(rng)
+        _require(env.validate_action(action).valid, f"sample_action returned a refused action: {action!r}")
+        first_outcome = _outcome(env, action)
+        _require(isinstance(first_outcome[0], str), "step must return a text observation")
+        env.set_state(json.loads(encoded))
+        second_outcome = _outcome(env, action)
+        _require(
+            first_outcome == second_outcome,
+            f"restoring a snapshot and repeating {action!r} gave a different outcome",
+        )
+        if first_outcome[2] or first_outcome[3]:
+            env.reset(seed=int(rng.integers(1_000_000)))
