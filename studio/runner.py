@@ -1,0 +1,282 @@
+"""The episode runner: reset, step, run, stop and fork, with every step sent to sinks.
+
+One runner drives one environment with one policy for one user (the UI keeps a runner per
+browser session; nothing here is shared between sessions). Every step records the
+environment snapshot taken before it, so :meth:`EpisodeRunner.fork` can branch any step
+of any episode, including one read back from a file, without replaying it.
+
+Sinks receive :class:`RunnerEvent` objects as things happen: ``started`` (a reset or a
+fork; a fork's episode already holds the copied prefix), ``step`` and ``ended``. The UI
+stream and the store are sinks; :class:`JsonlSink` writes finished episodes to a file.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from studio.agents.base import Decision, Observation, Policy
+from studio.envs.base import StudioEnv, invalid_observation
+from studio.envs.registry import default_max_steps, make_env
+from studio.errors import EpisodeOver, StudioError
+from studio.trace import Episode, Step, utc_now
+
+
+@dataclass
+class RunnerEvent:
+    """Something that happened to an episode."""
+
+    kind: Literal["started", "step", "ended"]
+    episode: Episode
+    step: Step | None = None
+
+
+class Sink(Protocol):
+    """Receives runner events (the UI stream, the store, a JSONL file)."""
+
+    def handle(self, event: RunnerEvent) -> None: ...
+
+
+class JsonlSink:
+    """Appends each finished episode to a JSONL file, one episode per line (the trace format)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def handle(self, event: RunnerEvent) -> None:
+        if event.kind == "ended":
+            with self.path.open("a", encoding="utf-8") as handle:
+                handle.write(event.episode.to_json() + "\n")
+
+
+class ListSink:
+    """Keeps every event in memory (handy for tests and notebooks)."""
+
+    def __init__(self) -> None:
+        self.events: list[RunnerEvent] = []
+
+    def handle(self, event: RunnerEvent) -> None:
+        self.events.append(event)
+
+
+@dataclass
+class RunnerConfig:
+    """Limits and what to record."""
+
+    max_steps: int | None = None
+    """Steps before the episode is truncated; None uses the environment's default."""
+    max_invalid_actions: int = 10
+    """Invalid actions allowed in an episode before it is truncated."""
+    record_frames: bool = True
+    """Store the rendered frame on every step (PNG in the trace)."""
+
+
+class EpisodeRunner:
+    """Drives one environment with one policy, step by step."""
+
+    def __init__(
+        self,
+        env_name: str,
+        policy: Policy,
+        env_options: dict[str, Any] | None = None,
+        sinks: list[Sink] | None = None,
+        config: RunnerConfig | None = None,
+    ) -> None:
+        self.env_name = env_name
+        self.env: StudioEnv = make_env(env_name, env_options)
+        self.policy = policy
+        self.sinks: list[Sink] = list(sinks or [])
+        self.config = config or RunnerConfig()
+        self.max_steps = self.config.max_steps or default_max_steps(env_name)
+        self._episode: Episode | None = None
+        self._observation = ""
+        self._stop = threading.Event()
+
+    # -- state -----------------------------------------------------------------------------
+    @property
+    def episode(self) -> Episode:
+        """The current episode; raises if nothing has been reset yet."""
+        if self._episode is None:
+            raise StudioError("No episode yet: reset first.")
+        return self._episode
+
+    @property
+    def observation(self) -> str:
+        """The text observation the next step will be decided on."""
+        return self._observation
+
+    def current_observation(self) -> Observation:
+        """What the policy will see at the next step."""
+        frame = self.env.render() if self.config.record_frames else None
+        return Observation(
+            text=self._observation,
+            instruction=self.env.instruction,
+            valid_actions=self.env.valid_actions(),
+            step_index=self.episode.length,
+            frame=frame,
+        )
+
+    def _emit(self, kind: Literal["started", "step", "ended"], step: Step | None = None) -> None:
+        for sink in self.sinks:
+            sink.handle(RunnerEvent(kind, self.episode, step))
+
+    def set_policy(self, policy: Policy) -> None:
+        """Hand the episode to another policy (e.g. a human takes over, then hands back)."""
+        policy.reset(self.env, self.episode.seed if self._episode else None)
+        self.policy = policy
+
+    # -- reset / step / run -----------------------------------------------------------------
+    def reset(self, seed: int | None = 0) -> Episode:
+        """Start a new episode on ``seed`` (the same seed gives the same task)."""
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
+            raise StudioError(f"The seed must be a non-negative integer, got {seed!r}.")
+        self._observation, _info = self.env.reset(seed=seed)
+        self.policy.reset(self.env, seed)
+        self._episode = Episode(
+            env=self.env_name,
+            seed=seed,
+            env_options=dict(self.env.options),
+            instruction=self.env.instruction,
+            policy=self.policy.name,
+            policy_config=self.policy.describe(),
+            model=getattr(self.policy, "model_description", None),
+        )
+        self._emit("started")
+        return self._episode
+
+    def step(self, action: str | None = None) -> Step:
+        """Take one step. With ``action``, a person takes this step instead of the policy."""
+        episode = self.episode
+        if episode.done:
+            raise EpisodeOver("This episode is over: reset, or fork it from an earlier step.")
+        observation = self.current_observation()
+        state = self.env.get_state()
+        started = time.perf_counter()
+        if action is not None:
+            decision, actor = Decision(action=action, raw=action), "human"
+        else:
+            decision, actor = self.policy.act(episode, observation, should_stop=self._stop.is_set), self.policy.name
+        policy_seconds = time.perf_counter() - started
+        step = Step(
+            index=episode.length,
+            observation=observation.text,
+            frame=observation.frame,
+            action=decision.action,
+            actor=actor,
+            prompt=decision.prompt,
+            raw=decision.raw,
+            thought=decision.thought,
+            tokens=decision.tokens,
+            action_logprobs=decision.action_logprobs,
+            candidates=decision.candidates,
+            extra=decision.extra,
+            state=state,
+            timing={**decision.timing, "policy_s": policy_seconds},
+        )
+        self._apply(step, decision)
+        episode.steps.append(step)
+        self._observation = step.next_observation
+        self._emit("step", step)
+        if step.terminated or step.truncated:
+            self._finish(step)
+        return step
+
+    def _apply(self, step: Step, decision: Decision) -> None:
+        """Send the action to the environment (or record why it could not be) and fill the outcome."""
+        started = time.perf_counter()
+        if decision.action is None:
+            reason = decision.parse_error or "No action was given."
+            step.valid, step.invalid_reason, step.next_observation = False, reason, invalid_observation(reason)
+        else:
+            check = self.env.validate_action(decision.action)
+            next_observation, reward, terminated, truncated, info = self.env.step(decision.action)
+            step.action = check.action or decision.action
+            step.valid, step.invalid_reason = check.valid, check.reason
+            step.next_observation, step.reward = next_observation, reward
+            step.terminated, step.truncated = terminated, truncated
+            step.info = _json_safe(info)
+        step.timing["env_s"] = time.perf_counter() - started
+        invalid_count = sum(not s.valid for s in self.episode.steps) + (not step.valid)
+        if not (step.terminated or step.truncated):
+            if invalid_count >= self.config.max_invalid_actions:
+                step.truncated, step.info["end_reason"] = True, "too many invalid actions"
+            elif step.index + 1 >= self.max_steps:
+                step.truncated, step.info["end_reason"] = True, "step limit"
+
+    def _finish(self, last: Step) -> None:
+        episode = self.episode
+        episode.success = bool(last.terminated and last.info.get("success", False))
+        if "end_reason" in last.info:
+            episode.end_reason = last.info["end_reason"]
+        elif last.terminated:
+            episode.end_reason = "goal reached" if episode.success else "terminated"
+        else:
+            episode.end_reason = "truncated by the environment"
+        episode.ended_at = utc_now()
+        self._emit("ended")
+
+    def run(self, max_steps: int | None = None) -> Episode:
+        """Step until the episode ends, ``max_steps`` more steps were taken, or :meth:`stop` is called."""
+        self._stop.clear()
+        taken = 0
+        while not self.episode.done and (max_steps is None or taken < max_steps) and not self._stop.is_set():
+            self.step()
+            taken += 1
+        return self.episode
+
+    def stop(self) -> None:
+        """Ask a running :meth:`run` to stop after the current step (thread-safe)."""
+        self._stop.set()
+
+    # -- fork ----------------------------------------------------------------------------------
+    def fork(self, episode: Episode, at: int) -> Episode:
+        """Branch ``episode`` at step ``at``: keep steps ``0..at-1``, restore the state step ``at`` saw.
+
+        The new episode becomes the current one; its next step is a new step ``at``.
+        """
+        if not 0 <= at < episode.length:
+            raise StudioError(f"Cannot fork at step {at}: the episode has steps 0 to {episode.length - 1}.")
+        state = episode.steps[at].state
+        if state is None:
+            raise StudioError(f"Step {at} has no environment snapshot to fork from.")
+        if episode.env != self.env_name or episode.env_options != self.env.options:
+            self.env = make_env(episode.env, episode.env_options)
+            self.env_name = episode.env
+            self.max_steps = self.config.max_steps or default_max_steps(episode.env)
+        self.env.reset(seed=episode.seed)  # Gymnasium requires a reset before stepping
+        self.env.set_state(copy.deepcopy(state))
+        self._observation = episode.steps[at].observation
+        self.policy.reset(self.env, episode.seed)
+        self._episode = Episode(
+            env=episode.env,
+            seed=episode.seed,
+            env_options=dict(episode.env_options),
+            instruction=episode.instruction,
+            policy=self.policy.name,
+            policy_config=self.policy.describe(),
+            model=getattr(self.policy, "model_description", None),
+            steps=[copy.deepcopy(s) for s in episode.steps[:at]],
+            parent_id=episode.id,
+            forked_at=at,
+        )
+        self._emit("started")
+        return self._episode
+
+
+def _json_safe(info: dict[str, Any]) -> dict[str, Any]:
+    """Drop what JSON cannot hold, so every trace can be written."""
+    safe = {}
+    for key, value in info.items():
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            value = repr(value)
+        safe[str(key)] = value
+    return safe
+
