@@ -1,0 +1,161 @@
+"""Agent Studio: the composition root and command line.
+
+    python app.py [serve] [--host H] [--port P] [--db URL]   start the studio web app
+    python app.py envs [--json]                             list environments
+    python app.py run --env NAME [...]                       run episodes headless
+
+User errors (unknown environment, bad option, bad seed, ...) print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, NoReturn, Sequence
+
+from studio.errors import StudioError
+
+EXIT_USER_ERROR = 2
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and still exit code 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USER_ERROR, f"error: {message} (see: {self.prog} --help)\n")
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("expected a positive integer, got 0")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _non_negative_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port between 0 and 65535, got {text!r}")
+    return value
+
+
+def _env_option(text: str) -> tuple[str, Any]:
+    from studio.envs.registry import parse_cli_value
+
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected name=value, got {text!r}")
+    return name.strip(), parse_cli_value(value)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI: ``serve`` (default), ``envs`` and ``run``."""
+    parser = OneLineParser(prog="app.py", description="Agent Studio: watch agents act, look inside their decisions, and turn what you see into training data.")
+    commands = parser.add_subparsers(dest="command", parser_class=OneLineParser, metavar="{serve,envs,run}")
+
+    serve = commands.add_parser("serve", help="start the studio web app (the default command)")
+    _add_serve_arguments(serve)
+
+    envs = commands.add_parser("envs", help="list environments, their options and action spaces")
+    envs.add_argument("--json", action="store_true", help="one JSON object per environment")
+
+    run = commands.add_parser("run", help="run episodes headless and print one summary line per episode")
+    run.add_argument("--env", required=True, help="environment: gridworld, household, wikihop or gym:<id>")
+    run.add_argument("--env-opt", type=_env_option, action="append", default=[], metavar="NAME=VALUE", help="environment option (repeatable); see `app.py envs`")
+    run.add_argument("--policy", default="expert", choices=["expert", "random"], help="who acts (default: expert)")
+    run.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the first episode (default 0); episode k uses seed+k")
+    run.add_argument("--episodes", type=_positive_int, default=1, help="number of episodes (default 1)")
+    run.add_argument("--max-steps", type=_positive_int, default=None, help="step limit per episode (default: the environment's)")
+    run.add_argument("--max-invalid", type=_positive_int, default=10, help="invalid actions before an episode is cut (default 10)")
+    run.add_argument("--out", default=None, metavar="FILE.jsonl", help="append full episodes (the trace format) to this JSONL file")
+    run.add_argument("--frames", action="store_true", help="store a rendered frame on every step of --out (larger files)")
+    run.add_argument("--json", action="store_true", help="print one JSON object per episode instead of a text line")
+    return parser
+
+
+def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=_port, default=7860, help="port (default 7860)")
+    parser.add_argument("--db", default=None, metavar="URL", help="database: a file path or an SQLAlchemy URL (the store lands with its own issue)")
+
+
+def cmd_envs(args: argparse.Namespace) -> int:
+    from studio.envs.registry import describe_all
+
+    for info in describe_all():
+        if args.json:
+            print(json.dumps(info))
+            continue
+        print(f"{info['name']}: {info['summary']}")
+        print(f"  actions: {info['action_space']}")
+        print(f"  expert: {'yes' if info['expert'] else 'no'}; default step limit {info['default_max_steps']}")
+        for option in info["options"]:
+            allowed = f" (one of {', '.join(map(str, option['choices']))})" if option.get("choices") else ""
+            bounds = f" ({option['minimum']}..{option['maximum']})" if option.get("minimum") is not None else ""
+            print(f"  --env-opt {option['name']}=... default {option['default']}{allowed}{bounds}: {option['help']}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from studio.agents.scripted import make_policy
+    from studio.runner import EpisodeRunner, JsonlSink, RunnerConfig
+
+    sinks = [JsonlSink(args.out)] if args.out else []
+    config = RunnerConfig(max_steps=args.max_steps, max_invalid_actions=args.max_invalid, record_frames=args.frames)
+    runner = EpisodeRunner(args.env, make_policy(args.policy), dict(args.env_opt), sinks=sinks, config=config)
+    for offset in range(args.episodes):
+        runner.reset(seed=args.seed + offset)
+        episode = runner.run()
+        summary = episode.summary()
+        if args.json:
+            print(json.dumps(summary), flush=True)
+        else:
+            outcome = "success" if episode.success else "failure"
+            print(
+                f"{episode.id[:8]}  {episode.env} seed={episode.seed} policy={episode.policy}  "
+                f"{outcome}  return={episode.total_return:g}  steps={episode.length}  ({episode.end_reason})",
+                flush=True,
+            )
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    from components.layout import build_app
+
+    app = build_app(db_url=args.db)
+    print(f"Agent Studio on http://{args.host}:{args.port}", flush=True)
+    app.launch(server_name=args.host, server_port=args.port, show_error=True)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0].startswith("-") and argv[0] not in {"-h", "--help"}:
+        argv = ["serve", *argv]  # `python app.py [--port P]` starts the studio
+    args = build_parser().parse_args(argv)
+    handlers = {"serve": cmd_serve, "envs": cmd_envs, "run": cmd_run}
+    try:
+        return handlers[args.command](args)
+    except StudioError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

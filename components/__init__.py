@@ -1,0 +1,1 @@
+"""Gradio panels. The only package that imports gradio."""

@@ -1,0 +1,39 @@
+"""The studio web app: composes the panels into one ``gr.Blocks``.
+
+Until the UI issue lands this is a start page: it shows the built-in environments (a
+first frame of each) and how to run episodes from the command line.
+"""
+
+from __future__ import annotations
+
+import html
+
+import gradio as gr
+
+from studio.envs.registry import BUILTIN, make_env
+
+CLI_HINT = """Run episodes headless while the interactive panels are being built:
+
+```
+python app.py envs
+python app.py run --env gridworld --policy expert --seed 0 --episodes 5
+python app.py run --env gym:FrozenLake-v1 --policy random --out episodes.jsonl
+```
+"""
+
+
+def build_app(db_url: str | None = None) -> gr.Blocks:
+    """The studio app. ``db_url`` is where episodes will be stored once the store lands."""
+    with gr.Blocks(title="Agent Studio") as app:
+        gr.Markdown("# Agent Studio\nWatch agents act, look inside their decisions, and turn what you see into training data.")
+        with gr.Row():
+            for info in BUILTIN.values():
+                env = make_env(info.name)
+                env.reset(seed=0)
+                with gr.Column():
+                    gr.HTML(f"<h3>{html.escape(info.name)}</h3><p>{html.escape(info.summary)}</p>")
+                    gr.Image(env.render(), interactive=False, show_label=False)
+        gr.Markdown(CLI_HINT)
+        if db_url:
+            gr.Markdown(f"Database: `{db_url}`")
+    return app

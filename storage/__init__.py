@@ -1,0 +1,1 @@
+"""Persistence (SQLAlchemy store, migrations, exports). Lands with the store issue."""

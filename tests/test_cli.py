@@ -1,0 +1,101 @@
+"""The command line, run as a user runs it: in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from studio.trace import read_episodes_jsonl
+from tests.live_server import running_studio
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "app.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("env", ["gridworld", "household", "wikihop"])
+def test_expert_succeeds_on_seeds_0_to_19(env: str) -> None:
+    result = cli("run", "--env", env, "--policy", "expert", "--seed", "0", "--episodes", "20", "--json")
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["seed"] for line in lines] == list(range(20))
+    assert all(line["success"] is True and line["env"] == env and line["policy"] == "expert" for line in lines)
+    assert all(line["steps"] >= 1 and line["return"] == 1.0 and len(line["episode_id"]) == 32 for line in lines)
+
+
+def test_single_seed_flag_as_in_the_readme() -> None:
+    result = cli("run", "--env", "gridworld", "--policy", "expert", "--seed", "7", "--json")
+    (line,) = [json.loads(x) for x in result.stdout.splitlines()]
+    assert line["seed"] == 7 and line["success"] is True
+
+
+def test_frozenlake_runs_with_the_random_policy_and_writes_episodes(tmp_path: Path) -> None:
+    out = tmp_path / "runs" / "frozen.jsonl"
+    result = cli("run", "--env", "gym:FrozenLake-v1", "--policy", "random", "--episodes", "3", "--out", str(out), "--frames")
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 3 and "gym:FrozenLake-v1 seed=0 policy=random" in result.stdout
+    episodes = read_episodes_jsonl(str(out))
+    assert len(episodes) == 3 and all(e.env == "gym:FrozenLake-v1" and e.done for e in episodes)
+    assert all(s.frame is not None for e in episodes for s in e.steps)
+
+
+def test_env_options_are_applied() -> None:
+    result = cli("run", "--env", "gridworld", "--env-opt", "size=11", "--env-opt", "difficulty=hard", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["success"] is True
+
+
+def test_envs_lists_every_environment() -> None:
+    result = cli("envs", "--json")
+    described = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [d["name"] for d in described] == ["gridworld", "household", "wikihop", "gym:<id>"]
+    gridworld = described[0]
+    assert {o["name"] for o in gridworld["options"]} == {"size", "difficulty"} and gridworld["expert"] is True
+    assert "go north" in gridworld["action_space"]
+    text = cli("envs").stdout
+    assert "--env-opt hops=" in text and "household" in text
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--env", "nope"], "Unknown environment 'nope'"),
+        (["run", "--env", "gridworld", "--env-opt", "size=abc"], "Option 'size' must be int"),
+        (["run", "--env", "gridworld", "--env-opt", "size=99"], "at most 15"),
+        (["run", "--env", "gridworld", "--env-opt", "colour=red"], "Unknown option 'colour'"),
+        (["run", "--env", "gridworld", "--env-opt", "size"], "expected name=value"),
+        (["run", "--env", "gridworld", "--seed", "-1"], "non-negative integer"),
+        (["run", "--env", "gridworld", "--seed", "abc"], "non-negative integer"),
+        (["run", "--env", "gym:FrozenLake-v1"], "has no expert policy"),
+        (["run", "--env", "gym:Pendulum-v1", "--policy", "random"], "only Discrete"),
+        (["run", "--env", "gridworld", "--policy", "genius"], "invalid choice"),
+        (["serve", "--port", "99999"], "port"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_user_errors_print_one_line_and_exit_2(args: list[str], message: str) -> None:
+    result = cli(*args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_help_is_available_everywhere() -> None:
+    for args in (["--help"], ["run", "--help"], ["envs", "--help"], ["serve", "--help"]):
+        result = cli(*args)
+        assert result.returncode == 0 and "usage:" in result.stdout
+
+
+def test_serve_starts_and_serves_the_studio() -> None:
+    with running_studio() as url:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            assert "Agent Studio" in response.read().decode("utf-8", "replace")
+        with urllib.request.urlopen(url + "config", timeout=5) as response:
+            assert "gridworld" in response.read().decode("utf-8")
