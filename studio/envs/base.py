@@ -139,6 +139,8 @@ class StudioEnv(gym.Env):
     option_specs: ClassVar[tuple[OptionSpec, ...]] = ()
     #: One line describing the action space (``app.py envs``).
     action_summary: ClassVar[str] = ""
+    #: Whether ``valid_actions()`` changes from state to state (prompts then list it every turn).
+    actions_depend_on_state: ClassVar[bool] = False
 
     def __init__(self, **options: Any) -> None:
         super().__init__()

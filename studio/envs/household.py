@@ -89,6 +89,7 @@ class Household(StudioEnv):
 
     name = "household"
     action_summary = "finite, state-dependent: go to R, open/close R, take O from R, put O in/on R, clean/heat/cool O with R, examine, inventory, look"
+    actions_depend_on_state = True
     option_specs = (
         OptionSpec("rooms", int, 2, "Number of rooms (the kitchen plus living room, bedroom).", minimum=1, maximum=3),
         OptionSpec("task", str, "any", "Goal type: pick (place an object), clean, heat, cool, or any.", choices=("any", *TASKS)),

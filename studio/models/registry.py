@@ -1,0 +1,97 @@
+"""One copy of each loaded model per process, shared by every browser session.
+
+The app makes one :class:`ModelRegistry` (in ``app.py``, the composition root) and hands
+it to every session. Loading is serialised (two sessions asking for the same model get
+the same object, loaded once) and every backend on a device shares that device's lock,
+so concurrent sessions queue on the device instead of colliding.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from studio.models.base import Backend, ProgressCallback, no_progress
+
+
+@dataclass(frozen=True)
+class ModelKey:
+    """What makes two loads the same model."""
+
+    path: str
+    gguf_file: str | None
+    device: str
+    dtype: str
+
+
+class ModelRegistry:
+    """Loaded models by key, with one lock per device."""
+
+    def __init__(self) -> None:
+        self._models: dict[ModelKey, Backend] = {}
+        self._names: dict[ModelKey, str] = {}
+        self._loading = threading.Lock()
+        self._device_locks: dict[str, threading.Lock] = {}
+
+    def device_lock(self, device: str) -> threading.Lock:
+        """The lock every backend on ``device`` shares."""
+        with self._loading:
+            return self._device_locks.setdefault(device, threading.Lock())
+
+    def load(
+        self,
+        name: str,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        trust_remote_code: bool = False,
+        progress: ProgressCallback = no_progress,
+    ) -> Backend:
+        """The loaded model ``name`` (``default``, a hub id or a local path), loading it if needed."""
+        from studio.models.hf import TransformersBackend, pick_device
+        from studio.models.resolve import resolve
+
+        device_name = pick_device(device)
+        resolved = resolve(name, progress=lambda f, m: progress(0.3 * f, m))
+        key = ModelKey(resolved.path, resolved.gguf_file, device_name, dtype)
+        lock = self.device_lock(device_name)
+        with self._loading:
+            if key not in self._models:
+                self._models[key] = TransformersBackend.load(
+                    resolved.path,
+                    model_id=resolved.repo or name,
+                    source=resolved.source,
+                    gguf_file=resolved.gguf_file,
+                    device=device_name,
+                    dtype=dtype,
+                    trust_remote_code=trust_remote_code,
+                    progress=lambda f, m: progress(0.3 + 0.7 * f, m),
+                    lock=lock,
+                )
+                self._names[key] = name
+            else:
+                progress(1.0, "already loaded")
+            return self._models[key]
+
+    def add(self, name: str, backend: Backend, device: str = "cpu") -> Backend:
+        """Register an already built backend (tiny test models, scripted fakes)."""
+        with self._loading:
+            key = ModelKey(f"memory:{name}", None, device, "auto")
+            self._models[key] = backend
+            self._names[key] = name
+        return backend
+
+    def loaded(self) -> list[dict[str, Any]]:
+        """The model cards of what is loaded, with the name each was asked for."""
+        with self._loading:
+            return [{"name": self._names[key], **backend.info} for key, backend in self._models.items()]
+
+    def unload(self, backend: Backend) -> None:
+        """Free ``backend`` and forget it (sessions still holding it must load again)."""
+        with self._loading:
+            for key, candidate in list(self._models.items()):
+                if candidate is backend:
+                    del self._models[key]
+                    del self._names[key]
+        backend.unload()

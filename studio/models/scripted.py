@@ -1,0 +1,102 @@
+"""A scripted backend: replays given outputs. A first-class backend, not a test hack.
+
+Use it to demo the studio without a model, to reproduce a policy bug from a logged
+output, or to test panels deterministically. Each ``generate`` call returns the next
+scripted text (``n`` times, cycling); ``score`` prefers continuations listed in
+``preferences`` and otherwise shorter ones. Token-level data is made up per character
+(logprob -0.1, entropy 1.0) so the views have something to show.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from studio.models.base import CacheStats, Capabilities, Generation, GenerateResult, Message, PrefixSession, SamplingParams, ScoreResult
+from studio.trace import TokenInfo
+
+
+class ScriptedBackend:
+    """Replays ``outputs`` in order (cycling)."""
+
+    def __init__(self, outputs: list[str], preferences: list[str] | None = None, name: str = "scripted") -> None:
+        if not outputs:
+            raise ValueError("a scripted backend needs at least one output")
+        self.outputs = list(outputs)
+        self.preferences = list(preferences or [])
+        self.name = name
+        self.calls = 0
+        self.capabilities = Capabilities(logprobs=True, attention=False, images=False)
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return {
+            "id": self.name,
+            "source": "scripted",
+            "architecture": "ScriptedBackend",
+            "kind": "scripted",
+            "parameters": 0,
+            "layers": 0,
+            "heads": 0,
+            "kv_heads": 0,
+            "context_length": 1_000_000,
+            "vocab_size": 0,
+            "device": "cpu",
+            "dtype": "none",
+            "memory_mb": 0.0,
+            "load_seconds": 0.0,
+            "capabilities": {"logprobs": True, "attention": False, "images": False},
+        }
+
+    def encode(self, messages: list[Message], assistant_prefix: str = "", images: list[np.ndarray] | None = None) -> tuple[list[int], dict[str, Any]]:
+        text = "".join(str(m.get("content", "")) for m in messages) + assistant_prefix
+        return [ord(ch) % 256 for ch in text], {}
+
+    @staticmethod
+    def _tokens(text: str) -> list[TokenInfo]:
+        return [TokenInfo(id=ord(ch) % 256, text=ch, logprob=-0.1, entropy=1.0) for ch in text]
+
+    def generate(
+        self,
+        messages: list[Message],
+        n: int = 1,
+        sampling: SamplingParams | None = None,
+        stop: list[str] | None = None,
+        images: list[np.ndarray] | None = None,
+        session: PrefixSession | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        assistant_prefix: str = "",
+    ) -> GenerateResult:
+        generations = []
+        for _ in range(n):
+            text = self.outputs[self.calls % len(self.outputs)]
+            self.calls += 1
+            if assistant_prefix and text.startswith(assistant_prefix):
+                text = text[len(assistant_prefix):]  # the prompt already holds it
+            finish = "eos"
+            for marker in stop or []:
+                if marker and marker in text:
+                    text, finish = text[: text.index(marker)], "stop"
+            generations.append(Generation(text=text, tokens=self._tokens(text), finish_reason=finish))
+        prompt = len(self.encode(messages, assistant_prefix)[0])
+        return GenerateResult(generations=generations, cache=CacheStats(prompt_tokens=prompt, encoded_tokens=prompt), timing={"total_s": 0.0})
+
+    def score(
+        self,
+        messages: list[Message],
+        continuations: list[str],
+        images: list[np.ndarray] | None = None,
+        session: PrefixSession | None = None,
+        assistant_prefix: str = "",
+        end_with_eos: bool = False,
+    ) -> ScoreResult:
+        values = []
+        for text in continuations:
+            stripped = text.strip()
+            bonus = 5.0 * (len(self.preferences) - self.preferences.index(stripped)) if stripped in self.preferences else 0.0
+            values.append([-0.5 * len(stripped) + bonus])
+        return ScoreResult(token_logprobs=values, tokens=[[ord(c) % 256 for c in text] for text in continuations])
+
+    def unload(self) -> None:
+        """Nothing to free."""
