@@ -1,0 +1,300 @@
+"""The ReAct policy: a model thinks, then acts, in chat turns.
+
+The prompt is a chat: a system message (task, answer format, valid actions when they are
+fixed, and a short example taken from the expert on another seed of the same
+environment), then one user turn per observation and one assistant turn per step, exactly
+as the model produced it. Because earlier turns are never rewritten, each step's prompt
+extends the previous one and the backend encodes only the new turns (KV-cache reuse);
+when the history outgrows its token budget the oldest half is dropped at once, so the
+prefix changes rarely (that step records a full re-encode).
+
+Two action modes:
+
+- ``generate``: the model writes ``Thought: ... Action: ...``; the core parser reads it
+  and the environment validates it (an invalid action is recorded, the episode goes on).
+- ``score``: the model writes the thought; then every valid action is scored in one pass
+  and the most likely one is taken. The full distribution over valid actions is stored on
+  the step, and the action is never invalid. Environments without a finite action set
+  (wikihop) fall back to ``generate`` for the action.
+
+With ``candidates`` K > 1, K outputs are sampled in one batch; the first valid one is
+taken and the others are kept on the step as candidates.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from studio.agents.base import Decision, Observation, StopCheck, never_stop
+from studio.agents.parsing import parse_react
+from studio.envs.base import StudioEnv
+from studio.models.base import Backend, GenerateResult, Generation, PrefixSession, SamplingParams
+from studio.trace import Candidate, Episode, Step
+
+FORMAT = "Answer every turn in exactly this format:\nThought: <one short sentence of reasoning>\nAction: <exactly one action>"
+STOP = ["\nObservation", "Observation:", "\nThought:"]
+THOUGHT = "Thought:"
+EXAMPLE_STEPS = 3
+EXAMPLE_SEED_OFFSET = 100_003
+
+
+@dataclass(frozen=True)
+class ReActConfig:
+    """Settings of the ReAct policy (recorded on every episode it runs)."""
+
+    action_mode: str = "generate"
+    """``generate`` (the model writes the action) or ``score`` (valid actions are scored)."""
+    sampling: SamplingParams = SamplingParams()
+    candidates: int = 1
+    """Outputs sampled per step (in one batch); the first valid one is taken."""
+    few_shot: bool = True
+    """Include an example trajectory from the environment's expert on another seed."""
+    max_prompt_tokens: int = 6144
+    """History budget; past it the oldest half of the history is dropped."""
+
+    def __post_init__(self) -> None:
+        if self.action_mode not in ("generate", "score"):
+            raise ValueError(f"action_mode must be generate or score, got {self.action_mode!r}")
+        if self.candidates < 1:
+            raise ValueError(f"candidates must be >= 1, got {self.candidates}")
+
+
+def expert_thought(action: str) -> str:
+    """The thought written for an expert step in the few-shot example."""
+    return f"Next I should {action}."
+
+
+class ReActPolicy:
+    """A model-driven ReAct agent."""
+
+    name = "react"
+
+    def __init__(self, backend: Backend, config: ReActConfig | None = None) -> None:
+        self.backend = backend
+        self.config = config or ReActConfig()
+        self.session = PrefixSession()
+        self.env: StudioEnv | None = None
+        self.example = ""
+        self.fixed_actions: list[str] | None = None
+        self.history_start = 0
+
+    @property
+    def model_description(self) -> dict[str, Any]:
+        """Recorded on every episode this policy runs."""
+        info = self.backend.info
+        return {key: info.get(key) for key in ("id", "source", "architecture", "parameters", "device", "dtype")}
+
+    def describe(self) -> dict[str, Any]:
+        sampling = self.config.sampling
+        return {
+            "action_mode": self.config.action_mode,
+            "candidates": self.config.candidates,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "max_new_tokens": sampling.max_new_tokens,
+            "few_shot": self.config.few_shot,
+            "model": self.backend.info.get("id"),
+        }
+
+    # -- episode setup -------------------------------------------------------------------------
+    def reset(self, env: StudioEnv, seed: int | None) -> None:
+        self.env = env
+        self.session.reset()
+        self.history_start = 0
+        self.fixed_actions = self._fixed_actions(env)
+        self.example = self._example(env, seed) if self.config.few_shot else ""
+
+    @staticmethod
+    def _fixed_actions(env: StudioEnv) -> list[str] | None:
+        """The action list when it is the same in every state (shown once, in the system prompt)."""
+        actions = env.valid_actions()
+        return None if actions is None or env.actions_depend_on_state else list(actions)
+
+    def _example(self, env: StudioEnv, seed: int | None) -> str:
+        """A few expert steps on another seed of the same environment, as a transcript."""
+        if not env.provides_expert():
+            return ""
+        from studio.envs.registry import make_env
+
+        twin = make_env(env.name, dict(env.options))
+        observation, _ = twin.reset(seed=(seed or 0) + EXAMPLE_SEED_OFFSET)
+        lines = [f"Task: {twin.instruction}"]
+        for _ in range(EXAMPLE_STEPS):
+            action = twin.expert_action()
+            lines += [f"Observation: {observation}", f"Thought: {expert_thought(action)}", f"Action: {action}"]
+            observation, _reward, terminated, truncated, _info = twin.step(action)
+            if terminated or truncated:
+                break
+        twin.close()
+        return "\n".join(lines)
+
+    # -- prompt ------------------------------------------------------------------------------------
+    def _system(self, observation: Observation) -> str:
+        parts = [f"You are an agent solving a task step by step.\nTask: {observation.instruction}", FORMAT]
+        if self.fixed_actions is not None:
+            parts.append("Valid actions: " + ", ".join(self.fixed_actions))
+        if self.example:
+            parts.append("Here is an example of the format on a different task:\n" + self.example)
+        return "\n\n".join(parts)
+
+    def _user_text(self, observation_text: str, valid_actions: list[str] | None) -> str:
+        text = f"Observation: {observation_text}"
+        if valid_actions is not None and self.fixed_actions is None:
+            text += "\nValid actions now: " + ", ".join(valid_actions)
+        return text
+
+    def _assistant_text(self, step: Step) -> str:
+        """A past step as the assistant said it: its own raw output, or the action someone else took."""
+        if step.actor == self.name and step.raw:
+            return step.raw
+        return f"Thought: I will {step.action}.\nAction: {step.action}" if step.action else step.raw
+
+    def _content(self, text: str, image: bool = False) -> Any:
+        if not self.backend.capabilities.images:
+            return text
+        return ([{"type": "image"}] if image else []) + [{"type": "text", "text": text}]
+
+    def build_messages(self, episode: Episode, observation: Observation) -> list[dict[str, Any]]:
+        """The chat for the next step (the history from ``history_start`` on)."""
+        with_image = self.backend.capabilities.images and observation.frame is not None
+        messages = [{"role": "system", "content": self._content(self._system(observation))}]
+        for step in episode.steps[self.history_start :]:
+            valid = step.extra.get("valid_actions") if step.actor == self.name else None
+            messages.append({"role": "user", "content": self._content(self._user_text(step.observation, valid))})
+            messages.append({"role": "assistant", "content": self._content(self._assistant_text(step))})
+        messages.append({"role": "user", "content": self._content(self._user_text(observation.text, observation.valid_actions), image=with_image)})
+        return messages
+
+    def _fit(self, episode: Episode, observation: Observation) -> list[dict[str, Any]]:
+        """Messages within the token budget, dropping the oldest half of the history when needed."""
+        budget = min(self.config.max_prompt_tokens, self.backend.info["context_length"] - self.config.sampling.max_new_tokens - 16)
+        while True:
+            messages = self.build_messages(episode, observation)
+            remaining = len(episode.steps) - self.history_start
+            if remaining == 0 or len(self.backend.encode(messages)[0]) <= budget:
+                return messages
+            self.history_start += max(1, remaining // 2)
+
+    # -- acting --------------------------------------------------------------------------------------
+    def act(self, episode: Episode, observation: Observation, should_stop: StopCheck = never_stop) -> Decision:
+        messages = self._fit(episode, observation)
+        images = [observation.frame] if self.backend.capabilities.images and observation.frame is not None else None
+        if self.config.action_mode == "score" and observation.valid_actions:
+            decision = self._act_by_scoring(messages, observation, images, should_stop)
+        else:
+            decision = self._act_by_generating(messages, images, should_stop)
+            if self.config.action_mode == "score":
+                decision.extra["action_mode"] = "generate (no finite action set)"
+        decision.prompt = messages
+        decision.extra["history_start"] = self.history_start
+        if self.fixed_actions is None and observation.valid_actions is not None:
+            decision.extra["valid_actions"] = list(observation.valid_actions)  # so history re-renders identically
+        return decision
+
+    def _generate(self, messages, images, should_stop, stop, assistant_prefix="") -> GenerateResult:
+        return self.backend.generate(
+            messages,
+            n=self.config.candidates,
+            sampling=self.config.sampling,
+            stop=stop,
+            images=images,
+            session=self.session,
+            should_stop=should_stop,
+            assistant_prefix=assistant_prefix,
+        )
+
+    @staticmethod
+    def _stats(result: GenerateResult) -> tuple[dict[str, float], dict[str, Any]]:
+        timing = {f"generate_{k}": v for k, v in result.timing.items()}
+        extra = {"cache": result.cache.to_dict(), "finish_reasons": [g.finish_reason for g in result.generations]}
+        return timing, extra
+
+    def _act_by_generating(self, messages, images, should_stop) -> Decision:
+        # The turn starts with "Thought:" already written: small models then keep the format.
+        result = self._generate(messages, images, should_stop, STOP, assistant_prefix=THOUGHT)
+        texts = [THOUGHT + g.text for g in result.generations]
+        parsed = [parse_react(text) for text in texts]
+        nudged = all(p.action is None for p in parsed) and not should_stop()
+        if nudged:  # nobody wrote "Action:": ask the first sample for its action line
+            texts[0], tokens = self._nudge(messages, images, texts[0], result.generations[0])
+            result.generations[0] = Generation(text=texts[0][len(THOUGHT):], tokens=tokens, finish_reason="nudged")
+            parsed[0] = parse_react(texts[0])
+        checks = [self.env.validate_action(p.action) if p.action is not None and self.env is not None else None for p in parsed]
+        chosen = next((i for i, c in enumerate(checks) if c is not None and c.valid), 0)
+        candidates = [
+            Candidate(raw=text, thought=p.thought, action=(c.action if c and c.valid else p.action), valid=bool(c and c.valid), invalid_reason=p.error or (c.reason if c else None), tokens=g.tokens)
+            for i, (g, text, p, c) in enumerate(zip(result.generations, texts, parsed, checks))
+            if i != chosen
+        ]
+        best, best_parse = result.generations[chosen], parsed[chosen]
+        timing, extra = self._stats(result)
+        extra.update(action_mode="generate", chosen_candidate=chosen, action_nudged=nudged)
+        return Decision(
+            action=best_parse.action,
+            raw=texts[chosen],
+            thought=best_parse.thought,
+            parse_error=best_parse.error,
+            tokens=best.tokens,
+            candidates=candidates,
+            timing=timing,
+            extra=extra,
+        )
+
+    def _nudge(self, messages, images, text: str, generation: Generation) -> tuple[str, list]:
+        """Continue ``text`` after an explicit "Action:" (one short greedy line)."""
+        thought = text.rstrip()
+        prefix = f"{thought}\nAction:"
+        sampling = SamplingParams(temperature=0.0, top_p=1.0, max_new_tokens=32)
+        follow = self.backend.generate(messages, sampling=sampling, stop=["\n"], images=images, session=self.session, assistant_prefix=prefix)
+        line = follow.generations[0]
+        return prefix + line.text, generation.tokens + line.tokens
+
+    def _act_by_scoring(self, messages, observation: Observation, images, should_stop) -> Decision:
+        valid_actions = list(observation.valid_actions or [])
+        result = self._generate(messages, images, should_stop, ["Action:", *STOP], assistant_prefix=THOUGHT)
+        timing, extra = self._stats(result)
+        scored = [self._score_actions(messages, g, valid_actions, images) for g in result.generations]
+        timing["score_s"] = sum(s[2] for s in scored)
+        best, (action_logprobs, raw_totals, _seconds) = result.generations[0], scored[0]
+        action = max(action_logprobs, key=action_logprobs.__getitem__)
+        probabilities = [math.exp(v) for v in action_logprobs.values()]
+        extra.update(
+            action_mode="score",
+            action_entropy=-sum(p * math.log(p) for p in probabilities if p > 0),
+            chosen_action_probability=math.exp(action_logprobs[action]),
+            action_scores_raw=raw_totals,
+        )
+        candidates = []
+        for generation, (logprobs, _totals, _s) in zip(result.generations[1:], scored[1:]):
+            other = max(logprobs, key=logprobs.__getitem__)
+            candidates.append(Candidate(raw=self._scored_text(generation, other), thought=generation.text.strip(), action=other, tokens=generation.tokens))
+        return Decision(
+            action=action,
+            raw=self._scored_text(best, action),
+            thought=best.text.strip() or None,
+            tokens=best.tokens,
+            action_logprobs=action_logprobs,
+            candidates=candidates,
+            timing=timing,
+            extra=extra,
+        )
+
+    @staticmethod
+    def _scored_text(generation: Generation, action: str) -> str:
+        """The assistant turn of a score-mode step, as the next prompts will show it."""
+        return f"{THOUGHT}{generation.text.rstrip()}\nAction: {action}"
+
+    def _score_actions(self, messages, generation: Generation, valid_actions: list[str], images) -> tuple[dict[str, float], dict[str, float], float]:
+        import time
+
+        started = time.perf_counter()
+        prefix = f"{THOUGHT}{generation.text.rstrip()}\nAction:"
+        result = self.backend.score(
+            messages, [f" {a}" for a in valid_actions], images=images, session=self.session, assistant_prefix=prefix, end_with_eos=True
+        )
+        totals = dict(zip(valid_actions, result.totals))
+        top = max(totals.values())
+        log_norm = top + math.log(sum(math.exp(v - top) for v in totals.values()))
+        return {a: v - log_norm for a, v in totals.items()}, totals, time.perf_counter() - started

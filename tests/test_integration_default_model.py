@@ -1,0 +1,65 @@
+"""The real embedded default model (SmolLM2-135M-Instruct), offline: the path a new user takes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from studio.agents.react import ReActConfig, ReActPolicy
+from studio.models.base import SamplingParams
+from studio.models.registry import ModelRegistry
+from studio.runner import EpisodeRunner, RunnerConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def default_model(monkeypatch_module):
+    monkeypatch_module.setenv("HF_HUB_OFFLINE", "1")
+    return ModelRegistry().load("default")
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+def test_three_react_steps_on_gridworld(default_model) -> None:
+    assert default_model.info["architecture"] == "LlamaForCausalLM" and default_model.info["layers"] == 30
+    policy = ReActPolicy(default_model, ReActConfig(sampling=SamplingParams(temperature=0.0, max_new_tokens=40)))
+    runner = EpisodeRunner("gridworld", policy, config=RunnerConfig(max_steps=10))
+    runner.reset(seed=0)
+    steps = [runner.step() for _ in range(3)]
+    for step in steps:
+        assert step.valid, step.raw  # few-shot + "Thought:" prefix: the model keeps the format
+        assert step.thought and step.action in runner.env.valid_actions()
+        assert step.tokens and all(t.logprob <= 0 for t in step.tokens)
+    for step in steps[1:]:
+        assert step.extra["cache"]["reused_tokens"] > 0.8 * step.extra["cache"]["prompt_tokens"]
+    assert runner.episode.model["id"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def test_score_mode_on_household(default_model) -> None:
+    policy = ReActPolicy(default_model, ReActConfig(action_mode="score", sampling=SamplingParams(temperature=0.0, max_new_tokens=24)))
+    runner = EpisodeRunner("household", policy)
+    runner.reset(seed=0)
+    step = runner.step()
+    assert step.valid and step.action_logprobs and step.action in step.action_logprobs
+    assert 0 < step.extra["chosen_action_probability"] <= 1
+
+
+def test_cli_react_run_offline() -> None:
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, "app.py", "run", "--env", "gridworld", "--policy", "react", "--model", "default", "--seed", "0", "--json", "--max-steps", "2"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env=environment,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["policy"] == "react" and summary["steps"] == 2 and summary["env"] == "gridworld"
