@@ -2,6 +2,7 @@
 
     python app.py [serve] [--host H] [--port P] [--db URL]   start the studio web app
     python app.py envs [--json]                             list environments
+    python app.py models [--json]                           list models that load offline
     python app.py run --env NAME [...]                       run episodes headless
 
 User errors (unknown environment, bad option, bad seed, ...) print one line and exit 2.
@@ -44,6 +45,26 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _unit_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
+    return value
+
+
+def _temperature(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a temperature >= 0, got {text!r}")
+    return value
+
+
 def _port(text: str) -> int:
     value = _non_negative_int(text)
     if value > 65535:
@@ -63,7 +84,7 @@ def _env_option(text: str) -> tuple[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     """The CLI: ``serve`` (default), ``envs`` and ``run``."""
     parser = OneLineParser(prog="app.py", description="Agent Studio: watch agents act, look inside their decisions, and turn what you see into training data.")
-    commands = parser.add_subparsers(dest="command", parser_class=OneLineParser, metavar="{serve,envs,run}")
+    commands = parser.add_subparsers(dest="command", parser_class=OneLineParser, metavar="{serve,envs,models,run}")
 
     serve = commands.add_parser("serve", help="start the studio web app (the default command)")
     _add_serve_arguments(serve)
@@ -71,10 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     envs = commands.add_parser("envs", help="list environments, their options and action spaces")
     envs.add_argument("--json", action="store_true", help="one JSON object per environment")
 
+    models = commands.add_parser("models", help="list the models that load without a network")
+    models.add_argument("--json", action="store_true", help="one JSON object per model")
+
     run = commands.add_parser("run", help="run episodes headless and print one summary line per episode")
     run.add_argument("--env", required=True, help="environment: gridworld, household, wikihop or gym:<id>")
     run.add_argument("--env-opt", type=_env_option, action="append", default=[], metavar="NAME=VALUE", help="environment option (repeatable); see `app.py envs`")
-    run.add_argument("--policy", default="expert", choices=["expert", "random"], help="who acts (default: expert)")
+    run.add_argument("--policy", default="expert", choices=["expert", "random", "react"], help="who acts (default: expert); react is model-driven")
     run.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the first episode (default 0); episode k uses seed+k")
     run.add_argument("--episodes", type=_positive_int, default=1, help="number of episodes (default 1)")
     run.add_argument("--max-steps", type=_positive_int, default=None, help="step limit per episode (default: the environment's)")
@@ -82,6 +106,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default=None, metavar="FILE.jsonl", help="append full episodes (the trace format) to this JSONL file")
     run.add_argument("--frames", action="store_true", help="store a rendered frame on every step of --out (larger files)")
     run.add_argument("--json", action="store_true", help="print one JSON object per episode instead of a text line")
+    model = run.add_argument_group("model (with --policy react)")
+    model.add_argument("--model", default="default", help="default (SmolLM2-135M-Instruct, offline), a hub id or a local folder")
+    model.add_argument("--action-mode", default="generate", choices=["generate", "score"], help="generate the action, or score every valid action")
+    model.add_argument("--candidates", type=_positive_int, default=1, metavar="K", help="outputs sampled per step in one batch (default 1)")
+    model.add_argument("--temperature", type=_temperature, default=0.0, help="0 is greedy (default 0)")
+    model.add_argument("--top-p", type=_unit_float, default=0.95, help="nucleus sampling mass (default 0.95)")
+    model.add_argument("--max-new-tokens", type=_positive_int, default=64, help="per step (default 64)")
+    model.add_argument("--no-few-shot", action="store_true", help="leave the expert example out of the prompt")
+    model.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:N or mps")
+    model.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="auto: bfloat16 on GPU, float32 on CPU")
+    model.add_argument("--trust-remote-code", action="store_true", help="allow a hub model's own Python code to run (off by default)")
     return parser
 
 
@@ -108,13 +143,45 @@ def cmd_envs(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def cmd_models(args: argparse.Namespace) -> int:
+    from studio.models.resolve import offline_models
+
+    for row in offline_models():
+        if args.json:
+            print(json.dumps(row))
+        else:
+            state = "ready" if row["ready"] else "not available"
+            print(f"{row['name']}: {row['repo']} ({row['source']}; {state})")
+    return 0
+
+
+def make_cli_policy(args: argparse.Namespace) -> Any:
+    """The policy ``run`` asked for; a model policy loads its model (with progress on stderr)."""
     from studio.agents.scripted import make_policy
+
+    if args.policy != "react":
+        return make_policy(args.policy)
+    from studio.agents.react import ReActConfig, ReActPolicy
+    from studio.models.base import SamplingParams
+    from studio.models.registry import ModelRegistry
+
+    def progress(fraction: float, message: str) -> None:
+        print(f"[{fraction:4.0%}] {message}", file=sys.stderr, flush=True)
+
+    backend = ModelRegistry().load(args.model, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code, progress=progress)
+    sampling = SamplingParams(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed)
+    config = ReActConfig(action_mode=args.action_mode, sampling=sampling, candidates=args.candidates, few_shot=not args.no_few_shot)
+    return ReActPolicy(backend, config)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from studio.envs.registry import make_env
     from studio.runner import EpisodeRunner, JsonlSink, RunnerConfig
 
+    make_env(args.env, dict(args.env_opt))  # a bad environment fails before a model loads
     sinks = [JsonlSink(args.out)] if args.out else []
     config = RunnerConfig(max_steps=args.max_steps, max_invalid_actions=args.max_invalid, record_frames=args.frames)
-    runner = EpisodeRunner(args.env, make_policy(args.policy), dict(args.env_opt), sinks=sinks, config=config)
+    runner = EpisodeRunner(args.env, make_cli_policy(args), dict(args.env_opt), sinks=sinks, config=config)
     for offset in range(args.episodes):
         runner.reset(seed=args.seed + offset)
         episode = runner.run()
@@ -147,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or argv[0].startswith("-") and argv[0] not in {"-h", "--help"}:
         argv = ["serve", *argv]  # `python app.py [--port P]` starts the studio
     args = build_parser().parse_args(argv)
-    handlers = {"serve": cmd_serve, "envs": cmd_envs, "run": cmd_run}
+    handlers = {"serve": cmd_serve, "envs": cmd_envs, "models": cmd_models, "run": cmd_run}
     try:
         return handlers[args.command](args)
     except StudioError as exc:
