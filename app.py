@@ -94,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = commands.add_parser("models", help="list the models that load without a network")
     models.add_argument("--json", action="store_true", help="one JSON object per model")
+    models.add_argument("--prepare", action="store_true", help="make the default model ready offline first (converts the shipped GGUF once)")
 
     run = commands.add_parser("run", help="run episodes headless and print one summary line per episode")
     run.add_argument("--env", required=True, help="environment: gridworld, household, wikihop or gym:<id>")
@@ -144,8 +145,11 @@ def cmd_envs(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from studio.models.resolve import offline_models
+    from studio.models.resolve import offline_models, resolve_default
 
+    if args.prepare:
+        resolved = resolve_default(progress=lambda f, m: print(f"[{f:4.0%}] {m}", file=sys.stderr, flush=True))
+        print(f"default model ready: {resolved.path} ({resolved.source})", file=sys.stderr)
     for row in offline_models():
         if args.json:
             print(json.dumps(row))

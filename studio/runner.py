@@ -74,7 +74,8 @@ class RunnerConfig:
     max_invalid_actions: int = 10
     """Invalid actions allowed in an episode before it is truncated."""
     record_frames: bool = True
-    """Store the rendered frame on every step (PNG in the trace)."""
+    """Store the rendered frame on every step (PNG in the trace). Policies that look at
+    images (``policy.needs_frames``) get frames either way."""
 
 
 class EpisodeRunner:
@@ -112,8 +113,9 @@ class EpisodeRunner:
         return self._observation
 
     def current_observation(self) -> Observation:
-        """What the policy will see at the next step."""
-        frame = self.env.render() if self.config.record_frames else None
+        """What the policy will see at the next step (with a frame when recorded or when the policy looks at images)."""
+        wants_frame = self.config.record_frames or getattr(self.policy, "needs_frames", False)
+        frame = self.env.render() if wants_frame else None
         return Observation(
             text=self._observation,
             instruction=self.env.instruction,
@@ -166,7 +168,7 @@ class EpisodeRunner:
         step = Step(
             index=episode.length,
             observation=observation.text,
-            frame=observation.frame,
+            frame=observation.frame if self.config.record_frames else None,
             action=decision.action,
             actor=actor,
             prompt=decision.prompt,

@@ -98,6 +98,16 @@ def test_image_text_model_sees_the_frame() -> None:
     assert runner.episode.steps[1].extra["cache"]["reused_tokens"] > 0
 
 
+def test_image_model_gets_frames_even_when_steps_do_not_store_them() -> None:
+    tokenizer = tiny_tokenizer()
+    model, processor = tiny_llava(tokenizer)
+    policy = ReActPolicy(TransformersBackend(model, tokenizer, processor), ReActConfig(sampling=GREEDY, few_shot=False))
+    runner = EpisodeRunner("gridworld", policy, config=RunnerConfig(record_frames=False))
+    runner.reset(seed=0)
+    step = runner.step()
+    assert step.frame is None and step.prompt[-1]["content"][0] == {"type": "image"}
+
+
 def test_scripted_backend_drives_parsing_nudging_and_candidate_choice() -> None:
     backend = ScriptedBackend(
         [
@@ -123,3 +133,28 @@ def test_fork_starts_the_model_afresh(tiny) -> None:
     runner.fork(runner.episode, at=1)
     step = runner.step()
     assert step.index == 1 and step.extra["cache"]["full_encode"]
+
+
+def test_scripted_score_mode_takes_the_preferred_action() -> None:
+    backend = ScriptedBackend(["Thought: the east looks open\nAction: go north"], preferences=["go east"])
+    runner = EpisodeRunner("gridworld", ReActPolicy(backend, ReActConfig(action_mode="score", few_shot=False)))
+    runner.reset(seed=0)
+    step = runner.step()
+    assert step.action == "go east" and step.thought == "the east looks open"  # scored, not the written action
+    assert max(step.action_logprobs, key=step.action_logprobs.get) == "go east"
+    assert step.raw == "Thought: the east looks open\nAction: go east"
+
+
+def test_a_fixed_sampling_seed_still_varies_from_step_to_step(tiny) -> None:
+    sampling = SamplingParams(temperature=1.5, max_new_tokens=8, seed=42)
+    runner = run_steps(tiny, "gridworld", 3, sampling=sampling, few_shot=False)
+    again = run_steps(tiny, "gridworld", 3, sampling=sampling, few_shot=False)
+    assert [s.raw for s in runner.episode.steps] == [s.raw for s in again.episode.steps]  # reproducible
+    seeds = [step.extra["sampling_seed"] for step in runner.episode.steps]
+    assert len(set(seeds)) == 3  # but not the same draws at every step
+
+
+def test_sampling_parameters_are_checked() -> None:
+    for bad in ({"temperature": -1}, {"top_p": 0}, {"top_p": 1.5}, {"max_new_tokens": 0}):
+        with pytest.raises(ValueError):
+            SamplingParams(**bad)

@@ -2,6 +2,7 @@
 
 from studio.agents.base import Decision, Observation, Policy
 from studio.agents.parsing import ParsedOutput, parse_react
+from studio.agents.react import ReActConfig, ReActPolicy
 from studio.agents.scripted import SCRIPTED_POLICIES, ExpertPolicy, HumanPolicy, RandomPolicy, WaitingForHuman, make_policy
 
 __all__ = [
@@ -12,6 +13,8 @@ __all__ = [
     "ParsedOutput",
     "Policy",
     "RandomPolicy",
+    "ReActConfig",
+    "ReActPolicy",
     "SCRIPTED_POLICIES",
     "WaitingForHuman",
     "make_policy",

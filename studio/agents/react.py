@@ -24,7 +24,7 @@ taken and the others are kept on the step as candidates.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from studio.agents.base import Decision, Observation, StopCheck, never_stop
@@ -79,6 +79,13 @@ class ReActPolicy:
         self.example = ""
         self.fixed_actions: list[str] | None = None
         self.history_start = 0
+        self.episode_seed = 0
+        self.step_sampling = self.config.sampling
+
+    @property
+    def needs_frames(self) -> bool:
+        """Image-text models see the environment's frame with each observation."""
+        return self.backend.capabilities.images
 
     @property
     def model_description(self) -> dict[str, Any]:
@@ -101,6 +108,7 @@ class ReActPolicy:
     # -- episode setup -------------------------------------------------------------------------
     def reset(self, env: StudioEnv, seed: int | None) -> None:
         self.env = env
+        self.episode_seed = seed or 0
         self.session.reset()
         self.history_start = 0
         self.fixed_actions = self._fixed_actions(env)
@@ -179,6 +187,10 @@ class ReActPolicy:
 
     # -- acting --------------------------------------------------------------------------------------
     def act(self, episode: Episode, observation: Observation, should_stop: StopCheck = never_stop) -> Decision:
+        base_seed = self.config.sampling.seed
+        # A fixed seed must not give every step the same random draws: derive one per step.
+        step_seed = None if base_seed is None else (base_seed * 1_000_003 + self.episode_seed * 10_007 + observation.step_index) % 2**63
+        self.step_sampling = replace(self.config.sampling, seed=step_seed)
         messages = self._fit(episode, observation)
         images = [observation.frame] if self.backend.capabilities.images and observation.frame is not None else None
         if self.config.action_mode == "score" and observation.valid_actions:
@@ -189,6 +201,8 @@ class ReActPolicy:
                 decision.extra["action_mode"] = "generate (no finite action set)"
         decision.prompt = messages
         decision.extra["history_start"] = self.history_start
+        if step_seed is not None:
+            decision.extra["sampling_seed"] = step_seed  # enough to reproduce this step's samples
         if self.fixed_actions is None and observation.valid_actions is not None:
             decision.extra["valid_actions"] = list(observation.valid_actions)  # so history re-renders identically
         return decision
@@ -197,7 +211,7 @@ class ReActPolicy:
         return self.backend.generate(
             messages,
             n=self.config.candidates,
-            sampling=self.config.sampling,
+            sampling=self.step_sampling,
             stop=stop,
             images=images,
             session=self.session,

@@ -46,6 +46,8 @@ class SamplingParams:
     max_new_tokens: int = 96
     seed: int | None = None
     """Seed for sampling; None draws from the backend's generator."""
+    ignore_eos: bool = False
+    """Keep generating past end-of-sequence (benchmarks that need equal work on both sides)."""
 
     def __post_init__(self) -> None:
         if self.temperature < 0:

@@ -340,7 +340,7 @@ class TransformersBackend:
                 if finish[row] is not None:
                     continue
                 token = int(chosen[row])
-                if token in self.eos_ids:
+                if token in self.eos_ids and not sampling.ignore_eos:
                     finish[row] = "eos"
                     continue
                 sampled[row].append(token)
