@@ -8,8 +8,10 @@ What makes it fast enough to step through long episodes on a CPU:
   time, so that is usually one assistant turn and one observation). When the prefix
   changed (history trimmed, another system prompt) the cache is cut back and the change
   is reported in :class:`CacheStats`.
-- **Batched candidates.** ``n`` samples share one prefill; the cache is repeated ``n``
-  times and all of them decode together.
+- **Batched candidates.** ``n`` samples share one prefill and one copy of the prompt's
+  cache: each decode step feeds the ``n`` new tokens as one row with a mask that lets each
+  candidate see the prompt and its own tokens, so the prompt's keys and values are read
+  once per step, not once per candidate (decoding on a CPU is memory-bound).
 - **One-pass scoring.** All continuations are packed into one sequence after the prompt
   with a block attention mask (each continuation sees the prompt and itself) and
   positions restarting at the prompt's end, so scoring every valid action costs one
@@ -324,8 +326,8 @@ class TransformersBackend:
         if sampling.seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(sampling.seed)
         cache = session.cache
+        prompt_len = len(ids)
         if n > 1:
-            cache.batch_repeat_interleave(n)
             logits = logits.expand(n, -1)
         sampled: list[list[int]] = [[] for _ in range(n)]
         signals: list[list[tuple[float, float]]] = [[] for _ in range(n)]
@@ -356,8 +358,12 @@ class TransformersBackend:
             if should_stop():
                 finish = [f or "interrupted" for f in finish]
                 break
-            out = self.model(input_ids=chosen.view(n, 1), past_key_values=cache, use_cache=True)
-            logits, fed = out.logits[:, -1, :].float(), fed + 1
+            if n == 1:
+                out = self.model(input_ids=chosen.view(1, 1), past_key_values=cache, use_cache=True)
+                logits = out.logits[:, -1, :].float()
+            else:
+                logits = self._decode_packed(chosen, cache, prompt_len, fed)
+            fed += 1
         generations = []
         for row in range(n):
             keep = cut[row] if cut[row] is not None else len(sampled[row])
@@ -367,16 +373,36 @@ class TransformersBackend:
             ]
             text = self.tokenizer.decode(sampled[row][:keep])
             generations.append(Generation(text=text, tokens=tokens, finish_reason=finish[row] or "length"))
-        # Keep the first sequence's cache for the next prompt (its tokens are what follows the prompt).
-        if n > 1:
-            cache.batch_select_indices(torch.tensor([0], device=self.device))
-        usable = min(len(generations[0].tokens), fed)
-        session.token_ids = ids + [t.id for t in generations[0].tokens[:usable]]
+        if n == 1:  # the cache holds the prompt and the tokens fed after it: keep them for the next prompt
+            usable = min(len(generations[0].tokens), fed)
+            session.token_ids = ids + [t.id for t in generations[0].tokens[:usable]]
+        else:  # candidates are interleaved in the cache: keep the prompt only
+            session.token_ids = list(ids)
         if not _crop_to(cache, len(session.token_ids)):
             session.reset()
         total = time.perf_counter() - started
         timing = {"prefill_s": prefill_s, "first_token_s": first_token_s, "decode_s": total - prefill_s, "total_s": total}
         return GenerateResult(generations=generations, cache=stats, timing=timing)
+
+    def _decode_packed(self, chosen: torch.Tensor, cache: Any, prompt_len: int, step: int) -> torch.Tensor:
+        """One decode step for n candidates sharing one copy of the prompt's cache.
+
+        The n new tokens go in as one row (1, n) at position ``prompt_len + step`` each; the
+        cache row holds the prompt, then the candidates' tokens interleaved step by step.
+        A mask lets candidate i see the prompt and its own earlier tokens only, so the
+        prompt's keys and values are read once per step instead of once per candidate.
+        """
+        n = chosen.shape[0]
+        total = prompt_len + n * (step + 1)
+        allowed = torch.zeros(n, total, dtype=torch.bool, device=self.device)
+        allowed[:, :prompt_len] = True
+        own = prompt_len + torch.arange(step + 1, device=self.device)[None, :] * n + torch.arange(n, device=self.device)[:, None]  # (n, step+1)
+        allowed.scatter_(1, own, True)
+        mask = torch.zeros(allowed.shape, dtype=self.dtype, device=self.device)
+        mask[~allowed] = torch.finfo(self.dtype).min
+        positions = torch.full((1, n), prompt_len + step, device=self.device)
+        out = self.model(input_ids=chosen.view(1, n), position_ids=positions, attention_mask=mask[None, None], past_key_values=cache, use_cache=True)
+        return out.logits[0].float()  # (n, V)
 
     def _stop_cut(self, tokens: list[int], stop: list[str]) -> int | None:
         """If the decoded tokens contain a stop string, how many tokens to keep (those wholly before it)."""
