@@ -41,11 +41,11 @@ def _seeded(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def tiny_llama(tokenizer, seed: int = 0, attn: str = "sdpa"):
-    from transformers import LlamaConfig, LlamaForCausalLM
+def tiny_llama_config(tokenizer, **overrides):
+    """A 2-layer Llama config (GQA: 4 heads, 2 KV heads) over ``tokenizer``'s vocabulary."""
+    from transformers import LlamaConfig
 
-    _seeded(seed)
-    config = LlamaConfig(
+    settings = dict(
         vocab_size=len(tokenizer),
         hidden_size=64,
         intermediate_size=128,
@@ -56,9 +56,15 @@ def tiny_llama(tokenizer, seed: int = 0, attn: str = "sdpa"):
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        attn_implementation=attn,
     )
-    model = LlamaForCausalLM(config)
+    return LlamaConfig(**{**settings, **overrides})
+
+
+def tiny_llama(tokenizer, seed: int = 0, attn: str = "sdpa"):
+    from transformers import LlamaForCausalLM
+
+    _seeded(seed)
+    model = LlamaForCausalLM(tiny_llama_config(tokenizer, attn_implementation=attn))
     model.config.architectures = ["LlamaForCausalLM"]
     return model.eval()
 
@@ -81,22 +87,11 @@ def tiny_gpt2(tokenizer, seed: int = 0):
 
 def tiny_llava(tokenizer, seed: int = 0, image_size: int = 32, patch_size: int = 8):
     """A LLaVA-style image-text model (tiny CLIP vision tower + tiny Llama) and its processor."""
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
     _seeded(seed)
     vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=image_size, patch_size=patch_size, projection_dim=32)
-    text = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=16384,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    text = tiny_llama_config(tokenizer)
     config = LlavaConfig(
         vision_config=vision,
         text_config=text,

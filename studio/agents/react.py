@@ -24,6 +24,7 @@ taken and the others are kept on the step as candidates.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -301,8 +302,6 @@ class ReActPolicy:
         return f"{THOUGHT}{generation.text.rstrip()}\nAction: {action}"
 
     def _score_actions(self, messages, generation: Generation, valid_actions: list[str], images) -> tuple[dict[str, float], dict[str, float], float]:
-        import time
-
         started = time.perf_counter()
         prefix = f"{THOUGHT}{generation.text.rstrip()}\nAction:"
         result = self.backend.score(
