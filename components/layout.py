@@ -17,6 +17,7 @@ CLI_HINT = """Run episodes headless while the interactive panels are being built
 ```
 python app.py envs
 python app.py run --env gridworld --policy expert --seed 0 --episodes 5
+python app.py run --env household --policy react --model default --action-mode score
 python app.py run --env gym:FrozenLake-v1 --policy random --out episodes.jsonl
 ```
 """
