@@ -1,7 +1,7 @@
 """Environments: the studio API (``base``), the built-ins, the Gymnasium adapter and the registry."""
 
 from studio.envs.base import ActionCheck, EnvCheckError, OptionSpec, StudioEnv, check_env
-from studio.envs.registry import BUILTIN, default_max_steps, describe_all, env_names, make_env
+from studio.envs.registry import BUILTIN, default_max_steps, describe_all, make_env
 
 __all__ = [
     "ActionCheck",
@@ -12,6 +12,5 @@ __all__ = [
     "check_env",
     "default_max_steps",
     "describe_all",
-    "env_names",
     "make_env",
 ]

@@ -48,11 +48,6 @@ BUILTIN: dict[str, EnvInfo] = {
 GYM_DEFAULT_MAX_STEPS = 200
 
 
-def env_names() -> list[str]:
-    """Names of the built-in environments."""
-    return list(BUILTIN)
-
-
 def parse_cli_value(text: str) -> Any:
     """A CLI option value: JSON when it parses (numbers, true/false, lists), else the string."""
     lowered = text.strip()

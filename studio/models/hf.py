@@ -144,6 +144,7 @@ class TransformersBackend:
         self.capabilities = Capabilities(logprobs=True, attention=True, images=processor is not None)
         self.eos_ids = self._eos_ids()
         self.image_token_id = getattr(model.config, "image_token_id", None) if processor is not None else None
+        self._card = self._model_card()  # static: computed once, read at every step by policies
 
     # -- loading ----------------------------------------------------------------------------
     @classmethod
@@ -206,7 +207,10 @@ class TransformersBackend:
 
     @property
     def info(self) -> dict[str, Any]:
-        """The model card."""
+        """The model card (a copy: callers may annotate it)."""
+        return dict(self._card)
+
+    def _model_card(self) -> dict[str, Any]:
         text_config = self.model.config.get_text_config()
         parameters = sum(p.numel() for p in self.model.parameters())
         memory = sum(p.numel() * p.element_size() for p in self.model.parameters())
@@ -231,7 +235,7 @@ class TransformersBackend:
 
     @property
     def context_length(self) -> int:
-        return int(self.info["context_length"] or 2048)
+        return int(self._card["context_length"] or 2048)
 
     def unload(self) -> None:
         """Free the weights; the backend cannot be used afterwards."""
