@@ -3,7 +3,10 @@
     python app.py [serve] [--host H] [--port P] [--db URL]   start the studio web app
     python app.py envs [--json]                             list environments
     python app.py models [--json]                           list models that load offline
-    python app.py run --env NAME [...]                       run episodes headless
+    python app.py run --env NAME [...] [--db URL]            run episodes headless (stored step by step)
+    python app.py pairs --from candidates|episodes [--db URL] make preference pairs
+    python app.py export --format F --out FILE [--db URL]    TRL-shaped exports (dpo, reward, prm, kto, episodes)
+    python app.py stats [--db URL]                           counts and agreement between annotators
 
 User errors (unknown environment, bad option, bad seed, ...) print one line and exit 2.
 """
@@ -63,7 +66,7 @@ def _env_option(text: str) -> tuple[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     """The CLI: ``serve`` (default), ``envs`` and ``run``."""
     parser = OneLineParser(prog="app.py", description="Agent Studio: watch agents act, look inside their decisions, and turn what you see into training data.")
-    commands = parser.add_subparsers(dest="command", parser_class=OneLineParser, metavar="{serve,envs,models,run}")
+    commands = parser.add_subparsers(dest="command", parser_class=OneLineParser, metavar="{serve,envs,models,run,pairs,export,stats}")
 
     serve = commands.add_parser("serve", help="start the studio web app (the default command)")
     _add_serve_arguments(serve)
@@ -86,24 +89,49 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default=None, metavar="FILE.jsonl", help="append full episodes (the trace format) to this JSONL file")
     run.add_argument("--frames", action="store_true", help="store a rendered frame on every step of --out (larger files)")
     run.add_argument("--json", action="store_true", help="print one JSON object per episode instead of a text line")
+    _add_db_argument(run)
     model = run.add_argument_group("model (with --policy react)")
     model.add_argument("--model", default="default", help="default (SmolLM2-135M-Instruct, offline), a hub id or a local folder")
     model.add_argument("--action-mode", default="generate", choices=["generate", "score"], help="generate the action, or score every valid action")
     model.add_argument("--candidates", type=_positive_int, default=1, metavar="K", help="outputs sampled per step in one batch (default 1)")
-    model.add_argument("--temperature", type=_temperature, default=0.0, help="0 is greedy (default 0)")
+    model.add_argument("--temperature", type=_temperature, default=None, help="0 is greedy (default: 0 for one candidate, 0.7 for several)")
     model.add_argument("--top-p", type=_unit_float, default=0.95, help="nucleus sampling mass (default 0.95)")
     model.add_argument("--max-new-tokens", type=_positive_int, default=64, help="per step (default 64)")
     model.add_argument("--no-few-shot", action="store_true", help="leave the expert example out of the prompt")
     model.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:N or mps")
     model.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="auto: bfloat16 on GPU, float32 on CPU")
     model.add_argument("--trust-remote-code", action="store_true", help="allow a hub model's own Python code to run (off by default)")
+
+    pairs = commands.add_parser("pairs", help="make preference pairs from stored candidates or episodes, or one pair by hand")
+    _add_db_argument(pairs)
+    source = pairs.add_mutually_exclusive_group(required=True)
+    source.add_argument("--from", dest="source", choices=["candidates", "episodes"], help="candidates: the outputs sampled at each step; episodes: finished episodes on the same env, options and seed")
+    source.add_argument("--left", metavar="ID", help="by hand: an episode id, a candidate id or EPISODE_ID:STEP (with --right)")
+    pairs.add_argument("--right", metavar="ID", help="the other side of a pair made by hand")
+    pairs.add_argument("--env", default=None, help="only this environment")
+    pairs.add_argument("--episode", action="append", default=None, metavar="ID", help="only these episodes (repeatable; with --from candidates)")
+    pairs.add_argument("--different-actions", action="store_true", help="skip two outputs with the same action (with --from candidates)")
+
+    export = commands.add_parser("export", help="write TRL-shaped training data (dpo, reward, prm, kto) or full episodes")
+    _add_db_argument(export)
+    export.add_argument("--format", required=True, choices=["dpo", "reward", "prm", "kto", "episodes"], help="record shape (see README)")
+    export.add_argument("--out", required=True, metavar="FILE.jsonl", help="JSONL file to write (replaced)")
+    export.add_argument("--hf-dataset", default=None, metavar="DIR", help="also save a Hugging Face datasets folder (needs `datasets`)")
+
+    stats = commands.add_parser("stats", help="counts of episodes, pairs and annotations, and agreement between annotators")
+    _add_db_argument(stats)
+    stats.add_argument("--json", action="store_true", help="one JSON object (with per-pair agreement)")
     return parser
+
+
+def _add_db_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", default=None, metavar="URL", help="database: a file path or an SQLAlchemy URL (default: studio.db in your data directory)")
 
 
 def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=_port, default=7860, help="port (default 7860)")
-    parser.add_argument("--db", default=None, metavar="URL", help="database: a file path or an SQLAlchemy URL (the store lands with its own issue)")
+    _add_db_argument(parser)
 
 
 def cmd_envs(args: argparse.Namespace) -> int:
@@ -152,9 +180,21 @@ def make_cli_policy(args: argparse.Namespace) -> Any:
         print(f"[{fraction:4.0%}] {message}", file=sys.stderr, flush=True)
 
     backend = ModelRegistry().load(args.model, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code, progress=progress)
-    sampling = SamplingParams(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed)
+    # Several greedy candidates would all be the same text: sample unless told otherwise.
+    temperature = args.temperature if args.temperature is not None else (0.7 if args.candidates > 1 else 0.0)
+    sampling = SamplingParams(temperature=temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed)
     config = ReActConfig(action_mode=args.action_mode, sampling=sampling, candidates=args.candidates, few_shot=not args.no_few_shot)
     return ReActPolicy(backend, config)
+
+
+def open_cli_store(args: argparse.Namespace) -> Any:
+    """The store named by ``--db`` (created or upgraded as needed); says so when it made a backup."""
+    from storage import open_store
+
+    store = open_store(args.db)
+    if store.backup is not None:
+        print(f"upgraded the database schema; the old file was copied to {store.backup}", file=sys.stderr)
+    return store
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -162,7 +202,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from studio.runner import EpisodeRunner, JsonlSink, RunnerConfig
 
     make_env(args.env, dict(args.env_opt))  # a bad environment fails before a model loads
-    sinks = [JsonlSink(args.out)] if args.out else []
+    store = open_cli_store(args)  # so does a bad database
+    sinks = [store.episodes.sink()] + ([JsonlSink(args.out)] if args.out else [])
     config = RunnerConfig(max_steps=args.max_steps, max_invalid_actions=args.max_invalid, record_frames=args.frames)
     runner = EpisodeRunner(args.env, make_cli_policy(args), dict(args.env_opt), sinks=sinks, config=config)
     for offset in range(args.episodes):
@@ -174,18 +215,70 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:
             outcome = "success" if episode.success else "failure"
             print(
-                f"{episode.id[:8]}  {episode.env} seed={episode.seed} policy={episode.policy}  "
+                f"{episode.id}  {episode.env} seed={episode.seed} policy={episode.policy}  "
                 f"{outcome}  return={episode.total_return:g}  steps={episode.length}  ({episode.end_reason})",
                 flush=True,
             )
+    print(f"stored in {store.url}", file=sys.stderr)
+    return 0
+
+
+def cmd_pairs(args: argparse.Namespace) -> int:
+    if args.left is not None or args.right is not None:
+        if not (args.left and args.right):
+            raise StudioError("A pair by hand needs both --left and --right.")
+        pair = open_cli_store(args).preferences.add_pair(args.left, args.right)
+        print(json.dumps({"pair_id": pair.id, "kind": pair.kind, "env": pair.env}))
+        return 0
+    preferences = open_cli_store(args).preferences
+    if args.source == "candidates":
+        made = preferences.pairs_from_candidates(env=args.env, episode_ids=args.episode, different_actions=args.different_actions)
+    else:
+        made = preferences.pairs_from_episodes(env=args.env)
+    print(f"made {made.created} pairs ({made.already_there} already there, {made.identical} skipped as identical)")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from storage.export import export
+
+    summary = export(open_cli_store(args), args.format, args.out, hf_dataset=args.hf_dataset)
+    print(json.dumps(summary.to_dict()))
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    store = open_cli_store(args)
+    counts = store.episodes.count()
+    numbers = store.preferences.stats()
+    if args.json:
+        print(json.dumps({**counts, **numbers}))
+        return 0
+    agreement = numbers["agreement"]
+    print(f"database: {store.url}")
+    print(f"episodes: {counts['episodes']} ({counts['finished_episodes']} finished), steps: {counts['steps']}, candidates: {counts['candidates']}")
+    kinds = ", ".join(f"{k} {v}" for k, v in sorted(numbers["pairs_by_kind"].items())) or "none"
+    print(f"pairs: {numbers['pairs']} ({kinds})")
+    choices = ", ".join(f"{k.replace('_', '-')} {v}" for k, v in numbers["choices"].items())
+    print(f"annotations: {numbers['annotations']} ({choices}); step labels: {numbers['step_labels']}")
+    for name, count in sorted(numbers["annotations_by_annotator"].items()):
+        print(f"  {name}: {count}")
+    if agreement["percent_agreement"] is None:
+        print("agreement: no pair has two annotators yet")
+    else:
+        print(f"agreement: {agreement['percent_agreement']:.1%} over {agreement['items_with_two_or_more']} pairs with two or more annotators")
+        for row in agreement["pairwise"]:
+            kappa = "n/a" if row["cohen_kappa"] is None else f"{row['cohen_kappa']:.3f}"
+            print(f"  {row['annotators'][0]} vs {row['annotators'][1]}: {row['percent_agreement']:.1%} on {row['items']} pairs, Cohen's kappa {kappa}")
     return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    store = open_cli_store(args)  # a bad database fails before the app starts
     from components.layout import build_app
 
-    app = build_app(db_url=args.db)
+    app = build_app(store=store)
     print(f"Agent Studio on http://{args.host}:{args.port}", flush=True)
     app.launch(server_name=args.host, server_port=args.port, show_error=True)
     return 0
@@ -197,7 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or argv[0].startswith("-") and argv[0] not in {"-h", "--help"}:
         argv = ["serve", *argv]  # `python app.py [--port P]` starts the studio
     args = build_parser().parse_args(argv)
-    handlers = {"serve": cmd_serve, "envs": cmd_envs, "models": cmd_models, "run": cmd_run}
+    handlers = {"serve": cmd_serve, "envs": cmd_envs, "models": cmd_models, "run": cmd_run, "pairs": cmd_pairs, "export": cmd_export, "stats": cmd_stats}
     try:
         return handlers[args.command](args)
     except StudioError as exc:

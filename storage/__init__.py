@@ -1,1 +1,8 @@
-"""Persistence (SQLAlchemy store, migrations, exports). Lands with the store issue."""
+"""Persistence: the SQLAlchemy store, its migrations, and TRL-shaped exports.
+
+Only records of the core (``studio.trace``) and of ``storage.records`` leave this package.
+"""
+
+from storage.store import Store, open_store
+
+__all__ = ["Store", "open_store"]

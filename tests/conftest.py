@@ -11,3 +11,8 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+# Episodes run by the CLI are stored; tests must never write to the user's own database.
+import tempfile  # noqa: E402
+
+os.environ["AGENT_STUDIO_DB"] = str(Path(tempfile.mkdtemp(prefix="agent-studio-tests-")) / "studio.db")

@@ -1,0 +1,67 @@
+"""Agreement between annotators: percent agreement and Cohen's kappa (pure functions)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Hashable, Mapping
+from itertools import combinations
+from typing import Any
+
+Votes = Mapping[Hashable, Mapping[str, str]]
+"""item -> annotator -> label."""
+
+
+def item_agreement(labels: Mapping[str, str]) -> float | None:
+    """Share of annotator pairs that gave this item the same label (None with fewer than two)."""
+    values = list(labels.values())
+    if len(values) < 2:
+        return None
+    pairs = list(combinations(values, 2))
+    return sum(a == b for a, b in pairs) / len(pairs)
+
+
+def percent_agreement(votes: Votes) -> float | None:
+    """Mean :func:`item_agreement` over the items judged by at least two annotators."""
+    scores = [s for s in (item_agreement(labels) for labels in votes.values()) if s is not None]
+    return sum(scores) / len(scores) if scores else None
+
+
+def cohen_kappa(first: list[str], second: list[str]) -> float | None:
+    """Cohen's kappa of two annotators' labels of the same items (None without items).
+
+    kappa = (p_o - p_e) / (1 - p_e), with p_e from each annotator's label frequencies.
+    When both always use one and the same label, agreement is perfect and kappa is 1.
+    """
+    if len(first) != len(second):
+        raise ValueError("both annotators must label the same items")
+    n = len(first)
+    if n == 0:
+        return None
+    observed = sum(a == b for a, b in zip(first, second)) / n
+    counts_a, counts_b = Counter(first), Counter(second)
+    expected = sum(counts_a[label] * counts_b[label] for label in counts_a) / (n * n)
+    if expected == 1.0:
+        return 1.0
+    return (observed - expected) / (1.0 - expected)
+
+
+def agreement_report(votes: Votes) -> dict[str, Any]:
+    """Overall and per-item agreement, and Cohen's kappa for every two annotators who share items."""
+    annotators = sorted({a for labels in votes.values() for a in labels})
+    pairwise = []
+    for a, b in combinations(annotators, 2):
+        shared = [item for item, labels in votes.items() if a in labels and b in labels]
+        if shared:
+            kappa = cohen_kappa([votes[i][a] for i in shared], [votes[i][b] for i in shared])
+            agree = sum(votes[i][a] == votes[i][b] for i in shared) / len(shared)
+            pairwise.append({"annotators": [a, b], "items": len(shared), "percent_agreement": agree, "cohen_kappa": kappa})
+    per_item = {str(item): score for item, labels in votes.items() if (score := item_agreement(labels)) is not None}
+    return {
+        "annotators": annotators,
+        "items_with_two_or_more": len(per_item),
+        "percent_agreement": percent_agreement(votes),
+        # With exactly two annotators this is the study's kappa; with more, see `pairwise`.
+        "cohen_kappa": pairwise[0]["cohen_kappa"] if len(annotators) == 2 and pairwise else None,
+        "pairwise": pairwise,
+        "per_item": per_item,
+    }

@@ -1,0 +1,143 @@
+"""Database URLs, engines and session scopes.
+
+A database is named by a file path (an SQLite file) or any SQLAlchemy URL
+(``sqlite:///runs.db``, ``postgresql+psycopg://user@host/studio`` for a team). SQLite
+connections get the pragmas that make several processes safe on one file: WAL (readers
+never block the writer), foreign keys on, a busy timeout instead of an immediate
+"database is locked", and write transactions that take the write lock when they begin
+(``BEGIN IMMEDIATE``) so two writers queue instead of failing half-way through.
+
+Every failure to open a database is a :class:`~studio.errors.StudioError` with one line.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from studio.errors import StudioError
+
+#: Seconds a writer waits for another process's write lock before giving up.
+BUSY_TIMEOUT_S = 60
+BEGIN_MODE = "studio_sqlite_begin"
+
+
+def default_db_path() -> Path:
+    """Where episodes and annotations are kept unless ``--db`` says otherwise."""
+    override = os.environ.get("AGENT_STUDIO_DB")
+    if override:
+        return Path(override).expanduser()
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("agent-studio", appauthor=False)) / "studio.db"
+
+
+def resolve_url(target: str | os.PathLike[str] | None) -> str:
+    """An SQLAlchemy URL for a file path, a URL, or None (the default database file)."""
+    if target is None or str(target).strip() == "":
+        return _sqlite_file_url(default_db_path())
+    text = str(target).strip()
+    if "://" not in text:
+        return _sqlite_file_url(Path(text).expanduser())
+    try:
+        url = make_url(text)
+    except ArgumentError:
+        raise StudioError(f"Not a database URL or file path: {text!r} (try a file path or sqlite:///FILE).") from None
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") and not url.database.startswith("file:"):
+        return _sqlite_file_url(Path(url.database).expanduser(), url)
+    return text
+
+
+def _sqlite_file_url(path: Path, url=None) -> str:
+    """Check that an SQLite file can be created or written; return its absolute URL."""
+    path = path.absolute()
+    if path.is_dir():
+        raise StudioError(f"The database path {path} is a folder; give a file name, e.g. {path / 'studio.db'}.")
+    parent = path.parent
+    existing = next((p for p in [parent, *parent.parents] if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise StudioError(f"Cannot create the database {path}: {existing} is a file, not a folder.")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StudioError(f"Cannot create the folder for the database {path}: {exc.strerror or exc}.") from None
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise StudioError(f"Cannot write the database {path}: permission denied.")
+    base = make_url("sqlite://") if url is None else url
+    return base.set(database=str(path)).render_as_string(hide_password=False)
+
+
+def describe_url(url: str) -> str:
+    """The URL as it is safe to print (no password)."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection, _record) -> None:  # noqa: ANN001 - DB-API connection
+        # pysqlite's own transaction handling begins lazily and cannot BEGIN IMMEDIATE:
+        # turn it off and emit BEGIN ourselves (the SQLAlchemy documentation's recipe).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        if engine.url.database not in (None, "", ":memory:"):
+            cursor.execute("PRAGMA journal_mode = WAL")
+            # NORMAL is durable across process crashes in WAL mode (only power loss can drop
+            # the last transactions), and much faster than FULL.
+            cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def on_begin(connection) -> None:  # noqa: ANN001 - sqlalchemy Connection
+        mode = connection.get_execution_options().get(BEGIN_MODE, "")
+        connection.exec_driver_sql(f"BEGIN {mode}".strip())
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url`` (already resolved), with the SQLite pragmas when it is SQLite."""
+    try:
+        engine = create_engine(url, future=True, pool_pre_ping=not url.startswith("sqlite"))
+    except (NoSuchModuleError, ModuleNotFoundError, ImportError) as exc:
+        backend = url.split(":", 1)[0]
+        raise StudioError(f"No database driver for {backend!r} is installed ({exc}).") from None
+    except (ArgumentError, SQLAlchemyError, ValueError) as exc:
+        raise StudioError(f"Cannot use the database URL {describe_url(url)}: {exc}.") from None
+    if engine.dialect.name == "sqlite":
+        _configure_sqlite(engine)
+    return engine
+
+
+class Database:
+    """An engine with two session factories: reads, and writes that lock early on SQLite."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        #: The same pool, but transactions take SQLite's write lock when they begin.
+        self.write_engine = self.engine.execution_options(**{BEGIN_MODE: "IMMEDIATE"}) if self.is_sqlite else self.engine
+        self._read = sessionmaker(self.engine, expire_on_commit=False)
+        self._write = sessionmaker(self.write_engine, expire_on_commit=False)
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A session for queries (rolled back at the end)."""
+        with self._read() as session:
+            yield session
+
+    @contextmanager
+    def writing(self) -> Iterator[Session]:
+        """A session whose work is committed at the end, or rolled back on an error."""
+        with self._write() as session, session.begin():
+            yield session
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,344 @@
+"""Episodes in the database: written step by step as they happen, read back as core records."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session, defer
+
+from storage.db import Database
+from storage.orm import CandidateRow, EpisodeRow, ModelRow, StepRow
+from studio.errors import StudioError
+from studio.runner import RunnerEvent
+from studio.trace import Candidate, Episode, Step, TokenInfo, decode_frame, encode_frame, utc_now
+
+#: Step columns a list view never needs (large); loaded only for a full episode.
+HEAVY_STEP_COLUMNS = ("prompt", "state", "frame")
+
+
+def frame_to_png(frame: Any) -> bytes | None:
+    encoded = encode_frame(frame)
+    return None if encoded is None else base64.b64decode(encoded)
+
+
+def png_to_frame(data: bytes | None) -> Any:
+    return None if data is None else decode_frame(base64.b64encode(data).decode("ascii"))
+
+
+def tokens_to_json(tokens: list[TokenInfo] | None) -> list[dict[str, Any]] | None:
+    return None if tokens is None else [t.to_dict() for t in tokens]
+
+
+def tokens_from_json(data: list[dict[str, Any]] | None) -> list[TokenInfo] | None:
+    return None if data is None else [TokenInfo.from_dict(t) for t in data]
+
+
+def step_row(episode_id: str, step: Step) -> StepRow:
+    return StepRow(
+        episode_id=episode_id,
+        index=step.index,
+        observation=step.observation,
+        action=step.action,
+        actor=step.actor,
+        raw=step.raw,
+        thought=step.thought,
+        valid=step.valid,
+        invalid_reason=step.invalid_reason,
+        reward=float(step.reward),
+        terminated=step.terminated,
+        truncated=step.truncated,
+        next_observation=step.next_observation,
+        prompt=step.prompt,
+        info=step.info,
+        timing=step.timing,
+        tokens=tokens_to_json(step.tokens),
+        action_logprobs=step.action_logprobs,
+        extra=step.extra,
+        frame=frame_to_png(step.frame),
+        state=step.state,
+    )
+
+
+def candidate_rows(step_id: int, candidates: list[Candidate]) -> list[CandidateRow]:
+    return [
+        CandidateRow(
+            id=c.id,
+            step_id=step_id,
+            position=position,
+            raw=c.raw,
+            thought=c.thought,
+            action=c.action,
+            valid=c.valid,
+            invalid_reason=c.invalid_reason,
+            tokens=tokens_to_json(c.tokens),
+        )
+        for position, c in enumerate(candidates)
+    ]
+
+
+def candidate_record(row: CandidateRow) -> Candidate:
+    return Candidate(
+        id=row.id,
+        raw=row.raw,
+        thought=row.thought,
+        action=row.action,
+        valid=row.valid,
+        invalid_reason=row.invalid_reason,
+        tokens=tokens_from_json(row.tokens),
+    )
+
+
+def step_record(row: StepRow, candidates: list[Candidate] | None = None, heavy: bool = True) -> Step:
+    """A core Step from its row; with ``heavy=False`` the prompt, snapshot and frame stay unloaded."""
+    return Step(
+        index=row.index,
+        observation=row.observation,
+        action=row.action,
+        frame=png_to_frame(row.frame) if heavy else None,
+        actor=row.actor,
+        prompt=row.prompt if heavy else None,
+        raw=row.raw,
+        thought=row.thought,
+        valid=row.valid,
+        invalid_reason=row.invalid_reason,
+        reward=row.reward,
+        terminated=row.terminated,
+        truncated=row.truncated,
+        next_observation=row.next_observation,
+        info=dict(row.info or {}),
+        timing=dict(row.timing or {}),
+        tokens=tokens_from_json(row.tokens),
+        action_logprobs=row.action_logprobs,
+        candidates=candidates or [],
+        extra=dict(row.extra or {}),
+        state=row.state if heavy else None,
+    )
+
+
+def episode_record(row: EpisodeRow, model: dict[str, Any] | None, steps: list[Step]) -> Episode:
+    return Episode(
+        env=row.env,
+        seed=row.seed,
+        env_options=dict(row.env_options or {}),
+        instruction=row.instruction,
+        policy=row.policy,
+        policy_config=dict(row.policy_config or {}),
+        model=model,
+        steps=steps,
+        success=row.success,
+        end_reason=row.end_reason,
+        id=row.id,
+        parent_id=row.parent_id,
+        forked_at=row.forked_at,
+        started_at=row.started_at,
+        ended_at=row.ended_at,
+    )
+
+
+@dataclass
+class EpisodeSummary:
+    """One row of the episode browser."""
+
+    id: str
+    env: str
+    seed: int | None
+    policy: str
+    model: str | None
+    success: bool | None
+    steps: int
+    total_return: float
+    end_reason: str | None
+    started_at: str
+    ended_at: str | None
+    parent_id: str | None
+    forked_at: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class EpisodeStore:
+    """Episodes, steps and candidates: core records in, core records out."""
+
+    def __init__(self, database: Database) -> None:
+        self.db = database
+
+    # -- writing -------------------------------------------------------------------------------
+    def _model_id(self, session: Session, model: dict[str, Any] | None) -> str | None:
+        if not model:
+            return None
+        text = json.dumps(model, sort_keys=True, default=str)
+        model_id = hashlib.sha1(text.encode("utf-8")).hexdigest()
+        if session.get(ModelRow, model_id) is None:
+            session.add(ModelRow(id=model_id, name=str(model.get("id") or "model"), description=json.loads(text), created_at=utc_now()))
+            session.flush()
+        return model_id
+
+    def _add_step(self, session: Session, episode_id: str, step: Step) -> None:
+        row = step_row(episode_id, step)
+        session.add(row)
+        session.flush()  # the step's id, for its candidates
+        session.add_all(candidate_rows(row.id, step.candidates))
+
+    def _episode_columns(self, episode: Episode) -> dict[str, Any]:
+        return {
+            "success": episode.success,
+            "end_reason": episode.end_reason,
+            "ended_at": episode.ended_at,
+            "length": episode.length,
+            "total_return": episode.total_return,
+        }
+
+    def start(self, episode: Episode) -> None:
+        """Record a new episode (with the steps it already has: a fork's copied prefix)."""
+        with self.db.writing() as session:
+            if session.get(EpisodeRow, episode.id) is not None:
+                raise StudioError(f"Episode {episode.id} is already stored.")
+            session.add(
+                EpisodeRow(
+                    id=episode.id,
+                    env=episode.env,
+                    seed=episode.seed,
+                    env_options=episode.env_options,
+                    instruction=episode.instruction,
+                    policy=episode.policy,
+                    policy_config=episode.policy_config,
+                    model_id=self._model_id(session, episode.model),
+                    parent_id=episode.parent_id,
+                    forked_at=episode.forked_at,
+                    started_at=episode.started_at,
+                    schema_version=episode.schema_version,
+                    **self._episode_columns(episode),
+                )
+            )
+            session.flush()
+            for step in episode.steps:
+                self._add_step(session, episode.id, step)
+
+    def add_step(self, episode: Episode, step: Step) -> None:
+        """Record one step as soon as it is taken (its own transaction: a crash keeps it)."""
+        with self.db.writing() as session:
+            self._add_step(session, episode.id, step)
+            session.execute(update(EpisodeRow).where(EpisodeRow.id == episode.id).values(length=episode.length, total_return=episode.total_return))
+
+    def finish(self, episode: Episode) -> None:
+        """Record how the episode ended."""
+        with self.db.writing() as session:
+            session.execute(update(EpisodeRow).where(EpisodeRow.id == episode.id).values(**self._episode_columns(episode)))
+
+    def save(self, episode: Episode) -> None:
+        """Store a whole episode at once (e.g. one read from a JSONL file); replaces a stored copy."""
+        with self.db.writing() as session:
+            session.execute(delete(EpisodeRow).where(EpisodeRow.id == episode.id))
+        self.start(episode)
+
+    def sink(self) -> StoreSink:
+        """A runner sink that writes every step to this store as it happens."""
+        return StoreSink(self)
+
+    # -- reading -------------------------------------------------------------------------------
+    def get(self, episode_id: str) -> Episode:
+        """The full episode: every step with its prompt, frame, snapshot and candidates."""
+        with self.db.reading() as session:
+            row = session.get(EpisodeRow, episode_id)
+            if row is None:
+                raise StudioError(f"No stored episode with id {episode_id!r}.")
+            model = session.get(ModelRow, row.model_id).description if row.model_id else None
+            step_rows = session.scalars(select(StepRow).where(StepRow.episode_id == episode_id).order_by(StepRow.index)).all()
+            candidates = self._candidates(session, [s.id for s in step_rows])
+            steps = [step_record(s, candidates.get(s.id, [])) for s in step_rows]
+            return episode_record(row, model, steps)
+
+    @staticmethod
+    def _candidates(session: Session, step_ids: list[int]) -> dict[int, list[Candidate]]:
+        grouped: dict[int, list[Candidate]] = {}
+        for start in range(0, len(step_ids), 500):  # stay under SQLite's bound-parameter limit
+            rows = session.scalars(
+                select(CandidateRow).where(CandidateRow.step_id.in_(step_ids[start : start + 500])).order_by(CandidateRow.step_id, CandidateRow.position)
+            )
+            for row in rows:
+                grouped.setdefault(row.step_id, []).append(candidate_record(row))
+        return grouped
+
+    def steps(self, episode_id: str, upto: int | None = None, heavy: bool = False) -> list[Step]:
+        """Steps ``0..upto-1`` of an episode (all with None), light by default."""
+        with self.db.reading() as session:
+            query = select(StepRow).where(StepRow.episode_id == episode_id).order_by(StepRow.index)
+            if upto is not None:
+                query = query.where(StepRow.index < upto)
+            if not heavy:
+                query = query.options(*(defer(getattr(StepRow, c)) for c in HEAVY_STEP_COLUMNS))
+            return [step_record(row, heavy=heavy) for row in session.scalars(query)]
+
+    def summaries(
+        self,
+        env: str | None = None,
+        policy: str | None = None,
+        model: str | None = None,
+        success: bool | None = None,
+        since: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[EpisodeSummary]:
+        """Stored episodes, newest first, filtered by environment, policy, model name, outcome, start time."""
+        query = select(EpisodeRow, ModelRow.name).outerjoin(ModelRow, EpisodeRow.model_id == ModelRow.id)
+        if env:
+            query = query.where(EpisodeRow.env == env)
+        if policy:
+            query = query.where(EpisodeRow.policy == policy)
+        if model:
+            query = query.where(ModelRow.name == model)
+        if success is not None:
+            query = query.where(EpisodeRow.success.is_(success))
+        if since:
+            query = query.where(EpisodeRow.started_at >= since)
+        query = query.order_by(EpisodeRow.started_at.desc(), EpisodeRow.id).limit(limit).offset(offset)
+        with self.db.reading() as session:
+            return [
+                EpisodeSummary(
+                    id=row.id,
+                    env=row.env,
+                    seed=row.seed,
+                    policy=row.policy,
+                    model=model_name,
+                    success=row.success,
+                    steps=row.length,
+                    total_return=row.total_return,
+                    end_reason=row.end_reason,
+                    started_at=row.started_at,
+                    ended_at=row.ended_at,
+                    parent_id=row.parent_id,
+                    forked_at=row.forked_at,
+                )
+                for row, model_name in session.execute(query)
+            ]
+
+    def count(self) -> dict[str, int]:
+        """Numbers of episodes, finished episodes, steps and candidates."""
+        with self.db.reading() as session:
+            return {
+                "episodes": session.scalar(select(func.count()).select_from(EpisodeRow)) or 0,
+                "finished_episodes": session.scalar(select(func.count()).select_from(EpisodeRow).where(EpisodeRow.ended_at.is_not(None))) or 0,
+                "steps": session.scalar(select(func.count()).select_from(StepRow)) or 0,
+                "candidates": session.scalar(select(func.count()).select_from(CandidateRow)) or 0,
+            }
+
+
+class StoreSink:
+    """Writes runner events to the store: the episode at ``started``, each step, the outcome at ``ended``."""
+
+    def __init__(self, store: EpisodeStore) -> None:
+        self.store = store
+
+    def handle(self, event: RunnerEvent) -> None:
+        if event.kind == "started":
+            self.store.start(event.episode)
+        elif event.kind == "step" and event.step is not None:
+            self.store.add_step(event.episode, event.step)
+        elif event.kind == "ended":
+            self.store.finish(event.episode)

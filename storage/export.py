@@ -1,0 +1,368 @@
+"""Exports in the shapes TRL trains on, and full episodes.
+
+Formats (one JSON object per line):
+
+- ``dpo``: preference, explicit prompt, conversational. ``prompt`` is the chat up to the
+  judged step (the prompt the model saw, when a model took the step); ``chosen`` and
+  ``rejected`` are the assistant turns (for trajectory pairs, the rest of each trajectory
+  as alternating assistant and observation turns).
+- ``reward``: preference, implicit prompt: ``chosen`` and ``rejected`` are whole conversations.
+- ``kto``: unpaired preference: ``prompt``, ``completion``, ``label`` (bool). From judged
+  pairs (chosen side True, other side False; both-bad gives two False rows) and from step
+  labels (good/correct True; bad/redundant/erroneous False; neutral left out).
+- ``prm``: stepwise supervision (TRL's standard format): ``prompt`` (task and first
+  observation), ``completions`` (each step: the observation it saw, then its output) and
+  ``labels`` (bool per step, the annotators' majority; neutral counts as not an error),
+  for the labelled steps from the start of each episode up to the first unlabelled one.
+- ``episodes``: every stored episode in the core's trace format.
+
+Pairs are judged by the majority of their annotators; ties, both-bad judgements and pairs
+without a majority are left out of ``dpo`` and ``reward`` and counted in the summary.
+Where the judged observation has a frame, rows get an ``images`` column: PNG files next to
+the output (``<name>_images/``), referenced by relative path (as TRL's vision trainers expect
+one image per row: the observation's frame).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from storage.orm import AnnotationRow, CandidateRow, EpisodeRow, PairRow, StepLabelRow, StepRow
+from storage.preferences import majority
+from storage.records import STEP_LABELS
+from storage.store import Store
+from studio.errors import StudioError
+
+FORMATS = ("dpo", "reward", "prm", "kto", "episodes")
+EPISODE_CHUNK = 200
+Message = dict[str, Any]
+
+
+@dataclass
+class ExportSummary:
+    """What an export wrote and what it left out (printed by the CLI)."""
+
+    format: str
+    out: str
+    records: int = 0
+    images: int = 0
+    left_out: dict[str, int] = field(default_factory=dict)
+    hf_dataset: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+# -- the conversation around a step ---------------------------------------------------------------
+@dataclass
+class StepView:
+    """What an export needs of one stored step."""
+
+    index: int
+    observation: str
+    raw: str
+    action: str | None
+    thought: str | None
+    next_observation: str
+    prompt: list[Message] | None
+    frame: bytes | None
+
+
+def output_text(raw: str, action: str | None) -> str:
+    """An output as an assistant turn: the model's own text, or the action someone else took."""
+    if raw and raw.strip() != (action or "").strip():
+        return raw
+    return f"Action: {action}" if action else raw
+
+
+def fallback_prompt(instruction: str, steps: list[StepView], upto: int) -> list[Message]:
+    """The chat up to step ``upto`` for steps no model took (expert, random, human)."""
+    messages: list[Message] = [{"role": "system", "content": f"You are an agent solving a task step by step.\nTask: {instruction}"}]
+    for step in steps[:upto]:
+        messages.append({"role": "user", "content": f"Observation: {step.observation}"})
+        messages.append({"role": "assistant", "content": output_text(step.raw, step.action)})
+    messages.append({"role": "user", "content": f"Observation: {steps[upto].observation}"})
+    return messages
+
+
+def prompt_at(instruction: str, steps: list[StepView], index: int) -> list[Message]:
+    step = steps[index]
+    return step.prompt if step.prompt else fallback_prompt(instruction, steps, index)
+
+
+def continuation(steps: list[StepView]) -> list[Message]:
+    """A trajectory after its first prompt: assistant turns with the observations between them."""
+    messages: list[Message] = []
+    for position, step in enumerate(steps):
+        if position:
+            messages.append({"role": "user", "content": f"Observation: {step.observation}"})
+        messages.append({"role": "assistant", "content": output_text(step.raw, step.action)})
+    return messages
+
+
+class EpisodeCache:
+    """Steps of the episodes an export touches, loaded a chunk of episodes at a time."""
+
+    def __init__(self, session) -> None:  # noqa: ANN001 - sqlalchemy Session
+        self.session = session
+        self.steps: dict[str, list[StepView]] = {}
+        self.instructions: dict[str, str] = {}
+
+    def load(self, episode_ids: set[str]) -> None:
+        missing = sorted(episode_ids - self.steps.keys())
+        for start in range(0, len(missing), 500):
+            chunk = missing[start : start + 500]
+            for episode_id, instruction in self.session.execute(select(EpisodeRow.id, EpisodeRow.instruction).where(EpisodeRow.id.in_(chunk))):
+                self.instructions[episode_id] = instruction
+                self.steps[episode_id] = []
+            query = select(
+                StepRow.episode_id, StepRow.index, StepRow.observation, StepRow.raw, StepRow.action, StepRow.thought, StepRow.next_observation, StepRow.prompt, StepRow.frame
+            ).where(StepRow.episode_id.in_(chunk))
+            for row in self.session.execute(query.order_by(StepRow.episode_id, StepRow.index)):
+                self.steps[row.episode_id].append(StepView(*row[1:]))
+
+    def clear(self) -> None:
+        self.steps.clear()
+        self.instructions.clear()
+
+
+class ImageWriter:
+    """Frames as PNG files next to the JSONL (deduplicated by content)."""
+
+    def __init__(self, out: Path) -> None:
+        self.folder = out.with_name(out.stem + "_images")
+        self.written: set[str] = set()
+
+    def __call__(self, png: bytes | None) -> list[str] | None:
+        if png is None:
+            return None
+        name = hashlib.sha1(png).hexdigest()[:20] + ".png"
+        if name not in self.written:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            (self.folder / name).write_bytes(png)
+            self.written.add(name)
+        return [f"{self.folder.name}/{name}"]
+
+
+# -- pairs ---------------------------------------------------------------------------------------------
+def judged_pairs(store: Store, summary: ExportSummary) -> Iterator[tuple[PairRow, str, EpisodeCache, dict[str, CandidateRow]]]:
+    """Pairs with a majority judgement, with their episodes loaded; counts what is left out."""
+    votes: dict[str, list[str]] = defaultdict(list)
+    with store.db.reading() as session:
+        for pair_id, choice in session.execute(select(AnnotationRow.pair_id, AnnotationRow.choice)):
+            votes[pair_id].append(choice)
+        rows = session.scalars(select(PairRow).order_by(PairRow.left_episode_id, PairRow.step_index, PairRow.id)).all()
+        left_out = Counter()
+        decided: list[tuple[PairRow, str]] = []
+        for row in rows:
+            choice = majority(votes.get(row.id, []))
+            if not votes.get(row.id):
+                left_out["unjudged"] += 1
+            elif choice is None:
+                left_out["no_majority"] += 1
+            else:
+                decided.append((row, choice))
+        summary.left_out.update(left_out)
+        cache = EpisodeCache(session)
+        for start in range(0, len(decided), EPISODE_CHUNK * 5):
+            chunk = decided[start : start + EPISODE_CHUNK * 5]
+            cache.clear()
+            cache.load({r.left_episode_id for r, _ in chunk} | {r.right_episode_id for r, _ in chunk})
+            candidate_ids = [c for r, _ in chunk for c in (r.left_candidate_id, r.right_candidate_id) if c]
+            candidates: dict[str, CandidateRow] = {}
+            for offset in range(0, len(candidate_ids), 500):
+                for candidate in session.scalars(select(CandidateRow).where(CandidateRow.id.in_(candidate_ids[offset : offset + 500]))):
+                    candidates[candidate.id] = candidate
+            for row, choice in chunk:
+                yield row, choice, cache, candidates
+
+
+def side_messages(row: PairRow, side: str, cache: EpisodeCache, candidates: dict[str, CandidateRow]) -> list[Message]:
+    """One side of a pair as assistant turns."""
+    episode_id = row.left_episode_id if side == "left" else row.right_episode_id
+    candidate_id = row.left_candidate_id if side == "left" else row.right_candidate_id
+    if row.kind == "trajectory":
+        return continuation(cache.steps[episode_id])
+    if candidate_id is not None:
+        candidate = candidates[candidate_id]
+        return [{"role": "assistant", "content": output_text(candidate.raw, candidate.action)}]
+    step = cache.steps[episode_id][row.step_index]
+    return [{"role": "assistant", "content": output_text(step.raw, step.action)}]
+
+
+def pair_prompt(row: PairRow, cache: EpisodeCache) -> tuple[list[Message], bytes | None]:
+    """The shared context of a pair as chat messages, and the frame of its observation."""
+    index = 0 if row.kind == "trajectory" else row.step_index
+    # A trajectory pair takes the prompt of whichever side a model played (they see the same task).
+    for episode_id in (row.left_episode_id, row.right_episode_id):
+        steps = cache.steps[episode_id]
+        if steps and steps[index].prompt:
+            return steps[index].prompt, steps[index].frame
+    steps = cache.steps[row.left_episode_id]
+    return fallback_prompt(cache.instructions[row.left_episode_id], steps, index), steps[index].frame
+
+
+def pairwise_records(store: Store, summary: ExportSummary, images: ImageWriter, implicit_prompt: bool) -> Iterator[dict[str, Any]]:
+    for row, choice, cache, candidates in judged_pairs(store, summary):
+        if choice in ("tie", "both_bad"):
+            summary.left_out[choice] = summary.left_out.get(choice, 0) + 1
+            continue
+        chosen, rejected = ("left", "right") if choice == "left" else ("right", "left")
+        prompt, frame = pair_prompt(row, cache)
+        chosen_messages, rejected_messages = side_messages(row, chosen, cache, candidates), side_messages(row, rejected, cache, candidates)
+        if implicit_prompt:
+            record: dict[str, Any] = {"chosen": prompt + chosen_messages, "rejected": prompt + rejected_messages}
+        else:
+            record = {"prompt": prompt, "chosen": chosen_messages, "rejected": rejected_messages}
+        _attach_images(record, images(frame), summary)
+        yield record
+
+
+def kto_records(store: Store, summary: ExportSummary, images: ImageWriter) -> Iterator[dict[str, Any]]:
+    for row, choice, cache, candidates in judged_pairs(store, summary):
+        if choice == "tie":
+            summary.left_out["tie"] = summary.left_out.get("tie", 0) + 1
+            continue
+        prompt, frame = pair_prompt(row, cache)
+        labels = {"left": {"left": True, "right": False}, "right": {"left": False, "right": True}, "both_bad": {"left": False, "right": False}}[choice]
+        for side in ("left", "right"):
+            record = {"prompt": prompt, "completion": side_messages(row, side, cache, candidates), "label": labels[side]}
+            _attach_images(record, images(frame), summary)
+            yield record
+    for episode_id, steps, labels, cache in labelled_episodes(store):
+        for step in steps:
+            value = labels.get(step.index)
+            if value is None or value == "neutral":
+                continue
+            record = {"prompt": prompt_at(cache.instructions[episode_id], steps, step.index), "completion": [{"role": "assistant", "content": output_text(step.raw, step.action)}], "label": value}
+            _attach_images(record, images(step.frame), summary)
+            yield record
+
+
+def labelled_episodes(store: Store) -> Iterator[tuple[str, list[StepView], dict[int, Any], EpisodeCache]]:
+    """Episodes with step labels: step index -> majority label value (True/False, or 'neutral')."""
+    with store.db.reading() as session:
+        votes: dict[str, dict[int, list[str]]] = defaultdict(lambda: defaultdict(list))
+        query = select(StepRow.episode_id, StepRow.index, StepLabelRow.label).join(StepRow, StepRow.id == StepLabelRow.step_id)
+        for episode_id, index, label in session.execute(query):
+            votes[episode_id][index].append(label)
+        cache = EpisodeCache(session)
+        episode_ids = sorted(votes)
+        for start in range(0, len(episode_ids), EPISODE_CHUNK):
+            chunk = episode_ids[start : start + EPISODE_CHUNK]
+            cache.clear()
+            cache.load(set(chunk))
+            for episode_id in chunk:
+                labels = {}
+                for index, names in votes[episode_id].items():
+                    value = majority("neutral" if STEP_LABELS[n] is None else str(STEP_LABELS[n]) for n in names)
+                    labels[index] = {"True": True, "False": False}.get(value, value)
+                yield episode_id, cache.steps[episode_id], labels, cache
+
+
+def prm_records(store: Store, summary: ExportSummary, images: ImageWriter) -> Iterator[dict[str, Any]]:
+    for episode_id, steps, labels, cache in labelled_episodes(store):
+        completions, values = [], []
+        for step in steps:
+            value = labels.get(step.index)
+            if value is None:  # unlabelled, or annotators split evenly: the labelled prefix ends here
+                break
+            seen = f"Observation: {step.observation}\n" if step.index else ""
+            completions.append(seen + output_text(step.raw, step.action))
+            values.append(True if value == "neutral" else bool(value))
+        if not completions:
+            summary.left_out["no_labelled_first_step"] = summary.left_out.get("no_labelled_first_step", 0) + 1
+            continue
+        prompt = f"Task: {cache.instructions[episode_id]}\nObservation: {steps[0].observation}"
+        record = {"prompt": prompt, "completions": completions, "labels": values}
+        _attach_images(record, images(steps[0].frame), summary)
+        yield record
+
+
+def episode_records(store: Store, summary: ExportSummary) -> Iterator[dict[str, Any]]:
+    with store.db.reading() as session:
+        ids = session.scalars(select(EpisodeRow.id).order_by(EpisodeRow.started_at, EpisodeRow.id)).all()
+    for episode_id in ids:
+        yield store.episodes.get(episode_id).to_dict()
+
+
+def _attach_images(record: dict[str, Any], paths: list[str] | None, summary: ExportSummary) -> None:
+    if paths:
+        record["images"] = paths
+        summary.images += 1
+
+
+# -- writing -------------------------------------------------------------------------------------------
+def records_for(store: Store, format: str, summary: ExportSummary, images: ImageWriter) -> Iterator[dict[str, Any]]:
+    if format == "dpo":
+        return pairwise_records(store, summary, images, implicit_prompt=False)
+    if format == "reward":
+        return pairwise_records(store, summary, images, implicit_prompt=True)
+    if format == "kto":
+        return kto_records(store, summary, images)
+    if format == "prm":
+        return prm_records(store, summary, images)
+    return episode_records(store, summary)
+
+
+def export(store: Store, format: str, out: str | Path, hf_dataset: str | Path | None = None) -> ExportSummary:
+    """Write ``format`` records to the JSONL file ``out`` (and a ``datasets`` folder when asked)."""
+    if format not in FORMATS:
+        raise StudioError(f"Unknown export format {format!r}: use one of {', '.join(FORMATS)}.")
+    path = Path(out).expanduser()
+    if path.is_dir():
+        raise StudioError(f"The export target {path} is a folder; give a file name such as {path / (format + '.jsonl')}.")
+    datasets = _datasets_module() if hf_dataset else None
+    summary = ExportSummary(format=format, out=str(path))
+    images = ImageWriter(path)
+    rows: list[dict[str, Any]] | None = [] if datasets else None
+    temporary = path.with_name(path.name + ".partial")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with temporary.open("w", encoding="utf-8") as handle:
+            for record in records_for(store, format, summary, images):
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+                summary.records += 1
+                if rows is not None:
+                    rows.append(record)
+        temporary.replace(path)  # a failed export never leaves a half-written file under the real name
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise StudioError(f"Cannot write {path}: {exc.strerror or exc}.") from None
+    if datasets is not None and rows is not None:
+        summary.hf_dataset = str(_save_hf_dataset(datasets, rows, Path(hf_dataset).expanduser(), images.folder))
+    return summary
+
+
+def _datasets_module() -> Any:
+    try:
+        import datasets
+    except ImportError:
+        raise StudioError("--hf-dataset needs the `datasets` library: pip install datasets") from None
+    return datasets
+
+
+def _save_hf_dataset(datasets: Any, rows: list[dict[str, Any]], folder: Path, image_folder: Path) -> Path:
+    """The same records as a Hugging Face ``datasets`` folder (``save_to_disk``), images embedded."""
+    if any("images" in r for r in rows):
+        for row in rows:
+            row["images"] = [{"bytes": (image_folder / Path(p).name).read_bytes(), "path": None} for p in row.get("images", [])]
+    datasets.disable_progress_bars()
+    try:
+        dataset = datasets.Dataset.from_list(rows) if rows else datasets.Dataset.from_dict({})
+        if "images" in dataset.column_names:
+            dataset = dataset.cast_column("images", datasets.List(datasets.Image()))
+        dataset.save_to_disk(str(folder))
+    except Exception as exc:  # noqa: BLE001 - pyarrow and datasets raise many kinds; the JSONL is written
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StudioError(f"Wrote the JSONL, but could not build the datasets folder {folder}: {first}") from None
+    return folder
+

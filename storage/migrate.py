@@ -1,0 +1,102 @@
+"""Schema versions: every database is brought to the newest schema when it is opened.
+
+The schema is owned by the Alembic migrations in ``storage/migrations``. Opening a
+database that is older than this code upgrades it (an SQLite file is first copied to a
+backup next to it); a database written by a newer Agent Studio is refused with a message,
+and so is a database that was not made by Agent Studio at all. Nothing is changed then.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from datetime import datetime, timezone
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect
+from sqlalchemy.exc import SQLAlchemyError
+
+from storage.db import Database, describe_url
+from studio.errors import StudioError
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def head_revision() -> str:
+    """The newest schema revision this code knows."""
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def current_revision(database: Database) -> str | None:
+    """The schema revision the database is at (None for an empty database)."""
+    with database.engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def upgrade(database: Database, revision: str = "head") -> None:
+    """Run the migrations up to ``revision`` in one transaction.
+
+    The transaction holds the write lock from its start, so when several processes open a
+    new database at once, one migrates and the others find it done.
+    """
+    with database.write_engine.begin() as connection:
+        target = head_revision() if revision == "head" else revision
+        if MigrationContext.configure(connection).get_current_revision() == target:
+            return
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+
+def backup_sqlite(database: Database, revision: str) -> Path:
+    """Copy an SQLite database next to itself (consistent even while others write)."""
+    path = Path(database.engine.url.database)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    target = path.with_name(f"{path.name}.backup-{revision}-{stamp}")
+    source = sqlite3.connect(path)
+    try:
+        destination = sqlite3.connect(target)
+        with destination:
+            source.backup(destination)  # SQLite's online backup: includes the WAL's committed pages
+        destination.close()
+    finally:
+        source.close()
+    return target
+
+
+def prepare(database: Database) -> Path | None:
+    """Bring ``database`` to the newest schema; return the backup made first, if any."""
+    try:
+        known = {script.revision for script in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
+        current = current_revision(database)
+        if current == head_revision():
+            return None
+        if current is not None and current not in known:
+            raise StudioError(
+                f"The database {describe_url(database.url)} was written by a newer Agent Studio "
+                f"(schema {current}; this version knows up to {head_revision()}); upgrade Agent Studio to open it."
+            )
+        if current is None and inspect(database.engine).get_table_names():
+            raise StudioError(f"The database {describe_url(database.url)} has tables but was not made by Agent Studio; use another file.")
+        backup = backup_sqlite(database, current) if current is not None and database.is_sqlite else None
+        upgrade(database)
+        return backup
+    except StudioError:
+        raise
+    except (SQLAlchemyError, sqlite3.Error, OSError) as exc:
+        raise StudioError(f"Cannot open the database {describe_url(database.url)}: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__).rstrip(".") + "."

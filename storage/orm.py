@@ -1,0 +1,189 @@
+"""The database schema: typed SQLAlchemy 2 tables. Nothing here leaves ``storage/``.
+
+Episodes, steps and candidates mirror the core's trace records column by column; the
+large, rarely-queried parts of a step (the prompt and the environment snapshot) are
+zlib-compressed JSON, and frames are PNG bytes. Pairs, annotations, step labels and
+annotators hold the preference data built on top of them.
+
+The migrations in ``storage/migrations`` create exactly this schema (a test compares them).
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, LargeBinary, MetaData, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+ID = String(32)  # the core's record ids: 32 hex characters
+TIME = String(32)  # ISO-8601 UTC strings, as the core records them (they sort in time order)
+
+
+class CompressedJSON(TypeDecorator):
+    """JSON stored zlib-compressed: prompts and snapshots repeat a lot and are read rarely."""
+
+    impl = LargeBinary
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect) -> bytes | None:  # noqa: ANN001
+        if value is None:
+            return None
+        return zlib.compress(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8"), 6)
+
+    def process_result_value(self, value: bytes | None, dialect) -> Any:  # noqa: ANN001
+        return None if value is None else json.loads(zlib.decompress(value).decode("utf-8"))
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class ModelRow(Base):
+    """A model that drove episodes (deduplicated by its description)."""
+
+    __tablename__ = "models"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # sha1 of the description
+    name: Mapped[str] = mapped_column(String(300), index=True)
+    description: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[str] = mapped_column(TIME)
+
+
+class EpisodeRow(Base):
+    __tablename__ = "episodes"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    env: Mapped[str] = mapped_column(String(200), index=True)
+    seed: Mapped[int | None] = mapped_column(Integer)
+    env_options: Mapped[dict[str, Any]] = mapped_column(JSON)
+    instruction: Mapped[str] = mapped_column(Text)
+    policy: Mapped[str] = mapped_column(String(100), index=True)
+    policy_config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    model_id: Mapped[str | None] = mapped_column(ForeignKey("models.id"), index=True)
+    success: Mapped[bool | None] = mapped_column(Boolean)
+    end_reason: Mapped[str | None] = mapped_column(String(200))
+    # No foreign key: a fork's parent may live in a file, not in this database.
+    parent_id: Mapped[str | None] = mapped_column(ID, index=True)
+    forked_at: Mapped[int | None] = mapped_column(Integer)
+    started_at: Mapped[str] = mapped_column(TIME, index=True)
+    ended_at: Mapped[str | None] = mapped_column(TIME)
+    schema_version: Mapped[int] = mapped_column(Integer)
+    length: Mapped[int] = mapped_column(Integer, default=0)
+    total_return: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class StepRow(Base):
+    __tablename__ = "steps"
+    __table_args__ = (UniqueConstraint("episode_id", "index"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    episode_id: Mapped[str] = mapped_column(ForeignKey("episodes.id", ondelete="CASCADE"))
+    index: Mapped[int] = mapped_column(Integer)
+    observation: Mapped[str] = mapped_column(Text)
+    action: Mapped[str | None] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(String(100))
+    raw: Mapped[str] = mapped_column(Text)
+    thought: Mapped[str | None] = mapped_column(Text)
+    valid: Mapped[bool] = mapped_column(Boolean)
+    invalid_reason: Mapped[str | None] = mapped_column(Text)
+    reward: Mapped[float] = mapped_column(Float)
+    terminated: Mapped[bool] = mapped_column(Boolean)
+    truncated: Mapped[bool] = mapped_column(Boolean)
+    next_observation: Mapped[str] = mapped_column(Text)
+    prompt: Mapped[list[dict[str, Any]] | None] = mapped_column(CompressedJSON)
+    info: Mapped[dict[str, Any]] = mapped_column(JSON)
+    timing: Mapped[dict[str, float]] = mapped_column(JSON)
+    tokens: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    action_logprobs: Mapped[dict[str, float] | None] = mapped_column(JSON)
+    extra: Mapped[dict[str, Any]] = mapped_column(JSON)
+    frame: Mapped[bytes | None] = mapped_column(LargeBinary)  # PNG
+    state: Mapped[dict[str, Any] | None] = mapped_column(CompressedJSON)
+
+
+class CandidateRow(Base):
+    __tablename__ = "candidates"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    step_id: Mapped[int] = mapped_column(ForeignKey("steps.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    raw: Mapped[str] = mapped_column(Text)
+    thought: Mapped[str | None] = mapped_column(Text)
+    action: Mapped[str | None] = mapped_column(Text)
+    valid: Mapped[bool] = mapped_column(Boolean)
+    invalid_reason: Mapped[str | None] = mapped_column(Text)
+    tokens: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+
+
+class AnnotatorRow(Base):
+    __tablename__ = "annotators"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[str] = mapped_column(TIME)
+
+
+class PairRow(Base):
+    """Two things to compare under one shared context.
+
+    A side is an episode (trajectory pairs) or an output at one step: the step's chosen
+    output (``candidate_id`` None) or one of its candidates. ``swapped`` is drawn once,
+    when the pair is made: blind views show the right side on the left when it is set.
+    ``shuffle`` is a random key that gives every queue a stable randomised order.
+    """
+
+    __tablename__ = "pairs"
+    __table_args__ = (Index("ix_pairs_filter", "kind", "env", "source"),)
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), unique=True)  # the sides, canonically: no duplicate pairs
+    kind: Mapped[str] = mapped_column(String(20))  # step | trajectory
+    source: Mapped[str] = mapped_column(String(20))  # candidates | episodes | manual
+    env: Mapped[str] = mapped_column(String(200))
+    step_index: Mapped[int | None] = mapped_column(Integer)
+    left_episode_id: Mapped[str] = mapped_column(ForeignKey("episodes.id", ondelete="CASCADE"), index=True)
+    left_candidate_id: Mapped[str | None] = mapped_column(ForeignKey("candidates.id", ondelete="CASCADE"))
+    right_episode_id: Mapped[str] = mapped_column(ForeignKey("episodes.id", ondelete="CASCADE"), index=True)
+    right_candidate_id: Mapped[str | None] = mapped_column(ForeignKey("candidates.id", ondelete="CASCADE"))
+    swapped: Mapped[bool] = mapped_column(Boolean)
+    shuffle: Mapped[int] = mapped_column(Integer, index=True)
+    created_at: Mapped[str] = mapped_column(TIME)
+
+
+class AnnotationRow(Base):
+    """One annotator's judgement of one pair; a re-submit updates it (``previous`` keeps one undo)."""
+
+    __tablename__ = "annotations"
+    __table_args__ = (
+        UniqueConstraint("pair_id", "annotator_id"),
+        Index("ix_annotations_annotator_updated", "annotator_id", "updated_at"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    pair_id: Mapped[str] = mapped_column(ForeignKey("pairs.id", ondelete="CASCADE"))
+    annotator_id: Mapped[int] = mapped_column(ForeignKey("annotators.id", ondelete="CASCADE"))
+    choice: Mapped[str] = mapped_column(String(20))  # left | right | tie | both_bad, of the stored pair
+    rationale: Mapped[str] = mapped_column(Text, default="")
+    tags: Mapped[list[str]] = mapped_column(JSON)
+    confidence: Mapped[float | None] = mapped_column(Float)
+    seconds: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[str] = mapped_column(TIME)
+    updated_at: Mapped[str] = mapped_column(TIME)
+    previous: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class StepLabelRow(Base):
+    """An annotator's label of one step (process supervision)."""
+
+    __tablename__ = "step_labels"
+    __table_args__ = (UniqueConstraint("step_id", "annotator_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    step_id: Mapped[int] = mapped_column(ForeignKey("steps.id", ondelete="CASCADE"), index=True)
+    annotator_id: Mapped[int] = mapped_column(ForeignKey("annotators.id", ondelete="CASCADE"))
+    label: Mapped[str] = mapped_column(String(50))
+    note: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[str] = mapped_column(TIME)
+    updated_at: Mapped[str] = mapped_column(TIME)

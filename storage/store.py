@@ -1,0 +1,58 @@
+"""The store: one object per database, with episodes and preference data.
+
+    store = open_store("runs.db")          # a file path, an SQLAlchemy URL, or None (default file)
+    runner = EpisodeRunner("gridworld", policy, sinks=[store.episodes.sink()])
+    store.preferences.pairs_from_candidates()
+    item = store.preferences.queue("ada")[0]
+    store.preferences.annotate(item.pair_id, "ada", "left")
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from storage.db import Database, describe_url, resolve_url
+from storage.episodes import EpisodeStore
+from storage.migrate import prepare
+from storage.preferences import PreferenceStore
+
+
+class Store:
+    """Episodes (``store.episodes``) and preference data (``store.preferences``) in one database."""
+
+    def __init__(self, database: Database, backup: Path | None = None) -> None:
+        self.db = database
+        self.episodes = EpisodeStore(database)
+        self.preferences = PreferenceStore(database, self.episodes)
+        #: The copy made before an older database was upgraded, if one was.
+        self.backup = backup
+
+    @property
+    def url(self) -> str:
+        """Where the data lives (without a password)."""
+        return describe_url(self.db.url)
+
+    def close(self) -> None:
+        self.db.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def open_store(target: str | os.PathLike[str] | None = None) -> Store:
+    """Open (creating or upgrading as needed) the database at ``target``.
+
+    ``target`` is a file path, an SQLAlchemy URL or None for the default file in the user's
+    data directory. Raises :class:`~studio.errors.StudioError` with one line when it cannot.
+    """
+    database = Database(resolve_url(target))
+    try:
+        backup = prepare(database)
+    except BaseException:
+        database.dispose()
+        raise
+    return Store(database, backup)
