@@ -27,6 +27,7 @@ from studio.errors import StudioError
 #: Seconds a writer waits for another process's write lock before giving up.
 BUSY_TIMEOUT_S = 60
 BEGIN_MODE = "studio_sqlite_begin"
+DRIVER_HINTS = {"postgresql": "for PostgreSQL: pip install 'psycopg[binary]'", "mysql": "for MySQL: pip install pymysql and use mysql+pymysql://"}
 
 
 def default_db_path() -> Path:
@@ -107,7 +108,8 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, future=True, pool_pre_ping=not url.startswith("sqlite"))
     except (NoSuchModuleError, ModuleNotFoundError, ImportError) as exc:
         backend = url.split(":", 1)[0]
-        raise StudioError(f"No database driver for {backend!r} is installed ({exc}).") from None
+        hint = DRIVER_HINTS.get(backend.split("+")[0])
+        raise StudioError(f"No database driver for {backend!r} is installed ({hint or exc}).") from None
     except (ArgumentError, SQLAlchemyError, ValueError) as exc:
         raise StudioError(f"Cannot use the database URL {describe_url(url)}: {exc}.") from None
     if engine.dialect.name == "sqlite":

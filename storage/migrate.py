@@ -86,7 +86,10 @@ def prepare(database: Database) -> Path | None:
                 f"The database {describe_url(database.url)} was written by a newer Agent Studio "
                 f"(schema {current}; this version knows up to {head_revision()}); upgrade Agent Studio to open it."
             )
-        if current is None and inspect(database.engine).get_table_names():
+        tables = set(inspect(database.engine).get_table_names()) if current is None else set()
+        # (alembic_version is made with the tables, in one transaction: a process that migrated
+        # a moment ago leaves both, never tables alone.)
+        if tables and "alembic_version" not in tables:
             raise StudioError(f"The database {describe_url(database.url)} has tables but was not made by Agent Studio; use another file.")
         backup = backup_sqlite(database, current) if current is not None and database.is_sqlite else None
         upgrade(database)

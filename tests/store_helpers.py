@@ -1,0 +1,38 @@
+"""Building stores with real episodes for the storage tests (a real SQLite file each time)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from storage import Store, open_store
+from studio.agents.react import ReActConfig, ReActPolicy
+from studio.agents.scripted import make_policy
+from studio.models.scripted import ScriptedBackend
+from studio.runner import EpisodeRunner, RunnerConfig
+from studio.trace import Episode
+
+#: Three different outputs per step: with candidates=3 every step has three distinct texts.
+OUTPUTS = [
+    "Thought: The goal is east.\nAction: go east",
+    "Thought: Try north first.\nAction: go north",
+    "Thought: <img src=x onerror=alert(1)> fly!\nAction: fly",
+]
+
+
+def new_store(tmp_path: Path, name: str = "studio.db") -> Store:
+    return open_store(tmp_path / name)
+
+
+def run_react(store: Store, seed: int = 0, steps: int = 3, candidates: int = 3, env: str = "gridworld", outputs: list[str] | None = None, frames: bool = True) -> Episode:
+    """A scripted ReAct episode with candidates, stored step by step."""
+    policy = ReActPolicy(ScriptedBackend(outputs or OUTPUTS), ReActConfig(candidates=candidates))
+    runner = EpisodeRunner(env, policy, sinks=[store.episodes.sink()], config=RunnerConfig(max_steps=steps, record_frames=frames))
+    runner.reset(seed=seed)
+    return runner.run()
+
+
+def run_scripted(store: Store, policy: str, seed: int = 0, env: str = "gridworld", max_steps: int | None = None) -> Episode:
+    """An expert or random episode, stored."""
+    runner = EpisodeRunner(env, make_policy(policy), sinks=[store.episodes.sink()], config=RunnerConfig(max_steps=max_steps, record_frames=False))
+    runner.reset(seed=seed)
+    return runner.run()

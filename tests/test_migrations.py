@@ -1,0 +1,72 @@
+"""Migrations: a database made with the first schema upgrades with its data intact; migrations equal the models."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from storage import open_store
+from storage.db import Database, resolve_url
+from storage.episodes import EpisodeStore
+from storage.migrate import current_revision, head_revision, upgrade
+from storage.orm import Base
+from studio.agents.scripted import make_policy
+from studio.runner import EpisodeRunner, RunnerConfig
+from tests.store_helpers import run_react
+
+
+def test_a_first_schema_database_upgrades_to_head_with_its_data(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    database = Database(resolve_url(path))
+    upgrade(database, "0001")  # the first schema: episodes only
+    assert current_revision(database) == "0001"
+    old_store = EpisodeStore(database)
+    runner = EpisodeRunner("household", make_policy("expert"), sinks=[old_store.sink()], config=RunnerConfig(record_frames=True))
+    runner.reset(seed=5)
+    episode = runner.run()
+    database.dispose()
+    with sqlite3.connect(path) as connection:
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert "episodes" in tables and "pairs" not in tables
+
+    store = open_store(path)
+    assert current_revision(store.db) == head_revision() != "0001"
+    assert store.episodes.get(episode.id).to_dict() == episode.to_dict()
+    # The backup next to it is the old database, untouched.
+    assert store.backup is not None and store.backup.parent == tmp_path and "0001" in store.backup.name
+    with sqlite3.connect(store.backup) as connection:
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+        assert connection.execute("SELECT count(*) FROM steps").fetchone()[0] == episode.length
+    # The new tables work on the upgraded data.
+    fork = run_react(store, seed=0, steps=2)
+    assert store.preferences.pairs_from_candidates().created == 6
+    item = store.preferences.queue("ada", limit=1)[0]
+    store.preferences.annotate(item.pair_id, "ada", "left")
+    assert store.episodes.count()["episodes"] == 2 and fork.id != episode.id
+    # Opening it again changes nothing and makes no second backup.
+    store.close()
+    assert open_store(path).backup is None
+
+
+def test_migrations_create_exactly_the_models_schema(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "fresh.db")
+    with store.db.engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection, opts={"compare_type": True}), Base.metadata)
+    assert differences == []
+
+
+def test_several_processes_opening_a_new_database_at_once_migrate_it_once(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    code = "import sys; from storage import open_store; s = open_store(sys.argv[1]); print(s.episodes.count()['episodes'])"
+    processes = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "race.db")], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    results = [p.communicate(timeout=120) for p in processes]
+    assert [p.returncode for p in processes] == [0, 0, 0, 0], results
+    assert all(out.strip() == "0" for out, _ in results)
+    with sqlite3.connect(tmp_path / "race.db") as connection:
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [(head_revision(),)]
