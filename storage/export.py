@@ -16,6 +16,9 @@ Formats (one JSON object per line):
   for the labelled steps from the start of each episode up to the first unlabelled one.
 - ``episodes``: every stored episode in the core's trace format.
 
+Rows also say where they came from (``pair_id``; ``source`` for kto; ``episode_id`` for
+prm): TRL ignores columns it does not use.
+
 Pairs are judged by the majority of their annotators; ties, both-bad judgements and pairs
 without a majority are left out of ``dpo`` and ``reward`` and counted in the summary.
 Where the judged observation has a frame, rows get an ``images`` column: PNG files next to
@@ -222,6 +225,7 @@ def pairwise_records(store: Store, summary: ExportSummary, images: ImageWriter, 
             record: dict[str, Any] = {"chosen": prompt + chosen_messages, "rejected": prompt + rejected_messages}
         else:
             record = {"prompt": prompt, "chosen": chosen_messages, "rejected": rejected_messages}
+        record["pair_id"] = row.id  # provenance; TRL ignores columns it does not know
         _attach_images(record, images(frame), summary)
         yield record
 
@@ -234,7 +238,7 @@ def kto_records(store: Store, summary: ExportSummary, images: ImageWriter) -> It
         prompt, frame = pair_prompt(row, cache)
         labels = {"left": {"left": True, "right": False}, "right": {"left": False, "right": True}, "both_bad": {"left": False, "right": False}}[choice]
         for side in ("left", "right"):
-            record = {"prompt": prompt, "completion": side_messages(row, side, cache, candidates), "label": labels[side]}
+            record = {"prompt": prompt, "completion": side_messages(row, side, cache, candidates), "label": labels[side], "source": f"pair:{row.id}"}
             _attach_images(record, images(frame), summary)
             yield record
     for episode_id, steps, labels, cache in labelled_episodes(store):
@@ -242,7 +246,12 @@ def kto_records(store: Store, summary: ExportSummary, images: ImageWriter) -> It
             value = labels.get(step.index)
             if value is None or value == "neutral":
                 continue
-            record = {"prompt": prompt_at(cache.instructions[episode_id], steps, step.index), "completion": [{"role": "assistant", "content": output_text(step.raw, step.action)}], "label": value}
+            record = {
+                "prompt": prompt_at(cache.instructions[episode_id], steps, step.index),
+                "completion": [{"role": "assistant", "content": output_text(step.raw, step.action)}],
+                "label": value,
+                "source": f"step:{episode_id}:{step.index}",
+            }
             _attach_images(record, images(step.frame), summary)
             yield record
 
@@ -282,7 +291,7 @@ def prm_records(store: Store, summary: ExportSummary, images: ImageWriter) -> It
             summary.left_out["no_labelled_first_step"] = summary.left_out.get("no_labelled_first_step", 0) + 1
             continue
         prompt = f"Task: {cache.instructions[episode_id]}\nObservation: {steps[0].observation}"
-        record = {"prompt": prompt, "completions": completions, "labels": values}
+        record = {"prompt": prompt, "completions": completions, "labels": values, "episode_id": episode_id}
         _attach_images(record, images(steps[0].frame), summary)
         yield record
 
@@ -335,11 +344,21 @@ def export(store: Store, format: str, out: str | Path, hf_dataset: str | Path | 
                     rows.append(record)
         temporary.replace(path)  # a failed export never leaves a half-written file under the real name
     except OSError as exc:
-        temporary.unlink(missing_ok=True)
+        _remove_quietly(temporary)
         raise StudioError(f"Cannot write {path}: {exc.strerror or exc}.") from None
+    except BaseException:
+        _remove_quietly(temporary)
+        raise
     if datasets is not None and rows is not None:
         summary.hf_dataset = str(_save_hf_dataset(datasets, rows, Path(hf_dataset).expanduser(), images.folder))
     return summary
+
+
+def _remove_quietly(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def _datasets_module() -> Any:

@@ -1,0 +1,180 @@
+"""Exports: each format loads with `datasets` and has the shape TRL documents (checked with TRL's helpers)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import datasets
+import numpy as np
+import pytest
+from trl.data_utils import apply_chat_template, is_conversational
+
+from storage import Store
+from storage.export import export
+from studio.errors import StudioError
+from studio.trace import read_episodes_jsonl
+from tests.store_helpers import new_store, run_react, run_scripted
+from tests.tiny_models import tiny_tokenizer
+
+
+@pytest.fixture(scope="module")
+def judged(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A database with step and trajectory pairs judged by two annotators, and step labels."""
+    store = new_store(tmp_path_factory.mktemp("export"))
+    react = run_react(store, seed=0, steps=2, candidates=3)  # frames recorded
+    expert = run_scripted(store, "expert", seed=5)
+    random_run = run_scripted(store, "random", seed=5, max_steps=3)
+    prefs = store.preferences
+    assert prefs.pairs_from_candidates().created == 6 and prefs.pairs_from_episodes().created == 1
+    step_pairs = prefs.pairs(kind="step")
+    (trajectory,) = prefs.pairs(kind="trajectory")
+    plan = {  # stored-side choices of ada and bob
+        step_pairs[0].id: ("left", "left"),  # -> chosen left
+        step_pairs[1].id: ("right", "right"),  # -> chosen right
+        step_pairs[2].id: ("left", "right"),  # no majority
+        step_pairs[3].id: ("tie", "tie"),
+        step_pairs[4].id: ("both_bad", "both_bad"),
+        trajectory.id: ("right", None),  # one annotator is a majority
+    }  # step_pairs[5] stays unjudged
+    for pair_id, (ada, bob) in plan.items():
+        prefs.annotate(pair_id, "ada", ada, as_shown=False)
+        if bob:
+            prefs.annotate(pair_id, "bob", bob, as_shown=False)
+    for index, label in enumerate(["good", "bad", "neutral"]):
+        prefs.label_step(expert.id, index, "ada", label)
+    prefs.label_step(expert.id, 4, "ada", "good")  # after a gap: not in the prm prefix
+    prefs.label_step(react.id, 0, "ada", "erroneous")
+    return {"store": store, "react": react, "expert": expert, "random": random_run, "plan": plan, "trajectory": trajectory.id, "steps": step_pairs}
+
+
+def load_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def side_text(store: Store, episode_id: str, step_index: int, candidate_id: str | None) -> str:
+    step = store.episodes.get(episode_id).steps[step_index]
+    if candidate_id is None:
+        return step.raw
+    return next(c.raw for c in step.candidates if c.id == candidate_id)
+
+
+def test_dpo_is_trl_conversational_preference_with_explicit_prompt(judged: dict, tmp_path: Path) -> None:
+    store: Store = judged["store"]
+    summary = export(store, "dpo", tmp_path / "dpo.jsonl")
+    assert summary.records == 3  # two step pairs and the trajectory pair
+    assert summary.left_out == {"tie": 1, "both_bad": 1, "no_majority": 1, "unjudged": 1}
+    dataset = datasets.load_dataset("json", data_files=str(tmp_path / "dpo.jsonl"), split="train")
+    assert {"prompt", "chosen", "rejected"} <= set(dataset.column_names)
+    tokenizer = tiny_tokenizer()
+    rows = load_jsonl(tmp_path / "dpo.jsonl")
+    for row in rows:
+        assert is_conversational(row)
+        assert row["prompt"][-1]["role"] == "user" and row["prompt"][0]["role"] == "system"
+        assert row["chosen"][0]["role"] == "assistant" and row["rejected"][0]["role"] == "assistant"
+        assert all(set(m) == {"role", "content"} for m in row["prompt"] + row["chosen"] + row["rejected"])
+        text = apply_chat_template({k: row[k] for k in ("prompt", "chosen", "rejected")}, tokenizer)
+        assert text["chosen"] and text["rejected"] and text["prompt"]
+    by_pair = {row["pair_id"]: row for row in rows}
+    first = store.preferences.pair(judged["steps"][0].id)
+    row = by_pair[first.id]
+    assert row["prompt"] == store.episodes.get(first.left.episode_id).steps[first.step_index].prompt  # what the model saw
+    assert row["chosen"] == [{"role": "assistant", "content": side_text(store, first.left.episode_id, first.step_index, first.left.candidate_id)}]
+    assert row["rejected"] == [{"role": "assistant", "content": side_text(store, first.right.episode_id, first.step_index, first.right.candidate_id)}]
+    second = store.preferences.pair(judged["steps"][1].id)
+    assert by_pair[second.id]["chosen"][0]["content"] == side_text(store, second.right.episode_id, second.step_index, second.right.candidate_id)
+    # A trajectory: alternating assistant turns and observations, the chosen side the one judged better.
+    trajectory = by_pair[judged["trajectory"]]
+    pair = store.preferences.pair(judged["trajectory"])
+    chosen_episode = store.episodes.get(pair.right.episode_id)
+    assert [m["role"] for m in trajectory["chosen"]] == ["assistant", "user"] * (chosen_episode.length - 1) + ["assistant"]
+    assert trajectory["chosen"][0]["content"] == f"Action: {chosen_episode.steps[0].action}"
+    assert trajectory["chosen"][1]["content"] == f"Observation: {chosen_episode.steps[1].observation}"
+
+
+def test_step_pairs_with_frames_carry_images(judged: dict, tmp_path: Path) -> None:
+    summary = export(judged["store"], "dpo", tmp_path / "with_images.jsonl", hf_dataset=tmp_path / "hf")
+    rows = load_jsonl(tmp_path / "with_images.jsonl")
+    step_rows = [r for r in rows if r["pair_id"] != judged["trajectory"]]
+    assert summary.images == len(step_rows) == 2 and all(len(r["images"]) == 1 for r in step_rows)
+    react = judged["store"].episodes.get(judged["react"].id)
+    pair = judged["store"].preferences.pair(step_rows[0]["pair_id"])
+    png = cv2.cvtColor(cv2.imread(str(tmp_path / step_rows[0]["images"][0])), cv2.COLOR_BGR2RGB)
+    assert np.array_equal(png, react.steps[pair.step_index].frame)  # the observation the step saw, lossless
+    saved = datasets.load_from_disk(str(tmp_path / "hf"))
+    assert len(saved) == 3 and saved.features["images"].feature.__class__.__name__ == "Image"
+    with_image = next(row for row in saved if row["images"])
+    assert with_image["images"][0].size == (react.steps[0].frame.shape[1], react.steps[0].frame.shape[0])
+
+
+def test_reward_is_trl_preference_with_implicit_prompt(judged: dict, tmp_path: Path) -> None:
+    export(judged["store"], "dpo", tmp_path / "dpo.jsonl")
+    summary = export(judged["store"], "reward", tmp_path / "reward.jsonl")
+    assert summary.records == 3 and summary.left_out["tie"] == 1
+    dpo = {r["pair_id"]: r for r in load_jsonl(tmp_path / "dpo.jsonl")}
+    tokenizer = tiny_tokenizer()
+    for row in load_jsonl(tmp_path / "reward.jsonl"):
+        assert "prompt" not in row and is_conversational(row)
+        explicit = dpo[row["pair_id"]]
+        assert row["chosen"] == explicit["prompt"] + explicit["chosen"] and row["rejected"] == explicit["prompt"] + explicit["rejected"]
+        assert set(apply_chat_template({"chosen": row["chosen"], "rejected": row["rejected"]}, tokenizer)) == {"chosen", "rejected"}
+    assert len(datasets.load_dataset("json", data_files=str(tmp_path / "reward.jsonl"), split="train")) == 3
+
+
+def test_kto_is_trl_unpaired_preference(judged: dict, tmp_path: Path) -> None:
+    summary = export(judged["store"], "kto", tmp_path / "kto.jsonl")
+    rows = load_jsonl(tmp_path / "kto.jsonl")
+    # 3 decided pairs and 1 both-bad pair give two rows each; the labels good, bad, good and
+    # erroneous one each (neutral is left out).
+    assert summary.records == len(rows) == 2 * 4 + 4 and summary.left_out["tie"] == 1
+    both_bad = [r for r in rows if r["source"] == f"pair:{judged['steps'][4].id}"]
+    assert [r["label"] for r in both_bad] == [False, False]
+    labelled = {r["source"]: r["label"] for r in rows if r["source"].startswith("step:")}
+    expert, react = judged["expert"].id, judged["react"].id
+    assert labelled == {f"step:{expert}:0": True, f"step:{expert}:1": False, f"step:{react}:0": False, f"step:{expert}:4": True}
+    tokenizer = tiny_tokenizer()
+    for row in rows:
+        assert isinstance(row["label"], bool) and is_conversational(row)
+        assert apply_chat_template({k: row[k] for k in ("prompt", "completion", "label")}, tokenizer)["label"] == row["label"]
+    assert datasets.load_dataset("json", data_files=str(tmp_path / "kto.jsonl"), split="train").features["label"].dtype == "bool"
+
+
+def test_prm_is_trl_stepwise_supervision(judged: dict, tmp_path: Path) -> None:
+    summary = export(judged["store"], "prm", tmp_path / "prm.jsonl")
+    rows = {r["episode_id"]: r for r in load_jsonl(tmp_path / "prm.jsonl")}
+    assert summary.records == 2
+    expert = judged["expert"]
+    row = rows[expert.id]
+    assert isinstance(row["prompt"], str) and row["prompt"].startswith("Task: ")
+    assert row["labels"] == [True, False, True]  # good, bad, neutral (not an error); the gap at step 3 ends it
+    assert row["completions"][0] == f"Action: {expert.steps[0].action}"
+    assert row["completions"][1] == f"Observation: {expert.steps[1].observation}\nAction: {expert.steps[1].action}"
+    assert rows[judged["react"].id]["labels"] == [False]
+    dataset = datasets.load_dataset("json", data_files=str(tmp_path / "prm.jsonl"), split="train")
+    assert dataset.features["labels"].feature.dtype == "bool" and dataset.features["completions"].feature.dtype == "string"
+
+
+def test_episodes_export_is_the_trace_format(judged: dict, tmp_path: Path) -> None:
+    summary = export(judged["store"], "episodes", tmp_path / "episodes.jsonl")
+    episodes = {e.id: e for e in read_episodes_jsonl(str(tmp_path / "episodes.jsonl"))}
+    assert summary.records == 3
+    assert episodes[judged["react"].id].to_dict() == judged["react"].to_dict()
+
+
+def test_an_empty_database_exports_empty_files(tmp_path: Path) -> None:
+    store = new_store(tmp_path)
+    for fmt in ("dpo", "reward", "prm", "kto", "episodes"):
+        summary = export(store, fmt, tmp_path / f"{fmt}.jsonl")
+        assert summary.records == 0 and (tmp_path / f"{fmt}.jsonl").read_text() == ""
+
+
+def test_export_errors_are_clear_and_leave_nothing_half_written(judged: dict, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StudioError, match="Cannot write"):
+        export(judged["store"], "dpo", tmp_path / "file" / "dpo.jsonl")
+    with pytest.raises(StudioError, match="is a folder"):
+        export(judged["store"], "dpo", tmp_path)
+    with pytest.raises(StudioError, match="Unknown export format"):
+        export(judged["store"], "sft", tmp_path / "x.jsonl")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
