@@ -99,3 +99,38 @@ def test_serve_starts_and_serves_the_studio() -> None:
             assert "Agent Studio" in response.read().decode("utf-8", "replace")
         with urllib.request.urlopen(url + "config", timeout=5) as response:
             assert "gridworld" in response.read().decode("utf-8")
+
+
+def test_runs_are_stored_and_become_trajectory_pairs(tmp_path: Path) -> None:
+    db = str(tmp_path / "runs.db")
+    expert = cli("run", "--env", "gridworld", "--policy", "expert", "--seed", "3", "--episodes", "2", "--db", db, "--json")
+    random_run = cli("run", "--env", "gridworld", "--policy", "random", "--seed", "3", "--max-steps", "5", "--db", db, "--json")
+    assert expert.returncode == 0 and random_run.returncode == 0, expert.stderr + random_run.stderr
+    ids = [json.loads(line)["episode_id"] for line in expert.stdout.splitlines() + random_run.stdout.splitlines()]
+    result = cli("pairs", "--db", db, "--from", "episodes")
+    assert result.stdout.strip() == "made 1 pairs (0 already there, 0 skipped as identical)"  # only seed 3 has two runs
+    by_hand = cli("pairs", "--db", db, "--left", ids[0], "--right", ids[1])
+    assert by_hand.returncode == 0 and json.loads(by_hand.stdout)["kind"] == "trajectory"
+    stats = cli("stats", "--db", db)
+    assert "episodes: 3 (3 finished)" in stats.stdout and "pairs: 2 (trajectory 2)" in stats.stdout
+    assert "agreement: no pair has two annotators yet" in stats.stdout
+    data = json.loads(cli("stats", "--db", db, "--json").stdout)
+    assert data["episodes"] == 3 and data["pairs"] == 2 and data["annotations"] == 0
+    exported = cli("export", "--db", db, "--format", "episodes", "--out", str(tmp_path / "all.jsonl"))
+    assert json.loads(exported.stdout)["records"] == 3
+    assert {e.id for e in read_episodes_jsonl(str(tmp_path / "all.jsonl"))} == set(ids)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["pairs", "--left", "abc"], "needs both --left and --right"),
+        (["pairs", "--left", "abc", "--right", "def"], "No stored episode or candidate with id 'abc'"),
+        (["pairs"], "one of the arguments --from --left is required"),
+        (["export", "--format", "sft", "--out", "x.jsonl"], "invalid choice: 'sft'"),
+    ],
+)
+def test_store_command_errors_are_one_line(args: list[str], message: str, tmp_path: Path) -> None:
+    result = cli(*args, "--db", str(tmp_path / "s.db"))
+    assert result.returncode == 2 and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -54,12 +54,41 @@ def test_score_mode_on_household(default_model) -> None:
     assert 0 < step.extra["chosen_action_probability"] <= 1
 
 
-def test_cli_react_run_offline() -> None:
+def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     environment = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(
-        [sys.executable, "app.py", "run", "--env", "gridworld", "--policy", "react", "--model", "default", "--seed", "0", "--json", "--max-steps", "2"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, env=environment,
-    )
+    return subprocess.run([sys.executable, "app.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=environment)
+
+
+def test_cli_react_run_with_candidates_is_stored_paired_and_exported(tmp_path: Path) -> None:
+    """The store issue's acceptance path, as a user types it."""
+    db = str(tmp_path / "runs.db")
+    result = cli("run", "--env", "gridworld", "--policy", "react", "--model", "default", "--candidates", "3", "--seed", "0", "--max-steps", "3", "--db", db, "--json")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    assert summary["policy"] == "react" and summary["steps"] == 2 and summary["env"] == "gridworld"
+    assert summary["policy"] == "react" and summary["steps"] == 3 and f"stored in sqlite:///{db}" in result.stderr
+
+    from storage import open_store
+
+    store = open_store(db)
+    episode = store.episodes.get(summary["episode_id"])
+    assert episode.model["id"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and episode.policy_config["temperature"] == 0.7
+    assert [len(s.candidates) for s in episode.steps] == [2, 2, 2] and all(s.prompt and s.tokens for s in episode.steps)
+
+    result = cli("pairs", "--db", db, "--from", "candidates")
+    assert result.returncode == 0, result.stderr
+    made = int(result.stdout.split()[1])
+    assert made >= 1 and result.stdout.startswith(f"made {made} pairs")
+    assert len(store.preferences.pairs()) == made
+    for item in store.preferences.queue("ada", limit=made):
+        store.preferences.annotate(item.pair_id, "ada", "left")
+
+    for fmt in ("dpo", "reward", "prm", "kto", "episodes"):
+        result = cli("export", "--db", db, "--format", fmt, "--out", str(tmp_path / f"{fmt}.jsonl"))
+        assert result.returncode == 0, result.stderr
+        written = json.loads(result.stdout)
+        assert written["format"] == fmt and (tmp_path / f"{fmt}.jsonl").exists()
+        assert written["records"] == len((tmp_path / f"{fmt}.jsonl").read_text().splitlines())
+    assert json.loads((tmp_path / "dpo.jsonl").read_text().splitlines()[0])["prompt"][0]["role"] == "system"
+    result = cli("stats", "--db", db)
+    assert result.returncode == 0 and "episodes: 1 (1 finished), steps: 3, candidates: 6" in result.stdout
+    assert f"pairs: {made} (step {made})" in result.stdout
