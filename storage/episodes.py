@@ -93,8 +93,9 @@ def candidate_record(row: CandidateRow) -> Candidate:
     )
 
 
-def step_record(row: StepRow, candidates: list[Candidate] | None = None, heavy: bool = True) -> Step:
-    """A core Step from its row; with ``heavy=False`` the prompt, snapshot and frame stay unloaded."""
+def step_record(row: StepRow, candidates: list[Candidate] | None = None, heavy: bool = True, tokens: bool = True) -> Step:
+    """A core Step from its row; with ``heavy=False`` the prompt, snapshot and frame stay unloaded,
+    with ``tokens=False`` the token list too (each is a deferred column the caller did not load)."""
     return Step(
         index=row.index,
         observation=row.observation,
@@ -112,7 +113,7 @@ def step_record(row: StepRow, candidates: list[Candidate] | None = None, heavy: 
         next_observation=row.next_observation,
         info=dict(row.info or {}),
         timing=dict(row.timing or {}),
-        tokens=tokens_from_json(row.tokens),
+        tokens=tokens_from_json(row.tokens) if tokens else None,
         action_logprobs=row.action_logprobs,
         candidates=candidates or [],
         extra=dict(row.extra or {}),

@@ -30,13 +30,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zlib
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import LargeBinary, select, type_coerce
 
 from storage.orm import AnnotationRow, CandidateRow, EpisodeRow, PairRow, StepLabelRow, StepRow
 from storage.preferences import majority
@@ -75,8 +77,13 @@ class StepView:
     action: str | None
     thought: str | None
     next_observation: str
-    prompt: list[Message] | None
+    prompt_json: bytes | None
+    """The stored prompt's JSON (UTF-8): exports splice it into lines without decoding it."""
     frame: bytes | None
+
+    @cached_property
+    def prompt(self) -> list[Message] | None:
+        return None if self.prompt_json is None else json.loads(self.prompt_json)
 
 
 def output_text(raw: str, action: str | None) -> str:
@@ -114,10 +121,21 @@ def continuation(steps: list[StepView]) -> list[Message]:
 class EpisodeCache:
     """Steps of the episodes an export touches, loaded a chunk of episodes at a time."""
 
-    def __init__(self, session) -> None:  # noqa: ANN001 - sqlalchemy Session
+    def __init__(self, session) -> None:  # noqa: ANN001 - a sqlalchemy Connection
         self.session = session
         self.steps: dict[str, list[StepView]] = {}
         self.instructions: dict[str, str] = {}
+        self._encoded: dict[int, tuple[Any, bytes]] = {}
+        #: (episode, candidate, step) -> JSON of that output's assistant turns.
+        self.sides: dict[tuple[str, str | None, int | None], bytes] = {}
+
+    def encode(self, value: Any) -> bytes:
+        """JSON of a value shared by many records (a step's prompt), encoded once per chunk."""
+        found = self._encoded.get(id(value))
+        if found is None or found[0] is not value:
+            found = (value, dumps(value).encode("utf-8"))  # the value is kept alive with its id: no id reuse
+            self._encoded[id(value)] = found
+        return found[1]
 
     def load(self, episode_ids: set[str]) -> None:
         missing = sorted(episode_ids - self.steps.keys())
@@ -126,15 +144,19 @@ class EpisodeCache:
             for episode_id, instruction in self.session.execute(select(EpisodeRow.id, EpisodeRow.instruction).where(EpisodeRow.id.in_(chunk))):
                 self.instructions[episode_id] = instruction
                 self.steps[episode_id] = []
+            compressed_prompt = type_coerce(StepRow.prompt, LargeBinary)  # the bytes as stored, not decoded
             query = select(
-                StepRow.episode_id, StepRow.index, StepRow.observation, StepRow.raw, StepRow.action, StepRow.thought, StepRow.next_observation, StepRow.prompt, StepRow.frame
+                StepRow.episode_id, StepRow.index, StepRow.observation, StepRow.raw, StepRow.action, StepRow.thought, StepRow.next_observation, compressed_prompt, StepRow.frame
             ).where(StepRow.episode_id.in_(chunk))
-            for row in self.session.execute(query.order_by(StepRow.episode_id, StepRow.index)):
-                self.steps[row.episode_id].append(StepView(*row[1:]))
+            for row in self.session.execute(query.order_by(StepRow.episode_id, StepRow.index)).all():
+                prompt_json = None if row[7] is None else zlib.decompress(row[7])
+                self.steps[row.episode_id].append(StepView(*row[1:7], prompt_json, row[8]))
 
     def clear(self) -> None:
         self.steps.clear()
         self.instructions.clear()
+        self._encoded.clear()
+        self.sides.clear()
 
 
 class ImageWriter:
@@ -156,15 +178,28 @@ class ImageWriter:
 
 
 # -- pairs ---------------------------------------------------------------------------------------------
-def judged_pairs(store: Store, summary: ExportSummary) -> Iterator[tuple[PairRow, str, EpisodeCache, dict[str, CandidateRow]]]:
+#: The pair columns an export reads (plain rows, not ORM objects: 100k of those are slow to build).
+PAIR_COLUMNS = (
+    PairRow.id,
+    PairRow.kind,
+    PairRow.step_index,
+    PairRow.left_episode_id,
+    PairRow.left_candidate_id,
+    PairRow.right_episode_id,
+    PairRow.right_candidate_id,
+)
+
+
+def judged_pairs(store: Store, summary: ExportSummary) -> Iterator[tuple[Any, str, EpisodeCache, dict[str, Any]]]:
     """Pairs with a majority judgement, with their episodes loaded; counts what is left out."""
     votes: dict[str, list[str]] = defaultdict(list)
-    with store.db.reading() as session:
-        for pair_id, choice in session.execute(select(AnnotationRow.pair_id, AnnotationRow.choice)):
+    with store.db.reading() as orm_session:
+        session = orm_session.connection()  # Core rows: building ORM rows for 100k pairs is slow
+        for pair_id, choice in session.execute(select(AnnotationRow.pair_id, AnnotationRow.choice)).all():
             votes[pair_id].append(choice)
-        rows = session.scalars(select(PairRow).order_by(PairRow.left_episode_id, PairRow.step_index, PairRow.id)).all()
+        rows = session.execute(select(*PAIR_COLUMNS).order_by(PairRow.left_episode_id, PairRow.step_index, PairRow.id)).all()
         left_out = Counter()
-        decided: list[tuple[PairRow, str]] = []
+        decided: list[tuple[Any, str]] = []
         for row in rows:
             choice = majority(votes.get(row.id, []))
             if not votes.get(row.id):
@@ -180,15 +215,26 @@ def judged_pairs(store: Store, summary: ExportSummary) -> Iterator[tuple[PairRow
             cache.clear()
             cache.load({r.left_episode_id for r, _ in chunk} | {r.right_episode_id for r, _ in chunk})
             candidate_ids = [c for r, _ in chunk for c in (r.left_candidate_id, r.right_candidate_id) if c]
-            candidates: dict[str, CandidateRow] = {}
+            candidates: dict[str, Any] = {}
             for offset in range(0, len(candidate_ids), 500):
-                for candidate in session.scalars(select(CandidateRow).where(CandidateRow.id.in_(candidate_ids[offset : offset + 500]))):
+                query = select(CandidateRow.id, CandidateRow.raw, CandidateRow.action).where(CandidateRow.id.in_(candidate_ids[offset : offset + 500]))
+                for candidate in session.execute(query).all():
                     candidates[candidate.id] = candidate
             for row, choice in chunk:
                 yield row, choice, cache, candidates
 
 
-def side_messages(row: PairRow, side: str, cache: EpisodeCache, candidates: dict[str, CandidateRow]) -> list[Message]:
+def side_json(row: Any, side: str, cache: EpisodeCache, candidates: dict[str, Any]) -> bytes:
+    """:func:`side_messages` as JSON, encoded once per output (an output is in several pairs)."""
+    key = (row.left_episode_id, row.left_candidate_id) if side == "left" else (row.right_episode_id, row.right_candidate_id)
+    key = (*key, row.step_index)
+    found = cache.sides.get(key)
+    if found is None:
+        found = cache.sides[key] = dumps(side_messages(row, side, cache, candidates)).encode("utf-8")
+    return found
+
+
+def side_messages(row: Any, side: str, cache: EpisodeCache, candidates: dict[str, Any]) -> list[Message]:
     """One side of a pair as assistant turns."""
     episode_id = row.left_episode_id if side == "left" else row.right_episode_id
     candidate_id = row.left_candidate_id if side == "left" else row.right_candidate_id
@@ -201,33 +247,63 @@ def side_messages(row: PairRow, side: str, cache: EpisodeCache, candidates: dict
     return [{"role": "assistant", "content": output_text(step.raw, step.action)}]
 
 
-def pair_prompt(row: PairRow, cache: EpisodeCache) -> tuple[list[Message], bytes | None]:
-    """The shared context of a pair as chat messages, and the frame of its observation."""
+def pair_prompt(row: Any, cache: EpisodeCache) -> tuple[StepView | list[Message], bytes | None]:
+    """The shared context of a pair: the step whose stored prompt it is (or messages built from
+    the record when no model took the step), and the frame of its observation."""
     index = 0 if row.kind == "trajectory" else row.step_index
     # A trajectory pair takes the prompt of whichever side a model played (they see the same task).
     for episode_id in (row.left_episode_id, row.right_episode_id):
         steps = cache.steps[episode_id]
-        if steps and steps[index].prompt:
-            return steps[index].prompt, steps[index].frame
+        if steps and steps[index].prompt_json:
+            return steps[index], steps[index].frame
     steps = cache.steps[row.left_episode_id]
     return fallback_prompt(cache.instructions[row.left_episode_id], steps, index), steps[index].frame
 
 
-def pairwise_records(store: Store, summary: ExportSummary, images: ImageWriter, implicit_prompt: bool) -> Iterator[dict[str, Any]]:
+def prompt_messages(source: StepView | list[Message]) -> list[Message]:
+    return source.prompt if isinstance(source, StepView) else source
+
+
+def prompt_json(source: StepView | list[Message], cache: EpisodeCache) -> bytes:
+    return source.prompt_json if isinstance(source, StepView) else cache.encode(source)
+
+
+def pairwise_records(store: Store, summary: ExportSummary, images: ImageWriter, implicit_prompt: bool, need_records: bool) -> Iterator[tuple[dict[str, Any] | None, bytes]]:
+    """Preference rows, each as its JSON line (and as a dict only when ``need_records``).
+
+    Many pairs share a step's prompt: its stored JSON is spliced into each line as it is,
+    never decoded and encoded again (this is most of an export's work otherwise).
+    """
     for row, choice, cache, candidates in judged_pairs(store, summary):
         if choice in ("tie", "both_bad"):
             summary.left_out[choice] = summary.left_out.get(choice, 0) + 1
             continue
         chosen, rejected = ("left", "right") if choice == "left" else ("right", "left")
-        prompt, frame = pair_prompt(row, cache)
-        chosen_messages, rejected_messages = side_messages(row, chosen, cache, candidates), side_messages(row, rejected, cache, candidates)
+        source, frame = pair_prompt(row, cache)
+        context = prompt_json(source, cache)
+        chosen_json, rejected_json = side_json(row, chosen, cache, candidates), side_json(row, rejected, cache, candidates)
         if implicit_prompt:
-            record: dict[str, Any] = {"chosen": prompt + chosen_messages, "rejected": prompt + rejected_messages}
+            head = context[:-1] + b","  # the prompt's messages, then the side's: one list
+            parts = [b'"chosen":' + head + chosen_json[1:], b'"rejected":' + head + rejected_json[1:]]
         else:
-            record = {"prompt": prompt, "chosen": chosen_messages, "rejected": rejected_messages}
-        record["pair_id"] = row.id  # provenance; TRL ignores columns it does not know
-        _attach_images(record, images(frame), summary)
-        yield record
+            parts = [b'"prompt":' + context, b'"chosen":' + chosen_json, b'"rejected":' + rejected_json]
+        parts.append(b'"pair_id":' + dumps(row.id).encode("utf-8"))  # provenance; TRL ignores columns it does not know
+        image_paths = images(frame)
+        if image_paths:
+            summary.images += 1
+            parts.append(b'"images":' + dumps(image_paths).encode("utf-8"))
+        record = None
+        if need_records:
+            prompt = prompt_messages(source)
+            chosen_messages, rejected_messages = side_messages(row, chosen, cache, candidates), side_messages(row, rejected, cache, candidates)
+            if implicit_prompt:
+                record = {"chosen": prompt + chosen_messages, "rejected": prompt + rejected_messages}
+            else:
+                record = {"prompt": prompt, "chosen": chosen_messages, "rejected": rejected_messages}
+            record["pair_id"] = row.id
+            if image_paths:
+                record["images"] = image_paths
+        yield record, b"{" + b",".join(parts) + b"}"
 
 
 def kto_records(store: Store, summary: ExportSummary, images: ImageWriter) -> Iterator[dict[str, Any]]:
@@ -235,7 +311,8 @@ def kto_records(store: Store, summary: ExportSummary, images: ImageWriter) -> It
         if choice == "tie":
             summary.left_out["tie"] = summary.left_out.get("tie", 0) + 1
             continue
-        prompt, frame = pair_prompt(row, cache)
+        source, frame = pair_prompt(row, cache)
+        prompt = prompt_messages(source)
         labels = {"left": {"left": True, "right": False}, "right": {"left": False, "right": True}, "both_bad": {"left": False, "right": False}}[choice]
         for side in ("left", "right"):
             record = {"prompt": prompt, "completion": side_messages(row, side, cache, candidates), "label": labels[side], "source": f"pair:{row.id}"}
@@ -258,7 +335,8 @@ def kto_records(store: Store, summary: ExportSummary, images: ImageWriter) -> It
 
 def labelled_episodes(store: Store) -> Iterator[tuple[str, list[StepView], dict[int, Any], EpisodeCache]]:
     """Episodes with step labels: step index -> majority label value (True/False, or 'neutral')."""
-    with store.db.reading() as session:
+    with store.db.reading() as orm_session:
+        session = orm_session.connection()
         votes: dict[str, dict[int, list[str]]] = defaultdict(lambda: defaultdict(list))
         query = select(StepRow.episode_id, StepRow.index, StepLabelRow.label).join(StepRow, StepRow.id == StepLabelRow.step_id)
         for episode_id, index, label in session.execute(query):
@@ -310,11 +388,17 @@ def _attach_images(record: dict[str, Any], paths: list[str] | None, summary: Exp
 
 
 # -- writing -------------------------------------------------------------------------------------------
-def records_for(store: Store, format: str, summary: ExportSummary, images: ImageWriter) -> Iterator[dict[str, Any]]:
+def dumps(value: Any) -> str:
+    """Compact JSON, as the store keeps prompts (so stored prompts splice in unchanged)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def records_for(store: Store, format: str, summary: ExportSummary, images: ImageWriter, need_records: bool = True) -> Iterator[dict[str, Any] | tuple[dict[str, Any], str]]:
+    """The records of ``format``; pairwise formats also give their JSON line, pre-assembled."""
     if format == "dpo":
-        return pairwise_records(store, summary, images, implicit_prompt=False)
+        return pairwise_records(store, summary, images, implicit_prompt=False, need_records=need_records)
     if format == "reward":
-        return pairwise_records(store, summary, images, implicit_prompt=True)
+        return pairwise_records(store, summary, images, implicit_prompt=True, need_records=need_records)
     if format == "kto":
         return kto_records(store, summary, images)
     if format == "prm":
@@ -336,9 +420,10 @@ def export(store: Store, format: str, out: str | Path, hf_dataset: str | Path | 
     temporary = path.with_name(path.name + ".partial")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with temporary.open("w", encoding="utf-8") as handle:
-            for record in records_for(store, format, summary, images):
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        with temporary.open("wb", buffering=1 << 20) as handle:
+            for item in records_for(store, format, summary, images, need_records=rows is not None):
+                record, line = item if isinstance(item, tuple) else (item, None)
+                handle.write((line or dumps(record).encode("utf-8")) + b"\n")
                 summary.records += 1
                 if rows is not None:
                     rows.append(record)

@@ -2,7 +2,7 @@
 
 Episodes, steps and candidates mirror the core's trace records column by column; the
 large, rarely-queried parts of a step (the prompt and the environment snapshot) are
-zlib-compressed JSON, and frames are PNG bytes. Pairs, annotations, step labels and
+zlib-compressed JSON (so are token lists, the bulk of a model step), and frames are PNG bytes. Pairs, annotations, step labels and
 annotators hold the preference data built on top of them.
 
 The migrations in ``storage/migrations`` create exactly this schema (a test compares them).
@@ -101,7 +101,7 @@ class StepRow(Base):
     prompt: Mapped[list[dict[str, Any]] | None] = mapped_column(CompressedJSON)
     info: Mapped[dict[str, Any]] = mapped_column(JSON)
     timing: Mapped[dict[str, float]] = mapped_column(JSON)
-    tokens: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    tokens: Mapped[list[dict[str, Any]] | None] = mapped_column(CompressedJSON)  # repetitive, large
     action_logprobs: Mapped[dict[str, float] | None] = mapped_column(JSON)
     extra: Mapped[dict[str, Any]] = mapped_column(JSON)
     frame: Mapped[bytes | None] = mapped_column(LargeBinary)  # PNG
@@ -118,7 +118,7 @@ class CandidateRow(Base):
     action: Mapped[str | None] = mapped_column(Text)
     valid: Mapped[bool] = mapped_column(Boolean)
     invalid_reason: Mapped[str | None] = mapped_column(Text)
-    tokens: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    tokens: Mapped[list[dict[str, Any]] | None] = mapped_column(CompressedJSON)  # repetitive, large
 
 
 class AnnotatorRow(Base):

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from itertools import combinations
 from typing import Any
 
-from sqlalchemy import and_, exists, func, insert, select
+from sqlalchemy import and_, exists, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer
 
@@ -96,6 +96,79 @@ def _blind(step: Step) -> Step:
     """A step with nothing that tells who produced it."""
     step.actor, step.extra, step.timing, step.prompt, step.state = "", {}, {}, None, None
     return step
+
+
+class _PageLoader:
+    """Builds the queue items of a page of pairs with a handful of queries, whatever its size."""
+
+    def __init__(self, session: Session, rows: list[PairRow]) -> None:
+        self.session, self.rows = session, rows
+        episode_ids = sorted({r.left_episode_id for r in rows} | {r.right_episode_id for r in rows})
+        self.episodes = {e.id: e for e in session.scalars(select(EpisodeRow).where(EpisodeRow.id.in_(episode_ids)))} if rows else {}
+        # Every step of these episodes, without the heavy columns (history and trajectories)...
+        light = [getattr(StepRow, c) for c in (*HEAVY_STEP_COLUMNS, "tokens")]
+        self.steps: dict[str, list[StepRow]] = defaultdict(list)
+        if rows:
+            query = select(StepRow).where(StepRow.episode_id.in_(episode_ids)).order_by(StepRow.episode_id, StepRow.index)
+            for step in session.scalars(query.options(*(defer(c) for c in light))):
+                self.steps[step.episode_id].append(step)
+        # ...then the frame of each shared observation and the tokens of each side.
+        spots = {(r.left_episode_id, r.step_index or 0) for r in rows} | {(r.right_episode_id, r.step_index) for r in rows if r.step_index is not None}
+        self.frames: dict[tuple[str, int], Any] = {}
+        self.tokens: dict[tuple[str, int], Any] = {}
+        if spots:
+            # OR of (episode, index) pairs: SQLite uses the (episode_id, index) index for it (a row-value IN scans).
+            where = or_(*(and_(StepRow.episode_id == e, StepRow.index == i) for e, i in sorted(spots)))
+            query = select(StepRow.episode_id, StepRow.index, StepRow.frame, StepRow.tokens).where(where)
+            for episode_id, index, frame, tokens in session.execute(query):
+                self.frames[(episode_id, index)], self.tokens[(episode_id, index)] = frame, tokens
+        candidate_ids = [c for r in rows for c in (r.left_candidate_id, r.right_candidate_id) if c]
+        self.candidates = {c.id: c for c in session.scalars(select(CandidateRow).where(CandidateRow.id.in_(candidate_ids)))} if candidate_ids else {}
+
+    def items(self) -> list[QueueItem]:
+        return [self._item(row) for row in self.rows]
+
+    def _step(self, episode_id: str, index: int) -> StepRow | None:
+        steps = self.steps.get(episode_id, [])
+        return steps[index] if 0 <= index < len(steps) and steps[index].index == index else None
+
+    def _item(self, row: PairRow) -> QueueItem:
+        episode = self.episodes.get(row.left_episode_id)
+        index = row.step_index or 0
+        context = self._step(row.left_episode_id, index)
+        if row.kind == "trajectory":
+            history, left, right = [], self._trajectory(row.left_episode_id), self._trajectory(row.right_episode_id)
+        else:
+            history = [_blind(step_record(s, heavy=False, tokens=False)) for s in self.steps[row.left_episode_id][:index]]
+            left, right = self._output(row.left_episode_id, index, row.left_candidate_id), self._output(row.right_episode_id, index, row.right_candidate_id)
+        if row.swapped:
+            left, right = right, left
+        return QueueItem(
+            pair_id=row.id,
+            kind=row.kind,
+            env=row.env,
+            source=row.source,
+            instruction=episode.instruction if episode else "",
+            step_index=row.step_index,
+            history=history,
+            observation=context.observation if context else "",
+            frame=png_to_frame(self.frames.get((row.left_episode_id, index))),
+            left=left,
+            right=right,
+            swapped=row.swapped,
+        )
+
+    def _output(self, episode_id: str, index: int, candidate_id: str | None) -> ShownSide:
+        if candidate_id is not None:
+            c = candidate_record(self.candidates[candidate_id])
+            return ShownSide(raw=c.raw, thought=c.thought, action=c.action, valid=c.valid, invalid_reason=c.invalid_reason, tokens=c.tokens)
+        step = self._step(episode_id, index)
+        return ShownSide(raw=step.raw, thought=step.thought, action=step.action, valid=step.valid, invalid_reason=step.invalid_reason, tokens=tokens_from_json(self.tokens.get((episode_id, index))))
+
+    def _trajectory(self, episode_id: str) -> ShownSide:
+        episode = self.episodes[episode_id]
+        steps = [_blind(step_record(s, heavy=False, tokens=False)) for s in self.steps[episode_id]]
+        return ShownSide(steps=steps, success=episode.success, total_return=episode.total_return, end_reason=episode.end_reason)
 
 
 class PreferenceStore:
@@ -315,8 +388,7 @@ class PreferenceStore:
         with self.db.reading() as session:
             annotator_id = self._annotator_id(session, annotator, create=False)
             query = self._filtered(self._unjudged(annotator_id), kind, env, source).order_by(PairRow.shuffle, PairRow.id).limit(limit)
-            rows = session.scalars(query).all()
-            return [self._queue_item(session, row) for row in rows]
+            return _PageLoader(session, session.scalars(query).all()).items()
 
     def progress(self, annotator: str, kind: str | None = None, env: str | None = None, source: str | None = None) -> tuple[int, int]:
         """(pairs this annotator judged, pairs in total) under the filters."""
@@ -334,59 +406,7 @@ class PreferenceStore:
             row = session.get(PairRow, pair_id)
             if row is None:
                 raise StudioError(f"No pair with id {pair_id!r}.")
-            return self._queue_item(session, row)
-
-    def _queue_item(self, session: Session, row: PairRow) -> QueueItem:
-        episode = session.get(EpisodeRow, row.left_episode_id)
-        if row.kind == "trajectory":
-            first = session.scalars(select(StepRow).where(StepRow.episode_id == row.left_episode_id, StepRow.index == 0)).first()
-            observation, frame, history = (first.observation if first else ""), png_to_frame(first.frame) if first else None, []
-            left, right = self._trajectory_side(session, row.left_episode_id), self._trajectory_side(session, row.right_episode_id)
-        else:
-            context = session.scalars(select(StepRow).where(StepRow.episode_id == row.left_episode_id, StepRow.index == row.step_index)).one()
-            observation, frame = context.observation, png_to_frame(context.frame)
-            history_rows = session.scalars(
-                select(StepRow)
-                .where(StepRow.episode_id == row.left_episode_id, StepRow.index < row.step_index)
-                .order_by(StepRow.index)
-                .options(*(defer(getattr(StepRow, c)) for c in HEAVY_STEP_COLUMNS))
-            )
-            history = [_blind(step_record(r, heavy=False)) for r in history_rows]
-            left = self._output_side(session, context if row.left_episode_id == context.episode_id else None, row.left_episode_id, row.step_index, row.left_candidate_id)
-            right = self._output_side(session, context if row.right_episode_id == context.episode_id else None, row.right_episode_id, row.step_index, row.right_candidate_id)
-        if row.swapped:
-            left, right = right, left
-        return QueueItem(
-            pair_id=row.id,
-            kind=row.kind,
-            env=row.env,
-            source=row.source,
-            instruction=episode.instruction if episode else "",
-            step_index=row.step_index,
-            history=history,
-            observation=observation,
-            frame=frame,
-            left=left,
-            right=right,
-            swapped=row.swapped,
-        )
-
-    @staticmethod
-    def _output_side(session: Session, step: StepRow | None, episode_id: str, index: int, candidate_id: str | None) -> ShownSide:
-        if candidate_id is not None:
-            candidate = candidate_record(session.get(CandidateRow, candidate_id))
-            return ShownSide(raw=candidate.raw, thought=candidate.thought, action=candidate.action, valid=candidate.valid, invalid_reason=candidate.invalid_reason, tokens=candidate.tokens)
-        if step is None:
-            step = session.scalars(select(StepRow).where(StepRow.episode_id == episode_id, StepRow.index == index)).one()
-        return ShownSide(raw=step.raw, thought=step.thought, action=step.action, valid=step.valid, invalid_reason=step.invalid_reason, tokens=tokens_from_json(step.tokens))
-
-    @staticmethod
-    def _trajectory_side(session: Session, episode_id: str) -> ShownSide:
-        episode = session.get(EpisodeRow, episode_id)
-        rows = session.scalars(
-            select(StepRow).where(StepRow.episode_id == episode_id).order_by(StepRow.index).options(*(defer(getattr(StepRow, c)) for c in HEAVY_STEP_COLUMNS))
-        )
-        return ShownSide(steps=[_blind(step_record(r, heavy=False)) for r in rows], success=episode.success, total_return=episode.total_return, end_reason=episode.end_reason)
+            return _PageLoader(session, [row]).items()[0]
 
     # -- judging -------------------------------------------------------------------------------
     def annotate(

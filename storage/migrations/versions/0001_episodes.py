@@ -74,7 +74,7 @@ def upgrade() -> None:
     sa.Column('prompt', storage.orm.CompressedJSON(), nullable=True),
     sa.Column('info', sa.JSON(), nullable=False),
     sa.Column('timing', sa.JSON(), nullable=False),
-    sa.Column('tokens', sa.JSON(), nullable=True),
+    sa.Column('tokens', storage.orm.CompressedJSON(), nullable=True),
     sa.Column('action_logprobs', sa.JSON(), nullable=True),
     sa.Column('extra', sa.JSON(), nullable=False),
     sa.Column('frame', sa.LargeBinary(), nullable=True),
@@ -93,7 +93,7 @@ def upgrade() -> None:
     sa.Column('action', sa.Text(), nullable=True),
     sa.Column('valid', sa.Boolean(), nullable=False),
     sa.Column('invalid_reason', sa.Text(), nullable=True),
-    sa.Column('tokens', sa.JSON(), nullable=True),
+    sa.Column('tokens', storage.orm.CompressedJSON(), nullable=True),
     sa.ForeignKeyConstraint(['step_id'], ['steps.id'], name=op.f('fk_candidates_step_id_steps'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_candidates'))
     )
