@@ -4,6 +4,7 @@
     python app.py envs [--json]                             list environments
     python app.py models [--json]                           list models that load offline
     python app.py run --env NAME [...] [--db URL]            run episodes headless (stored step by step)
+    python app.py import FILE.jsonl [--db URL]               store the episodes of a trace file
     python app.py pairs --from candidates|episodes [--db URL] make preference pairs
     python app.py export --format F --out FILE [--db URL]    TRL-shaped exports (dpo, reward, prm, kto, episodes)
     python app.py stats [--db URL]                           counts and agreement between annotators
@@ -66,7 +67,7 @@ def _env_option(text: str) -> tuple[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     """The CLI: ``serve`` (default), ``envs`` and ``run``."""
     parser = OneLineParser(prog="app.py", description="Agent Studio: watch agents act, look inside their decisions, and turn what you see into training data.")
-    commands = parser.add_subparsers(dest="command", parser_class=OneLineParser, metavar="{serve,envs,models,run,pairs,export,stats}")
+    commands = parser.add_subparsers(dest="command", parser_class=OneLineParser, metavar="{serve,envs,models,run,import,pairs,export,stats}")
 
     serve = commands.add_parser("serve", help="start the studio web app (the default command)")
     _add_serve_arguments(serve)
@@ -101,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:N or mps")
     model.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="auto: bfloat16 on GPU, float32 on CPU")
     model.add_argument("--trust-remote-code", action="store_true", help="allow a hub model's own Python code to run (off by default)")
+
+    load = commands.add_parser("import", help="store the episodes of a JSONL file (the trace format, e.g. from run --out)")
+    load.add_argument("file", metavar="FILE.jsonl")
+    _add_db_argument(load)
 
     pairs = commands.add_parser("pairs", help="make preference pairs from stored candidates or episodes, or one pair by hand")
     _add_db_argument(pairs)
@@ -223,6 +228,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from studio.trace import read_episodes_jsonl
+
+    try:
+        episodes = read_episodes_jsonl(args.file)  # read all first: a bad line stores nothing
+    except OSError as exc:
+        raise StudioError(f"Cannot read {args.file}: {exc.strerror or exc}.") from None
+    store = open_cli_store(args)
+    for episode in episodes:
+        store.episodes.save(episode)
+    print(f"stored {len(episodes)} episodes in {store.url}")
+    return 0
+
+
 def cmd_pairs(args: argparse.Namespace) -> int:
     if args.left is not None or args.right is not None:
         if not (args.left and args.right):
@@ -290,7 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or argv[0].startswith("-") and argv[0] not in {"-h", "--help"}:
         argv = ["serve", *argv]  # `python app.py [--port P]` starts the studio
     args = build_parser().parse_args(argv)
-    handlers = {"serve": cmd_serve, "envs": cmd_envs, "models": cmd_models, "run": cmd_run, "pairs": cmd_pairs, "export": cmd_export, "stats": cmd_stats}
+    handlers = {"serve": cmd_serve, "envs": cmd_envs, "models": cmd_models, "run": cmd_run, "import": cmd_import, "pairs": cmd_pairs, "export": cmd_export, "stats": cmd_stats}
     try:
         return handlers[args.command](args)
     except StudioError as exc:

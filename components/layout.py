@@ -42,5 +42,6 @@ def build_app(store: Store | None = None) -> gr.Blocks:
         gr.Markdown(CLI_HINT)
         if store is not None:
             counts = store.episodes.count()
-            gr.Markdown(f"Database: `{store.url}` ({counts['episodes']} episodes stored)")
+            stored = counts["episodes"]
+            gr.Markdown(f"Database: `{store.url}` ({stored} episode{'' if stored == 1 else 's'} stored)")
     return app

@@ -134,3 +134,18 @@ def test_store_command_errors_are_one_line(args: list[str], message: str, tmp_pa
     result = cli(*args, "--db", str(tmp_path / "s.db"))
     assert result.returncode == 2 and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_import_stores_a_trace_file_and_refuses_a_bad_one(tmp_path: Path) -> None:
+    runs, db = tmp_path / "runs.jsonl", str(tmp_path / "s.db")
+    assert cli("run", "--env", "household", "--policy", "expert", "--episodes", "2", "--out", str(runs), "--db", str(tmp_path / "other.db")).returncode == 0
+    result = cli("import", str(runs), "--db", db)
+    assert result.returncode == 0 and result.stdout.startswith("stored 2 episodes")
+    assert cli("import", str(runs), "--db", db).returncode == 0  # again: replaced, not duplicated
+    assert json.loads(cli("stats", "--db", db, "--json").stdout)["episodes"] == 2
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(runs.read_text().splitlines()[0] + "\n{not json\n")
+    result = cli("import", str(bad), "--db", str(tmp_path / "fresh.db"))
+    assert result.returncode == 2 and "bad.jsonl, line 2" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    missing = cli("import", str(tmp_path / "nope.jsonl"), "--db", db)
+    assert missing.returncode == 2 and "Cannot read" in missing.stderr
