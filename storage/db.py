@@ -75,6 +75,12 @@ def _sqlite_file_url(path: Path, url=None) -> str:
     return base.set(database=str(path)).render_as_string(hide_password=False)
 
 
+def first_line(exc: BaseException) -> str:
+    """The driver's own message of a database error, on one line."""
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__).rstrip(".") + "."
+
+
 def describe_url(url: str) -> str:
     """The URL as it is safe to print (no password)."""
     return make_url(url).render_as_string(hide_password=True)

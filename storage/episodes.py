@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, defer
 
-from storage.db import Database
+from storage.db import Database, first_line
 from storage.orm import CandidateRow, EpisodeRow, ModelRow, StepRow
 from studio.errors import StudioError
 from studio.runner import RunnerEvent
@@ -337,9 +338,12 @@ class StoreSink:
         self.store = store
 
     def handle(self, event: RunnerEvent) -> None:
-        if event.kind == "started":
-            self.store.start(event.episode)
-        elif event.kind == "step" and event.step is not None:
-            self.store.add_step(event.episode, event.step)
-        elif event.kind == "ended":
-            self.store.finish(event.episode)
+        try:
+            if event.kind == "started":
+                self.store.start(event.episode)
+            elif event.kind == "step" and event.step is not None:
+                self.store.add_step(event.episode, event.step)
+            elif event.kind == "ended":
+                self.store.finish(event.episode)
+        except SQLAlchemyError as exc:  # e.g. disk full, or the file locked for longer than the busy timeout
+            raise StudioError(f"Could not write episode {event.episode.id} to the database: {first_line(exc)}") from None

@@ -20,7 +20,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 from sqlalchemy.exc import SQLAlchemyError
 
-from storage.db import Database, describe_url
+from storage.db import Database, describe_url, first_line
 from studio.errors import StudioError
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -97,9 +97,4 @@ def prepare(database: Database) -> Path | None:
     except StudioError:
         raise
     except (SQLAlchemyError, sqlite3.Error, OSError) as exc:
-        raise StudioError(f"Cannot open the database {describe_url(database.url)}: {_first_line(exc)}") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__).rstrip(".") + "."
+        raise StudioError(f"Cannot open the database {describe_url(database.url)}: {first_line(exc)}") from None

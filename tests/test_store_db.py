@@ -122,7 +122,7 @@ def test_a_file_that_is_not_a_database_is_one_clear_error(tmp_path: Path) -> Non
     assert digest(path) == before
 
 
-@pytest.mark.parametrize("command", [["run", "--env", "gridworld"], ["pairs", "--from", "candidates"], ["export", "--format", "dpo", "--out", "x.jsonl"], ["stats"]])
+@pytest.mark.parametrize("command", [["run", "--env", "gridworld"], ["pairs", "--from", "candidates"], ["export", "--format", "dpo", "--out", "x.jsonl"], ["stats"], ["serve"]])
 def test_every_command_reports_a_bad_database_in_one_line(command: list[str], tmp_path: Path) -> None:
     result = cli(*command, "--db", "nosuchdialect://nowhere")
     assert result.returncode == 2, result.stderr
@@ -135,3 +135,17 @@ def test_the_schema_revision_is_recorded(tmp_path: Path) -> None:
     new_store(tmp_path).close()
     with sqlite3.connect(tmp_path / "studio.db") as connection:
         assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [(head_revision(),)]
+
+
+def test_a_write_failing_mid_episode_is_one_clear_error(tmp_path: Path) -> None:
+    from studio.agents.scripted import make_policy
+    from studio.runner import EpisodeRunner
+
+    store = new_store(tmp_path)
+    runner = EpisodeRunner("gridworld", make_policy("expert"), sinks=[store.episodes.sink()])
+    runner.reset(seed=0)
+    runner.step()
+    with store.db.write_engine.begin() as connection:  # someone breaks the schema under us
+        connection.exec_driver_sql("ALTER TABLE steps RENAME TO steps_gone")
+    with pytest.raises(StudioError, match="Could not write episode .* to the database: no such table: steps"):
+        runner.step()
