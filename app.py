@@ -136,6 +136,8 @@ def _add_db_argument(parser: argparse.ArgumentParser) -> None:
 def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=_port, default=7860, help="port (default 7860)")
+    parser.add_argument("--model", default="default", help="model A of every session: default, a hub id, a local folder, scripted:FILE.json, or none")
+    parser.add_argument("--device", default="auto", help="device for that model: auto, cpu, cuda, mps")
     _add_db_argument(parser)
 
 
@@ -295,11 +297,25 @@ def cmd_stats(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     store = open_cli_store(args)  # a bad database fails before the app starts
-    from components.layout import build_app
+    from studio.models.registry import ModelRegistry
 
-    app = build_app(store=store)
+    registry = ModelRegistry()
+    default_model = None
+    if args.model != "none":
+        def progress(fraction: float, message: str) -> None:
+            print(f"[{fraction:4.0%}] {message}", file=sys.stderr, flush=True)
+
+        try:
+            default_model = registry.load(args.model, device=args.device, progress=progress)
+            registry.pin(default_model)
+        except StudioError as exc:  # the studio still starts: the model panel says what happened
+            print(f"warning: model {args.model!r} did not load ({exc}); starting without it", file=sys.stderr)
+    from components.layout import Services, build_app
+    from components.theme import launch_options
+
+    app = build_app(Services(registry=registry, store=store, default_model=default_model))
     print(f"Agent Studio on http://{args.host}:{args.port}", flush=True)
-    app.launch(server_name=args.host, server_port=args.port, show_error=True)
+    app.launch(server_name=args.host, server_port=args.port, show_error=True, **launch_options())
     return 0
 
 

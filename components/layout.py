@@ -1,47 +1,122 @@
 """The studio web app: composes the panels into one ``gr.Blocks``.
 
-Until the UI issue lands this is a start page: it shows the built-in environments (a
-first frame of each) and how to run episodes from the command line.
+Per-user state is one :class:`~studio.session.StudioSession` per browser tab, made by
+``gr.State``'s factory when the page loads (and closed when the tab goes away). The only
+things shared between sessions are the services the composition root hands in: the model
+registry (one copy of each model per process) and the store.
 """
 
 from __future__ import annotations
 
-import html
+from dataclasses import dataclass
+from typing import Any
 
 import gradio as gr
 
+from components import api, browser_panel, episode_panel, model_panel, plots_panel
 from storage import Store
-from studio.envs.registry import BUILTIN, make_env
+from studio.errors import StudioError
+from studio.session import EpisodeSettings, StudioSession
+from studio.viz.html import message_html
 
-CLI_HINT = """Run episodes headless while the interactive panels are being built:
-
-```
-python app.py envs
-python app.py run --env gridworld --policy expert --seed 0 --episodes 5
-python app.py run --env household --policy react --model default --action-mode score
-python app.py run --env gym:FrozenLake-v1 --policy random --out episodes.jsonl
-python app.py run --env gridworld --policy react --candidates 3 --seed 0 --max-steps 3
-python app.py pairs --from candidates
-python app.py export --format dpo --out dpo.jsonl
-python app.py stats
-```
-"""
+TITLE = "Agent Studio"
+TAGLINE = "Watch agents act, look inside their decisions, and turn what you see into training data."
 
 
-def build_app(store: Store | None = None) -> gr.Blocks:
-    """The studio app over ``store`` (where episodes and annotations are kept)."""
-    with gr.Blocks(title="Agent Studio") as app:
-        gr.Markdown("# Agent Studio\nWatch agents act, look inside their decisions, and turn what you see into training data.")
+@dataclass
+class Services:
+    """What every session shares."""
+
+    registry: Any
+    store: Store | None = None
+    default_model: Any = None
+    """The model in slot A of every new session (loaded once at start), or None."""
+
+
+class Renderer:
+    """Fills the episode panel and the plots from a session, in one list of outputs."""
+
+    def __init__(self, episode: episode_panel.EpisodePanel, plots: plots_panel.PlotsPanel, store: Store | None) -> None:
+        self.episode, self.plots, self.store = episode, plots, store
+        self.outputs = [*episode.outputs, *plots.outputs]
+
+    def __call__(self, session: StudioSession, message: str = "", kind: str = "error", selected: int | None = None, mode: str = "logprob") -> list[Any]:
+        return [*self.episode.render(session, message, kind, selected, mode), *self.plots.render(session, self.store)]
+
+
+def new_session(services: Services) -> StudioSession:
+    """A fresh session: model A is the default model, gridworld seed 0 is reset and ready."""
+    sinks = [services.store.episodes.sink()] if services.store is not None else []
+    policy = "react-a" if services.default_model is not None else "expert"
+    session = StudioSession(services.registry, sinks=sinks, model_a=services.default_model, settings=EpisodeSettings(policy=policy))
+    session.reset()
+    return session
+
+
+def build_app(services: Services) -> gr.Blocks:
+    """The studio app over ``services``."""
+    with gr.Blocks(title=TITLE) as app:
+        state = gr.State(lambda: new_session(services), delete_callback=lambda session: session.close())
         with gr.Row():
-            for info in BUILTIN.values():
-                env = make_env(info.name)
-                env.reset(seed=0)
-                with gr.Column():
-                    gr.HTML(f"<h3>{html.escape(info.name)}</h3><p>{html.escape(info.summary)}</p>")
-                    gr.Image(env.render(), interactive=False, show_label=False)
-        gr.Markdown(CLI_HINT)
-        if store is not None:
-            counts = store.episodes.count()
-            stored = counts["episodes"]
-            gr.Markdown(f"Database: `{store.url}` ({stored} episode{'' if stored == 1 else 's'} stored)")
+            gr.Markdown(f"# {TITLE}\n{TAGLINE}")
+            database = gr.Markdown(elem_id="as-database")
+        with gr.Tabs(selected="episode") as tabs:
+            with gr.Tab("Episode", id="episode"):
+                episode = episode_panel.build(state)
+            with gr.Tab("Plots", id="plots", elem_id="as-tab-plots"):
+                plots = plots_panel.build()
+            with gr.Tab("Models", id="models"):
+                slots = model_panel.build(state)
+            with gr.Tab("Episodes", id="episodes") as episodes_tab:
+                browser = browser_panel.build(services.store)
+        api.build(state)
+
+        render = Renderer(episode, plots, services.store)
+        episode_panel.wire(episode, state, render)
+        plots_panel.wire(plots, state, services.store)
+        model_panel.wire(slots, state)
+        _wire_browser(browser, state, render, tabs, services.store)
+        episodes_tab.select(lambda *f: browser_panel.rows(services.store, *f), browser.filters, [browser.table], api_visibility="private", concurrency_limit=None)
+
+        def on_load(session: StudioSession) -> list[Any]:
+            cards = [model_panel.render(session, slot) for slot in slots]
+            return [*render(session), *cards, _database_line(services.store)]
+
+        app.load(on_load, [state], [*render.outputs, *(s.card for s in slots), database], api_visibility="private")
     return app
+
+
+def _database_line(store: Store | None) -> str:
+    if store is None:
+        return "Episodes are not stored (no database)."
+    stored = store.episodes.count()["episodes"]
+    return f"Database `{store.url}` · {stored} episode{'' if stored == 1 else 's'} stored"
+
+
+def _wire_browser(panel: browser_panel.BrowserPanel, state: gr.State, render: Renderer, tabs: gr.Tabs, store: Store | None) -> None:
+    private = dict(api_visibility="private", concurrency_limit=None)
+    panel.refresh.click(lambda *f: browser_panel.rows(store, *f), panel.filters, [panel.table], **private)
+
+    def pick(event: gr.SelectData) -> str:
+        row = event.row_value if event is not None else None
+        return str(row[0]) if row else ""
+
+    panel.table.select(pick, None, [panel.episode_id], **private)
+
+    def open_episode(session: StudioSession, episode_id: str, fork_at: float | None, fork: bool) -> list[Any]:
+        try:
+            if store is None:
+                raise StudioError("No database: start the studio with --db to browse episodes.")
+            session.open(store.episodes.get((episode_id or "").strip()))
+            message = "Opened read-only: pick a step and Fork to continue it."
+            if fork:
+                forked = session.fork(int(fork_at or 0))
+                message = f"Forked at step {forked.forked_at}: press Step to continue."
+            return [session, *render(session, message, "info"), "", gr.Tabs(selected="episode")]
+        except StudioError as exc:
+            return [session, *render(session), message_html(str(exc)), gr.Tabs()]
+
+    outputs = [state, *render.outputs, panel.message, tabs]
+    panel.open.click(lambda s, i: open_episode(s, i, None, False), [state, panel.episode_id], outputs, **private)
+    panel.fork.click(lambda s, i, at: open_episode(s, i, at, True), [state, panel.episode_id, panel.fork_at], outputs, **private)
+

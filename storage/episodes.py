@@ -284,10 +284,11 @@ class EpisodeStore:
         model: str | None = None,
         success: bool | None = None,
         since: str | None = None,
+        seed: int | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> list[EpisodeSummary]:
-        """Stored episodes, newest first, filtered by environment, policy, model name, outcome, start time."""
+        """Stored episodes, newest first, filtered by environment, policy, model name, outcome, start time, seed."""
         query = select(EpisodeRow, ModelRow.name).outerjoin(ModelRow, EpisodeRow.model_id == ModelRow.id)
         if env:
             query = query.where(EpisodeRow.env == env)
@@ -299,6 +300,8 @@ class EpisodeStore:
             query = query.where(EpisodeRow.success.is_(success))
         if since:
             query = query.where(EpisodeRow.started_at >= since)
+        if seed is not None:
+            query = query.where(EpisodeRow.seed == seed)
         query = query.order_by(EpisodeRow.started_at.desc(), EpisodeRow.id).limit(limit).offset(offset)
         with self.db.reading() as session:
             return [
@@ -332,18 +335,27 @@ class EpisodeStore:
 
 
 class StoreSink:
-    """Writes runner events to the store: the episode at ``started``, each step, the outcome at ``ended``."""
+    """Writes runner events to the store: each step as it is taken, the outcome at ``ended``.
+
+    The episode itself is written with its first step (with a fork's copied prefix): a reset
+    nobody steps — every page load of the studio makes one — leaves nothing behind, and a
+    crash still loses no step.
+    """
 
     def __init__(self, store: EpisodeStore) -> None:
         self.store = store
+        self._written: set[str] = set()
 
     def handle(self, event: RunnerEvent) -> None:
+        episode = event.episode
         try:
-            if event.kind == "started":
-                self.store.start(event.episode)
-            elif event.kind == "step" and event.step is not None:
-                self.store.add_step(event.episode, event.step)
-            elif event.kind == "ended":
-                self.store.finish(event.episode)
+            if event.kind == "step" and event.step is not None:
+                if episode.id not in self._written:
+                    self.store.start(episode)  # already holds this step
+                    self._written.add(episode.id)
+                else:
+                    self.store.add_step(episode, event.step)
+            elif event.kind == "ended" and episode.id in self._written:
+                self.store.finish(episode)
         except SQLAlchemyError as exc:  # e.g. disk full, or the file locked for longer than the busy timeout
-            raise StudioError(f"Could not write episode {event.episode.id} to the database: {first_line(exc)}") from None
+            raise StudioError(f"Could not write episode {episode.id} to the database: {first_line(exc)}") from None

@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Iterator, Literal, Protocol
 
 from studio.agents.base import Decision, Observation, Policy
 from studio.envs.base import StudioEnv, invalid_observation
@@ -106,6 +106,11 @@ class EpisodeRunner:
         if self._episode is None:
             raise StudioError("No episode yet: reset first.")
         return self._episode
+
+    @property
+    def has_episode(self) -> bool:
+        """Whether :meth:`reset` (or :meth:`fork`) has started an episode."""
+        return self._episode is not None
 
     @property
     def observation(self) -> str:
@@ -225,12 +230,17 @@ class EpisodeRunner:
 
     def run(self, max_steps: int | None = None) -> Episode:
         """Step until the episode ends, ``max_steps`` more steps were taken, or :meth:`stop` is called."""
+        for _ in self.steps(max_steps):
+            pass
+        return self.episode
+
+    def steps(self, max_steps: int | None = None) -> Iterator[Step]:
+        """:meth:`run`, one step at a time (a UI shows each step as it comes)."""
         self._stop.clear()
         taken = 0
         while not self.episode.done and (max_steps is None or taken < max_steps) and not self._stop.is_set():
-            self.step()
+            yield self.step()
             taken += 1
-        return self.episode
 
     def stop(self) -> None:
         """Ask a running :meth:`run` to stop after the current step (thread-safe)."""

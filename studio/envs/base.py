@@ -205,6 +205,13 @@ class StudioEnv(gym.Env):
         """The oracle's next action from the current state; built-in environments implement it."""
         raise NotImplementedError(f"{self.name} has no expert policy")
 
+    def agent_xy(self, state: dict[str, Any]) -> tuple[float, float] | None:
+        """Where the agent is in the rendered frame (pixels) in snapshot ``state``, for path plots.
+
+        None (the default) when the environment has no position to draw.
+        """
+        return None
+
     @classmethod
     def provides_expert(cls) -> bool:
         """Whether :meth:`expert_action` is implemented."""

@@ -257,6 +257,10 @@ class GridWorld(StudioEnv):
         """Pixel box (x0, y0, x1, y1) of a grid cell in the frame (used to project attention)."""
         return column * CELL_PX, row * CELL_PX, (column + 1) * CELL_PX, (row + 1) * CELL_PX
 
+    def agent_xy(self, state: dict[str, Any]) -> tuple[float, float] | None:
+        x0, y0, x1, y1 = self.cell_box(*state["agent"])
+        return (x0 + x1) / 2, (y0 + y1) / 2
+
     def _render_frame(self) -> np.ndarray:
         n = self.size
         frame = np.full((n * CELL_PX, n * CELL_PX, 3), COLOURS["floor"], dtype=np.uint8)

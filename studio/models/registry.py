@@ -31,6 +31,8 @@ class ModelRegistry:
     def __init__(self) -> None:
         self._models: dict[ModelKey, Backend] = {}
         self._names: dict[ModelKey, str] = {}
+        self._holders: dict[ModelKey, set[str]] = {}
+        self._pinned: set[ModelKey] = set()
         self._loading = threading.Lock()
         self._device_locks: dict[str, threading.Lock] = {}
 
@@ -47,8 +49,12 @@ class ModelRegistry:
         dtype: str = "auto",
         trust_remote_code: bool = False,
         progress: ProgressCallback = no_progress,
+        holder: str | None = None,
     ) -> Backend:
-        """The loaded model ``name`` (``default``, a hub id or a local path), loading it if needed."""
+        """The loaded model ``name`` (``default``, a hub id, a local path, or ``scripted:FILE.json``),
+        loading it if needed. ``holder`` (e.g. a browser session) is remembered until :meth:`release`."""
+        if name.startswith("scripted:"):
+            return self._load_scripted(name, holder)
         from studio.models.hf import TransformersBackend, pick_device
         from studio.models.resolve import resolve
 
@@ -72,6 +78,20 @@ class ModelRegistry:
                 self._names[key] = name
             else:
                 progress(1.0, "already loaded")
+            if holder is not None:
+                self._holders.setdefault(key, set()).add(holder)
+            return self._models[key]
+
+    def _load_scripted(self, name: str, holder: str | None) -> Backend:
+        from studio.models.scripted import load_scripted
+
+        key = ModelKey(name, None, "cpu", "none")
+        with self._loading:
+            if key not in self._models:
+                self._models[key] = load_scripted(name.removeprefix("scripted:"))
+                self._names[key] = name
+            if holder is not None:
+                self._holders.setdefault(key, set()).add(holder)
             return self._models[key]
 
     def add(self, name: str, backend: Backend, device: str = "cpu") -> Backend:
@@ -87,6 +107,27 @@ class ModelRegistry:
         with self._loading:
             return [{"name": self._names[key], **backend.info} for key, backend in self._models.items()]
 
+    def release(self, backend: Backend, holder: str) -> bool:
+        """``holder`` no longer uses ``backend``; free it when nobody does. Returns True if freed.
+
+        A model loaded without a holder (the app's default model) is never freed this way.
+        """
+        with self._loading:
+            key = next((k for k, b in self._models.items() if b is backend), None)
+            if key is None or holder not in self._holders.get(key, set()):
+                return False
+            self._holders[key].discard(holder)
+            if self._holders[key] or key in self._pinned:
+                return False
+            del self._models[key], self._names[key], self._holders[key]
+        backend.unload()
+        return True
+
+    def pin(self, backend: Backend) -> None:
+        """Keep ``backend`` loaded whoever releases it (the model the app starts with)."""
+        with self._loading:
+            self._pinned.update(k for k, b in self._models.items() if b is backend)
+
     def unload(self, backend: Backend) -> None:
         """Free ``backend`` and forget it (sessions still holding it must load again)."""
         with self._loading:
@@ -94,4 +135,6 @@ class ModelRegistry:
                 if candidate is backend:
                     del self._models[key]
                     del self._names[key]
+                    self._holders.pop(key, None)
+                    self._pinned.discard(key)
         backend.unload()

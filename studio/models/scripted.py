@@ -100,3 +100,23 @@ class ScriptedBackend:
 
     def unload(self) -> None:
         """Nothing to free."""
+
+
+def load_scripted(path: str) -> ScriptedBackend:
+    """A scripted backend from a JSON file: a list of outputs, or ``{"outputs": [...], "preferences": [...]}``."""
+    import json
+    from pathlib import Path
+
+    from studio.errors import StudioError
+
+    file = Path(path).expanduser()
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise StudioError(f"Cannot read the scripted model {file}: {exc.strerror or exc}.") from None
+    except json.JSONDecodeError as exc:
+        raise StudioError(f"The scripted model {file} is not valid JSON: {exc.msg} at line {exc.lineno}.") from None
+    outputs, preferences = (data, None) if isinstance(data, list) else (data.get("outputs"), data.get("preferences")) if isinstance(data, dict) else (None, None)
+    if not outputs or not all(isinstance(o, str) for o in outputs):
+        raise StudioError(f"The scripted model {file} needs a non-empty list of output strings.")
+    return ScriptedBackend(list(outputs), preferences=preferences, name=f"scripted:{file.name}")

@@ -1,0 +1,96 @@
+"""Named API endpoints, callable with ``gradio_client`` (each client gets its own session).
+
+    from gradio_client import Client
+    client = Client("http://127.0.0.1:7860/")
+    client.predict("A", "default", "auto", "auto", api_name="/load_model")
+    client.predict("gridworld", "{}", 0, "react-a", api_name="/reset")
+    client.predict("", api_name="/step")          # "" lets the policy decide; text is a human action
+    client.predict(5, api_name="/run")            # 0 runs to the end
+    client.predict(api_name="/get_episode")       # the whole episode, in the trace format
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import gradio as gr
+
+from studio.errors import StudioError
+from studio.session import StudioSession
+from studio.trace import Step
+
+HEAVY = ("frame", "state", "prompt")
+
+
+def step_json(step: Step) -> dict[str, Any]:
+    """A step without its frame, snapshot and prompt (ask /get_episode for everything)."""
+    data = step.to_dict()
+    for key in HEAVY:
+        data.pop(key, None)
+    return data
+
+
+def _error(exc: StudioError) -> dict[str, Any]:
+    return {"error": str(exc)}
+
+
+def build(state: gr.State) -> None:
+    """Hidden inputs and a JSON output; the endpoints share the session state of their client."""
+    with gr.Group(visible=False):
+        slot, model, device, dtype = gr.Textbox(), gr.Textbox(), gr.Textbox(), gr.Textbox()
+        env, options, seed, policy = gr.Textbox(), gr.Textbox(), gr.Number(precision=0), gr.Textbox()
+        action, max_steps = gr.Textbox(), gr.Number(precision=0)
+        result = gr.JSON()
+        buttons = [gr.Button() for _ in range(5)]
+
+    def load_model(session: StudioSession, slot: str, model: str, device: str, dtype: str) -> tuple[StudioSession, dict[str, Any]]:
+        """Load a model into slot A or B; returns its model card."""
+        try:
+            return session, session.load_model(slot, model, device or "auto", dtype or "auto")
+        except StudioError as exc:
+            return session, _error(exc)
+
+    def reset(session: StudioSession, env: str, options: str, seed: float, policy: str) -> tuple[StudioSession, dict[str, Any]]:
+        """Start an episode; returns its id, the observation and the valid actions."""
+        from components.episode_panel import parse_settings
+
+        try:
+            base = session.settings
+            parsed = parse_settings(env, options, seed, policy or base.policy, base.action_mode, base.temperature, base.top_p, base.max_new_tokens, base.candidates, base.max_steps or 0)
+            episode = session.reset(replace(parsed, max_steps=base.max_steps))
+            return session, {"episode_id": episode.id, "env": episode.env, "seed": episode.seed, "instruction": episode.instruction, "observation": session.current_observation(), "valid_actions": session.valid_actions()}
+        except StudioError as exc:
+            return session, _error(exc)
+
+    def step(session: StudioSession, action: str) -> tuple[StudioSession, dict[str, Any]]:
+        """One step (an empty action lets the policy decide); returns the step and the episode summary."""
+        try:
+            taken = session.step(action or None)
+            return session, {"step": step_json(taken), "episode": session.episode.summary()}
+        except StudioError as exc:
+            return session, _error(exc)
+
+    def run(session: StudioSession, max_steps: float) -> tuple[StudioSession, dict[str, Any]]:
+        """Run up to ``max_steps`` steps (0: to the end); returns the episode summary."""
+        try:
+            for _ in session.run(int(max_steps) if max_steps else None):
+                pass
+            return session, session.episode.summary()
+        except StudioError as exc:
+            return session, _error(exc)
+
+    def get_episode(session: StudioSession) -> tuple[StudioSession, dict[str, Any]]:
+        """The whole current episode in the trace format (frames as base64 PNG)."""
+        episode = session.episode
+        return session, (episode.to_dict() if episode is not None else {"error": "No episode yet: reset first."})
+
+    endpoints = [
+        (load_model, [slot, model, device, dtype], "load_model"),
+        (reset, [env, options, seed, policy], "reset"),
+        (step, [action], "step"),
+        (run, [max_steps], "run"),
+        (get_episode, [], "get_episode"),
+    ]
+    for button, (fn, inputs, name) in zip(buttons, endpoints):
+        button.click(fn, [state, *inputs], [state, result], api_name=name, concurrency_limit=None)

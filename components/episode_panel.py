@@ -1,0 +1,250 @@
+"""The episode panel: settings, Reset / Step / Run / Stop / Fork, the frame, the observation and
+the reasoning trace (timeline, candidates, action distribution, prompt on demand).
+
+Handlers are thin: they turn widget values into :class:`EpisodeSettings`, call the session,
+and render what it holds. Errors become a readable line in the panel; the app keeps running.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from studio.envs.registry import BUILTIN
+from studio.errors import StudioError
+from studio.session import POLICIES, EpisodeSettings, StudioSession
+from studio.viz.html import candidates_html, message_html, prompt_html, timeline_html
+from studio.viz.plots import action_distribution_figure
+
+GYM_EXAMPLES = ["gym:FrozenLake-v1", "gym:Taxi-v4", "gym:CliffWalking-v1"]
+
+
+def parse_settings(env: str, options: str, seed: Any, policy: str, action_mode: str, temperature: float, top_p: float, max_new_tokens: float, candidates: float, max_steps: Any) -> EpisodeSettings:
+    """Widget values as settings; a malformed value is one clear error."""
+    try:
+        env_options = json.loads(options or "{}")
+    except json.JSONDecodeError as exc:
+        raise StudioError(f"Options must be a JSON object such as {{\"size\": 9}}: {exc.msg} at column {exc.colno}.") from None
+    if not isinstance(env_options, dict):
+        raise StudioError('Options must be a JSON object such as {"size": 9}.')
+    try:
+        seed_value = int(seed if seed not in (None, "") else 0)
+    except (TypeError, ValueError):
+        raise StudioError(f"The seed must be a whole number, got {seed!r}.") from None
+    if seed_value < 0:
+        raise StudioError("The seed must be 0 or more.")
+    limit = int(max_steps) if max_steps not in (None, "", 0) else None
+    return EpisodeSettings(
+        env=(env or "gridworld").strip(),
+        env_options=env_options,
+        seed=seed_value,
+        policy=policy,
+        action_mode=action_mode,
+        temperature=float(temperature),
+        top_p=float(top_p),
+        max_new_tokens=int(max_new_tokens),
+        candidates=int(candidates),
+        max_steps=limit if limit and limit > 0 else None,
+    )
+
+
+@dataclass
+class EpisodePanel:
+    settings: list[gr.components.Component]
+    reset: gr.Button
+    step: gr.Button
+    run_n: gr.Button
+    run_count: gr.Number
+    run_all: gr.Button
+    stop: gr.Button
+    human_action: gr.Dropdown
+    take_action: gr.Button
+    colour: gr.Radio
+    selected: gr.Slider
+    fork: gr.Button
+    show_prompt: gr.Button
+    frame: gr.Image
+    observation: gr.Textbox
+    status: gr.HTML
+    timeline: gr.HTML
+    candidates: gr.HTML
+    distribution: gr.Plot
+    prompt: gr.HTML
+
+    @property
+    def outputs(self) -> list[gr.components.Component]:
+        """What :meth:`render` fills, in order."""
+        return [self.frame, self.observation, self.status, self.human_action, self.timeline, self.selected, self.candidates, self.distribution, self.prompt]
+
+    def render(self, session: StudioSession, message: str = "", kind: str = "error", selected: int | None = None, mode: str = "logprob") -> list[Any]:
+        episode = session.episode
+        count = episode.length if episode is not None else 0
+        index = count - 1 if selected is None else max(0, min(int(selected), count - 1))
+        step = episode.steps[index] if count else None
+        actions = session.valid_actions() or []
+        status = message or _status_line(session)
+        return [
+            session.current_frame(),
+            session.current_observation(),
+            message_html(status, kind if message else "info"),
+            gr.Dropdown(choices=actions, value=None),
+            timeline_html(episode, index if count else None, mode, session.read_only),
+            gr.Slider(minimum=0, maximum=max(count - 1, 1), value=max(index, 0), step=1, interactive=count > 1),
+            candidates_html(step, mode),
+            action_distribution_figure(step),
+            "",
+        ]
+
+
+def _status_line(session: StudioSession) -> str:
+    episode = session.episode
+    if episode is None:
+        return "Press Reset to start an episode."
+    if session.read_only:
+        return "Viewing a stored episode (read-only): pick a step and Fork to continue it."
+    if episode.done:
+        return f"Episode over ({episode.end_reason}): Reset for a new one, or fork from a step."
+    return f"Ready: step {episode.length} of {session.runner.max_steps}. Press Step (S)."
+
+
+def build(state: gr.State, sample_env: str = "gridworld") -> EpisodePanel:
+    """The panel's widgets (events are wired in :func:`wire`)."""
+    env_choices = [*BUILTIN, *GYM_EXAMPLES]
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=5, min_width=380):
+            with gr.Row():
+                env = gr.Dropdown(env_choices, value=sample_env, label="Environment", allow_custom_value=True, scale=3, elem_id="as-env")
+                seed = gr.Number(value=0, precision=0, label="Seed", minimum=0, scale=1, elem_id="as-seed")
+            options = gr.Textbox(value="{}", label="Options (JSON)", placeholder='{"size": 9, "difficulty": "hard"}', lines=1, elem_id="as-options")
+            with gr.Row():
+                policy = gr.Dropdown([(label, key) for key, label in POLICIES.items()], value="react-a", label="Policy", scale=3, elem_id="as-policy")
+                action_mode = gr.Radio(["generate", "score"], value="generate", label="Action mode", scale=2, min_width=170)
+            with gr.Accordion("Sampling", open=False):
+                with gr.Row():
+                    temperature = gr.Slider(0, 2, value=0.0, step=0.05, label="Temperature (0 = greedy)")
+                    top_p = gr.Slider(0.05, 1, value=0.95, step=0.05, label="Top-p")
+                with gr.Row():
+                    max_new_tokens = gr.Slider(8, 256, value=64, step=8, label="Max new tokens")
+                    candidates = gr.Slider(1, 8, value=1, step=1, label="Candidates K", elem_id="as-candidates")
+                max_steps = gr.Number(value=0, precision=0, minimum=0, label="Step limit (0 = the environment's)")
+            with gr.Row():
+                reset = gr.Button("Reset", elem_id="as-reset", min_width=70)
+                step = gr.Button("Step (S)", variant="primary", elem_id="as-step", min_width=80)
+                run_all = gr.Button("Run to end", elem_id="as-run", min_width=90)
+                stop = gr.Button("Stop", variant="stop", elem_id="as-stop", min_width=60)
+            with gr.Row():
+                run_count = gr.Number(value=5, precision=0, minimum=1, label="N", scale=1, min_width=60)
+                run_n = gr.Button("Run N", scale=1, elem_id="as-run-n", min_width=70)
+                human_action = gr.Dropdown([], label="Your action (pick or type)", allow_custom_value=True, scale=3, elem_id="as-human-action", min_width=140)
+                take_action = gr.Button("Take action", scale=2, elem_id="as-take-action", min_width=90)
+            status = gr.HTML(elem_id="as-status")
+            with gr.Row(equal_height=False):
+                frame = gr.Image(label="Frame", interactive=False, height=300, elem_id="as-frame", buttons=["download", "fullscreen"], min_width=220)
+                observation = gr.Textbox(label="Observation", lines=11, max_lines=16, interactive=False, elem_id="as-observation", min_width=220)
+        with gr.Column(scale=6, min_width=420):
+            with gr.Row():
+                colour = gr.Radio(["logprob", "entropy"], value="logprob", label="Colour tokens by", scale=2)
+                selected = gr.Slider(0, 1, value=0, step=1, label="Selected step", scale=3, elem_id="as-selected")
+            with gr.Row():
+                fork = gr.Button("Fork from selected step", size="sm", elem_id="as-fork")
+                show_prompt = gr.Button("Show the prompt of the selected step", size="sm", elem_id="as-show-prompt")
+            timeline = gr.HTML(elem_id="as-timeline")
+            with gr.Accordion("Selected step: candidates, action distribution, prompt", open=True):
+                candidates_view = gr.HTML(elem_id="as-candidates-view")
+                distribution = gr.Plot(label="Action distribution (score mode)", elem_id="as-distribution")
+                prompt = gr.HTML(elem_id="as-prompt")
+    return EpisodePanel(
+        settings=[env, options, seed, policy, action_mode, temperature, top_p, max_new_tokens, candidates, max_steps],
+        reset=reset, step=step, run_n=run_n, run_count=run_count, run_all=run_all, stop=stop,
+        human_action=human_action, take_action=take_action, colour=colour, selected=selected, fork=fork,
+        show_prompt=show_prompt, frame=frame, observation=observation, status=status, timeline=timeline,
+        candidates=candidates_view, distribution=distribution, prompt=prompt,
+    )
+
+
+Render = Callable[..., list[Any]]
+
+
+def wire(panel: EpisodePanel, state: gr.State, render: Render) -> None:
+    """Connect the panel's buttons. ``render(session, message, kind, selected, mode)`` fills every view."""
+    settings = panel.settings
+    outputs = [state, *render.outputs]  # type: ignore[attr-defined]
+    private = dict(api_visibility="private", concurrency_limit=None)
+
+    def guarded(action: Callable[..., str | None]) -> Callable[..., list[Any]]:
+        def handler(session: StudioSession, mode: str, *values: Any) -> list[Any]:
+            try:
+                note = action(session, *values)
+                return [session, *render(session, note or "", "info", None, mode)]
+            except StudioError as exc:
+                return [session, *render(session, str(exc), "error", None, mode)]
+        return handler
+
+    def do_reset(session: StudioSession, *values: Any) -> str:
+        session.reset(parse_settings(*values))
+        return ""
+
+    def do_step(session: StudioSession, *values: Any) -> str:
+        session.update(parse_settings(*values))
+        step = session.step()
+        return _step_note(step)
+
+    def do_take_action(session: StudioSession, action: str, *values: Any) -> str:
+        session.update(parse_settings(*values))
+        if not (action or "").strip():
+            raise StudioError("Pick one of the valid actions or type one first.")
+        return _step_note(session.step(action=action))
+
+    def do_fork(session: StudioSession, at: float, *values: Any) -> str:
+        session.update(parse_settings(*values))
+        forked = session.fork(int(at))
+        return f"Forked at step {forked.forked_at}: the next step is a new step {forked.forked_at}."
+
+    def run(session: StudioSession, mode: str, count: Any, *values: Any) -> Iterator[list[Any]]:
+        try:
+            session.update(parse_settings(*values))
+            limit = None if count is None else max(1, int(count))
+            for _ in session.run(limit):
+                yield [session, *render(session, "", "info", None, mode)]
+            yield [session, *render(session, "", "info", None, mode)]
+        except StudioError as exc:
+            yield [session, *render(session, str(exc), "error", None, mode)]
+
+    def run_to_end(session: StudioSession, mode: str, *values: Any) -> Iterator[list[Any]]:
+        yield from run(session, mode, None, *values)
+
+    panel.reset.click(guarded(do_reset), [state, panel.colour, *settings], outputs, **private)
+    panel.step.click(guarded(do_step), [state, panel.colour, *settings], outputs, **private)
+    panel.take_action.click(guarded(do_take_action), [state, panel.colour, panel.human_action, *settings], outputs, **private)
+    panel.fork.click(guarded(do_fork), [state, panel.colour, panel.selected, *settings], outputs, **private)
+    panel.run_n.click(run, [state, panel.colour, panel.run_count, *settings], outputs, **private)
+    panel.run_all.click(run_to_end, [state, panel.colour, *settings], outputs, **private)
+    # Stop must run while a run holds the session: no queue, no lock.
+    panel.stop.click(lambda session: session.stop(), [state], None, queue=False, api_visibility="private")
+
+    def select(session: StudioSession, at: float, mode: str) -> list[Any]:
+        episode = session.episode
+        step = episode.steps[int(at)] if episode is not None and 0 <= int(at) < episode.length else None
+        return [timeline_html(episode, step.index if step else None, mode, session.read_only), candidates_html(step, mode), action_distribution_figure(step), ""]
+
+    views = [panel.timeline, panel.candidates, panel.distribution, panel.prompt]
+    panel.selected.release(select, [state, panel.selected, panel.colour], views, **private)
+    panel.colour.change(select, [state, panel.selected, panel.colour], views, **private)
+
+    def show_prompt(session: StudioSession, at: float) -> str:
+        episode = session.episode
+        if episode is None or not 0 <= int(at) < episode.length:
+            return ""
+        return prompt_html(episode.steps[int(at)])
+
+    panel.show_prompt.click(show_prompt, [state, panel.selected], [panel.prompt], **private)
+
+
+def _step_note(step: Any) -> str:
+    if not step.valid:
+        return f"Step {step.index}: invalid action ({step.invalid_reason}); the episode goes on."
+    return ""

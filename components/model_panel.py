@@ -1,0 +1,72 @@
+"""Models A and B side by side: load (default, a hub id or a local folder) with progress, card, unload."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from studio.errors import StudioError
+from studio.session import StudioSession
+from studio.viz.html import message_html, model_card_html
+
+
+@dataclass
+class ModelSlot:
+    slot: str
+    name: gr.Textbox
+    device: gr.Dropdown
+    dtype: gr.Dropdown
+    trust: gr.Checkbox
+    load: gr.Button
+    unload: gr.Button
+    card: gr.HTML
+    message: gr.HTML
+
+
+def build(state: gr.State) -> list[ModelSlot]:
+    gr.Markdown(
+        "Load a model into slot **A** or **B**: `default` (SmolLM2-135M-Instruct, offline), a Hugging Face id "
+        "(e.g. `Qwen/Qwen2.5-0.5B-Instruct`, `HuggingFaceTB/SmolVLM-256M-Instruct`), a local folder, or "
+        "`scripted:FILE.json` (replays given outputs). Pick *ReAct with model A/B* in the Episode tab to use it."
+    )
+    slots = []
+    with gr.Row(equal_height=False):
+        for slot, value in (("A", "default"), ("B", "")):
+            with gr.Column(variant="panel"):
+                gr.Markdown(f"### Model {slot}")
+                name = gr.Textbox(value=value, label="Model", placeholder="default, a hub id or a local path", elem_id=f"as-model-{slot.lower()}")
+                with gr.Row():
+                    device = gr.Dropdown(["auto", "cpu", "cuda", "mps"], value="auto", label="Device", allow_custom_value=True)
+                    dtype = gr.Dropdown(["auto", "float32", "bfloat16", "float16"], value="auto", label="Dtype")
+                trust = gr.Checkbox(False, label="Trust remote code (runs the model repository's own Python)")
+                with gr.Row():
+                    load = gr.Button(f"Load model {slot}", variant="primary", elem_id=f"as-load-{slot.lower()}")
+                    unload = gr.Button("Unload", elem_id=f"as-unload-{slot.lower()}")
+                message = gr.HTML(elem_id=f"as-model-message-{slot.lower()}")
+                card = gr.HTML(elem_id=f"as-card-{slot.lower()}")
+                slots.append(ModelSlot(slot, name, device, dtype, trust, load, unload, card, message))
+    return slots
+
+
+def render(session: StudioSession, slot: ModelSlot) -> str:
+    return model_card_html(session.model_info(slot.slot), slot.slot)
+
+
+def wire(slots: list[ModelSlot], state: gr.State) -> None:
+    for slot in slots:
+        def load(session: StudioSession, name: str, device: str, dtype: str, trust: bool, progress: gr.Progress = gr.Progress(), slot: ModelSlot = slot) -> list[Any]:
+            try:
+                progress(0, desc=f"loading {name}")
+                info = session.load_model(slot.slot, name, device, dtype, trust, progress=lambda f, m: progress(f, desc=m))
+                return [session, message_html(f"Loaded {info.get('id')} on {info.get('device')} in {info.get('load_seconds', 0):.1f} s.", "info"), render(session, slot)]
+            except StudioError as exc:
+                return [session, message_html(str(exc)), render(session, slot)]
+
+        def unload(session: StudioSession, slot: ModelSlot = slot) -> list[Any]:
+            session.unload_model(slot.slot)
+            return [session, message_html(f"Slot {slot.slot} is empty.", "info"), render(session, slot)]
+
+        slot.load.click(load, [state, slot.name, slot.device, slot.dtype, slot.trust], [state, slot.message, slot.card], api_visibility="private", concurrency_limit=None)
+        slot.unload.click(unload, [state], [state, slot.message, slot.card], api_visibility="private", concurrency_limit=None)

@@ -1,0 +1,251 @@
+"""One user's studio: models A and B, the episode being stepped or viewed, and its settings.
+
+The browser keeps one :class:`StudioSession` per tab (in ``gr.State``); the named API keeps
+one per client. Nothing here is shared between sessions except what the composition root
+hands in: the process's model registry and the sinks (the store). The UI layer stays thin:
+every action is a method here, and everything it shows is read from here.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
+
+from studio.agents.base import Policy
+from studio.envs.registry import make_env
+from studio.errors import StudioError
+from studio.models.base import Backend, ProgressCallback, SamplingParams, no_progress
+from studio.runner import EpisodeRunner, RunnerConfig, Sink
+from studio.trace import Episode, Step, new_id
+
+SLOTS = ("A", "B")
+POLICIES = {
+    "react-a": "ReAct with model A",
+    "react-b": "ReAct with model B",
+    "expert": "Expert (the environment's planner)",
+    "random": "Random valid actions",
+    "human": "Human (you pick or type each action)",
+}
+
+
+@dataclass(frozen=True)
+class EpisodeSettings:
+    """What the next reset uses (and, for the policy fields, the next step)."""
+
+    env: str = "gridworld"
+    env_options: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    policy: str = "react-a"
+    action_mode: str = "generate"
+    temperature: float = 0.0
+    top_p: float = 0.95
+    max_new_tokens: int = 64
+    candidates: int = 1
+    max_steps: int | None = None
+
+    def policy_fields(self) -> tuple[Any, ...]:
+        return (self.policy, self.action_mode, self.temperature, self.top_p, self.max_new_tokens, self.candidates)
+
+
+class StudioSession:
+    """A user's models, episode and settings, with every action the panels offer."""
+
+    def __init__(
+        self,
+        registry: Any,
+        sinks: list[Sink] | None = None,
+        model_a: Backend | None = None,
+        settings: EpisodeSettings | None = None,
+    ) -> None:
+        self.id = new_id()
+        self.registry = registry
+        self.sinks = list(sinks or [])
+        self.models: dict[str, Backend | None] = {"A": model_a, "B": None}
+        self.settings = settings or EpisodeSettings()
+        self.runner: EpisodeRunner | None = None
+        self.viewing: Episode | None = None
+        """An episode opened from the store: shown read-only until it is forked."""
+        self.overlay: Episode | None = None
+        """Another episode drawn over this one in the plots (e.g. model B on the same seed)."""
+        self._policy_key: tuple[Any, ...] | None = None
+        self._lock = threading.RLock()
+
+    # -- models ---------------------------------------------------------------------------------
+    def load_model(self, slot: str, name: str, device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False, progress: ProgressCallback = no_progress) -> dict[str, Any]:
+        """Load ``name`` into slot A or B (shared with other sessions that load the same model)."""
+        slot = _slot(slot)
+        name = (name or "").strip()
+        if not name:
+            raise StudioError("Give a model: default, a hub id (e.g. Qwen/Qwen2.5-0.5B-Instruct) or a local folder.")
+        backend = self.registry.load(name, device=device, dtype=dtype, trust_remote_code=trust_remote_code, progress=progress, holder=self.id)
+        previous, self.models[slot] = self.models[slot], backend
+        if previous is not None and previous is not backend and previous not in self.models.values():
+            self.registry.release(previous, self.id)
+        self._policy_key = None  # the next step uses the new model
+        return backend.info
+
+    def unload_model(self, slot: str) -> None:
+        """Empty a slot; the model is freed when no other session uses it."""
+        slot = _slot(slot)
+        backend, self.models[slot] = self.models[slot], None
+        if backend is not None and backend not in self.models.values():
+            self.registry.release(backend, self.id)
+        self._policy_key = None
+
+    def close(self) -> None:
+        """The browser tab is gone: give the models back."""
+        for slot in SLOTS:
+            self.unload_model(slot)
+
+    def model_info(self, slot: str) -> dict[str, Any] | None:
+        backend = self.models[_slot(slot)]
+        return None if backend is None else backend.info
+
+    # -- policies -------------------------------------------------------------------------------
+    def make_policy(self, settings: EpisodeSettings) -> Policy:
+        from studio.agents.scripted import make_policy
+
+        if settings.policy not in POLICIES:
+            raise StudioError(f"Unknown policy {settings.policy!r}: use one of {', '.join(POLICIES)}.")
+        if not settings.policy.startswith("react"):
+            return make_policy(settings.policy)
+        from studio.agents.react import ReActConfig, ReActPolicy
+
+        slot = settings.policy[-1].upper()
+        backend = self.models[slot]
+        if backend is None:
+            raise StudioError(f"Model {slot} is not loaded: load one in the Models tab, or pick another policy.")
+        sampling = SamplingParams(temperature=settings.temperature, top_p=settings.top_p, max_new_tokens=settings.max_new_tokens, seed=settings.seed)
+        try:
+            config = ReActConfig(action_mode=settings.action_mode, sampling=sampling, candidates=settings.candidates)
+        except ValueError as exc:
+            raise StudioError(str(exc)) from None
+        return ReActPolicy(backend, config)
+
+    def update(self, settings: EpisodeSettings) -> None:
+        """New settings; a changed policy or sampling setting applies from the next step (takeover)."""
+        with self._lock:
+            self.settings = settings
+            if self.runner is not None and self.runner.has_episode and self.viewing is None:
+                key = (*settings.policy_fields(), id(self.models["A"]), id(self.models["B"]))
+                if key != self._policy_key:
+                    self.runner.set_policy(self.make_policy(settings))
+                    self._policy_key = key
+
+    # -- the episode ----------------------------------------------------------------------------
+    @property
+    def episode(self) -> Episode | None:
+        """What the panels show: the episode opened read-only, else the one being stepped."""
+        if self.viewing is not None:
+            return self.viewing
+        return self.runner.episode if self.runner is not None and self.runner.has_episode else None
+
+    @property
+    def read_only(self) -> bool:
+        return self.viewing is not None
+
+    def env(self) -> Any:
+        """The environment of what is shown (a fresh one for an episode opened from the store)."""
+        if self.viewing is None and self.runner is not None:
+            return self.runner.env
+        episode = self.episode
+        return make_env(episode.env, episode.env_options) if episode is not None else make_env(self.settings.env, self.settings.env_options)
+
+    def current_frame(self) -> Any:
+        if self.viewing is None and self.runner is not None and self.runner.has_episode:
+            return self.runner.env.render()
+        episode = self.episode
+        if episode is not None and episode.steps and episode.steps[-1].frame is not None:
+            return episode.steps[-1].frame
+        return None
+
+    def current_observation(self) -> str:
+        if self.viewing is None and self.runner is not None and self.runner.has_episode:
+            return self.runner.observation
+        episode = self.episode
+        return episode.steps[-1].next_observation if episode is not None and episode.steps else ""
+
+    def valid_actions(self) -> list[str] | None:
+        if self.viewing is None and self.runner is not None and self.runner.has_episode and not self.runner.episode.done:
+            return self.runner.env.valid_actions()
+        return None
+
+    def reset(self, settings: EpisodeSettings | None = None) -> Episode:
+        """A new episode with ``settings`` (or the current ones)."""
+        with self._lock:
+            settings = settings or self.settings
+            probe = make_env(settings.env, settings.env_options)  # a bad environment or option fails here, nothing changes
+            policy = self.make_policy(settings)
+            config = RunnerConfig(max_steps=settings.max_steps, record_frames=True)
+            same_env = self.runner is not None and self.runner.env_name == settings.env and self.runner.env.options == probe.options
+            if same_env and self.runner.config == config:
+                self.runner.policy = policy
+            else:
+                self.runner = EpisodeRunner(settings.env, policy, settings.env_options, sinks=self.sinks, config=config)
+            self.settings, self.viewing = settings, None
+            self._policy_key = (*settings.policy_fields(), id(self.models["A"]), id(self.models["B"]))
+            return self.runner.reset(seed=settings.seed)
+
+    def _live_runner(self) -> EpisodeRunner:
+        if self.viewing is not None:
+            raise StudioError("This episode is open read-only: fork it from a step to continue it.")
+        if self.runner is None or not self.runner.has_episode:
+            raise StudioError("No episode yet: press Reset.")
+        return self.runner
+
+    def step(self, action: str | None = None) -> Step:
+        """One step: the policy decides, or ``action`` is what a person chose (takeover)."""
+        with self._lock:
+            runner = self._live_runner()
+            if action is not None and not action.strip():
+                action = None
+            if action is None and self.settings.policy == "human":
+                raise StudioError("Human mode: pick one of the valid actions or type one, then press Take action.")
+            return runner.step(action=action)
+
+    def run(self, max_steps: int | None = None) -> Iterator[Step]:
+        """Steps until the end, ``max_steps`` steps, or :meth:`stop` (one at a time, as they come)."""
+        with self._lock:
+            runner = self._live_runner()
+            if self.settings.policy == "human":
+                raise StudioError("Human mode steps one action at a time: pick or type an action.")
+            yield from runner.steps(max_steps)
+
+    def stop(self) -> None:
+        """Interrupt a run, also in the middle of the model's generation (thread-safe)."""
+        if self.runner is not None:
+            self.runner.stop()
+
+    def fork(self, at: int) -> Episode:
+        """Continue the shown episode from step ``at`` (steps before it are kept)."""
+        with self._lock:
+            episode = self.episode
+            if episode is None:
+                raise StudioError("No episode to fork: reset or open one first.")
+            settings = replace(self.settings, env=episode.env, env_options=dict(episode.env_options), seed=episode.seed or 0)
+            policy = self.make_policy(settings)
+            if self.runner is None:
+                self.runner = EpisodeRunner(episode.env, policy, episode.env_options, sinks=self.sinks, config=RunnerConfig(record_frames=True))
+            else:
+                self.runner.policy = policy
+            forked = self.runner.fork(episode, int(at))
+            self.settings, self.viewing = settings, None
+            self._policy_key = (*settings.policy_fields(), id(self.models["A"]), id(self.models["B"]))
+            return forked
+
+    def open(self, episode: Episode) -> None:
+        """Show a stored episode read-only."""
+        with self._lock:
+            self.viewing = episode
+
+
+def _slot(slot: str) -> str:
+    value = str(slot or "").strip().upper()
+    if value not in SLOTS:
+        raise StudioError(f"Unknown model slot {slot!r}: use A or B.")
+    return value
+
+
+SessionFactory = Callable[[], StudioSession]

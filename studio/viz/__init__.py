@@ -1,0 +1,1 @@
+"""Views of records: safe HTML (``html``) and plotly figures (``plots``). No gradio here."""

@@ -1,0 +1,179 @@
+"""Safe HTML for traces, tokens, prompts and model cards.
+
+Everything a model, an environment or a person wrote is untrusted: every piece of text goes
+through :func:`esc` (``html.escape`` with quotes) before it touches markup, and no attribute
+ever carries raw text. Styling lives in ``assets/studio.css`` (classes prefixed ``as-``).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import Any
+
+from studio.trace import Candidate, Episode, Step, TokenInfo
+
+COLOR_MODES = ("logprob", "entropy")
+#: Entropy (nats) at which a token is coloured fully "uncertain".
+ENTROPY_FULL = 4.0
+
+
+def esc(text: Any) -> str:
+    """Text as HTML text (never markup)."""
+    return html.escape("" if text is None else str(text), quote=True)
+
+
+def token_colour(token: TokenInfo, mode: str) -> str:
+    """A background colour: probability red (unlikely) to green (likely), or entropy white to violet."""
+    if mode == "entropy":
+        level = min(max((token.entropy or 0.0) / ENTROPY_FULL, 0.0), 1.0)
+        return f"rgba(124, 58, 237, {0.08 + 0.6 * level:.2f})"
+    probability = math.exp(min(token.logprob, 0.0))
+    return f"hsla({120 * probability:.0f}, 75%, 50%, 0.30)"
+
+
+def token_title(token: TokenInfo) -> str:
+    parts = [f"p={math.exp(min(token.logprob, 0.0)):.3f}", f"logprob={token.logprob:.3f}"]
+    if token.entropy is not None:
+        parts.append(f"entropy={token.entropy:.3f}")
+    return " · ".join(parts)
+
+
+def tokens_html(tokens: list[TokenInfo], mode: str = "logprob") -> str:
+    """Generated tokens, each coloured by its logprob or entropy, with the numbers on hover."""
+    spans = [
+        f'<span class="as-tok" style="background:{token_colour(t, mode)}" title="{esc(token_title(t))}">{esc(t.text)}</span>'
+        for t in tokens
+    ]
+    return f'<span class="as-tokens">{"".join(spans)}</span>'
+
+
+def output_html(raw: str, thought: str | None, action: str | None, tokens: list[TokenInfo] | None, valid: bool, invalid_reason: str | None, mode: str) -> str:
+    """What a policy produced: its tokens coloured (or its text), the action, and why it was invalid."""
+    body = tokens_html(tokens, mode) if tokens else f'<span class="as-text">{esc(raw if raw and raw != action else (thought or ""))}</span>'
+    badge = "" if valid else f'<div class="as-invalid"><span class="as-badge as-bad">invalid</span> {esc(invalid_reason or "")}</div>'
+    shown_action = esc(action) if action is not None else '<span class="as-muted">(no action parsed)</span>'
+    return (
+        f'<div class="as-output"><div class="as-generated">{body}</div>'
+        f'<div class="as-action"><span class="as-label">Action</span> <code>{shown_action}</code></div>{badge}</div>'
+    )
+
+
+def step_card(step: Step, selected: bool = False, mode: str = "logprob") -> str:
+    """One step of the timeline: who acted, the output, the environment's answer, the reward."""
+    classes = "as-step" + (" as-selected" if selected else "") + ("" if step.valid else " as-invalid-step")
+    seconds = step.timing.get("policy_s")
+    meta = [esc(step.actor or "?"), f"reward {step.reward:+g}"]
+    if seconds is not None:
+        meta.append(f"{seconds:.2f} s")
+    if step.candidates:
+        meta.append(f"{len(step.candidates) + 1} outputs")
+    if step.terminated or step.truncated:
+        meta.append("terminated" if step.terminated else "truncated")
+    thought = f'<div class="as-thought"><span class="as-label">Thought</span> {esc(step.thought)}</div>' if step.thought and not step.tokens else ""
+    return (
+        f'<div class="{classes}" data-step="{step.index}" data-policy-ms="{1000 * (seconds or 0):.1f}">'
+        f'<div class="as-head"><span class="as-index">Step {step.index}</span> <span class="as-meta">{" · ".join(meta)}</span></div>'
+        f"{thought}{output_html(step.raw, step.thought, step.action, step.tokens, step.valid, step.invalid_reason, mode)}"
+        f'<div class="as-obs"><span class="as-label">Observation</span><pre>{esc(step.next_observation)}</pre></div>'
+        "</div>"
+    )
+
+
+EMPTY_STATE = (
+    '<div class="as-empty"><h3>Nothing has happened yet</h3>'
+    "<p>Press <b>Step</b> (or the <kbd>S</kbd> key) and the agent takes its first action: the default model "
+    "is loaded and gridworld is ready. Change the environment, seed or policy on the left, then <b>Reset</b>. "
+    "<b>Run to end</b> plays the episode; <b>Stop</b> interrupts it, also mid-generation.</p></div>"
+)
+
+
+def episode_header(episode: Episode, read_only: bool = False) -> str:
+    model = (episode.model or {}).get("id")
+    status = "running" if episode.success is None else ("success" if episode.success else "failure")
+    parts = [esc(episode.env), f"seed {esc(episode.seed)}", esc(episode.policy), *([esc(model)] if model else []), f"{episode.length} steps", f"return {episode.total_return:g}", status]
+    if episode.end_reason:
+        parts.append(esc(episode.end_reason))
+    if episode.parent_id:
+        parts.append(f"fork of {esc(episode.parent_id[:8])} at step {esc(episode.forked_at)}")
+    badge = '<span class="as-badge">read-only</span> ' if read_only else ""
+    return f'<div class="as-episode-head">{badge}{" · ".join(parts)}</div>'
+
+
+def timeline_html(episode: Episode | None, selected: int | None = None, mode: str = "logprob", read_only: bool = False) -> str:
+    """The whole episode as a timeline of step cards (newest last), or the empty state."""
+    if episode is None or not episode.steps:
+        head = episode_header(episode, read_only) if episode is not None else ""
+        return f'<div class="as-timeline">{head}{EMPTY_STATE}</div>'
+    cards = "".join(step_card(step, step.index == selected, mode) for step in episode.steps)
+    return f'<div class="as-timeline" data-steps="{episode.length}">{episode_header(episode, read_only)}{cards}</div>'
+
+
+def candidate_html(title: str, candidate: Candidate | Step, mode: str) -> str:
+    return (
+        f'<div class="as-cand"><div class="as-cand-title">{esc(title)}</div>'
+        f"{output_html(candidate.raw, candidate.thought, candidate.action, candidate.tokens, candidate.valid, candidate.invalid_reason, mode)}</div>"
+    )
+
+
+def candidates_html(step: Step | None, mode: str = "logprob") -> str:
+    """The outputs sampled at a step, side by side (the one taken first)."""
+    if step is None:
+        return '<div class="as-muted">Select a step to see its candidates.</div>'
+    if not step.candidates:
+        return f'<div class="as-muted">Step {step.index} has one output (sample K &gt; 1 candidates to compare several).</div>'
+    cards = [candidate_html("taken", step, mode)] + [candidate_html(f"candidate {i + 1}", c, mode) for i, c in enumerate(step.candidates)]
+    return f'<div class="as-cands">{"".join(cards)}</div>'
+
+
+def prompt_html(step: Step | None) -> str:
+    """The full prompt a model saw at a step, message by message."""
+    if step is None:
+        return ""
+    if not step.prompt:
+        return f'<div class="as-muted">Step {step.index} was taken by {esc(step.actor or "someone")}: no model prompt.</div>'
+    blocks = []
+    for message in step.prompt:
+        content = message.get("content")
+        if isinstance(content, list):  # image-text models: parts
+            content = "".join("[image]" if part.get("type") == "image" else str(part.get("text", "")) for part in content)
+        blocks.append(f'<div class="as-msg as-{esc(message.get("role", ""))}"><div class="as-role">{esc(message.get("role", ""))}</div><pre>{esc(content)}</pre></div>')
+    return f'<div class="as-prompt">{"".join(blocks)}</div>'
+
+
+CARD_FIELDS = [
+    ("id", "model"),
+    ("architecture", "architecture"),
+    ("parameters", "parameters"),
+    ("layers", "layers"),
+    ("heads", "heads"),
+    ("kv_heads", "key/value heads"),
+    ("context_length", "context length"),
+    ("device", "device"),
+    ("dtype", "dtype"),
+    ("memory_mb", "memory (MB)"),
+    ("load_seconds", "load time (s)"),
+    ("source", "source"),
+]
+
+
+def model_card_html(info: dict[str, Any] | None, slot: str) -> str:
+    """A loaded model's card, or what to do when the slot is empty."""
+    if not info:
+        return f'<div class="as-card as-muted">Slot {esc(slot)} is empty. Load <code>default</code>, a hub id or a local folder.</div>'
+    rows = []
+    for key, label in CARD_FIELDS:
+        value = info.get(key)
+        if isinstance(value, float):
+            value = f"{value:,.1f}"
+        elif isinstance(value, int) and key == "parameters":
+            value = f"{value:,}"
+        rows.append(f"<tr><th>{esc(label)}</th><td>{esc(value)}</td></tr>")
+    capabilities = ", ".join(name for name, on in (info.get("capabilities") or {}).items() if on) or "none"
+    rows.append(f"<tr><th>capabilities</th><td>{esc(capabilities)}</td></tr>")
+    return f'<div class="as-card"><div class="as-card-title">Model {esc(slot)}</div><table>{"".join(rows)}</table></div>'
+
+
+def message_html(text: str, kind: str = "error") -> str:
+    """A one-line status message (errors in red)."""
+    return f'<div class="as-message as-{esc(kind)}">{esc(text)}</div>' if text else ""

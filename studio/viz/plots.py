@@ -1,0 +1,129 @@
+"""Plotly figures of episodes: the path on the map, rewards, per-step signals, latency.
+
+Pure functions of the records (plus an environment to draw a map); two episodes can be
+overlaid (models A and B on the same seed). plotly is imported here, not at ``import studio``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from studio.trace import Episode, Step
+
+COLOURS = ("#2563eb", "#ea580c")
+LAYOUT = dict(template="plotly_white", margin=dict(l=40, r=16, t=40, b=32), legend=dict(orientation="h", y=-0.08), font=dict(size=12))
+
+
+def step_signals(step: Step) -> dict[str, float | None]:
+    """What the signal plots show for one step."""
+    tokens = step.tokens or []
+    logprobs = [t.logprob for t in tokens]
+    entropies = [t.entropy for t in tokens if t.entropy is not None]
+    action_entropy = step.extra.get("action_entropy")
+    return {
+        "reward": float(step.reward),
+        # Score mode stores the entropy of the distribution over valid actions; otherwise the
+        # mean entropy of the generated tokens stands in.
+        "entropy": float(action_entropy) if action_entropy is not None else (sum(entropies) / len(entropies) if entropies else None),
+        "chosen_probability": step.extra.get("chosen_action_probability"),
+        "mean_logprob": sum(logprobs) / len(logprobs) if logprobs else None,
+        "policy_s": step.timing.get("policy_s"),
+        "env_s": step.timing.get("env_s"),
+        "tokens": float(len(tokens)) if tokens else None,
+    }
+
+
+def _series(episode: Episode, name: str) -> tuple[list[int], list[float | None]]:
+    values = [step_signals(s)[name] for s in episode.steps]
+    return [s.index for s in episode.steps], values
+
+
+def signals_figure(episode: Episode | None, overlay: Episode | None = None) -> go.Figure:
+    """Reward and return; entropy, chosen-action probability and mean token logprob; latency; tokens."""
+    figure = make_subplots(
+        rows=4, cols=1, shared_xaxes=True, vertical_spacing=0.06,
+        subplot_titles=("reward and return", "entropy · chosen-action probability · mean token logprob", "latency (s)", "tokens generated"),
+    )
+    episodes = [e for e in (episode, overlay) if e is not None and e.steps]
+    for number, item in enumerate(episodes):
+        colour, dash = COLOURS[number], ("solid" if number == 0 else "dash")
+        label = _label(item)
+        x, rewards = _series(item, "reward")
+        returns, total = [], 0.0
+        for value in rewards:
+            total += value or 0.0
+            returns.append(total)
+        figure.add_bar(x=x, y=rewards, name=f"reward · {label}", marker_color=colour, opacity=0.45, row=1, col=1)
+        figure.add_scatter(x=x, y=returns, name=f"return · {label}", line=dict(color=colour, dash=dash), row=1, col=1)
+        for name, symbol in (("entropy", "circle"), ("chosen_probability", "diamond"), ("mean_logprob", "square")):
+            xs, ys = _series(item, name)
+            if any(v is not None for v in ys):
+                figure.add_scatter(x=xs, y=ys, mode="lines+markers", name=f"{name.replace('_', ' ')} · {label}", marker_symbol=symbol, line=dict(color=colour, dash=dash), row=2, col=1)
+        for name, symbol in (("policy_s", "circle"), ("env_s", "x")):
+            xs, ys = _series(item, name)
+            figure.add_scatter(x=xs, y=ys, mode="lines+markers", name=f"{name} · {label}", marker_symbol=symbol, line=dict(color=colour, dash=dash), row=3, col=1)
+        xs, ys = _series(item, "tokens")
+        if any(v is not None for v in ys):
+            figure.add_bar(x=xs, y=ys, name=f"tokens · {label}", marker_color=colour, opacity=0.6, row=4, col=1)
+    figure.update_layout(**LAYOUT, height=720, barmode="group", showlegend=True)
+    figure.update_xaxes(title_text="step", row=4, col=1, dtick=1 if episode is not None and episode.length <= 30 else None)
+    if not episodes:
+        figure.add_annotation(text="No steps yet: press Step", showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
+    return figure
+
+
+def path_figure(env: Any, episode: Episode | None, overlay: Episode | None = None) -> go.Figure | None:
+    """The agent's path drawn over the map (environments that know where the agent is), else None."""
+    if episode is None or not episode.steps or episode.steps[0].state is None:
+        return None
+    env.reset(seed=episode.seed)
+    env.set_state(episode.steps[0].state)
+    if env.agent_xy(episode.steps[0].state) is None:
+        return None
+    figure = go.Figure()
+    figure.add_trace(go.Image(z=env.render()))
+    for number, item in enumerate(e for e in (episode, overlay) if e is not None and e.steps):
+        points = path_points(env, item)
+        offset = 4 * number  # two paths over the same cells stay apart
+        figure.add_scatter(
+            x=[p[0] + offset for p in points], y=[p[1] + offset for p in points], mode="lines+markers",
+            name=_label(item), line=dict(color=COLOURS[number], width=3, dash="solid" if number == 0 else "dash"),
+            marker=dict(size=7), text=[f"step {i}" for i in range(len(points))], hoverinfo="text",
+        )
+    figure.update_layout(**LAYOUT, height=480, title="path (start: step 0)")
+    figure.update_xaxes(visible=False)
+    figure.update_yaxes(visible=False)
+    return figure
+
+
+def path_points(env: Any, episode: Episode) -> list[tuple[float, float]]:
+    """The agent's position before every step, and after the last one."""
+    points = [env.agent_xy(s.state) for s in episode.steps if s.state is not None]
+    last = episode.steps[-1]
+    if last.state is not None and last.action is not None and last.valid:
+        env.reset(seed=episode.seed)
+        env.set_state(last.state)
+        env.step(last.action)  # deterministic environments: the final position
+        points.append(env.agent_xy(env.get_state()))
+    return [p for p in points if p is not None]
+
+
+def action_distribution_figure(step: Step | None) -> go.Figure | None:
+    """The probability of every valid action at a score-mode step (None for other steps)."""
+    if step is None or not step.action_logprobs:
+        return None
+    ranked = sorted(step.action_logprobs.items(), key=lambda item: item[1])
+    colours = [COLOURS[1] if action == step.action else COLOURS[0] for action, _ in ranked]
+    figure = go.Figure(go.Bar(x=[math.exp(v) for _, v in ranked], y=[a for a, _ in ranked], orientation="h", marker_color=colours))
+    figure.update_layout(**LAYOUT, height=max(220, 26 * len(ranked) + 80), title=f"step {step.index}: probability of each valid action (taken in orange)")
+    figure.update_xaxes(range=[0, 1], title_text="probability")
+    return figure
+
+
+def _label(episode: Episode) -> str:
+    model = (episode.model or {}).get("id")
+    return f"{episode.policy}{' · ' + model.split('/')[-1] if model else ''} · {episode.id[:6]}"
