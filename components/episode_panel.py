@@ -232,7 +232,7 @@ def wire(panel: EpisodePanel, state: gr.State, render: Render) -> None:
         return [timeline_html(episode, step.index if step else None, mode, session.read_only), candidates_html(step, mode), action_distribution_figure(step), ""]
 
     views = [panel.timeline, panel.candidates, panel.distribution, panel.prompt]
-    panel.selected.release(select, [state, panel.selected, panel.colour], views, **private)
+    panel.selected.input(select, [state, panel.selected, panel.colour], views, **private)
     panel.colour.change(select, [state, panel.selected, panel.colour], views, **private)
 
     def show_prompt(session: StudioSession, at: float) -> str:

@@ -72,6 +72,11 @@ class StudioSession:
         self._policy_key: tuple[Any, ...] | None = None
         self._lock = threading.RLock()
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> StudioSession:
+        # Gradio deep-copies the value a State factory returns; the factory already made a fresh
+        # session for this user, and its locks, runner and models must stay the same objects.
+        return self
+
     # -- models ---------------------------------------------------------------------------------
     def load_model(self, slot: str, name: str, device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False, progress: ProgressCallback = no_progress) -> dict[str, Any]:
         """Load ``name`` into slot A or B (shared with other sessions that load the same model)."""

@@ -93,12 +93,19 @@ def test_help_is_available_everywhere() -> None:
         assert result.returncode == 0 and "usage:" in result.stdout
 
 
-def test_serve_starts_and_serves_the_studio() -> None:
-    with running_studio() as url:
+def test_serve_starts_with_the_default_model_and_the_first_step_needs_no_setup(tmp_path: Path) -> None:
+    """The README's run command: the default model in slot A, gridworld reset, Step just works."""
+    from gradio_client import Client
+
+    with running_studio("--db", str(tmp_path / "s.db")) as url:
         with urllib.request.urlopen(url, timeout=5) as response:
             assert "Agent Studio" in response.read().decode("utf-8", "replace")
-        with urllib.request.urlopen(url + "config", timeout=5) as response:
-            assert "gridworld" in response.read().decode("utf-8")
+        client = Client(url, verbose=False)
+        first = client.predict("", api_name="/step")  # a new session, nothing configured
+        assert first["step"]["actor"] == "react" and first["step"]["index"] == 0 and first["step"]["tokens"]
+        assert first["episode"]["env"] == "gridworld" and first["episode"]["seed"] == 0
+        episode = client.predict(api_name="/get_episode")
+        assert episode["model"]["id"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
 def test_runs_are_stored_and_become_trajectory_pairs(tmp_path: Path) -> None:

@@ -1,0 +1,154 @@
+"""The studio as a user drives it: Playwright and Debian's Chromium against the running app."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.live_server import CHROMIUM, CHROMIUM_ARGS, running_studio
+
+pytestmark = pytest.mark.browser
+ROOT = Path(__file__).resolve().parent.parent
+XSS_MODEL = ROOT / "tests" / "data" / "xss_model.json"
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory: pytest.TempPathFactory):
+    """One studio for the module; model A of new sessions is the scripted XSS model (fast to start)."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `bash scripts/setup.sh --test` (it installs Chromium)")
+    from playwright.sync_api import sync_playwright
+
+    db = tmp_path_factory.mktemp("browser") / "studio.db"
+    with running_studio("--model", f"scripted:{XSS_MODEL}", "--db", str(db)) as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield {"url": url, "browser": browser, "db": db}
+        browser.close()
+
+
+def open_page(studio, width: int = 1280, height: int = 800):
+    page = studio["browser"].new_context(viewport={"width": width, "height": height}).new_page()
+    page.goto(studio["url"])
+    page.locator("#as-timeline .as-empty").wait_for(timeout=60_000)  # gridworld is ready, nothing stepped
+    return page
+
+
+def step_count(page) -> int:
+    return page.locator("#as-timeline .as-step").count()
+
+
+def wait_steps(page, count: int, timeout: float = 120_000) -> None:
+    page.wait_for_function(f"document.querySelectorAll('#as-timeline .as-step').length === {count}", timeout=timeout)
+
+
+def signals_points(page) -> int:
+    return page.evaluate("() => { const p = document.querySelector('#as-signals .js-plotly-plot'); return p ? p.data.find(t => t.name.startsWith('reward')).x.length : -1; }")
+
+
+def test_default_model_three_steps_trace_plots_and_fork(studio) -> None:
+    page = open_page(studio)
+    page.get_by_role("tab", name="Models").click()
+    page.locator("#as-model-a input, #as-model-a textarea").first.fill("default")
+    page.click("#as-load-a")
+    page.locator("#as-model-message-a", has_text="Loaded HuggingFaceTB/SmolLM2-135M-Instruct").wait_for(timeout=180_000)
+    assert "LlamaForCausalLM" in page.inner_text("#as-card-a")
+
+    page.get_by_role("tab", name="Episode", exact=True).click()
+    page.click("#as-reset")
+    page.locator("#as-timeline .as-empty").wait_for(timeout=30_000)
+    page.click("#as-step")
+    wait_steps(page, 1)
+    page.keyboard.press("s")  # the keyboard shortcut
+    wait_steps(page, 2)
+    page.click("#as-step")
+    wait_steps(page, 3)
+    header = page.inner_text("#as-timeline .as-episode-head")
+    assert "HuggingFaceTB/SmolLM2-135M-Instruct" in header and "3 steps" in header
+    assert page.locator("#as-timeline .as-tok").count() > 10  # coloured tokens from the real model
+    assert page.locator("#as-frame img").count() == 1
+
+    page.get_by_role("tab", name="Plots").click()
+    page.wait_for_function("() => { const p = document.querySelector('#as-signals .js-plotly-plot'); return p && p.data.length > 0; }", timeout=30_000)
+    assert signals_points(page) == 3
+    page.get_by_role("tab", name="Episode", exact=True).click()
+    page.click("#as-step")
+    wait_steps(page, 4)
+    page.get_by_role("tab", name="Plots").click()
+    page.wait_for_function("() => document.querySelector('#as-signals .js-plotly-plot').data.find(t => t.name.startsWith('reward')).x.length === 4", timeout=30_000)
+
+    # Fork from step 1: steps 0 stays, the next step is a new step 1.
+    page.get_by_role("tab", name="Episode", exact=True).click()
+    slider_box = page.locator("#as-selected input[type=number]")
+    slider_box.fill("1")
+    slider_box.press("Enter")
+    page.wait_for_function("document.querySelector('#as-timeline .as-selected')?.dataset.step === '1'", timeout=30_000)
+    page.click("#as-fork")
+    wait_steps(page, 1)
+    assert "fork of" in page.inner_text("#as-timeline .as-episode-head")
+    page.click("#as-step")
+    wait_steps(page, 2)
+    page.close()
+
+
+def test_model_and_user_text_is_shown_as_text_and_runs_nothing(studio) -> None:
+    page = open_page(studio)
+    dialogs = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    page.click("#as-step")  # model A is the scripted model whose thought carries <img onerror> and <script>
+    wait_steps(page, 1)
+    page.click("#as-step")
+    wait_steps(page, 2)
+    timeline = page.locator("#as-timeline")
+    text = timeline.inner_text()
+    assert '<img src=x onerror="window.__xss=1">' in text.replace("\u200b", "") or "onerror" in text
+    assert "<script>window.__xss=2</script>" in text
+    assert timeline.locator("img").count() == 0 and timeline.locator("script").count() == 0 and timeline.locator("b").count() == 0
+    # A person's typed action with markup: recorded as an invalid action, shown as text.
+    policy = page.locator("#as-policy input")
+    policy.click()
+    page.get_by_role("option", name="Human (you pick or type each action)").click()
+    action = page.locator("#as-human-action input")
+    action.fill('<img src=x onerror="window.__xss=3">')
+    action.press("Enter")
+    page.click("#as-take-action")
+    wait_steps(page, 3)
+    assert "invalid" in page.locator("#as-timeline .as-step").nth(2).inner_text()
+    slider_box = page.locator("#as-selected input[type=number]")
+    slider_box.fill("0")
+    slider_box.press("Enter")
+    page.wait_for_function("document.querySelector('#as-timeline .as-selected')?.dataset.step === '0'", timeout=30_000)
+    page.click("#as-show-prompt")
+    page.locator("#as-prompt .as-msg").first.wait_for(timeout=30_000)
+    assert page.evaluate("window.__xss") is None and dialogs == []
+    assert page.locator("#as-prompt img, #as-candidates-view img").count() == 0
+    page.close()
+
+
+def test_empty_state_and_layout_at_1920(studio) -> None:
+    page = open_page(studio, 1920, 1080)
+    empty = page.inner_text("#as-timeline .as-empty")
+    assert "Press Step" in empty and "default model" in empty
+    step_box, timeline_box = page.locator("#as-step").bounding_box(), page.locator("#as-timeline").bounding_box()
+    assert step_box["y"] < 1080 and timeline_box["x"] > step_box["x"]  # controls left, trace right, Step above the fold
+    page.close()
+
+
+def test_named_api_endpoints(studio) -> None:
+    from gradio_client import Client
+
+    client = Client(studio["url"], verbose=False)
+    card = client.predict("B", "default", "auto", "auto", api_name="/load_model")
+    assert card["architecture"] == "LlamaForCausalLM"
+    reset = client.predict("gridworld", '{"size": 7}', 3, "expert", api_name="/reset")
+    assert reset["seed"] == 3 and "go north" in reset["valid_actions"]
+    step = client.predict("", api_name="/step")
+    assert step["step"]["index"] == 0 and step["step"]["actor"] == "expert" and "frame" not in step["step"]
+    human = client.predict("go west", api_name="/step")
+    assert human["step"]["actor"] == "human"
+    summary = client.predict(0, api_name="/run")
+    assert summary["steps"] >= 2 and summary["end_reason"]
+    episode = client.predict(api_name="/get_episode")
+    assert episode["id"] == summary["episode_id"] and len(episode["steps"]) == summary["steps"]
+    failed = client.predict("nowhere", "{}", 0, "expert", api_name="/reset")
+    assert set(failed) == {"error"} and "Unknown environment 'nowhere'" in failed["error"]

@@ -1,0 +1,122 @@
+"""The per-user session behind the panels and the API: no browser, a scripted model, a real store."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from storage import open_store
+from studio.errors import StudioError
+from studio.models.registry import ModelRegistry
+from studio.models.scripted import ScriptedBackend
+from studio.session import EpisodeSettings, StudioSession
+
+ROOT = Path(__file__).resolve().parent.parent
+OUTPUTS = ["Thought: east.\nAction: go east", "Thought: north.\nAction: go north", "Thought: hm.\nAction: fly"]
+
+
+@pytest.fixture()
+def registry() -> ModelRegistry:
+    return ModelRegistry()
+
+
+def session_with_model(registry: ModelRegistry, sinks=None, **settings) -> StudioSession:
+    model = registry.add("scripted-test", ScriptedBackend(OUTPUTS))
+    return StudioSession(registry, sinks=sinks, model_a=model, settings=EpisodeSettings(**settings))
+
+
+def test_reset_step_run_and_every_step_is_stored(registry: ModelRegistry, tmp_path: Path) -> None:
+    store = open_store(tmp_path / "s.db")
+    session = session_with_model(registry, sinks=[store.episodes.sink()])
+    episode = session.reset()
+    assert session.current_observation() and session.current_frame().shape[2] == 3 and "go east" in session.valid_actions()
+    assert store.episodes.count()["episodes"] == 0  # nothing stored until something happens
+    step = session.step()
+    assert step.actor == "react" and step.action == "go east"
+    steps = list(session.run(3))
+    assert len(steps) == 3 and session.episode.length == 4
+    assert store.episodes.get(episode.id).length == 4
+
+
+def test_stop_from_another_thread_ends_a_run(registry: ModelRegistry) -> None:
+    session = session_with_model(registry, policy="random")
+    session.reset()
+    seen = []
+    for step in session.run(None):
+        seen.append(step.index)
+        if len(seen) == 2:
+            threading.Thread(target=session.stop).start()
+            threading.Event().wait(0.05)
+    assert len(seen) in (2, 3) and not session.episode.done
+
+
+def test_human_takeover_and_hand_back(registry: ModelRegistry) -> None:
+    session = session_with_model(registry)
+    session.reset()
+    session.step()
+    session.update(replace(session.settings, policy="human"))
+    with pytest.raises(StudioError, match="Human mode"):
+        session.step()
+    taken = session.step(action="go south")
+    assert taken.actor == "human" and taken.action == "go south"
+    session.update(replace(session.settings, policy="react-a"))
+    assert session.step().actor == "react"
+    assert [s.actor for s in session.episode.steps] == ["react", "human", "react"]
+
+
+def test_changed_sampling_applies_to_the_next_step(registry: ModelRegistry) -> None:
+    session = session_with_model(registry)
+    session.reset()
+    session.update(replace(session.settings, candidates=3, temperature=0.7))
+    step = session.step()
+    assert len(step.candidates) == 2
+    assert session.episode.steps[0].actor == "react"
+
+
+def test_fork_and_read_only_episodes(registry: ModelRegistry, tmp_path: Path) -> None:
+    store = open_store(tmp_path / "s.db")
+    session = session_with_model(registry, sinks=[store.episodes.sink()], policy="expert")
+    original = session.reset()
+    list(session.run(4))
+    forked = session.fork(2)
+    assert forked.parent_id == original.id and forked.length == 2
+    session.step()
+    assert session.episode.length == 3
+    session.open(store.episodes.get(original.id))
+    assert session.read_only and session.episode.id == original.id
+    with pytest.raises(StudioError, match="read-only"):
+        session.step()
+    again = session.fork(1)
+    assert not session.read_only and again.parent_id == original.id and again.length == 1
+
+
+def test_models_load_into_slots_and_are_released(registry: ModelRegistry) -> None:
+    script = str(ROOT / "tests" / "data" / "xss_model.json")
+    first, second = StudioSession(registry), StudioSession(registry)
+    info = first.load_model("b", f"scripted:{script}")
+    assert info["id"] == "scripted:xss_model.json"
+    second.load_model("A", f"scripted:{script}")
+    assert first.models["B"] is second.models["A"]  # one copy per process
+    first.unload_model("B")
+    assert any(row["name"] == f"scripted:{script}" for row in registry.loaded())  # the other session still uses it
+    second.close()
+    assert registry.loaded() == []
+    with pytest.raises(StudioError, match="Unknown model slot"):
+        first.load_model("C", "default")
+    with pytest.raises(StudioError, match="Cannot read the scripted model"):
+        first.load_model("A", "scripted:/no/such/file.json")
+
+
+def test_bad_settings_change_nothing(registry: ModelRegistry) -> None:
+    session = session_with_model(registry)
+    episode = session.reset()
+    with pytest.raises(StudioError, match="Unknown environment"):
+        session.reset(replace(session.settings, env="nope"))
+    with pytest.raises(StudioError, match="Model B is not loaded"):
+        session.reset(replace(session.settings, policy="react-b"))
+    with pytest.raises(StudioError, match="must be"):
+        session.reset(replace(session.settings, env_options={"size": 99}))
+    assert session.episode.id == episode.id and session.settings.env == "gridworld"

@@ -1,0 +1,102 @@
+"""The HTML and figures the panels show: untrusted text stays text, numbers land where they should."""
+
+from __future__ import annotations
+
+import math
+import re
+
+from studio.agents.scripted import make_policy
+from studio.runner import EpisodeRunner, RunnerConfig
+from studio.trace import Candidate, Episode, Step, TokenInfo
+from studio.envs import make_env
+from studio.viz.html import candidates_html, model_card_html, prompt_html, timeline_html, token_colour, tokens_html
+from studio.viz.plots import action_distribution_figure, path_figure, path_points, signals_figure
+
+ATTACK = '<img src=x onerror="alert(1)"><script>alert(2)</script>'
+
+
+def hostile_episode() -> Episode:
+    tokens = [TokenInfo(1, "<script>", -0.1, 0.5), TokenInfo(2, "alert(3)</script>", -3.0, 2.0)]
+    step = Step(
+        index=0, observation=ATTACK, action=ATTACK, actor=ATTACK, raw=ATTACK, thought=ATTACK, valid=False,
+        invalid_reason=ATTACK, next_observation=ATTACK, tokens=tokens,
+        prompt=[{"role": "system", "content": ATTACK}, {"role": ATTACK, "content": [{"type": "image"}, {"type": "text", "text": ATTACK}]}],
+        candidates=[Candidate(raw=ATTACK, thought=ATTACK, action=ATTACK, valid=False, invalid_reason=ATTACK)],
+    )
+    return Episode(env=ATTACK, seed=0, policy=ATTACK, model={"id": ATTACK}, steps=[step])
+
+
+def assert_no_markup_from_text(html: str) -> None:
+    assert "<img" not in html and "<script" not in html
+    assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in html or "&lt;script&gt;" in html
+
+
+def test_everything_untrusted_is_escaped() -> None:
+    episode = hostile_episode()
+    step = episode.steps[0]
+    for html in (
+        timeline_html(episode, 0),
+        timeline_html(episode, 0, "entropy", read_only=True),
+        candidates_html(step),
+        prompt_html(step),
+        model_card_html({"id": ATTACK, "architecture": ATTACK, "capabilities": {ATTACK: True}}, "A"),
+        tokens_html(step.tokens),
+    ):
+        assert_no_markup_from_text(html)
+
+
+def test_tokens_are_coloured_by_probability_or_entropy() -> None:
+    sure, unsure = TokenInfo(1, "a", 0.0, 0.1), TokenInfo(2, "b", math.log(0.01), 3.9)
+    assert token_colour(sure, "logprob").startswith("hsla(120,") and token_colour(unsure, "logprob").startswith("hsla(1,")
+    low, high = token_colour(sure, "entropy"), token_colour(unsure, "entropy")
+    assert float(re.findall(r"[\d.]+\)$", low)[0][:-1]) < float(re.findall(r"[\d.]+\)$", high)[0][:-1])
+    html = tokens_html([sure, unsure])
+    assert html.count('class="as-tok"') == 2 and 'title="p=0.010 · logprob=-4.605 · entropy=3.900"' in html
+
+
+def test_timeline_shows_each_step_and_an_empty_state() -> None:
+    runner = EpisodeRunner("gridworld", make_policy("expert"), config=RunnerConfig(record_frames=False))
+    runner.reset(seed=0)
+    assert "Nothing has happened yet" in timeline_html(runner.episode)
+    runner.run(max_steps=3)
+    html = timeline_html(runner.episode, selected=1)
+    assert html.count('class="as-step') == 3 and 'data-steps="3"' in html
+    assert re.search(r'class="as-step as-selected"[^>]*data-step="1"', html)
+
+
+def test_signal_plots_have_a_point_per_step_and_overlay_dashed() -> None:
+    first = EpisodeRunner("gridworld", make_policy("expert"))
+    first.reset(seed=1)
+    a = first.run()
+    second = EpisodeRunner("gridworld", make_policy("random"))
+    second.reset(seed=1)
+    b = second.run(max_steps=4)
+    figure = signals_figure(a, b)
+    rewards = [t for t in figure.data if t.name.startswith("reward")]
+    assert [len(t.x) for t in rewards] == [a.length, b.length]
+    assert {t.line.dash for t in figure.data if t.type == "scatter" and t.name.startswith("return")} == {"solid", "dash"}
+    assert signals_figure(None).layout.annotations  # the empty state says what to do
+
+
+def test_the_path_follows_the_agent_over_the_map() -> None:
+    runner = EpisodeRunner("gridworld", make_policy("expert"))
+    runner.reset(seed=2)
+    episode = runner.run()
+    env = make_env("gridworld")
+    points = path_points(env, episode)
+    assert len(points) == episode.length + 1
+    goal = env.cell_box(*episode.steps[0].state["goal"])
+    assert points[-1] == ((goal[0] + goal[2]) / 2, (goal[1] + goal[3]) / 2)  # the expert ends on the goal
+    figure = path_figure(make_env("gridworld"), episode)
+    assert figure.data[0].type == "image" and len(figure.data[1].x) == episode.length + 1
+    wiki = EpisodeRunner("wikihop", make_policy("expert"))
+    wiki.reset(seed=0)
+    assert path_figure(make_env("wikihop"), wiki.run()) is None  # no map to draw on
+
+
+def test_action_distribution_of_a_scored_step() -> None:
+    step = Step(index=0, observation="", action="go east", action_logprobs={"go east": math.log(0.7), "go west": math.log(0.3)})
+    figure = action_distribution_figure(step)
+    assert sorted(figure.data[0].x) == [0.3, 0.7] or [round(x, 6) for x in sorted(figure.data[0].x)] == [0.3, 0.7]
+    assert list(figure.data[0].y) == ["go west", "go east"]
+    assert action_distribution_figure(Step(index=0, observation="", action="x")) is None
