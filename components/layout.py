@@ -41,7 +41,9 @@ class Renderer:
         self.outputs = [*episode.outputs, *plots.outputs]
 
     def __call__(self, session: StudioSession, message: str = "", kind: str = "error", selected: int | None = None, mode: str = "logprob") -> list[Any]:
-        return [*self.episode.render(session, message, kind, selected, mode), *self.plots.render(session, self.store)]
+        # Figures cost tens of milliseconds to build and to draw: only while the Plots tab is open.
+        plots = self.plots.render(session, self.store) if session.plots_visible else [gr.skip()] * len(self.plots.outputs)
+        return [*self.episode.render(session, message, kind, selected, mode), *plots]
 
 
 def new_session(services: Services) -> StudioSession:
@@ -61,11 +63,11 @@ def build_app(services: Services) -> gr.Blocks:
             gr.Markdown(f"# {TITLE}\n{TAGLINE}")
             database = gr.Markdown(elem_id="as-database")
         with gr.Tabs(selected="episode") as tabs:
-            with gr.Tab("Episode", id="episode"):
+            with gr.Tab("Episode", id="episode") as episode_tab:
                 episode = episode_panel.build(state)
-            with gr.Tab("Plots", id="plots", elem_id="as-tab-plots"):
+            with gr.Tab("Plots", id="plots", elem_id="as-tab-plots") as plots_tab:
                 plots = plots_panel.build()
-            with gr.Tab("Models", id="models"):
+            with gr.Tab("Models", id="models") as models_tab:
                 slots = model_panel.build(state)
             with gr.Tab("Episodes", id="episodes") as episodes_tab:
                 browser = browser_panel.build(services.store)
@@ -76,6 +78,13 @@ def build_app(services: Services) -> gr.Blocks:
         plots_panel.wire(plots, state, services.store)
         model_panel.wire(slots, state)
         _wire_browser(browser, state, render, tabs, services.store)
+        def show_plots(session: StudioSession, visible: bool) -> list[Any]:
+            session.plots_visible = visible
+            return [session, *(plots.render(session, services.store) if visible else [gr.skip()] * len(plots.outputs))]
+
+        for tab in (episode_tab, models_tab, episodes_tab):
+            tab.select(lambda session: show_plots(session, False), [state], [state, *plots.outputs], api_visibility="private", concurrency_limit=None)
+        plots_tab.select(lambda session: show_plots(session, True), [state], [state, *plots.outputs], api_visibility="private", concurrency_limit=None)
         episodes_tab.select(lambda *f: browser_panel.rows(services.store, *f), browser.filters, [browser.table], api_visibility="private", concurrency_limit=None)
 
         def on_load(session: StudioSession) -> list[Any]:

@@ -69,6 +69,8 @@ class StudioSession:
         """An episode opened from the store: shown read-only until it is forked."""
         self.overlay: Episode | None = None
         """Another episode drawn over this one in the plots (e.g. model B on the same seed)."""
+        self.plots_visible = False
+        """Whether the user is looking at the plots (they are only drawn then)."""
         self._policy_key: tuple[Any, ...] | None = None
         self._lock = threading.RLock()
 

@@ -85,7 +85,7 @@ def path_figure(env: Any, episode: Episode | None, overlay: Episode | None = Non
     if env.agent_xy(episode.steps[0].state) is None:
         return None
     figure = go.Figure()
-    figure.add_trace(go.Image(z=env.render()))
+    figure.add_trace(go.Image(source=png_data_uri(env.render())))  # a PNG, not a JSON array of pixels
     for number, item in enumerate(e for e in (episode, overlay) if e is not None and e.steps):
         points = path_points(env, item)
         offset = 4 * number  # two paths over the same cells stay apart
@@ -122,6 +122,12 @@ def action_distribution_figure(step: Step | None) -> go.Figure | None:
     figure.update_layout(**LAYOUT, height=max(220, 26 * len(ranked) + 80), title=f"step {step.index}: probability of each valid action (taken in orange)")
     figure.update_xaxes(range=[0, 1], title_text="probability")
     return figure
+
+
+def png_data_uri(frame: Any) -> str:
+    from studio.trace import encode_frame
+
+    return "data:image/png;base64," + encode_frame(frame)
 
 
 def _label(episode: Episode) -> str:
