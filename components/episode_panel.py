@@ -137,7 +137,7 @@ def build(state: gr.State, sample_env: str = "gridworld") -> EpisodePanel:
                 run_all = gr.Button("Run to end", elem_id="as-run", min_width=90)
                 stop = gr.Button("Stop", variant="stop", elem_id="as-stop", min_width=60)
             with gr.Row():
-                run_count = gr.Number(value=5, precision=0, minimum=1, label="N", scale=1, min_width=60)
+                run_count = gr.Number(value=5, precision=0, minimum=1, label="N", scale=1, min_width=90)
                 run_n = gr.Button("Run N", scale=1, elem_id="as-run-n", min_width=70)
                 human_action = gr.Dropdown([], label="Your action (pick or type)", allow_custom_value=True, scale=3, elem_id="as-human-action", min_width=140)
                 take_action = gr.Button("Take action", scale=2, elem_id="as-take-action", min_width=90)
@@ -242,6 +242,10 @@ def wire(panel: EpisodePanel, state: gr.State, render: Render) -> None:
         return prompt_html(episode.steps[int(at)])
 
     panel.show_prompt.click(show_prompt, [state, panel.selected], [panel.prompt], **private)
+
+    # K greedy candidates would be K copies of one text: asking for several turns sampling on.
+    temperature, candidates = settings[5], settings[8]
+    candidates.input(lambda k, t: gr.Slider(value=0.7) if k > 1 and t == 0 else gr.skip(), [candidates, temperature], [temperature], **private)
 
 
 def _step_note(step: Any) -> str:

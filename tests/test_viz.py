@@ -100,3 +100,11 @@ def test_action_distribution_of_a_scored_step() -> None:
     assert sorted(figure.data[0].x) == [0.3, 0.7] or [round(x, 6) for x in sorted(figure.data[0].x)] == [0.3, 0.7]
     assert list(figure.data[0].y) == ["go west", "go east"]
     assert action_distribution_figure(Step(index=0, observation="", action="x")) is None
+
+
+def test_text_written_before_generation_is_shown_plain_before_the_tokens() -> None:
+    from studio.viz.html import output_html
+
+    tokens = [TokenInfo(1, " east", -0.2, 0.3), TokenInfo(2, ".\nAction: go east", -0.1, 0.2)]
+    html = output_html("Thought: east.\nAction: go east", "east.", "go east", tokens, True, None, "logprob")
+    assert '<span class="as-text">Thought:</span><span class="as-tokens">' in html

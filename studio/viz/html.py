@@ -50,7 +50,13 @@ def tokens_html(tokens: list[TokenInfo], mode: str = "logprob") -> str:
 
 def output_html(raw: str, thought: str | None, action: str | None, tokens: list[TokenInfo] | None, valid: bool, invalid_reason: str | None, mode: str) -> str:
     """What a policy produced: its tokens coloured (or its text), the action, and why it was invalid."""
-    body = tokens_html(tokens, mode) if tokens else f'<span class="as-text">{esc(raw if raw and raw != action else (thought or ""))}</span>'
+    if tokens:
+        generated = "".join(t.text for t in tokens)
+        # Text the policy wrote into the turn before generation (e.g. "Thought:") is shown plain.
+        written = raw[: len(raw) - len(generated)] if raw.endswith(generated) else ""
+        body = f'<span class="as-text">{esc(written)}</span>{tokens_html(tokens, mode)}'
+    else:
+        body = f'<span class="as-text">{esc(raw if raw and raw != action else (thought or ""))}</span>'
     badge = "" if valid else f'<div class="as-invalid"><span class="as-badge as-bad">invalid</span> {esc(invalid_reason or "")}</div>'
     shown_action = esc(action) if action is not None else '<span class="as-muted">(no action parsed)</span>'
     return (
