@@ -74,11 +74,18 @@ class EpisodePanel:
     candidates: gr.HTML
     distribution: gr.Plot
     prompt: gr.HTML
+    first_output: gr.Dropdown
+    second_output: gr.Dropdown
+    compare: gr.Button
+    queue_pairs: gr.Button
+    other_episode: gr.Textbox
+    compare_episode: gr.Button
+    pair_message: gr.HTML
 
     @property
     def outputs(self) -> list[gr.components.Component]:
         """What :meth:`render` fills, in order."""
-        return [self.frame, self.observation, self.status, self.human_action, self.timeline, self.selected, self.candidates, self.distribution, self.prompt]
+        return [self.frame, self.observation, self.status, self.human_action, self.timeline, self.selected, self.candidates, self.distribution, self.prompt, self.first_output, self.second_output]
 
     def render(self, session: StudioSession, message: str = "", kind: str = "error", selected: int | None = None, mode: str = "logprob") -> list[Any]:
         episode = session.episode
@@ -97,7 +104,14 @@ class EpisodePanel:
             candidates_html(step, mode),
             action_distribution_figure(step),
             "",
+            *output_choices(step),
         ]
+
+
+def output_choices(step: Any) -> list[Any]:
+    """The outputs of the selected step, for "compare these two"."""
+    names = ["taken", *(f"candidate {i + 1}" for i in range(len(step.candidates)))] if step is not None else []
+    return [gr.Dropdown(choices=names, value=names[0] if names else None), gr.Dropdown(choices=names, value=names[1] if len(names) > 1 else None)]
 
 
 def _status_line(session: StudioSession) -> str:
@@ -157,12 +171,24 @@ def build(state: gr.State, sample_env: str = "gridworld") -> EpisodePanel:
                 candidates_view = gr.HTML(elem_id="as-candidates-view")
                 distribution = gr.Plot(label="Action distribution (score mode)", elem_id="as-distribution")
                 prompt = gr.HTML(elem_id="as-prompt")
+            with gr.Accordion("Queue pairs for annotation", open=False):
+                with gr.Row():
+                    first_output = gr.Dropdown([], label="Compare", scale=2, elem_id="as-first-output")
+                    second_output = gr.Dropdown([], label="with", scale=2, elem_id="as-second-output")
+                    compare = gr.Button("Compare these two", scale=1, elem_id="as-compare")
+                with gr.Row():
+                    queue_pairs = gr.Button("Queue every candidate pair of this episode", scale=2, elem_id="as-queue-pairs")
+                    other_episode = gr.Textbox(label="Compare with episode (id)", scale=2, elem_id="as-other-episode")
+                    compare_episode = gr.Button("Compare episodes", scale=1, elem_id="as-compare-episode")
+                pair_message = gr.HTML(elem_id="as-pair-message")
     return EpisodePanel(
         settings=[env, options, seed, policy, action_mode, temperature, top_p, max_new_tokens, candidates, max_steps],
         reset=reset, step=step, run_n=run_n, run_count=run_count, run_all=run_all, stop=stop,
         human_action=human_action, take_action=take_action, colour=colour, selected=selected, fork=fork,
         show_prompt=show_prompt, frame=frame, observation=observation, status=status, timeline=timeline,
         candidates=candidates_view, distribution=distribution, prompt=prompt,
+        first_output=first_output, second_output=second_output, compare=compare, queue_pairs=queue_pairs,
+        other_episode=other_episode, compare_episode=compare_episode, pair_message=pair_message,
     )
 
 
@@ -229,9 +255,9 @@ def wire(panel: EpisodePanel, state: gr.State, render: Render) -> None:
     def select(session: StudioSession, at: float, mode: str) -> list[Any]:
         episode = session.episode
         step = episode.steps[int(at)] if episode is not None and 0 <= int(at) < episode.length else None
-        return [timeline_html(episode, step.index if step else None, mode, session.read_only), candidates_html(step, mode), action_distribution_figure(step), ""]
+        return [timeline_html(episode, step.index if step else None, mode, session.read_only), candidates_html(step, mode), action_distribution_figure(step), "", *output_choices(step)]
 
-    views = [panel.timeline, panel.candidates, panel.distribution, panel.prompt]
+    views = [panel.timeline, panel.candidates, panel.distribution, panel.prompt, panel.first_output, panel.second_output]
     panel.selected.input(select, [state, panel.selected, panel.colour], views, **private)
     panel.colour.change(select, [state, panel.selected, panel.colour], views, **private)
 

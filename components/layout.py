@@ -13,8 +13,10 @@ from typing import Any
 
 import gradio as gr
 
-from components import api, browser_panel, episode_panel, model_panel, plots_panel
+from components import annotate_panel, api, browser_panel, episode_panel, model_panel, plots_panel
 from storage import Store
+from storage.desk import AnnotationDesk
+from storage.preferences import CandidatePairSink
 from studio.errors import StudioError
 from studio.session import EpisodeSettings, StudioSession
 from studio.viz.html import message_html
@@ -48,7 +50,7 @@ class Renderer:
 
 def new_session(services: Services) -> StudioSession:
     """A fresh session: model A is the default model, gridworld seed 0 is reset and ready."""
-    sinks = [services.store.episodes.sink()] if services.store is not None else []
+    sinks = [services.store.episodes.sink(), CandidatePairSink(services.store.preferences)] if services.store is not None else []
     policy = "react-a" if services.default_model is not None else "expert"
     session = StudioSession(services.registry, sinks=sinks, model_a=services.default_model, settings=EpisodeSettings(policy=policy))
     session.reset()
@@ -71,6 +73,10 @@ def build_app(services: Services) -> gr.Blocks:
                 slots = model_panel.build(state)
             with gr.Tab("Episodes", id="episodes") as episodes_tab:
                 browser = browser_panel.build(services.store)
+            annotate = None
+            if services.store is not None:
+                with gr.Tab("Annotate", id="annotate", elem_id="as-tab-annotate") as annotate_tab:
+                    annotate = annotate_panel.build()
         api.build(state)
 
         render = Renderer(episode, plots, services.store)
@@ -82,7 +88,7 @@ def build_app(services: Services) -> gr.Blocks:
             session.plots_visible = visible
             return [session, *(plots.render(session, services.store) if visible else [gr.skip()] * len(plots.outputs))]
 
-        for tab in (episode_tab, models_tab, episodes_tab):
+        for tab in (episode_tab, models_tab, episodes_tab, *([annotate_tab] if annotate is not None else [])):
             tab.select(lambda session: show_plots(session, False), [state], [state, *plots.outputs], api_visibility="private", concurrency_limit=None)
         plots_tab.select(lambda session: show_plots(session, True), [state], [state, *plots.outputs], api_visibility="private", concurrency_limit=None)
         episodes_tab.select(lambda *f: browser_panel.rows(services.store, *f), browser.filters, [browser.table], api_visibility="private", concurrency_limit=None)
@@ -92,6 +98,15 @@ def build_app(services: Services) -> gr.Blocks:
             return [*render(session), *cards, _database_line(services.store)]
 
         app.load(on_load, [state], [*render.outputs, *(s.card for s in slots), database], api_visibility="private")
+        if annotate is not None:
+            desk = gr.State(lambda: AnnotationDesk(services.store))
+            remembered = gr.BrowserState("", storage_key="agent-studio-annotator")
+            annotate_panel.wire(annotate, state, desk, remembered, services.store)
+            annotate_panel.wire_pair_makers(episode, state, services.store)
+            load_outputs = [desk, annotate.name, *annotate.outputs]
+            app.load(annotate_panel.restore_name, [desk, remembered], load_outputs, api_visibility="private")
+            annotate_tab.select(lambda d, *f: annotate_panel.refresh(d, *f), [desk, *annotate.filters], [desk, *annotate.outputs], api_visibility="private", concurrency_limit=None)
+            annotate_tab.select(lambda: annotate_panel.overview_html(services.store), None, [annotate.overview], api_visibility="private", concurrency_limit=None)
     return app
 
 

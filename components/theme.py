@@ -9,15 +9,27 @@ import gradio as gr
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
-# S steps (unless the focus is in a text field); the button shows the shortcut.
+# Keyboard shortcuts (the buttons show them): each key presses the first *visible* button it
+# names, so one key can mean different things on different tabs. Keys typed into a text field
+# are left alone.
 KEYBOARD = """
 <script>
+const AS_KEYS = {
+  "s": ["as-step"],
+  "1": ["as-judge-left"], "2": ["as-judge-right"], "3": ["as-judge-tie"], "4": ["as-judge-both"],
+  "0": ["as-skip"], "u": ["as-undo"],
+  "g": ["as-label-good"], "n": ["as-label-neutral"], "b": ["as-label-bad"],
+  "j": ["as-label-next"], "k": ["as-label-prev"],
+};
 document.addEventListener("keydown", (event) => {
   const target = event.target;
   const typing = target && (["INPUT", "TEXTAREA", "SELECT"].includes(target.tagName) || target.isContentEditable);
-  if (typing || event.ctrlKey || event.metaKey || event.altKey || event.key.toLowerCase() !== "s") return;
-  const button = document.querySelector("#as-step");
-  if (button && !button.disabled) { event.preventDefault(); button.click(); }
+  if (typing && event.key === "Escape") { target.blur(); return; }  // Esc leaves a text field
+  if (typing || event.ctrlKey || event.metaKey || event.altKey) return;
+  for (const id of AS_KEYS[event.key.toLowerCase()] || []) {
+    const button = document.getElementById(id);
+    if (button && button.offsetParent !== null && !button.disabled) { event.preventDefault(); button.click(); return; }
+  }
 });
 </script>
 """

@@ -17,7 +17,8 @@ Formats (one JSON object per line):
 - ``episodes``: every stored episode in the core's trace format.
 
 Rows also say where they came from (``pair_id``; ``source`` for kto; ``episode_id`` for
-prm): TRL ignores columns it does not use.
+prm) and, for dpo and reward, what the annotators wrote (``rationales``, verbatim): TRL
+ignores columns it does not use.
 
 Pairs are judged by the majority of their annotators; ties, both-bad judgements and pairs
 without a majority are left out of ``dpo`` and ``reward`` and counted in the summary.
@@ -190,13 +191,18 @@ PAIR_COLUMNS = (
 )
 
 
-def judged_pairs(store: Store, summary: ExportSummary) -> Iterator[tuple[Any, str, EpisodeCache, dict[str, Any]]]:
-    """Pairs with a majority judgement, with their episodes loaded; counts what is left out."""
+def judged_pairs(store: Store, summary: ExportSummary) -> Iterator[tuple[Any, str, EpisodeCache, dict[str, Any], list[str]]]:
+    """Pairs with a majority judgement (and the annotators' rationales), with their episodes
+    loaded; counts what is left out."""
     votes: dict[str, list[str]] = defaultdict(list)
+    rationales: dict[str, list[str]] = defaultdict(list)
     with store.db.reading() as orm_session:
         session = orm_session.connection()  # Core rows: building ORM rows for 100k pairs is slow
-        for pair_id, choice in session.execute(select(AnnotationRow.pair_id, AnnotationRow.choice)).all():
+        query = select(AnnotationRow.pair_id, AnnotationRow.choice, AnnotationRow.rationale).order_by(AnnotationRow.id)
+        for pair_id, choice, rationale in session.execute(query).all():
             votes[pair_id].append(choice)
+            if rationale:
+                rationales[pair_id].append(rationale)
         rows = session.execute(select(*PAIR_COLUMNS).order_by(PairRow.left_episode_id, PairRow.step_index, PairRow.id)).all()
         left_out = Counter()
         decided: list[tuple[Any, str]] = []
@@ -221,7 +227,7 @@ def judged_pairs(store: Store, summary: ExportSummary) -> Iterator[tuple[Any, st
                 for candidate in session.execute(query).all():
                     candidates[candidate.id] = candidate
             for row, choice in chunk:
-                yield row, choice, cache, candidates
+                yield row, choice, cache, candidates, rationales.get(row.id, [])
 
 
 def side_json(row: Any, side: str, cache: EpisodeCache, candidates: dict[str, Any]) -> bytes:
@@ -274,7 +280,7 @@ def pairwise_records(store: Store, summary: ExportSummary, images: ImageWriter, 
     Many pairs share a step's prompt: its stored JSON is spliced into each line as it is,
     never decoded and encoded again (this is most of an export's work otherwise).
     """
-    for row, choice, cache, candidates in judged_pairs(store, summary):
+    for row, choice, cache, candidates, rationales in judged_pairs(store, summary):
         if choice in ("tie", "both_bad"):
             summary.left_out[choice] = summary.left_out.get(choice, 0) + 1
             continue
@@ -288,6 +294,7 @@ def pairwise_records(store: Store, summary: ExportSummary, images: ImageWriter, 
         else:
             parts = [b'"prompt":' + context, b'"chosen":' + chosen_json, b'"rejected":' + rejected_json]
         parts.append(b'"pair_id":' + dumps(row.id).encode("utf-8"))  # provenance; TRL ignores columns it does not know
+        parts.append(b'"rationales":' + dumps(rationales).encode("utf-8"))  # the annotators' own words, verbatim
         image_paths = images(frame)
         if image_paths:
             summary.images += 1
@@ -301,13 +308,14 @@ def pairwise_records(store: Store, summary: ExportSummary, images: ImageWriter, 
             else:
                 record = {"prompt": prompt, "chosen": chosen_messages, "rejected": rejected_messages}
             record["pair_id"] = row.id
+            record["rationales"] = rationales
             if image_paths:
                 record["images"] = image_paths
         yield record, b"{" + b",".join(parts) + b"}"
 
 
 def kto_records(store: Store, summary: ExportSummary, images: ImageWriter) -> Iterator[dict[str, Any]]:
-    for row, choice, cache, candidates in judged_pairs(store, summary):
+    for row, choice, cache, candidates, _rationales in judged_pairs(store, summary):
         if choice == "tie":
             summary.left_out["tie"] = summary.left_out.get("tie", 0) + 1
             continue

@@ -394,7 +394,7 @@ class PreferenceStore:
         """(pairs this annotator judged, pairs in total) under the filters."""
         with self.db.reading() as session:
             total = session.scalar(self._filtered(select(func.count()).select_from(PairRow), kind, env, source)) or 0
-            annotator_id = self._annotator_id(session, annotator, create=False)
+            annotator_id = self._annotator_id(session, annotator, create=False) if str(annotator or "").strip() else None
             if annotator_id is None:
                 return 0, total
             judged_query = select(func.count()).select_from(PairRow).join(AnnotationRow, AnnotationRow.pair_id == PairRow.id).where(AnnotationRow.annotator_id == annotator_id)
@@ -562,3 +562,18 @@ def majority(choices: Iterable[str]) -> str | None:
         return None
     return ranked[0][0]
 
+
+
+class CandidatePairSink:
+    """A runner sink that queues the pairs of each step with candidates as soon as it is stored.
+
+    Put it after the store's own sink. Sampling K candidates in the studio is then enough for
+    their pairs to appear in the annotation queue.
+    """
+
+    def __init__(self, preferences: PreferenceStore) -> None:
+        self.preferences = preferences
+
+    def handle(self, event: Any) -> None:
+        if event.kind == "step" and event.step is not None and event.step.candidates:
+            self.preferences.pairs_from_candidates(episode_ids=[event.episode.id])

@@ -39,7 +39,7 @@ def judged(tmp_path_factory: pytest.TempPathFactory) -> dict:
         trajectory.id: ("right", None),  # one annotator is a majority
     }  # step_pairs[5] stays unjudged
     for pair_id, (ada, bob) in plan.items():
-        prefs.annotate(pair_id, "ada", ada, as_shown=False)
+        prefs.annotate(pair_id, "ada", ada, rationale=f"<i>{ada}</i> & more", as_shown=False)
         if bob:
             prefs.annotate(pair_id, "bob", bob, as_shown=False)
     for index, label in enumerate(["good", "bad", "neutral"]):
@@ -82,6 +82,7 @@ def test_dpo_is_trl_conversational_preference_with_explicit_prompt(judged: dict,
     assert row["prompt"] == store.episodes.get(first.left.episode_id).steps[first.step_index].prompt  # what the model saw
     assert row["chosen"] == [{"role": "assistant", "content": side_text(store, first.left.episode_id, first.step_index, first.left.candidate_id)}]
     assert row["rejected"] == [{"role": "assistant", "content": side_text(store, first.right.episode_id, first.step_index, first.right.candidate_id)}]
+    assert row["rationales"] == ["<i>left</i> & more"]  # verbatim, markup and all
     second = store.preferences.pair(judged["steps"][1].id)
     assert by_pair[second.id]["chosen"][0]["content"] == side_text(store, second.right.episode_id, second.step_index, second.right.candidate_id)
     # A trajectory: alternating assistant turns and observations, the chosen side the one judged better.

@@ -183,3 +183,49 @@ def model_card_html(info: dict[str, Any] | None, slot: str) -> str:
 def message_html(text: str, kind: str = "error") -> str:
     """A one-line status message (errors in red)."""
     return f'<div class="as-message as-{esc(kind)}">{esc(text)}</div>' if text else ""
+
+
+# -- annotation ------------------------------------------------------------------------------------
+def history_step_html(step: Step) -> str:
+    thought = f'<div class="as-thought"><span class="as-label">Thought</span> {esc(step.thought)}</div>' if step.thought else ""
+    return (
+        f'<div class="as-hist"><div class="as-head"><span class="as-index">Step {step.index}</span> <span class="as-meta">reward {step.reward:+g}</span></div>'
+        f'<div class="as-obs"><span class="as-label">Observation</span><pre>{esc(step.observation)}</pre></div>{thought}'
+        f'<div class="as-action"><span class="as-label">Action</span> <code>{esc(step.action)}</code></div></div>'
+    )
+
+
+def context_html(instruction: str, history: list[Step], observation: str, step_index: int | None, open_latest: int = 2) -> str:
+    """What both sides of a pair share, shown once: the task, the history (older steps folded), the observation."""
+    parts = [f'<div class="as-task"><span class="as-label">Task</span> {esc(instruction)}</div>']
+    if history:
+        older, latest = history[:-open_latest] if len(history) > open_latest else [], history[-open_latest:]
+        if older:
+            parts.append(f'<details class="as-history"><summary>Steps 0–{older[-1].index} ({len(older)} earlier steps)</summary>{"".join(history_step_html(s) for s in older)}</details>')
+        parts.append(f'<div class="as-history">{"".join(history_step_html(s) for s in latest)}</div>')
+    where = f"at step {step_index}" if step_index is not None else "at the start"
+    parts.append(f'<div class="as-obs as-now"><span class="as-label">Observation {esc(where)}</span><pre>{esc(observation)}</pre></div>')
+    return f'<div class="as-context">{"".join(parts)}</div>'
+
+
+def side_html(title: str, side: Any, mode: str = "logprob") -> str:
+    """One side of a pair, blind: its output at the step, or its whole trajectory and outcome."""
+    if side.steps:
+        outcome = "success" if side.success else ("failure" if side.success is False else "unfinished")
+        steps = "".join(step_card(step, False, mode) for step in side.steps)
+        body = f'<div class="as-outcome">{esc(outcome)} · return {side.total_return or 0:g} · {len(side.steps)} steps · {esc(side.end_reason or "")}</div><div class="as-timeline">{steps}</div>'
+    else:
+        body = output_html(side.raw, side.thought, side.action, side.tokens, side.valid, side.invalid_reason, mode)
+    return f'<div class="as-side"><div class="as-side-title">{esc(title)}</div>{body}</div>'
+
+
+def labels_html(episode: Episode | None, labels: dict[int, str], selected: int | None, mode: str = "logprob") -> str:
+    """A trajectory for step labelling: every step with its label, the selected one highlighted."""
+    if episode is None or not episode.steps:
+        return '<div class="as-muted">Open an episode (its id, or the one in the Episode tab) to label its steps.</div>'
+    cards = []
+    for step in episode.steps:
+        label = labels.get(step.index)
+        badge = f'<span class="as-badge as-label-{esc(label)}">{esc(label)}</span>' if label else '<span class="as-badge as-unlabelled">unlabelled</span>'
+        cards.append(f'<div class="as-labelled">{badge}{step_card(step, step.index == selected, mode)}</div>')
+    return f'<div class="as-timeline" data-steps="{episode.length}">{episode_header(episode)}{"".join(cards)}</div>'

@@ -1,0 +1,314 @@
+"""Annotating in the browser: the blind pair queue, step labels, and the overview with downloads.
+
+Keyboard first: 1 left, 2 right, 3 tie, 4 both bad, 0 skip, U undo; on step labels
+G good, N neutral, B bad, J/K next/previous step (see ``components/theme.py``). The
+annotator's name is kept in the browser (``gr.BrowserState``).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from storage import Store
+from storage.desk import DEFAULT_TAGS, AnnotationDesk
+from storage.export import FORMATS, export
+from studio.errors import StudioError
+from studio.session import StudioSession
+from studio.viz.html import context_html, esc, labels_html, message_html, side_html
+
+CHOICE_BUTTONS = [("left", "Left is better (1)", "as-judge-left"), ("right", "Right is better (2)", "as-judge-right"), ("tie", "Tie (3)", "as-judge-tie"), ("both_bad", "Both bad (4)", "as-judge-both")]
+LABEL_BUTTONS = [("good", "Good (G)", "as-label-good"), ("neutral", "Neutral (N)", "as-label-neutral"), ("bad", "Bad (B)", "as-label-bad")]
+
+
+@dataclass
+class AnnotatePanel:
+    name: gr.Textbox
+    kind: gr.Dropdown
+    env: gr.Dropdown
+    source: gr.Dropdown
+    refresh: gr.Button
+    progress: gr.HTML
+    context: gr.HTML
+    frame: gr.Image
+    left: gr.HTML
+    right: gr.HTML
+    judge: list[tuple[str, gr.Button]]
+    skip: gr.Button
+    undo: gr.Button
+    rationale: gr.Textbox
+    tags: gr.CheckboxGroup
+    tag_set: gr.Textbox
+    confidence: gr.Radio
+    message: gr.HTML
+    # step labels
+    label_episode: gr.Textbox
+    label_current: gr.Button
+    label_step: gr.Number
+    label_buttons: list[tuple[str, gr.Button]]
+    label_prev: gr.Button
+    label_next: gr.Button
+    label_note: gr.Textbox
+    label_view: gr.HTML
+    # overview
+    overview: gr.HTML
+    overview_refresh: gr.Button
+    export_format: gr.Radio
+    export_button: gr.Button
+    download: gr.DownloadButton
+
+    @property
+    def filters(self) -> list[Any]:
+        return [self.name, self.kind, self.env, self.source]
+
+    @property
+    def outputs(self) -> list[Any]:
+        return [self.progress, self.context, self.frame, self.left, self.right, self.message, self.rationale, self.tags, self.confidence]
+
+
+def build() -> AnnotatePanel:
+    with gr.Row():
+        name = gr.Textbox(label="Your name (kept in this browser)", placeholder="e.g. ada", scale=2, elem_id="as-annotator")
+        kind = gr.Dropdown(["", "step", "trajectory"], value="", label="Kind", scale=1)
+        env = gr.Dropdown(["", "gridworld", "household", "wikihop"], value="", label="Environment", allow_custom_value=True, scale=1)
+        source = gr.Dropdown(["", "candidates", "episodes", "manual"], value="", label="Source", scale=1)
+        refresh = gr.Button("Refresh", scale=1, elem_id="as-queue-refresh")
+    with gr.Tabs():
+        with gr.Tab("Pairs"):
+            progress = gr.HTML(elem_id="as-progress")
+            with gr.Row(equal_height=False):
+                context = gr.HTML(elem_id="as-context")
+                frame = gr.Image(label="Observation frame", interactive=False, height=240, scale=0, min_width=240, elem_id="as-pair-frame")
+            with gr.Row(equal_height=False):
+                left = gr.HTML(elem_id="as-left")
+                right = gr.HTML(elem_id="as-right")
+            with gr.Row():
+                judge = [(choice, gr.Button(label, variant="primary" if choice in ("left", "right") else "secondary", elem_id=elem)) for choice, label, elem in CHOICE_BUTTONS]
+                skip = gr.Button("Skip (0)", elem_id="as-skip")
+                undo = gr.Button("Undo (U)", elem_id="as-undo")
+            with gr.Row():
+                rationale = gr.Textbox(label="Rationale (optional)", lines=2, scale=3, elem_id="as-rationale")
+                with gr.Column(scale=2):
+                    tags = gr.CheckboxGroup(list(DEFAULT_TAGS), label="Tags (optional)", elem_id="as-tags")
+                    confidence = gr.Radio(["—", "low", "medium", "high"], value="—", label="Confidence")
+            with gr.Accordion("Tag set", open=False):
+                tag_set = gr.Textbox(value=", ".join(DEFAULT_TAGS), label="Tags offered, comma-separated")
+            message = gr.HTML(elem_id="as-annotate-message")
+        with gr.Tab("Step labels"):
+            with gr.Row():
+                label_episode = gr.Textbox(label="Episode id", scale=3, elem_id="as-label-episode")
+                label_current = gr.Button("Use the episode from the Episode tab", scale=2, elem_id="as-label-current")
+                label_step = gr.Number(value=0, precision=0, minimum=0, label="Step", scale=1, elem_id="as-label-step")
+            with gr.Row():
+                label_buttons = [(label, gr.Button(text, elem_id=elem)) for label, text, elem in LABEL_BUTTONS]
+                label_prev = gr.Button("Previous (K)", elem_id="as-label-prev")
+                label_next = gr.Button("Next (J)", elem_id="as-label-next")
+            label_note = gr.Textbox(label="Note (optional)", lines=1)
+            label_view = gr.HTML(elem_id="as-label-view")
+        with gr.Tab("Overview"):
+            overview_refresh = gr.Button("Refresh", size="sm")
+            overview = gr.HTML(elem_id="as-overview")
+            with gr.Row():
+                export_format = gr.Radio(list(FORMATS), value="dpo", label="Export format")
+                export_button = gr.Button("Export", elem_id="as-export")
+                download = gr.DownloadButton("Download", visible=False, elem_id="as-download")
+    return AnnotatePanel(
+        name, kind, env, source, refresh, progress, context, frame, left, right, judge, skip, undo, rationale, tags, tag_set, confidence, message,
+        label_episode, label_current, label_step, label_buttons, label_prev, label_next, label_note, label_view,
+        overview, overview_refresh, export_format, export_button, download,
+    )
+
+
+def render_pair(desk: AnnotationDesk, message: str = "", kind: str = "info") -> list[Any]:
+    """Progress, the pair on screen (or why there is none), and cleared judgement fields."""
+    cleared = ["", gr.CheckboxGroup(choices=list(desk.tags), value=[]), "—"]
+    judged, total = desk.progress()
+    progress = f'<div class="as-progress">{esc(desk.annotator or "nobody")}: {judged} judged of {total} pairs</div>'
+    if not desk.annotator:
+        return [progress, '<div class="as-empty">Type your name above to start judging.</div>', None, "", "", message_html(message, kind), *cleared]
+    item = desk.next()
+    if item is None:
+        note = "No pairs to judge here. Sample K > 1 candidates in the Episode tab (their pairs are queued as you step), or compare two episodes."
+        return [progress, f'<div class="as-empty">{esc(note)}</div>', None, "", "", message_html(message, kind), *cleared]
+    context = context_html(item.instruction, item.history, item.observation, item.step_index)
+    return [progress, context, item.frame, side_html("Left", item.left), side_html("Right", item.right), message_html(message, kind), *cleared]
+
+
+def overview_html(store: Store) -> str:
+    stats = store.preferences.stats()
+    counts = store.episodes.count()
+    rows = "".join(f"<tr><th>{esc(name)}</th><td>{count}</td></tr>" for name, count in sorted(stats["annotations_by_annotator"].items()))
+    agreement = stats["agreement"]
+    percent = "—" if agreement["percent_agreement"] is None else f"{agreement['percent_agreement']:.1%} over {agreement['items_with_two_or_more']} pairs"
+    kappas = "".join(
+        f"<tr><th>{esc(r['annotators'][0])} vs {esc(r['annotators'][1])}</th><td>{r['percent_agreement']:.1%} on {r['items']} pairs · Cohen's kappa {'—' if r['cohen_kappa'] is None else format(r['cohen_kappa'], '.3f')}</td></tr>"
+        for r in agreement["pairwise"]
+    )
+    choices = " · ".join(f"{esc(k.replace('_', '-'))} {v}" for k, v in stats["choices"].items())
+    return (
+        '<div class="as-card"><table>'
+        f"<tr><th>episodes</th><td>{counts['episodes']} ({counts['steps']} steps)</td></tr>"
+        f"<tr><th>pairs</th><td>{stats['pairs']}</td></tr><tr><th>judgements</th><td>{stats['annotations']} ({choices})</td></tr>"
+        f"<tr><th>step labels</th><td>{stats['step_labels']}</td></tr><tr><th>agreement</th><td>{percent}</td></tr>"
+        f"{kappas}</table><div class='as-card-title'>Judgements per annotator</div><table>{rows or '<tr><td>none yet</td></tr>'}</table></div>"
+    )
+
+
+def wire(panel: AnnotatePanel, state: gr.State, desk_state: gr.State, name_memory: gr.BrowserState, store: Store) -> None:
+    private = dict(api_visibility="private", concurrency_limit=None)
+    outputs = [desk_state, *panel.outputs]
+
+    def with_filters(action):  # noqa: ANN001, ANN202 - wraps a desk action into a handler
+        def handler(desk: AnnotationDesk, name: str, kind: str, env: str, source: str, *values: Any) -> list[Any]:
+            try:
+                desk.configure(name or "", kind, env, source)
+                note = action(desk, *values)
+                return [desk, *render_pair(desk, note or "")]
+            except StudioError as exc:
+                return [desk, *render_pair(desk, str(exc), "error")]
+        return handler
+
+    panel.refresh.click(with_filters(lambda desk: None), [desk_state, *panel.filters], outputs, **private)
+    for control in (panel.kind, panel.env, panel.source):
+        control.input(with_filters(lambda desk: None), [desk_state, *panel.filters], outputs, **private)
+    panel.name.submit(with_filters(lambda desk: None), [desk_state, *panel.filters], outputs, **private)
+    panel.name.blur(lambda name: name, [panel.name], [name_memory], **private)
+    panel.name.submit(lambda name: name, [panel.name], [name_memory], **private)
+
+    def judge_action(choice: str):  # noqa: ANN202
+        def act(desk: AnnotationDesk, rationale: str, tags: list[str], confidence: str) -> str:
+            record = desk.judge(choice, rationale, tags, None if confidence == "—" else confidence)
+            said = f" · “{record.rationale}”" if record.rationale else ""
+            return f"Saved: {choice.replace('_', ' ')}{said} (judged {desk.progress()[0]})."
+        return act
+
+    judged_inputs = [desk_state, *panel.filters, panel.rationale, panel.tags, panel.confidence]
+    for choice, button in panel.judge:
+        button.click(with_filters(judge_action(choice)), judged_inputs, outputs, **private)
+    panel.skip.click(with_filters(lambda desk: desk.skip() or "Skipped: it stays in your queue."), [desk_state, *panel.filters], outputs, **private)
+    panel.undo.click(with_filters(lambda desk: "Undone: judge it again." if desk.undo() else "Nothing to undo."), [desk_state, *panel.filters], outputs, **private)
+
+    def set_tags(desk: AnnotationDesk, text: str) -> list[Any]:
+        desk.tags = tuple(t.strip() for t in (text or "").split(",") if t.strip())
+        return [desk, gr.CheckboxGroup(choices=list(desk.tags), value=[])]
+
+    panel.tag_set.submit(set_tags, [desk_state, panel.tag_set], [desk_state, panel.tags], **private)
+    panel.tag_set.blur(set_tags, [desk_state, panel.tag_set], [desk_state, panel.tags], **private)
+
+    # -- step labels ---------------------------------------------------------------------------
+    label_outputs = [panel.label_view, panel.label_step, panel.message]
+
+    def show_labels(episode_id: str, at: float, message: str = "", kind: str = "info") -> list[Any]:
+        episode_id = (episode_id or "").strip()
+        if not episode_id:
+            return [labels_html(None, {}, None), 0, message_html(message, kind)]
+        episode = store.episodes.get(episode_id)
+        index = max(0, min(int(at or 0), episode.length - 1))
+        labels = {}
+        for label in store.preferences.step_labels(episode_id):
+            labels.setdefault(label.step_index, label.label)  # first annotator's label shows; the overview has them all
+        return [labels_html(episode, labels, index), index, message_html(message, kind)]
+
+    def guarded_labels(fn):  # noqa: ANN001, ANN202
+        def handler(*values: Any) -> list[Any]:
+            try:
+                return fn(*values)
+            except StudioError as exc:
+                return [gr.skip(), gr.skip(), message_html(str(exc))]
+        return handler
+
+    def use_current(session: StudioSession) -> list[Any]:
+        episode = session.episode
+        if episode is None or not episode.steps:
+            raise StudioError("The Episode tab has no steps yet.")
+        return [episode.id, *show_labels(episode.id, 0)]
+
+    panel.label_current.click(guarded_labels(use_current), [state], [panel.label_episode, *label_outputs], **private)
+    panel.label_episode.submit(guarded_labels(lambda i, at: show_labels(i, 0)), [panel.label_episode, panel.label_step], label_outputs, **private)
+    panel.label_step.submit(guarded_labels(show_labels), [panel.label_episode, panel.label_step], label_outputs, **private)
+    panel.label_prev.click(guarded_labels(lambda i, at: show_labels(i, (at or 0) - 1)), [panel.label_episode, panel.label_step], label_outputs, **private)
+    panel.label_next.click(guarded_labels(lambda i, at: show_labels(i, (at or 0) + 1)), [panel.label_episode, panel.label_step], label_outputs, **private)
+
+    for label, button in panel.label_buttons:
+        def apply(episode_id: str, at: float, name: str, note: str, label: str = label) -> list[Any]:
+            if not (name or "").strip():
+                raise StudioError("Type your name first (top of this tab).")
+            record = store.preferences.label_step((episode_id or "").strip(), int(at or 0), name, label, note)
+            return show_labels(episode_id, record.step_index + 1, f"Step {record.step_index}: {label}.")
+
+        button.click(guarded_labels(apply), [panel.label_episode, panel.label_step, panel.name, panel.label_note], label_outputs, **private)
+
+    # -- overview and downloads ----------------------------------------------------------------
+    panel.overview_refresh.click(lambda: overview_html(store), None, [panel.overview], **private)
+
+    def make_export(fmt: str) -> list[Any]:
+        folder = Path(tempfile.mkdtemp(prefix="agent-studio-export-"))
+        summary = export(store, fmt, folder / f"{fmt}.jsonl")
+        left_out = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary.left_out.items()) or "nothing"
+        note = message_html(f"{fmt}: {summary.records} records; left out: {left_out}.", "info")
+        return [gr.DownloadButton(f"Download {fmt}.jsonl ({summary.records} records)", value=str(folder / f"{fmt}.jsonl"), visible=True), note + overview_html(store)]
+
+    panel.export_button.click(make_export, [panel.export_format], [panel.download, panel.overview], **private)
+
+
+def refresh(desk: AnnotationDesk, name: str, kind: str, env: str, source: str) -> list[Any]:
+    """The queue as it is now (the tab opened: pairs may have been added meanwhile)."""
+    try:
+        desk.configure(name or "", kind, env, source)
+        if desk.item is not None and desk.item.pair_id not in {p.pair_id for p in desk.store.preferences.queue(desk.annotator, limit=1_000_000)}:
+            desk.item = None
+        return [desk, *render_pair(desk)]
+    except StudioError as exc:
+        return [desk, *render_pair(desk, str(exc), "error")]
+
+
+def wire_pair_makers(panel: Any, state: gr.State, store: Store) -> None:
+    """The episode panel's buttons that queue pairs for annotation."""
+    private = dict(api_visibility="private", concurrency_limit=None)
+
+    def current(session: StudioSession) -> Any:
+        episode = session.episode
+        if episode is None or not episode.steps:
+            raise StudioError("Take a step first.")
+        return episode
+
+    def queue_step_pairs(session: StudioSession) -> str:
+        try:
+            made = store.preferences.pairs_from_candidates(episode_ids=[current(session).id])
+            return message_html(f"{made.created} new pairs queued ({made.already_there} were already there, {made.identical} identical outputs skipped).", "info")
+        except StudioError as exc:
+            return message_html(str(exc))
+
+    def compare_outputs(session: StudioSession, at: float, first: str, second: str) -> str:
+        try:
+            episode = current(session)
+            step = episode.steps[int(at)]
+            refs = {"taken": f"{episode.id}:{step.index}", **{f"candidate {i + 1}": c.id for i, c in enumerate(step.candidates)}}
+            if first not in refs or second not in refs:
+                raise StudioError(f"Step {step.index} has outputs: {', '.join(refs)}.")
+            pair = store.preferences.add_pair(refs[first], refs[second])
+            return message_html(f"Pair {pair.id[:8]} queued: step {step.index}, {first} vs {second}.", "info")
+        except StudioError as exc:
+            return message_html(str(exc))
+
+    def compare_episode(session: StudioSession, other: str) -> str:
+        try:
+            pair = store.preferences.add_pair(current(session).id, (other or "").strip())
+            return message_html(f"Pair {pair.id[:8]} queued: this episode vs {(other or '').strip()[:8]}.", "info")
+        except StudioError as exc:
+            return message_html(str(exc))
+
+    panel.queue_pairs.click(queue_step_pairs, [state], [panel.pair_message], **private)
+    panel.compare.click(compare_outputs, [state, panel.selected, panel.first_output, panel.second_output], [panel.pair_message], **private)
+    panel.compare_episode.click(compare_episode, [state, panel.other_episode], [panel.pair_message], **private)
+
+
+def restore_name(desk: AnnotationDesk, remembered: str | None) -> list[Any]:
+    """On page load: the name this browser used last time, and its queue."""
+    name = remembered or ""
+    desk.configure(name)
+    return [desk, name, *render_pair(desk)]

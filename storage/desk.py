@@ -1,0 +1,88 @@
+"""One annotator's desk: the queue as they walk through it (the annotation panel's state).
+
+The store keeps the queue, the judgements and the blind side mapping; the desk keeps what is
+only this browser tab's: who is annotating, the filters, the pair on screen and when it
+appeared (to record the time taken), and the pairs skipped in this sitting.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from storage.records import AnnotationRecord, QueueItem
+from storage.store import Store
+from studio.errors import StudioError
+
+#: The tags offered with a judgement unless the annotator sets their own.
+DEFAULT_TAGS = ("correct", "redundant", "erroneous", "thought-action mismatch", "unsafe")
+CONFIDENCE = {"low": 0.33, "medium": 0.67, "high": 1.0}
+
+
+@dataclass
+class AnnotationDesk:
+    store: Store
+    annotator: str = ""
+    kind: str | None = None
+    env: str | None = None
+    source: str | None = None
+    tags: tuple[str, ...] = DEFAULT_TAGS
+    item: QueueItem | None = None
+    shown_at: float = 0.0
+    skipped: set[str] = field(default_factory=set)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> AnnotationDesk:
+        return self  # one desk per browser tab; Gradio deep-copies what a State factory returns
+
+    def configure(self, annotator: str, kind: str | None = None, env: str | None = None, source: str | None = None) -> None:
+        """Who annotates and which pairs; changing any of them starts the queue over."""
+        filters = (annotator.strip(), kind or None, env or None, source or None)
+        if filters != (self.annotator, self.kind, self.env, self.source):
+            self.annotator, self.kind, self.env, self.source = filters
+            self.item, self.skipped = None, set()
+
+    def _require_annotator(self) -> str:
+        if not self.annotator:
+            raise StudioError("Type your name first (it is remembered in this browser).")
+        return self.annotator
+
+    def next(self) -> QueueItem | None:
+        """The pair to show: the current one, or the next unjudged and unskipped one."""
+        annotator = self._require_annotator()
+        if self.item is None:
+            page = self.store.preferences.queue(annotator, limit=len(self.skipped) + 1, kind=self.kind, env=self.env, source=self.source)
+            self.item = next((i for i in page if i.pair_id not in self.skipped), None)
+            self.shown_at = time.monotonic()
+        return self.item
+
+    def judge(self, choice: str, rationale: str = "", tags: list[str] | None = None, confidence: str | float | None = None) -> AnnotationRecord:
+        """Judge the pair on screen (left/right as shown) and move on."""
+        annotator = self._require_annotator()
+        if self.item is None:
+            raise StudioError("No pair on screen: the queue is empty, or press Refresh.")
+        value = CONFIDENCE.get(confidence, confidence) if isinstance(confidence, str) else confidence
+        record = self.store.preferences.annotate(
+            self.item.pair_id, annotator, choice, rationale=rationale, tags=tags or [], confidence=value or None, seconds=round(time.monotonic() - self.shown_at, 3)
+        )
+        self.item = None
+        return record
+
+    def skip(self) -> None:
+        """Leave the pair on screen for later (this sitting only)."""
+        if self.item is not None:
+            self.skipped.add(self.item.pair_id)
+            self.item = None
+
+    def undo(self) -> str | None:
+        """Undo this annotator's last judgement and show that pair again."""
+        pair_id = self.store.preferences.undo(self._require_annotator())
+        if pair_id is not None:
+            self.skipped.discard(pair_id)
+            self.item = self.store.preferences.item(pair_id)
+            self.shown_at = time.monotonic()
+        return pair_id
+
+    def progress(self) -> tuple[int, int]:
+        """(judged by this annotator, total) under the filters."""
+        return self.store.preferences.progress(self.annotator, self.kind, self.env, self.source)
