@@ -1,0 +1,58 @@
+"""The annotation desk (one annotator's walk through the queue) and candidate pairs queued while stepping."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from storage import open_store
+from storage.desk import AnnotationDesk
+from storage.preferences import CandidatePairSink
+from studio.agents.react import ReActConfig, ReActPolicy
+from studio.errors import StudioError
+from studio.models.scripted import ScriptedBackend
+from studio.runner import EpisodeRunner
+from tests.store_helpers import OUTPUTS
+
+
+def stepped_store(tmp_path: Path, steps: int = 2):
+    store = open_store(tmp_path / "s.db")
+    runner = EpisodeRunner("gridworld", ReActPolicy(ScriptedBackend(OUTPUTS), ReActConfig(candidates=3)), sinks=[store.episodes.sink(), CandidatePairSink(store.preferences)])
+    runner.reset(seed=0)
+    for expected in range(1, steps + 1):
+        runner.step()
+        assert len(store.preferences.pairs()) == 3 * expected  # queued as each step is stored
+    return store
+
+
+def test_walk_judge_skip_and_undo(tmp_path: Path) -> None:
+    desk = AnnotationDesk(stepped_store(tmp_path))
+    with pytest.raises(StudioError, match="Type your name"):
+        desk.next()
+    desk.configure("ada")
+    first = desk.next()
+    assert desk.next() is first  # stays on screen until judged or skipped
+    record = desk.judge("left", rationale="why", tags=["correct"], confidence="high")
+    assert record.confidence == 1.0 and record.seconds is not None and record.seconds >= 0
+    second = desk.next()
+    assert second.pair_id != first.pair_id
+    desk.skip()
+    third = desk.next()
+    assert third.pair_id not in {first.pair_id, second.pair_id}
+    assert desk.progress() == (1, 6)
+    assert desk.undo() == first.pair_id and desk.item.pair_id == first.pair_id and desk.progress() == (0, 6)
+    desk.configure("ada", kind="trajectory")  # new filters start over
+    assert desk.next() is None and desk.skipped == set()
+
+
+def test_two_desks_on_one_store_do_not_share_state(tmp_path: Path) -> None:
+    store = stepped_store(tmp_path, steps=1)
+    ada, bob = AnnotationDesk(store), AnnotationDesk(store)
+    ada.configure("ada")
+    bob.configure("bob")
+    shown = ada.next()
+    assert bob.next().pair_id == shown.pair_id  # the same stable order...
+    ada.judge("right")
+    assert bob.next().pair_id == shown.pair_id  # ...but bob's queue is his own
+    assert ada.progress() == (1, 3) and bob.progress() == (0, 3)
