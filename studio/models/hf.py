@@ -470,6 +470,89 @@ class TransformersBackend:
         return ScoreResult(token_logprobs=results, tokens=pieces)
 
 
+    # -- attention ---------------------------------------------------------------------------------
+    def attention(
+        self,
+        messages: list[Message],
+        output: str,
+        images: list[np.ndarray] | None = None,
+        span: str = "action",
+        instruction: str = "",
+        observation: str = "",
+        rollout: bool = False,
+    ) -> Any:
+        """What the model attended to while producing ``output`` after ``messages`` (one pass, bounded).
+
+        Returns a :class:`studio.analysis.attention.AttentionMap` with the rows of ``span``
+        (``action``, ``thought`` or ``generated``) for every layer and head.
+        """
+        from studio.analysis.attention import AttentionMap, ROLLOUT_MAX_TOKENS, assign_segments, capture_rows, locate_parts, query_rows
+
+        started = time.perf_counter()
+        prompt = self.render(messages)
+        text = prompt + output
+        encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids, offsets = list(encoded["input_ids"]), [tuple(o) for o in encoded["offset_mapping"]]
+        inputs: dict[str, Any] = {}
+        if self.processor is not None and images:
+            batch = self.processor(text=[text], images=list(images), return_tensors="pt")
+            expanded = batch["input_ids"][0].tolist()
+            offsets = _expand_offsets(ids, offsets, expanded, self.image_token_id)
+            ids = expanded
+            inputs = {k: v.to(self.device) if hasattr(v, "to") else v for k, v in batch.items() if k not in ("input_ids", "attention_mask")}
+        image_positions = [i for i, t in enumerate(ids) if self.image_token_id is not None and t == self.image_token_id]
+        first_output = next((i for i, o in enumerate(offsets) if o is not None and o[1] > len(prompt)), len(ids))
+        output_offsets = [(max(o[0] - len(prompt), 0), o[1] - len(prompt)) for o in offsets[first_output:]]
+        rows = query_rows(output_offsets, output, span, first_output)
+        if rollout and len(ids) > ROLLOUT_MAX_TOKENS:
+            raise StudioError(f"Attention rollout is limited to {ROLLOUT_MAX_TOKENS} tokens; this step has {len(ids)}.")
+        with self.lock:
+            inputs["input_ids"] = torch.tensor([ids], device=self.device)
+            weights, rolled = capture_rows(self.model, inputs, rows, rollout=rollout)
+        parts = locate_parts(text, messages, instruction, observation, len(prompt))
+        tokens = [text[o[0]:o[1]] if o is not None else "\u25a3" for o in offsets]
+        return AttentionMap(
+            tokens=tokens,
+            prompt_length=first_output,
+            rows=rows,
+            weights=weights,
+            segments=assign_segments(offsets, parts, image_positions),
+            offsets=offsets,
+            text=text,
+            image_grid=self._image_grid(len(image_positions), len(images or [])),
+            rollout=rolled,
+            seconds=time.perf_counter() - started,
+            span=span,
+        )
+
+    def _image_grid(self, image_tokens: int, images: int) -> tuple[int, int] | None:
+        """(rows, columns) of patches per image, for square-patch vision towers."""
+        if not image_tokens or not images:
+            return None
+        per_image = image_tokens // images
+        side = int(round(per_image**0.5))
+        return (side, side) if side * side == per_image else None
+
+
+def _expand_offsets(ids: list[int], offsets: list[tuple[int, int]], expanded: list[int], image_token: int | None) -> list[tuple[int, int] | None]:
+    """Offsets for the processor's ids, where each image placeholder became a run of image tokens."""
+    result: list[tuple[int, int] | None] = []
+    position = 0
+    for token, span in zip(ids, offsets):
+        if token == image_token:
+            run = 0
+            while position + run < len(expanded) and expanded[position + run] == image_token:
+                run += 1
+            result.extend([None] * run)
+            position += run
+        else:
+            result.append(span)
+            position += 1
+    if position != len(expanded):  # a tokenizer that splits differently: fall back to no text offsets
+        return [None if t == image_token else (0, 0) for t in expanded]
+    return result
+
+
 def _first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
