@@ -212,6 +212,14 @@ class StudioEnv(gym.Env):
         """
         return None
 
+    def text_cells(self, observation: str) -> list[tuple[int, int, int]]:
+        """Which characters of a text observation draw which map cell: (char index, row, column).
+
+        Empty (the default) when the observation has no map; attention projection onto the
+        frame needs it, with :meth:`cell_box`.
+        """
+        return []
+
     @classmethod
     def provides_expert(cls) -> bool:
         """Whether :meth:`expert_action` is implemented."""

@@ -257,6 +257,19 @@ class GridWorld(StudioEnv):
         """Pixel box (x0, y0, x1, y1) of a grid cell in the frame (used to project attention)."""
         return column * CELL_PX, row * CELL_PX, (column + 1) * CELL_PX, (row + 1) * CELL_PX
 
+    def text_cells(self, observation: str) -> list[tuple[int, int, int]]:
+        """The grid is the first run of ``size`` lines of exactly ``size`` map symbols."""
+        symbols = set("#.@GKD/")
+        lines, start = [], 0
+        for line in observation.split("\n"):
+            lines.append((start, line))
+            start += len(line) + 1
+        for first in range(len(lines) - self.size + 1):
+            block = lines[first : first + self.size]
+            if all(len(line) == self.size and set(line) <= symbols for _, line in block):
+                return [(offset + column, row, column) for row, (offset, line) in enumerate(block) for column in range(self.size)]
+        return []
+
     def agent_xy(self, state: dict[str, Any]) -> tuple[float, float] | None:
         x0, y0, x1, y1 = self.cell_box(*state["agent"])
         return (x0 + x1) / 2, (y0 + y1) / 2
