@@ -14,6 +14,7 @@ from typing import Any
 
 import gradio as gr
 
+from components import attention_panel
 from studio.envs.registry import BUILTIN
 from studio.errors import StudioError
 from studio.session import POLICIES, EpisodeSettings, StudioSession
@@ -81,6 +82,7 @@ class EpisodePanel:
     other_episode: gr.Textbox
     compare_episode: gr.Button
     pair_message: gr.HTML
+    attention: attention_panel.AttentionPanel
 
     @property
     def outputs(self) -> list[gr.components.Component]:
@@ -181,6 +183,7 @@ def build(state: gr.State, sample_env: str = "gridworld") -> EpisodePanel:
                     other_episode = gr.Textbox(label="Compare with episode (id)", scale=2, elem_id="as-other-episode")
                     compare_episode = gr.Button("Compare episodes", scale=1, elem_id="as-compare-episode")
                 pair_message = gr.HTML(elem_id="as-pair-message")
+            attention = attention_panel.build()
     return EpisodePanel(
         settings=[env, options, seed, policy, action_mode, temperature, top_p, max_new_tokens, candidates, max_steps],
         reset=reset, step=step, run_n=run_n, run_count=run_count, run_all=run_all, stop=stop,
@@ -188,7 +191,7 @@ def build(state: gr.State, sample_env: str = "gridworld") -> EpisodePanel:
         show_prompt=show_prompt, frame=frame, observation=observation, status=status, timeline=timeline,
         candidates=candidates_view, distribution=distribution, prompt=prompt,
         first_output=first_output, second_output=second_output, compare=compare, queue_pairs=queue_pairs,
-        other_episode=other_episode, compare_episode=compare_episode, pair_message=pair_message,
+        other_episode=other_episode, compare_episode=compare_episode, pair_message=pair_message, attention=attention,
     )
 
 
@@ -268,6 +271,7 @@ def wire(panel: EpisodePanel, state: gr.State, render: Render) -> None:
         return prompt_html(episode.steps[int(at)])
 
     panel.show_prompt.click(show_prompt, [state, panel.selected], [panel.prompt], **private)
+    attention_panel.wire(panel.attention, state, panel.selected)
 
     # K greedy candidates would be K copies of one text: asking for several turns sampling on.
     temperature, candidates = settings[5], settings[8]

@@ -71,6 +71,7 @@ class StudioSession:
         """Another episode drawn over this one in the plots (e.g. model B on the same seed)."""
         self.plots_visible = False
         """Whether the user is looking at the plots (they are only drawn then)."""
+        self._attention: dict[tuple[Any, ...], Any] = {}
         self._policy_key: tuple[Any, ...] | None = None
         self._lock = threading.RLock()
 
@@ -241,6 +242,38 @@ class StudioSession:
             self.settings, self.viewing = settings, None
             self._policy_key = (*settings.policy_fields(), id(self.models["A"]), id(self.models["B"]))
             return forked
+
+    def attention(self, step_index: int, output: str = "taken", slot: str = "A", rollout: bool = False) -> Any:
+        """What model ``slot`` attended to when producing an output of a step (computed once, then cached).
+
+        ``output`` is ``taken`` or ``candidate N``. Model B on a step model A took reads the
+        same prompt and output: the two models compared on the same step.
+        """
+        episode = self.episode
+        if episode is None or not 0 <= int(step_index) < episode.length:
+            raise StudioError("Select a step first.")
+        step = episode.steps[int(step_index)]
+        backend = self.models[_slot(slot)]
+        if backend is None:
+            raise StudioError(f"Model {_slot(slot)} is not loaded.")
+        if not backend.capabilities.attention:
+            raise StudioError(f"Model {_slot(slot)} ({backend.info.get('id')}) cannot show its attention (it is not a local transformers model).")
+        if not step.prompt:
+            raise StudioError(f"Step {step.index} was taken by {step.actor or 'someone'} without a model prompt: nothing to look into.")
+        if output == "taken":
+            text = step.raw
+        else:
+            number = int(output.split()[-1]) if output.split()[-1].isdigit() else 0
+            if not 1 <= number <= len(step.candidates):
+                raise StudioError(f"Step {step.index} has no {output}.")
+            text = step.candidates[number - 1].raw
+        key = (episode.id, step.index, output, id(backend), rollout)
+        if key not in self._attention:
+            images = [step.frame] if backend.capabilities.images and step.frame is not None else None
+            self._attention[key] = backend.attention(step.prompt, text, images=images, instruction=episode.instruction, observation=step.observation, rollout=rollout)
+            while len(self._attention) > 8:  # a few steps' worth; each map is layers × heads × tokens × prompt
+                self._attention.pop(next(iter(self._attention)))
+        return self._attention[key]
 
     def open(self, episode: Episode) -> None:
         """Show a stored episode read-only."""

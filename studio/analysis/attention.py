@@ -49,7 +49,12 @@ class AttentionMap:
     rollout: np.ndarray | None = None
     """(len(rows), T) attention rollout of the captured rows, when it was asked for."""
     seconds: float = 0.0
-    span: str = "action"
+    span: str = "generated"
+    """The span the rows were captured for."""
+    span_rows: dict[str, list[int]] = field(default_factory=dict)
+    """Span name (``action``, ``thought``, ``generated``) -> indices into :attr:`rows`."""
+    observation_span: tuple[int, int] | None = None
+    """Character span of the current observation in :attr:`text`."""
 
     @property
     def layers(self) -> int:
@@ -63,13 +68,18 @@ class AttentionMap:
     def length(self) -> int:
         return int(self.weights.shape[-1])
 
-    def aggregate(self, mode: str = "mean", layer: int | None = None, head: int | None = None) -> np.ndarray:
-        """Attention from the captured span to every position (T,), averaged over the span's rows."""
-        weights = self.weights
+    def _indices(self, span: str | None) -> list[int]:
+        chosen = self.span_rows.get(span) if span else None
+        return chosen if chosen else list(range(len(self.rows)))
+
+    def aggregate(self, mode: str = "mean", layer: int | None = None, head: int | None = None, span: str | None = None) -> np.ndarray:
+        """Attention from a span's rows to every position (T,), averaged over those rows."""
+        indices = self._indices(span)
+        weights = self.weights[:, :, indices]
         if mode == "rollout":
             if self.rollout is None:
                 raise ValueError("rollout was not computed for this map")
-            return self.rollout.mean(axis=0)
+            return self.rollout[indices].mean(axis=0)
         if mode == "layer":
             per_row = weights[int(layer or 0)].mean(axis=0)
         elif mode == "head":
@@ -80,9 +90,9 @@ class AttentionMap:
             per_row = weights.mean(axis=(0, 1))
         return per_row.mean(axis=0)
 
-    def segment_shares(self) -> dict[str, np.ndarray]:
+    def segment_shares(self, span: str | None = None) -> dict[str, np.ndarray]:
         """Segment -> (layers, heads) share of the span's attention that lands in it."""
-        mean_rows = self.weights.mean(axis=2)  # (L, H, T)
+        mean_rows = self.weights[:, :, self._indices(span)].mean(axis=2)  # (L, H, T)
         return {name: mean_rows[:, :, positions].sum(axis=-1) for name, positions in self.segments.items() if positions}
 
     def perception(self, segment_names: tuple[str, ...] = ("observation", "image")) -> np.ndarray:

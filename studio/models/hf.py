@@ -476,7 +476,7 @@ class TransformersBackend:
         messages: list[Message],
         output: str,
         images: list[np.ndarray] | None = None,
-        span: str = "action",
+        span: str = "generated",
         instruction: str = "",
         observation: str = "",
         rollout: bool = False,
@@ -504,6 +504,7 @@ class TransformersBackend:
         first_output = next((i for i, o in enumerate(offsets) if o is not None and o[1] > len(prompt)), len(ids))
         output_offsets = [(max(o[0] - len(prompt), 0), o[1] - len(prompt)) for o in offsets[first_output:]]
         rows = query_rows(output_offsets, output, span, first_output)
+        span_rows = {name: [rows.index(p) for p in query_rows(output_offsets, output, name, first_output) if p in rows] for name in ("action", "thought", "generated")}
         if rollout and len(ids) > ROLLOUT_MAX_TOKENS:
             raise StudioError(f"Attention rollout is limited to {ROLLOUT_MAX_TOKENS} tokens; this step has {len(ids)}.")
         with self.lock:
@@ -523,6 +524,8 @@ class TransformersBackend:
             rollout=rolled,
             seconds=time.perf_counter() - started,
             span=span,
+            span_rows=span_rows,
+            observation_span=parts.observation,
         )
 
     def _image_grid(self, image_tokens: int, images: int) -> tuple[int, int] | None:
