@@ -152,3 +152,30 @@ def test_named_api_endpoints(studio) -> None:
     assert episode["id"] == summary["episode_id"] and len(episode["steps"]) == summary["steps"]
     failed = client.predict("nowhere", "{}", 0, "expert", api_name="/reset")
     assert set(failed) == {"error"} and "Unknown environment 'nowhere'" in failed["error"]
+
+
+def test_attention_view_for_a_step_of_the_default_model(studio) -> None:
+    page = open_page(studio)
+    page.click("#as-step")  # model A of a new session is the scripted model: it has no attention
+    wait_steps(page, 1)
+    page.get_by_text("Attention: what the model looked at").click()
+    page.click("#as-attention-show")
+    page.locator("#as-attention .as-message", has_text="cannot show its attention").wait_for(timeout=30_000)
+
+    page.get_by_role("tab", name="Models").click()
+    page.locator("#as-model-a input, #as-model-a textarea").first.fill("default")
+    page.click("#as-load-a")
+    page.locator("#as-model-message-a", has_text="Loaded").wait_for(timeout=180_000)
+    page.get_by_role("tab", name="Episode", exact=True).click()
+    page.click("#as-reset")
+    page.locator("#as-timeline .as-empty").wait_for(timeout=30_000)
+    page.click("#as-step")
+    wait_steps(page, 1)
+    page.click("#as-attention-show")
+    page.locator("#as-attention-strip .as-att").first.wait_for(timeout=120_000)
+    assert page.locator("#as-attention-strip .as-seg", has_text="observation").count() >= 1
+    page.wait_for_function("() => { const p = document.querySelector('#as-attention-grid .js-plotly-plot'); return p && p.data.length >= 2; }", timeout=30_000)  # observation and instruction (no history at step 0)
+    assert page.locator("#as-attention-frame img").count() == 1  # the heatmap over the gridworld frame
+    assert "on the current observation" in page.inner_text("#as-attention-perception")
+    assert "30 layers × 9 heads" in page.inner_text("#as-attention .as-message")
+    page.close()
