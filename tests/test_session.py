@@ -120,3 +120,28 @@ def test_bad_settings_change_nothing(registry: ModelRegistry) -> None:
     with pytest.raises(StudioError, match="must be"):
         session.reset(replace(session.settings, env_options={"size": 99}))
     assert session.episode.id == episode.id and session.settings.env == "gridworld"
+
+
+def test_attention_of_a_step_for_candidates_and_both_models(registry: ModelRegistry) -> None:
+    from studio.models.hf import TransformersBackend
+    from tests.tiny_models import tiny_gpt2, tiny_llama, tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    model_a = registry.add("tiny-llama", TransformersBackend(tiny_llama(tokenizer), tokenizer))
+    session = StudioSession(registry, model_a=model_a, settings=EpisodeSettings(candidates=2, temperature=0.7, max_new_tokens=12))
+    session.reset()
+    session.step()
+    first = session.attention(0, "taken", "A")
+    assert session.attention(0, "taken", "A") is first  # cached per step
+    candidate = session.attention(0, "candidate 1", "A")
+    assert candidate.length != first.length or candidate.text != first.text or candidate is not first
+    session.models["B"] = registry.add("tiny-gpt2", TransformersBackend(tiny_gpt2(tokenizer), tokenizer))
+    other = session.attention(0, "taken", "B")
+    assert other.text == first.text and other.weights.shape[2:] == first.weights.shape[2:]  # same prompt and output, another model
+    with pytest.raises(StudioError, match="has no candidate 5"):
+        session.attention(0, "candidate 5", "A")
+    scripted = session_with_model(registry)
+    scripted.reset()
+    scripted.step()
+    with pytest.raises(StudioError, match="cannot show its attention"):
+        scripted.attention(0)
