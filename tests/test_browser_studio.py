@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -178,4 +179,28 @@ def test_attention_view_for_a_step_of_the_default_model(studio) -> None:
     assert page.locator("#as-attention-frame img").count() == 1  # the heatmap over the gridworld frame
     assert "on the current observation" in page.inner_text("#as-attention-perception")
     assert "30 layers × 9 heads" in page.inner_text("#as-attention .as-message")
+    page.close()
+
+
+def test_episode_browser_opens_read_only_and_forks(studio) -> None:
+    page = open_page(studio)
+    page.click("#as-step")
+    wait_steps(page, 1)
+    page.click("#as-step")
+    wait_steps(page, 2)
+    page.get_by_role("tab", name="Episodes").click()
+    page.click("#as-browse")
+    id_cell = page.locator("#as-episodes .body-cell").filter(has_text=re.compile(r"[0-9a-f]{32}")).first
+    id_cell.wait_for(timeout=30_000)
+    id_cell.click()
+    page.wait_for_function("() => (document.querySelector('#as-episode-id input, #as-episode-id textarea')?.value || '').length === 32", timeout=30_000)
+    page.click("#as-open")
+    page.locator("#as-timeline .as-badge", has_text="read-only").wait_for(timeout=30_000)
+    page.click("#as-step")  # a stored episode cannot be stepped: it says to fork
+    page.locator("#as-status", has_text="read-only").wait_for(timeout=30_000)
+    page.get_by_role("tab", name="Episodes").click()
+    page.click("#as-browser-fork")  # fork at step 0
+    page.locator("#as-timeline .as-episode-head", has_text="fork of").wait_for(timeout=30_000)
+    page.click("#as-step")
+    wait_steps(page, 1)
     page.close()
