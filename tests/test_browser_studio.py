@@ -204,3 +204,24 @@ def test_episode_browser_opens_read_only_and_forks(studio) -> None:
     page.click("#as-step")
     wait_steps(page, 1)
     page.close()
+
+
+def test_stop_interrupts_a_run_of_the_default_model(studio) -> None:
+    page = open_page(studio)
+    page.get_by_role("tab", name="Models").click()
+    page.locator("#as-model-a input, #as-model-a textarea").first.fill("default")
+    page.click("#as-load-a")
+    page.locator("#as-model-message-a", has_text="Loaded").wait_for(timeout=180_000)
+    page.get_by_role("tab", name="Episode", exact=True).click()
+    page.click("#as-reset")
+    page.locator("#as-timeline .as-empty").wait_for(timeout=30_000)
+    page.click("#as-run")  # run to the end: up to 100 model steps
+    wait_steps(page, 1)
+    page.click("#as-stop")
+    page.wait_for_timeout(6_000)  # a step takes about 1.3 s: a run that ignored Stop would be several steps further
+    count = step_count(page)
+    assert 1 <= count <= 3
+    page.wait_for_timeout(3_000)
+    assert step_count(page) == count  # stopped, not merely slow
+    assert "Episode over" not in page.inner_text("#as-status")
+    page.close()
