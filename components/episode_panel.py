@@ -104,10 +104,16 @@ class EpisodePanel:
             timeline_html(episode, index if count else None, mode, session.read_only),
             gr.Slider(minimum=0, maximum=max(count - 1, 1), value=max(index, 0), step=1, interactive=count > 1),
             candidates_html(step, mode),
-            action_distribution_figure(step),
+            _distribution(step),
             "",
             *output_choices(step),
         ]
+
+
+def _distribution(step: Any) -> Any:
+    """The action distribution of a score-mode step; the plot is hidden for other steps."""
+    figure = action_distribution_figure(step)
+    return gr.Plot(value=figure, visible=figure is not None)
 
 
 def output_choices(step: Any) -> list[Any]:
@@ -132,6 +138,21 @@ def build(state: gr.State, sample_env: str = "gridworld") -> EpisodePanel:
     env_choices = [*BUILTIN, *GYM_EXAMPLES]
     with gr.Row(equal_height=False):
         with gr.Column(scale=5, min_width=380):
+            # What the agent sees comes first; the controls under it, the settings last.
+            with gr.Row(equal_height=False):
+                frame = gr.Image(label="Frame", interactive=False, height=280, elem_id="as-frame", buttons=["download", "fullscreen"], min_width=220)
+                observation = gr.Textbox(label="Observation", lines=10, max_lines=16, interactive=False, elem_id="as-observation", min_width=220)
+            with gr.Row():
+                reset = gr.Button("Reset", elem_id="as-reset", min_width=70)
+                step = gr.Button("Step (S)", variant="primary", elem_id="as-step", min_width=80)
+                run_all = gr.Button("Run to end", elem_id="as-run", min_width=90)
+                stop = gr.Button("Stop", variant="stop", elem_id="as-stop", min_width=60)
+            status = gr.HTML(elem_id="as-status")
+            with gr.Row():
+                run_count = gr.Number(value=5, precision=0, minimum=1, label="N", scale=1, min_width=90)
+                run_n = gr.Button("Run N", scale=1, elem_id="as-run-n", min_width=70)
+                human_action = gr.Dropdown([], label="Your action (pick or type)", allow_custom_value=True, scale=3, elem_id="as-human-action", min_width=140)
+                take_action = gr.Button("Take action", scale=2, elem_id="as-take-action", min_width=90)
             with gr.Row():
                 env = gr.Dropdown(env_choices, value=sample_env, label="Environment", allow_custom_value=True, scale=3, elem_id="as-env")
                 seed = gr.Number(value=0, precision=0, label="Seed", minimum=0, scale=1, elem_id="as-seed")
@@ -147,20 +168,6 @@ def build(state: gr.State, sample_env: str = "gridworld") -> EpisodePanel:
                     max_new_tokens = gr.Slider(8, 256, value=64, step=8, label="Max new tokens")
                     candidates = gr.Slider(1, 8, value=1, step=1, label="Candidates K", elem_id="as-candidates")
                 max_steps = gr.Number(value=0, precision=0, minimum=0, label="Step limit (0 = the environment's)")
-            with gr.Row():
-                reset = gr.Button("Reset", elem_id="as-reset", min_width=70)
-                step = gr.Button("Step (S)", variant="primary", elem_id="as-step", min_width=80)
-                run_all = gr.Button("Run to end", elem_id="as-run", min_width=90)
-                stop = gr.Button("Stop", variant="stop", elem_id="as-stop", min_width=60)
-            with gr.Row():
-                run_count = gr.Number(value=5, precision=0, minimum=1, label="N", scale=1, min_width=90)
-                run_n = gr.Button("Run N", scale=1, elem_id="as-run-n", min_width=70)
-                human_action = gr.Dropdown([], label="Your action (pick or type)", allow_custom_value=True, scale=3, elem_id="as-human-action", min_width=140)
-                take_action = gr.Button("Take action", scale=2, elem_id="as-take-action", min_width=90)
-            status = gr.HTML(elem_id="as-status")
-            with gr.Row(equal_height=False):
-                frame = gr.Image(label="Frame", interactive=False, height=300, elem_id="as-frame", buttons=["download", "fullscreen"], min_width=220)
-                observation = gr.Textbox(label="Observation", lines=11, max_lines=16, interactive=False, elem_id="as-observation", min_width=220)
         with gr.Column(scale=6, min_width=420):
             with gr.Row():
                 colour = gr.Radio(["logprob", "entropy"], value="logprob", label="Colour tokens by", scale=2)
@@ -171,7 +178,7 @@ def build(state: gr.State, sample_env: str = "gridworld") -> EpisodePanel:
             timeline = gr.HTML(elem_id="as-timeline")
             with gr.Accordion("Selected step: candidates, action distribution, prompt", open=True):
                 candidates_view = gr.HTML(elem_id="as-candidates-view")
-                distribution = gr.Plot(label="Action distribution (score mode)", elem_id="as-distribution")
+                distribution = gr.Plot(label="Action distribution (score mode)", elem_id="as-distribution", visible=False)
                 prompt = gr.HTML(elem_id="as-prompt")
             with gr.Accordion("Queue pairs for annotation", open=False):
                 with gr.Row():
@@ -258,7 +265,7 @@ def wire(panel: EpisodePanel, state: gr.State, render: Render) -> None:
     def select(session: StudioSession, at: float, mode: str) -> list[Any]:
         episode = session.episode
         step = episode.steps[int(at)] if episode is not None and 0 <= int(at) < episode.length else None
-        return [timeline_html(episode, step.index if step else None, mode, session.read_only), candidates_html(step, mode), action_distribution_figure(step), "", *output_choices(step)]
+        return [timeline_html(episode, step.index if step else None, mode, session.read_only), candidates_html(step, mode), _distribution(step), "", *output_choices(step)]
 
     views = [panel.timeline, panel.candidates, panel.distribution, panel.prompt, panel.first_output, panel.second_output]
     panel.selected.input(select, [state, panel.selected, panel.colour], views, **private)
