@@ -43,6 +43,13 @@ def wait_steps(page, count: int, timeout: float = 120_000) -> None:
     page.wait_for_function(f"document.querySelectorAll('#as-timeline .as-step').length === {count}", timeout=timeout)
 
 
+def reset_to_the_default_model(page) -> None:
+    """Reset, and wait for that reset's own render (the page already shows an empty episode)."""
+    page.click("#as-reset")
+    page.locator("#as-timeline .as-episode-head", has_text="SmolLM2-135M-Instruct").wait_for(timeout=30_000)
+    page.locator("#as-timeline .as-empty").wait_for(timeout=30_000)
+
+
 def signals_points(page) -> int:
     return page.evaluate("() => { const p = document.querySelector('#as-signals .js-plotly-plot'); return p ? p.data.find(t => t.name.startsWith('reward')).x.length : -1; }")
 
@@ -56,8 +63,7 @@ def test_default_model_three_steps_trace_plots_and_fork(studio) -> None:
     assert "LlamaForCausalLM" in page.inner_text("#as-card-a")
 
     page.get_by_role("tab", name="Episode", exact=True).click()
-    page.click("#as-reset")
-    page.locator("#as-timeline .as-empty").wait_for(timeout=30_000)
+    reset_to_the_default_model(page)
     page.click("#as-step")
     wait_steps(page, 1)
     page.keyboard.press("s")  # the keyboard shortcut
@@ -168,8 +174,7 @@ def test_attention_view_for_a_step_of_the_default_model(studio) -> None:
     page.click("#as-load-a")
     page.locator("#as-model-message-a", has_text="Loaded").wait_for(timeout=180_000)
     page.get_by_role("tab", name="Episode", exact=True).click()
-    page.click("#as-reset")
-    page.locator("#as-timeline .as-empty").wait_for(timeout=30_000)
+    reset_to_the_default_model(page)
     page.click("#as-step")
     wait_steps(page, 1)
     page.click("#as-attention-show")
@@ -213,8 +218,7 @@ def test_stop_interrupts_a_run_of_the_default_model(studio) -> None:
     page.click("#as-load-a")
     page.locator("#as-model-message-a", has_text="Loaded").wait_for(timeout=180_000)
     page.get_by_role("tab", name="Episode", exact=True).click()
-    page.click("#as-reset")
-    page.locator("#as-timeline .as-empty").wait_for(timeout=30_000)
+    reset_to_the_default_model(page)
     page.click("#as-run")  # run to the end: up to 100 model steps
     wait_steps(page, 1)
     page.click("#as-stop")
