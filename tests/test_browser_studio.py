@@ -66,6 +66,7 @@ def test_default_model_three_steps_trace_plots_and_fork(studio) -> None:
     reset_to_the_default_model(page)
     page.click("#as-step")
     wait_steps(page, 1)
+    page.locator("#as-status", has_text="step 1 of").wait_for(timeout=30_000)  # that step's render is complete
     page.keyboard.press("s")  # the keyboard shortcut
     wait_steps(page, 2)
     page.click("#as-step")
