@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 from dataclasses import dataclass
@@ -16,27 +15,10 @@ from storage.db import Database, first_line
 from storage.orm import CandidateRow, EpisodeRow, ModelRow, StepRow
 from studio.errors import StudioError
 from studio.runner import RunnerEvent
-from studio.trace import Candidate, Episode, Step, TokenInfo, decode_frame, encode_frame, utc_now
+from studio.trace import Candidate, Episode, Step, frame_to_png, png_to_frame, tokens_from_list, tokens_to_list, utc_now
 
 #: Step columns a list view never needs (large); loaded only for a full episode.
 HEAVY_STEP_COLUMNS = ("prompt", "state", "frame")
-
-
-def frame_to_png(frame: Any) -> bytes | None:
-    encoded = encode_frame(frame)
-    return None if encoded is None else base64.b64decode(encoded)
-
-
-def png_to_frame(data: bytes | None) -> Any:
-    return None if data is None else decode_frame(base64.b64encode(data).decode("ascii"))
-
-
-def tokens_to_json(tokens: list[TokenInfo] | None) -> list[dict[str, Any]] | None:
-    return None if tokens is None else [t.to_dict() for t in tokens]
-
-
-def tokens_from_json(data: list[dict[str, Any]] | None) -> list[TokenInfo] | None:
-    return None if data is None else [TokenInfo.from_dict(t) for t in data]
 
 
 def step_row(episode_id: str, step: Step) -> StepRow:
@@ -57,7 +39,7 @@ def step_row(episode_id: str, step: Step) -> StepRow:
         prompt=step.prompt,
         info=step.info,
         timing=step.timing,
-        tokens=tokens_to_json(step.tokens),
+        tokens=tokens_to_list(step.tokens),
         action_logprobs=step.action_logprobs,
         extra=step.extra,
         frame=frame_to_png(step.frame),
@@ -76,7 +58,7 @@ def candidate_rows(step_id: int, candidates: list[Candidate]) -> list[CandidateR
             action=c.action,
             valid=c.valid,
             invalid_reason=c.invalid_reason,
-            tokens=tokens_to_json(c.tokens),
+            tokens=tokens_to_list(c.tokens),
         )
         for position, c in enumerate(candidates)
     ]
@@ -90,7 +72,7 @@ def candidate_record(row: CandidateRow) -> Candidate:
         action=row.action,
         valid=row.valid,
         invalid_reason=row.invalid_reason,
-        tokens=tokens_from_json(row.tokens),
+        tokens=tokens_from_list(row.tokens),
     )
 
 
@@ -114,7 +96,7 @@ def step_record(row: StepRow, candidates: list[Candidate] | None = None, heavy: 
         next_observation=row.next_observation,
         info=dict(row.info or {}),
         timing=dict(row.timing or {}),
-        tokens=tokens_from_json(row.tokens) if tokens else None,
+        tokens=tokens_from_list(row.tokens) if tokens else None,
         action_logprobs=row.action_logprobs,
         candidates=candidates or [],
         extra=dict(row.extra or {}),

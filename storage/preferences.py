@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, defer
 
 from storage.agreement import agreement_report
 from storage.db import Database
-from storage.episodes import HEAVY_STEP_COLUMNS, EpisodeStore, candidate_record, png_to_frame, step_record, tokens_from_json
+from storage.episodes import HEAVY_STEP_COLUMNS, EpisodeStore, candidate_record, step_record
 from storage.orm import AnnotationRow, AnnotatorRow, CandidateRow, EpisodeRow, PairRow, StepLabelRow, StepRow
 from storage.records import (
     CHOICES,
@@ -41,7 +41,7 @@ from storage.records import (
     StepLabelRecord,
 )
 from studio.errors import StudioError
-from studio.trace import Step, new_id
+from studio.trace import Step, new_id, png_to_frame, tokens_from_list
 
 SWAP = {"left": "right", "right": "left", "tie": "tie", "both_bad": "both_bad"}
 INSERT_BATCH = 2000
@@ -163,7 +163,7 @@ class _PageLoader:
             c = candidate_record(self.candidates[candidate_id])
             return ShownSide(raw=c.raw, thought=c.thought, action=c.action, valid=c.valid, invalid_reason=c.invalid_reason, tokens=c.tokens)
         step = self._step(episode_id, index)
-        return ShownSide(raw=step.raw, thought=step.thought, action=step.action, valid=step.valid, invalid_reason=step.invalid_reason, tokens=tokens_from_json(self.tokens.get((episode_id, index))))
+        return ShownSide(raw=step.raw, thought=step.thought, action=step.action, valid=step.valid, invalid_reason=step.invalid_reason, tokens=tokens_from_list(self.tokens.get((episode_id, index))))
 
     def _trajectory(self, episode_id: str) -> ShownSide:
         episode = self.episodes[episode_id]

@@ -39,8 +39,8 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def encode_frame(frame: np.ndarray | None) -> str | None:
-    """An RGB uint8 frame as a base64 PNG string (lossless), or None."""
+def frame_to_png(frame: np.ndarray | None) -> bytes | None:
+    """An RGB uint8 frame as PNG bytes (lossless), or None."""
     if frame is None:
         return None
     import cv2  # imported here: only frame (de)serialisation needs OpenCV
@@ -49,18 +49,28 @@ def encode_frame(frame: np.ndarray | None) -> str | None:
     ok, png = cv2.imencode(".png", bgr)
     if not ok:  # pragma: no cover - OpenCV only fails here on an invalid array
         raise ValueError("could not encode frame as PNG")
-    return base64.b64encode(png.tobytes()).decode("ascii")
+    return png.tobytes()
 
 
-def decode_frame(data: str | None) -> np.ndarray | None:
-    """Inverse of :func:`encode_frame`."""
+def png_to_frame(data: bytes | None) -> np.ndarray | None:
+    """Inverse of :func:`frame_to_png`."""
     if data is None:
         return None
     import cv2
 
-    png = np.frombuffer(base64.b64decode(data), dtype=np.uint8)
-    bgr = cv2.imdecode(png, cv2.IMREAD_COLOR)
+    bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def encode_frame(frame: np.ndarray | None) -> str | None:
+    """An RGB uint8 frame as a base64 PNG string (the JSON form), or None."""
+    png = frame_to_png(frame)
+    return None if png is None else base64.b64encode(png).decode("ascii")
+
+
+def decode_frame(data: str | None) -> np.ndarray | None:
+    """Inverse of :func:`encode_frame`."""
+    return None if data is None else png_to_frame(base64.b64decode(data))
 
 
 @dataclass
@@ -84,11 +94,13 @@ class TokenInfo:
         return cls(id=data["id"], text=data["text"], logprob=data["logprob"], entropy=data.get("entropy"))
 
 
-def _tokens_to_list(tokens: list[TokenInfo] | None) -> list[dict[str, Any]] | None:
+def tokens_to_list(tokens: list[TokenInfo] | None) -> list[dict[str, Any]] | None:
+    """Token records as JSON-ready dicts (None stays None)."""
     return None if tokens is None else [t.to_dict() for t in tokens]
 
 
-def _tokens_from_list(data: list[dict[str, Any]] | None) -> list[TokenInfo] | None:
+def tokens_from_list(data: list[dict[str, Any]] | None) -> list[TokenInfo] | None:
+    """Inverse of :func:`tokens_to_list`."""
     return None if data is None else [TokenInfo.from_dict(t) for t in data]
 
 
@@ -118,7 +130,7 @@ class Candidate:
             "action": self.action,
             "valid": self.valid,
             "invalid_reason": self.invalid_reason,
-            "tokens": _tokens_to_list(self.tokens),
+            "tokens": tokens_to_list(self.tokens),
         }
 
     @classmethod
@@ -130,7 +142,7 @@ class Candidate:
             action=data.get("action"),
             valid=data.get("valid", True),
             invalid_reason=data.get("invalid_reason"),
-            tokens=_tokens_from_list(data.get("tokens")),
+            tokens=tokens_from_list(data.get("tokens")),
         )
 
 
@@ -188,7 +200,7 @@ class Step:
             if f.name == "frame":
                 value = encode_frame(value)
             elif f.name == "tokens":
-                value = _tokens_to_list(value)
+                value = tokens_to_list(value)
             elif f.name == "candidates":
                 value = [c.to_dict() for c in value]
             else:
@@ -201,7 +213,7 @@ class Step:
         known = {f.name for f in fields(cls)}
         kwargs = {k: copy.deepcopy(v) for k, v in data.items() if k in known}
         kwargs["frame"] = decode_frame(data.get("frame"))
-        kwargs["tokens"] = _tokens_from_list(data.get("tokens"))
+        kwargs["tokens"] = tokens_from_list(data.get("tokens"))
         kwargs["candidates"] = [Candidate.from_dict(c) for c in data.get("candidates", [])]
         return cls(**kwargs)
 
