@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session, defer
+from sqlalchemy.orm import Session
 
 from storage.db import Database, first_line
 from storage.orm import CandidateRow, EpisodeRow, ModelRow, StepRow
@@ -142,9 +142,6 @@ class EpisodeSummary:
     parent_id: str | None
     forked_at: int | None
 
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
 
 class EpisodeStore:
     """Episodes, steps and candidates: core records in, core records out."""
@@ -248,16 +245,6 @@ class EpisodeStore:
             for row in rows:
                 grouped.setdefault(row.step_id, []).append(candidate_record(row))
         return grouped
-
-    def steps(self, episode_id: str, upto: int | None = None, heavy: bool = False) -> list[Step]:
-        """Steps ``0..upto-1`` of an episode (all with None), light by default."""
-        with self.db.reading() as session:
-            query = select(StepRow).where(StepRow.episode_id == episode_id).order_by(StepRow.index)
-            if upto is not None:
-                query = query.where(StepRow.index < upto)
-            if not heavy:
-                query = query.options(*(defer(getattr(StepRow, c)) for c in HEAVY_STEP_COLUMNS))
-            return [step_record(row, heavy=heavy) for row in session.scalars(query)]
 
     def summaries(
         self,

@@ -8,7 +8,6 @@ and so is a database that was not made by Agent Studio at all. Nothing is change
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path

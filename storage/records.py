@@ -7,7 +7,6 @@ to a browser session, or to compare in tests.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -122,9 +121,6 @@ class AnnotationRecord:
     seconds: float | None = None
     created_at: str = ""
     updated_at: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 @dataclass

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any
 
 from studio.agents.base import Policy
 from studio.envs.registry import make_env
@@ -154,13 +154,6 @@ class StudioSession:
     def read_only(self) -> bool:
         return self.viewing is not None
 
-    def env(self) -> Any:
-        """The environment of what is shown (a fresh one for an episode opened from the store)."""
-        if self.viewing is None and self.runner is not None:
-            return self.runner.env
-        episode = self.episode
-        return make_env(episode.env, episode.env_options) if episode is not None else make_env(self.settings.env, self.settings.env_options)
-
     def current_frame(self) -> Any:
         if self.viewing is None and self.runner is not None and self.runner.has_episode:
             return self.runner.env.render()
@@ -287,5 +280,3 @@ def _slot(slot: str) -> str:
         raise StudioError(f"Unknown model slot {slot!r}: use A or B.")
     return value
 
-
-SessionFactory = Callable[[], StudioSession]

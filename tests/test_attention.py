@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from studio.analysis.attention import AttentionMap, capture_rows, query_rows
+from studio.analysis.attention import capture_rows, query_rows
 from studio.models.hf import TransformersBackend
 from tests.tiny_models import tiny_gpt2, tiny_llama, tiny_llava, tiny_tokenizer
 

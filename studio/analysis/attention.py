@@ -15,7 +15,6 @@ per-token "perception" share are pure numpy over it.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -245,8 +244,3 @@ def query_rows(output_offsets: list[tuple[int, int]], output_text: str, span: st
         chosen = [p for p, (s, e) in zip(positions, output_offsets) if s < marker]
     return chosen or positions
 
-
-def timed(function: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
-    started = time.perf_counter()
-    result = function(*args, **kwargs)
-    return result, time.perf_counter() - started

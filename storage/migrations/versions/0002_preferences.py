@@ -9,7 +9,6 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import storage.orm
 
 revision = '0002'
 down_revision = '0001'
