@@ -259,8 +259,7 @@ def refresh(desk: AnnotationDesk, name: str, kind: str, env: str, source: str) -
     """The queue as it is now (the tab opened: pairs may have been added meanwhile)."""
     try:
         desk.configure(name or "", kind, env, source)
-        if desk.item is not None and desk.item.pair_id not in {p.pair_id for p in desk.store.preferences.queue(desk.annotator, limit=1_000_000)}:
-            desk.item = None
+        desk.forget_if_judged()
         return [desk, *render_pair(desk)]
     except StudioError as exc:
         return [desk, *render_pair(desk, str(exc), "error")]

@@ -56,6 +56,11 @@ class AnnotationDesk:
             self.shown_at = time.monotonic()
         return self.item
 
+    def forget_if_judged(self) -> None:
+        """Drop the pair on screen if this annotator judged it meanwhile (say, in another tab)."""
+        if self.item is not None and self.annotator and self.store.preferences.annotations(pair_id=self.item.pair_id, annotator=self.annotator):
+            self.item = None
+
     def judge(self, choice: str, rationale: str = "", tags: list[str] | None = None, confidence: str | float | None = None) -> AnnotationRecord:
         """Judge the pair on screen (left/right as shown) and move on."""
         annotator = self._require_annotator()
