@@ -222,7 +222,7 @@ class PreferenceStore:
             "created_at": precise_now(),
         }
 
-    def pairs_from_candidates(self, env: str | None = None, episode_ids: list[str] | None = None, different_actions: bool = False) -> PairsMade:
+    def pairs_from_candidates(self, env: str | None = None, episode_ids: list[str] | None = None, different_actions: bool = False, step_index: int | None = None) -> PairsMade:
         """Step pairs from every step with candidates: all two-way pairs of its outputs.
 
         The outputs of a step are the one actually taken and each candidate. Two outputs with
@@ -231,7 +231,7 @@ class PreferenceStore:
         made = PairsMade()
 
         def rows() -> Iterator[dict[str, Any]]:
-            for env_name, outputs in self._step_outputs(env, episode_ids):
+            for env_name, outputs in self._step_outputs(env, episode_ids, step_index):
                 for (ref_a, text_a, action_a), (ref_b, text_b, action_b) in combinations(outputs, 2):
                     if text_a == text_b or (different_actions and action_a == action_b):
                         made.identical += 1
@@ -241,7 +241,7 @@ class PreferenceStore:
         made.created, made.already_there = self._insert_pairs(rows())
         return made
 
-    def _step_outputs(self, env: str | None, episode_ids: list[str] | None) -> Iterator[tuple[str, list[tuple[SideRef, str, str | None]]]]:
+    def _step_outputs(self, env: str | None, episode_ids: list[str] | None, step_index: int | None = None) -> Iterator[tuple[str, list[tuple[SideRef, str, str | None]]]]:
         """For each step with candidates: its environment and outputs (side, text, action)."""
         with self.db.reading() as session:
             query = (
@@ -254,6 +254,8 @@ class PreferenceStore:
                 query = query.where(EpisodeRow.env == env)
             if episode_ids:
                 query = query.where(StepRow.episode_id.in_(episode_ids))
+            if step_index is not None:
+                query = query.where(StepRow.index == step_index)
             steps = session.execute(query).all()
             candidates: dict[int, list[tuple[str, str, str | None]]] = defaultdict(list)
             step_ids = [s.id for s in steps]
@@ -576,4 +578,4 @@ class CandidatePairSink:
 
     def handle(self, event: Any) -> None:
         if event.kind == "step" and event.step is not None and event.step.candidates:
-            self.preferences.pairs_from_candidates(episode_ids=[event.episode.id])
+            self.preferences.pairs_from_candidates(episode_ids=[event.episode.id], step_index=event.step.index)  # this step only
