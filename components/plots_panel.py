@@ -17,6 +17,7 @@ from studio.viz.plots import path_figure, signals_figure
 @dataclass
 class PlotsPanel:
     overlay: gr.Dropdown
+    clear: gr.Button
     path: gr.Plot
     signals: gr.Plot
     note: gr.Markdown
@@ -49,9 +50,7 @@ def build() -> PlotsPanel:
     with gr.Row(equal_height=False):
         path = gr.Plot(label="Path on the map", elem_id="as-path")
         signals = gr.Plot(label="Per-step signals", elem_id="as-signals")
-    panel = PlotsPanel(overlay, path, signals, note)
-    panel.clear = clear  # type: ignore[attr-defined]
-    return panel
+    return PlotsPanel(overlay, clear, path, signals, note)
 
 
 def wire(panel: PlotsPanel, state: gr.State, store: Store | None) -> None:
@@ -63,4 +62,4 @@ def wire(panel: PlotsPanel, state: gr.State, store: Store | None) -> None:
         return [session, *panel.render(session, store)]
 
     panel.overlay.input(choose, [state, panel.overlay], [state, *panel.outputs], api_visibility="private", concurrency_limit=None)
-    panel.clear.click(lambda session: choose(session, None), [state], [state, *panel.outputs], api_visibility="private", concurrency_limit=None)  # type: ignore[attr-defined]
+    panel.clear.click(lambda session: choose(session, None), [state], [state, *panel.outputs], api_visibility="private", concurrency_limit=None)

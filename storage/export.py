@@ -401,17 +401,17 @@ def dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def records_for(store: Store, format: str, summary: ExportSummary, images: ImageWriter, need_records: bool = True) -> Iterator[dict[str, Any] | tuple[dict[str, Any], str]]:
-    """The records of ``format``; pairwise formats also give their JSON line, pre-assembled."""
-    if format == "dpo":
-        return pairwise_records(store, summary, images, implicit_prompt=False, need_records=need_records)
-    if format == "reward":
-        return pairwise_records(store, summary, images, implicit_prompt=True, need_records=need_records)
+def records_for(store: Store, format: str, summary: ExportSummary, images: ImageWriter, need_records: bool = True) -> Iterator[tuple[dict[str, Any] | None, bytes]]:
+    """(record, its JSON line) for ``format``; pairwise formats assemble the line themselves."""
+    if format in ("dpo", "reward"):
+        return pairwise_records(store, summary, images, implicit_prompt=format == "reward", need_records=need_records)
     if format == "kto":
-        return kto_records(store, summary, images)
-    if format == "prm":
-        return prm_records(store, summary, images)
-    return episode_records(store, summary)
+        records = kto_records(store, summary, images)
+    elif format == "prm":
+        records = prm_records(store, summary, images)
+    else:
+        records = episode_records(store, summary)
+    return ((record, dumps(record).encode("utf-8")) for record in records)
 
 
 def export(store: Store, format: str, out: str | Path, hf_dataset: str | Path | None = None) -> ExportSummary:
@@ -429,9 +429,8 @@ def export(store: Store, format: str, out: str | Path, hf_dataset: str | Path | 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with temporary.open("wb", buffering=1 << 20) as handle:
-            for item in records_for(store, format, summary, images, need_records=rows is not None):
-                record, line = item if isinstance(item, tuple) else (item, None)
-                handle.write((line or dumps(record).encode("utf-8")) + b"\n")
+            for record, line in records_for(store, format, summary, images, need_records=rows is not None):
+                handle.write(line + b"\n")
                 summary.records += 1
                 if rows is not None:
                     rows.append(record)
