@@ -8,26 +8,16 @@ from pathlib import Path
 import pytest
 
 from storage import open_store
-from tests.live_server import CHROMIUM, CHROMIUM_ARGS, running_studio
+from tests.live_server import studio_in_chromium
 
 pytestmark = pytest.mark.browser
-ROOT = Path(__file__).resolve().parent.parent
-XSS_MODEL = ROOT / "tests" / "data" / "xss_model.json"
 RATIONALE = '<img src=x onerror="window.__xss=5"> <b>left</b> reaches the key & stays'
 
 
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory: pytest.TempPathFactory):
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: run `bash scripts/setup.sh --test` (it installs Chromium)")
-    from playwright.sync_api import sync_playwright
-
-    db = tmp_path_factory.mktemp("annotate") / "studio.db"
-    with running_studio("--model", f"scripted:{XSS_MODEL}", "--db", str(db)) as url, sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield {"url": url, "browser": browser, "db": db}
-        browser.close()
-
+    with studio_in_chromium(tmp_path_factory.mktemp("annotate") / "studio.db") as studio:
+        yield studio
 
 def new_page(studio):
     page = studio["browser"].new_context(viewport={"width": 1440, "height": 900}, accept_downloads=True).new_page()

@@ -3,30 +3,19 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
-from tests.live_server import CHROMIUM, CHROMIUM_ARGS, running_studio
+from tests.live_server import studio_in_chromium
 
 pytestmark = pytest.mark.browser
-ROOT = Path(__file__).resolve().parent.parent
-XSS_MODEL = ROOT / "tests" / "data" / "xss_model.json"
 
 
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory: pytest.TempPathFactory):
     """One studio for the module; model A of new sessions is the scripted XSS model (fast to start)."""
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: run `bash scripts/setup.sh --test` (it installs Chromium)")
-    from playwright.sync_api import sync_playwright
-
-    db = tmp_path_factory.mktemp("browser") / "studio.db"
-    with running_studio("--model", f"scripted:{XSS_MODEL}", "--db", str(db)) as url, sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield {"url": url, "browser": browser, "db": db}
-        browser.close()
-
+    with studio_in_chromium(tmp_path_factory.mktemp("browser") / "studio.db") as studio:
+        yield studio
 
 def open_page(studio, width: int = 1280, height: int = 800):
     page = studio["browser"].new_context(viewport={"width": width, "height": height}).new_page()
@@ -43,6 +32,14 @@ def wait_steps(page, count: int, timeout: float = 120_000) -> None:
     page.wait_for_function(f"document.querySelectorAll('#as-timeline .as-step').length === {count}", timeout=timeout)
 
 
+def load_default_model(page, message: str = "Loaded") -> None:
+    """Load `default` into slot A from the Models tab and wait for the panel to say so."""
+    page.get_by_role("tab", name="Models").click()
+    page.locator("#as-model-a input, #as-model-a textarea").first.fill("default")
+    page.click("#as-load-a")
+    page.locator("#as-model-message-a", has_text=message).wait_for(timeout=180_000)
+
+
 def reset_to_the_default_model(page) -> None:
     """Reset, and wait for that reset's own render (the page already shows an empty episode)."""
     page.click("#as-reset")
@@ -56,10 +53,7 @@ def signals_points(page) -> int:
 
 def test_default_model_three_steps_trace_plots_and_fork(studio) -> None:
     page = open_page(studio)
-    page.get_by_role("tab", name="Models").click()
-    page.locator("#as-model-a input, #as-model-a textarea").first.fill("default")
-    page.click("#as-load-a")
-    page.locator("#as-model-message-a", has_text="Loaded HuggingFaceTB/SmolLM2-135M-Instruct").wait_for(timeout=180_000)
+    load_default_model(page, "Loaded HuggingFaceTB/SmolLM2-135M-Instruct")
     assert "LlamaForCausalLM" in page.inner_text("#as-card-a")
 
     page.get_by_role("tab", name="Episode", exact=True).click()
@@ -170,10 +164,7 @@ def test_attention_view_for_a_step_of_the_default_model(studio) -> None:
     page.click("#as-attention-show")
     page.locator("#as-attention .as-message", has_text="cannot show its attention").wait_for(timeout=30_000)
 
-    page.get_by_role("tab", name="Models").click()
-    page.locator("#as-model-a input, #as-model-a textarea").first.fill("default")
-    page.click("#as-load-a")
-    page.locator("#as-model-message-a", has_text="Loaded").wait_for(timeout=180_000)
+    load_default_model(page)
     page.get_by_role("tab", name="Episode", exact=True).click()
     reset_to_the_default_model(page)
     page.click("#as-step")
@@ -214,10 +205,7 @@ def test_episode_browser_opens_read_only_and_forks(studio) -> None:
 
 def test_stop_interrupts_a_run_of_the_default_model(studio) -> None:
     page = open_page(studio)
-    page.get_by_role("tab", name="Models").click()
-    page.locator("#as-model-a input, #as-model-a textarea").first.fill("default")
-    page.click("#as-load-a")
-    page.locator("#as-model-message-a", has_text="Loaded").wait_for(timeout=180_000)
+    load_default_model(page)
     page.get_by_role("tab", name="Episode", exact=True).click()
     reset_to_the_default_model(page)
     page.click("#as-run")  # run to the end: up to 100 model steps
