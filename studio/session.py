@@ -132,12 +132,16 @@ class StudioSession:
             raise StudioError(str(exc)) from None
         return ReActPolicy(backend, config)
 
+    def _policy_identity(self, settings: EpisodeSettings) -> tuple[Any, ...]:
+        """What makes two policies the same: their settings and the models in the slots."""
+        return (*settings.policy_fields(), id(self.models["A"]), id(self.models["B"]))
+
     def update(self, settings: EpisodeSettings) -> None:
         """New settings; a changed policy or sampling setting applies from the next step (takeover)."""
         with self._lock:
             self.settings = settings
             if self.runner is not None and self.runner.has_episode and self.viewing is None:
-                key = (*settings.policy_fields(), id(self.models["A"]), id(self.models["B"]))
+                key = self._policy_identity(settings)
                 if key != self._policy_key:
                     self.runner.set_policy(self.make_policy(settings))
                     self._policy_key = key
@@ -186,7 +190,7 @@ class StudioSession:
             else:
                 self.runner = EpisodeRunner(settings.env, policy, settings.env_options, sinks=self.sinks, config=config)
             self.settings, self.viewing = settings, None
-            self._policy_key = (*settings.policy_fields(), id(self.models["A"]), id(self.models["B"]))
+            self._policy_key = self._policy_identity(settings)
             return self.runner.reset(seed=settings.seed)
 
     def _live_runner(self) -> EpisodeRunner:
@@ -233,7 +237,7 @@ class StudioSession:
                 self.runner.policy = policy
             forked = self.runner.fork(episode, int(at))
             self.settings, self.viewing = settings, None
-            self._policy_key = (*settings.policy_fields(), id(self.models["A"]), id(self.models["B"]))
+            self._policy_key = self._policy_identity(settings)
             return forked
 
     def attention(self, step_index: int, output: str = "taken", slot: str = "A", rollout: bool = False) -> Any:
