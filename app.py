@@ -105,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     load = commands.add_parser("import", help="store the episodes of a JSONL file (the trace format, e.g. from run --out)")
     load.add_argument("file", metavar="FILE.jsonl")
+    load.add_argument("--replace", action="store_true", help="overwrite stored episodes whose content differs (judgements on unchanged steps are kept)")
     _add_db_argument(load)
 
     pairs = commands.add_parser("pairs", help="make preference pairs from stored candidates or episodes, or one pair by hand")
@@ -233,15 +234,24 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     from studio.trace import read_episodes_jsonl
 
-    try:
-        episodes = read_episodes_jsonl(args.file)  # read all first: a bad line stores nothing
-    except OSError as exc:
-        raise StudioError(f"Cannot read {args.file}: {exc.strerror or exc}.") from None
+    episodes = read_episodes_jsonl(args.file)  # read and check all first: a bad line stores nothing
     store = open_cli_store(args)
-    for episode in episodes:
-        store.episodes.save(episode)
-    print(f"stored {len(episodes)} episodes in {store.url}")
+    results = store.episodes.save_all(episodes, replace=args.replace)  # one transaction
+    outcomes = {outcome: sum(r.outcome == outcome for r in results) for outcome in ("stored", "unchanged", "replaced")}
+    print(f"stored {_count(outcomes['stored'], 'episode')}, {outcomes['unchanged']} already stored unchanged, {outcomes['replaced']} replaced, in {store.url}")
+    for result in results:
+        if result.outcome == "replaced":
+            print(
+                f"  {result.episode_id}: kept steps 0-{result.kept_steps - 1} with their labels and pairs; "
+                f"dropped {_count(result.dropped_pairs, 'pair')} and {_count(result.dropped_labels, 'step label')} of changed steps"
+                if result.kept_steps else f"  {result.episode_id}: every step changed; dropped {_count(result.dropped_pairs, 'pair')} and {_count(result.dropped_labels, 'step label')}"
+            )
     return 0
+
+
+def _count(number: int, noun: str) -> str:
+    """``1 pair``, ``2 pairs``."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def cmd_pairs(args: argparse.Namespace) -> int:

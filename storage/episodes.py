@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -124,6 +124,29 @@ def episode_record(row: EpisodeRow, model: dict[str, Any] | None, steps: list[St
     )
 
 
+def _content(record: Episode | Step) -> dict[str, Any]:
+    """What a stored record must equal to count as the same (a model of None and {} alike)."""
+    data = record.to_dict()
+    if "model" in data:
+        data["model"] = data["model"] or None
+    return data
+
+
+@dataclass(frozen=True)
+class SaveResult:
+    """What :meth:`EpisodeStore.save` did with one episode."""
+
+    episode_id: str
+    outcome: str
+    """``stored`` (new), ``unchanged`` (already stored, same content) or ``replaced``."""
+    kept_steps: int = 0
+    """With ``replaced``: steps (from the first) that were the same and kept their labels and pairs."""
+    dropped_pairs: int = 0
+    """With ``replaced``: pairs (and their judgements) on changed steps or on the whole changed trajectory."""
+    dropped_labels: int = 0
+    """With ``replaced``: step labels on changed steps."""
+
+
 @dataclass
 class EpisodeSummary:
     """One row of the episode browser."""
@@ -175,31 +198,34 @@ class EpisodeStore:
             "total_return": episode.total_return,
         }
 
+    def _insert(self, session: Session, episode: Episode) -> None:
+        session.add(
+            EpisodeRow(
+                id=episode.id,
+                env=episode.env,
+                seed=episode.seed,
+                env_options=episode.env_options,
+                instruction=episode.instruction,
+                policy=episode.policy,
+                policy_config=episode.policy_config,
+                model_id=self._model_id(session, episode.model),
+                parent_id=episode.parent_id,
+                forked_at=episode.forked_at,
+                started_at=episode.started_at,
+                schema_version=episode.schema_version,
+                **self._episode_columns(episode),
+            )
+        )
+        session.flush()
+        for step in episode.steps:
+            self._add_step(session, episode.id, step)
+
     def start(self, episode: Episode) -> None:
         """Record a new episode (with the steps it already has: a fork's copied prefix)."""
         with self.db.writing() as session:
             if session.get(EpisodeRow, episode.id) is not None:
                 raise StudioError(f"Episode {episode.id} is already stored.")
-            session.add(
-                EpisodeRow(
-                    id=episode.id,
-                    env=episode.env,
-                    seed=episode.seed,
-                    env_options=episode.env_options,
-                    instruction=episode.instruction,
-                    policy=episode.policy,
-                    policy_config=episode.policy_config,
-                    model_id=self._model_id(session, episode.model),
-                    parent_id=episode.parent_id,
-                    forked_at=episode.forked_at,
-                    started_at=episode.started_at,
-                    schema_version=episode.schema_version,
-                    **self._episode_columns(episode),
-                )
-            )
-            session.flush()
-            for step in episode.steps:
-                self._add_step(session, episode.id, step)
+            self._insert(session, episode)
 
     def add_step(self, episode: Episode, step: Step) -> None:
         """Record one step as soon as it is taken (its own transaction: a crash keeps it)."""
@@ -212,11 +238,87 @@ class EpisodeStore:
         with self.db.writing() as session:
             session.execute(update(EpisodeRow).where(EpisodeRow.id == episode.id).values(**self._episode_columns(episode)))
 
-    def save(self, episode: Episode) -> None:
-        """Store a whole episode at once (e.g. one read from a JSONL file); replaces a stored copy."""
+    def save(self, episode: Episode, replace: bool = False) -> SaveResult:
+        """Store a whole episode at once (e.g. one read from a file); see :meth:`save_all`."""
+        return self.save_all([episode], replace=replace)[0]
+
+    def save_all(self, episodes: list[Episode], replace: bool = False) -> list[SaveResult]:
+        """Store whole episodes in one transaction: all of them, or (on any error) none.
+
+        Every episode is validated first. One that is already stored with the same content
+        is left as it is (importing a file twice changes nothing). One stored with other
+        content is refused, unless ``replace``: then its steps are replaced from the first
+        one that differs, and the pairs, judgements and step labels of the unchanged steps
+        before it are kept (those of changed steps judged something else, and go).
+        """
+        for episode in episodes:
+            try:
+                episode.validate()
+            except StudioError as exc:
+                raise StudioError(f"Episode {str(episode.id)[:40]!r} is not valid: {exc}") from None
+        if len({e.id for e in episodes}) < len(episodes):
+            raise StudioError("The same episode id appears twice; nothing was stored.")
         with self.db.writing() as session:
-            session.execute(delete(EpisodeRow).where(EpisodeRow.id == episode.id))
-        self.start(episode)
+            return [self._save(session, episode, replace) for episode in episodes]
+
+    def _save(self, session: Session, episode: Episode, replace: bool) -> SaveResult:
+        row = session.get(EpisodeRow, episode.id)
+        if row is None:
+            self._check_candidate_ids(session, episode.steps)
+            self._insert(session, episode)
+            return SaveResult(episode.id, "stored")
+        stored = self._load(session, row)
+        if _content(stored) == _content(episode):
+            return SaveResult(episode.id, "unchanged")
+        if not replace:
+            raise StudioError(
+                f"Episode {episode.id} is already stored with different content; nothing was stored "
+                "(use --replace to overwrite it: judgements on the steps that did not change are kept)."
+            )
+        return self._replace(session, row, stored, episode)
+
+    @staticmethod
+    def _check_candidate_ids(session: Session, steps: list[Step]) -> None:
+        """Candidate ids are unique across the store (pairs point at them): refuse a reused one."""
+        ids = [c.id for step in steps for c in step.candidates]
+        if len(set(ids)) < len(ids):
+            raise StudioError("The same candidate id appears twice in the episode; nothing was stored.")
+        for start in range(0, len(ids), 500):
+            taken = session.scalar(select(CandidateRow.id).where(CandidateRow.id.in_(ids[start : start + 500])).limit(1))
+            if taken is not None:
+                raise StudioError(f"Candidate {taken} is already stored with another episode (a copied file?); nothing was stored.")
+
+    def _replace(self, session: Session, row: EpisodeRow, stored: Episode, episode: Episode) -> SaveResult:
+        """Overwrite ``stored`` with ``episode`` in place, from the first step that differs."""
+        from storage.orm import PairRow, StepLabelRow  # the preference tables hang off episodes and steps
+
+        keep = 0
+        for old, new in zip(stored.steps, episode.steps):
+            if _content(old) != _content(new):
+                break
+            keep += 1
+        pairs = labels = 0
+        if keep < max(stored.length, episode.length):
+            # Step pairs from the first changed step on, and trajectory pairs (the trajectory changed).
+            touches = or_(PairRow.left_episode_id == episode.id, PairRow.right_episode_id == episode.id)
+            changed_sides = or_(and_(PairRow.kind == "step", PairRow.step_index >= keep), PairRow.kind == "trajectory")
+            doomed = select(PairRow.id).where(touches, changed_sides)
+            late_steps = select(StepRow.id).where(StepRow.episode_id == episode.id, StepRow.index >= keep)
+            pairs = session.scalar(select(func.count()).select_from(doomed.subquery())) or 0
+            labels = session.scalar(select(func.count()).select_from(StepLabelRow).where(StepLabelRow.step_id.in_(late_steps))) or 0
+            session.execute(delete(PairRow).where(PairRow.id.in_(doomed)))  # their judgements cascade
+            session.execute(delete(StepRow).where(StepRow.episode_id == episode.id, StepRow.index >= keep))  # labels, candidates cascade
+        self._check_candidate_ids(session, episode.steps[keep:])
+        for step in episode.steps[keep:]:
+            self._add_step(session, episode.id, step)
+        for name, value in {
+            "env": episode.env, "seed": episode.seed, "env_options": episode.env_options, "instruction": episode.instruction,
+            "policy": episode.policy, "policy_config": episode.policy_config, "model_id": self._model_id(session, episode.model),
+            "parent_id": episode.parent_id, "forked_at": episode.forked_at, "started_at": episode.started_at,
+            "schema_version": episode.schema_version, **self._episode_columns(episode),
+        }.items():
+            setattr(row, name, value)
+        return SaveResult(episode.id, "replaced", kept_steps=keep, dropped_pairs=pairs, dropped_labels=labels)
 
     def sink(self) -> StoreSink:
         """A runner sink that writes every step to this store as it happens."""
@@ -228,12 +330,15 @@ class EpisodeStore:
         with self.db.reading() as session:
             row = session.get(EpisodeRow, episode_id)
             if row is None:
-                raise StudioError(f"No stored episode with id {episode_id!r}.")
-            model = session.get(ModelRow, row.model_id).description if row.model_id else None
-            step_rows = session.scalars(select(StepRow).where(StepRow.episode_id == episode_id).order_by(StepRow.index)).all()
-            candidates = self._candidates(session, [s.id for s in step_rows])
-            steps = [step_record(s, candidates.get(s.id, [])) for s in step_rows]
-            return episode_record(row, model, steps)
+                raise StudioError(f"No stored episode with id {str(episode_id)[:64]!r}.")
+            return self._load(session, row)
+
+    def _load(self, session: Session, row: EpisodeRow) -> Episode:
+        model = session.get(ModelRow, row.model_id).description if row.model_id else None
+        step_rows = session.scalars(select(StepRow).where(StepRow.episode_id == row.id).order_by(StepRow.index)).all()
+        candidates = self._candidates(session, [s.id for s in step_rows])
+        steps = [step_record(s, candidates.get(s.id, [])) for s in step_rows]
+        return episode_record(row, model, steps)
 
     @staticmethod
     def _candidates(session: Session, step_ids: list[int]) -> dict[int, list[Candidate]]:

@@ -24,7 +24,7 @@ from studio.agents.base import Decision, Observation, Policy
 from studio.envs.base import StudioEnv, invalid_observation
 from studio.envs.registry import default_max_steps, make_env
 from studio.errors import EpisodeOver, StudioError
-from studio.trace import Episode, Step, utc_now
+from studio.trace import Episode, Step, new_id, utc_now
 
 
 @dataclass
@@ -273,12 +273,20 @@ class EpisodeRunner:
             policy=self.policy.name,
             policy_config=self.policy.describe(),
             model=getattr(self.policy, "model_description", None),
-            steps=[copy.deepcopy(s) for s in episode.steps[:at]],
+            steps=[_copy_step(s) for s in episode.steps[:at]],
             parent_id=episode.id,
             forked_at=at,
         )
         self._emit("started")
         return self._episode
+
+
+def _copy_step(step: Step) -> Step:
+    """A fork's copy of a parent step: the same content, but its candidates are new records."""
+    copied = copy.deepcopy(step)
+    for candidate in copied.candidates:
+        candidate.id = new_id()
+    return copied
 
 
 def _json_safe(info: dict[str, Any]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from studio.errors import StudioError
+from studio.validation import MAX_FRAME_SIDE, MAX_ITEMS, MAX_NAME, MAX_SEED, ID_PATTERN, check_record, fail, limits
 
 #: Bump when a field is added, renamed or changes meaning; add a migration in ``from_dict``.
 SCHEMA_VERSION = 1
@@ -52,13 +53,25 @@ def frame_to_png(frame: np.ndarray | None) -> bytes | None:
     return png.tobytes()
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
 def png_to_frame(data: bytes | None) -> np.ndarray | None:
-    """Inverse of :func:`frame_to_png`."""
+    """Inverse of :func:`frame_to_png`. Anything but a PNG of at most ``MAX_FRAME_SIDE`` pixels a
+    side is refused before it is decoded (a small file may claim a huge image)."""
     if data is None:
         return None
     import cv2
 
+    # The size sits in the IHDR chunk right after the signature: width, height (big-endian).
+    if len(data) < 24 or not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
+        raise StudioError("The frame is not a PNG image.")
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if not (0 < width <= MAX_FRAME_SIDE and 0 < height <= MAX_FRAME_SIDE):
+        raise StudioError(f"The frame is {width}x{height} pixels; at most {MAX_FRAME_SIDE} a side are read.")
     bgr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise StudioError("The frame is not a readable PNG image.")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
@@ -70,18 +83,24 @@ def encode_frame(frame: np.ndarray | None) -> str | None:
 
 def decode_frame(data: str | None) -> np.ndarray | None:
     """Inverse of :func:`encode_frame`."""
-    return None if data is None else png_to_frame(base64.b64decode(data))
+    if data is None:
+        return None
+    try:
+        png = base64.b64decode(data, validate=True)
+    except (ValueError, TypeError):
+        raise StudioError("The frame is not base64 text.") from None
+    return png_to_frame(png)
 
 
 @dataclass
 class TokenInfo:
     """One generated token, with the model's confidence in it."""
 
-    id: int
+    id: int = field(metadata=limits(minimum=0))
     """Token id in the model's vocabulary."""
-    text: str
+    text: str = field(metadata=limits(max_length=10_000))
     """Decoded text of this token alone."""
-    logprob: float
+    logprob: float = field(metadata=limits(negative_infinity=True))
     """Log-probability the model gave this token when it was generated."""
     entropy: float | None = None
     """Entropy (nats) of the model's next-token distribution at this position."""
@@ -120,7 +139,7 @@ class Candidate:
     """Why the action was not valid (one sentence), else None."""
     tokens: list[TokenInfo] | None = None
     """Token-level data, filled by model policies."""
-    id: str = field(default_factory=new_id)
+    id: str = field(default_factory=new_id, metadata=limits(pattern=ID_PATTERN))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -150,7 +169,7 @@ class Candidate:
 class Step:
     """One decision of the agent and the environment's answer to it."""
 
-    index: int
+    index: int = field(metadata=limits(minimum=0, maximum=MAX_ITEMS))
     """0-based position in the episode."""
     observation: str
     """Text observation the policy saw when it decided (the environment's state before acting)."""
@@ -158,7 +177,7 @@ class Step:
     """The action sent to the environment (canonical form when valid); None if none was parsed."""
     frame: np.ndarray | None = None
     """RGB frame (H, W, 3) uint8 of the same observation, when frames are recorded."""
-    actor: str = ""
+    actor: str = field(default="", metadata=limits(max_length=MAX_NAME))
     """Who decided this step: the policy name (``expert``, ``random``, ...) or ``human``."""
     prompt: list[dict[str, Any]] | None = None
     """The chat messages a model policy saw (role/content dicts), else None."""
@@ -184,9 +203,9 @@ class Step:
     """Seconds spent, e.g. ``policy_s`` and ``env_s``; model policies add their own entries."""
     tokens: list[TokenInfo] | None = None
     """Token-level data of the chosen output (ids, text, logprob, entropy), from model policies."""
-    action_logprobs: dict[str, float] | None = None
+    action_logprobs: dict[str, float] | None = field(default=None, metadata=limits(negative_infinity=True))
     """Log-probability of every valid action when the policy scores them, else None."""
-    candidates: list[Candidate] = field(default_factory=list)
+    candidates: list[Candidate] = field(default_factory=list, metadata=limits(max_items=64))
     """Alternative outputs sampled at this step."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Policy-specific JSON-serialisable data (e.g. KV-cache reuse statistics)."""
@@ -222,15 +241,15 @@ class Step:
 class Episode:
     """An agent acting in an environment from one reset: its steps and outcome."""
 
-    env: str
+    env: str = field(metadata=limits(max_length=MAX_NAME))
     """Registered environment name, e.g. ``gridworld`` or ``gym:FrozenLake-v1``."""
-    seed: int | None
+    seed: int | None = field(metadata=limits(minimum=0, maximum=MAX_SEED))
     """Seed given to ``reset``; the same name, options and seed give the same task."""
     env_options: dict[str, Any] = field(default_factory=dict)
     """Options the environment was made with (after defaults were filled in)."""
     instruction: str = ""
     """The task instruction the agent was given."""
-    policy: str = ""
+    policy: str = field(default="", metadata=limits(max_length=MAX_NAME))
     """Name of the policy that started the episode (steps record their own actor)."""
     policy_config: dict[str, Any] = field(default_factory=dict)
     """Settings of that policy (sampling parameters, action mode, ...)."""
@@ -239,16 +258,16 @@ class Episode:
     steps: list[Step] = field(default_factory=list)
     success: bool | None = None
     """Whether the task was achieved; None while the episode is running."""
-    end_reason: str | None = None
+    end_reason: str | None = field(default=None, metadata=limits(max_length=1_000))
     """Why it ended: e.g. ``goal reached``, ``step limit``, ``too many invalid actions``."""
-    id: str = field(default_factory=new_id)
-    parent_id: str | None = None
+    id: str = field(default_factory=new_id, metadata=limits(pattern=ID_PATTERN))
+    parent_id: str | None = field(default=None, metadata=limits(pattern=ID_PATTERN))
     """For a fork: the episode it was forked from."""
-    forked_at: int | None = None
+    forked_at: int | None = field(default=None, metadata=limits(minimum=0, maximum=MAX_ITEMS))
     """For a fork: the step index it branched at (steps before it are copies of the parent's)."""
-    started_at: str = field(default_factory=utc_now)
-    ended_at: str | None = None
-    schema_version: int = SCHEMA_VERSION
+    started_at: str = field(default_factory=utc_now, metadata=limits(max_length=32, datetime=True))
+    ended_at: str | None = field(default=None, metadata=limits(max_length=32, datetime=True))
+    schema_version: int = field(default=SCHEMA_VERSION, metadata=limits(minimum=1))
 
     @property
     def total_return(self) -> float:
@@ -287,17 +306,30 @@ class Episode:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Episode:
+        """An episode from its JSON form, checked field by field first (it may come from anyone)."""
+        if not isinstance(data, dict):
+            fail("", "expected a JSON object")
         version = data.get("schema_version", 1)
-        if not isinstance(version, int) or version > SCHEMA_VERSION:
+        if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
             raise StudioError(
                 f"This episode uses trace schema version {version}, newer than this studio "
                 f"understands ({SCHEMA_VERSION}); upgrade Agent Studio to read it."
             )
+        validate_episode(data)
         known = {f.name for f in fields(cls)}
         kwargs = {k: copy.deepcopy(v) for k, v in data.items() if k in known and k != "steps"}
-        kwargs["steps"] = [Step.from_dict(s) for s in data.get("steps", [])]
+        kwargs["steps"] = []
+        for position, step in enumerate(data.get("steps", [])):
+            try:
+                kwargs["steps"].append(Step.from_dict(step))
+            except StudioError as exc:
+                fail(f"steps[{position}].frame", str(exc).removeprefix("The frame ").rstrip("."))
         kwargs["schema_version"] = SCHEMA_VERSION
         return cls(**kwargs)
+
+    def validate(self) -> None:
+        """Raise :class:`StudioError` naming the first field that is not what the trace format allows."""
+        validate_episode(self)
 
     def to_json(self) -> str:
         """One line of JSON (the episodes JSONL format)."""
@@ -308,20 +340,53 @@ class Episode:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise StudioError(f"Not a valid episode record: {exc.msg} at line {exc.lineno}.") from exc
+            raise StudioError(f"Not a valid episode record: {exc.msg} at line {exc.lineno}.") from None
+        except RecursionError:
+            raise StudioError("Not a valid episode record: the JSON is nested too deeply.") from None
         if not isinstance(data, dict) or "env" not in data:
             raise StudioError("Not a valid episode record: expected a JSON object with an 'env' field.")
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data)
+        except StudioError as exc:
+            raise StudioError(f"Not a valid episode record: {exc}") from None
+
+
+def validate_episode(episode: Episode | dict[str, Any]) -> None:
+    """Check an episode (its JSON form or the record) against the trace format and its limits.
+
+    Beyond each field's type and limits: steps are numbered 0, 1, 2, ... in order, and a
+    fork's branch point lies within its steps.
+    """
+    check_record(Episode, episode)
+    steps = episode.steps if isinstance(episode, Episode) else episode.get("steps", [])
+    for position, step in enumerate(steps):
+        index = step.index if isinstance(step, Step) else step["index"]
+        if index != position:
+            fail(f"steps[{position}].index", f"expected {position} (steps are numbered in order from 0)")
+    forked_at = episode.forked_at if isinstance(episode, Episode) else episode.get("forked_at")
+    if forked_at is not None and forked_at > len(steps):
+        fail("forked_at", "points past the last step")
 
 
 def read_episodes_jsonl(path: str) -> list[Episode]:
-    """Read every episode from a JSONL file written by the runner or the CLI."""
+    """Read every episode from a JSONL file written by the runner or the CLI.
+
+    Every record is checked (:func:`validate_episode`); the first bad one is refused with
+    its line number and field, and nothing is returned.
+    """
     episodes = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if line.strip():
-                try:
-                    episodes.append(Episode.from_json(line))
-                except StudioError as exc:
-                    raise StudioError(f"{path}, line {number}: {exc}") from exc
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if line.strip():
+                    try:
+                        episodes.append(Episode.from_json(line))
+                    except StudioError as exc:
+                        raise StudioError(f"{path}, line {number}: {exc}") from None
+    except UnicodeDecodeError:
+        raise StudioError(f"{path} is not a UTF-8 text file (expected episodes as JSON lines).") from None
+    except IsADirectoryError:
+        raise StudioError(f"{path} is a folder, not a file of episodes.") from None
+    except OSError as exc:
+        raise StudioError(f"Cannot read {path}: {exc.strerror or exc}.") from None
     return episodes

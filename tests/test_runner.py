@@ -184,3 +184,20 @@ def test_random_policy_runs_every_environment_reproducibly(env: str) -> None:
         assert episode.done and 1 <= episode.length <= 40
         runs.append([(s.action, s.next_observation) for s in episode.steps])
     assert runs[0] == runs[1]
+
+
+def test_a_fork_of_steps_with_candidates_is_stored(tmp_path) -> None:
+    from storage import open_store
+    from tests.store_helpers import OUTPUTS, run_react
+    from studio.agents.react import ReActConfig, ReActPolicy
+    from studio.models.scripted import ScriptedBackend
+
+    with open_store(tmp_path / "forks.db") as store:
+        parent = run_react(store, seed=0, steps=3, candidates=3)
+        runner = EpisodeRunner("gridworld", ReActPolicy(ScriptedBackend(OUTPUTS), ReActConfig(candidates=3)), sinks=[store.episodes.sink()])
+        fork = runner.fork(parent, 2)
+        runner.step()
+        stored = store.episodes.get(fork.id)
+        assert [s.raw for s in stored.steps[:2]] == [s.raw for s in parent.steps[:2]]
+        parent_ids = {c.id for s in parent.steps for c in s.candidates}
+        assert len(stored.steps[0].candidates) == 2 and not parent_ids & {c.id for s in stored.steps for c in s.candidates}

@@ -76,8 +76,8 @@ def test_episodes_from_a_jsonl_file_can_be_stored_whole(tmp_path: Path) -> None:
     runner.run()
     (episode,) = read_episodes_jsonl(str(tmp_path / "runs.jsonl"))
     store = new_store(tmp_path)
-    store.episodes.save(episode)
-    store.episodes.save(episode)  # saving again replaces, never duplicates
+    assert store.episodes.save(episode).outcome == "stored"
+    assert store.episodes.save(episode).outcome == "unchanged"  # saving the same again changes nothing
     assert store.episodes.get(episode.id).to_dict() == episode.to_dict()
     assert store.episodes.count()["episodes"] == 1
 
