@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Install Agent Studio into ./.venv. Needs only Python 3.11+ with pip (and root for apt-get,
-# used for Chromium when --test is given and no Chromium is installed).
+# used for Chromium and PostgreSQL when --test is given and they are not installed).
 #
 #   bash scripts/setup.sh          runtime dependencies (then: .venv/bin/python app.py)
-#   bash scripts/setup.sh --test   plus test dependencies and Chromium for the browser tests
+#   bash scripts/setup.sh --test   plus test dependencies, Chromium for the browser tests and
+#                                  PostgreSQL for the store tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
@@ -27,10 +28,18 @@ fi
 
 if [ "${1:-}" = "--test" ]; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+  system_packages=()
   # Browser tests drive Debian's Chromium with Playwright (Playwright's own browser download
   # needs a host these machines cannot reach).
   if [ ! -x /usr/bin/chromium ]; then
-    apt_install chromium chromium-driver fonts-liberation
+    system_packages+=(chromium chromium-driver fonts-liberation)
+  fi
+  # The store tests also run on a real PostgreSQL: a throwaway cluster the tests start themselves.
+  if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
+    system_packages+=(postgresql)
+  fi
+  if [ "${#system_packages[@]}" -gt 0 ]; then
+    apt_install "${system_packages[@]}"
   fi
 else
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt

@@ -86,7 +86,7 @@ def describe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, foreign_keys: bool = True) -> None:
     @event.listens_for(engine, "connect")
     def on_connect(dbapi_connection, _record) -> None:  # noqa: ANN001 - DB-API connection
         # pysqlite's own transaction handling begins lazily and cannot BEGIN IMMEDIATE:
@@ -94,7 +94,7 @@ def _configure_sqlite(engine: Engine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
-        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
         if engine.url.database not in (None, "", ":memory:"):
             cursor.execute("PRAGMA journal_mode = WAL")
             # NORMAL is durable across process crashes in WAL mode (only power loss can drop
@@ -108,8 +108,13 @@ def _configure_sqlite(engine: Engine) -> None:
         connection.exec_driver_sql(f"BEGIN {mode}".strip())
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for ``url`` (already resolved), with the SQLite pragmas when it is SQLite."""
+def make_engine(url: str, foreign_keys: bool = True) -> Engine:
+    """An engine for ``url`` (already resolved), with the SQLite pragmas when it is SQLite.
+
+    ``foreign_keys=False`` is for SQLite schema migrations only: rebuilding a table there
+    drops the old one, which with foreign keys on would cascade-delete the rows that point
+    at it (SQLite's own procedure for schema changes turns them off and checks after).
+    """
     try:
         engine = create_engine(url, future=True, pool_pre_ping=not url.startswith("sqlite"))
     except (NoSuchModuleError, ModuleNotFoundError, ImportError) as exc:
@@ -119,7 +124,7 @@ def make_engine(url: str) -> Engine:
     except (ArgumentError, SQLAlchemyError, ValueError) as exc:
         raise StudioError(f"Cannot use the database URL {describe_url(url)}: {exc}.") from None
     if engine.dialect.name == "sqlite":
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, foreign_keys)
     return engine
 
 

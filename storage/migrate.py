@@ -19,7 +19,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 from sqlalchemy.exc import SQLAlchemyError
 
-from storage.db import Database, describe_url, first_line
+from storage.db import BEGIN_MODE, Database, describe_url, first_line, make_engine
 from studio.errors import StudioError
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -48,13 +48,22 @@ def upgrade(database: Database, revision: str = "head") -> None:
     The transaction holds the write lock from its start, so when several processes open a
     new database at once, one migrates and the others find it done.
     """
-    with database.write_engine.begin() as connection:
-        target = head_revision() if revision == "head" else revision
-        if MigrationContext.configure(connection).get_current_revision() == target:
-            return
-        config = alembic_config()
-        config.attributes["connection"] = connection
-        command.upgrade(config, revision)
+    engine = database.write_engine
+    if database.is_sqlite:  # table rebuilds must not cascade: foreign keys off, checked before commit
+        engine = make_engine(database.url, foreign_keys=False).execution_options(**{BEGIN_MODE: "IMMEDIATE"})
+    try:
+        with engine.begin() as connection:
+            target = head_revision() if revision == "head" else revision
+            if MigrationContext.configure(connection).get_current_revision() == target:
+                return
+            config = alembic_config()
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+            if database.is_sqlite and connection.exec_driver_sql("PRAGMA foreign_key_check").first() is not None:
+                raise StudioError("The schema upgrade would break links between rows; nothing was changed.")
+    finally:
+        if engine is not database.write_engine:
+            engine.dispose()
 
 
 def backup_sqlite(database: Database, revision: str) -> Path:

@@ -26,7 +26,7 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-ID = String(32)  # the core's record ids: 32 hex characters
+ID = String(32)  # the core's record ids: at most 32 letters, digits, "_" or "-" (new ones are 32 hex)
 TIME = String(32)  # ISO-8601 UTC strings, as the core records them (they sort in time order)
 
 
@@ -54,7 +54,7 @@ class ModelRow(Base):
 
     __tablename__ = "models"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)  # sha1 of the description
-    name: Mapped[str] = mapped_column(String(300), index=True)
+    name: Mapped[str] = mapped_column(Text, index=True)
     description: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[str] = mapped_column(TIME)
 
@@ -66,11 +66,11 @@ class EpisodeRow(Base):
     seed: Mapped[int | None] = mapped_column(Integer)
     env_options: Mapped[dict[str, Any]] = mapped_column(JSON)
     instruction: Mapped[str] = mapped_column(Text)
-    policy: Mapped[str] = mapped_column(String(100), index=True)
+    policy: Mapped[str] = mapped_column(Text, index=True)
     policy_config: Mapped[dict[str, Any]] = mapped_column(JSON)
     model_id: Mapped[str | None] = mapped_column(ForeignKey("models.id"), index=True)
     success: Mapped[bool | None] = mapped_column(Boolean)
-    end_reason: Mapped[str | None] = mapped_column(String(200))
+    end_reason: Mapped[str | None] = mapped_column(Text)
     # No foreign key: a fork's parent may live in a file, not in this database.
     parent_id: Mapped[str | None] = mapped_column(ID, index=True)
     forked_at: Mapped[int | None] = mapped_column(Integer)
@@ -89,7 +89,7 @@ class StepRow(Base):
     index: Mapped[int] = mapped_column(Integer)
     observation: Mapped[str] = mapped_column(Text)
     action: Mapped[str | None] = mapped_column(Text)
-    actor: Mapped[str] = mapped_column(String(100))
+    actor: Mapped[str] = mapped_column(Text)
     raw: Mapped[str] = mapped_column(Text)
     thought: Mapped[str | None] = mapped_column(Text)
     valid: Mapped[bool] = mapped_column(Boolean)

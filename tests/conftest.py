@@ -16,3 +16,27 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import tempfile  # noqa: E402
 
 os.environ["AGENT_STUDIO_DB"] = str(Path(tempfile.mkdtemp(prefix="agent-studio-tests-")) / "studio.db")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server for this test session (fails, never skips, when it cannot start)."""
+    from tests.postgres import PostgresCluster
+
+    try:
+        cluster = PostgresCluster()
+    except (RuntimeError, OSError) as exc:
+        pytest.fail(f"PostgreSQL could not start: {exc}")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    """A new, empty database of each kind the store supports: an SQLite file, then a PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "studio.db")
+    return request.getfixturevalue("postgres").new_database()

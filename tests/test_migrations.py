@@ -51,11 +51,39 @@ def test_a_first_schema_database_upgrades_to_head_with_its_data(tmp_path: Path) 
     assert open_store(path).backup is None
 
 
-def test_migrations_create_exactly_the_models_schema(tmp_path: Path) -> None:
-    store = open_store(tmp_path / "fresh.db")
-    with store.db.engine.connect() as connection:
+def test_migrations_create_exactly_the_models_schema(store_url: str) -> None:
+    with open_store(store_url) as store, store.db.engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection, opts={"compare_type": True}), Base.metadata)
     assert differences == []
+
+
+def test_rebuilding_tables_keeps_every_linked_row(tmp_path: Path) -> None:
+    """0003 rebuilds episodes, steps and models on SQLite: nothing may cascade away."""
+    path = tmp_path / "second.db"
+    database = Database(resolve_url(path))
+    upgrade(database, "0002")
+    from storage.store import Store
+
+    old = Store(database)
+    run_react(old, seed=0, steps=2)
+    old.preferences.pairs_from_candidates()
+    item = old.preferences.queue("ada", limit=1)[0]
+    old.preferences.annotate(item.pair_id, "ada", "left")
+    episode_id = old.episodes.summaries()[0].id
+    old.preferences.label_step(episode_id, 1, "ada", "good")
+    tables = ("episodes", "steps", "candidates", "models", "pairs", "annotations", "step_labels")
+
+    def counts(db_path: Path) -> dict[str, int]:
+        with sqlite3.connect(db_path) as connection:
+            return {t: connection.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}
+
+    before = counts(path)
+    database.dispose()
+    assert min(before.values()) > 0
+    with open_store(path) as store:
+        assert current_revision(store.db) == head_revision()
+        assert counts(path) == before
+        assert store.episodes.save(store.episodes.get(episode_id)).outcome == "unchanged"
 
 
 def test_several_processes_opening_a_new_database_at_once_migrate_it_once(tmp_path: Path) -> None:

@@ -64,7 +64,8 @@ def test_foreign_keys_cascade_from_episodes_to_steps(tmp_path: Path) -> None:
     [
         ("nosuchdialect://x/y", "No database driver for 'nosuchdialect'"),
         ("postgresql+nosuchdriver://u@localhost/db", "No database driver"),
-        ("postgresql://u@127.0.0.1:1/db", "pip install 'psycopg"),
+        ("postgresql+pg8000://u@127.0.0.1:1/db", "pip install 'psycopg"),  # a driver that is not installed
+        ("postgresql+psycopg://u@127.0.0.1:1/db", "Cannot open the database .*Connection refused"),  # no server there
         ("sqlite:////proc/no/such/dir/x.db", "Cannot create the folder"),
     ],
 )
