@@ -13,13 +13,14 @@ Every failure to open a database is a :class:`~studio.errors.StudioError` with o
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from studio.errors import StudioError
@@ -27,6 +28,7 @@ from studio.errors import StudioError
 #: Seconds a writer waits for another process's write lock before giving up.
 BUSY_TIMEOUT_S = 60
 BEGIN_MODE = "studio_sqlite_begin"
+T = TypeVar("T")
 DRIVER_HINTS = {"postgresql": "for PostgreSQL: pip install 'psycopg[binary]'", "mysql": "for MySQL: pip install pymysql and use mysql+pymysql://"}
 
 
@@ -151,6 +153,23 @@ class Database:
         """A session whose work is committed at the end, or rolled back on an error."""
         with self._write() as session, session.begin():
             yield session
+
+    def write(self, work: Callable[[Session], T], attempts: int = 5) -> T:
+        """``work(session)`` in a write transaction, run again when a concurrent writer won a race.
+
+        Two annotators' processes may insert the same unique row (a judgement, a label, an
+        annotator) at the same instant. SQLite queues writers, so it never sees this;
+        PostgreSQL lets both try and fails one with a unique violation. The failed one runs
+        again, finds the row, and updates it: nothing is lost.
+        """
+        for attempt in range(attempts):
+            try:
+                with self.writing() as session:
+                    return work(session)
+            except IntegrityError:
+                if attempt == attempts - 1:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -431,16 +431,16 @@ class PreferenceStore:
         if confidence is not None and not 0.0 <= float(confidence) <= 1.0:
             raise StudioError(f"Confidence must be between 0 and 1, got {confidence}.")
         tag_list = [str(t).strip() for t in tags if str(t).strip()]
-        with self.db.writing() as session:
+
+        def judge(session: Session) -> AnnotationRecord:
             pair = session.get(PairRow, pair_id)
             if pair is None:
-                raise StudioError(f"No pair with id {pair_id!r}.")
-            if as_shown and pair.swapped:
-                value = SWAP[value]
+                raise StudioError(f"No pair with id {str(pair_id)[:64]!r}.")
+            stored = SWAP[value] if as_shown and pair.swapped else value
             annotator_id = self._annotator_id(session, annotator, create=True)
             row = session.scalars(select(AnnotationRow).where(AnnotationRow.pair_id == pair_id, AnnotationRow.annotator_id == annotator_id)).first()
             now = precise_now()
-            fields = {"choice": value, "rationale": str(rationale or ""), "tags": tag_list, "confidence": confidence, "seconds": seconds, "updated_at": now}
+            fields = {"choice": stored, "rationale": str(rationale or ""), "tags": tag_list, "confidence": confidence, "seconds": seconds, "updated_at": now}
             if row is None:
                 row = AnnotationRow(pair_id=pair_id, annotator_id=annotator_id, created_at=now, previous=None, **fields)
                 session.add(row)
@@ -450,6 +450,8 @@ class PreferenceStore:
                     setattr(row, name, new)
             session.flush()
             return self._annotation_record(row, normalize_annotator(annotator))
+
+        return self.db.write(judge)
 
     @staticmethod
     def _annotation_record(row: AnnotationRow, annotator: str) -> AnnotationRecord:
@@ -502,19 +504,23 @@ class PreferenceStore:
         value = str(label).strip().lower()
         if value not in STEP_LABELS:
             raise StudioError(f"Unknown step label {label!r}: use one of {', '.join(STEP_LABELS)}.")
-        with self.db.writing() as session:
+
+        def label(session: Session) -> StepLabelRecord:
             step_id = session.scalar(select(StepRow.id).where(StepRow.episode_id == episode_id, StepRow.index == step_index))
             if step_id is None:
-                raise StudioError(f"No stored step {step_index} in episode {episode_id}.")
+                raise StudioError(f"No stored step {step_index} in episode {str(episode_id)[:64]}.")
             annotator_id = self._annotator_id(session, annotator, create=True)
             row = session.scalars(select(StepLabelRow).where(StepLabelRow.step_id == step_id, StepLabelRow.annotator_id == annotator_id)).first()
             now = precise_now()
             if row is None:
                 row = StepLabelRow(step_id=step_id, annotator_id=annotator_id, label=value, note=str(note or ""), created_at=now, updated_at=now)
                 session.add(row)
+                session.flush()
             else:
                 row.label, row.note, row.updated_at = value, str(note or ""), now
             return StepLabelRecord(episode_id, step_index, normalize_annotator(annotator), value, row.note, now)
+
+        return self.db.write(label)
 
     def step_labels(self, episode_id: str | None = None) -> list[StepLabelRecord]:
         query = (

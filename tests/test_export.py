@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from trl.data_utils import apply_chat_template, is_conversational
 
-from storage import Store
+from storage import Store, open_store
 from storage.export import export
 from studio.errors import StudioError
 from studio.trace import read_episodes_jsonl
@@ -19,10 +19,13 @@ from tests.store_helpers import new_store, run_react, run_scripted
 from tests.tiny_models import tiny_tokenizer
 
 
-@pytest.fixture(scope="module")
-def judged(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """A database with step and trajectory pairs judged by two annotators, and step labels."""
-    store = new_store(tmp_path_factory.mktemp("export"))
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def judged(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A database (an SQLite file, then PostgreSQL) with step and trajectory pairs judged by two annotators, and step labels."""
+    if request.param == "sqlite":
+        store = new_store(tmp_path_factory.mktemp("export"))
+    else:
+        store = open_store(request.getfixturevalue("postgres").new_database())
     react = run_react(store, seed=0, steps=2, candidates=3)  # frames recorded
     expert = run_scripted(store, "expert", seed=5)
     random_run = run_scripted(store, "random", seed=5, max_steps=3)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from storage import Store
+from storage import Store, open_store
 from studio.errors import StudioError
 from studio.runner import EpisodeRunner, RunnerConfig
 from studio.agents.scripted import make_policy
@@ -14,8 +14,10 @@ from tests.store_helpers import new_store, run_react, run_scripted
 
 
 @pytest.fixture()
-def store(tmp_path: Path) -> Store:
-    return new_store(tmp_path)
+def store(store_url: str) -> Store:
+    """Every test here runs on an SQLite file and on a PostgreSQL database."""
+    with open_store(store_url) as opened:
+        yield opened
 
 
 def test_candidates_make_every_two_way_pair_once(store: Store) -> None:
@@ -184,3 +186,41 @@ def test_stats_count_and_measure_agreement(store: Store) -> None:
     assert stats["agreement"]["percent_agreement"] == pytest.approx(0.75)
     # ada: L R T L, bob: L L T L -> p_o 0.75, p_e (2*3 + 1*0 + 1*1)/16 = 7/16 -> kappa 5/9
     assert stats["agreement"]["cohen_kappa"] == pytest.approx(5 / 9)
+
+
+def test_a_judgement_that_races_another_writer_for_the_same_row_is_kept(store: Store) -> None:
+    """Another process inserts ada's judgement of the pair, uncommitted, while ada judges it here.
+
+    PostgreSQL then fails our insert with a unique violation (SQLite makes us wait instead):
+    the store must run the judgement again, as an update, and lose nothing.
+    """
+    import threading
+    import time
+
+    from sqlalchemy import insert, select
+
+    from storage.db import Database
+    from storage.orm import AnnotationRow, AnnotatorRow
+
+    run_react(store, seed=0, steps=1, candidates=3)
+    store.preferences.pairs_from_candidates()
+    first, second = store.preferences.pairs()[:2]
+    store.preferences.annotate(second.id, "ada", "tie")  # ada exists
+    other = Database(store.db.url)
+    results: list = []
+    try:
+        with other.writing() as session:
+            ada = session.scalar(select(AnnotatorRow.id).where(AnnotatorRow.name == "ada"))
+            now = "2026-01-01T00:00:00.000000+00:00"
+            row = dict(pair_id=first.id, annotator_id=ada, choice="right", rationale="other", tags=[], created_at=now, updated_at=now)
+            session.execute(insert(AnnotationRow).values(**row))
+            session.flush()
+            worker = threading.Thread(target=lambda: results.append(store.preferences.annotate(first.id, "ada", "left", as_shown=False)))
+            worker.start()
+            time.sleep(1.5)  # the worker now waits on our uncommitted row
+        worker.join(timeout=60)
+    finally:
+        other.dispose()
+    assert results and results[0].choice == "left"
+    (kept,) = [a for a in store.preferences.annotations(pair_id=first.id) if a.annotator == "ada"]
+    assert kept.choice == "left"

@@ -16,8 +16,8 @@ from studio.trace import read_episodes_jsonl
 from tests.store_helpers import new_store, run_react, run_scripted
 
 
-def test_an_episode_reads_back_exactly_as_it_was_run(tmp_path: Path) -> None:
-    store = new_store(tmp_path)
+def test_an_episode_reads_back_exactly_as_it_was_run(store_url: str) -> None:
+    store = open_store(store_url)
     episode = run_react(store, seed=2, steps=4, candidates=3)
     stored = store.episodes.get(episode.id)
     assert stored.to_dict() == episode.to_dict()  # prompt, tokens, candidates, snapshot, frame: all of it
@@ -42,8 +42,8 @@ def test_each_step_is_committed_as_it_happens(tmp_path: Path) -> None:
     assert summary.success is True and summary.steps == episode.length and summary.ended_at is not None
 
 
-def test_a_fork_is_stored_with_its_parent_and_copied_prefix(tmp_path: Path) -> None:
-    store = new_store(tmp_path)
+def test_a_fork_is_stored_with_its_parent_and_copied_prefix(store_url: str) -> None:
+    store = open_store(store_url)
     runner = EpisodeRunner("household", make_policy("expert"), sinks=[store.episodes.sink()], config=RunnerConfig(record_frames=False))
     runner.reset(seed=3)
     parent = runner.run()
@@ -55,8 +55,8 @@ def test_a_fork_is_stored_with_its_parent_and_copied_prefix(tmp_path: Path) -> N
     assert stored.to_dict() == fork.to_dict()
 
 
-def test_summaries_filter_by_env_policy_model_and_outcome(tmp_path: Path) -> None:
-    store = new_store(tmp_path)
+def test_summaries_filter_by_env_policy_model_and_outcome(store_url: str) -> None:
+    store = open_store(store_url)
     expert = run_scripted(store, "expert", seed=0)
     random_run = run_scripted(store, "random", seed=0, max_steps=3)
     react = run_react(store, seed=0, steps=2)

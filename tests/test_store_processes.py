@@ -28,8 +28,8 @@ print("done", flush=True)
 """
 
 
-def test_processes_annotating_at_once_lose_nothing_and_duplicate_nothing(tmp_path: Path) -> None:
-    store = new_store(tmp_path)
+def test_processes_annotating_at_once_lose_nothing_and_duplicate_nothing(store_url: str) -> None:
+    store = open_store(store_url)
     for seed in range(3):
         run_react(store, seed=seed, steps=4)
     store.preferences.pairs_from_candidates()
@@ -39,7 +39,7 @@ def test_processes_annotating_at_once_lose_nothing_and_duplicate_nothing(tmp_pat
     start = time.time() + 4.0
     processes = [
         subprocess.Popen(
-            [sys.executable, "-c", ANNOTATE, str(tmp_path / "studio.db"), f"worker{n}", ",".join(pair_ids), str(start)],
+            [sys.executable, "-c", ANNOTATE, store_url, f"worker{n}", ",".join(pair_ids), str(start)],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         for n in range(workers)
@@ -54,8 +54,8 @@ def test_processes_annotating_at_once_lose_nothing_and_duplicate_nothing(tmp_pat
     shared = per_annotator["shared"]
     assert sorted(r.pair_id for r in shared) == sorted(pair_ids)  # one judgement per pair, however many wrote it
     assert len(records) == (workers + 1) * len(pair_ids)
-    with sqlite3.connect(tmp_path / "studio.db") as connection:
-        assert connection.execute("SELECT count(*) FROM annotators WHERE name = 'shared'").fetchone()[0] == 1
+    with store.db.engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT count(*) FROM annotators WHERE name = 'shared'").scalar() == 1
 
 
 WORK_UNTIL_KILLED = """
