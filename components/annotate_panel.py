@@ -19,7 +19,7 @@ from storage.desk import DEFAULT_TAGS, AnnotationDesk
 from storage.export import FORMATS, export
 from studio.errors import StudioError
 from studio.session import StudioSession
-from studio.viz.html import context_html, esc, labels_html, message_html, side_html
+from studio.viz.html import context_html, esc, labels_html, message_html, num, side_html
 
 CHOICE_BUTTONS = [("left", "Left is better (1)", "as-judge-left"), ("right", "Right is better (2)", "as-judge-right"), ("tie", "Tie (3)", "as-judge-tie"), ("both_bad", "Both bad (4)", "as-judge-both")]
 LABEL_BUTTONS = [("good", "Good (G)", "as-label-good"), ("neutral", "Neutral (N)", "as-label-neutral"), ("bad", "Bad (B)", "as-label-bad")]
@@ -127,7 +127,7 @@ def render_pair(desk: AnnotationDesk, message: str = "", kind: str = "info") -> 
     """Progress, the pair on screen (or why there is none), and cleared judgement fields."""
     cleared = ["", gr.CheckboxGroup(choices=list(desk.tags), value=[]), "—"]
     judged, total = desk.progress()
-    progress = f'<div class="as-progress">{esc(desk.annotator or "nobody")}: {judged} judged of {total} pairs</div>'
+    progress = f'<div class="as-progress">{esc(desk.annotator or "nobody")}: {num(judged)} judged of {num(total)} pairs</div>'
     if not desk.annotator:
         return [progress, '<div class="as-empty">Type your name above to start judging.</div>', None, "", "", message_html(message, kind), *cleared]
     item = desk.next()
@@ -141,19 +141,19 @@ def render_pair(desk: AnnotationDesk, message: str = "", kind: str = "info") -> 
 def overview_html(store: Store) -> str:
     stats = store.preferences.stats()
     counts = store.episodes.count()
-    rows = "".join(f"<tr><th>{esc(name)}</th><td>{count}</td></tr>" for name, count in sorted(stats["annotations_by_annotator"].items()))
+    rows = "".join(f"<tr><th>{esc(name)}</th><td>{num(count)}</td></tr>" for name, count in sorted(stats["annotations_by_annotator"].items()))
     agreement = stats["agreement"]
-    percent = "—" if agreement["percent_agreement"] is None else f"{agreement['percent_agreement']:.1%} over {agreement['items_with_two_or_more']} pairs"
+    percent = "—" if agreement["percent_agreement"] is None else f"{num(agreement['percent_agreement'], '.1%')} over {num(agreement['items_with_two_or_more'])} pairs"
     kappas = "".join(
-        f"<tr><th>{esc(r['annotators'][0])} vs {esc(r['annotators'][1])}</th><td>{r['percent_agreement']:.1%} on {r['items']} pairs · Cohen's kappa {'—' if r['cohen_kappa'] is None else format(r['cohen_kappa'], '.3f')}</td></tr>"
+        f"<tr><th>{esc(r['annotators'][0])} vs {esc(r['annotators'][1])}</th><td>{num(r['percent_agreement'], '.1%')} on {num(r['items'])} pairs · Cohen's kappa {'—' if r['cohen_kappa'] is None else num(r['cohen_kappa'], '.3f')}</td></tr>"
         for r in agreement["pairwise"]
     )
-    choices = " · ".join(f"{esc(k.replace('_', '-'))} {v}" for k, v in stats["choices"].items())
+    choices = " · ".join(f"{esc(k.replace('_', '-'))} {num(v)}" for k, v in stats["choices"].items())
     return (
         '<div class="as-card"><table>'
-        f"<tr><th>episodes</th><td>{counts['episodes']} ({counts['steps']} steps)</td></tr>"
-        f"<tr><th>pairs</th><td>{stats['pairs']}</td></tr><tr><th>judgements</th><td>{stats['annotations']} ({choices})</td></tr>"
-        f"<tr><th>step labels</th><td>{stats['step_labels']}</td></tr><tr><th>agreement</th><td>{percent}</td></tr>"
+        f"<tr><th>episodes</th><td>{num(counts['episodes'])} ({num(counts['steps'])} steps)</td></tr>"
+        f"<tr><th>pairs</th><td>{num(stats['pairs'])}</td></tr><tr><th>judgements</th><td>{num(stats['annotations'])} ({choices})</td></tr>"
+        f"<tr><th>step labels</th><td>{num(stats['step_labels'])}</td></tr><tr><th>agreement</th><td>{percent}</td></tr>"
         f"{kappas}</table><div class='as-card-title'>Judgements per annotator</div><table>{rows or '<tr><td>none yet</td></tr>'}</table></div>"
     )
 

@@ -18,7 +18,7 @@ from studio.envs.registry import make_env
 from studio.errors import StudioError
 from studio.session import StudioSession
 from studio.viz.attention import perception_html, projection_image, segment_grid_figure, token_strip_html
-from studio.viz.html import message_html
+from studio.viz.html import esc, message_html
 
 
 @dataclass
@@ -90,7 +90,7 @@ def render(session: StudioSession, at: float, output: str, model: str, span: str
         other_output, other_model = ("taken", "B") if compare == "model B" else (compare, model or "A")
         other = session.attention(index, other_output, other_model, rollout=mode == "rollout")
         other_values = other.aggregate(mode, min(layer_index, other.layers - 1), min(head_index, other.heads - 1), span)
-        compared_strip = f'<div class="as-muted">Compared: {compare}</div>' + token_strip_html(other, other_values, span)
+        compared_strip = f'<div class="as-muted">Compared: {esc(compare)}</div>' + token_strip_html(other, other_values, span)
         compared_picture = projection_image(other, other_values, env, step.observation, step.frame if step.frame is not None else env.render())
     note = f"Step {index}, {output}, model {model}: {amap.layers} layers × {amap.heads} heads × {len(amap.rows)} generated tokens × {amap.length} positions, in {amap.seconds:.2f} s."
     return [

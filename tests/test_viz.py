@@ -108,3 +108,24 @@ def test_text_written_before_generation_is_shown_plain_before_the_tokens() -> No
     tokens = [TokenInfo(1, " east", -0.2, 0.3), TokenInfo(2, ".\nAction: go east", -0.1, 0.2)]
     html = output_html("Thought: east.\nAction: go east", "east.", "go east", tokens, True, None, "logprob")
     assert '<span class="as-text">Thought:</span><span class="as-tokens">' in html
+
+
+def test_numbers_are_escaped_too() -> None:
+    """A record that skipped validation (numbers that are markup) is shown as text by every view."""
+    from types import SimpleNamespace
+
+    from studio.viz.html import context_html, episode_header, history_step_html, labels_html, side_html
+
+    episode = hostile_episode()
+    step = episode.steps[0]
+    step.index, step.timing = ATTACK, {"policy_s": ATTACK}
+    episode.seed, episode.forked_at, episode.parent_id = ATTACK, ATTACK, ATTACK
+    side = SimpleNamespace(steps=[step], success=None, total_return=ATTACK, end_reason=ATTACK)
+    past = SimpleNamespace(index=ATTACK, reward=ATTACK, observation=ATTACK, thought=ATTACK, action=ATTACK)
+    views = [
+        timeline_html(episode, 0), candidates_html(step), prompt_html(step), episode_header(episode),
+        history_step_html(past), context_html(ATTACK, [past, past, past], ATTACK, ATTACK), side_html(ATTACK, side),
+        labels_html(episode, {0: ATTACK}, 0),
+    ]
+    for html in views:
+        assert "<img" not in html and "<script" not in html, html

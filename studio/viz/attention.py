@@ -11,7 +11,7 @@ from plotly.subplots import make_subplots
 
 from studio.analysis.attention import AttentionMap
 from studio.analysis.projection import cell_mass, grid_overlay, patch_overlay
-from studio.viz.html import esc
+from studio.viz.html import esc, num
 
 SEGMENT_COLOURS = {"system": "#64748b", "task": "#2563eb", "history": "#a16207", "observation": "#16a34a", "image": "#16a34a", "output": "#9333ea"}
 GRID_SEGMENTS = (("observation", "current observation"), ("task", "instruction"), ("history", "history"))
@@ -44,7 +44,7 @@ def token_strip_html(amap: AttentionMap, values: np.ndarray, span: str = "action
         level = min(float(values[position]) / peak, 1.0) if position < len(values) else 0.0
         border = ' as-query' if position in chosen else ""
         pieces.append(
-            f'<span class="as-att{border}" style="background:rgba(234,88,12,{0.85 * level:.3f})" title="{esc(f"{values[position]:.4f}" if position < len(values) else "")}">{esc(token)}</span>'
+            f'<span class="as-att{border}" style="background:rgba(234,88,12,{num(0.85 * level, ".3f")})" title="{num(float(values[position]), ".4f") if position < len(values) else ""}">{esc(token)}</span>'
         )
     return f'<div class="as-strip">{"".join(pieces)}</div>'
 
@@ -59,11 +59,11 @@ def segment_grid_figure(amap: AttentionMap, span: str = "action") -> go.Figure:
     for column, (key, label) in enumerate(names, start=1):
         figure.add_heatmap(
             z=shares[key], zmin=0, zmax=1, colorscale="Inferno", showscale=column == len(names), name=label,
-            hovertemplate=f"{label}<br>layer %{{y}} head %{{x}}<br>share %{{z:.3f}}<extra></extra>", row=1, col=column,
+            hovertemplate=f"{esc(label)}<br>layer %{{y}} head %{{x}}<br>share %{{z:.3f}}<extra></extra>", row=1, col=column,
         )
         figure.update_xaxes(title_text="head", row=1, col=column)
     figure.update_yaxes(title_text="layer", row=1, col=1)
-    figure.update_layout(template="plotly_white", height=420, margin=dict(l=50, r=20, t=70, b=40), title=f"share of the {span} tokens' attention, per layer and head")
+    figure.update_layout(template="plotly_white", height=420, margin=dict(l=50, r=20, t=70, b=40), title=f"share of the {esc(span)} tokens' attention, per layer and head")
     return figure
 
 
@@ -90,6 +90,6 @@ def perception_html(amap: AttentionMap) -> str:
     pieces = []
     for index, position in enumerate(amap.rows):
         share = float(shares[index])
-        pieces.append(f'<span class="as-att" style="background:rgba(22,163,74,{min(share * 1.5, 0.9):.3f})" title="{share:.1%} on the observation">{esc(amap.tokens[position])}</span>')
+        pieces.append(f'<span class="as-att" style="background:rgba(22,163,74,{num(min(share * 1.5, 0.9), ".3f")})" title="{num(share, ".1%")} on the observation">{esc(amap.tokens[position])}</span>')
     mean = float(shares.mean()) if len(shares) else 0.0
-    return f'<div class="as-muted">Share of each generated token\'s attention on the current observation (mean {mean:.1%}).</div><div class="as-strip as-perception">{"".join(pieces)}</div>'
+    return f'<div class="as-muted">Share of each generated token\'s attention on the current observation (mean {num(mean, ".1%")}).</div><div class="as-strip as-perception">{"".join(pieces)}</div>'

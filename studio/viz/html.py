@@ -23,13 +23,24 @@ def esc(text: Any) -> str:
     return html.escape("" if text is None else str(text), quote=True)
 
 
+def num(value: Any, spec: str = "") -> str:
+    """A number formatted with ``spec`` as HTML text. Anything that is not a number (a record
+    that skipped validation) is shown escaped as it is: it never becomes markup, never raises."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            return esc(format(value, spec))
+        except ValueError:  # e.g. a float spec for an int: show it plainly
+            return esc(value)
+    return esc(value)
+
+
 def token_colour(token: TokenInfo, mode: str) -> str:
     """A background colour: probability red (unlikely) to green (likely), or entropy white to violet."""
     if mode == "entropy":
         level = min(max((token.entropy or 0.0) / ENTROPY_FULL, 0.0), 1.0)
-        return f"rgba(124, 58, 237, {0.08 + 0.6 * level:.2f})"
+        return f"rgba(124, 58, 237, {num(0.08 + 0.6 * level, '.2f')})"
     probability = math.exp(min(token.logprob, 0.0))
-    return f"hsla({120 * probability:.0f}, 75%, 50%, 0.30)"
+    return f"hsla({num(120 * probability, '.0f')}, 75%, 50%, 0.30)"
 
 
 def token_title(token: TokenInfo) -> str:
@@ -69,17 +80,17 @@ def step_card(step: Step, selected: bool = False, mode: str = "logprob") -> str:
     """One step of the timeline: who acted, the output, the environment's answer, the reward."""
     classes = "as-step" + (" as-selected" if selected else "") + ("" if step.valid else " as-invalid-step")
     seconds = step.timing.get("policy_s")
-    meta = [esc(step.actor or "?"), f"reward {step.reward:+g}"]
+    meta = [esc(step.actor or "?"), f"reward {num(step.reward, '+g')}"]
     if seconds is not None:
-        meta.append(f"{seconds:.2f} s")
+        meta.append(f"{num(seconds, '.2f')} s")
     if step.candidates:
-        meta.append(f"{len(step.candidates) + 1} outputs")
+        meta.append(f"{num(len(step.candidates) + 1)} outputs")
     if step.terminated or step.truncated:
         meta.append("terminated" if step.terminated else "truncated")
     thought = f'<div class="as-thought"><span class="as-label">Thought</span> {esc(step.thought)}</div>' if step.thought and not step.tokens else ""
     return (
-        f'<div class="{classes}" data-step="{step.index}" data-policy-ms="{1000 * (seconds or 0):.1f}">'
-        f'<div class="as-head"><span class="as-index">Step {step.index}</span> <span class="as-meta">{" · ".join(meta)}</span></div>'
+        f'<div class="{classes}" data-step="{num(step.index)}" data-policy-ms="{num(1000 * (seconds or 0), ".1f")}">'
+        f'<div class="as-head"><span class="as-index">Step {num(step.index)}</span> <span class="as-meta">{" · ".join(meta)}</span></div>'
         f"{thought}{output_html(step.raw, step.thought, step.action, step.tokens, step.valid, step.invalid_reason, mode)}"
         f'<div class="as-obs"><span class="as-label">Observation</span><pre>{esc(step.next_observation)}</pre></div>'
         "</div>"
@@ -97,7 +108,7 @@ EMPTY_STATE = (
 def episode_header(episode: Episode, read_only: bool = False) -> str:
     model = (episode.model or {}).get("id")
     status = "running" if episode.success is None else ("success" if episode.success else "failure")
-    parts = [esc(episode.env), f"seed {esc(episode.seed)}", esc(episode.policy), *([esc(model)] if model else []), f"{episode.length} steps", f"return {episode.total_return:g}", status]
+    parts = [esc(episode.env), f"seed {esc(episode.seed)}", esc(episode.policy), *([esc(model)] if model else []), f"{num(episode.length)} steps", f"return {num(episode.total_return, 'g')}", status]
     if episode.end_reason:
         parts.append(esc(episode.end_reason))
     if episode.parent_id:
@@ -112,7 +123,7 @@ def timeline_html(episode: Episode | None, selected: int | None = None, mode: st
         head = episode_header(episode, read_only) if episode is not None else ""
         return f'<div class="as-timeline">{head}{EMPTY_STATE}</div>'
     cards = "".join(step_card(step, step.index == selected, mode) for step in episode.steps)
-    return f'<div class="as-timeline" data-steps="{episode.length}">{episode_header(episode, read_only)}{cards}</div>'
+    return f'<div class="as-timeline" data-steps="{num(episode.length)}">{episode_header(episode, read_only)}{cards}</div>'
 
 
 def candidate_html(title: str, candidate: Candidate | Step, mode: str) -> str:
@@ -127,7 +138,7 @@ def candidates_html(step: Step | None, mode: str = "logprob") -> str:
     if step is None:
         return '<div class="as-muted">Select a step to see its candidates.</div>'
     if not step.candidates:
-        return f'<div class="as-muted">Step {step.index} has one output (sample K &gt; 1 candidates to compare several).</div>'
+        return f'<div class="as-muted">Step {num(step.index)} has one output (sample K &gt; 1 candidates to compare several).</div>'
     cards = [candidate_html("taken", step, mode)] + [candidate_html(f"candidate {i + 1}", c, mode) for i, c in enumerate(step.candidates)]
     return f'<div class="as-cands">{"".join(cards)}</div>'
 
@@ -137,7 +148,7 @@ def prompt_html(step: Step | None) -> str:
     if step is None:
         return ""
     if not step.prompt:
-        return f'<div class="as-muted">Step {step.index} was taken by {esc(step.actor or "someone")}: no model prompt.</div>'
+        return f'<div class="as-muted">Step {num(step.index)} was taken by {esc(step.actor or "someone")}: no model prompt.</div>'
     blocks = []
     for message in step.prompt:
         content = message.get("content")
@@ -189,7 +200,7 @@ def message_html(text: str, kind: str = "error") -> str:
 def history_step_html(step: Step) -> str:
     thought = f'<div class="as-thought"><span class="as-label">Thought</span> {esc(step.thought)}</div>' if step.thought else ""
     return (
-        f'<div class="as-hist"><div class="as-head"><span class="as-index">Step {step.index}</span> <span class="as-meta">reward {step.reward:+g}</span></div>'
+        f'<div class="as-hist"><div class="as-head"><span class="as-index">Step {num(step.index)}</span> <span class="as-meta">reward {num(step.reward, "+g")}</span></div>'
         f'<div class="as-obs"><span class="as-label">Observation</span><pre>{esc(step.observation)}</pre></div>{thought}'
         f'<div class="as-action"><span class="as-label">Action</span> <code>{esc(step.action)}</code></div></div>'
     )
@@ -201,7 +212,7 @@ def context_html(instruction: str, history: list[Step], observation: str, step_i
     if history:
         older, latest = history[:-open_latest] if len(history) > open_latest else [], history[-open_latest:]
         if older:
-            parts.append(f'<details class="as-history"><summary>Steps 0–{older[-1].index} ({len(older)} earlier steps)</summary>{"".join(history_step_html(s) for s in older)}</details>')
+            parts.append(f'<details class="as-history"><summary>Steps 0–{num(older[-1].index)} ({num(len(older))} earlier steps)</summary>{"".join(history_step_html(s) for s in older)}</details>')
         parts.append(f'<div class="as-history">{"".join(history_step_html(s) for s in latest)}</div>')
     where = f"at step {step_index}" if step_index is not None else "at the start"
     parts.append(f'<div class="as-obs as-now"><span class="as-label">Observation {esc(where)}</span><pre>{esc(observation)}</pre></div>')
@@ -213,7 +224,7 @@ def side_html(title: str, side: Any, mode: str = "logprob") -> str:
     if side.steps:
         outcome = "success" if side.success else ("failure" if side.success is False else "unfinished")
         steps = "".join(step_card(step, False, mode) for step in side.steps)
-        body = f'<div class="as-outcome">{esc(outcome)} · return {side.total_return or 0:g} · {len(side.steps)} steps · {esc(side.end_reason or "")}</div><div class="as-timeline">{steps}</div>'
+        body = f'<div class="as-outcome">{esc(outcome)} · return {num(side.total_return or 0, "g")} · {num(len(side.steps))} steps · {esc(side.end_reason or "")}</div><div class="as-timeline">{steps}</div>'
     else:
         body = output_html(side.raw, side.thought, side.action, side.tokens, side.valid, side.invalid_reason, mode)
     return f'<div class="as-side"><div class="as-side-title">{esc(title)}</div>{body}</div>'
@@ -228,4 +239,4 @@ def labels_html(episode: Episode | None, labels: dict[int, str], selected: int |
         label = labels.get(step.index)
         badge = f'<span class="as-badge as-label-{esc(label)}">{esc(label)}</span>' if label else '<span class="as-badge as-unlabelled">unlabelled</span>'
         cards.append(f'<div class="as-labelled">{badge}{step_card(step, step.index == selected, mode)}</div>')
-    return f'<div class="as-timeline" data-steps="{episode.length}">{episode_header(episode)}{"".join(cards)}</div>'
+    return f'<div class="as-timeline" data-steps="{num(episode.length)}">{episode_header(episode)}{"".join(cards)}</div>'
