@@ -8,6 +8,7 @@
     python app.py pairs --from candidates|episodes [--db URL] make preference pairs
     python app.py export --format F --out FILE [--db URL]    TRL-shaped exports (dpo, reward, prm, kto, episodes)
     python app.py stats [--db URL]                           counts and agreement between annotators
+    python app.py hash-password                              a hashed password for serve --auth-file
 
 User errors (unknown environment, bad option, bad seed, ...) print one line and exit 2.
 """
@@ -67,7 +68,7 @@ def _env_option(text: str) -> tuple[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     """The CLI: ``serve`` (default), ``envs`` and ``run``."""
     parser = OneLineParser(prog="app.py", description="Agent Studio: watch agents act, look inside their decisions, and turn what you see into training data.")
-    commands = parser.add_subparsers(dest="command", parser_class=OneLineParser, metavar="{serve,envs,models,run,import,pairs,export,stats}")
+    commands = parser.add_subparsers(dest="command", parser_class=OneLineParser, metavar="{serve,envs,models,run,import,pairs,export,stats,hash-password}")
 
     serve = commands.add_parser("serve", help="start the studio web app (the default command)")
     _add_serve_arguments(serve)
@@ -124,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, metavar="FILE.jsonl", help="JSONL file to write (replaced)")
     export.add_argument("--hf-dataset", default=None, metavar="DIR", help="also save a Hugging Face datasets folder (needs `datasets`)")
 
+    commands.add_parser("hash-password", help="read a password (prompt or stdin) and print its hash for an --auth-file line")
+
     stats = commands.add_parser("stats", help="counts of episodes, pairs and annotations, and agreement between annotators")
     _add_db_argument(stats)
     stats.add_argument("--json", action="store_true", help="one JSON object (with per-pair agreement)")
@@ -135,11 +138,16 @@ def _add_db_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; any other address needs --auth)")
     parser.add_argument("--port", type=_port, default=7860, help="port (default 7860)")
     parser.add_argument("--model", default="default", help="model A of every session: default, a hub id, a local folder, scripted:FILE.json, or none")
     parser.add_argument("--device", default="auto", help="device for that model: auto, cpu, cuda, mps")
     _add_db_argument(parser)
+    access = parser.add_argument_group("who may load what, and who may log in")
+    access.add_argument("--trust-remote-code", action="store_true", help="let model repositories' own Python run, also for models loaded in the browser (off by default)")
+    access.add_argument("--models-dir", action="append", default=[], metavar="DIR", help="a folder whose models the browser may load (repeatable); without it the browser loads only default and hub ids")
+    access.add_argument("--auth", action="append", default=[], metavar="USER:PASSWORD", help="a login (repeatable); required to serve beyond this machine")
+    access.add_argument("--auth-file", default=None, metavar="FILE", help="logins, one user:password a line (the password may be hashed: see hash-password)")
 
 
 def cmd_envs(args: argparse.Namespace) -> int:
@@ -304,9 +312,38 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_listen_address(host: str, port: int) -> None:
+    """Fail now, in one line, if ``host:port`` cannot be served (not an address, not ours, in use)."""
+    import errno
+    import socket
+
+    try:
+        family, kind, proto, _name, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError, ValueError):
+        raise StudioError(f"Cannot listen on --host {host[:80]!r}: not an address or a known host name.") from None
+    probe = socket.socket(family, kind, proto)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(address)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise StudioError(f"Port {port} on {host} is in use (another studio?): pick another with --port.") from None
+        raise StudioError(f"Cannot listen on {host}:{port}: {exc.strerror or exc}.") from None
+    finally:
+        probe.close()
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    store = open_cli_store(args)  # a bad database fails before the app starts
+    from components.auth import load_credentials, require_auth_beyond_loopback
+    from studio.models.access import ModelAccess
+
+    # Everything the operator can get wrong fails here, before a model loads or a port opens.
+    credentials = load_credentials(args.auth, args.auth_file)
+    check_listen_address(args.host, args.port)
+    require_auth_beyond_loopback(args.host, credentials)
+    access = ModelAccess(trust_remote_code=args.trust_remote_code, model_dirs=tuple(args.models_dir))
+    store = open_cli_store(args)
     from studio.models.registry import ModelRegistry
 
     registry = ModelRegistry()
@@ -316,16 +353,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(f"[{fraction:4.0%}] {message}", file=sys.stderr, flush=True)
 
         try:
-            default_model = registry.load(args.model, device=args.device, progress=progress)
+            default_model = registry.load(args.model, device=args.device, trust_remote_code=args.trust_remote_code, progress=progress)
             registry.pin(default_model)
         except StudioError as exc:  # the studio still starts: the model panel says what happened
             print(f"warning: model {args.model!r} did not load ({exc}); starting without it", file=sys.stderr)
     from components.layout import Services, build_app
     from components.theme import launch_options
 
-    app = build_app(Services(registry=registry, store=store, default_model=default_model))
-    print(f"Agent Studio on http://{args.host}:{args.port}", flush=True)
-    app.launch(server_name=args.host, server_port=args.port, show_error=True, **launch_options())
+    app = build_app(Services(registry=registry, store=store, default_model=default_model, access=access, logins=bool(credentials)))
+    print(f"Agent Studio on http://{args.host}:{args.port}" + (" (login required)" if credentials else ""), flush=True)
+    try:
+        app.launch(server_name=args.host, server_port=args.port, show_error=True, auth=credentials.check if credentials else None, **launch_options())
+    except OSError as exc:  # e.g. the port was taken between the check and the start
+        raise StudioError(f"Cannot serve on {args.host}:{args.port}: {exc}.") from None
+    return 0
+
+
+def cmd_hash_password(args: argparse.Namespace) -> int:
+    """Print a hashed password for an --auth-file line (``user:`` followed by it)."""
+    import getpass
+
+    from components.auth import hash_password
+
+    password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
+    if not password:
+        raise StudioError("An empty password cannot be hashed.")
+    print(hash_password(password))
     return 0
 
 
@@ -335,7 +388,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or argv[0].startswith("-") and argv[0] not in {"-h", "--help"}:
         argv = ["serve", *argv]  # `python app.py [--port P]` starts the studio
     args = build_parser().parse_args(argv)
-    handlers = {"serve": cmd_serve, "envs": cmd_envs, "models": cmd_models, "run": cmd_run, "import": cmd_import, "pairs": cmd_pairs, "export": cmd_export, "stats": cmd_stats}
+    handlers = {
+        "serve": cmd_serve, "envs": cmd_envs, "models": cmd_models, "run": cmd_run, "import": cmd_import,
+        "pairs": cmd_pairs, "export": cmd_export, "stats": cmd_stats, "hash-password": cmd_hash_password,
+    }
     try:
         return handlers[args.command](args)
     except StudioError as exc:

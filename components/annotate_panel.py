@@ -7,6 +7,7 @@ annotator's name is kept in the browser (``gr.BrowserState``).
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,9 +164,9 @@ def wire(panel: AnnotatePanel, state: gr.State, desk_state: gr.State, name_memor
     outputs = [desk_state, *panel.outputs]
 
     def with_filters(action):  # noqa: ANN001, ANN202 - wraps a desk action into a handler
-        def handler(desk: AnnotationDesk, name: str, kind: str, env: str, source: str, *values: Any) -> list[Any]:
+        def handler(desk: AnnotationDesk, name: str, kind: str, env: str, source: str, request: gr.Request, *values: Any) -> list[Any]:
             try:
-                desk.configure(name or "", kind, env, source)
+                desk.configure(annotator_name(name, request), kind, env, source)
                 note = action(desk, *values)
                 return [desk, *render_pair(desk, note or "")]
             except StudioError as exc:
@@ -207,13 +208,14 @@ def wire(panel: AnnotatePanel, state: gr.State, desk_state: gr.State, name_memor
         if not episode_id:
             return [labels_html(None, {}, None), 0, message_html(message, kind)]
         episode = store.episodes.get(episode_id)
-        index = max(0, min(int(at or 0), episode.length - 1))
+        index = max(0, min(whole_number(at, "The step"), episode.length - 1))
         labels = {}
         for label in store.preferences.step_labels(episode_id):
             labels.setdefault(label.step_index, label.label)  # first annotator's label shows; the overview has them all
         return [labels_html(episode, labels, index), index, message_html(message, kind)]
 
     def guarded_labels(fn):  # noqa: ANN001, ANN202
+        @functools.wraps(fn)  # Gradio reads the signature (a gr.Request parameter gets the request)
         def handler(*values: Any) -> list[Any]:
             try:
                 return fn(*values)
@@ -230,14 +232,15 @@ def wire(panel: AnnotatePanel, state: gr.State, desk_state: gr.State, name_memor
     panel.label_current.click(guarded_labels(use_current), [state], [panel.label_episode, *label_outputs], **private)
     panel.label_episode.submit(guarded_labels(lambda i, at: show_labels(i, 0)), [panel.label_episode, panel.label_step], label_outputs, **private)
     panel.label_step.submit(guarded_labels(show_labels), [panel.label_episode, panel.label_step], label_outputs, **private)
-    panel.label_prev.click(guarded_labels(lambda i, at: show_labels(i, (at or 0) - 1)), [panel.label_episode, panel.label_step], label_outputs, **private)
-    panel.label_next.click(guarded_labels(lambda i, at: show_labels(i, (at or 0) + 1)), [panel.label_episode, panel.label_step], label_outputs, **private)
+    panel.label_prev.click(guarded_labels(lambda i, at: show_labels(i, whole_number(at, "The step") - 1)), [panel.label_episode, panel.label_step], label_outputs, **private)
+    panel.label_next.click(guarded_labels(lambda i, at: show_labels(i, whole_number(at, "The step") + 1)), [panel.label_episode, panel.label_step], label_outputs, **private)
 
     for label, button in panel.label_buttons:
-        def apply(episode_id: str, at: float, name: str, note: str, label: str = label) -> list[Any]:
-            if not (name or "").strip():
+        def apply(episode_id: str, at: float, name: str, note: str, request: gr.Request, label: str = label) -> list[Any]:
+            name = annotator_name(name, request)
+            if not name.strip():
                 raise StudioError("Type your name first (top of this tab).")
-            record = store.preferences.label_step((episode_id or "").strip(), int(at or 0), name, label, note)
+            record = store.preferences.label_step(str(episode_id or "").strip(), whole_number(at, "The step"), name, label, note)
             return show_labels(episode_id, record.step_index + 1, f"Step {record.step_index}: {label}.")
 
         button.click(guarded_labels(apply), [panel.label_episode, panel.label_step, panel.name, panel.label_note], label_outputs, **private)
@@ -255,10 +258,10 @@ def wire(panel: AnnotatePanel, state: gr.State, desk_state: gr.State, name_memor
     panel.export_button.click(make_export, [panel.export_format], [panel.download, panel.overview], **private)
 
 
-def refresh(desk: AnnotationDesk, name: str, kind: str, env: str, source: str) -> list[Any]:
+def refresh(desk: AnnotationDesk, name: str, kind: str, env: str, source: str, request: gr.Request) -> list[Any]:
     """The queue as it is now (the tab opened: pairs may have been added meanwhile)."""
     try:
-        desk.configure(name or "", kind, env, source)
+        desk.configure(annotator_name(name, request), kind, env, source)
         desk.forget_if_judged()
         return [desk, *render_pair(desk)]
     except StudioError as exc:
@@ -285,7 +288,10 @@ def wire_pair_makers(panel: Any, state: gr.State, store: Store) -> None:
     def compare_outputs(session: StudioSession, at: float, first: str, second: str) -> str:
         try:
             episode = current(session)
-            step = episode.steps[int(at)]
+            index = whole_number(at, "The selected step")
+            if not 0 <= index < episode.length:
+                raise StudioError(f"The episode has steps 0 to {episode.length - 1}.")
+            step = episode.steps[index]
             refs = {"taken": f"{episode.id}:{step.index}", **{f"candidate {i + 1}": c.id for i, c in enumerate(step.candidates)}}
             if first not in refs or second not in refs:
                 raise StudioError(f"Step {step.index} has outputs: {', '.join(refs)}.")
@@ -306,8 +312,28 @@ def wire_pair_makers(panel: Any, state: gr.State, store: Store) -> None:
     panel.compare_episode.click(compare_episode, [state, panel.other_episode], [panel.pair_message], **private)
 
 
-def restore_name(desk: AnnotationDesk, remembered: str | None) -> list[Any]:
-    """On page load: the name this browser used last time, and its queue."""
-    name = remembered or ""
-    desk.configure(name)
-    return [desk, name, *render_pair(desk)]
+def restore_name(desk: AnnotationDesk, remembered: str | None, request: gr.Request) -> list[Any]:
+    """On page load: the logged-in user (with ``--auth``), else the name this browser used last time, and its queue."""
+    user = getattr(request, "username", None)
+    name = annotator_name(remembered if isinstance(remembered, str) else "", request)
+    try:
+        desk.configure(name)
+    except StudioError:
+        desk.configure("")
+    field = gr.Textbox(value=name, interactive=False, label="Annotator (you are logged in)") if user else name
+    return [desk, field, *render_pair(desk)]
+
+
+def annotator_name(typed: Any, request: gr.Request | None) -> str:
+    """Who is judging: the logged-in user when the studio runs with ``--auth`` (nobody can
+    judge in another person's name), else the name typed in this browser."""
+    user = getattr(request, "username", None)
+    return str(user) if user else str(typed or "")
+
+
+def whole_number(value: Any, what: str) -> int:
+    """A widget's number as an int; NaN, infinities and text are one clear error."""
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError, OverflowError):
+        raise StudioError(f"{what} must be a whole number.") from None

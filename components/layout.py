@@ -8,7 +8,7 @@ registry (one copy of each model per process) and the store.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import gradio as gr
@@ -18,6 +18,7 @@ from storage import Store
 from storage.desk import AnnotationDesk
 from storage.preferences import CandidatePairSink
 from studio.errors import StudioError
+from studio.models.access import ModelAccess
 from studio.session import EpisodeSettings, StudioSession
 from studio.viz.html import message_html
 
@@ -33,6 +34,10 @@ class Services:
     store: Store | None = None
     default_model: Any = None
     """The model in slot A of every new session (loaded once at start), or None."""
+    access: ModelAccess = field(default_factory=ModelAccess)
+    """The operator's rules for model names typed in the browser (folders, remote code)."""
+    logins: bool = False
+    """Whether users log in (``serve --auth``): the annotator is then the logged-in user."""
 
 
 class Renderer:
@@ -52,7 +57,7 @@ def new_session(services: Services) -> StudioSession:
     """A fresh session: model A is the default model, gridworld seed 0 is reset and ready."""
     sinks = [services.store.episodes.sink(), CandidatePairSink(services.store.preferences)] if services.store is not None else []
     policy = "react-a" if services.default_model is not None else "expert"
-    session = StudioSession(services.registry, sinks=sinks, model_a=services.default_model, settings=EpisodeSettings(policy=policy))
+    session = StudioSession(services.registry, sinks=sinks, model_a=services.default_model, settings=EpisodeSettings(policy=policy), access=services.access)
     session.reset()
     return session
 
@@ -70,7 +75,7 @@ def build_app(services: Services) -> gr.Blocks:
             with gr.Tab("Plots", id="plots", elem_id="as-tab-plots") as plots_tab:
                 plots = plots_panel.build()
             with gr.Tab("Models", id="models") as models_tab:
-                slots = model_panel.build(state)
+                slots = model_panel.build(state, services.access)
             with gr.Tab("Episodes", id="episodes") as episodes_tab:
                 browser = browser_panel.build(services.store)
             annotate = None
@@ -105,7 +110,7 @@ def build_app(services: Services) -> gr.Blocks:
             annotate_panel.wire_pair_makers(episode, state, services.store)
             load_outputs = [desk, annotate.name, *annotate.outputs]
             app.load(annotate_panel.restore_name, [desk, remembered], load_outputs, api_visibility="private")
-            annotate_tab.select(lambda d, *f: annotate_panel.refresh(d, *f), [desk, *annotate.filters], [desk, *annotate.outputs], api_visibility="private", concurrency_limit=None)
+            annotate_tab.select(annotate_panel.refresh, [desk, *annotate.filters], [desk, *annotate.outputs], api_visibility="private", concurrency_limit=None)
             annotate_tab.select(lambda: annotate_panel.overview_html(services.store), None, [annotate.overview], api_visibility="private", concurrency_limit=None)
     return app
 

@@ -8,6 +8,7 @@ from typing import Any
 import gradio as gr
 
 from studio.errors import StudioError
+from studio.models.access import ModelAccess
 from studio.session import StudioSession
 from studio.viz.html import message_html, model_card_html
 
@@ -18,19 +19,31 @@ class ModelSlot:
     name: gr.Textbox
     device: gr.Dropdown
     dtype: gr.Dropdown
-    trust: gr.Checkbox
     load: gr.Button
     unload: gr.Button
     card: gr.HTML
     message: gr.HTML
 
 
-def build(state: gr.State) -> list[ModelSlot]:
+def access_note(access: ModelAccess) -> str:
+    """What this studio lets the browser load, as the operator set it on the command line."""
+    folders = ", ".join(f"`{d}`" for d in access.model_dirs)
+    local = f"local folders and `scripted:` files under {folders}" if folders else "no local folders (the operator can allow some with `serve --models-dir DIR`)"
+    code = (
+        "**Remote code is allowed** (the operator started the studio with `--trust-remote-code`): a model repository's own Python runs when it loads."
+        if access.trust_remote_code
+        else "Remote code is off: model repositories' own Python never runs."
+    )
+    return f"This studio loads `default`, Hugging Face ids and {local}. {code}"
+
+
+def build(state: gr.State, access: ModelAccess) -> list[ModelSlot]:
     gr.Markdown(
         "Load a model into slot **A** or **B**: `default` (SmolLM2-135M-Instruct, offline), a Hugging Face id "
         "(e.g. `Qwen/Qwen2.5-0.5B-Instruct`, `HuggingFaceTB/SmolVLM-256M-Instruct`), a local folder, or "
         "`scripted:FILE.json` (replays given outputs). Pick *ReAct with model A/B* in the Episode tab to use it."
     )
+    gr.Markdown(access_note(access), elem_id="as-model-access")
     slots = []
     with gr.Row(equal_height=False):
         for slot, value in (("A", "default"), ("B", "")):
@@ -40,13 +53,12 @@ def build(state: gr.State) -> list[ModelSlot]:
                 with gr.Row():
                     device = gr.Dropdown(["auto", "cpu", "cuda", "mps"], value="auto", label="Device", allow_custom_value=True)
                     dtype = gr.Dropdown(["auto", "float32", "bfloat16", "float16"], value="auto", label="Dtype")
-                trust = gr.Checkbox(False, label="Trust remote code (runs the model repository's own Python)")
                 with gr.Row():
                     load = gr.Button(f"Load model {slot}", variant="primary", elem_id=f"as-load-{slot.lower()}")
                     unload = gr.Button("Unload", elem_id=f"as-unload-{slot.lower()}")
                 message = gr.HTML(elem_id=f"as-model-message-{slot.lower()}")
                 card = gr.HTML(elem_id=f"as-card-{slot.lower()}")
-                slots.append(ModelSlot(slot, name, device, dtype, trust, load, unload, card, message))
+                slots.append(ModelSlot(slot, name, device, dtype, load, unload, card, message))
     return slots
 
 
@@ -56,10 +68,10 @@ def render(session: StudioSession, slot: ModelSlot) -> str:
 
 def wire(slots: list[ModelSlot], state: gr.State) -> None:
     for slot in slots:
-        def load(session: StudioSession, name: str, device: str, dtype: str, trust: bool, progress: gr.Progress = gr.Progress(), slot: ModelSlot = slot) -> list[Any]:
+        def load(session: StudioSession, name: str, device: str, dtype: str, progress: gr.Progress = gr.Progress(), slot: ModelSlot = slot) -> list[Any]:
             try:
-                progress(0, desc=f"loading {name}")
-                info = session.load_model(slot.slot, name, device, dtype, trust, progress=lambda f, m: progress(f, desc=m))
+                progress(0, desc="loading the model")
+                info = session.load_model(slot.slot, name, device, dtype, progress=lambda f, m: progress(f, desc=m))
                 return [session, message_html(f"Loaded {info.get('id')} on {info.get('device')} in {info.get('load_seconds', 0):.1f} s.", "info"), render(session, slot)]
             except StudioError as exc:
                 return [session, message_html(str(exc)), render(session, slot)]
@@ -68,5 +80,5 @@ def wire(slots: list[ModelSlot], state: gr.State) -> None:
             session.unload_model(slot.slot)
             return [session, message_html(f"Slot {slot.slot} is empty.", "info"), render(session, slot)]
 
-        slot.load.click(load, [state, slot.name, slot.device, slot.dtype, slot.trust], [state, slot.message, slot.card], api_visibility="private", concurrency_limit=None)
+        slot.load.click(load, [state, slot.name, slot.device, slot.dtype], [state, slot.message, slot.card], api_visibility="private", concurrency_limit=None)
         slot.unload.click(unload, [state], [state, slot.message, slot.card], api_visibility="private", concurrency_limit=None)

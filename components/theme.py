@@ -39,6 +39,11 @@ def theme() -> gr.themes.Base:
     return gr.themes.Soft(primary_hue="blue", secondary_hue="orange", neutral_hue="slate", radius_size="md")
 
 
+#: No panel takes a file, so Gradio's upload route refuses every file with content: nothing a
+#: browser sends can land on the server's disk (and be loaded as a model, say).
+MAX_UPLOAD_BYTES = 0
+
+
 def launch_options() -> dict[str, Any]:
-    """Keyword arguments for ``Blocks.launch``: theme, CSS and the keyboard shortcut."""
-    return {"theme": theme(), "css_paths": [ASSETS / "studio.css"], "head": KEYBOARD}
+    """Keyword arguments for ``Blocks.launch``: theme, CSS, the keyboard shortcut, the upload limit."""
+    return {"theme": theme(), "css_paths": [ASSETS / "studio.css"], "head": KEYBOARD, "max_file_size": MAX_UPLOAD_BYTES}

@@ -16,6 +16,7 @@ from typing import Any
 from studio.agents.base import Policy
 from studio.envs.registry import make_env
 from studio.errors import StudioError
+from studio.models.access import ModelAccess, check_model_name
 from studio.models.base import Backend, ProgressCallback, SamplingParams, no_progress
 from studio.runner import EpisodeRunner, RunnerConfig, Sink
 from studio.trace import Episode, Step, new_id
@@ -58,9 +59,12 @@ class StudioSession:
         sinks: list[Sink] | None = None,
         model_a: Backend | None = None,
         settings: EpisodeSettings | None = None,
+        access: ModelAccess | None = None,
     ) -> None:
         self.id = new_id()
         self.registry = registry
+        #: The operator's rules for the model names this (web) user sends.
+        self.access = access or ModelAccess()
         self.sinks = list(sinks or [])
         self.models: dict[str, Backend | None] = {"A": model_a, "B": None}
         self.settings = settings or EpisodeSettings()
@@ -81,13 +85,17 @@ class StudioSession:
         return self
 
     # -- models ---------------------------------------------------------------------------------
-    def load_model(self, slot: str, name: str, device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False, progress: ProgressCallback = no_progress) -> dict[str, Any]:
-        """Load ``name`` into slot A or B (shared with other sessions that load the same model)."""
+    def load_model(self, slot: str, name: str, device: str = "auto", dtype: str = "auto", progress: ProgressCallback = no_progress) -> dict[str, Any]:
+        """Load ``name`` into slot A or B (shared with other sessions that load the same model).
+
+        The name comes from a user of the web app: the session's :class:`ModelAccess` (the
+        operator's command line) decides which folders may load and whether remote code may run.
+        """
         slot = _slot(slot)
-        name = (name or "").strip()
+        name = check_model_name(name or "")
         if not name:
             raise StudioError("Give a model: default, a hub id (e.g. Qwen/Qwen2.5-0.5B-Instruct) or a local folder.")
-        backend = self.registry.load(name, device=device, dtype=dtype, trust_remote_code=trust_remote_code, progress=progress, holder=self.id)
+        backend = self.registry.load(name, device=str(device or "auto"), dtype=str(dtype or "auto"), progress=progress, holder=self.id, access=self.access)
         previous, self.models[slot] = self.models[slot], backend
         if previous is not None and previous is not backend and previous not in self.models.values():
             self.registry.release(previous, self.id)

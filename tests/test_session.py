@@ -10,6 +10,7 @@ import pytest
 
 from storage import open_store
 from studio.errors import StudioError
+from studio.models.access import ModelAccess
 from studio.models.registry import ModelRegistry
 from studio.models.scripted import ScriptedBackend
 from studio.session import EpisodeSettings, StudioSession
@@ -95,7 +96,8 @@ def test_fork_and_read_only_episodes(registry: ModelRegistry, tmp_path: Path) ->
 
 def test_models_load_into_slots_and_are_released(registry: ModelRegistry) -> None:
     script = str(ROOT / "tests" / "data" / "xss_model.json")
-    first, second = StudioSession(registry), StudioSession(registry)
+    access = ModelAccess(model_dirs=(ROOT / "tests" / "data",))  # the operator's --models-dir
+    first, second = StudioSession(registry, access=access), StudioSession(registry, access=access)
     info = first.load_model("b", f"scripted:{script}")
     assert info["id"] == "scripted:xss_model.json"
     second.load_model("A", f"scripted:{script}")
@@ -107,6 +109,8 @@ def test_models_load_into_slots_and_are_released(registry: ModelRegistry) -> Non
     with pytest.raises(StudioError, match="Unknown model slot"):
         first.load_model("C", "default")
     with pytest.raises(StudioError, match="Cannot read the scripted model"):
+        first.load_model("A", f"scripted:{ROOT / 'tests' / 'data' / 'missing.json'}")
+    with pytest.raises(StudioError, match="not under a folder the studio allows"):
         first.load_model("A", "scripted:/no/such/file.json")
 
 

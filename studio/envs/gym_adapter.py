@@ -20,9 +20,12 @@ import pickle
 import re
 from typing import Any
 
-# pygame (used by the toy-text renderers) must not look for a display or a sound card.
+# pygame (used by the toy-text renderers) must not look for a display or a sound card, and
+# must not take over SIGINT/SIGTERM: SDL installs its own handlers when it starts, after which
+# `docker stop` or systemd could no longer stop the server.
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+os.environ["SDL_NO_SIGNAL_HANDLERS"] = "1"
 
 import cv2  # noqa: E402
 import gymnasium as gym  # noqa: E402

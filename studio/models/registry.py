@@ -12,6 +12,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from studio.models.access import ModelAccess, check_model_name
 from studio.models.base import Backend, ProgressCallback, no_progress
 
 
@@ -50,9 +51,18 @@ class ModelRegistry:
         trust_remote_code: bool = False,
         progress: ProgressCallback = no_progress,
         holder: str | None = None,
+        access: ModelAccess | None = None,
     ) -> Backend:
         """The loaded model ``name`` (``default``, a hub id, a local path, or ``scripted:FILE.json``),
-        loading it if needed. ``holder`` (e.g. a browser session) is remembered until :meth:`release`."""
+        loading it if needed. ``holder`` (e.g. a browser session) is remembered until :meth:`release`.
+
+        ``access`` is given for names that come from the web: the operator's rules then decide
+        which paths may load and whether remote code may run (``trust_remote_code`` is ignored).
+        """
+        name = check_model_name(name)
+        if access is not None:
+            name = access.check(name)
+            trust_remote_code = access.trust_remote_code
         if name.startswith("scripted:"):
             return self._load_scripted(name, holder)
         from studio.models.hf import TransformersBackend, pick_device
@@ -60,6 +70,8 @@ class ModelRegistry:
 
         device_name = pick_device(device)
         resolved = resolve(name, progress=lambda f, m: progress(0.3 * f, m))
+        if access is not None:
+            access.check_folder(resolved.path)
         key = ModelKey(resolved.path, resolved.gguf_file, device_name, dtype)
         lock = self.device_lock(device_name)
         with self._loading:

@@ -1,0 +1,107 @@
+"""What a web client may load: the operator decides on the command line, a browser never does.
+
+The command line is the operator: ``run --model PATH`` or ``serve --model PATH`` load any
+folder, and ``--trust-remote-code`` lets a model repository's own Python run. A browser tab
+or an API client is anyone who can reach the port, so the names it sends are checked here:
+
+- ``default`` and Hugging Face hub ids (the local cache first, then the Hub) load as usual;
+- a local folder, a ``.gguf`` file or a ``scripted:`` file only under a folder the operator
+  listed (``serve --models-dir DIR``, repeatable), and never inside Gradio's upload folder;
+- remote code runs only if the operator started the studio with ``--trust-remote-code`` —
+  and even then not from an ``auto_map`` entry that points into another repository or
+  folder (``"other/repo--module.Class"``): that is how uploaded code would be reached.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from studio.errors import StudioError
+from studio.validation import MAX_NAME
+
+SCRIPTED = "scripted:"
+
+
+def upload_folder() -> Path:
+    """Where Gradio keeps uploaded files (``GRADIO_TEMP_DIR``, else ``<tmp>/gradio``)."""
+    return Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio").resolve()
+
+
+def check_model_name(name: Any) -> str:
+    """A model name as typed: text of a sensible length, stripped."""
+    if not isinstance(name, str):
+        raise StudioError("The model name must be text.")
+    name = name.strip()
+    if len(name) > MAX_NAME:
+        raise StudioError(f"A model name has at most {MAX_NAME} characters (got {len(name):,}).")
+    return name
+
+
+@dataclass(frozen=True)
+class ModelAccess:
+    """The operator's rules for model names that come from the web."""
+
+    trust_remote_code: bool = False
+    """``serve --trust-remote-code``: model repositories' own Python may run."""
+    model_dirs: tuple[Path, ...] = ()
+    """``serve --models-dir``: folders whose models (and scripted files) the web may load."""
+
+    def __post_init__(self) -> None:
+        uploads = upload_folder()
+        resolved = tuple(Path(d).expanduser().resolve() for d in self.model_dirs)
+        for folder in resolved:
+            if not folder.is_dir():
+                raise StudioError(f"--models-dir {folder} is not a folder.")
+            if uploads == folder or uploads.is_relative_to(folder):
+                raise StudioError(f"--models-dir {folder} contains Gradio's upload folder {uploads}: anyone could place a model there; pick a narrower folder.")
+        object.__setattr__(self, "model_dirs", resolved)
+
+    def check(self, name: str) -> str:
+        """``name`` if a web client may load it; otherwise a one-line refusal saying what is allowed."""
+        name = check_model_name(name)
+        if name.startswith(SCRIPTED):
+            self._check_path(Path(name[len(SCRIPTED):]), name)
+            return name
+        path = Path(name).expanduser()
+        if name.startswith(("/", ".", "~")) or path.exists():
+            self._check_path(path, name)
+        return name
+
+    def _check_path(self, path: Path, name: str) -> None:
+        resolved = path.expanduser().resolve()
+        if resolved == upload_folder() or resolved.is_relative_to(upload_folder()):
+            raise StudioError("Files uploaded to the studio cannot be loaded as models.")
+        if not any(resolved.is_relative_to(folder) for folder in self.model_dirs):
+            if not self.model_dirs:
+                raise StudioError(f"Loading local files from the browser is off ({name[:80]!r}): start the studio with --models-dir DIR to allow models under DIR, or use a hub id.")
+            allowed = ", ".join(str(d) for d in self.model_dirs)
+            raise StudioError(f"{name[:80]!r} is not under a folder the studio allows ({allowed}).")
+
+    def check_folder(self, folder: str) -> None:
+        """Before loading with remote code on: no ``auto_map`` may reach into another repository or folder."""
+        if not self.trust_remote_code:
+            return  # transformers refuses to run any remote code then
+        for config in sorted(Path(folder).glob("*.json")):
+            try:
+                data = json.loads(config.read_text(encoding="utf-8"))
+            except (OSError, ValueError, RecursionError):
+                continue
+            for target in _auto_map_targets(data):
+                if "--" in target:
+                    raise StudioError(f"{config.name} points its code at another repository or folder ({target[:80]!r}); the studio does not load it from the web.")
+
+
+def _auto_map_targets(data: Any) -> list[str]:
+    auto_map = data.get("auto_map") if isinstance(data, dict) else None
+    if not isinstance(auto_map, dict):
+        return []
+    targets: list[str] = []
+    for value in auto_map.values():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        targets.extend(str(v) for v in values if v is not None)
+    return targets
