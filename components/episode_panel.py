@@ -16,7 +16,7 @@ import gradio as gr
 
 from components import attention_panel
 from studio.envs.registry import BUILTIN
-from studio.errors import StudioError
+from studio.errors import Interrupted, StudioError
 from studio.session import POLICIES, EpisodeSettings, StudioSession
 from studio.viz.html import candidates_html, message_html, prompt_html, timeline_html
 from studio.viz.plots import action_distribution_figure
@@ -217,7 +217,7 @@ def wire(panel: EpisodePanel, state: gr.State, render: Render) -> None:
                 note = action(session, *values)
                 return [session, *render(session, note or "", "info", None, mode)]
             except StudioError as exc:
-                return [session, *render(session, str(exc), "error", None, mode)]
+                return [session, *render(session, str(exc), _kind(exc), None, mode)]
         return handler
 
     def do_reset(session: StudioSession, *values: Any) -> str:
@@ -248,7 +248,7 @@ def wire(panel: EpisodePanel, state: gr.State, render: Render) -> None:
                 yield [session, *render(session, "", "info", None, mode)]
             yield [session, *render(session, "", "info", None, mode)]
         except StudioError as exc:
-            yield [session, *render(session, str(exc), "error", None, mode)]
+            yield [session, *render(session, str(exc), _kind(exc), None, mode)]
 
     def run_to_end(session: StudioSession, mode: str, *values: Any) -> Iterator[list[Any]]:
         yield from run(session, mode, None, *values)
@@ -283,6 +283,11 @@ def wire(panel: EpisodePanel, state: gr.State, render: Render) -> None:
     # K greedy candidates would be K copies of one text: asking for several turns sampling on.
     temperature, candidates = settings[5], settings[8]
     candidates.input(lambda k, t: gr.Slider(value=0.7) if k > 1 and t == 0 else gr.skip(), [candidates, temperature], [temperature], **private)
+
+
+def _kind(error: StudioError) -> str:
+    """How a refusal is shown: a Stop the user asked for is news, not an error."""
+    return "info" if isinstance(error, Interrupted) else "error"
 
 
 def _step_note(step: Any) -> str:

@@ -419,9 +419,12 @@ class StoreSink:
     def __init__(self, store: EpisodeStore) -> None:
         self.store = store
         self._written: set[str] = set()
+        #: Episodes whose end could not be written (the database was failing): written at the next event.
+        self._unfinished: dict[str, Episode] = {}
 
     def handle(self, event: RunnerEvent) -> None:
         episode = event.episode
+        self._finish_pending()
         try:
             if event.kind == "step" and event.step is not None:
                 if episode.id not in self._written:
@@ -430,6 +433,17 @@ class StoreSink:
                 else:
                     self.store.add_step(episode, event.step)
             elif event.kind == "ended" and episode.id in self._written:
+                self._unfinished[episode.id] = episode
                 self.store.finish(episode)
+                del self._unfinished[episode.id]
         except SQLAlchemyError as exc:  # e.g. disk full, or the file locked for longer than the busy timeout
             raise StudioError(f"Could not write episode {episode.id} to the database: {first_line(exc)}") from None
+
+    def _finish_pending(self) -> None:
+        """How earlier episodes ended (e.g. "stopped: step 24 could not be stored"), once the database takes writes again."""
+        for episode_id, episode in list(self._unfinished.items()):
+            try:
+                self.store.finish(episode)
+            except SQLAlchemyError:
+                return
+            del self._unfinished[episode_id]

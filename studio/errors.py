@@ -22,3 +22,11 @@ class BadOption(StudioError):
 
 class EpisodeOver(StudioError):
     """A step was requested on an episode that has already terminated or been truncated."""
+
+
+class Interrupted(StudioError):
+    """Stop was pressed while the policy decided: its unfinished output was dropped, nothing was stepped."""
+
+
+class NotStored(StudioError):
+    """A step could not be written where it had to go (the database): the episode was stopped there."""

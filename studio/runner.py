@@ -22,8 +22,9 @@ from typing import Any, Iterator, Literal, Protocol
 
 from studio.agents.base import Decision, Observation, Policy
 from studio.envs.base import StudioEnv, invalid_observation
+from studio.validation import MAX_ACTION
 from studio.envs.registry import default_max_steps, make_env
-from studio.errors import EpisodeOver, StudioError
+from studio.errors import EpisodeOver, Interrupted, NotStored, StudioError
 from studio.trace import Episode, Step, new_id, utc_now
 
 
@@ -158,10 +159,21 @@ class EpisodeRunner:
         return self._episode
 
     def step(self, action: str | None = None) -> Step:
-        """Take one step. With ``action``, a person takes this step instead of the policy."""
+        """Take one step. With ``action``, a person takes this step instead of the policy.
+
+        Raises :class:`Interrupted` when :meth:`stop` cut the policy's output short (no step
+        is recorded, the environment is not stepped) and :class:`NotStored` when a sink
+        could not keep the step (the episode is stopped there, with a note saying so).
+        """
+        self._stop.clear()  # a Stop pressed while nothing ran must not cut this step
+        return self._step(action)
+
+    def _step(self, action: str | None = None) -> Step:
         episode = self.episode
         if episode.done:
             raise EpisodeOver("This episode is over: reset, or fork it from an earlier step.")
+        if action is not None:
+            action = check_action_text(action)
         observation = self.current_observation()
         state = self.env.get_state()
         started = time.perf_counter()
@@ -169,6 +181,8 @@ class EpisodeRunner:
             decision, actor = Decision(action=action, raw=action), "human"
         else:
             decision, actor = self.policy.act(episode, observation, should_stop=self._stop.is_set), self.policy.name
+        if decision.interrupted:
+            raise Interrupted("Stopped: the output being generated was dropped and the environment was not stepped.")
         policy_seconds = time.perf_counter() - started
         step = Step(
             index=episode.length,
@@ -189,10 +203,33 @@ class EpisodeRunner:
         self._apply(step, decision)
         episode.steps.append(step)
         self._observation = step.next_observation
-        self._emit("step", step)
+        try:
+            self._emit("step", step)
+        except StudioError as exc:
+            self._stop_unstored(step, exc)
         if step.terminated or step.truncated:
             self._finish(step)
         return step
+
+    def _stop_unstored(self, step: Step, error: StudioError) -> None:
+        """A sink could not keep ``step``: end the episode before it, never step on past a gap.
+
+        The step is taken back (the environment returns to the snapshot taken before it), so
+        what the studio shows, the environment and the database all end at the same step.
+        """
+        episode = self.episode
+        episode.steps.pop()
+        if step.state is not None:
+            self.env.set_state(copy.deepcopy(step.state))
+        self._observation = step.observation
+        note = f"stopped: step {step.index} could not be stored ({str(error).rstrip('.')})"
+        episode.success, episode.end_reason, episode.ended_at = False, note, utc_now()
+        for sink in self.sinks:  # the note reaches the database too, if it can be written again
+            try:
+                sink.handle(RunnerEvent("ended", episode))
+            except StudioError:
+                pass
+        raise NotStored(f"The episode was stopped at step {step.index}: {error}") from None
 
     def _apply(self, step: Step, decision: Decision) -> None:
         """Send the action to the environment (or record why it could not be) and fill the outcome."""
@@ -239,7 +276,7 @@ class EpisodeRunner:
         self._stop.clear()
         taken = 0
         while not self.episode.done and (max_steps is None or taken < max_steps) and not self._stop.is_set():
-            yield self.step()
+            yield self._step()
             taken += 1
 
     def stop(self) -> None:
@@ -279,6 +316,15 @@ class EpisodeRunner:
         )
         self._emit("started")
         return self._episode
+
+
+def check_action_text(action: Any) -> str:
+    """An action a person typed: text of at most ``MAX_ACTION`` characters (it is stored, shown, exported)."""
+    if not isinstance(action, str):
+        raise StudioError("An action must be text.")
+    if len(action) > MAX_ACTION:
+        raise StudioError(f"An action has at most {MAX_ACTION:,} characters (got {len(action):,}).")
+    return action
 
 
 def _copy_step(step: Step) -> Step:

@@ -281,8 +281,9 @@ class Episode:
 
     @property
     def done(self) -> bool:
-        """True once the last step terminated or truncated the episode."""
-        return bool(self.steps) and (self.steps[-1].terminated or self.steps[-1].truncated)
+        """True once the last step terminated or truncated the episode, or the episode was ended
+        otherwise (e.g. stopped because a step could not be stored)."""
+        return self.ended_at is not None or (bool(self.steps) and (self.steps[-1].terminated or self.steps[-1].truncated))
 
     def summary(self) -> dict[str, Any]:
         """The fields the CLI prints per episode."""

@@ -217,4 +217,11 @@ def test_stop_interrupts_a_run_of_the_default_model(studio) -> None:
     page.wait_for_timeout(3_000)
     assert step_count(page) == count  # stopped, not merely slow
     assert "Episode over" not in page.inner_text("#as-status")
+    # Stop mid-generation leaves no step: the stored episode holds exactly the finished steps.
+    from storage import open_store
+
+    with open_store(studio["db"]) as store:
+        newest = store.episodes.get(store.episodes.summaries(limit=1)[0].id)
+    assert newest.length == count
+    assert all("interrupted" not in s.extra.get("finish_reasons", []) for s in newest.steps)
     page.close()

@@ -201,3 +201,71 @@ def test_a_fork_of_steps_with_candidates_is_stored(tmp_path) -> None:
         assert [s.raw for s in stored.steps[:2]] == [s.raw for s in parent.steps[:2]]
         parent_ids = {c.id for s in parent.steps for c in s.candidates}
         assert len(stored.steps[0].candidates) == 2 and not parent_ids & {c.id for s in stored.steps for c in s.candidates}
+
+
+def test_stop_during_generation_records_no_step_and_leaves_the_environment_alone() -> None:
+    from studio.agents.react import ReActConfig, ReActPolicy
+    from studio.errors import Interrupted
+    from studio.models.scripted import ScriptedBackend
+
+    class StoppedMidway(ScriptedBackend):
+        """The user presses Stop while the model writes: the decode loop ends early, "interrupted"."""
+
+        stop_next = True
+
+        def generate(self, messages, n=1, sampling=None, stop=None, images=None, session=None, should_stop=None, assistant_prefix=""):
+            if self.stop_next:
+                runner.stop()
+            result = super().generate(messages, n, sampling, stop, images, session, should_stop, assistant_prefix)
+            if should_stop is not None and should_stop():
+                for generation in result.generations:
+                    generation.text, generation.tokens, generation.finish_reason = generation.text[:4], generation.tokens[:4], "interrupted"
+            return result
+
+    backend = StoppedMidway(["Thought: east.\nAction: go east"])
+    sink = ListSink()
+    runner = EpisodeRunner("gridworld", ReActPolicy(backend, ReActConfig()), sinks=[sink])
+    runner.reset(seed=0)
+    before = runner.env.get_state()
+    for attempt in (runner.step, lambda: list(runner.steps(3))):
+        with pytest.raises(Interrupted, match="not stepped"):
+            attempt()
+        assert runner.episode.length == 0 and runner.env.get_state() == before
+        assert [e.kind for e in sink.events] == ["started"]
+    runner.stop()  # a Stop pressed while nothing runs does not cut the next step short
+    backend.stop_next = False
+    assert runner.step().action == "go east" and runner.episode.length == 1
+
+
+def test_a_step_that_cannot_be_stored_stops_the_episode_without_a_gap(tmp_path, monkeypatch) -> None:
+    """The database refuses a write mid-run (here: locked by another process past the busy timeout)."""
+    import sqlite3
+
+    import storage.db
+    from storage import open_store
+    from studio.agents.scripted import make_policy
+    from studio.errors import EpisodeOver, NotStored
+
+    monkeypatch.setattr(storage.db, "BUSY_TIMEOUT_S", 1)
+    path = tmp_path / "studio.db"
+    store = open_store(path)
+    runner = EpisodeRunner("gridworld", make_policy("expert"), sinks=[store.episodes.sink()], config=RunnerConfig(record_frames=False))
+    episode = runner.reset(seed=1)
+    runner.step()
+    runner.step()
+    before = runner.env.get_state()
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    with pytest.raises(NotStored, match="stopped at step 2.*locked") as error:
+        runner.step()
+    assert "\n" not in str(error.value)
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    assert episode.length == 2 and runner.env.get_state() == before  # taken back: what is shown is what is stored
+    assert episode.done and episode.end_reason.startswith("stopped: step 2 could not be stored")
+    with pytest.raises(EpisodeOver):
+        runner.step()  # never steps on past the gap
+    runner.reset(seed=2)  # the next event writes the note the locked database could not take
+    stored = store.episodes.get(episode.id)
+    assert [s.index for s in stored.steps] == [0, 1]
+    assert stored.end_reason == episode.end_reason and stored.success is False

@@ -65,7 +65,10 @@ def test_json_round_trip_is_lossless() -> None:
     assert back.steps[0].tokens == episode.steps[0].tokens
     assert back.steps[0].candidates[0].id == episode.steps[0].candidates[0].id
     assert back.steps[0].timing["policy_s"] == 0.123456789
-    assert back.total_return == 0.25 and back.length == 2 and not back.done  # last step neither terminated nor truncated
+    assert back.total_return == 0.25 and back.length == 2
+    assert back.done  # it has ended (ended_at), though its last step neither terminated nor truncated
+    back.ended_at = None
+    assert not back.done
 
 
 def test_serialised_episode_carries_schema_version() -> None:

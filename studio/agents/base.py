@@ -52,6 +52,9 @@ class Decision:
     candidates: list[Candidate] = field(default_factory=list)
     timing: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    interrupted: bool = False
+    """The policy was stopped before it finished deciding: the runner drops this decision
+    (an unfinished output is not a step) and leaves the environment as it was."""
 
 
 StopCheck = Callable[[], bool]

@@ -226,9 +226,18 @@ class ReActPolicy:
         extra = {"cache": result.cache.to_dict(), "finish_reasons": [g.finish_reason for g in result.generations]}
         return timing, extra
 
+    @staticmethod
+    def _interrupted(result: GenerateResult) -> Decision | None:
+        """A Stop mid-generation: the cut-off text is not an output of the model, so no decision."""
+        if any(g.finish_reason == "interrupted" for g in result.generations):
+            return Decision(action=None, raw=THOUGHT + result.generations[0].text, interrupted=True, parse_error="Stopped before the output was finished.")
+        return None
+
     def _act_by_generating(self, messages, images, should_stop) -> Decision:
         # The turn starts with "Thought:" already written: small models then keep the format.
         result = self._generate(messages, images, should_stop, STOP, assistant_prefix=THOUGHT)
+        if (stopped := self._interrupted(result)) is not None:
+            return stopped
         texts = [THOUGHT + g.text for g in result.generations]
         parsed = [parse_react(text) for text in texts]
         nudged = all(p.action is None for p in parsed) and not should_stop()
@@ -269,6 +278,8 @@ class ReActPolicy:
     def _act_by_scoring(self, messages, observation: Observation, images, should_stop) -> Decision:
         valid_actions = list(observation.valid_actions or [])
         result = self._generate(messages, images, should_stop, ["Action:", *STOP], assistant_prefix=THOUGHT)
+        if (stopped := self._interrupted(result)) is not None:
+            return stopped
         timing, extra = self._stats(result)
         scored = [self._score_actions(messages, g, valid_actions, images) for g in result.generations]
         timing["score_s"] = sum(s[2] for s in scored)
