@@ -83,7 +83,7 @@ def render(session: StudioSession, at: float, output: str, model: str, span: str
     env = make_env(episode.env, episode.env_options)
     env.reset(seed=episode.seed)
     if step.state is not None:
-        env.set_state(step.state)
+        env.restore(step.state)
     picture = projection_image(amap, values, env, step.observation, step.frame if step.frame is not None else env.render())
     compared_strip, compared_picture = "", None
     if compare and compare != "nothing":

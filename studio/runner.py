@@ -299,7 +299,7 @@ class EpisodeRunner:
             self.env_name = episode.env
             self.max_steps = self.config.max_steps or default_max_steps(episode.env)
         self.env.reset(seed=episode.seed)  # Gymnasium requires a reset before stepping
-        self.env.set_state(copy.deepcopy(state))
+        self.env.restore(state)  # the episode may come from a file: checked, one line if it does not fit
         self._observation = episode.steps[at].observation
         self.policy.reset(self.env, episode.seed)
         self._episode = Episode(

@@ -77,3 +77,67 @@ def test_slippery_dynamics_are_reproduced_from_a_snapshot() -> None:
         env.set_state(snapshot)
         outcomes.append(env.step("down")[:4])
     assert len(set(outcomes)) == 1
+
+
+class _Reduce:
+    """Pickles as a call of ``func(*args)``: how a hostile snapshot asks the unpickler to allocate."""
+
+    def __init__(self, func, args) -> None:
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return (self.func, self.args)
+
+
+def _with_attribute(pickled: bytes, name: str = "s") -> dict:
+    env = make_env("gym:FrozenLake-v1")
+    env.reset(seed=0)
+    state = env.get_state()
+    state["attributes"][name] = base64.b64encode(pickled).decode("ascii")
+    return state
+
+
+HOSTILE_SNAPSHOTS = {
+    "a 40-byte list of 20 million ints": pickle.dumps(_Reduce(list, (range(20_000_000),)), protocol=4),
+    "a billion zero bytes": pickle.dumps(_Reduce(bytes, (10**9,)), protocol=4),
+    "an array of 10 GB": pickle.dumps(_Reduce(np._core.multiarray._reconstruct, (np.ndarray, (10**10,), b"b")), protocol=4),
+    "a data type of 1 TB": pickle.dumps(_Reduce(np.dtype, ("V1000000000000",)), protocol=4),
+    # BUILD on a module-level numpy function: would rewrite its defaults for the whole process.
+    "a BUILD on numpy's own function": (
+        b"\x80\x04cnumpy.random._pickle\n__generator_ctor\nN}\x8c\x0c__defaults__\x8c\x04evil\x85s\x86b."
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_SNAPSHOTS))
+def test_hostile_snapshots_are_refused_before_they_cost_anything(name: str) -> None:
+    import resource
+
+    from numpy.random import _pickle
+
+    defaults = _pickle.__generator_ctor.__defaults__
+    env = make_env("gym:FrozenLake-v1")
+    env.reset(seed=0)
+    before_state = env.get_state()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB
+    with pytest.raises(BadOption, match="cannot be restored"):
+        env.set_state(_with_attribute(HOSTILE_SNAPSHOTS[name]))
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 100_000  # under 100 MB more at the peak
+    assert _pickle.__generator_ctor.__defaults__ == defaults  # nothing module-level changed
+    assert env.get_state() == before_state  # and the environment is as it was
+
+
+@pytest.mark.parametrize("attribute", ["step", "__class__", "render_mode", "np_random", "not an identifier"])
+def test_a_snapshot_sets_only_data_attributes(attribute: str) -> None:
+    with pytest.raises(BadOption, match="cannot be restored"):
+        make_env("gym:FrozenLake-v1").set_state(_with_attribute(pickle.dumps(3), attribute))
+
+
+def test_malformed_snapshots_are_one_line() -> None:
+    env = make_env("gym:FrozenLake-v1")
+    env.reset(seed=0)
+    good = env.get_state()
+    for broken in ({}, {**good, "elapsed_steps": "x"}, {**good, "seed": "7"}, {**good, "attributes": {"s": "%%%"}}, {**good, "attributes": {"s": "A" * 2_000_000}}):
+        with pytest.raises(BadOption, match="cannot be restored") as error:
+            env.set_state(broken)
+        assert "\n" not in str(error.value)

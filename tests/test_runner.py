@@ -269,3 +269,27 @@ def test_a_step_that_cannot_be_stored_stops_the_episode_without_a_gap(tmp_path, 
     stored = store.episodes.get(episode.id)
     assert [s.index for s in stored.steps] == [0, 1]
     assert stored.end_reason == episode.end_reason and stored.success is False
+
+
+@pytest.mark.parametrize("env", ["gridworld", "household", "wikihop", "gym:FrozenLake-v1"])
+def test_a_fork_from_a_malformed_snapshot_is_one_line(env: str) -> None:
+    """A snapshot from someone else's file: wrong fields, wrong types, or a state the environment cannot hold."""
+    import copy
+
+    from studio.agents.scripted import make_policy
+    from studio.errors import BadOption
+
+    runner = EpisodeRunner(env, make_policy("random"), config=RunnerConfig(record_frames=False))
+    runner.reset(seed=0)
+    runner.step()
+    runner.step()
+    episode = copy.deepcopy(runner.episode)
+    good = episode.steps[1].state
+    first = next(iter(good))
+    for bad in ({"x": 1}, {**good, "seed": "seven"}, {key: "zz" for key in good}, {**good, first: {"nested": [1]}}):
+        episode.steps[1].state = bad
+        with pytest.raises(BadOption, match="cannot be restored") as error:
+            runner.fork(episode, 1)
+        assert "\n" not in str(error.value)
+    episode.steps[1].state = good
+    assert runner.fork(episode, 1).length == 1  # the good one still forks

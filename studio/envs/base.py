@@ -20,6 +20,7 @@ reason. :func:`check_env` is the public contract every environment passes.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import string
@@ -45,6 +46,15 @@ def text_space(max_length: int = MAX_TEXT_LENGTH) -> spaces.Text:
 def normalize_action(text: str) -> str:
     """Lower-case and collapse whitespace, so ``"  Go  North "`` matches ``"go north"``."""
     return re.sub(r"\s+", " ", text.strip()).lower()
+
+
+def _kind(value: Any) -> str:
+    """The JSON kind of a snapshot value (ints and floats are both numbers)."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    return type(value).__name__
 
 
 def invalid_observation(reason: str) -> str:
@@ -232,6 +242,30 @@ class StudioEnv(gym.Env):
     def set_state(self, state: dict[str, Any]) -> None:
         """Restore a snapshot taken by :meth:`get_state` on an environment made with the same options."""
         raise NotImplementedError
+
+    def restore(self, state: Any) -> None:
+        """:meth:`set_state` for a snapshot that may come from someone else's file.
+
+        It must have the fields of this environment's own snapshots, and the state it gives
+        must be one the environment can act in and draw; otherwise the environment is left as
+        it was and the refusal is one line (:class:`BadOption`).
+        """
+        own = self.get_state()
+        try:
+            if not isinstance(state, dict) or set(state) != set(own):
+                raise ValueError("its fields are not this environment's")
+            for name, value in state.items():
+                if _kind(value) != _kind(own[name]) and None not in (value, own[name]):
+                    raise ValueError(f"its {name!r} has the wrong type")
+            self.set_state(copy.deepcopy(state))
+            self.valid_actions()
+            self.render()
+        except BadOption:
+            self.set_state(own)
+            raise
+        except Exception as exc:  # whatever an environment raises on a state it cannot hold: a refusal
+            self.set_state(own)
+            raise BadOption(f"This snapshot of {self.name} cannot be restored: {str(exc).rstrip('.') or type(exc).__name__}.") from None
 
     # -- subclass hooks ---------------------------------------------------------------
     def _reset(self, seed: int, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:

@@ -14,10 +14,12 @@ snapshot may come from an episode file the user did not write.
 from __future__ import annotations
 
 import base64
+import inspect
 import io
 import os
 import pickle
 import re
+import struct
 from typing import Any
 
 # pygame (used by the toy-text renderers) must not look for a display or a sound card, and
@@ -67,10 +69,9 @@ OBSERVATION_FIELDS: dict[str, list[str]] = {
 _HIGHLIGHT = re.compile(r"\x1b\[4\dm(.)\x1b\[0m")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
-#: Classes a snapshot may contain (module, name); anything else is refused on unpickling.
-_SAFE_CLASSES = {
-    ("builtins", name) for name in ("int", "float", "complex", "bool", "str", "bytes", "tuple", "list", "dict", "set", "frozenset", "slice", "range")
-} | {
+#: Globals a snapshot may name (what gym environments' state pickles use: numpy arrays, scalars,
+#: dtypes and random generators). Anything else is refused, so no snapshot can run code.
+_SAFE_GLOBALS = {
     ("numpy", "ndarray"),
     ("numpy", "dtype"),
     ("numpy.core.multiarray", "_reconstruct"),
@@ -82,23 +83,89 @@ _SAFE_CLASSES = {
     ("numpy.random._pickle", "__randomstate_ctor"),
     ("numpy.random.bit_generator", "SeedSequence"),
     ("numpy.random.bit_generator", "__pyx_unpickle_SeedSequence"),
-    ("collections", "OrderedDict"),
 } | {("numpy.random._" + module, name) for module, name in (("pcg64", "PCG64"), ("pcg64", "PCG64DXSM"), ("mt19937", "MT19937"), ("philox", "Philox"), ("sfc64", "SFC64"), ("generator", "Generator"))}
+#: Of those, what a snapshot may call (REDUCE); the classes are only arguments.
+_CALLABLE = {"_reconstruct", "scalar", "dtype", "__generator_ctor", "__bit_generator_ctor", "__randomstate_ctor", "__pyx_unpickle_SeedSequence"}
+#: Attributes that describe how the environment is set up, never its state.
+_NEVER_RESTORED = frozenset({"render_mode", "spec", "metadata", "np_random", "action_space", "observation_space"})
+#: Bytes of one snapshot attribute as pickled, and of any array it may create.
+MAX_PICKLE_BYTES = 1_000_000
+MAX_ARRAY_BYTES = 8_000_000
 
 
-class _SafeUnpickler(pickle.Unpickler):
+class _SnapshotUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its opcodes can be checked one by one
+    """Unpickles a snapshot someone else may have written, refusing before it happens anything that could
+    run code, change the process (a BUILD on a module-level function rewrote numpy's defaults), or
+    allocate beyond a budget (``list(range(2e7))`` from 40 bytes)."""
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(io.BytesIO(data))
+        self._made: set[int] = set()  # objects this snapshot created: the only ones BUILD may fill
+
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _SAFE_CLASSES or (module.startswith("numpy.dtypes") and name.endswith("DType")):
+        if (module, name) in _SAFE_GLOBALS or (module.startswith("numpy.dtypes") and name.endswith("DType")):
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"snapshot refers to {module}.{name}, which is not allowed")
+
+    def load_reduce(self) -> None:
+        args = self.stack.pop()
+        func = self.stack[-1]
+        if getattr(func, "__name__", None) not in _CALLABLE or not isinstance(args, tuple):
+            raise pickle.UnpicklingError(f"snapshot calls {getattr(func, '__name__', type(func).__name__)}, which is not allowed")
+        if func.__name__ == "_reconstruct":  # ndarray.__new__(cls, shape, dtype): numpy pickles an empty (0,) shell
+            if len(args) != 3 or args[0] is not np.ndarray or _elements(args[1]) > 1:
+                raise pickle.UnpicklingError("snapshot builds an array in a way numpy never pickles")
+        made = func(*args)
+        if isinstance(made, np.dtype) and made.itemsize > MAX_ARRAY_BYTES:
+            raise pickle.UnpicklingError("snapshot declares an oversized data type")
+        self._made.add(id(made))
+        self.stack[-1] = made
+
+    dispatch[pickle.REDUCE[0]] = load_reduce
+
+    def load_build(self) -> None:
+        state = self.stack[-1]
+        target = self.stack[-2]
+        if id(target) not in self._made:
+            raise pickle.UnpicklingError("snapshot tries to change an object it did not create")
+        if isinstance(target, np.ndarray):  # (version, shape, dtype, fortran, data)
+            if not isinstance(state, tuple) or len(state) != 5 or not isinstance(state[2], np.dtype):
+                raise pickle.UnpicklingError("snapshot has a malformed array")
+            if _elements(state[1]) * max(state[2].itemsize, 1) > MAX_ARRAY_BYTES:
+                raise pickle.UnpicklingError(f"snapshot has an array of more than {MAX_ARRAY_BYTES:,} bytes")
+        super().load_build()
+
+    dispatch[pickle.BUILD[0]] = load_build
+
+    def _refuse(self) -> None:
+        raise pickle.UnpicklingError("snapshot creates objects in a way gym snapshots never do")
+
+    for _opcode in (pickle.NEWOBJ, pickle.NEWOBJ_EX, pickle.OBJ, pickle.INST, pickle.EXT1, pickle.EXT2, pickle.EXT4, pickle.PERSID, pickle.BINPERSID):
+        dispatch[_opcode[0]] = _refuse
+    del _opcode
+
+
+def _elements(shape: Any) -> int:
+    """How many elements an array of ``shape`` holds (refusing what is not a shape)."""
+    if not isinstance(shape, tuple) or not all(isinstance(n, int) and n >= 0 for n in shape):
+        raise pickle.UnpicklingError("snapshot has a malformed array shape")
+    return int(np.prod(shape, dtype=np.float64)) if shape else 1
 
 
 def _dump(value: Any) -> str:
     return base64.b64encode(pickle.dumps(value, protocol=4)).decode("ascii")
 
 
-def _load(data: str) -> Any:
-    return _SafeUnpickler(io.BytesIO(base64.b64decode(data))).load()
+def _load(data: Any) -> Any:
+    if not isinstance(data, str) or len(data) > MAX_PICKLE_BYTES * 4 // 3 + 4:
+        raise pickle.UnpicklingError(f"a snapshot value is not base64 text of at most {MAX_PICKLE_BYTES:,} bytes")
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except ValueError:
+        raise pickle.UnpicklingError("a snapshot value is not base64 text") from None
+    return _SnapshotUnpickler(raw).load()
 
 
 def _picklable(value: Any) -> bytes | None:
@@ -237,25 +304,48 @@ class GymAdapter(StudioEnv):
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
+        """Restore a snapshot (perhaps from someone else's file): every field is checked, the pickles go
+        through :class:`_SnapshotUnpickler`, and only data attributes of this environment are set."""
         unwrapped = self.env.unwrapped
         try:
-            restored = {name: _load(data) for name, data in state["attributes"].items()}
+            attributes, counters = state["attributes"], state["elapsed_steps"]
+            if not isinstance(attributes, dict) or not isinstance(counters, list) or len(counters) > 64:
+                raise ValueError("it is not a gym snapshot")
+            if not all(c is None or (isinstance(c, int) and not isinstance(c, bool) and c >= 0) for c in counters):
+                raise ValueError("its step counters are not whole numbers")
+            seed, done, instruction = state["seed"], state["done"], state["instruction"]
+            if not (seed is None or (isinstance(seed, int) and not isinstance(seed, bool))) or not isinstance(done, bool) or not isinstance(instruction, str):
+                raise ValueError("its seed, done flag or instruction has the wrong type")
+            for name in attributes:
+                self._check_attribute(name)
+            restored = {name: _load(data) for name, data in attributes.items()}
             raw_observation = _load(state["raw_observation"])
-        except (pickle.UnpicklingError, ValueError, EOFError) as exc:
-            raise BadOption(f"This snapshot of {self.name} cannot be restored: {exc}.") from None
+        except (pickle.UnpicklingError, ValueError, TypeError, KeyError, EOFError, AttributeError, IndexError, struct.error, MemoryError) as exc:
+            raise BadOption(f"This snapshot of {self.name} cannot be restored: {str(exc).rstrip('.') or type(exc).__name__}.") from None
         for name, data in self._baseline.items():  # attributes not in the snapshot are as when made
             if data is not None and name not in restored:
                 setattr(unwrapped, name, pickle.loads(data))  # our own pickles, made in this process
         for name, value in restored.items():
             setattr(unwrapped, name, value)
-        for wrapper, counter in zip(self._wrappers(), state["elapsed_steps"]):
+        for wrapper, counter in zip(self._wrappers(), counters):
             if counter is not None:
                 wrapper._elapsed_steps = counter
             if hasattr(wrapper, "_has_reset"):
                 wrapper._has_reset = True
-        self.seed_used = state["seed"]
+        self.seed_used = seed
         self.raw_observation = raw_observation
-        self.done, self.instruction = state["done"], state["instruction"]
+        self.done, self.instruction = done, instruction
+
+    def _check_attribute(self, name: Any) -> None:
+        """Only plain data attributes of the environment instance: never a method, a property, a dunder."""
+        if not isinstance(name, str) or not name.isidentifier() or name.startswith("__") or name in _NEVER_RESTORED:
+            raise ValueError(f"it would set {str(name)[:40]!r}")
+        try:
+            declared = inspect.getattr_static(type(self.env.unwrapped), name)
+        except AttributeError:
+            return  # an instance attribute only (e.g. FrozenLake's position)
+        if callable(declared) or hasattr(declared, "__get__") or hasattr(declared, "__set__"):
+            raise ValueError(f"it would replace {name!r}, which is not data")
 
     def close(self) -> None:
         self.env.close()
