@@ -54,6 +54,9 @@ def _kind(value: Any) -> str:
         return "bool"
     if isinstance(value, (int, float)):
         return "number"
+    for kind in (str, list, dict):
+        if isinstance(value, kind):
+            return kind.__name__
     return type(value).__name__
 
 
