@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
+from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
 from studio.errors import StudioError
+from studio.validation import MAX_SEED
 
 EXIT_USER_ERROR = 2
 
@@ -39,8 +42,10 @@ def _number(kind: type, low: float | None = None, high: float | None = None, low
     def parse(text: str) -> Any:
         try:
             value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        except (ValueError, OverflowError):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text[:40]!r}") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text[:40]!r}")
         too_low = low is not None and (value <= low if low_open else value < low)
         if too_low or (high is not None and value > high):
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
@@ -50,6 +55,7 @@ def _number(kind: type, low: float | None = None, high: float | None = None, low
 
 
 _non_negative_int = _number(int, 0, what="a non-negative integer")
+_seed = _number(int, 0, MAX_SEED, what=f"a seed from 0 to {MAX_SEED}")
 _positive_int = _number(int, 1, what="a positive integer")
 _port = _number(int, 0, 65535, what="a port between 0 and 65535")
 _unit_float = _number(float, 0, 1, low_open=True, what="a number in (0, 1]")
@@ -61,8 +67,24 @@ def _env_option(text: str) -> tuple[str, Any]:
 
     name, sep, value = text.partition("=")
     if not sep or not name.strip():
-        raise argparse.ArgumentTypeError(f"expected name=value, got {text!r}")
-    return name.strip(), parse_cli_value(value)
+        raise argparse.ArgumentTypeError(f"expected name=value, got {text[:40]!r}")
+    try:
+        return name.strip(), parse_cli_value(value)
+    except StudioError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _output_file(text: str) -> str:
+    """An argparse type for a file to write: not a folder, not under a file (checked before any work is done)."""
+    path = Path(text).expanduser().absolute()
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a folder; give a file name")
+    existing = next((p for p in path.parents if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise argparse.ArgumentTypeError(f"cannot write {path}: {existing} is a file, not a folder")
+    if existing is not None and not os.access(existing, os.W_OK):
+        raise argparse.ArgumentTypeError(f"cannot write {path}: {existing} is not writable")
+    return str(path)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,11 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--env", required=True, help="environment: gridworld, household, wikihop or gym:<id>")
     run.add_argument("--env-opt", type=_env_option, action="append", default=[], metavar="NAME=VALUE", help="environment option (repeatable); see `app.py envs`")
     run.add_argument("--policy", default="expert", choices=["expert", "random", "react"], help="who acts (default: expert); react is model-driven")
-    run.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the first episode (default 0); episode k uses seed+k")
+    run.add_argument("--seed", type=_seed, default=0, help="seed of the first episode (default 0); episode k uses seed+k")
     run.add_argument("--episodes", type=_positive_int, default=1, help="number of episodes (default 1)")
     run.add_argument("--max-steps", type=_positive_int, default=None, help="step limit per episode (default: the environment's)")
     run.add_argument("--max-invalid", type=_positive_int, default=10, help="invalid actions before an episode is cut (default 10)")
-    run.add_argument("--out", default=None, metavar="FILE.jsonl", help="append full episodes (the trace format) to this JSONL file")
+    run.add_argument("--out", type=_output_file, default=None, metavar="FILE.jsonl", help="append full episodes (the trace format) to this JSONL file")
     run.add_argument("--frames", action="store_true", help="store a rendered frame on every step of --out (larger files)")
     run.add_argument("--json", action="store_true", help="print one JSON object per episode instead of a text line")
     _add_db_argument(run)
@@ -122,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="write TRL-shaped training data (dpo, reward, prm, kto) or full episodes")
     _add_db_argument(export)
     export.add_argument("--format", required=True, choices=["dpo", "reward", "prm", "kto", "episodes"], help="record shape (see README)")
-    export.add_argument("--out", required=True, metavar="FILE.jsonl", help="JSONL file to write (replaced)")
+    export.add_argument("--out", type=_output_file, required=True, metavar="FILE.jsonl", help="JSONL file to write (replaced)")
     export.add_argument("--hf-dataset", default=None, metavar="DIR", help="also save a Hugging Face datasets folder (needs `datasets`)")
 
     commands.add_parser("hash-password", help="read a password (prompt or stdin) and print its hash for an --auth-file line")
@@ -198,16 +220,20 @@ def make_cli_policy(args: argparse.Namespace) -> Any:
     backend = ModelRegistry().load(args.model, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code, progress=progress)
     # Several greedy candidates would all be the same text: sample unless told otherwise.
     temperature = args.temperature if args.temperature is not None else (0.7 if args.candidates > 1 else 0.0)
-    sampling = SamplingParams(temperature=temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed)
-    config = ReActConfig(action_mode=args.action_mode, sampling=sampling, candidates=args.candidates, few_shot=not args.no_few_shot)
+    try:
+        sampling = SamplingParams(temperature=temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed)
+        config = ReActConfig(action_mode=args.action_mode, sampling=sampling, candidates=args.candidates, few_shot=not args.no_few_shot)
+    except ValueError as exc:
+        raise StudioError(str(exc)) from None
     return ReActPolicy(backend, config)
 
 
-def open_cli_store(args: argparse.Namespace) -> Any:
-    """The store named by ``--db`` (created or upgraded as needed); says so when it made a backup."""
+def open_cli_store(args: argparse.Namespace, create: bool = True) -> Any:
+    """The store named by ``--db`` (created or upgraded as needed; with ``create=False``, for commands
+    that only read, it must exist); says so when it made a backup."""
     from storage import open_store
 
-    store = open_store(args.db)
+    store = open_store(args.db, create=create)
     if store.backup is not None:
         print(f"upgraded the database schema; the old file was copied to {store.backup}", file=sys.stderr)
     return store
@@ -281,13 +307,13 @@ def cmd_pairs(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from storage.export import export
 
-    summary = export(open_cli_store(args), args.format, args.out, hf_dataset=args.hf_dataset)
+    summary = export(open_cli_store(args, create=False), args.format, args.out, hf_dataset=args.hf_dataset)
     print(json.dumps(summary.to_dict()))
     return 0
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    store = open_cli_store(args)
+    store = open_cli_store(args, create=False)
     counts = store.episodes.count()
     numbers = store.preferences.stats()
     if args.json:

@@ -20,6 +20,7 @@ from storage.desk import DEFAULT_TAGS, AnnotationDesk
 from storage.export import FORMATS, export
 from studio.errors import StudioError
 from studio.session import StudioSession
+from studio.validation import whole_number
 from studio.viz.html import context_html, esc, labels_html, message_html, num, side_html
 
 CHOICE_BUTTONS = [("left", "Left is better (1)", "as-judge-left"), ("right", "Right is better (2)", "as-judge-right"), ("tie", "Tie (3)", "as-judge-tie"), ("both_bad", "Both bad (4)", "as-judge-both")]
@@ -331,9 +332,3 @@ def annotator_name(typed: Any, request: gr.Request | None) -> str:
     return str(user) if user else str(typed or "")
 
 
-def whole_number(value: Any, what: str) -> int:
-    """A widget's number as an int; NaN, infinities and text are one clear error."""
-    try:
-        return int(value or 0)
-    except (TypeError, ValueError, OverflowError):
-        raise StudioError(f"{what} must be a whole number.") from None

@@ -19,6 +19,7 @@ import gradio as gr
 from studio.errors import StudioError
 from studio.session import StudioSession
 from studio.trace import Step
+from studio.validation import MAX_ITEMS, whole_number
 
 HEAVY = ("frame", "state", "prompt")
 
@@ -74,7 +75,8 @@ def build(state: gr.State) -> None:
     def run(session: StudioSession, max_steps: float) -> tuple[StudioSession, dict[str, Any]]:
         """Run up to ``max_steps`` steps (0: to the end); returns the episode summary."""
         try:
-            for _ in session.run(int(max_steps) if max_steps else None):
+            limit = whole_number(max_steps if max_steps not in (None, "") else 0, "max_steps", 0, MAX_ITEMS)
+            for _ in session.run(limit or None):
                 pass
             return session, session.episode.summary()
         except StudioError as exc:

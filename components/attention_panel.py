@@ -18,7 +18,12 @@ from studio.envs.registry import make_env
 from studio.errors import StudioError
 from studio.session import StudioSession
 from studio.viz.attention import perception_html, projection_image, segment_grid_figure, token_strip_html
+from studio.validation import whole_number
 from studio.viz.html import esc, message_html
+
+OUTPUTS_ALLOWED = ("taken",)
+SPANS = ("action", "thought", "generated")
+MODES = tuple(AGGREGATIONS)
 
 
 @dataclass
@@ -53,9 +58,9 @@ def build() -> AttentionPanel:
         with gr.Row():
             output = gr.Dropdown(["taken"], value="taken", label="Output", scale=2, allow_custom_value=True)
             model = gr.Radio(["A", "B"], value="A", label="Model", scale=1)
-            span = gr.Radio(["action", "thought", "generated"], value="action", label="Attention from", scale=2)
+            span = gr.Radio(list(SPANS), value="action", label="Attention from", scale=2)
         with gr.Row():
-            mode = gr.Radio(list(AGGREGATIONS), value="mean", label="Aggregation", scale=3)
+            mode = gr.Radio(list(MODES), value="mean", label="Aggregation", scale=3)
             layer = gr.Slider(0, 1, value=0, step=1, label="Layer", scale=2)
             head = gr.Slider(0, 1, value=0, step=1, label="Head", scale=2)
         with gr.Row():
@@ -75,10 +80,15 @@ def build() -> AttentionPanel:
 def render(session: StudioSession, at: float, output: str, model: str, span: str, mode: str, layer: float, head: float, compare: str) -> list[Any]:
     """Compute (or reuse) the attention of the selected step and draw every view."""
     episode = session.episode
-    index = int(at or 0)
+    index = whole_number(at or 0, "The selected step", 0)
+    if output not in OUTPUTS_ALLOWED and not str(output or "").startswith("candidate "):
+        raise StudioError("Pick an output: taken or candidate N.")
+    if span not in SPANS or mode not in MODES:
+        raise StudioError(f"Attention from one of {', '.join(SPANS)}; aggregation one of {', '.join(MODES)}.")
     amap = session.attention(index, output or "taken", model or "A", rollout=mode == "rollout")
     step = episode.steps[index]
-    layer_index, head_index = min(int(layer or 0), amap.layers - 1), min(int(head or 0), amap.heads - 1)
+    layer_index = min(whole_number(layer or 0, "The layer", 0), amap.layers - 1)
+    head_index = min(whole_number(head or 0, "The head", 0), amap.heads - 1)
     values = amap.aggregate(mode, layer_index, head_index, span)
     env = make_env(episode.env, episode.env_options)
     env.reset(seed=episode.seed)
@@ -108,7 +118,7 @@ def render(session: StudioSession, at: float, output: str, model: str, span: str
 
 def output_names(session: StudioSession, at: float) -> list[Any]:
     episode = session.episode
-    step = episode.steps[int(at)] if episode is not None and 0 <= int(at or 0) < episode.length else None
+    step = session.step_at(at)
     names = ["taken", *(f"candidate {i + 1}" for i in range(len(step.candidates)))] if step is not None else ["taken"]
     return [gr.Dropdown(choices=names, value="taken"), gr.Dropdown(choices=["nothing", *names[1:], "model B"], value="nothing")]
 

@@ -7,7 +7,6 @@ and render what it holds. Errors become a readable line in the panel; the app ke
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +17,7 @@ from components import attention_panel
 from studio.envs.registry import BUILTIN
 from studio.errors import Interrupted, StudioError
 from studio.session import POLICIES, EpisodeSettings, StudioSession
+from studio.validation import MAX_ITEMS, MAX_OPTIONS_CHARS, MAX_SEED, parse_json, real_number, short_text, whole_number
 from studio.viz.html import candidates_html, message_html, prompt_html, timeline_html
 from studio.viz.plots import action_distribution_figure
 
@@ -25,31 +25,29 @@ GYM_EXAMPLES = ["gym:FrozenLake-v1", "gym:Taxi-v4", "gym:CliffWalking-v1"]
 
 
 def parse_settings(env: str, options: str, seed: Any, policy: str, action_mode: str, temperature: float, top_p: float, max_new_tokens: float, candidates: float, max_steps: Any) -> EpisodeSettings:
-    """Widget values as settings; a malformed value is one clear error."""
-    try:
-        env_options = json.loads(options or "{}")
-    except json.JSONDecodeError as exc:
-        raise StudioError(f"Options must be a JSON object such as {{\"size\": 9}}: {exc.msg} at column {exc.colno}.") from None
+    """Widget (or API) values as settings: every one checked, a bad one is one clear error."""
+    text = short_text(options, "Options", MAX_OPTIONS_CHARS) or "{}"
+    env_options = parse_json(text, 'Options (a JSON object such as {"size": 9})')
     if not isinstance(env_options, dict):
         raise StudioError('Options must be a JSON object such as {"size": 9}.')
-    try:
-        seed_value = int(seed if seed not in (None, "") else 0)
-    except (TypeError, ValueError):
-        raise StudioError(f"The seed must be a whole number, got {seed!r}.") from None
-    if seed_value < 0:
-        raise StudioError("The seed must be 0 or more.")
-    limit = int(max_steps) if max_steps not in (None, "", 0) else None
+    policy = short_text(policy, "The policy")
+    if policy not in POLICIES:
+        raise StudioError(f"Unknown policy {policy[:40]!r}: use one of {', '.join(POLICIES)}.")
+    action_mode = short_text(action_mode, "The action mode")
+    if action_mode not in ("generate", "score"):
+        raise StudioError("The action mode is generate or score.")
+    limit = whole_number(max_steps if max_steps not in (None, "") else 0, "The step limit", 0, MAX_ITEMS)
     return EpisodeSettings(
-        env=(env or "gridworld").strip(),
+        env=short_text(env, "The environment") or "gridworld",
         env_options=env_options,
-        seed=seed_value,
+        seed=whole_number(seed if seed not in (None, "") else 0, "The seed", 0, MAX_SEED),
         policy=policy,
         action_mode=action_mode,
-        temperature=float(temperature),
-        top_p=float(top_p),
-        max_new_tokens=int(max_new_tokens),
-        candidates=int(candidates),
-        max_steps=limit if limit and limit > 0 else None,
+        temperature=real_number(temperature, "The temperature", 0, 2),
+        top_p=real_number(top_p, "Top-p", 0.01, 1),
+        max_new_tokens=whole_number(max_new_tokens, "Max new tokens", 1, 4096),
+        candidates=whole_number(candidates, "Candidates K", 1, 16),
+        max_steps=limit or None,
     )
 
 
@@ -237,13 +235,13 @@ def wire(panel: EpisodePanel, state: gr.State, render: Render) -> None:
 
     def do_fork(session: StudioSession, at: float, *values: Any) -> str:
         session.update(parse_settings(*values))
-        forked = session.fork(int(at))
+        forked = session.fork(whole_number(at, "The selected step", 0))
         return f"Forked at step {forked.forked_at}: the next step is a new step {forked.forked_at}."
 
     def run(session: StudioSession, mode: str, count: Any, *values: Any) -> Iterator[list[Any]]:
         try:
             session.update(parse_settings(*values))
-            limit = None if count is None else max(1, int(count))
+            limit = None if count is None else whole_number(count, "N", 1, MAX_ITEMS)
             for _ in session.run(limit):
                 yield [session, *render(session, "", "info", None, mode)]
             yield [session, *render(session, "", "info", None, mode)]
@@ -264,7 +262,7 @@ def wire(panel: EpisodePanel, state: gr.State, render: Render) -> None:
 
     def select(session: StudioSession, at: float, mode: str) -> list[Any]:
         episode = session.episode
-        step = episode.steps[int(at)] if episode is not None and 0 <= int(at) < episode.length else None
+        step = session.step_at(at)
         return [timeline_html(episode, step.index if step else None, mode, session.read_only), candidates_html(step, mode), _distribution(step), "", *output_choices(step)]
 
     views = [panel.timeline, panel.candidates, panel.distribution, panel.prompt, panel.first_output, panel.second_output]
@@ -272,10 +270,8 @@ def wire(panel: EpisodePanel, state: gr.State, render: Render) -> None:
     panel.colour.change(select, [state, panel.selected, panel.colour], views, **private)
 
     def show_prompt(session: StudioSession, at: float) -> str:
-        episode = session.episode
-        if episode is None or not 0 <= int(at) < episode.length:
-            return ""
-        return prompt_html(episode.steps[int(at)])
+        step = session.step_at(at)
+        return "" if step is None else prompt_html(step)
 
     panel.show_prompt.click(show_prompt, [state, panel.selected], [panel.prompt], **private)
     attention_panel.wire(panel.attention, state, panel.selected)

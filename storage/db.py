@@ -13,6 +13,7 @@ Every failure to open a database is a :class:`~studio.errors.StudioError` with o
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +29,7 @@ from studio.errors import StudioError
 #: Seconds a writer waits for another process's write lock before giving up.
 BUSY_TIMEOUT_S = 60
 BEGIN_MODE = "studio_sqlite_begin"
+SQLITE_HEADER = b"SQLite format 3\x00"
 T = TypeVar("T")
 DRIVER_HINTS = {"postgresql": "for PostgreSQL: pip install 'psycopg[binary]'", "mysql": "for MySQL: pip install pymysql and use mysql+pymysql://"}
 
@@ -42,27 +44,72 @@ def default_db_path() -> Path:
     return Path(user_data_dir("agent-studio", appauthor=False)) / "studio.db"
 
 
-def resolve_url(target: str | os.PathLike[str] | None) -> str:
-    """An SQLAlchemy URL for a file path, a URL, or None (the default database file)."""
+def resolve_url(target: str | os.PathLike[str] | None, create: bool = True) -> str:
+    """An SQLAlchemy URL for a file path, a URL, or None (the default database file).
+
+    With ``create=False`` (commands that only read) an SQLite file that does not exist is an
+    error: a mistyped path must not leave an empty database (and its folders) behind.
+    """
     if target is None or str(target).strip() == "":
-        return _sqlite_file_url(default_db_path())
+        return _sqlite_file_url(default_db_path(), create=create)
     text = str(target).strip()
+    if len(text) > 4096:
+        raise StudioError("The database path or URL is longer than 4,096 characters.")
     if "://" not in text:
-        return _sqlite_file_url(Path(text).expanduser())
+        return _sqlite_file_url(Path(text).expanduser(), create=create)
     try:
         url = make_url(text)
     except ArgumentError:
-        raise StudioError(f"Not a database URL or file path: {text!r} (try a file path or sqlite:///FILE).") from None
+        raise StudioError(f"Not a database URL or file path: {text[:200]!r} (try a file path or sqlite:///FILE).") from None
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") and not url.database.startswith("file:"):
-        return _sqlite_file_url(Path(url.database).expanduser(), url)
+        return _sqlite_file_url(Path(url.database).expanduser(), url, create)
     return text
 
 
-def _sqlite_file_url(path: Path, url=None) -> str:
+def sqlite_path(url: str) -> Path | None:
+    """The file behind an SQLite URL (None for other databases and in-memory ones)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:") or parsed.database.startswith("file:"):
+        return None
+    return Path(parsed.database)
+
+
+def check_sqlite_file(path: Path) -> None:
+    """Before anything writes to an existing SQLite file — even a pragma that switches it to WAL —
+    make sure it is an intact SQLite database that Agent Studio made (or an empty one).
+
+    Reads only: the header, then ``PRAGMA quick_check`` and the table names on a read-only
+    connection. A foreign or damaged file is refused with one line, and left exactly as it was.
+    """
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with path.open("rb") as handle:
+        header = handle.read(len(SQLITE_HEADER))
+    if header != SQLITE_HEADER:
+        raise StudioError(f"Cannot open the database {path}: it is not an SQLite database (use another file).")
+    try:
+        connection = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
+        try:
+            problems = [row[0] for row in connection.execute("PRAGMA quick_check")]
+            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            connection.close()
+    except sqlite3.Error as exc:
+        raise StudioError(f"Cannot open the database {path}: {exc}.") from None
+    if problems != ["ok"]:
+        first = " ".join(str(problems[0]).replace("*** in database main ***", "").split())
+        raise StudioError(f"The database {path} is damaged ({first[:120]}); nothing was written to it: restore a backup, or try `sqlite3 {path} .recover`.")
+    if tables and "alembic_version" not in tables:
+        raise StudioError(f"The database {path} has tables but was not made by Agent Studio; use another file.")
+
+
+def _sqlite_file_url(path: Path, url=None, create: bool = True) -> str:  # noqa: ANN001 - a sqlalchemy URL
     """Check that an SQLite file can be created or written; return its absolute URL."""
     path = path.absolute()
     if path.is_dir():
         raise StudioError(f"The database path {path} is a folder; give a file name, e.g. {path / 'studio.db'}.")
+    if not create and not path.exists():
+        raise StudioError(f"No database at {path}: nothing has been stored there (check --db; commands that only read never create one).")
     parent = path.parent
     existing = next((p for p in [parent, *parent.parents] if p.exists()), None)
     if existing is not None and not existing.is_dir():

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from storage.db import Database, describe_url, resolve_url
+from storage.db import Database, check_sqlite_file, describe_url, resolve_url, sqlite_path
 from storage.episodes import EpisodeStore
 from storage.migrate import prepare
 from storage.preferences import PreferenceStore
@@ -43,13 +43,20 @@ class Store:
         self.close()
 
 
-def open_store(target: str | os.PathLike[str] | None = None) -> Store:
+def open_store(target: str | os.PathLike[str] | None = None, create: bool = True) -> Store:
     """Open (creating or upgrading as needed) the database at ``target``.
 
     ``target`` is a file path, an SQLAlchemy URL or None for the default file in the user's
-    data directory. Raises :class:`~studio.errors.StudioError` with one line when it cannot.
+    data directory. With ``create=False`` a database that does not exist is an error (for
+    commands that only read). An existing SQLite file is checked before anything writes to it
+    (see :func:`~storage.db.check_sqlite_file`). Raises :class:`~studio.errors.StudioError`
+    with one line when it cannot.
     """
-    database = Database(resolve_url(target))
+    url = resolve_url(target, create=create)
+    path = sqlite_path(url)
+    if path is not None:
+        check_sqlite_file(path)
+    database = Database(url)
     try:
         backup = prepare(database)
     except BaseException:

@@ -22,7 +22,7 @@ from typing import Any, Iterator, Literal, Protocol
 
 from studio.agents.base import Decision, Observation, Policy
 from studio.envs.base import StudioEnv, invalid_observation
-from studio.validation import MAX_ACTION
+from studio.validation import MAX_ACTION, MAX_SEED
 from studio.envs.registry import default_max_steps, make_env
 from studio.errors import EpisodeOver, Interrupted, NotStored, StudioError
 from studio.trace import Episode, Step, new_id, utc_now
@@ -142,8 +142,8 @@ class EpisodeRunner:
     # -- reset / step / run -----------------------------------------------------------------
     def reset(self, seed: int | None = 0) -> Episode:
         """Start a new episode on ``seed`` (the same seed gives the same task)."""
-        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
-            raise StudioError(f"The seed must be a non-negative integer, got {seed!r}.")
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED):
+            raise StudioError(f"The seed must be a whole number from 0 to {MAX_SEED}, got {str(seed)[:40]}.")
         self._observation, _info = self.env.reset(seed=seed)
         self.policy.reset(self.env, seed)
         self._episode = Episode(

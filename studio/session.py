@@ -20,6 +20,7 @@ from studio.models.access import ModelAccess, check_model_name
 from studio.models.base import Backend, ProgressCallback, SamplingParams, no_progress
 from studio.runner import EpisodeRunner, RunnerConfig, Sink
 from studio.trace import Episode, Step, new_id
+from studio.validation import whole_number
 
 SLOTS = ("A", "B")
 POLICIES = {
@@ -165,6 +166,15 @@ class StudioSession:
     @property
     def read_only(self) -> bool:
         return self.viewing is not None
+
+    def step_at(self, at: Any) -> Step | None:
+        """The shown episode's step ``at`` (a widget's or a client's value), or None if it names none."""
+        episode = self.episode
+        try:
+            index = whole_number(at, "The selected step", 0)
+        except StudioError:
+            return None
+        return episode.steps[index] if episode is not None and index < episode.length else None
 
     def current_frame(self) -> Any:
         if self.viewing is None and self.runner is not None and self.runner.has_episode:

@@ -246,3 +246,50 @@ def parse_json(text: str, what: str) -> Any:
         fail(what, "is nested too deeply")
     check_json(value, what)
     return value
+
+
+def whole_number(value: Any, what: str, low: int | None = None, high: int | None = None) -> int:
+    """A whole number from a widget or an API call (which may send text, NaN or 1e308); one line if not."""
+    try:
+        number = float(value) if isinstance(value, str) else value
+        if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number) or number != int(number):
+            raise ValueError
+        result = int(number)
+    except (TypeError, ValueError, OverflowError):
+        raise StudioError(f"{what} must be a whole number.") from None
+    _check_range(result, what, low, high, "a whole number")
+    return result
+
+
+def real_number(value: Any, what: str, low: float | None = None, high: float | None = None) -> float:
+    """A finite number from a widget or an API call; one line if not."""
+    try:
+        result = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise StudioError(f"{what} must be a number.") from None
+    if not math.isfinite(result):
+        raise StudioError(f"{what} must be a finite number.")
+    _check_range(result, what, low, high, "a number")
+    return result
+
+
+def _check_range(value: float, what: str, low: float | None, high: float | None, kind: str) -> None:
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"from {_plain(low)} to {_plain(high)}" if low is not None and high is not None else (f"of at least {_plain(low)}" if low is not None else f"of at most {_plain(high)}")
+        raise StudioError(f"{what} must be {kind} {bounds}.")
+
+
+def _plain(number: float | None) -> str:
+    """2147483647, not 2.14748e+09; 0.01, not 0.010000."""
+    return str(int(number)) if float(number).is_integer() else f"{number:g}"
+
+
+def short_text(value: Any, what: str, longest: int = MAX_NAME) -> str:
+    """A name-like text from a widget or an API call: text, stripped, at most ``longest`` characters."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise StudioError(f"{what} must be text.")
+    if len(value) > longest:
+        raise StudioError(f"{what} has at most {longest:,} characters (got {len(value):,}).")
+    return value.strip()

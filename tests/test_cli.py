@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import urllib.request
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from storage import open_store
 from studio.trace import read_episodes_jsonl
 from tests.live_server import running_studio
 
@@ -71,8 +73,14 @@ def test_envs_lists_every_environment() -> None:
         (["run", "--env", "gridworld", "--env-opt", "size=99"], "at most 15"),
         (["run", "--env", "gridworld", "--env-opt", "colour=red"], "Unknown option 'colour'"),
         (["run", "--env", "gridworld", "--env-opt", "size"], "expected name=value"),
-        (["run", "--env", "gridworld", "--seed", "-1"], "non-negative integer"),
-        (["run", "--env", "gridworld", "--seed", "abc"], "non-negative integer"),
+        (["run", "--env", "gridworld", "--seed", "-1"], "a seed from 0 to 2147483647"),
+        (["run", "--env", "gridworld", "--seed", "abc"], "a seed from 0 to 2147483647"),
+        (["run", "--env", "gridworld", "--seed", str(2**63)], "a seed from 0 to 2147483647"),
+        (["run", "--env", "gym:FrozenLake-v1", "--policy", "random", "--env-opt", "map_name=99x99"], "does not accept these options"),
+        (["run", "--env", "gym:FrozenLake-v1", "--policy", "random", "--env-opt", "desc=[1,2]"], "does not accept these options"),
+        (["run", "--env", "gridworld", "--env-opt", "size=" + "[" * 3000 + "]" * 3000], "nested too deeply"),
+        (["run", "--env", "gridworld", "--policy", "react", "--top-p", "nan"], "expected a number in (0, 1]"),
+        (["run", "--env", "gridworld", "--policy", "react", "--temperature", "inf"], "expected a temperature"),
         (["run", "--env", "gym:FrozenLake-v1"], "has no expert policy"),
         (["run", "--env", "gym:Pendulum-v1", "--policy", "random"], "only Discrete"),
         (["run", "--env", "gridworld", "--policy", "genius"], "invalid choice"),
@@ -156,3 +164,58 @@ def test_import_stores_a_trace_file_and_refuses_a_bad_one(tmp_path: Path) -> Non
     assert result.returncode == 2 and "bad.jsonl, line 2" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     missing = cli("import", str(tmp_path / "nope.jsonl"), "--db", db)
     assert missing.returncode == 2 and "Cannot read" in missing.stderr
+
+
+def test_files_that_cannot_be_written_or_read_are_one_line_before_anything_is_stored(tmp_path: Path) -> None:
+    """Bad --out targets fail before the run (nothing stored); bad import files fail before the database is touched."""
+    import pickle
+
+    import torch
+
+    from tests.tiny_models import tiny_gpt2, tiny_tokenizer
+
+    db = tmp_path / "s.db"
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "a-folder").mkdir()
+    hostile_index = json.dumps({"env": "gridworld", "seed": 0, "steps": [{"index": "<img src=x onerror=alert(1)>", "observation": "o", "action": None}]})
+    bad_frame = json.dumps({"env": "gridworld", "seed": 0, "steps": [{"index": 0, "observation": "o", "action": None, "frame": "iVBORw0KGgo="}]})
+    files = {
+        "binary.jsonl": (bytes(range(256)) * 4, "not a UTF-8 text file"),
+        "markup.jsonl": (hostile_index.encode(), "steps[0].index: expected an integer"),
+        "frame.jsonl": (bad_frame.encode(), "steps[0].frame"),
+        "seed.jsonl": (json.dumps({"env": "gridworld", "seed": "seven"}).encode(), "seed: expected an integer"),
+        "options.jsonl": (json.dumps({"env": "gridworld", "seed": 1, "env_options": [1, 2]}).encode(), "env_options: expected an object"),
+        "deep.jsonl": (("{\"env\": " + "[" * 100_000 + "]" * 100_000 + "}").encode(), "nested too deeply"),
+    }
+    cases = [
+        (["run", "--env", "gridworld", "--out", str(tmp_path / "a-folder")], "is a folder"),
+        (["run", "--env", "gridworld", "--out", str(tmp_path / "a-file" / "x.jsonl")], "is a file, not a folder"),
+        (["export", "--format", "dpo", "--out", str(tmp_path / "a-folder")], "is a folder"),
+    ]
+    for name, (content, message) in files.items():
+        (tmp_path / name).write_bytes(content)
+        cases.append((["import", str(tmp_path / name)], message))
+    model = tmp_path / "pickled-model"  # PyTorch weights that hold more than tensors
+    tokenizer = tiny_tokenizer()
+    tiny_gpt2(tokenizer).save_pretrained(model)
+    tokenizer.save_pretrained(model)
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'ran'}",))
+
+    from safetensors.torch import load_file
+
+    weights = load_file(model / "model.safetensors")
+    (model / "model.safetensors").unlink()
+    torch.save({**weights, "x": Exploit()}, model / "pytorch_model.bin", pickle_module=pickle)
+    cases.append((["run", "--env", "gridworld", "--policy", "react", "--model", str(model)], "holds more than tensors"))
+    for args, message in cases:
+        result = cli(*args, "--db", str(db))
+        assert result.returncode == 2 and message in result.stderr, (args[:3], result.stderr[-500:])
+        said = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("[")]  # less the progress lines
+        assert len(said) == 1 and said[0].startswith("error: ") and "Traceback" not in result.stderr, result.stderr
+    assert not (tmp_path / "ran").exists()
+    if db.exists():
+        with open_store(db) as store:
+            assert store.episodes.count()["steps"] == 0

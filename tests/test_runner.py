@@ -164,8 +164,9 @@ def test_fork_out_of_range_is_a_user_error() -> None:
 
 def test_bad_seed_is_a_user_error() -> None:
     runner = EpisodeRunner("gridworld", ExpertPolicy())
-    with pytest.raises(StudioError, match="non-negative"):
-        runner.reset(seed=-3)
+    for seed in (-3, 2**31, 2**63, "7", True):
+        with pytest.raises(StudioError, match="whole number from 0 to 2147483647"):
+            runner.reset(seed=seed)
 
 
 def test_expert_on_an_env_without_oracle_is_a_user_error() -> None:

@@ -150,3 +150,49 @@ def test_a_write_failing_mid_episode_is_one_clear_error(tmp_path: Path) -> None:
         connection.exec_driver_sql("ALTER TABLE steps RENAME TO steps_gone")
     with pytest.raises(StudioError, match="Could not write episode .* to the database: no such table: steps"):
         runner.step()
+
+
+def test_a_foreign_sqlite_file_is_refused_before_anything_writes_to_it(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)")
+        connection.execute("INSERT INTO notes (text) VALUES ('keep me')")
+    connection.close()
+    before = digest(path)
+    for attempt in (lambda: open_store(path), lambda: open_store(path, create=False)):
+        with pytest.raises(StudioError, match="not made by Agent Studio"):
+            attempt()
+    result = cli("stats", "--db", str(path))
+    assert result.returncode == 2 and "not made by Agent Studio" in result.stderr
+    assert digest(path) == before  # not even switched to WAL
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.db"]  # no -wal or -shm beside it
+
+
+def test_a_damaged_database_is_refused_and_not_written_to(tmp_path: Path) -> None:
+    store = new_store(tmp_path)
+    for seed in range(4):
+        run_scripted(store, "expert", seed=seed, env="household")
+    store.close()
+    path = tmp_path / "studio.db"
+    data = bytearray(path.read_bytes())
+    page = 4096
+    assert len(data) > 8 * page
+    data[5 * page : 6 * page] = bytes((i * 37) % 251 for i in range(page))  # one page of garbage
+    path.write_bytes(bytes(data))
+    before = digest(path)
+    with pytest.raises(StudioError, match="is damaged") as error:
+        open_store(path)
+    assert "\n" not in str(error.value)
+    for command in (["stats"], ["export", "--format", "episodes", "--out", str(tmp_path / "x.jsonl")], ["run", "--env", "gridworld"]):
+        result = cli(*command, "--db", str(path))
+        assert result.returncode == 2 and "is damaged" in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    assert digest(path) == before
+
+
+def test_commands_that_only_read_refuse_a_database_that_does_not_exist(tmp_path: Path) -> None:
+    missing = tmp_path / "no" / "such" / "dir" / "x.db"
+    for command in (["stats"], ["export", "--format", "dpo", "--out", str(tmp_path / "out.jsonl")]):
+        for target in (str(missing), f"sqlite:///{missing}"):
+            result = cli(*command, "--db", target)
+            assert result.returncode == 2 and "No database at" in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    assert not (tmp_path / "no").exists() and not (tmp_path / "out.jsonl").exists()

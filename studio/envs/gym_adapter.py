@@ -189,10 +189,10 @@ class GymAdapter(StudioEnv):
             self.env = gym.make(gym_id, render_mode="rgb_array", **options)
         except gym.error.Error as exc:
             raise UnknownEnvironment(f"Gymnasium could not make '{gym_id}': {_first_line(exc)}") from None
-        except TypeError as exc:
-            raise BadOption(f"Bad option for gym:{gym_id}: {_first_line(exc)}") from None
         except ImportError as exc:
             raise UnknownEnvironment(f"gym:{gym_id} needs a package that is not installed: {_first_line(exc)}") from None
+        except Exception as exc:  # an environment's constructor rejects its options in its own way (KeyError, ValueError, ...)
+            raise BadOption(f"gym:{gym_id} does not accept these options ({type(exc).__name__}: {_first_line(exc)[:160]}).") from None
         if not isinstance(self.env.action_space, spaces.Discrete):
             raise UnknownEnvironment(
                 f"gym:{gym_id} has a {type(self.env.action_space).__name__} action space; only Discrete action spaces are supported."

@@ -10,7 +10,8 @@ from studio.envs.base import StudioEnv
 from studio.envs.gridworld import GridWorld
 from studio.envs.household import Household
 from studio.envs.wikihop import WikiHop
-from studio.errors import UnknownEnvironment
+from studio.errors import BadOption, UnknownEnvironment
+from studio.validation import MAX_OPTIONS_CHARS, check_json
 
 GYM_PREFIX = "gym:"
 
@@ -53,10 +54,16 @@ def parse_cli_value(text: str) -> Any:
     lowered = text.strip()
     if lowered.lower() in {"true", "false"}:
         return lowered.lower() == "true"
+    if len(lowered) > MAX_OPTIONS_CHARS:
+        raise BadOption(f"An option value has at most {MAX_OPTIONS_CHARS:,} characters.")
     try:
-        return json.loads(lowered)
+        value = json.loads(lowered)
     except json.JSONDecodeError:
         return text
+    except RecursionError:
+        raise BadOption("An option value is nested too deeply.") from None
+    check_json(value, "the option value", max_depth=8)
+    return value
 
 
 def make_env(name: str, options: dict[str, Any] | None = None) -> StudioEnv:

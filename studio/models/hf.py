@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import pickle
 import threading
 import time
 from typing import Any, Callable
@@ -191,7 +192,9 @@ class TransformersBackend:
         except torch.OutOfMemoryError:
             gc.collect()
             raise StudioError(f"Out of memory loading '{name}' on {device_name}: try a smaller dtype, a smaller model or --device cpu.") from None
-        except (OSError, ValueError, KeyError) as exc:  # missing files, unknown architecture, remote code refused
+        except pickle.UnpicklingError:  # torch.load(weights_only=True) met something other than tensors
+            raise StudioError(f"Could not load '{name}': its PyTorch weights file holds more than tensors, and loading it could run code; use a safetensors copy.") from None
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:  # missing files, unknown architecture, remote code refused, shape mismatch
             raise StudioError(f"Could not load '{name}': {_first_line(exc)}") from None
         progress(1.0, "ready")
         return cls(model, tokenizer, processor, model_id=name, source=source, load_seconds=time.perf_counter() - started, lock=lock)
