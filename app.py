@@ -389,7 +389,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = build_app(Services(registry=registry, store=store, default_model=default_model, access=access, logins=bool(credentials)))
     print(f"Agent Studio on http://{args.host}:{args.port}" + (" (login required)" if credentials else ""), flush=True)
     try:
-        app.launch(server_name=args.host, server_port=args.port, show_error=True, auth=credentials.check if credentials else None, **launch_options())
+        # show_error=False: an unexpected exception's text (which may quote a file's or a model's
+        # content) never reaches the page; the panels show their own escaped one-line messages.
+        app.launch(server_name=args.host, server_port=args.port, show_error=False, auth=credentials.check if credentials else None, **launch_options())
     except OSError as exc:  # e.g. the port was taken between the check and the start
         raise StudioError(f"Cannot serve on {args.host}:{args.port}: {exc}.") from None
     return 0

@@ -11,6 +11,7 @@ from storage import Store
 from studio.envs.registry import make_env
 from studio.errors import StudioError
 from studio.session import StudioSession
+from studio.viz.html import message_html
 from studio.viz.plots import path_figure, signals_figure
 
 
@@ -20,7 +21,7 @@ class PlotsPanel:
     clear: gr.Button
     path: gr.Plot
     signals: gr.Plot
-    note: gr.Markdown
+    note: gr.HTML
 
     @property
     def outputs(self) -> list[Any]:
@@ -29,8 +30,14 @@ class PlotsPanel:
     def render(self, session: StudioSession, store: Store | None) -> list[Any]:
         episode = session.episode
         overlay = session.overlay if session.overlay is not None and episode is not None and session.overlay.id != episode.id else None
-        path = path_figure(make_env(episode.env, episode.env_options), episode, overlay) if episode is not None and episode.steps else None
-        note = "" if path is not None or episode is None or not episode.steps else f"`{episode.env}` has no map to draw a path on; the signals are below."
+        path, note = None, ""
+        if episode is not None and episode.steps:
+            try:
+                path = path_figure(make_env(episode.env, episode.env_options), episode, overlay)
+            except StudioError as exc:  # e.g. an imported episode of an environment this studio does not have
+                note = message_html(f"No path: {exc}", "warning")
+            if path is None and not note:
+                note = message_html(f"{episode.env} has no map to draw a path on; the signals are below.", "info")
         return [gr.Dropdown(choices=overlay_choices(store, episode), value=overlay.id if overlay else None), path, signals_figure(episode, overlay), note]
 
 
@@ -46,7 +53,7 @@ def build() -> PlotsPanel:
     with gr.Row():
         overlay = gr.Dropdown([], label="Overlay another episode on the same environment and seed", allow_custom_value=False, scale=4, elem_id="as-overlay")
         clear = gr.Button("Clear overlay", scale=1, size="sm")
-    note = gr.Markdown()
+    note = gr.HTML(elem_id="as-plots-note")
     with gr.Row(equal_height=False):
         path = gr.Plot(label="Path on the map", elem_id="as-path")
         signals = gr.Plot(label="Per-step signals", elem_id="as-signals")

@@ -94,9 +94,9 @@ def test_the_browser_handlers_answer_hostile_inputs_in_one_line(studio) -> None:
     before = stored_steps(studio["db"])
     for name, (button, inputs, refusal) in UI_CASES.items():
         answer = raw(url, handler_of(config, button), f"[null, {inputs}]", session)
-        if refusal is None:  # Gradio's own input check refuses the value before our handler runs (its wording)
-            error = answer["output"]["error"]
-            assert answer["success"] is False and "Traceback" not in error and error.split("\n")[0].strip(), (name, answer)
+        if refusal is None:  # Gradio's own input check refuses the value before our handler runs
+            error = answer["output"].get("error")  # no text: the studio runs with show_error=False
+            assert answer["success"] is False and (error is None or "Traceback" not in error), (name, answer)
         else:
             assert answer["success"] is True, (name, answer)
             status = answer["output"]["data"][3]

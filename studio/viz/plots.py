@@ -13,6 +13,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from studio.trace import Episode, Step
+from studio.viz.html import esc, num
 
 COLOURS = ("#2563eb", "#ea580c")
 LAYOUT = dict(template="plotly_white", margin=dict(l=40, r=16, t=40, b=32), legend=dict(orientation="h", y=-0.08), font=dict(size=12))
@@ -81,8 +82,8 @@ def path_figure(env: Any, episode: Episode | None, overlay: Episode | None = Non
     if episode is None or not episode.steps or episode.steps[0].state is None:
         return None
     env.reset(seed=episode.seed)
-    env.set_state(episode.steps[0].state)
-    if env.agent_xy(episode.steps[0].state) is None:
+    env.restore(episode.steps[0].state)  # the episode may come from a file: checked, one line if it does not fit
+    if _agent_xy(env, episode.steps[0].state) is None:
         return None
     figure = go.Figure()
     figure.add_trace(go.Image(source=png_data_uri(env.render())))  # a PNG, not a JSON array of pixels
@@ -102,14 +103,22 @@ def path_figure(env: Any, episode: Episode | None, overlay: Episode | None = Non
 
 def path_points(env: Any, episode: Episode) -> list[tuple[float, float]]:
     """The agent's position before every step, and after the last one."""
-    points = [env.agent_xy(s.state) for s in episode.steps if s.state is not None]
+    points = [_agent_xy(env, s.state) for s in episode.steps if s.state is not None]
     last = episode.steps[-1]
     if last.state is not None and last.action is not None and last.valid:
         env.reset(seed=episode.seed)
-        env.set_state(last.state)
+        env.restore(last.state)  # the episode may come from a file
         env.step(last.action)  # deterministic environments: the final position
-        points.append(env.agent_xy(env.get_state()))
+        points.append(_agent_xy(env, env.get_state()))
     return [p for p in points if p is not None]
+
+
+def _agent_xy(env: Any, state: Any) -> tuple[float, float] | None:
+    """Where the agent is in ``state``; None for a snapshot (from a file) that does not say."""
+    try:
+        return env.agent_xy(state)
+    except (KeyError, TypeError, ValueError, IndexError):
+        return None
 
 
 def action_distribution_figure(step: Step | None) -> go.Figure | None:
@@ -118,8 +127,9 @@ def action_distribution_figure(step: Step | None) -> go.Figure | None:
         return None
     ranked = sorted(step.action_logprobs.items(), key=lambda item: item[1])
     colours = [COLOURS[1] if action == step.action else COLOURS[0] for action, _ in ranked]
-    figure = go.Figure(go.Bar(x=[math.exp(v) for _, v in ranked], y=[a for a, _ in ranked], orientation="h", marker_color=colours))
-    figure.update_layout(**LAYOUT, height=max(220, 26 * len(ranked) + 80), title=f"step {step.index}: probability of each valid action (taken in orange)")
+    # Plotly reads a little HTML in labels: actions (model or file text) are escaped, and shown as text.
+    figure = go.Figure(go.Bar(x=[math.exp(v) for _, v in ranked], y=[esc(a) for a, _ in ranked], orientation="h", marker_color=colours))
+    figure.update_layout(**LAYOUT, height=max(220, 26 * len(ranked) + 80), title=f"step {num(step.index)}: probability of each valid action (taken in orange)")
     figure.update_xaxes(range=[0, 1], title_text="probability")
     return figure
 
@@ -131,5 +141,7 @@ def png_data_uri(frame: Any) -> str:
 
 
 def _label(episode: Episode) -> str:
+    """An episode's name in a legend: escaped, since plotly reads a little HTML in its text."""
     model = (episode.model or {}).get("id")
-    return f"{episode.policy}{' · ' + model.split('/')[-1] if model else ''} · {episode.id[:6]}"
+    model_name = str(model).split("/")[-1] if model else ""
+    return esc(f"{episode.policy}{' · ' + model_name if model_name else ''} · {episode.id[:6]}")
