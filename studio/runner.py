@@ -336,11 +336,12 @@ def _copy_step(step: Step) -> Step:
 
 
 def _json_safe(info: dict[str, Any]) -> dict[str, Any]:
-    """Drop what JSON cannot hold, so every trace can be written."""
+    """Keep what standard JSON can hold (no NaN: PostgreSQL refuses it), as text otherwise, so every
+    trace can be written to every database."""
     safe = {}
     for key, value in info.items():
         try:
-            json.dumps(value)
+            json.dumps(value, allow_nan=False)
         except (TypeError, ValueError):
             value = repr(value)
         safe[str(key)] = value

@@ -294,3 +294,12 @@ def test_a_fork_from_a_malformed_snapshot_is_one_line(env: str) -> None:
         assert "\n" not in str(error.value)
     episode.steps[1].state = good
     assert runner.fork(episode, 1).length == 1  # the good one still forks
+
+
+def test_environment_info_is_kept_as_standard_json() -> None:
+    """NaN and infinities (which PostgreSQL's JSON refuses) and objects become text; the rest stays."""
+    import math
+
+    from studio.runner import _json_safe
+
+    assert _json_safe({"a": math.nan, "b": [1, math.inf], "c": 1.5, 3: object}) == {"a": "nan", "b": "[1, inf]", "c": 1.5, "3": repr(object)}
