@@ -40,3 +40,12 @@ def store_url(request, tmp_path):
     if request.param == "sqlite":
         return str(tmp_path / "studio.db")
     return request.getfixturevalue("postgres").new_database()
+
+
+@pytest.fixture()
+def store(store_url):
+    """An open, empty store on each kind of database (the tests that use it run twice)."""
+    from storage import open_store
+
+    with open_store(store_url) as opened:
+        yield opened

@@ -39,6 +39,8 @@ def sample_candidates(page, steps: int) -> None:
 
 def start_annotating(page, name: str) -> None:
     page.get_by_role("tab", name="Annotate").click()
+    # The tab renders its queue when it opens; type only after that render, or it may land last.
+    page.locator("#as-progress", has_text="judged").wait_for(timeout=30_000)
     field = page.locator("#as-annotator input, #as-annotator textarea").first
     field.focus()
     page.keyboard.type(name)

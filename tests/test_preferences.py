@@ -6,18 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from storage import Store, open_store
+from storage import Store
 from studio.errors import StudioError
 from studio.runner import EpisodeRunner, RunnerConfig
 from studio.agents.scripted import make_policy
-from tests.store_helpers import new_store, run_react, run_scripted
-
-
-@pytest.fixture()
-def store(store_url: str) -> Store:
-    """Every test here runs on an SQLite file and on a PostgreSQL database."""
-    with open_store(store_url) as opened:
-        yield opened
+from tests.store_helpers import run_react, run_scripted
 
 
 def test_candidates_make_every_two_way_pair_once(store: Store) -> None:

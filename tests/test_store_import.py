@@ -13,12 +13,6 @@ from studio.trace import Episode
 from tests.store_helpers import run_react
 
 
-@pytest.fixture()
-def store(store_url: str) -> Store:
-    with open_store(store_url) as opened:
-        yield opened
-
-
 def judged_episode(store: Store) -> Episode:
     """A 3-step episode with candidate pairs, two judgements and two step labels."""
     episode = run_react(store, seed=0, steps=3, candidates=3)
