@@ -28,13 +28,13 @@ class ModelSlot:
 def access_note(access: ModelAccess) -> str:
     """What this studio lets the browser load, as the operator set it on the command line."""
     folders = ", ".join(f"`{d}`" for d in access.model_dirs)
-    local = f"local folders and `scripted:` files under {folders}" if folders else "no local folders (the operator can allow some with `serve --models-dir DIR`)"
+    local = f"local folders or `scripted:` files under {folders}" if folders else "no local folders (the operator can allow some with `serve --models-dir DIR`)"
     code = (
         "**Remote code is allowed** (the operator started the studio with `--trust-remote-code`): a model repository's own Python runs when it loads."
         if access.trust_remote_code
         else "Remote code is off: model repositories' own Python never runs."
     )
-    return f"This studio loads `default`, Hugging Face ids and {local}. {code}"
+    return f"This studio loads `default`, Hugging Face ids, and {local}. {code}"
 
 
 def build(state: gr.State, access: ModelAccess) -> list[ModelSlot]:
