@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from storage.db import Database, first_line
 from storage.orm import CandidateRow, EpisodeRow, ModelRow, StepRow
-from studio.errors import StudioError
+from studio.errors import NotStored, StudioError
 from studio.runner import RunnerEvent
 from studio.trace import Candidate, Episode, Step, frame_to_png, png_to_frame, tokens_from_list, tokens_to_list, utc_now
 
@@ -437,7 +437,9 @@ class StoreSink:
                 self.store.finish(episode)
                 del self._unfinished[episode.id]
         except SQLAlchemyError as exc:  # e.g. disk full, or the file locked for longer than the busy timeout
-            raise StudioError(f"Could not write episode {episode.id} to the database: {first_line(exc)}") from None
+            raise NotStored(f"Could not write episode {episode.id} to the database: {first_line(exc)}") from None
+        except StudioError as exc:  # whatever kept the store from taking the step, the runner must stop there
+            raise NotStored(str(exc)) from None
 
     def _finish_pending(self) -> None:
         """How earlier episodes ended (e.g. "stopped: step 24 could not be stored"), once the database takes writes again."""

@@ -20,11 +20,11 @@ from itertools import combinations
 from typing import Any
 
 from sqlalchemy import and_, exists, func, insert, or_, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, defer
 
 from storage.agreement import agreement_report
-from storage.db import Database
+from storage.db import Database, first_line
 from storage.episodes import HEAVY_STEP_COLUMNS, EpisodeStore, candidate_record, step_record
 from storage.orm import AnnotationRow, AnnotatorRow, CandidateRow, EpisodeRow, PairRow, StepLabelRow, StepRow
 from storage.records import (
@@ -584,4 +584,10 @@ class CandidatePairSink:
 
     def handle(self, event: Any) -> None:
         if event.kind == "step" and event.step is not None and event.step.candidates:
-            self.preferences.pairs_from_candidates(episode_ids=[event.episode.id], step_index=event.step.index)  # this step only
+            try:
+                self.preferences.pairs_from_candidates(episode_ids=[event.episode.id], step_index=event.step.index)  # this step only
+            except SQLAlchemyError as exc:  # the step itself is stored: say so, and how to make its pairs later
+                raise StudioError(
+                    f"Step {event.step.index} is stored, but its candidate pairs could not be queued ({first_line(exc)}); "
+                    "`pairs --from candidates` makes them later."
+                ) from None

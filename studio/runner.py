@@ -203,13 +203,25 @@ class EpisodeRunner:
         self._apply(step, decision)
         episode.steps.append(step)
         self._observation = step.next_observation
-        try:
-            self._emit("step", step)
-        except StudioError as exc:
-            self._stop_unstored(step, exc)
+        failure = self._emit_step(step)
         if step.terminated or step.truncated:
             self._finish(step)
+        if failure is not None:  # the step stands (it is stored); a secondary sink says what it could not do
+            raise failure
         return step
+
+    def _emit_step(self, step: Step) -> StudioError | None:
+        """Send ``step`` to every sink. A sink that could not keep it (:class:`NotStored`, the store)
+        stops the episode there; another sink's error is returned, once every sink has had the step."""
+        failure = None
+        for sink in self.sinks:
+            try:
+                sink.handle(RunnerEvent("step", self.episode, step))
+            except NotStored as exc:
+                self._stop_unstored(step, exc)
+            except StudioError as exc:
+                failure = failure or exc
+        return failure
 
     def _stop_unstored(self, step: Step, error: StudioError) -> None:
         """A sink could not keep ``step``: end the episode before it, never step on past a gap.

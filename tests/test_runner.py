@@ -303,3 +303,22 @@ def test_environment_info_is_kept_as_standard_json() -> None:
     from studio.runner import _json_safe
 
     assert _json_safe({"a": math.nan, "b": [1, math.inf], "c": 1.5, 3: object}) == {"a": "nan", "b": "[1, inf]", "c": 1.5, "3": repr(object)}
+
+
+def test_a_sink_that_fails_after_the_step_was_stored_keeps_the_step() -> None:
+    """Only a sink that could not keep the step (NotStored) stops the episode; another one's error comes after."""
+    from studio.agents.scripted import make_policy
+    from studio.errors import StudioError
+
+    class Grumpy:
+        def handle(self, event) -> None:
+            if event.kind == "step":
+                raise StudioError("Step stored, but its pairs could not be queued.")
+
+    kept = ListSink()
+    runner = EpisodeRunner("gridworld", make_policy("expert"), sinks=[kept, Grumpy()], config=RunnerConfig(record_frames=False))
+    runner.reset(seed=0)
+    with pytest.raises(StudioError, match="pairs could not be queued"):
+        runner.step()
+    assert runner.episode.length == 1 and not runner.episode.done  # the step stands
+    assert [e.kind for e in kept.events] == ["started", "step"]
