@@ -31,7 +31,7 @@ def stored_steps(db: Path) -> int:
 
 
 API_CASES = [
-    ("/load_model", ("A", "a" * 1_000_000, "auto", "auto"), "at most 200 characters"),
+    ("/load_model", ("A", "a" * 1_000_000, "auto", "auto"), "at most 1,000 characters"),
     ("/load_model", ("A", "default", "tpu:7", "auto"), "Unknown device"),
     ("/load_model", ("A", "default", "auto", "int3"), "Unknown dtype"),
     ("/load_model", ("C", "default", "auto", "auto"), "Unknown model slot"),

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from studio.errors import StudioError
-from studio.validation import MAX_NAME
 
 SCRIPTED = "scripted:"
 
@@ -32,13 +31,17 @@ def upload_folder() -> Path:
     return Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio").resolve()
 
 
+#: Characters in a model name: a hub id, or a path (folders can nest deep).
+MAX_MODEL_NAME = 1_000
+
+
 def check_model_name(name: Any) -> str:
     """A model name as typed: text of a sensible length, stripped."""
     if not isinstance(name, str):
         raise StudioError("The model name must be text.")
     name = name.strip()
-    if len(name) > MAX_NAME:
-        raise StudioError(f"A model name has at most {MAX_NAME} characters (got {len(name):,}).")
+    if len(name) > MAX_MODEL_NAME:
+        raise StudioError(f"A model name has at most {MAX_MODEL_NAME:,} characters (got {len(name):,}).")
     return name
 
 
