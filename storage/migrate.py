@@ -23,6 +23,8 @@ from storage.db import BEGIN_MODE, Database, describe_url, first_line, make_engi
 from studio.errors import StudioError
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+#: The key of the PostgreSQL advisory lock that serialises schema upgrades ("agentstu" in ASCII).
+MIGRATION_LOCK = int.from_bytes(b"agentstu", "big") >> 1
 
 
 def alembic_config() -> Config:
@@ -45,14 +47,19 @@ def current_revision(database: Database) -> str | None:
 def upgrade(database: Database, revision: str = "head") -> None:
     """Run the migrations up to ``revision`` in one transaction.
 
-    The transaction holds the write lock from its start, so when several processes open a
-    new database at once, one migrates and the others find it done.
+    The transaction holds the write lock from its start (SQLite's BEGIN IMMEDIATE,
+    PostgreSQL's advisory lock), so when several processes open a new database at once,
+    one migrates and the others find it done.
     """
     engine = database.write_engine
     if database.is_sqlite:  # table rebuilds must not cascade: foreign keys off, checked before commit
         engine = make_engine(database.url, foreign_keys=False).execution_options(**{BEGIN_MODE: "IMMEDIATE"})
     try:
         with engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                # PostgreSQL runs concurrent DDL side by side (two processes creating the same
+                # table collide); this lock, held to the end of the transaction, makes it one at a time.
+                connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
             target = head_revision() if revision == "head" else revision
             if MigrationContext.configure(connection).get_current_revision() == target:
                 return

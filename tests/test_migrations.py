@@ -86,15 +86,15 @@ def test_rebuilding_tables_keeps_every_linked_row(tmp_path: Path) -> None:
         assert store.episodes.save(store.episodes.get(episode_id)).outcome == "unchanged"
 
 
-def test_several_processes_opening_a_new_database_at_once_migrate_it_once(tmp_path: Path) -> None:
+def test_several_processes_opening_a_new_database_at_once_migrate_it_once(store_url: str) -> None:
     import subprocess
     import sys
 
     root = Path(__file__).resolve().parent.parent
     code = "import sys; from storage import open_store; s = open_store(sys.argv[1]); print(s.episodes.count()['episodes'])"
-    processes = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "race.db")], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    processes = [subprocess.Popen([sys.executable, "-c", code, store_url], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
     results = [p.communicate(timeout=120) for p in processes]
     assert [p.returncode for p in processes] == [0, 0, 0, 0], results
     assert all(out.strip() == "0" for out, _ in results)
-    with sqlite3.connect(tmp_path / "race.db") as connection:
-        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [(head_revision(),)]
+    with open_store(store_url) as store, store.db.engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").fetchall() == [(head_revision(),)]
