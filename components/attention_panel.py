@@ -117,7 +117,6 @@ def render(session: StudioSession, at: float, output: str, model: str, span: str
 
 
 def output_names(session: StudioSession, at: float) -> list[Any]:
-    episode = session.episode
     step = session.step_at(at)
     names = ["taken", *(f"candidate {i + 1}" for i in range(len(step.candidates)))] if step is not None else ["taken"]
     return [gr.Dropdown(choices=names, value="taken"), gr.Dropdown(choices=["nothing", *names[1:], "model B"], value="nothing")]

@@ -73,7 +73,7 @@ def raw(url: str, fn_index: int, data_json: str, session: str) -> dict:
 
 
 UI_CASES = {  # button -> (inputs after the session state, what the answer must say)
-    "seed NaN": ("as-reset", f'"logprob", "gridworld", "{{}}", NaN, "react-a", "generate", 0, 0.95, 64, 1, 0', None),
+    "seed NaN": ("as-reset", '"logprob", "gridworld", "{}", NaN, "react-a", "generate", 0, 0.95, 64, 1, 0', None),
     "seed text": ("as-reset", '"logprob", "gridworld", "{}", "<b>", "react-a", "generate", 0, 0.95, 64, 1, 0', None),
     "temperature infinite": ("as-reset", '"logprob", "gridworld", "{}", 0, "react-a", "generate", Infinity, 0.95, 64, 1, 0', None),
     "options not text": ("as-reset", '"logprob", "gridworld", {"size": 9}, 0, "react-a", "generate", 0, 0.95, 64, 1, 0', "not valid JSON"),
