@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from studio.errors import StudioError
+from studio.validation import MAX_NAME
 
 HASH_SCHEME = "pbkdf2_sha256"
 HASH_ITERATIONS = 600_000  # OWASP's 2023 figure for PBKDF2-HMAC-SHA256
@@ -51,8 +52,8 @@ def _credential(text: str, where: str) -> tuple[str, str]:
     user, sep, password = text.strip().partition(":")
     if not sep or not user.strip() or not password:
         raise StudioError(f"{where}: expected USER:PASSWORD, got {text.strip()[:40]!r}.")
-    if len(user.strip()) > 200:
-        raise StudioError(f"{where}: a user name has at most 200 characters.")
+    if len(user.strip()) > MAX_NAME:  # it becomes the annotator's name
+        raise StudioError(f"{where}: a user name has at most {MAX_NAME} characters.")
     return user.strip(), password
 
 

@@ -22,7 +22,7 @@ from typing import Any, Iterator, Literal, Protocol
 
 from studio.agents.base import Decision, Observation, Policy
 from studio.envs.base import StudioEnv, invalid_observation
-from studio.validation import MAX_ACTION, MAX_SEED
+from studio.validation import MAX_ACTION, MAX_SEED, check_text
 from studio.envs.registry import default_max_steps, make_env
 from studio.errors import EpisodeOver, Interrupted, NotStored, StudioError
 from studio.trace import Episode, Step, new_id, utc_now
@@ -173,7 +173,7 @@ class EpisodeRunner:
         if episode.done:
             raise EpisodeOver("This episode is over: reset, or fork it from an earlier step.")
         if action is not None:
-            action = check_action_text(action)
+            action = check_text(action, "An action", MAX_ACTION)  # a person typed it: it is stored, shown, exported
         observation = self.current_observation()
         state = self.env.get_state()
         started = time.perf_counter()
@@ -328,15 +328,6 @@ class EpisodeRunner:
         )
         self._emit("started")
         return self._episode
-
-
-def check_action_text(action: Any) -> str:
-    """An action a person typed: text of at most ``MAX_ACTION`` characters (it is stored, shown, exported)."""
-    if not isinstance(action, str):
-        raise StudioError("An action must be text.")
-    if len(action) > MAX_ACTION:
-        raise StudioError(f"An action has at most {MAX_ACTION:,} characters (got {len(action):,}).")
-    return action
 
 
 def _copy_step(step: Step) -> Step:

@@ -284,12 +284,15 @@ def _plain(number: float | None) -> str:
     return str(int(number)) if float(number).is_integer() else f"{number:g}"
 
 
-def short_text(value: Any, what: str, longest: int = MAX_NAME) -> str:
-    """A name-like text from a widget or an API call: text, stripped, at most ``longest`` characters."""
-    if value is None:
-        return ""
+def check_text(value: Any, what: str, longest: int = MAX_NAME) -> str:
+    """``value`` if it is text of at most ``longest`` characters; one line if not."""
     if not isinstance(value, str):
         raise StudioError(f"{what} must be text.")
     if len(value) > longest:
         raise StudioError(f"{what} has at most {longest:,} characters (got {len(value):,}).")
-    return value.strip()
+    return value
+
+
+def short_text(value: Any, what: str, longest: int = MAX_NAME) -> str:
+    """A name-like text from a widget or an API call: text, stripped, at most ``longest`` characters."""
+    return "" if value is None else check_text(value, what, longest).strip()

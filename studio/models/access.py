@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from studio.errors import StudioError
+from studio.validation import check_text
 
 SCRIPTED = "scripted:"
 
@@ -37,12 +38,7 @@ MAX_MODEL_NAME = 1_000
 
 def check_model_name(name: Any) -> str:
     """A model name as typed: text of a sensible length, stripped."""
-    if not isinstance(name, str):
-        raise StudioError("The model name must be text.")
-    name = name.strip()
-    if len(name) > MAX_MODEL_NAME:
-        raise StudioError(f"A model name has at most {MAX_MODEL_NAME:,} characters (got {len(name):,}).")
-    return name
+    return check_text(name, "A model name", MAX_MODEL_NAME).strip()
 
 
 @dataclass(frozen=True)
