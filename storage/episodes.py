@@ -12,7 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from storage.db import Database, first_line
-from storage.orm import CandidateRow, EpisodeRow, ModelRow, StepRow
+from storage.orm import CandidateRow, EpisodeRow, ModelRow, PairRow, StepLabelRow, StepRow
 from studio.errors import NotStored, StudioError
 from studio.runner import RunnerEvent
 from studio.trace import Candidate, Episode, Step, frame_to_png, png_to_frame, tokens_from_list, tokens_to_list, utc_now
@@ -124,11 +124,10 @@ def episode_record(row: EpisodeRow, model: dict[str, Any] | None, steps: list[St
     )
 
 
-def _content(record: Episode | Step) -> dict[str, Any]:
-    """What a stored record must equal to count as the same (a model of None and {} alike)."""
-    data = record.to_dict()
-    if "model" in data:
-        data["model"] = data["model"] or None
+def _content(episode: Episode) -> dict[str, Any]:
+    """What a stored episode must equal to count as the same (a model of None and {} alike)."""
+    data = episode.to_dict()
+    data["model"] = data["model"] or None
     return data
 
 
@@ -198,24 +197,25 @@ class EpisodeStore:
             "total_return": episode.total_return,
         }
 
+    def _row_values(self, session: Session, episode: Episode) -> dict[str, Any]:
+        """Every column of an episode's row but its id (a new row, or one that is replaced)."""
+        return {
+            "env": episode.env,
+            "seed": episode.seed,
+            "env_options": episode.env_options,
+            "instruction": episode.instruction,
+            "policy": episode.policy,
+            "policy_config": episode.policy_config,
+            "model_id": self._model_id(session, episode.model),
+            "parent_id": episode.parent_id,
+            "forked_at": episode.forked_at,
+            "started_at": episode.started_at,
+            "schema_version": episode.schema_version,
+            **self._episode_columns(episode),
+        }
+
     def _insert(self, session: Session, episode: Episode) -> None:
-        session.add(
-            EpisodeRow(
-                id=episode.id,
-                env=episode.env,
-                seed=episode.seed,
-                env_options=episode.env_options,
-                instruction=episode.instruction,
-                policy=episode.policy,
-                policy_config=episode.policy_config,
-                model_id=self._model_id(session, episode.model),
-                parent_id=episode.parent_id,
-                forked_at=episode.forked_at,
-                started_at=episode.started_at,
-                schema_version=episode.schema_version,
-                **self._episode_columns(episode),
-            )
-        )
+        session.add(EpisodeRow(id=episode.id, **self._row_values(session, episode)))
         session.flush()
         for step in episode.steps:
             self._add_step(session, episode.id, step)
@@ -267,15 +267,15 @@ class EpisodeStore:
             self._check_candidate_ids(session, episode.steps)
             self._insert(session, episode)
             return SaveResult(episode.id, "stored")
-        stored = self._load(session, row)
-        if _content(stored) == _content(episode):
+        stored, new = _content(self._load(session, row)), _content(episode)  # once each: frames are re-encoded
+        if stored == new:
             return SaveResult(episode.id, "unchanged")
         if not replace:
             raise StudioError(
                 f"Episode {episode.id} is already stored with different content; nothing was stored "
                 "(use --replace to overwrite it: judgements on the steps that did not change are kept)."
             )
-        return self._replace(session, row, stored, episode)
+        return self._replace(session, row, stored["steps"], new["steps"], episode)
 
     @staticmethod
     def _check_candidate_ids(session: Session, steps: list[Step]) -> None:
@@ -288,17 +288,16 @@ class EpisodeStore:
             if taken is not None:
                 raise StudioError(f"Candidate {taken} is already stored with another episode (a copied file?); nothing was stored.")
 
-    def _replace(self, session: Session, row: EpisodeRow, stored: Episode, episode: Episode) -> SaveResult:
-        """Overwrite ``stored`` with ``episode`` in place, from the first step that differs."""
-        from storage.orm import PairRow, StepLabelRow  # the preference tables hang off episodes and steps
-
+    def _replace(self, session: Session, row: EpisodeRow, stored_steps: list[dict[str, Any]], new_steps: list[dict[str, Any]], episode: Episode) -> SaveResult:
+        """Overwrite the stored episode with ``episode`` in place, from the first step that differs
+        (``stored_steps`` and ``new_steps``: both episodes' steps in their JSON form)."""
         keep = 0
-        for old, new in zip(stored.steps, episode.steps):
-            if _content(old) != _content(new):
+        for old, new in zip(stored_steps, new_steps):
+            if old != new:
                 break
             keep += 1
         pairs = labels = 0
-        if keep < max(stored.length, episode.length):
+        if keep < max(len(stored_steps), len(new_steps)):
             # Step pairs from the first changed step on, and trajectory pairs (the trajectory changed).
             touches = or_(PairRow.left_episode_id == episode.id, PairRow.right_episode_id == episode.id)
             changed_sides = or_(and_(PairRow.kind == "step", PairRow.step_index >= keep), PairRow.kind == "trajectory")
@@ -311,12 +310,7 @@ class EpisodeStore:
         self._check_candidate_ids(session, episode.steps[keep:])
         for step in episode.steps[keep:]:
             self._add_step(session, episode.id, step)
-        for name, value in {
-            "env": episode.env, "seed": episode.seed, "env_options": episode.env_options, "instruction": episode.instruction,
-            "policy": episode.policy, "policy_config": episode.policy_config, "model_id": self._model_id(session, episode.model),
-            "parent_id": episode.parent_id, "forked_at": episode.forked_at, "started_at": episode.started_at,
-            "schema_version": episode.schema_version, **self._episode_columns(episode),
-        }.items():
+        for name, value in self._row_values(session, episode).items():
             setattr(row, name, value)
         return SaveResult(episode.id, "replaced", kept_steps=keep, dropped_pairs=pairs, dropped_labels=labels)
 
