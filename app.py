@@ -386,7 +386,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from components.layout import Services, build_app
     from components.theme import launch_options
 
-    app = build_app(Services(registry=registry, store=store, default_model=default_model, access=access, logins=bool(credentials)))
+    app = build_app(Services(registry=registry, store=store, default_model=default_model, access=access))
     print(f"Agent Studio on http://{args.host}:{args.port}" + (" (login required)" if credentials else ""), flush=True)
     try:
         # show_error=False: an unexpected exception's text (which may quote a file's or a model's

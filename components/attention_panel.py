@@ -21,7 +21,6 @@ from studio.viz.attention import perception_html, projection_image, segment_grid
 from studio.validation import whole_number
 from studio.viz.html import esc, message_html
 
-OUTPUTS_ALLOWED = ("taken",)
 SPANS = ("action", "thought", "generated")
 MODES = tuple(AGGREGATIONS)
 
@@ -81,8 +80,6 @@ def render(session: StudioSession, at: float, output: str, model: str, span: str
     """Compute (or reuse) the attention of the selected step and draw every view."""
     episode = session.episode
     index = whole_number(at or 0, "The selected step", 0)
-    if output not in OUTPUTS_ALLOWED and not str(output or "").startswith("candidate "):
-        raise StudioError("Pick an output: taken or candidate N.")
     if span not in SPANS or mode not in MODES:
         raise StudioError(f"Attention from one of {', '.join(SPANS)}; aggregation one of {', '.join(MODES)}.")
     amap = session.attention(index, output or "taken", model or "A", rollout=mode == "rollout")

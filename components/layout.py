@@ -36,8 +36,6 @@ class Services:
     """The model in slot A of every new session (loaded once at start), or None."""
     access: ModelAccess = field(default_factory=ModelAccess)
     """The operator's rules for model names typed in the browser (folders, remote code)."""
-    logins: bool = False
-    """Whether users log in (``serve --auth``): the annotator is then the logged-in user."""
 
 
 class Renderer:

@@ -278,9 +278,10 @@ class StudioSession:
         if output == "taken":
             text = step.raw
         else:
-            number = int(output.split()[-1]) if output.split()[-1].isdigit() else 0
+            words = str(output).split()  # "candidate N"; anything else names no output
+            number = int(words[-1]) if len(words) == 2 and words[0] == "candidate" and words[-1].isdigit() else 0
             if not 1 <= number <= len(step.candidates):
-                raise StudioError(f"Step {step.index} has no {output}.")
+                raise StudioError(f"Step {step.index} has no {str(output)[:40]}: pick taken or candidate 1 to {len(step.candidates)}.")
             text = step.candidates[number - 1].raw
         key = (episode.id, step.index, output, id(backend), rollout)
         if key not in self._attention:

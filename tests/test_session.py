@@ -144,6 +144,9 @@ def test_attention_of_a_step_for_candidates_and_both_models(registry: ModelRegis
     assert other.text == first.text and other.weights.shape[2:] == first.weights.shape[2:]  # same prompt and output, another model
     with pytest.raises(StudioError, match="has no candidate 5"):
         session.attention(0, "candidate 5", "A")
+    for junk in ("   ", "candidate", "candidate x", "<b>1</b>", "taken 1"):  # what a hand-written client may send
+        with pytest.raises(StudioError, match="pick taken or candidate 1 to 1"):
+            session.attention(0, junk, "A")
     scripted = session_with_model(registry)
     scripted.reset()
     scripted.step()
