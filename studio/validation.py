@@ -209,7 +209,7 @@ def check_json(value: Any, where: str = "", max_depth: int = MAX_JSON_DEPTH, max
         if budget[0] < 0:
             fail(where, f"has more than {max_values:,} values")
         if depth > max_depth:
-            fail(here, f"is nested more than {max_depth} levels deep")
+            fail(where, f"is nested more than {max_depth} levels deep")  # the field, not a path of 33 indices
         if item is None or isinstance(item, (bool, int)):
             return
         if isinstance(item, float):
