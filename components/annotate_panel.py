@@ -166,12 +166,13 @@ def wire(panel: AnnotatePanel, state: gr.State, desk_state: gr.State, name_memor
 
     def with_filters(action):  # noqa: ANN001, ANN202 - wraps a desk action into a handler
         def handler(desk: AnnotationDesk, name: str, kind: str, env: str, source: str, request: gr.Request, *values: Any) -> list[Any]:
-            try:
-                desk.configure(annotator_name(name, request), kind, env, source)
-                note = action(desk, *values)
-                return [desk, *render_pair(desk, note or "")]
-            except StudioError as exc:
-                return [desk, *render_pair(desk, str(exc), "error")]
+            with desk.lock:
+                try:
+                    desk.configure(annotator_name(name, request), kind, env, source)
+                    note = action(desk, *values)
+                    return [desk, *render_pair(desk, note or "")]
+                except StudioError as exc:
+                    return [desk, *render_pair(desk, str(exc), "error")]
         return handler
 
     panel.refresh.click(with_filters(lambda desk: None), [desk_state, *panel.filters], outputs, **private)
@@ -259,14 +260,18 @@ def wire(panel: AnnotatePanel, state: gr.State, desk_state: gr.State, name_memor
     panel.export_button.click(make_export, [panel.export_format], [panel.download, panel.overview], **private)
 
 
-def refresh(desk: AnnotationDesk, name: str, kind: str, env: str, source: str, request: gr.Request) -> list[Any]:
-    """The queue as it is now (the tab opened: pairs may have been added meanwhile)."""
-    try:
-        desk.configure(annotator_name(name, request), kind, env, source)
-        desk.forget_if_judged()
-        return [desk, *render_pair(desk)]
-    except StudioError as exc:
-        return [desk, *render_pair(desk, str(exc), "error")]
+def refresh(desk: AnnotationDesk) -> list[Any]:
+    """The queue as it is now (the tab opened: pairs may have been added meanwhile).
+
+    It keeps the desk's own annotator and filters: the fields' values sent with the tab's
+    opening may predate a name typed and submitted while this ran.
+    """
+    with desk.lock:
+        try:
+            desk.forget_if_judged()
+            return [desk, *render_pair(desk)]
+        except StudioError as exc:
+            return [desk, *render_pair(desk, str(exc), "error")]
 
 
 def wire_pair_makers(panel: Any, state: gr.State, store: Store) -> None:
@@ -317,12 +322,13 @@ def restore_name(desk: AnnotationDesk, remembered: str | None, request: gr.Reque
     """On page load: the logged-in user (with ``--auth``), else the name this browser used last time, and its queue."""
     user = getattr(request, "username", None)
     name = annotator_name(remembered if isinstance(remembered, str) else "", request)
-    try:
-        desk.configure(name)
-    except StudioError:
-        desk.configure("")
-    field = gr.Textbox(value=name, interactive=False, label="Annotator (you are logged in)") if user else name
-    return [desk, field, *render_pair(desk)]
+    with desk.lock:
+        try:
+            desk.configure(name)
+        except StudioError:
+            desk.configure("")
+        field = gr.Textbox(value=name, interactive=False, label="Annotator (you are logged in)") if user else name
+        return [desk, field, *render_pair(desk)]
 
 
 def annotator_name(typed: Any, request: gr.Request | None) -> str:

@@ -108,7 +108,7 @@ def build_app(services: Services) -> gr.Blocks:
             annotate_panel.wire_pair_makers(episode, state, services.store)
             load_outputs = [desk, annotate.name, *annotate.outputs]
             app.load(annotate_panel.restore_name, [desk, remembered], load_outputs, api_visibility="private")
-            annotate_tab.select(annotate_panel.refresh, [desk, *annotate.filters], [desk, *annotate.outputs], api_visibility="private", concurrency_limit=None)
+            annotate_tab.select(annotate_panel.refresh, [desk], [desk, *annotate.outputs], api_visibility="private", concurrency_limit=None)
             annotate_tab.select(lambda: annotate_panel.overview_html(services.store), None, [annotate.overview], api_visibility="private", concurrency_limit=None)
     return app
 

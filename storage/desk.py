@@ -7,6 +7,7 @@ appeared (to record the time taken), and the pairs skipped in this sitting.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,9 @@ class AnnotationDesk:
     item: QueueItem | None = None
     shown_at: float = 0.0
     skipped: set[str] = field(default_factory=set)
+    #: Held by every handler that reads or changes the desk: a browser fires several events at
+    #: once (the tab opening, the name submitted), and Gradio runs them in parallel.
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> AnnotationDesk:
         return self  # one desk per browser tab; Gradio deep-copies what a State factory returns

@@ -45,8 +45,16 @@ def start_annotating(page, name: str) -> None:
     field.focus()
     page.keyboard.type(name)
     page.keyboard.press("Enter")
-    page.locator("#as-progress", has_text=f"{name}: 0 judged").wait_for(timeout=30_000)
+    wait_for_progress(page, f"{name}: 0 judged")
     page.keyboard.press("Escape")  # leave the text field: the keys now judge
+
+
+def wait_for_progress(page, text: str) -> None:
+    """Wait for the progress line to say ``text``; a timeout says what it said instead."""
+    try:
+        page.locator("#as-progress", has_text=text).wait_for(timeout=30_000)
+    except Exception as exc:
+        raise AssertionError(f"waited for {text!r}; the progress says {page.inner_text('#as-progress')!r}") from exc
 
 
 def judged(page) -> int:
@@ -113,7 +121,7 @@ def test_two_annotators_at_once_keep_their_own_queues(studio) -> None:
     again = first.context.new_page()
     again.goto(studio["url"])
     again.get_by_role("tab", name="Annotate").click()
-    again.locator("#as-progress", has_text="bob: 2 judged").wait_for(timeout=30_000)
+    wait_for_progress(again, "bob: 2 judged")
     for page in (first, second, again):
         page.close()
 

@@ -56,3 +56,16 @@ def test_two_desks_on_one_store_do_not_share_state(tmp_path: Path) -> None:
     ada.judge("right")
     assert bob.next().pair_id == shown.pair_id  # ...but bob's queue is his own
     assert ada.progress() == (1, 3) and bob.progress() == (0, 3)
+
+
+def test_opening_the_tab_keeps_the_name_submitted_meanwhile(tmp_path: Path) -> None:
+    """The tab's refresh and a submitted name run at once in a browser: the refresh shows the
+    desk as it is, never an annotator (or empty queue) from the fields as they were when the tab opened."""
+    from components.annotate_panel import refresh
+
+    desk = AnnotationDesk(stepped_store(tmp_path, steps=1))
+    desk.configure("ada")  # the name submitted while the tab's refresh was on its way
+    progress = refresh(desk)[1]
+    assert "ada: 0 judged of 3 pairs" in progress
+    assert desk.lock.acquire(blocking=False)  # every handler releases the desk
+    desk.lock.release()
