@@ -276,17 +276,19 @@ class StudioSession:
         if not step.prompt:
             raise StudioError(f"Step {step.index} was taken by {step.actor or 'someone'} without a model prompt: nothing to look into.")
         if output == "taken":
-            text = step.raw
+            text, tokens = step.raw, step.tokens
         else:
             words = str(output).split()  # "candidate N"; anything else names no output
             number = int(words[-1]) if len(words) == 2 and words[0] == "candidate" and words[-1].isdigit() else 0
             if not 1 <= number <= len(step.candidates):
                 raise StudioError(f"Step {step.index} has no {str(output)[:40]}: pick taken or candidate 1 to {len(step.candidates)}.")
-            text = step.candidates[number - 1].raw
+            text, tokens = step.candidates[number - 1].raw, step.candidates[number - 1].tokens
         key = (episode.id, step.index, output, id(backend), rollout)
         if key not in self._attention:
             images = [step.frame] if backend.capabilities.images and step.frame is not None else None
-            self._attention[key] = backend.attention(step.prompt, text, images=images, instruction=episode.instruction, observation=step.observation, rollout=rollout)
+            self._attention[key] = backend.attention(
+                step.prompt, text, images=images, instruction=episode.instruction, observation=step.observation, rollout=rollout, written=policy_written(text, tokens)
+            )
             while len(self._attention) > 8:  # a few steps' worth; each map is layers × heads × tokens × prompt
                 self._attention.pop(next(iter(self._attention)))
         return self._attention[key]
@@ -295,6 +297,22 @@ class StudioSession:
         """Show a stored episode read-only."""
         with self._lock:
             self.viewing = episode
+
+
+def policy_written(text: str, tokens: list[Any] | None) -> list[tuple[int, int]]:
+    """Character ranges of ``text`` whose tokens the policy wrote (``forced``/``inserted``), not the model."""
+    if not tokens or "".join(t.text for t in tokens) != text:
+        return []  # older records: no origins to go by
+    ranges, at = [], 0
+    for token in tokens:
+        end = at + len(token.text)
+        if token.origin in ("forced", "inserted") and end > at:
+            if ranges and ranges[-1][1] == at:
+                ranges[-1] = (ranges[-1][0], end)
+            else:
+                ranges.append((at, end))
+        at = end
+    return ranges
 
 
 def _slot(slot: str) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import re
 import uuid
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
@@ -92,25 +93,46 @@ def decode_frame(data: str | None) -> np.ndarray | None:
     return png_to_frame(png)
 
 
+#: Who wrote a token of a stored output. ``model``: sampled by the model. ``forced``: written
+#: into the turn by the policy before the model generated (the ``Thought:`` a ReAct turn starts
+#: with). ``inserted``: written by the policy between the model's pieces (the ``\nAction:`` of a
+#: nudged or score-mode step). ``scored``: a continuation the policy chose by scoring (a
+#: score-mode action). Every kind carries the model's log-probability of that token in context.
+TOKEN_ORIGINS = ("model", "forced", "inserted", "scored")
+
+
 @dataclass
 class TokenInfo:
-    """One generated token, with the model's confidence in it."""
+    """One token of a stored output, with the model's confidence in it.
+
+    The tokens of an output, in order, spell exactly its ``raw`` text.
+    """
 
     id: int = field(metadata=limits(minimum=0))
     """Token id in the model's vocabulary."""
     text: str = field(metadata=limits(max_length=10_000))
-    """Decoded text of this token alone."""
+    """The text this token adds to the output (its share of the decoded sequence)."""
     logprob: float = field(metadata=limits(negative_infinity=True))
-    """Log-probability the model gave this token when it was generated."""
+    """Log-probability the model gave this token at its position (raw distribution: temperature 1, no top-p)."""
     entropy: float | None = None
-    """Entropy (nats) of the model's next-token distribution at this position."""
+    """Entropy (nats) of the model's next-token distribution at this position (None where not computed)."""
+    origin: str = field(default="model", metadata=limits(pattern=re.compile("|".join(TOKEN_ORIGINS))))
+    """Who wrote it: one of :data:`TOKEN_ORIGINS`."""
+
+    @property
+    def generated(self) -> bool:
+        """Sampled by the model (not forced, inserted or scored by the policy)."""
+        return self.origin == "model"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "text": self.text, "logprob": self.logprob, "entropy": self.entropy}
+        data = {"id": self.id, "text": self.text, "logprob": self.logprob, "entropy": self.entropy}
+        if self.origin != "model":  # absent means sampled by the model (and records written before origins)
+            data["origin"] = self.origin
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TokenInfo:
-        return cls(id=data["id"], text=data["text"], logprob=data["logprob"], entropy=data.get("entropy"))
+        return cls(id=data["id"], text=data["text"], logprob=data["logprob"], entropy=data.get("entropy"), origin=data.get("origin", "model"))
 
 
 def tokens_to_list(tokens: list[TokenInfo] | None) -> list[dict[str, Any]] | None:

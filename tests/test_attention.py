@@ -95,7 +95,11 @@ def test_span_selection() -> None:
     assert "".join(OUTPUT[p - 100] for p in action).strip() == "go west"
     thought = query_rows(offsets, OUTPUT, "thought", 100)
     assert "".join(OUTPUT[p - 100] for p in thought) == "Thought: the key is west.\n"
-    assert query_rows(offsets, "no marker here", "action", 0) == list(range(len(offsets)))  # falls back to all
+    assert query_rows(offsets, "no marker here", "action", 0) == []  # no action: no action span (never all tokens)
+    written = [(0, len("Thought:"))]  # the forced prefix: the model did not choose it
+    thought_only = query_rows(offsets, OUTPUT, "thought", 100, written)
+    assert "".join(OUTPUT[p - 100] for p in thought_only) == " the key is west.\n"
+    assert 100 not in query_rows(offsets, OUTPUT, "generated", 100, written)
 
 
 def test_the_implementation_is_restored_even_when_the_pass_fails(tokenizer) -> None:

@@ -214,10 +214,10 @@ def test_stop_during_generation_records_no_step_and_leaves_the_environment_alone
 
         stop_next = True
 
-        def generate(self, messages, n=1, sampling=None, stop=None, images=None, session=None, should_stop=None, assistant_prefix=""):
+        def generate(self, messages, n=1, sampling=None, stop=None, images=None, session=None, should_stop=None, assistant_prefix="", on_token=None):
             if self.stop_next:
                 runner.stop()
-            result = super().generate(messages, n, sampling, stop, images, session, should_stop, assistant_prefix)
+            result = super().generate(messages, n, sampling, stop, images, session, should_stop, assistant_prefix, on_token)
             if should_stop is not None and should_stop():
                 for generation in result.generations:
                     generation.text, generation.tokens, generation.finish_reason = generation.text[:4], generation.tokens[:4], "interrupted"

@@ -26,15 +26,19 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Callable
 
 from studio.agents.base import Decision, Observation, StopCheck, never_stop
 from studio.agents.parsing import parse_react
 from studio.envs.base import StudioEnv
 from studio.models.base import Backend, GenerateResult, Generation, PrefixSession, SamplingParams
-from studio.trace import Candidate, Episode, Step
+from studio.trace import Candidate, Episode, Step, TokenInfo
 
-FORMAT = "Answer every turn in exactly this format:\nThought: <one short sentence of reasoning>\nAction: <exactly one action>"
+# Written as a description, not a template: small models copy a template's placeholders verbatim.
+FORMAT = (
+    'Answer every turn with two lines. The first line starts with "Thought:" and gives one short '
+    'sentence of reasoning. The second line starts with "Action:" and names exactly one valid action.'
+)
 STOP = ["\nObservation", "Observation:", "\nThought:"]
 THOUGHT = "Thought:"
 EXAMPLE_STEPS = 3
@@ -82,6 +86,9 @@ class ReActPolicy:
         self.history_start = 0
         self.episode_seed = 0
         self.step_sampling = self.config.sampling
+        #: Sees each token of the outputs being written, as it comes: ``(row, token)``. Set by
+        #: whoever shows the step live (the studio session); None when nobody watches.
+        self.token_listener: Callable[[int, TokenInfo], None] | None = None
 
     @property
     def needs_frames(self) -> bool:
@@ -122,9 +129,14 @@ class ReActPolicy:
         return None if actions is None or env.actions_depend_on_state else list(actions)
 
     def _example(self, env: StudioEnv, seed: int | None) -> str:
-        """A few expert steps on another seed of the same environment, as a transcript."""
+        """A few expert steps on another seed of the same environment, as a transcript; without
+        an expert, one made-up turn in the exact format with one of the environment's real actions."""
         if not env.provides_expert():
-            return ""
+            actions = env.valid_actions()
+            if not actions:
+                return ""
+            action = actions[min(1, len(actions) - 1)]
+            return f"Thought: I will try {action} and see what the observation says.\nAction: {action}"
         from studio.envs.registry import make_env
 
         twin = make_env(env.name, dict(env.options))
@@ -145,7 +157,8 @@ class ReActPolicy:
         if self.fixed_actions is not None:
             parts.append("Valid actions: " + ", ".join(self.fixed_actions))
         if self.example:
-            parts.append("Here is an example of the format on a different task:\n" + self.example)
+            title = "Here is an example of the format on a different task:" if self.example.startswith("Task:") else "Here is an example of one turn (made up):"
+            parts.append(f"{title}\n{self.example}")
         return "\n\n".join(parts)
 
     def _user_text(self, observation_text: str, valid_actions: list[str] | None) -> str:
@@ -208,8 +221,17 @@ class ReActPolicy:
             decision.extra["valid_actions"] = list(observation.valid_actions)  # so history re-renders identically
         return decision
 
-    def _generate(self, messages, images, should_stop, stop, assistant_prefix="") -> GenerateResult:
-        return self.backend.generate(
+    def _generate(self, messages, images, should_stop, stop, assistant_prefix="") -> tuple[GenerateResult, list[TokenInfo]]:
+        """Sample the turn after ``assistant_prefix``; also the prefix's own tokens, with the
+        model's logprobs (the policy wrote them: marked ``forced``)."""
+        forced: list[TokenInfo] = []
+        prompt_cache = None
+        if assistant_prefix:
+            scored = self.backend.score(messages, [assistant_prefix], images=images, session=self.session)
+            forced, prompt_cache = _token_records(scored, 0, assistant_prefix, "forced"), scored.cache
+        for token in forced:
+            self._tell(0, token)
+        result = self.backend.generate(
             messages,
             n=self.config.candidates,
             sampling=self.step_sampling,
@@ -218,7 +240,21 @@ class ReActPolicy:
             session=self.session,
             should_stop=should_stop,
             assistant_prefix=assistant_prefix,
+            on_token=self.token_listener,
         )
+        if prompt_cache is not None:  # the prompt was encoded by the prefix's scoring pass: its reuse is the step's
+            result.cache = prompt_cache
+        return result, forced
+
+    def _tell(self, row: int, token: TokenInfo) -> None:
+        if self.token_listener is not None:
+            self.token_listener(row, token)
+
+    def _written(self, messages, images, text: str, before: str, origin: str) -> list[TokenInfo]:
+        """The tokens of ``text``, which the policy writes into the turn after ``before``, with
+        the model's log-probabilities of them there (one scoring pass over the cached prompt)."""
+        result = self.backend.score(messages, [text], images=images, session=self.session, assistant_prefix=before)
+        return _token_records(result, 0, text, origin)
 
     @staticmethod
     def _stats(result: GenerateResult) -> tuple[dict[str, float], dict[str, Any]]:
@@ -235,24 +271,25 @@ class ReActPolicy:
 
     def _act_by_generating(self, messages, images, should_stop) -> Decision:
         # The turn starts with "Thought:" already written: small models then keep the format.
-        result = self._generate(messages, images, should_stop, STOP, assistant_prefix=THOUGHT)
+        result, forced = self._generate(messages, images, should_stop, STOP, assistant_prefix=THOUGHT)
         if (stopped := self._interrupted(result)) is not None:
             return stopped
         texts = [THOUGHT + g.text for g in result.generations]
+        tokens = [forced + g.tokens for g in result.generations]
         parsed = [parse_react(text) for text in texts]
         nudged = all(p.action is None for p in parsed) and not should_stop()
         if nudged:  # nobody wrote "Action:": ask the first sample for its action line
-            texts[0], tokens = self._nudge(messages, images, texts[0], result.generations[0])
-            result.generations[0] = Generation(text=texts[0][len(THOUGHT):], tokens=tokens, finish_reason="nudged")
+            texts[0], tokens[0] = self._nudge(messages, images, texts[0], tokens[0])
+            result.generations[0] = Generation(text=texts[0][len(THOUGHT):], tokens=tokens[0][len(forced):], finish_reason="nudged")
             parsed[0] = parse_react(texts[0])
         checks = [self.env.validate_action(p.action) if p.action is not None and self.env is not None else None for p in parsed]
         chosen = next((i for i, c in enumerate(checks) if c is not None and c.valid), 0)
         candidates = [
-            Candidate(raw=text, thought=p.thought, action=(c.action if c and c.valid else p.action), valid=bool(c and c.valid), invalid_reason=p.error or (c.reason if c else None), tokens=g.tokens)
-            for i, (g, text, p, c) in enumerate(zip(result.generations, texts, parsed, checks))
+            Candidate(raw=text, thought=p.thought, action=(c.action if c and c.valid else p.action), valid=bool(c and c.valid), invalid_reason=p.error or (c.reason if c else None), tokens=t)
+            for i, (t, text, p, c) in enumerate(zip(tokens, texts, parsed, checks))
             if i != chosen
         ]
-        best, best_parse = result.generations[chosen], parsed[chosen]
+        best_parse = parsed[chosen]
         timing, extra = self._stats(result)
         extra.update(action_mode="generate", chosen_candidate=chosen, action_nudged=nudged)
         return Decision(
@@ -260,65 +297,123 @@ class ReActPolicy:
             raw=texts[chosen],
             thought=best_parse.thought,
             parse_error=best_parse.error,
-            tokens=best.tokens,
+            tokens=tokens[chosen],
             candidates=candidates,
             timing=timing,
             extra=extra,
         )
 
-    def _nudge(self, messages, images, text: str, generation: Generation) -> tuple[str, list]:
-        """Continue ``text`` after an explicit "Action:" (one short greedy line)."""
-        thought = text.rstrip()
-        prefix = f"{thought}\nAction:"
+    def _nudge(self, messages, images, text: str, tokens: list[TokenInfo]) -> tuple[str, list[TokenInfo]]:
+        """Continue ``text`` after an explicit "Action:" (one short greedy line).
+
+        The output is then the sample, the inserted ``Action:`` and the model's line: its
+        tokens are all three, in order (the inserted ones marked), so they spell the text.
+        """
+        marker = _action_marker(text)
+        inserted = self._written(messages, images, marker, text, "inserted")
+        for token in inserted:
+            self._tell(0, token)
         sampling = SamplingParams(temperature=0.0, top_p=1.0, max_new_tokens=32)
-        follow = self.backend.generate(messages, sampling=sampling, stop=["\n"], images=images, session=self.session, assistant_prefix=prefix)
+        listener = (lambda _row, token: self._tell(0, token)) if self.token_listener is not None else None
+        follow = self.backend.generate(messages, sampling=sampling, stop=["\n"], images=images, session=self.session, assistant_prefix=text + marker, on_token=listener)
         line = follow.generations[0]
-        return prefix + line.text, generation.tokens + line.tokens
+        return text + marker + line.text, tokens + inserted + line.tokens
 
     def _act_by_scoring(self, messages, observation: Observation, images, should_stop) -> Decision:
         valid_actions = list(observation.valid_actions or [])
-        result = self._generate(messages, images, should_stop, ["Action:", *STOP], assistant_prefix=THOUGHT)
+        result, forced = self._generate(messages, images, should_stop, ["Action:", *STOP], assistant_prefix=THOUGHT)
         if (stopped := self._interrupted(result)) is not None:
             return stopped
         timing, extra = self._stats(result)
         scored = [self._score_actions(messages, g, valid_actions, images) for g in result.generations]
-        timing["score_s"] = sum(s[2] for s in scored)
-        best, (action_logprobs, raw_totals, _seconds) = result.generations[0], scored[0]
-        action = max(action_logprobs, key=action_logprobs.__getitem__)
-        probabilities = [math.exp(v) for v in action_logprobs.values()]
+        timing["score_s"] = sum(s.seconds for s in scored)
+        best, first = result.generations[0], scored[0]
+        action = first.best
+        probabilities = [math.exp(v) for v in first.logprobs.values()]
         extra.update(
             action_mode="score",
             action_entropy=-sum(p * math.log(p) for p in probabilities if p > 0),
-            chosen_action_probability=math.exp(action_logprobs[action]),
-            action_scores_raw=raw_totals,
+            chosen_action_probability=math.exp(first.logprobs[action]),
+            action_scores_raw=first.totals,
         )
-        candidates = []
-        for generation, (logprobs, _totals, _s) in zip(result.generations[1:], scored[1:]):
-            other = max(logprobs, key=logprobs.__getitem__)
-            candidates.append(Candidate(raw=self._scored_text(generation, other), thought=generation.text.strip(), action=other, tokens=generation.tokens))
+        candidates = [
+            Candidate(raw=s.text(s.best), thought=g.text.strip(), action=s.best, tokens=forced + g.tokens + s.tokens(s.best))
+            for g, s in zip(result.generations[1:], scored[1:])
+        ]
         return Decision(
             action=action,
-            raw=self._scored_text(best, action),
+            raw=first.text(action),
             thought=best.text.strip() or None,
-            tokens=best.tokens,
-            action_logprobs=action_logprobs,
+            tokens=forced + best.tokens + first.tokens(action),
+            action_logprobs=first.logprobs,
             candidates=candidates,
             timing=timing,
             extra=extra,
         )
 
-    @staticmethod
-    def _scored_text(generation: Generation, action: str) -> str:
-        """The assistant turn of a score-mode step, as the next prompts will show it."""
-        return f"{THOUGHT}{generation.text.rstrip()}\nAction: {action}"
-
-    def _score_actions(self, messages, generation: Generation, valid_actions: list[str], images) -> tuple[dict[str, float], dict[str, float], float]:
+    def _score_actions(self, messages, generation: Generation, valid_actions: list[str], images) -> ActionScores:
+        """Every valid action scored after this thought and the inserted ``Action:`` (one pass)."""
         started = time.perf_counter()
-        prefix = f"{THOUGHT}{generation.text.rstrip()}\nAction:"
-        result = self.backend.score(
-            messages, [f" {a}" for a in valid_actions], images=images, session=self.session, assistant_prefix=prefix, end_with_eos=True
-        )
+        before = THOUGHT + generation.text
+        marker = _action_marker(before)
+        inserted = self._written(messages, images, marker, before, "inserted")
+        continuations = [f" {a}" for a in valid_actions]
+        result = self.backend.score(messages, continuations, images=images, session=self.session, assistant_prefix=before + marker, end_with_eos=True)
         totals = dict(zip(valid_actions, result.totals))
         top = max(totals.values())
         log_norm = top + math.log(sum(math.exp(v - top) for v in totals.values()))
-        return {a: v - log_norm for a, v in totals.items()}, totals, time.perf_counter() - started
+        # The end-of-turn token closes each action in the score, but is not part of the text.
+        action_tokens = {a: _token_records(result, i, c, "scored", drop_last=True) for i, (a, c) in enumerate(zip(valid_actions, continuations))}
+        return ActionScores(
+            prefix=before + marker,
+            prefix_tokens=inserted,
+            logprobs={a: v - log_norm for a, v in totals.items()},
+            totals=totals,
+            action_tokens=action_tokens,
+            seconds=time.perf_counter() - started,
+        )
+
+
+@dataclass
+class ActionScores:
+    """The valid actions scored after one thought."""
+
+    prefix: str
+    """The turn up to the action: ``Thought:``, the thought and the inserted ``Action:``."""
+    prefix_tokens: list[TokenInfo]
+    """The inserted ``Action:``'s tokens."""
+    logprobs: dict[str, float]
+    """Each action's log-probability, normalised over the valid actions."""
+    totals: dict[str, float]
+    """Each action's sequence log-probability (its tokens and the end of the turn)."""
+    action_tokens: dict[str, list[TokenInfo]]
+    seconds: float
+
+    @property
+    def best(self) -> str:
+        return max(self.logprobs, key=self.logprobs.__getitem__)
+
+    def text(self, action: str) -> str:
+        """The assistant turn with ``action`` taken, as stored and as the next prompts show it."""
+        return f"{self.prefix} {action}"
+
+    def tokens(self, action: str) -> list[TokenInfo]:
+        """The tokens after the thought: the inserted ``Action:``, then the action's."""
+        return self.prefix_tokens + self.action_tokens[action]
+
+
+def _action_marker(text: str) -> str:
+    """What the policy inserts after ``text`` to ask for the action."""
+    return "Action:" if text.endswith("\n") else "\nAction:"
+
+
+def _token_records(result: Any, row: int, text: str, origin: str, drop_last: bool = False) -> list[TokenInfo]:
+    """Token records of scored continuation ``row`` (its ``text``), marked with ``origin``."""
+    ids, logprobs = list(result.tokens[row]), list(result.token_logprobs[row])
+    texts = list(result.texts[row]) if result.texts else []
+    entropies = list(result.entropies[row]) if result.entropies else [None] * len(ids)
+    if drop_last and len(ids) > 1 and "".join(texts[:-1]) == text:
+        ids, logprobs, texts, entropies = ids[:-1], logprobs[:-1], texts[:-1], entropies[:-1]
+    if "".join(texts) != text or len(texts) != len(ids):  # a backend that cannot split the text: the first token carries it
+        texts = [text] + [""] * (len(ids) - 1)
+    return [TokenInfo(id=i, text=t, logprob=lp, entropy=h, origin=origin) for i, t, lp, h in zip(ids, texts, logprobs, entropies)]

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from studio.errors import StudioError
+
 SEGMENTS = ("system", "task", "history", "observation", "image", "output")
 AGGREGATIONS = ("mean", "max", "layer", "head", "rollout")
 #: Rollout multiplies full (head-averaged) matrices of every layer: only for prompts this short.
@@ -68,8 +70,15 @@ class AttentionMap:
         return int(self.weights.shape[-1])
 
     def _indices(self, span: str | None) -> list[int]:
-        chosen = self.span_rows.get(span) if span else None
-        return chosen if chosen else list(range(len(self.rows)))
+        """The captured rows of ``span`` (all rows for None). A span the output does not have
+        is an error, never a silent fall-back to every row."""
+        if not span or span not in self.span_rows:
+            return list(range(len(self.rows)))
+        chosen = self.span_rows[span]
+        if not chosen:
+            what = 'no action (the model wrote no "Action:")' if span == "action" else f"no {span} tokens of the model's own"
+            raise StudioError(f"This output has {what}: look at another span.")
+        return chosen
 
     def aggregate(self, mode: str = "mean", layer: int | None = None, head: int | None = None, span: str | None = None) -> np.ndarray:
         """Attention from a span's rows to every position (T,), averaged over those rows."""
@@ -226,21 +235,25 @@ def assign_segments(offsets: list[tuple[int, int] | None], parts: PromptParts, i
     return segments
 
 
-def query_rows(output_offsets: list[tuple[int, int]], output_text: str, span: str, first_position: int) -> list[int]:
-    """Positions of the output's tokens in ``span``: ``action`` (after "Action:"), ``thought`` (before it) or ``generated``."""
-    positions = list(range(first_position, first_position + len(output_offsets)))
-    if span == "generated" or not positions:
-        return positions
+def query_rows(output_offsets: list[tuple[int, int]], output_text: str, span: str, first_position: int, written: list[tuple[int, int]] = ()) -> list[int]:
+    """Positions of the output's tokens in ``span``: ``action`` (after "Action:"), ``thought``
+    (before it) or ``generated`` (all). Tokens inside ``written`` (character ranges the policy
+    wrote, such as the forced ``Thought:``) are in no span: the model did not choose them.
+    An output without "Action:" has no action span (empty)."""
+
+    def by_policy(start: int, end: int) -> bool:
+        return any(low <= start and end <= high for low, high in written)
+
+    tokens = [(first_position + i, s, e) for i, (s, e) in enumerate(output_offsets) if not by_policy(s, e)]
+    if span == "generated":
+        return [p for p, _, _ in tokens]
     marker = output_text.rfind("Action:")
     if marker < 0:
-        return positions
+        return [] if span == "action" else [p for p, _, _ in tokens]
     action_start = marker + len("Action:")
     if span == "action":
-        chosen = [(p, output_text[max(s, action_start):e]) for p, (s, e) in zip(positions, output_offsets) if e > action_start]
+        chosen = [(p, output_text[max(s, action_start):e]) for p, s, e in tokens if e > action_start]
         while chosen and not chosen[0][1].strip():  # the space after "Action:" is not the action
             chosen.pop(0)
-        chosen = [p for p, _ in chosen]
-    else:
-        chosen = [p for p, (s, e) in zip(positions, output_offsets) if s < marker]
-    return chosen or positions
-
+        return [p for p, _ in chosen]
+    return [p for p, s, e in tokens if s < marker]

@@ -65,7 +65,7 @@ class Generation:
     text: str
     """Decoded text, cut before a stop string if one was hit."""
     tokens: list[TokenInfo]
-    """Generated tokens (those kept in ``text``) with the model's logprob and entropy."""
+    """Generated tokens (those kept in ``text``; their texts join to it) with the model's logprob and entropy."""
     finish_reason: str
     """``stop`` (a stop string), ``eos``, ``length`` (max_new_tokens) or ``interrupted``."""
 
@@ -113,6 +113,12 @@ class ScoreResult:
 
     token_logprobs: list[list[float]]
     tokens: list[list[int]]
+    texts: list[list[str]] | None = None
+    """Each token's share of its continuation's text (joined, they spell it), where the backend knows."""
+    entropies: list[list[float]] | None = None
+    """Entropy (nats) of the model's distribution at each token's position, where the backend knows."""
+    cache: CacheStats | None = None
+    """How much of the prompt came from the session's cache, where the backend keeps one."""
 
     @property
     def totals(self) -> list[float]:
@@ -162,8 +168,12 @@ class Backend(Protocol):
         session: PrefixSession | None = None,
         should_stop: Callable[[], bool] | None = None,
         assistant_prefix: str = "",
+        on_token: Callable[[int, TokenInfo], None] | None = None,
     ) -> GenerateResult:
-        """Sample ``n`` continuations of the chat (batched, sharing the prompt's cache)."""
+        """Sample ``n`` continuations of the chat (batched, sharing the prompt's cache).
+
+        ``on_token(row, token)``, when given, sees each token of each row as it is drawn
+        (a live view; stop strings are cut from the result afterwards)."""
         ...
 
     def score(

@@ -118,6 +118,64 @@ def _sample(logits: torch.Tensor, sampling: SamplingParams, generator: torch.Gen
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
 
 
+def _signals(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-softmax and entropy (nats) of each row, in float64: over a vocabulary of ~50k,
+    float32 sums drift by ~1e-4 nats, more than the differences people read off these numbers."""
+    logprobs = torch.log_softmax(logits.double(), dim=-1)
+    return logprobs, -(logprobs.exp() * logprobs).sum(dim=-1)
+
+
+def _stop_cut(tokens: list[TokenInfo], stop: list[str]) -> int | None:
+    """If the tokens' text contains a stop string, how many tokens to keep (those wholly before it)."""
+    text = "".join(t.text for t in tokens)
+    hits = [text.find(s) for s in stop if s in text]
+    if not hits:
+        return None
+    boundary, length, keep = min(hits), 0, 0
+    for token in tokens:
+        length += len(token.text)
+        if length > boundary:
+            break
+        keep += 1
+    return keep
+
+
+class TokenTexts:
+    """Each token's share of the decoded text, as tokens arrive.
+
+    Decoding tokens one by one does not spell the sequence (a character split across byte
+    tokens, a SentencePiece space); decoding a short window before and after each new token
+    and keeping the difference does, so the texts of a sequence's tokens join to its decoded
+    text. A token that ends in the middle of a character adds "" and the next one adds the
+    whole character.
+    """
+
+    WINDOW = 6
+
+    def __init__(self, decode: Callable[[list[int]], str]) -> None:
+        self.decode = decode
+        self.ids: list[int] = []
+        self.start = 0  # the window's first token (decoded as context only)
+        self.read = 0  # tokens whose text has been handed out
+
+    def push(self, token: int) -> str:
+        self.ids.append(token)
+        before = self.decode(self.ids[self.start : self.read])
+        after = self.decode(self.ids[self.start :])
+        if len(after) <= len(before) or after.endswith("\ufffd"):
+            return ""  # nothing new yet (part of a character)
+        self.start, self.read = max(self.read - self.WINDOW, 0), len(self.ids)
+        return after[len(before) :]
+
+    def texts(self, tokens: list[int]) -> list[str]:
+        """The texts of a whole sequence (a fresh instance's pushes)."""
+        return [self.push(t) for t in tokens]
+
+
+#: Called with (row, token) as each generated token is drawn: a live view of the generation.
+TokenListener = Callable[[int, TokenInfo], None]
+
+
 class TransformersBackend:
     """A loaded transformers model with its tokenizer (or processor)."""
 
@@ -300,7 +358,7 @@ class TransformersBackend:
         session.token_ids = list(ids)
         session.image_keys = image_keys
         stats = CacheStats(prompt_tokens=len(ids), reused_tokens=reuse, encoded_tokens=len(ids) - reuse, prefix_changed=prefix_changed)
-        return out.logits[:, -1, :].float(), stats
+        return out.logits[:, -1, :], stats
 
     def generate(
         self,
@@ -312,20 +370,24 @@ class TransformersBackend:
         session: PrefixSession | None = None,
         should_stop: Callable[[], bool] | None = None,
         assistant_prefix: str = "",
+        on_token: TokenListener | None = None,
     ) -> GenerateResult:
-        """Sample ``n`` continuations in one batch that shares the prompt's cache."""
+        """Sample ``n`` continuations in one batch that shares the prompt's cache.
+
+        ``on_token(row, token)`` sees each token as it is drawn (before stop strings are cut).
+        """
         sampling = sampling or SamplingParams()
         session = session if session is not None else PrefixSession()
         stop = [s for s in (stop or []) if s]
         ids, extra = self.encode(messages, assistant_prefix, images)
         with self.lock, torch.inference_mode():
             try:
-                return self._generate(ids, extra, images, n, sampling, stop, session, should_stop or (lambda: False))
+                return self._generate(ids, extra, images, n, sampling, stop, session, should_stop or (lambda: False), on_token)
             except torch.OutOfMemoryError:
                 session.reset()
                 raise StudioError(f"Out of memory while generating on {self.device}: lower the candidates, max new tokens or history.") from None
 
-    def _generate(self, ids, extra, images, n, sampling, stop, session, should_stop) -> GenerateResult:
+    def _generate(self, ids, extra, images, n, sampling, stop, session, should_stop, on_token=None) -> GenerateResult:
         started = time.perf_counter()
         logits, stats = self._prefill(session, ids, extra, images)
         prefill_s = time.perf_counter() - started
@@ -336,14 +398,13 @@ class TransformersBackend:
         prompt_len = len(ids)
         if n > 1:
             logits = logits.expand(n, -1)
-        sampled: list[list[int]] = [[] for _ in range(n)]
-        signals: list[list[tuple[float, float]]] = [[] for _ in range(n)]
+        drawn: list[list[TokenInfo]] = [[] for _ in range(n)]
+        texts = [TokenTexts(self.tokenizer.decode) for _ in range(n)]
         finish: list[str | None] = [None] * n
         cut: list[int | None] = [None] * n  # kept token count once a stop string is hit
         first_token_s, fed = 0.0, 0
         for position in range(sampling.max_new_tokens):
-            logprobs = torch.log_softmax(logits, dim=-1)  # (n, V) under the raw distribution
-            entropy = -(logprobs.exp() * logprobs).sum(dim=-1)
+            logprobs, entropy = _signals(logits)
             chosen = _sample(logits, sampling, generator)
             for row in range(n):
                 if finish[row] is not None:
@@ -352,10 +413,12 @@ class TransformersBackend:
                 if token in self.eos_ids and not sampling.ignore_eos:
                     finish[row] = "eos"
                     continue
-                sampled[row].append(token)
-                signals[row].append((float(logprobs[row, token]), float(entropy[row])))
+                info = TokenInfo(id=token, text=texts[row].push(token), logprob=float(logprobs[row, token]), entropy=float(entropy[row]))
+                drawn[row].append(info)
+                if on_token is not None:
+                    on_token(row, info)
                 if stop:
-                    kept = self._stop_cut(sampled[row], stop)
+                    kept = _stop_cut(drawn[row], stop)
                     if kept is not None:
                         finish[row], cut[row] = "stop", kept
             if position == 0:
@@ -367,19 +430,14 @@ class TransformersBackend:
                 break
             if n == 1:
                 out = self.model(input_ids=chosen.view(1, 1), past_key_values=cache, use_cache=True)
-                logits = out.logits[:, -1, :].float()
+                logits = out.logits[:, -1, :]
             else:
                 logits = self._decode_packed(chosen, cache, prompt_len, fed)
             fed += 1
         generations = []
         for row in range(n):
-            keep = cut[row] if cut[row] is not None else len(sampled[row])
-            tokens = [
-                TokenInfo(id=t, text=self.tokenizer.decode([t]), logprob=lp, entropy=h)
-                for t, (lp, h) in zip(sampled[row][:keep], signals[row][:keep])
-            ]
-            text = self.tokenizer.decode(sampled[row][:keep])
-            generations.append(Generation(text=text, tokens=tokens, finish_reason=finish[row] or "length"))
+            tokens = drawn[row][: cut[row]] if cut[row] is not None else drawn[row]
+            generations.append(Generation(text="".join(t.text for t in tokens), tokens=tokens, finish_reason=finish[row] or "length"))
         if n == 1:  # the cache holds the prompt and the tokens fed after it: keep them for the next prompt
             usable = min(len(generations[0].tokens), fed)
             session.token_ids = ids + [t.id for t in generations[0].tokens[:usable]]
@@ -409,19 +467,7 @@ class TransformersBackend:
         mask[~allowed] = torch.finfo(self.dtype).min
         positions = torch.full((1, n), prompt_len + step, device=self.device)
         out = self.model(input_ids=chosen.view(1, n), position_ids=positions, attention_mask=mask[None, None], past_key_values=cache, use_cache=True)
-        return out.logits[0].float()  # (n, V)
-
-    def _stop_cut(self, tokens: list[int], stop: list[str]) -> int | None:
-        """If the decoded tokens contain a stop string, how many tokens to keep (those wholly before it)."""
-        text = self.tokenizer.decode(tokens)
-        hits = [text.find(s) for s in stop if s in text]
-        if not hits:
-            return None
-        boundary = min(hits)
-        keep = len(tokens)
-        while keep > 0 and len(self.tokenizer.decode(tokens[:keep])) > boundary:
-            keep -= 1
-        return keep
+        return out.logits[0]  # (n, V)
 
     def score(
         self,
@@ -440,14 +486,17 @@ class TransformersBackend:
         if any(not piece for piece in pieces):
             raise StudioError("Cannot score an empty continuation.")
         with self.lock, torch.inference_mode():
-            first_logits, _stats = self._prefill(session, ids, extra, images)
-            return self._score_packed(session, len(ids), first_logits, pieces)
+            first_logits, stats = self._prefill(session, ids, extra, images)
+            result = self._score_packed(session, len(ids), first_logits, pieces)
+            result.cache = stats
+            return result
 
     def _score_packed(self, session: PrefixSession, prompt_len: int, first_logits: torch.Tensor, pieces: list[list[int]]) -> ScoreResult:
-        first = torch.log_softmax(first_logits[0], dim=-1)  # (V,) predicts every continuation's first token
+        first, first_entropy = _signals(first_logits[:1])  # (1, V): predicts every continuation's first token
         feed = [piece[:-1] for piece in pieces]  # a continuation's last token predicts nothing we need
         total = sum(len(f) for f in feed)
-        results: list[list[float]] = [[float(first[piece[0]])] for piece in pieces]
+        results: list[list[float]] = [[float(first[0, piece[0]])] for piece in pieces]
+        entropies: list[list[float]] = [[float(first_entropy[0])] for _ in pieces]
         if total:
             packed = torch.tensor([[t for f in feed for t in f]], device=self.device)
             positions = torch.tensor([[prompt_len + i for f in feed for i in range(len(f))]], device=self.device)
@@ -462,16 +511,17 @@ class TransformersBackend:
             mask = torch.zeros(allowed.shape, dtype=self.dtype, device=self.device)
             mask[~allowed] = torch.finfo(self.dtype).min
             out = self.model(input_ids=packed, position_ids=positions, attention_mask=mask[None, None], past_key_values=session.cache, use_cache=True)
-            logprobs = torch.log_softmax(out.logits[0].float(), dim=-1)  # (Q, V)
+            logprobs, entropy = _signals(out.logits[0])  # (Q, V), (Q,)
             start = 0
             for row, (piece, f) in enumerate(zip(pieces, feed)):
                 for offset in range(len(f)):
                     results[row].append(float(logprobs[start + offset, piece[offset + 1]]))
+                    entropies[row].append(float(entropy[start + offset]))
                 start += len(f)
             if not _crop_to(session.cache, prompt_len):  # drop the packed tokens: the prompt stays cached
                 session.reset()
-        return ScoreResult(token_logprobs=results, tokens=pieces)
-
+        texts = [TokenTexts(self.tokenizer.decode).texts(piece) for piece in pieces]
+        return ScoreResult(token_logprobs=results, tokens=pieces, texts=texts, entropies=entropies)
 
     # -- attention ---------------------------------------------------------------------------------
     def attention(
@@ -483,11 +533,13 @@ class TransformersBackend:
         instruction: str = "",
         observation: str = "",
         rollout: bool = False,
+        written: list[tuple[int, int]] = (),
     ) -> Any:
         """What the model attended to while producing ``output`` after ``messages`` (one pass, bounded).
 
         Returns a :class:`studio.analysis.attention.AttentionMap` with the rows of ``span``
-        (``action``, ``thought`` or ``generated``) for every layer and head.
+        (``action``, ``thought`` or ``generated``) for every layer and head. ``written``: the
+        character ranges of ``output`` the policy wrote (in no span).
         """
         from studio.analysis.attention import AttentionMap, ROLLOUT_MAX_TOKENS, assign_segments, capture_rows, locate_parts, query_rows
 
@@ -506,8 +558,11 @@ class TransformersBackend:
         image_positions = [i for i, t in enumerate(ids) if self.image_token_id is not None and t == self.image_token_id]
         first_output = next((i for i, o in enumerate(offsets) if o is not None and o[1] > len(prompt)), len(ids))
         output_offsets = [(max(o[0] - len(prompt), 0), o[1] - len(prompt)) for o in offsets[first_output:]]
-        rows = query_rows(output_offsets, output, span, first_output)
-        span_rows = {name: [rows.index(p) for p in query_rows(output_offsets, output, name, first_output) if p in rows] for name in ("action", "thought", "generated")}
+        rows = query_rows(output_offsets, output, span, first_output, written)
+        if not rows:
+            what = "no action (the model wrote no \"Action:\")" if span == "action" else f"no {span} tokens"
+            raise StudioError(f"This output has {what}: look at another span.")
+        span_rows = {name: [rows.index(p) for p in query_rows(output_offsets, output, name, first_output, written) if p in rows] for name in ("action", "thought", "generated")}
         if rollout and len(ids) > ROLLOUT_MAX_TOKENS:
             raise StudioError(f"Attention rollout is limited to {ROLLOUT_MAX_TOKENS} tokens; this step has {len(ids)}.")
         with self.lock:

@@ -67,9 +67,10 @@ class ScriptedBackend:
         session: PrefixSession | None = None,
         should_stop: Callable[[], bool] | None = None,
         assistant_prefix: str = "",
+        on_token: Callable[[int, TokenInfo], None] | None = None,
     ) -> GenerateResult:
         generations = []
-        for _ in range(n):
+        for row in range(n):
             text = self.outputs[self.calls % len(self.outputs)]
             self.calls += 1
             if assistant_prefix and text.startswith(assistant_prefix):
@@ -78,7 +79,10 @@ class ScriptedBackend:
             for marker in stop or []:
                 if marker and marker in text:
                     text, finish = text[: text.index(marker)], "stop"
-            generations.append(Generation(text=text, tokens=self._tokens(text), finish_reason=finish))
+            tokens = self._tokens(text)
+            for token in tokens if on_token is not None else []:
+                on_token(row, token)
+            generations.append(Generation(text=text, tokens=tokens, finish_reason=finish))
         prompt = len(self.encode(messages, assistant_prefix)[0])
         return GenerateResult(generations=generations, cache=CacheStats(prompt_tokens=prompt, encoded_tokens=prompt), timing={"total_s": 0.0})
 
@@ -91,12 +95,16 @@ class ScriptedBackend:
         assistant_prefix: str = "",
         end_with_eos: bool = False,
     ) -> ScoreResult:
-        values = []
+        values, tokens, texts = [], [], []
         for text in continuations:
             stripped = text.strip()
             bonus = 5.0 * (len(self.preferences) - self.preferences.index(stripped)) if stripped in self.preferences else 0.0
-            values.append([-0.5 * len(stripped) + bonus])
-        return ScoreResult(token_logprobs=values, tokens=[[ord(c) % 256 for c in text] for text in continuations])
+            total = -0.5 * len(stripped) + bonus
+            chars = list(text) or [""]
+            values.append([total / len(chars)] * len(chars) + ([0.0] if end_with_eos else []))  # one made-up token per character
+            tokens.append([ord(c) % 256 for c in chars] + ([0] if end_with_eos else []))
+            texts.append(chars + ([""] if end_with_eos else []))
+        return ScoreResult(token_logprobs=values, tokens=tokens, texts=texts, entropies=[[1.0] * len(v) for v in values])
 
     def unload(self) -> None:
         """Nothing to free."""
