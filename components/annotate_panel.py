@@ -140,6 +140,11 @@ def render_pair(desk: AnnotationDesk, message: str = "", kind: str = "info") -> 
     return [progress, context, item.frame, side_html("Left", item.left), side_html("Right", item.right), message_html(message, kind), *cleared]
 
 
+def plural(count: int, noun: str) -> str:
+    """``1 record``, ``2 records``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def overview_html(store: Store) -> str:
     stats = store.preferences.stats()
     counts = store.episodes.count()
@@ -150,11 +155,13 @@ def overview_html(store: Store) -> str:
         f"<tr><th>{esc(r['annotators'][0])} vs {esc(r['annotators'][1])}</th><td>{num(r['percent_agreement'], '.1%')} on {num(r['items'])} pairs · Cohen's kappa {'—' if r['cohen_kappa'] is None else num(r['cohen_kappa'], '.3f')}</td></tr>"
         for r in agreement["pairwise"]
     )
-    choices = " · ".join(f"{esc(k.replace('_', '-'))} {num(v)}" for k, v in stats["choices"].items())
+    shown = " · ".join(f"{esc(k.replace('_', '-'))} {num(v)}" for k, v in stats["choices_as_shown"].items())
+    stored = " · ".join(f"{esc(k.replace('_', '-'))} {num(v)}" for k, v in stats["choices"].items())
     return (
         '<div class="as-card"><table>'
         f"<tr><th>episodes</th><td>{num(counts['episodes'])} ({num(counts['steps'])} steps)</td></tr>"
-        f"<tr><th>pairs</th><td>{num(stats['pairs'])}</td></tr><tr><th>judgements</th><td>{num(stats['annotations'])} ({choices})</td></tr>"
+        f"<tr><th>pairs</th><td>{num(stats['pairs'])}</td></tr><tr><th>judgements</th><td>{num(stats['annotations'])} (as shown: {shown})</td></tr>"
+        f"<tr><th>by stored side</th><td>{stored} <span class='as-muted'>(blind views swap about half the pairs)</span></td></tr>"
         f"<tr><th>step labels</th><td>{num(stats['step_labels'])}</td></tr><tr><th>agreement</th><td>{percent}</td></tr>"
         f"{kappas}</table><div class='as-card-title'>Judgements per annotator</div><table>{rows or '<tr><td>none yet</td></tr>'}</table></div>"
     )
@@ -162,7 +169,8 @@ def overview_html(store: Store) -> str:
 
 def wire(panel: AnnotatePanel, state: gr.State, desk_state: gr.State, name_memory: gr.BrowserState, store: Store) -> None:
     private = dict(api_visibility="private", concurrency_limit=None)
-    outputs = [desk_state, *panel.outputs]
+    # Every desk action re-reads the Overview too: its counts are never older than the last judgement.
+    outputs = [desk_state, *panel.outputs, panel.overview]
 
     def with_filters(action):  # noqa: ANN001, ANN202 - wraps a desk action into a handler
         def handler(desk: AnnotationDesk, name: str, kind: str, env: str, source: str, request: gr.Request, *values: Any) -> list[Any]:
@@ -170,9 +178,9 @@ def wire(panel: AnnotatePanel, state: gr.State, desk_state: gr.State, name_memor
                 try:
                     desk.configure(annotator_name(name, request), kind, env, source)
                     note = action(desk, *values)
-                    return [desk, *render_pair(desk, note or "")]
+                    return [desk, *render_pair(desk, note or ""), overview_html(store)]
                 except StudioError as exc:
-                    return [desk, *render_pair(desk, str(exc), "error")]
+                    return [desk, *render_pair(desk, str(exc), "error"), overview_html(store)]
         return handler
 
     panel.refresh.click(with_filters(lambda desk: None), [desk_state, *panel.filters], outputs, **private)
@@ -245,7 +253,9 @@ def wire(panel: AnnotatePanel, state: gr.State, desk_state: gr.State, name_memor
             record = store.preferences.label_step(str(episode_id or "").strip(), whole_number(at, "The step"), name, label, note)
             return show_labels(episode_id, record.step_index + 1, f"Step {record.step_index}: {label}.")
 
-        button.click(guarded_labels(apply), [panel.label_episode, panel.label_step, panel.name, panel.label_note], label_outputs, **private)
+        button.click(guarded_labels(apply), [panel.label_episode, panel.label_step, panel.name, panel.label_note], label_outputs, **private).success(
+            lambda: overview_html(store), None, [panel.overview], **private
+        )
 
     # -- overview and downloads ----------------------------------------------------------------
     panel.overview_refresh.click(lambda: overview_html(store), None, [panel.overview], **private)
@@ -254,8 +264,9 @@ def wire(panel: AnnotatePanel, state: gr.State, desk_state: gr.State, name_memor
         folder = Path(tempfile.mkdtemp(prefix="agent-studio-export-"))
         summary = export(store, fmt, folder / f"{fmt}.jsonl")
         left_out = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary.left_out.items()) or "nothing"
-        note = message_html(f"{fmt}: {summary.records} records; left out: {left_out}.", "info")
-        return [gr.DownloadButton(f"Download {fmt}.jsonl ({summary.records} records)", value=str(folder / f"{fmt}.jsonl"), visible=True), note + overview_html(store)]
+        records = plural(summary.records, "record")
+        note = message_html(f"{fmt}: {records}; left out: {left_out}.", "info")
+        return [gr.DownloadButton(f"Download {fmt}.jsonl ({records})", value=str(folder / f"{fmt}.jsonl"), visible=True), note + overview_html(store)]
 
     panel.export_button.click(make_export, [panel.export_format], [panel.download, panel.overview], **private)
 

@@ -22,6 +22,8 @@ from studio.trace import Step
 from studio.validation import MAX_ITEMS, whole_number
 
 HEAVY = ("frame", "state", "prompt")
+#: The named endpoints (``/load_model`` ...): the API page lists these and nothing else.
+ENDPOINTS = ("load_model", "reset", "step", "run", "get_episode")
 
 
 def step_json(step: Step) -> dict[str, Any]:
@@ -43,7 +45,7 @@ def build(state: gr.State) -> None:
         env, options, seed, policy = gr.Textbox(), gr.Textbox(), gr.Number(precision=0), gr.Textbox()
         action, max_steps = gr.Textbox(), gr.Number(precision=0)
         result = gr.JSON()
-        buttons = [gr.Button() for _ in range(5)]
+        buttons = [gr.Button() for _ in ENDPOINTS]
 
     def load_model(session: StudioSession, slot: str, model: str, device: str, dtype: str) -> tuple[StudioSession, dict[str, Any]]:
         """Load a model into slot A or B; returns its model card."""
@@ -87,12 +89,13 @@ def build(state: gr.State) -> None:
         episode = session.episode
         return session, (episode.to_dict() if episode is not None else {"error": "No episode yet: reset first."})
 
-    endpoints = [
+    endpoints = [  # names as in ENDPOINTS
         (load_model, [slot, model, device, dtype], "load_model"),
         (reset, [env, options, seed, policy], "reset"),
         (step, [action], "step"),
         (run, [max_steps], "run"),
         (get_episode, [], "get_episode"),
     ]
+    assert tuple(name for _fn, _inputs, name in endpoints) == ENDPOINTS and len(buttons) == len(endpoints)
     for button, (fn, inputs, name) in zip(buttons, endpoints):
         button.click(fn, [state, *inputs], [state, result], api_name=name, concurrency_limit=None)

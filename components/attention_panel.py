@@ -51,6 +51,10 @@ class AttentionPanel:
     def outputs(self) -> list[Any]:
         return [self.message, self.strip, self.grid, self.projection, self.perception, self.compare_strip, self.compare_projection, self.layer, self.head]
 
+    def cleared(self) -> list[Any]:
+        """Values for :attr:`outputs` that empty every view (another episode is shown)."""
+        return ["", "", None, None, "", "", gr.Image(value=None, visible=False), gr.skip(), gr.skip()]
+
 
 def build() -> AttentionPanel:
     with gr.Accordion("Attention: what the model looked at (computed on demand)", open=False, elem_id="as-attention"):

@@ -16,9 +16,10 @@ import gradio as gr
 from components import attention_panel
 from studio.envs.registry import BUILTIN
 from studio.errors import Interrupted, StudioError
+from studio.live import LiveOutput
 from studio.session import POLICIES, EpisodeSettings, StudioSession
 from studio.validation import MAX_ITEMS, MAX_OPTIONS_CHARS, MAX_SEED, parse_json, real_number, short_text, whole_number
-from studio.viz.html import candidates_html, message_html, prompt_html, timeline_html
+from studio.viz.html import candidates_html, live_card, message_html, prompt_html, timeline_html
 from studio.viz.plots import action_distribution_figure
 
 GYM_EXAMPLES = ["gym:FrozenLake-v1", "gym:Taxi-v4", "gym:CliffWalking-v1"]
@@ -70,6 +71,7 @@ class EpisodePanel:
     observation: gr.Textbox
     status: gr.HTML
     timeline: gr.HTML
+    live: gr.HTML
     candidates: gr.HTML
     distribution: gr.Plot
     prompt: gr.HTML
@@ -138,7 +140,7 @@ def build(state: gr.State, sample_env: str = "gridworld") -> EpisodePanel:
         with gr.Column(scale=5, min_width=380):
             # What the agent sees comes first; the controls under it, the settings last.
             with gr.Row(equal_height=False):
-                frame = gr.Image(label="Frame", interactive=False, height=280, elem_id="as-frame", buttons=["download", "fullscreen"], min_width=220)
+                frame = gr.Image(label="Frame", show_label=False, interactive=False, height=280, elem_id="as-frame", buttons=["download", "fullscreen"], min_width=220)
                 observation = gr.Textbox(label="Observation", lines=10, max_lines=16, interactive=False, elem_id="as-observation", min_width=220)
             with gr.Row():
                 reset = gr.Button("Reset", elem_id="as-reset", min_width=70)
@@ -173,7 +175,10 @@ def build(state: gr.State, sample_env: str = "gridworld") -> EpisodePanel:
             with gr.Row():
                 fork = gr.Button("Fork from selected step", size="sm", elem_id="as-fork")
                 show_prompt = gr.Button("Show the prompt of the selected step", size="sm", elem_id="as-show-prompt")
-            timeline = gr.HTML(elem_id="as-timeline")
+            # The trace scrolls as one: the finished steps, then the step being written (live).
+            with gr.Column(elem_id="as-trace"):
+                timeline = gr.HTML(elem_id="as-timeline")
+                live = gr.HTML(elem_id="as-live")
             with gr.Accordion("Selected step: candidates, action distribution, prompt", open=True):
                 candidates_view = gr.HTML(elem_id="as-candidates-view")
                 distribution = gr.Plot(label="Action distribution (score mode)", elem_id="as-distribution", visible=False)
@@ -193,7 +198,7 @@ def build(state: gr.State, sample_env: str = "gridworld") -> EpisodePanel:
         settings=[env, options, seed, policy, action_mode, temperature, top_p, max_new_tokens, candidates, max_steps],
         reset=reset, step=step, run_n=run_n, run_count=run_count, run_all=run_all, stop=stop,
         human_action=human_action, take_action=take_action, colour=colour, selected=selected, fork=fork,
-        show_prompt=show_prompt, frame=frame, observation=observation, status=status, timeline=timeline,
+        show_prompt=show_prompt, frame=frame, observation=observation, status=status, timeline=timeline, live=live,
         candidates=candidates_view, distribution=distribution, prompt=prompt,
         first_output=first_output, second_output=second_output, compare=compare, queue_pairs=queue_pairs,
         other_episode=other_episode, compare_episode=compare_episode, pair_message=pair_message, attention=attention,
@@ -218,45 +223,87 @@ def wire(panel: EpisodePanel, state: gr.State, render: Render) -> None:
                 return [session, *render(session, str(exc), _kind(exc), None, mode)]
         return handler
 
+    # Reset and Fork show another episode: the attention views are emptied and the settings
+    # widgets show the episode that is open.
+    renewed = [*outputs, *renewed_outputs(panel)]
+
+    def renewing(action: Callable[..., str | None]) -> Callable[..., list[Any]]:
+        plain = guarded(action)
+
+        def handler(session: StudioSession, mode: str, *values: Any) -> list[Any]:
+            before = session.episode
+            shown = plain(session, mode, *values)
+            changed = session.episode is not before
+            return [*shown, *(renewed_values(panel, session) if changed else [gr.skip()] * len(renewed_outputs(panel)))]
+        return handler
+
     def do_reset(session: StudioSession, *values: Any) -> str:
         session.reset(parse_settings(*values))
         return ""
-
-    def do_step(session: StudioSession, *values: Any) -> str:
-        session.update(parse_settings(*values))
-        step = session.step()
-        return _step_note(step)
 
     def do_take_action(session: StudioSession, action: str, *values: Any) -> str:
         session.update(parse_settings(*values))
         if not (action or "").strip():
             raise StudioError("Pick one of the valid actions or type one first.")
-        return _step_note(session.step(action=action))
+        step = session.step(action=action)
+        if not step.valid:
+            raise InvalidAction(_step_note(step))
+        return ""
 
     def do_fork(session: StudioSession, at: float, *values: Any) -> str:
         session.update(parse_settings(*values))
         forked = session.fork(whole_number(at, "The selected step", 0))
         return f"Forked at step {forked.forked_at}: the next step is a new step {forked.forked_at}."
 
-    def run(session: StudioSession, mode: str, count: Any, *values: Any) -> Iterator[list[Any]]:
+    # Stepping streams: the step being written shows in the live card, the frame, observation
+    # and trace stay on screen (no progress overlay), and only the controls that must wait are off.
+    controls = [panel.reset, panel.step, panel.run_n, panel.run_all, panel.take_action, panel.fork]
+    streamed = [state, *render.outputs, panel.live, *controls]
+    unchanged = [gr.skip()] * len(render.outputs)
+
+    def busy() -> list[Any]:
+        return [gr.Button(interactive=False) for _ in controls]
+
+    def idle() -> list[Any]:
+        return [gr.Button(interactive=True) for _ in controls]
+
+    def watch(session: StudioSession, mode: str, start: Callable[[], Iterator[Any]], several: bool = True) -> Iterator[list[Any]]:
+        note, kind = "", "info"
         try:
+            for item in start():
+                if isinstance(item, LiveOutput):
+                    yield [gr.skip(), *unchanged, live_card(item, mode), *busy()]
+                else:
+                    note, kind = _step_note(item), "info" if item.valid else "warning"
+                    if several:  # a run shows each step as it comes; a single step shows once, ready for the next
+                        yield [session, *render(session, note, kind, None, mode), "", *busy()]
+            yield [session, *render(session, note, kind, None, mode), "", *idle()]
+        except StudioError as exc:
+            yield [session, *render(session, str(exc), _kind(exc), None, mode), "", *idle()]
+
+    def step_watched(session: StudioSession, mode: str, *values: Any) -> Iterator[list[Any]]:
+        def start() -> Iterator[Any]:
+            session.update(parse_settings(*values))
+            return session.step_live()
+        yield from watch(session, mode, start, several=False)
+
+    def run(session: StudioSession, mode: str, count: Any, *values: Any) -> Iterator[list[Any]]:
+        def start() -> Iterator[Any]:
             session.update(parse_settings(*values))
             limit = None if count is None else whole_number(count, "N", 1, MAX_ITEMS)
-            for _ in session.run(limit):
-                yield [session, *render(session, "", "info", None, mode)]
-            yield [session, *render(session, "", "info", None, mode)]
-        except StudioError as exc:
-            yield [session, *render(session, str(exc), _kind(exc), None, mode)]
+            return session.run_live(limit)
+        yield from watch(session, mode, start)
 
     def run_to_end(session: StudioSession, mode: str, *values: Any) -> Iterator[list[Any]]:
         yield from run(session, mode, None, *values)
 
-    panel.reset.click(guarded(do_reset), [state, panel.colour, *settings], outputs, **private)
-    panel.step.click(guarded(do_step), [state, panel.colour, *settings], outputs, **private)
+    quiet = dict(private, show_progress="hidden")
+    panel.reset.click(renewing(do_reset), [state, panel.colour, *settings], renewed, **private)
+    panel.step.click(step_watched, [state, panel.colour, *settings], streamed, **quiet)
     panel.take_action.click(guarded(do_take_action), [state, panel.colour, panel.human_action, *settings], outputs, **private)
-    panel.fork.click(guarded(do_fork), [state, panel.colour, panel.selected, *settings], outputs, **private)
-    panel.run_n.click(run, [state, panel.colour, panel.run_count, *settings], outputs, **private)
-    panel.run_all.click(run_to_end, [state, panel.colour, *settings], outputs, **private)
+    panel.fork.click(renewing(do_fork), [state, panel.colour, panel.selected, *settings], renewed, **private)
+    panel.run_n.click(run, [state, panel.colour, panel.run_count, *settings], streamed, **quiet)
+    panel.run_all.click(run_to_end, [state, panel.colour, *settings], streamed, **quiet)
     # Stop must run while a run holds the session: no queue, no lock.
     panel.stop.click(lambda session: session.stop(), [state], None, queue=False, api_visibility="private")
 
@@ -276,14 +323,61 @@ def wire(panel: EpisodePanel, state: gr.State, render: Render) -> None:
     panel.show_prompt.click(show_prompt, [state, panel.selected], [panel.prompt], **private)
     attention_panel.wire(panel.attention, state, panel.selected)
 
-    # K greedy candidates would be K copies of one text: asking for several turns sampling on.
+    # K greedy candidates would be K copies of one text: asking for several turns sampling on, and
+    # going back to one turns it off again (when it is still the value K > 1 chose).
     temperature, candidates = settings[5], settings[8]
-    candidates.input(lambda k, t: gr.Slider(value=0.7) if k > 1 and t == 0 else gr.skip(), [candidates, temperature], [temperature], **private)
+    candidates.input(_temperature_for, [candidates, temperature], [temperature], **private)
+
+    # A new environment, seed or options apply at the next Reset: say so where the user looks.
+    def pending(session: StudioSession, *values: Any) -> str:
+        episode = session.episode
+        try:
+            wanted = parse_settings(*values)
+        except StudioError as exc:
+            return message_html(str(exc))
+        if episode is None or (wanted.env, wanted.env_options, wanted.seed) == (episode.env, episode.env_options, episode.seed or 0):
+            return message_html(_status_line(session), "info")
+        return message_html(f"{wanted.env}, seed {wanted.seed}: press Reset to apply. Step continues the episode shown ({episode.env}, seed {episode.seed}).", "warning")
+
+    for control in settings[:3]:
+        control.input(pending, [state, *settings], [panel.status], **private)
+
+
+SAMPLING_FOR_CANDIDATES = 0.7
+
+
+def _temperature_for(k: float, temperature: float) -> Any:
+    """The temperature after Candidates K changes to ``k``."""
+    if k > 1 and temperature == 0:
+        return gr.Slider(value=SAMPLING_FOR_CANDIDATES)
+    if k <= 1 and temperature == SAMPLING_FOR_CANDIDATES:
+        return gr.Slider(value=0.0)
+    return gr.skip()
+
+
+def renewed_outputs(panel: EpisodePanel) -> list[Any]:
+    """What changes when another episode is shown: the attention views, the environment settings."""
+    env, options, seed = panel.settings[0], panel.settings[1], panel.settings[2]
+    return [*panel.attention.outputs, env, options, seed]
+
+
+def renewed_values(panel: EpisodePanel, session: StudioSession) -> list[Any]:
+    """Values for :func:`renewed_outputs`: empty attention, the shown episode's environment, options and seed."""
+    import json
+
+    episode = session.episode
+    if episode is None:
+        return [*panel.attention.cleared(), gr.skip(), gr.skip(), gr.skip()]
+    return [*panel.attention.cleared(), episode.env, json.dumps(episode.env_options), episode.seed or 0]
+
+
+class InvalidAction(StudioError):
+    """A step was taken, but its action was invalid: a warning (the episode goes on), not an error."""
 
 
 def _kind(error: StudioError) -> str:
-    """How a refusal is shown: a Stop the user asked for is news, not an error."""
-    return "info" if isinstance(error, Interrupted) else "error"
+    """How a refusal is shown: a Stop the user asked for is news, an invalid action a warning."""
+    return "info" if isinstance(error, Interrupted) else "warning" if isinstance(error, InvalidAction) else "error"
 
 
 def _step_note(step: Any) -> str:

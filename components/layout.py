@@ -41,14 +41,15 @@ class Services:
 class Renderer:
     """Fills the episode panel and the plots from a session, in one list of outputs."""
 
-    def __init__(self, episode: episode_panel.EpisodePanel, plots: plots_panel.PlotsPanel, store: Store | None) -> None:
+    def __init__(self, episode: episode_panel.EpisodePanel, plots: plots_panel.PlotsPanel, store: Store | None, database: gr.Markdown) -> None:
         self.episode, self.plots, self.store = episode, plots, store
-        self.outputs = [*episode.outputs, *plots.outputs]
+        self.outputs = [*episode.outputs, *plots.outputs, database]
 
     def __call__(self, session: StudioSession, message: str = "", kind: str = "error", selected: int | None = None, mode: str = "logprob") -> list[Any]:
         # Figures cost tens of milliseconds to build and to draw: only while the Plots tab is open.
         plots = self.plots.render(session, self.store) if session.plots_visible else [gr.skip()] * len(self.plots.outputs)
-        return [*self.episode.render(session, message, kind, selected, mode), *plots]
+        # The header's count follows every action that stores (one indexed count).
+        return [*self.episode.render(session, message, kind, selected, mode), *plots, _database_line(self.store)]
 
 
 def new_session(services: Services) -> StudioSession:
@@ -82,11 +83,11 @@ def build_app(services: Services) -> gr.Blocks:
                     annotate = annotate_panel.build()
         api.build(state)
 
-        render = Renderer(episode, plots, services.store)
+        render = Renderer(episode, plots, services.store, database)
         episode_panel.wire(episode, state, render)
         plots_panel.wire(plots, state, services.store)
         model_panel.wire(slots, state)
-        _wire_browser(browser, state, render, tabs, services.store)
+        _wire_browser(browser, state, render, tabs, services.store, episode)
         def show_plots(session: StudioSession, visible: bool) -> list[Any]:
             session.plots_visible = visible
             return [session, *(plots.render(session, services.store) if visible else [gr.skip()] * len(plots.outputs))]
@@ -98,9 +99,9 @@ def build_app(services: Services) -> gr.Blocks:
 
         def on_load(session: StudioSession) -> list[Any]:
             cards = [model_panel.render(session, slot) for slot in slots]
-            return [*render(session), *cards, _database_line(services.store)]
+            return [*render(session), *cards]
 
-        app.load(on_load, [state], [*render.outputs, *(s.card for s in slots), database], api_visibility="private")
+        app.load(on_load, [state], [*render.outputs, *(s.card for s in slots)], api_visibility="private")
         if annotate is not None:
             desk = gr.State(lambda: AnnotationDesk(services.store))
             remembered = gr.BrowserState("", storage_key="agent-studio-annotator")
@@ -110,7 +111,17 @@ def build_app(services: Services) -> gr.Blocks:
             app.load(annotate_panel.restore_name, [desk, remembered], load_outputs, api_visibility="private")
             annotate_tab.select(annotate_panel.refresh, [desk], [desk, *annotate.outputs], api_visibility="private", concurrency_limit=None)
             annotate_tab.select(lambda: annotate_panel.overview_html(services.store), None, [annotate.overview], api_visibility="private", concurrency_limit=None)
+    _only_named_endpoints(app)
     return app
+
+
+def _only_named_endpoints(app: gr.Blocks) -> None:
+    """The API page lists the named endpoints only. Events Gradio adds on its own (the load event
+    that makes each tab's session) would otherwise show up as anonymous ``/lambda_N``."""
+    functions = app.fns.values() if isinstance(app.fns, dict) else app.fns
+    for function in functions:
+        if function.api_name not in api.ENDPOINTS:
+            function.api_visibility = "private"
 
 
 def _database_line(store: Store | None) -> str:
@@ -120,7 +131,7 @@ def _database_line(store: Store | None) -> str:
     return f"Database `{store.url}` · {stored} episode{'' if stored == 1 else 's'} stored"
 
 
-def _wire_browser(panel: browser_panel.BrowserPanel, state: gr.State, render: Renderer, tabs: gr.Tabs, store: Store | None) -> None:
+def _wire_browser(panel: browser_panel.BrowserPanel, state: gr.State, render: Renderer, tabs: gr.Tabs, store: Store | None, episode: episode_panel.EpisodePanel) -> None:
     private = dict(api_visibility="private", concurrency_limit=None)
     panel.refresh.click(lambda *f: browser_panel.rows(store, *f), panel.filters, [panel.table], **private)
 
@@ -139,11 +150,11 @@ def _wire_browser(panel: browser_panel.BrowserPanel, state: gr.State, render: Re
             if fork:
                 forked = session.fork(int(fork_at or 0))
                 message = f"Forked at step {forked.forked_at}: press Step to continue."
-            return [session, *render(session, message, "info"), "", gr.Tabs(selected="episode")]
+            return [session, *render(session, message, "info"), "", gr.Tabs(selected="episode"), *episode_panel.renewed_values(episode, session)]
         except StudioError as exc:
-            return [session, *render(session), message_html(str(exc)), gr.Tabs()]
+            return [session, *render(session), message_html(str(exc)), gr.Tabs(), *[gr.skip()] * len(episode_panel.renewed_outputs(episode))]
 
-    outputs = [state, *render.outputs, panel.message, tabs]
+    outputs = [state, *render.outputs, panel.message, tabs, *episode_panel.renewed_outputs(episode)]
     panel.open.click(lambda s, i: open_episode(s, i, None, False), [state, panel.episode_id], outputs, **private)
     panel.fork.click(lambda s, i, at: open_episode(s, i, at, True), [state, panel.episode_id, panel.fork_at], outputs, **private)
 

@@ -31,6 +31,38 @@ document.addEventListener("keydown", (event) => {
     if (button && button.offsetParent !== null && !button.disabled) { event.preventDefault(); button.click(); return; }
   }
 });
+// The trace follows the newest step (and the one being written) unless the user scrolled up;
+// the step labels keep the step being labelled in view.
+(() => {
+  let stick = true, labelled = "";
+  document.addEventListener("scroll", (event) => {
+    const box = document.getElementById("as-trace");
+    if (box && event.target === box) stick = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
+  }, true);
+  const follow = () => {
+    const box = document.getElementById("as-trace");
+    if (box && stick) {
+      const cards = box.querySelectorAll("#as-timeline .as-step");
+      const chosen = box.querySelector("#as-timeline .as-step.as-selected");
+      const live = box.querySelector("#as-live .as-live");
+      if (chosen && !live && cards.length && chosen !== cards[cards.length - 1]) chosen.scrollIntoView({block: "nearest"});
+      else box.scrollTop = box.scrollHeight;
+    }
+    const current = document.querySelector("#as-label-view .as-step.as-selected");
+    const key = current ? (document.querySelector("#as-label-view .as-episode-head")?.textContent || "") + current.dataset.step : "";
+    if (current && key !== labelled) { labelled = key; current.scrollIntoView({block: "nearest"}); }
+  };
+  new MutationObserver(follow).observe(document.documentElement, {childList: true, subtree: true});
+  // Clicking a step card selects that step (as the slider does).
+  document.addEventListener("click", (event) => {
+    const card = event.target.closest ? event.target.closest("#as-timeline .as-step[data-step]") : null;
+    if (!card || event.target.closest("details, summary, a, button, input")) return;
+    const input = document.querySelector("#as-selected input[type=number]");
+    if (!input) return;
+    input.value = card.dataset.step;
+    input.dispatchEvent(new Event("input", {bubbles: true}));
+  });
+})();
 </script>
 """
 

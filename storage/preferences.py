@@ -41,7 +41,7 @@ from storage.records import (
     StepLabelRecord,
 )
 from studio.errors import StudioError
-from studio.trace import Step, new_id, png_to_frame, tokens_from_list
+from studio.trace import ABANDONED, Step, new_id, png_to_frame, tokens_from_list
 
 SWAP = {"left": "right", "right": "left", "tie": "tie", "both_bad": "both_bad"}
 INSERT_BATCH = 2000
@@ -272,11 +272,12 @@ class PreferenceStore:
     def pairs_from_episodes(self, env: str | None = None) -> PairsMade:
         """Trajectory pairs: every two finished episodes with the same environment, options and seed.
 
-        Forks are left out (they share their parent's first steps); pair them by hand.
+        Forks are left out (they share their parent's first steps); pair them by hand. So are
+        episodes their user abandoned (reset, forked or closed the tab before the end).
         """
         with self.db.reading() as session:
             query = select(EpisodeRow.id, EpisodeRow.env, EpisodeRow.env_options, EpisodeRow.seed).where(
-                EpisodeRow.ended_at.is_not(None), EpisodeRow.forked_at.is_(None)
+                EpisodeRow.ended_at.is_not(None), EpisodeRow.forked_at.is_(None), or_(EpisodeRow.end_reason.is_(None), ~EpisodeRow.end_reason.startswith(ABANDONED))
             )
             if env:
                 query = query.where(EpisodeRow.env == env)
@@ -544,20 +545,31 @@ class PreferenceStore:
         return dict(votes)
 
     def stats(self) -> dict[str, Any]:
-        """Counts of pairs, annotations and labels, per annotator, and agreement between annotators."""
+        """Counts of pairs, annotations and labels, per annotator, and agreement between annotators.
+
+        ``choices`` counts left/right of the stored pair; ``choices_as_shown`` as the annotators
+        saw them (what they pressed)."""
         with self.db.reading() as session:
             pairs_by_kind = dict(session.execute(select(PairRow.kind, func.count()).group_by(PairRow.kind)).all())
             per_annotator = dict(
                 session.execute(select(AnnotatorRow.name, func.count()).join(AnnotationRow, AnnotationRow.annotator_id == AnnotatorRow.id).group_by(AnnotatorRow.name)).all()
             )
-            choices = dict(session.execute(select(AnnotationRow.choice, func.count()).group_by(AnnotationRow.choice)).all())
+            by_side = session.execute(
+                select(AnnotationRow.choice, PairRow.swapped, func.count()).join(PairRow, AnnotationRow.pair_id == PairRow.id).group_by(AnnotationRow.choice, PairRow.swapped)
+            ).all()
             labels = session.scalar(select(func.count()).select_from(StepLabelRow)) or 0
+        choices: Counter[str] = Counter()
+        shown: Counter[str] = Counter()  # the side the annotator saw and pressed (blind views swap half the pairs)
+        for choice, swapped, count in by_side:
+            choices[choice] += count
+            shown[SWAP.get(choice, choice) if swapped else choice] += count
         return {
             "pairs": sum(pairs_by_kind.values()),
             "pairs_by_kind": pairs_by_kind,
             "annotations": sum(per_annotator.values()),
             "annotations_by_annotator": per_annotator,
             "choices": {c: choices.get(c, 0) for c in CHOICES},
+            "choices_as_shown": {c: shown.get(c, 0) for c in CHOICES},
             "step_labels": labels,
             "agreement": agreement_report(self.votes()),
         }

@@ -25,7 +25,7 @@ from studio.envs.base import StudioEnv, invalid_observation
 from studio.validation import MAX_ACTION, MAX_SEED, check_text
 from studio.envs.registry import default_max_steps, make_env
 from studio.errors import EpisodeOver, Interrupted, NotStored, StudioError
-from studio.trace import Episode, Step, new_id, utc_now
+from studio.trace import ABANDONED, Episode, Step, new_id, utc_now
 
 
 @dataclass
@@ -146,6 +146,7 @@ class EpisodeRunner:
             raise StudioError(f"The seed must be a whole number from 0 to {MAX_SEED}, got {str(seed)[:40]}.")
         self._observation, _info = self.env.reset(seed=seed)
         self.policy.reset(self.env, seed)
+        self.abandon(f"{ABANDONED}: a new episode was reset")
         self._episode = Episode(
             env=self.env_name,
             seed=seed,
@@ -291,6 +292,15 @@ class EpisodeRunner:
             yield self._step()
             taken += 1
 
+    def abandon(self, reason: str = f"{ABANDONED}: the session ended") -> None:
+        """End the current episode where it stands, if it is still running (the user left it):
+        stored episodes are never left "running" forever."""
+        episode = self._episode
+        if episode is None or episode.done:
+            return
+        episode.end_reason, episode.ended_at = reason, utc_now()
+        self._emit("ended")
+
     def stop(self) -> None:
         """Ask a running :meth:`run` to stop after the current step (thread-safe)."""
         self._stop.set()
@@ -314,6 +324,7 @@ class EpisodeRunner:
         self.env.restore(state)  # the episode may come from a file: checked, one line if it does not fit
         self._observation = episode.steps[at].observation
         self.policy.reset(self.env, episode.seed)
+        self.abandon(f"{ABANDONED}: forked into a new episode")
         self._episode = Episode(
             env=episode.env,
             seed=episode.seed,

@@ -9,12 +9,13 @@ every action is a method here, and everything it shows is read from here.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from studio.agents.base import Policy
 from studio.envs.registry import make_env
+from studio.live import LiveOutput, stream
 from studio.errors import StudioError
 from studio.models.access import ModelAccess, check_model_name
 from studio.models.base import Backend, ProgressCallback, SamplingParams, no_progress
@@ -112,7 +113,14 @@ class StudioSession:
         self._policy_key = None
 
     def close(self) -> None:
-        """The browser tab is gone: give the models back."""
+        """The browser tab is gone: stop what runs, mark its unfinished episode abandoned, give the models back."""
+        self.stop()
+        with self._lock:
+            if self.runner is not None:
+                try:
+                    self.runner.abandon()
+                except StudioError:
+                    pass  # the store refused the end note: the episode stays as it was stored
         for slot in SLOTS:
             self.unload_model(slot)
 
@@ -235,6 +243,24 @@ class StudioSession:
             if self.settings.policy == "human":
                 raise StudioError("Human mode steps one action at a time: pick or type an action.")
             yield from runner.steps(max_steps)
+
+    def step_live(self, action: str | None = None) -> Iterator[LiveOutput | Step]:
+        """:meth:`step`, watched: the output as it is written (:class:`LiveOutput`), then the step."""
+        return self._live(lambda: iter([self.step(action)]))
+
+    def run_live(self, max_steps: int | None = None) -> Iterator[LiveOutput | Step]:
+        """:meth:`run`, watched: each step's output as it is written, and each step as it is taken."""
+        return self._live(lambda: self.run(max_steps))
+
+    def _live(self, work: Callable[[], Iterator[Step]]) -> Iterator[LiveOutput | Step]:
+        self._live_runner()  # a read-only or missing episode is refused before anything starts
+
+        def attach(listener: Any) -> None:
+            policy = self.runner.policy if self.runner is not None else None
+            if hasattr(policy, "token_listener"):
+                policy.token_listener = listener
+
+        return stream(work, lambda: self.episode.length if self.episode is not None else 0, attach, self.stop)
 
     def stop(self) -> None:
         """Interrupt a run, also in the middle of the model's generation (thread-safe)."""

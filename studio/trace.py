@@ -93,6 +93,9 @@ def decode_frame(data: str | None) -> np.ndarray | None:
     return png_to_frame(png)
 
 
+#: How the end reason of an episode its user left unfinished begins (reset, forked, tab closed).
+ABANDONED = "abandoned"
+
 #: Who wrote a token of a stored output. ``model``: sampled by the model. ``forced``: written
 #: into the turn by the policy before the model generated (the ``Thought:`` a ReAct turn starts
 #: with). ``inserted``: written by the policy between the model's pieces (the ``\nAction:`` of a

@@ -130,7 +130,7 @@ def test_model_and_user_text_is_shown_as_text_and_runs_nothing(studio) -> None:
 def test_empty_state_and_layout_at_1920(studio) -> None:
     page = open_page(studio, 1920, 1080)
     empty = page.inner_text("#as-timeline .as-empty")
-    assert "Press Step" in empty and "default model" in empty
+    assert "Press Step" in empty and "gridworld (seed 0) is ready for the react policy with the model" in empty
     step_box, timeline_box = page.locator("#as-step").bounding_box(), page.locator("#as-timeline").bounding_box()
     assert step_box["y"] < 1080 and timeline_box["x"] > step_box["x"]  # controls left, trace right, Step above the fold
     page.close()

@@ -51,7 +51,9 @@ def test_tokens_are_coloured_by_probability_or_entropy() -> None:
     low, high = token_colour(sure, "entropy"), token_colour(unsure, "entropy")
     assert float(re.findall(r"[\d.]+\)$", low)[0][:-1]) < float(re.findall(r"[\d.]+\)$", high)[0][:-1])
     html = tokens_html([sure, unsure])
-    assert html.count('class="as-tok"') == 2 and 'title="p=0.010 · logprob=-4.605 · entropy=3.900"' in html
+    assert html.count('class="as-tok"') == 2 and 'data-tip="&#x27;b&#x27; · p=0.010 · logprob=-4.605 · entropy=3.900"' in html
+    forced = tokens_html([TokenInfo(3, "Thought:", -2.0, 1.0, origin="forced")])
+    assert 'class="as-tok as-tok-forced"' in forced and "written by the policy" in forced
 
 
 def test_timeline_shows_each_step_and_an_empty_state() -> None:

@@ -43,28 +43,49 @@ def token_colour(token: TokenInfo, mode: str) -> str:
     return f"hsla({num(120 * probability, '.0f')}, 75%, 50%, 0.30)"
 
 
+ORIGIN_NOTES = {
+    "forced": "written by the policy before the model's turn",
+    "inserted": "inserted by the policy",
+    "scored": "chosen by scoring the valid actions",
+}
+
+
 def token_title(token: TokenInfo) -> str:
-    parts = [f"p={math.exp(min(token.logprob, 0.0)):.3f}", f"logprob={token.logprob:.3f}"]
+    """The hover text of a token: the token, its probability, logprob and entropy, and who wrote it."""
+    parts = [repr(token.text), f"p={math.exp(min(token.logprob, 0.0)):.3f}", f"logprob={token.logprob:.3f}"]
     if token.entropy is not None:
         parts.append(f"entropy={token.entropy:.3f}")
+    if token.origin in ORIGIN_NOTES:
+        parts.append(ORIGIN_NOTES[token.origin])
     return " · ".join(parts)
 
 
 def tokens_html(tokens: list[TokenInfo], mode: str = "logprob") -> str:
-    """Generated tokens, each coloured by its logprob or entropy, with the numbers on hover."""
+    """Tokens, each coloured by its logprob or entropy, with the numbers on hover; the ones the
+    policy wrote (not sampled by the model) are marked."""
     spans = [
-        f'<span class="as-tok" style="background:{token_colour(t, mode)}" title="{esc(token_title(t))}">{esc(t.text)}</span>'
+        f'<span class="as-tok{"" if t.origin == "model" else " as-tok-" + esc(t.origin)}" style="background:{token_colour(t, mode)}" '
+        f'data-tip="{esc(token_title(t))}">{esc(t.text)}</span>'
         for t in tokens
     ]
     return f'<span class="as-tokens">{"".join(spans)}</span>'
 
 
+def token_legend(mode: str = "logprob") -> str:
+    """What the token colours mean (shown once above the trace)."""
+    if mode == "entropy":
+        scale = '<span class="as-swatch" style="background:rgba(124,58,237,0.08)"></span> certain (0 nats) → <span class="as-swatch" style="background:rgba(124,58,237,0.68)"></span> uncertain (≥ 4 nats)'
+    else:
+        scale = '<span class="as-swatch" style="background:hsla(0,75%,50%,0.3)"></span> unlikely (p≈0) → <span class="as-swatch" style="background:hsla(120,75%,50%,0.3)"></span> likely (p≈1)'
+    return f'<div class="as-legend">Token colour: {scale} · <span class="as-tok as-tok-forced">underlined</span>: written by the policy, not sampled · hover a token for its numbers</div>'
+
+
 def output_html(raw: str, thought: str | None, action: str | None, tokens: list[TokenInfo] | None, valid: bool, invalid_reason: str | None, mode: str) -> str:
     """What a policy produced: its tokens coloured (or its text), the action, and why it was invalid."""
     if tokens:
-        generated = "".join(t.text for t in tokens)
-        # Text the policy wrote into the turn before generation (e.g. "Thought:") is shown plain.
-        written = raw[: len(raw) - len(generated)] if raw.endswith(generated) else ""
+        spelled = "".join(t.text for t in tokens)
+        # Records made before token origins: the text the policy wrote first (e.g. "Thought:") is shown plain.
+        written = "" if spelled == raw else raw[: len(raw) - len(spelled)] if raw.endswith(spelled) else ""
         body = f'<span class="as-text">{esc(written)}</span>{tokens_html(tokens, mode)}'
     else:
         body = f'<span class="as-text">{esc(raw if raw and raw != action else (thought or ""))}</span>'
@@ -76,8 +97,25 @@ def output_html(raw: str, thought: str | None, action: str | None, tokens: list[
     )
 
 
-def step_card(step: Step, selected: bool = False, mode: str = "logprob") -> str:
-    """One step of the timeline: who acted, the output, the environment's answer, the reward."""
+def live_card(live: Any, mode: str = "logprob") -> str:
+    """The step being decided: its output as far as it is written (replaced by the step card when done)."""
+    meta = [f"writing… {num(live.seconds, '.1f')} s", f"{num(len(live.tokens))} token{'' if len(live.tokens) == 1 else 's'}"]
+    if live.rows > 1:
+        meta.append(f"{num(live.rows)} outputs at once (the first shown)")
+    body = tokens_html(live.tokens, mode) if live.tokens else '<span class="as-muted">reading the prompt…</span>'
+    return (
+        f'<div class="as-step as-live" data-step="{num(live.index)}" data-live-tokens="{num(len(live.tokens))}">'
+        f'<div class="as-head"><span class="as-index">Step {num(live.index)}</span> <span class="as-meta">{" · ".join(meta)}</span></div>'
+        f'<div class="as-output"><div class="as-generated">{body}<span class="as-caret"></span></div></div></div>'
+    )
+
+
+def step_card(step: Step, selected: bool = False, mode: str = "logprob", open_observation: bool = True) -> str:
+    """One step of the timeline: who acted, the output, the environment's answer, the reward.
+
+    The observation after the step is folded unless ``open_observation`` (the newest and the
+    selected step): a trace of 30 steps is not 30 copies of a map. A fold says whether the
+    observation changed."""
     classes = "as-step" + (" as-selected" if selected else "") + ("" if step.valid else " as-invalid-step")
     seconds = step.timing.get("policy_s")
     meta = [esc(step.actor or "?"), f"reward {num(step.reward, '+g')}"]
@@ -88,26 +126,39 @@ def step_card(step: Step, selected: bool = False, mode: str = "logprob") -> str:
     if step.terminated or step.truncated:
         meta.append("terminated" if step.terminated else "truncated")
     thought = f'<div class="as-thought"><span class="as-label">Thought</span> {esc(step.thought)}</div>' if step.thought and not step.tokens else ""
+    change = "unchanged" if step.next_observation == step.observation else "changed"
+    observation = (
+        f'<div class="as-obs"><span class="as-label">Observation</span><pre>{esc(step.next_observation)}</pre></div>'
+        if open_observation
+        else f'<details class="as-obs"><summary><span class="as-label">Observation</span> {change} (show)</summary><pre>{esc(step.next_observation)}</pre></details>'
+    )
     return (
         f'<div class="{classes}" data-step="{num(step.index)}" data-policy-ms="{num(1000 * (seconds or 0), ".1f")}">'
         f'<div class="as-head"><span class="as-index">Step {num(step.index)}</span> <span class="as-meta">{" · ".join(meta)}</span></div>'
         f"{thought}{output_html(step.raw, step.thought, step.action, step.tokens, step.valid, step.invalid_reason, mode)}"
-        f'<div class="as-obs"><span class="as-label">Observation</span><pre>{esc(step.next_observation)}</pre></div>'
-        "</div>"
+        f"{observation}</div>"
     )
 
 
-EMPTY_STATE = (
-    '<div class="as-empty"><h3>Nothing has happened yet</h3>'
-    "<p>Press <b>Step</b> (or the <kbd>S</kbd> key) and the agent takes its first action: the default model "
-    "is loaded and gridworld is ready. Change the environment, seed or policy on the left, then <b>Reset</b>. "
-    "<b>Run to end</b> plays the episode; <b>Stop</b> interrupts it, also mid-generation.</p></div>"
-)
+def empty_state(episode: Episode | None) -> str:
+    """What to do first, for the episode that is open (its environment and who acts)."""
+    if episode is None:
+        ready = "no episode is open yet"
+    else:
+        model = (episode.model or {}).get("id")
+        actor = f"the {esc(episode.policy)} policy with the model {esc(model)}" if model else f"the {esc(episode.policy)} policy"
+        ready = f"<b>{esc(episode.env)}</b> (seed {num(episode.seed)}) is ready for {actor}"
+    return (
+        '<div class="as-empty"><h3>Nothing has happened yet</h3>'
+        f"<p>Press <b>Step</b> (or the <kbd>S</kbd> key) and the agent takes its first action: {ready}. "
+        "Change the environment, seed or policy on the left, then <b>Reset</b>. "
+        "<b>Run to end</b> plays the episode; <b>Stop</b> interrupts it, also mid-generation.</p></div>"
+    )
 
 
 def episode_header(episode: Episode, read_only: bool = False) -> str:
     model = (episode.model or {}).get("id")
-    status = "running" if episode.success is None else ("success" if episode.success else "failure")
+    status = "running" if not episode.done else "success" if episode.success else "failure" if episode.success is False else "ended"
     parts = [esc(episode.env), f"seed {esc(episode.seed)}", esc(episode.policy), *([esc(model)] if model else []), f"{num(episode.length)} steps", f"return {num(episode.total_return, 'g')}", status]
     if episode.end_reason:
         parts.append(esc(episode.end_reason))
@@ -118,12 +169,19 @@ def episode_header(episode: Episode, read_only: bool = False) -> str:
 
 
 def timeline_html(episode: Episode | None, selected: int | None = None, mode: str = "logprob", read_only: bool = False) -> str:
-    """The whole episode as a timeline of step cards (newest last), or the empty state."""
+    """The whole episode as a timeline of step cards (newest last) under its task, or the empty state."""
     if episode is None or not episode.steps:
-        head = episode_header(episode, read_only) if episode is not None else ""
-        return f'<div class="as-timeline">{head}{EMPTY_STATE}</div>'
-    cards = "".join(step_card(step, step.index == selected, mode) for step in episode.steps)
-    return f'<div class="as-timeline" data-steps="{num(episode.length)}">{episode_header(episode, read_only)}{cards}</div>'
+        head = episode_header(episode, read_only) + task_line(episode) if episode is not None else ""
+        return f'<div class="as-timeline">{head}{empty_state(episode)}</div>'
+    last = episode.length - 1
+    cards = "".join(step_card(step, step.index == selected, mode, step.index in (selected, last)) for step in episode.steps)
+    legend = token_legend(mode) if any(step.tokens for step in episode.steps) else ""
+    return f'<div class="as-timeline" data-steps="{num(episode.length)}">{episode_header(episode, read_only)}{task_line(episode)}{legend}{cards}</div>'
+
+
+def task_line(episode: Episode) -> str:
+    """The task, always in view above the trace (it is in the first observation only)."""
+    return f'<div class="as-task-line"><span class="as-label">Task</span> {esc(episode.instruction)}</div>' if episode.instruction else ""
 
 
 def candidate_html(title: str, candidate: Candidate | Step, mode: str) -> str:
@@ -191,9 +249,13 @@ def model_card_html(info: dict[str, Any] | None, slot: str) -> str:
     return f'<div class="as-card"><div class="as-card-title">Model {esc(slot)}</div><table>{"".join(rows)}</table></div>'
 
 
+MESSAGE_KINDS = ("error", "warning", "info", "success")
+
+
 def message_html(text: str, kind: str = "error") -> str:
-    """A one-line status message (errors in red)."""
-    return f'<div class="as-message as-{esc(kind)}">{esc(text)}</div>' if text else ""
+    """A one-line status message, coloured by kind: error (red), warning (amber), info (neutral), success (green)."""
+    kind = kind if kind in MESSAGE_KINDS else "error"
+    return f'<div class="as-message as-{kind}">{esc(text)}</div>' if text else ""
 
 
 # -- annotation ------------------------------------------------------------------------------------
@@ -238,5 +300,5 @@ def labels_html(episode: Episode | None, labels: dict[int, str], selected: int |
     for step in episode.steps:
         label = labels.get(step.index)
         badge = f'<span class="as-badge as-label-{esc(label)}">{esc(label)}</span>' if label else '<span class="as-badge as-unlabelled">unlabelled</span>'
-        cards.append(f'<div class="as-labelled">{badge}{step_card(step, step.index == selected, mode)}</div>')
+        cards.append(f'<div class="as-labelled">{badge}{step_card(step, step.index == selected, mode, step.index == selected)}</div>')
     return f'<div class="as-timeline" data-steps="{num(episode.length)}">{episode_header(episode)}{"".join(cards)}</div>'
