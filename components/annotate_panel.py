@@ -18,6 +18,7 @@ import gradio as gr
 from storage import Store
 from storage.desk import DEFAULT_TAGS, AnnotationDesk
 from storage.export import FORMATS, export
+from studio.envs.registry import BUILTIN
 from studio.errors import StudioError
 from studio.session import StudioSession
 from studio.validation import whole_number
@@ -73,25 +74,29 @@ class AnnotatePanel:
 
 
 def build() -> AnnotatePanel:
-    with gr.Row():
+    # Laid out to fit 1280×800 without scrolling: who and which pairs in one row; then the shared
+    # context (task and observation first) beside the two sides and the six decision keys.
+    with gr.Row(equal_height=False):
         name = gr.Textbox(label="Your name (kept in this browser)", placeholder="e.g. ada", scale=2, elem_id="as-annotator")
-        kind = gr.Dropdown(["", "step", "trajectory"], value="", label="Kind", scale=1)
-        env = gr.Dropdown(["", "gridworld", "household", "wikihop"], value="", label="Environment", allow_custom_value=True, scale=1)
-        source = gr.Dropdown(["", "candidates", "episodes", "manual"], value="", label="Source", scale=1)
-        refresh = gr.Button("Refresh", scale=1, elem_id="as-queue-refresh")
+        kind = gr.Dropdown(["", "step", "trajectory"], value="", label="Kind", scale=1, min_width=110)
+        env = gr.Dropdown(["", *BUILTIN], value="", label="Environment", allow_custom_value=True, scale=1, min_width=130)
+        source = gr.Dropdown(["", "candidates", "episodes", "manual"], value="", label="Source", scale=1, min_width=120)
+        refresh = gr.Button("Refresh", scale=1, elem_id="as-queue-refresh", min_width=90)
     with gr.Tabs():
         with gr.Tab("Pairs"):
-            progress = gr.HTML(elem_id="as-progress")
             with gr.Row(equal_height=False):
-                context = gr.HTML(elem_id="as-context")
-                frame = gr.Image(label="Observation frame", interactive=False, height=240, scale=0, min_width=240, elem_id="as-pair-frame")
-            with gr.Row(equal_height=False):
-                left = gr.HTML(elem_id="as-left")
-                right = gr.HTML(elem_id="as-right")
-            with gr.Row():
-                judge = [(choice, gr.Button(label, variant="primary" if choice in ("left", "right") else "secondary", elem_id=elem)) for choice, label, elem in CHOICE_BUTTONS]
-                skip = gr.Button("Skip (0)", elem_id="as-skip")
-                undo = gr.Button("Undo (U)", elem_id="as-undo")
+                with gr.Column(scale=4, min_width=300):
+                    progress = gr.HTML(elem_id="as-progress")
+                    frame = gr.Image(label="Observation frame", show_label=False, interactive=False, height=150, elem_id="as-pair-frame", buttons=["fullscreen"])
+                    context = gr.HTML(elem_id="as-context")
+                with gr.Column(scale=8, min_width=520):
+                    with gr.Row(equal_height=False):
+                        left = gr.HTML(elem_id="as-left")
+                        right = gr.HTML(elem_id="as-right")
+                    with gr.Row():
+                        judge = [(choice, gr.Button(label, variant="primary" if choice in ("left", "right") else "secondary", elem_id=elem, min_width=80)) for choice, label, elem in CHOICE_BUTTONS]
+                        skip = gr.Button("Skip (0)", elem_id="as-skip", min_width=80)
+                        undo = gr.Button("Undo (U)", elem_id="as-undo", min_width=80)
             with gr.Row():
                 rationale = gr.Textbox(label="Rationale (optional)", lines=2, scale=3, elem_id="as-rationale")
                 with gr.Column(scale=2):

@@ -100,7 +100,10 @@ def test_action_distribution_of_a_scored_step() -> None:
     step = Step(index=0, observation="", action="go east", action_logprobs={"go east": math.log(0.7), "go west": math.log(0.3)})
     figure = action_distribution_figure(step)
     assert sorted(figure.data[0].x) == [0.3, 0.7] or [round(x, 6) for x in sorted(figure.data[0].x)] == [0.3, 0.7]
-    assert list(figure.data[0].y) == ["go west", "go east"]
+    assert list(figure.layout.yaxis.ticktext) == ["go west", "go east (taken)"]  # every bar labelled, the taken one marked
+    assert list(figure.layout.yaxis.tickvals) == list(figure.data[0].y)
+    many = Step(index=0, observation="", action="a7", action_logprobs={f"a{i}": math.log(1 / 30) for i in range(30)})
+    assert len(action_distribution_figure(many).layout.yaxis.ticktext) == 30
     assert action_distribution_figure(Step(index=0, observation="", action="x")) is None
 
 

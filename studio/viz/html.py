@@ -269,16 +269,22 @@ def history_step_html(step: Step) -> str:
 
 
 def context_html(instruction: str, history: list[Step], observation: str, step_index: int | None, open_latest: int = 2) -> str:
-    """What both sides of a pair share, shown once: the task, the history (older steps folded), the observation."""
-    parts = [f'<div class="as-task"><span class="as-label">Task</span> {esc(instruction)}</div>']
+    """What both sides of a pair share, shown once and collapsible: the task and the observation
+    they answer first, then the history (the latest steps open, older ones folded)."""
+    where = f"at step {step_index}" if step_index is not None else "at the start"
+    parts = [
+        f'<div class="as-task"><span class="as-label">Task</span> {esc(instruction)}</div>',
+        f'<div class="as-obs as-now"><span class="as-label">Observation {esc(where)}</span><pre>{esc(observation)}</pre></div>',
+    ]
     if history:
         older, latest = history[:-open_latest] if len(history) > open_latest else [], history[-open_latest:]
+        steps = f"{num(len(history))} earlier step{'' if len(history) == 1 else 's'}"
+        inner = ""
         if older:
-            parts.append(f'<details class="as-history"><summary>Steps 0–{num(older[-1].index)} ({num(len(older))} earlier steps)</summary>{"".join(history_step_html(s) for s in older)}</details>')
-        parts.append(f'<div class="as-history">{"".join(history_step_html(s) for s in latest)}</div>')
-    where = f"at step {step_index}" if step_index is not None else "at the start"
-    parts.append(f'<div class="as-obs as-now"><span class="as-label">Observation {esc(where)}</span><pre>{esc(observation)}</pre></div>')
-    return f'<div class="as-context">{"".join(parts)}</div>'
+            inner += f'<details class="as-history"><summary>Steps 0–{num(older[-1].index)}</summary>{"".join(history_step_html(s) for s in older)}</details>'
+        inner += f'<div class="as-history">{"".join(history_step_html(s) for s in latest)}</div>'
+        parts.append(f'<details class="as-history"><summary>History ({steps})</summary>{inner}</details>')
+    return f'<details class="as-context-box" open><summary>Shared context</summary><div class="as-context">{"".join(parts)}</div></details>'
 
 
 def side_html(title: str, side: Any, mode: str = "logprob") -> str:

@@ -16,6 +16,11 @@ from studio.trace import Episode, Step
 from studio.viz.html import esc, num
 
 COLOURS = ("#2563eb", "#ea580c")
+#: One colour per signal (an overlaid second episode is drawn dashed in the same colours).
+SIGNAL_COLOURS = {
+    "reward": "#93c5fd", "return": "#1d4ed8", "entropy": "#7c3aed", "chosen_probability": "#16a34a",
+    "mean_logprob": "#ea580c", "policy_s": "#0891b2", "env_s": "#db2777", "tokens": "#64748b",
+}
 LAYOUT = dict(template="plotly_white", margin=dict(l=40, r=16, t=40, b=32), legend=dict(orientation="h", y=-0.08), font=dict(size=12))
 
 
@@ -51,25 +56,25 @@ def signals_figure(episode: Episode | None, overlay: Episode | None = None) -> g
     )
     episodes = [e for e in (episode, overlay) if e is not None and e.steps]
     for number, item in enumerate(episodes):
-        colour, dash = COLOURS[number], ("solid" if number == 0 else "dash")
+        dash = "solid" if number == 0 else "dash"
         label = _label(item)
         x, rewards = _series(item, "reward")
         returns, total = [], 0.0
         for value in rewards:
             total += value or 0.0
             returns.append(total)
-        figure.add_bar(x=x, y=rewards, name=f"reward · {label}", marker_color=colour, opacity=0.45, row=1, col=1)
-        figure.add_scatter(x=x, y=returns, name=f"return · {label}", line=dict(color=colour, dash=dash), row=1, col=1)
+        figure.add_bar(x=x, y=rewards, name=f"reward · {label}", marker_color=SIGNAL_COLOURS["reward"], opacity=0.8 if number == 0 else 0.45, row=1, col=1)
+        figure.add_scatter(x=x, y=returns, name=f"return · {label}", line=dict(color=SIGNAL_COLOURS["return"], dash=dash), row=1, col=1)
         for name, symbol in (("entropy", "circle"), ("chosen_probability", "diamond"), ("mean_logprob", "square")):
             xs, ys = _series(item, name)
             if any(v is not None for v in ys):
-                figure.add_scatter(x=xs, y=ys, mode="lines+markers", name=f"{name.replace('_', ' ')} · {label}", marker_symbol=symbol, line=dict(color=colour, dash=dash), row=2, col=1)
+                figure.add_scatter(x=xs, y=ys, mode="lines+markers", name=f"{name.replace('_', ' ')} · {label}", marker_symbol=symbol, line=dict(color=SIGNAL_COLOURS[name], dash=dash), row=2, col=1)
         for name, symbol in (("policy_s", "circle"), ("env_s", "x")):
             xs, ys = _series(item, name)
-            figure.add_scatter(x=xs, y=ys, mode="lines+markers", name=f"{name} · {label}", marker_symbol=symbol, line=dict(color=colour, dash=dash), row=3, col=1)
+            figure.add_scatter(x=xs, y=ys, mode="lines+markers", name=f"{name} · {label}", marker_symbol=symbol, line=dict(color=SIGNAL_COLOURS[name], dash=dash), row=3, col=1)
         xs, ys = _series(item, "tokens")
         if any(v is not None for v in ys):
-            figure.add_bar(x=xs, y=ys, name=f"tokens · {label}", marker_color=colour, opacity=0.6, row=4, col=1)
+            figure.add_bar(x=xs, y=ys, name=f"tokens · {label}", marker_color=SIGNAL_COLOURS["tokens"], opacity=0.7 if number == 0 else 0.4, row=4, col=1)
     figure.update_layout(**LAYOUT, height=720, barmode="group", showlegend=True)
     figure.update_xaxes(title_text="step", row=4, col=1, dtick=1 if episode is not None and episode.length <= 30 else None)
     if not episodes:
@@ -127,10 +132,20 @@ def action_distribution_figure(step: Step | None) -> go.Figure | None:
         return None
     ranked = sorted(step.action_logprobs.items(), key=lambda item: item[1])
     colours = [COLOURS[1] if action == step.action else COLOURS[0] for action, _ in ranked]
+    probabilities = [math.exp(v) for _, v in ranked]
     # Plotly reads a little HTML in labels: actions (model or file text) are escaped, and shown as text.
-    figure = go.Figure(go.Bar(x=[math.exp(v) for _, v in ranked], y=[esc(a) for a, _ in ranked], orientation="h", marker_color=colours))
-    figure.update_layout(**LAYOUT, height=max(220, 26 * len(ranked) + 80), title=f"step {num(step.index)}: probability of each valid action (taken in orange)")
-    figure.update_xaxes(range=[0, 1], title_text="probability")
+    # Every bar is labelled (tick text set explicitly: plotly would skip some), the taken one says so.
+    labels = [f"{esc(a)} (taken)" if a == step.action else esc(a) for a, _ in ranked]
+    positions = list(range(len(ranked)))
+    figure = go.Figure(
+        go.Bar(
+            x=probabilities, y=positions, orientation="h", marker_color=colours,
+            text=[f"{p:.3f}" for p in probabilities], textposition="outside", cliponaxis=False, hovertext=labels, hoverinfo="text+x",
+        )
+    )
+    figure.update_layout(**{**LAYOUT, "margin": dict(l=8, r=40, t=40, b=32)}, height=max(220, 24 * len(ranked) + 90), title=f"step {num(step.index)}: probability of each valid action (taken in orange)")
+    figure.update_yaxes(tickmode="array", tickvals=positions, ticktext=labels, automargin=True)
+    figure.update_xaxes(range=[0, 1.1], title_text="probability")
     return figure
 
 
