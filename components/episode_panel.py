@@ -149,7 +149,7 @@ def build(state: gr.State, sample_env: str = "gridworld") -> EpisodePanel:
                 stop = gr.Button("Stop", variant="stop", elem_id="as-stop", min_width=60)
             status = gr.HTML(elem_id="as-status")
             with gr.Row():
-                run_count = gr.Number(value=5, precision=0, minimum=1, label="N", scale=1, min_width=90)
+                run_count = gr.Number(value=5, precision=0, minimum=1, label="N", scale=1, min_width=90, elem_id="as-run-count")
                 run_n = gr.Button("Run N", scale=1, elem_id="as-run-n", min_width=70)
                 human_action = gr.Dropdown([], label="Your action (pick or type)", allow_custom_value=True, scale=3, elem_id="as-human-action", min_width=140)
                 take_action = gr.Button("Take action", scale=2, elem_id="as-take-action", min_width=90)

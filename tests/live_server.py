@@ -65,17 +65,19 @@ def running_studio(*args: str, timeout: float = 120) -> Iterator[str]:
 
 
 XSS_MODEL = ROOT / "tests" / "data" / "xss_model.json"
+SLOW_MODEL = ROOT / "tests" / "data" / "slow_model.json"
 
 
 @contextlib.contextmanager
-def studio_in_chromium(db: Path) -> Iterator[dict]:
-    """A studio whose new sessions get the scripted XSS model (fast to start), and Chromium to drive it."""
+def studio_in_chromium(db: Path, model: str = f"scripted:{XSS_MODEL}") -> Iterator[dict]:
+    """A studio whose new sessions get ``model`` in slot A (by default the scripted XSS model: fast
+    to start), and Chromium to drive it."""
     import pytest
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: run `bash scripts/setup.sh --test` (it installs Chromium)")
-    with running_studio("--model", f"scripted:{XSS_MODEL}", "--db", str(db)) as url, sync_playwright() as playwright:
+    with running_studio("--model", model, "--db", str(db), timeout=300) as url, sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
             yield {"url": url, "browser": browser, "db": db}

@@ -72,6 +72,11 @@ def test_keyboard_judging_undo_rationale_and_the_dpo_download(studio) -> None:
     start_annotating(page, "ada")
     total = int(page.inner_text("#as-progress").split(" of ")[1].split()[0])
     assert total >= 3  # the candidates' pairs were queued while stepping: no command line
+    page.set_viewport_size({"width": 1280, "height": 800})
+    page.wait_for_timeout(300)
+    for element in ("#as-left", "#as-right", "#as-judge-left", "#as-judge-right", "#as-judge-tie", "#as-judge-both", "#as-skip", "#as-undo"):
+        box = page.locator(element).bounding_box()
+        assert box["y"] >= 0 and box["y"] + box["height"] <= 800, f"{element} is not wholly in view at 1280x800: {box}"
 
     field = page.locator("#as-rationale textarea")
     field.focus()
@@ -91,6 +96,8 @@ def test_keyboard_judging_undo_rationale_and_the_dpo_download(studio) -> None:
     mine = store.preferences.annotations(annotator="ada")
     assert len(mine) == 3 and sum(r.rationale == RATIONALE for r in mine) == 1
     page.get_by_role("tab", name="Overview").click()
+    overview = page.inner_text("#as-overview")  # current without pressing its Refresh
+    assert "judgements\t3 (as shown: left 2 · right 1" in overview and "ada\t3" in overview, overview
     page.get_by_label("dpo").check()
     page.click("#as-export")
     page.locator("#as-download", has_text="Download dpo.jsonl").wait_for(timeout=30_000)

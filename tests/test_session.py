@@ -152,3 +152,48 @@ def test_attention_of_a_step_for_candidates_and_both_models(registry: ModelRegis
     scripted.step()
     with pytest.raises(StudioError, match="cannot show its attention"):
         scripted.attention(0)
+
+
+def test_left_episodes_are_marked_abandoned_never_left_running(registry: ModelRegistry, tmp_path: Path) -> None:
+    store = open_store(tmp_path / "s.db")
+    session = session_with_model(registry, sinks=[store.episodes.sink()])
+    first = session.reset()
+    session.step()
+    second = session.reset()  # a new episode: the first one was left mid-way
+    session.step()
+    session.close()  # the browser tab went away
+    stored = {e.id: store.episodes.get(e.id) for e in (first, second)}
+    assert stored[first.id].done and stored[first.id].end_reason == "abandoned: a new episode was reset"
+    assert stored[second.id].done and stored[second.id].end_reason == "abandoned: the session ended"
+    assert stored[first.id].success is None  # not a failure of the agent: nobody finished it
+
+
+def test_live_steps_hand_out_the_output_as_it_is_written(registry: ModelRegistry) -> None:
+    from studio.live import LiveOutput
+
+    session = session_with_model(registry)
+    session.reset()
+    items = list(session.step_live())
+    assert isinstance(items[0], LiveOutput) and items[0].index == 0 and items[0].tokens == []  # the card appears at once
+    steps = [i for i in items if not isinstance(i, LiveOutput)]
+    assert len(steps) == 1 and steps[0].raw == OUTPUTS[0] and session.episode.length == 1
+    taken = list(session.run_live(2))
+    assert [i.index for i in taken if not isinstance(i, LiveOutput)] == [1, 2]
+    session.open(session.episode)
+    with pytest.raises(StudioError, match="read-only"):
+        session.step_live()
+
+
+def test_a_stop_while_watching_drops_the_output(registry: ModelRegistry) -> None:
+    from studio.errors import Interrupted
+    from studio.live import LiveOutput
+
+    model = registry.add("slow", ScriptedBackend(["Thought: a long way west and then north.\nAction: go west"], token_seconds=0.01))
+    session = StudioSession(registry, model_a=model)
+    session.reset()
+    watched = session.step_live()
+    with pytest.raises(Interrupted):
+        for item in watched:
+            if isinstance(item, LiveOutput) and len(item.tokens) >= 5:
+                session.stop()
+    assert session.episode.length == 0

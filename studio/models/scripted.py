@@ -4,11 +4,13 @@ Use it to demo the studio without a model, to reproduce a policy bug from a logg
 output, or to test panels deterministically. Each ``generate`` call returns the next
 scripted text (``n`` times, cycling); ``score`` prefers continuations listed in
 ``preferences`` and otherwise shorter ones. Token-level data is made up per character
-(logprob -0.1, entropy 1.0) so the views have something to show.
+(logprob -0.1, entropy 1.0) so the views have something to show. ``token_seconds`` replays
+at a model's pace (live steps, Stop), e.g. ``{"outputs": [...], "token_seconds": 0.05}``.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable
 
 import numpy as np
@@ -20,9 +22,11 @@ from studio.trace import TokenInfo
 class ScriptedBackend:
     """Replays ``outputs`` in order (cycling)."""
 
-    def __init__(self, outputs: list[str], preferences: list[str] | None = None, name: str = "scripted") -> None:
+    def __init__(self, outputs: list[str], preferences: list[str] | None = None, name: str = "scripted", token_seconds: float = 0.0) -> None:
         if not outputs:
             raise ValueError("a scripted backend needs at least one output")
+        #: Seconds per token: replay at a model's pace (a demo of live steps; Stop interrupts between tokens).
+        self.token_seconds = float(token_seconds)
         self.outputs = list(outputs)
         self.preferences = list(preferences or [])
         self.name = name
@@ -80,11 +84,23 @@ class ScriptedBackend:
                 if marker and marker in text:
                     text, finish = text[: text.index(marker)], "stop"
             tokens = self._tokens(text)
-            for token in tokens if on_token is not None else []:
-                on_token(row, token)
+            if self.token_seconds or on_token is not None:
+                tokens, finish = self._replay(row, tokens, finish, on_token, should_stop)
+                text = "".join(t.text for t in tokens)
             generations.append(Generation(text=text, tokens=tokens, finish_reason=finish))
         prompt = len(self.encode(messages, assistant_prefix)[0])
         return GenerateResult(generations=generations, cache=CacheStats(prompt_tokens=prompt, encoded_tokens=prompt), timing={"total_s": 0.0})
+
+    def _replay(self, row: int, tokens: list[TokenInfo], finish: str, on_token: Any, should_stop: Any) -> tuple[list[TokenInfo], str]:
+        """Hand out tokens one by one at ``token_seconds`` each; a Stop cuts the output there."""
+        for count, token in enumerate(tokens):
+            if should_stop is not None and should_stop():
+                return tokens[:count], "interrupted"
+            if self.token_seconds:
+                time.sleep(self.token_seconds)
+            if on_token is not None:
+                on_token(row, token)
+        return tokens, finish
 
     def score(
         self,
@@ -127,4 +143,7 @@ def load_scripted(path: str) -> ScriptedBackend:
     outputs, preferences = (data, None) if isinstance(data, list) else (data.get("outputs"), data.get("preferences")) if isinstance(data, dict) else (None, None)
     if not outputs or not all(isinstance(o, str) for o in outputs):
         raise StudioError(f"The scripted model {file} needs a non-empty list of output strings.")
-    return ScriptedBackend(list(outputs), preferences=preferences, name=f"scripted:{file.name}")
+    pace = data.get("token_seconds", 0.0) if isinstance(data, dict) else 0.0
+    if not isinstance(pace, (int, float)) or isinstance(pace, bool) or not 0 <= pace <= 1:
+        raise StudioError(f"The scripted model {file}: token_seconds must be a number from 0 to 1.")
+    return ScriptedBackend(list(outputs), preferences=preferences, name=f"scripted:{file.name}", token_seconds=pace)
