@@ -162,7 +162,7 @@ def build(state: gr.State, sample_env: str = "gridworld") -> EpisodePanel:
                 action_mode = gr.Radio(["generate", "score"], value="generate", label="Action mode", scale=2, min_width=170)
             with gr.Accordion("Sampling", open=False):
                 with gr.Row():
-                    temperature = gr.Slider(0, 2, value=0.0, step=0.05, label="Temperature (0 = greedy)")
+                    temperature = gr.Slider(0, 2, value=0.0, step=0.05, label="Temperature (0 = greedy)", elem_id="as-temperature")
                     top_p = gr.Slider(0.05, 1, value=0.95, step=0.05, label="Top-p")
                 with gr.Row():
                     max_new_tokens = gr.Slider(8, 256, value=64, step=8, label="Max new tokens")
@@ -256,30 +256,25 @@ def wire(panel: EpisodePanel, state: gr.State, render: Render) -> None:
         return f"Forked at step {forked.forked_at}: the next step is a new step {forked.forked_at}."
 
     # Stepping streams: the step being written shows in the live card, the frame, observation
-    # and trace stay on screen (no progress overlay), and only the controls that must wait are off.
-    controls = [panel.reset, panel.step, panel.run_n, panel.run_all, panel.take_action, panel.fork]
-    streamed = [state, *render.outputs, panel.live, *controls]
+    # and trace stay on screen (no progress overlay). While a live card is on screen the controls
+    # that must wait are off (assets/studio.css and the S key check it): no round trip to turn
+    # them off and on again.
+    streamed = [state, *render.outputs, panel.live]
     unchanged = [gr.skip()] * len(render.outputs)
-
-    def busy() -> list[Any]:
-        return [gr.Button(interactive=False) for _ in controls]
-
-    def idle() -> list[Any]:
-        return [gr.Button(interactive=True) for _ in controls]
 
     def watch(session: StudioSession, mode: str, start: Callable[[], Iterator[Any]], several: bool = True) -> Iterator[list[Any]]:
         note, kind = "", "info"
         try:
             for item in start():
                 if isinstance(item, LiveOutput):
-                    yield [gr.skip(), *unchanged, live_card(item, mode), *busy()]
+                    yield [gr.skip(), *unchanged, live_card(item, mode)]
                 else:
                     note, kind = _step_note(item), "info" if item.valid else "warning"
                     if several:  # a run shows each step as it comes; a single step shows once, ready for the next
-                        yield [session, *render(session, note, kind, None, mode), "", *busy()]
-            yield [session, *render(session, note, kind, None, mode), "", *idle()]
+                        yield [session, *render(session, note, kind, None, mode), gr.skip()]
+            yield [session, *render(session, note, kind, None, mode), ""]
         except StudioError as exc:
-            yield [session, *render(session, str(exc), _kind(exc), None, mode), "", *idle()]
+            yield [session, *render(session, str(exc), _kind(exc), None, mode), ""]
 
     def step_watched(session: StudioSession, mode: str, *values: Any) -> Iterator[list[Any]]:
         def start() -> Iterator[Any]:

@@ -26,6 +26,7 @@ document.addEventListener("keydown", (event) => {
   const typing = target && (["INPUT", "TEXTAREA", "SELECT"].includes(target.tagName) || target.isContentEditable);
   if (typing && event.key === "Escape") { target.blur(); return; }  // Esc leaves a text field
   if (typing || event.ctrlKey || event.metaKey || event.altKey) return;
+  if (document.querySelector("#as-live .as-live") && event.key.toLowerCase() === "s") return;  // a step is being written
   for (const id of AS_KEYS[event.key.toLowerCase()] || []) {
     const button = document.getElementById(id);
     if (button && button.offsetParent !== null && !button.disabled) { event.preventDefault(); button.click(); return; }

@@ -38,10 +38,11 @@ class LiveOutput:
 class _Watch:
     """Collects tokens from the policy's thread; snapshots for the reader's thread."""
 
-    def __init__(self, index: int) -> None:
+    def __init__(self, index: int, feed: queue.Queue) -> None:
         self.lock = threading.Lock()
         self.live = LiveOutput(index)
         self.version = 0
+        self.feed = feed
 
     def token(self, row: int, token: TokenInfo) -> None:
         with self.lock:
@@ -49,6 +50,7 @@ class _Watch:
             if row == 0:
                 self.live.tokens.append(token)
             self.version += 1
+        self.feed.put(("token", None))  # wakes the reader: the first token shows at once
 
     def next_step(self, index: int) -> None:
         with self.lock:
@@ -75,8 +77,8 @@ def stream(
     before it. If the caller stops reading (the browser went away), ``stop()`` interrupts the
     work and this waits for it, so nothing keeps running unseen.
     """
-    watch = _Watch(next_index())
     feed: queue.Queue[tuple[str, object]] = queue.Queue()
+    watch = _Watch(next_index(), feed)
 
     def worker() -> None:
         attach(watch.token)
@@ -92,17 +94,20 @@ def stream(
 
     thread = threading.Thread(target=worker, name="studio-step", daemon=True)
     thread.start()
-    shown, finished = -1, False
+    finished, shown_version, shown_at, shown_tokens = False, 0, time.perf_counter(), False
     try:
         yield watch.snapshot()[1]  # the card appears at once, before the first token
-        shown = 0
         while True:
+            # Wake at once for a token, but redraw at most every ``interval`` seconds.
+            wait = interval - (time.perf_counter() - shown_at) if shown_tokens else 0.0  # the first token: at once
+            pending = watch.snapshot()[0] != shown_version
             try:
-                kind, item = feed.get(timeout=interval)
+                kind, item = feed.get(timeout=max(wait, 0.0) if pending else 1.0)
             except queue.Empty:
                 kind, item = "", None
             if kind == "step":
                 yield item  # type: ignore[misc]
+                shown_at, shown_tokens = time.perf_counter(), False
             elif kind == "error":
                 raise item  # type: ignore[misc]
             elif kind == "done":
@@ -110,10 +115,19 @@ def stream(
                 return
             version, live = watch.snapshot()
             # A card with no token yet after a step could be a step that never comes (the run ended).
-            if version != shown and feed.empty() and live.tokens:
-                shown = version
+            due = not shown_tokens or time.perf_counter() - shown_at >= interval
+            if version != shown_version and live.tokens and due and _only_tokens(feed):
+                shown_version, shown_at, shown_tokens = version, time.perf_counter(), True
                 yield live
+            elif version != shown_version and not live.tokens:
+                shown_version = version
     finally:
         if not finished:
             stop()
         thread.join()
+
+
+def _only_tokens(feed: queue.Queue) -> bool:
+    """Whether nothing but token wake-ups waits in ``feed`` (a finished step goes first)."""
+    with feed.mutex:
+        return all(kind == "token" for kind, _ in feed.queue)

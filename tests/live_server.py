@@ -6,6 +6,7 @@ import contextlib
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -25,6 +26,16 @@ CHROMIUM_ARGS = [
 ]
 
 
+#: Where each running studio (by URL) writes its output: tests print its tail when they fail.
+LOGS: dict[str, Path] = {}
+
+
+def server_log(url: str, chars: int = 3000) -> str:
+    """The last ``chars`` characters the studio at ``url`` printed."""
+    path = LOGS.get(url)
+    return path.read_text(errors="replace")[-chars:] if path is not None and path.exists() else ""
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -35,19 +46,16 @@ def free_port() -> int:
 def running_studio(*args: str, timeout: float = 120) -> Iterator[str]:
     """Start ``app.py serve`` on a free port; yield its URL; stop it (by its own pid)."""
     port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "app.py", "serve", "--port", str(port), *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    # The server's output goes to a file, never an unread pipe (a full pipe would block the server).
+    log = tempfile.NamedTemporaryFile("w+", prefix="agent-studio-server-", suffix=".log", delete=False)
+    server = subprocess.Popen([sys.executable, "app.py", "serve", "--port", str(port), *args], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}/"
+    LOGS[url] = Path(log.name)
     try:
         deadline = time.time() + timeout
         while True:
             if server.poll() is not None:
-                raise RuntimeError(f"studio exited early:\n{server.stdout.read() if server.stdout else ''}")
+                raise RuntimeError(f"studio exited early:\n{Path(log.name).read_text(errors='replace')[-4000:]}")
             try:
                 urllib.request.urlopen(url, timeout=2).close()
                 break
@@ -62,6 +70,7 @@ def running_studio(*args: str, timeout: float = 120) -> Iterator[str]:
             server.wait(timeout=20)
         except subprocess.TimeoutExpired:
             server.kill()
+        log.close()
 
 
 XSS_MODEL = ROOT / "tests" / "data" / "xss_model.json"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from storage import open_store
-from tests.live_server import studio_in_chromium
+from tests.live_server import server_log, studio_in_chromium
 
 pytestmark = pytest.mark.browser
 RATIONALE = '<img src=x onerror="window.__xss=5"> <b>left</b> reaches the key & stays'
@@ -26,15 +26,26 @@ def new_page(studio):
     return page
 
 
-def sample_candidates(page, steps: int) -> None:
+def sample_candidates(page, steps: int, candidates: int = 3) -> None:
     """As a new user would: K = 3 candidates in the episode panel, then Step."""
     page.get_by_text("Sampling").click()
     box = page.locator("#as-candidates input[type=number]")
-    box.fill("3")
-    box.press("Enter")
+    # K > 1 turns sampling on (a round trip): once the temperature shows it, the page holds K. A box
+    # filled the instant the accordion opens may not be listened to yet: type again until it is.
+    for _attempt in range(5):
+        box.fill(str(candidates))
+        box.press("Enter")
+        try:
+            page.wait_for_function("document.querySelector('#as-temperature input[type=number]').value === '0.7'", timeout=6_000)
+            break
+        except Exception:  # noqa: BLE001 - try again; the assertion after the steps says what happened
+            continue
     for count in range(1, steps + 1):
         page.click("#as-step")
         page.wait_for_function(f"document.querySelectorAll('#as-timeline .as-step').length === {count}", timeout=60_000)
+    status = page.inner_text("#as-status")
+    assert "error" not in page.inner_html("#as-status"), f"{status}\n{server_log(page.url)}"
+    assert page.locator("#as-timeline .as-step .as-meta", has_text=f"{candidates} outputs").count() == steps, page.inner_text("#as-timeline")
 
 
 def start_annotating(page, name: str) -> None:
@@ -71,7 +82,7 @@ def test_keyboard_judging_undo_rationale_and_the_dpo_download(studio) -> None:
     sample_candidates(page, 3)
     start_annotating(page, "ada")
     total = int(page.inner_text("#as-progress").split(" of ")[1].split()[0])
-    assert total >= 3  # the candidates' pairs were queued while stepping: no command line
+    assert total >= 3, server_log(page.url)  # the candidates' pairs were queued while stepping: no command line
     page.set_viewport_size({"width": 1280, "height": 800})
     page.wait_for_timeout(300)
     for element in ("#as-left", "#as-right", "#as-judge-left", "#as-judge-right", "#as-judge-tie", "#as-judge-both", "#as-skip", "#as-undo"):

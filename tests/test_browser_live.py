@@ -36,6 +36,7 @@ def test_a_step_of_the_default_model_streams_with_the_frame_in_view(default_stud
     assert page.locator("#as-timeline .as-step").count() == 0
     assert page.locator("#as-frame img").is_visible()
     assert in_view(page, "#as-live .as-live", "#as-trace")  # the card being written is where the user looks
+    assert page.evaluate("getComputedStyle(document.querySelector('#as-step')).pointerEvents") == "none"  # Step waits
     wait_steps(page, 1)
     assert page.locator("#as-frame img").is_visible()
     assert page.locator("#as-live .as-live").count() == 0  # the live card became the step card
@@ -45,7 +46,7 @@ def test_a_step_of_the_default_model_streams_with_the_frame_in_view(default_stud
     page.locator("#as-run-count input").fill("3")
     page.click("#as-run-n")
     wait_steps(page, 4)
-    page.wait_for_function("!document.querySelector('#as-run-n').disabled", timeout=30_000)
+    page.wait_for_function("!document.querySelector('#as-live .as-live')", timeout=30_000)
     assert in_view(page, "#as-timeline .as-step[data-step='3']", "#as-trace")
 
     # Clicking a card selects that step.

@@ -89,6 +89,8 @@ class ReActPolicy:
         #: Sees each token of the outputs being written, as it comes: ``(row, token)``. Set by
         #: whoever shows the step live (the studio session); None when nobody watches.
         self.token_listener: Callable[[int, TokenInfo], None] | None = None
+        self._act_started = time.perf_counter()
+        self._first_token_s: float | None = None
 
     @property
     def needs_frames(self) -> bool:
@@ -205,6 +207,7 @@ class ReActPolicy:
         # A fixed seed must not give every step the same random draws: derive one per step.
         step_seed = None if base_seed is None else (base_seed * 1_000_003 + self.episode_seed * 10_007 + observation.step_index) % 2**63
         self.step_sampling = replace(self.config.sampling, seed=step_seed)
+        self._act_started = time.perf_counter()
         messages = self._fit(episode, observation)
         images = [observation.frame] if self.backend.capabilities.images and observation.frame is not None else None
         if self.config.action_mode == "score" and observation.valid_actions:
@@ -231,6 +234,8 @@ class ReActPolicy:
             forced, prompt_cache = _token_records(scored, 0, assistant_prefix, "forced"), scored.cache
         for token in forced:
             self._tell(0, token)
+        # The forced prefix is the first thing a live view shows: the model's time to it.
+        self._first_token_s = time.perf_counter() - self._act_started if forced else None
         result = self.backend.generate(
             messages,
             n=self.config.candidates,
@@ -256,9 +261,11 @@ class ReActPolicy:
         result = self.backend.score(messages, [text], images=images, session=self.session, assistant_prefix=before)
         return _token_records(result, 0, text, origin)
 
-    @staticmethod
-    def _stats(result: GenerateResult) -> tuple[dict[str, float], dict[str, Any]]:
+    def _stats(self, result: GenerateResult) -> tuple[dict[str, float], dict[str, Any]]:
         timing = {f"generate_{k}": v for k, v in result.timing.items()}
+        first = self._first_token_s if self._first_token_s is not None else result.timing.get("first_token_s")
+        if first is not None:
+            timing["first_token_s"] = first  # from the start of the step to its first token
         extra = {"cache": result.cache.to_dict(), "finish_reasons": [g.finish_reason for g in result.generations]}
         return timing, extra
 

@@ -133,7 +133,8 @@ def step_card(step: Step, selected: bool = False, mode: str = "logprob", open_ob
         else f'<details class="as-obs"><summary><span class="as-label">Observation</span> {change} (show)</summary><pre>{esc(step.next_observation)}</pre></details>'
     )
     return (
-        f'<div class="{classes}" data-step="{num(step.index)}" data-policy-ms="{num(1000 * (seconds or 0), ".1f")}">'
+        f'<div class="{classes}" data-step="{num(step.index)}" data-policy-ms="{num(1000 * (seconds or 0), ".1f")}" '
+        f'data-first-token-ms="{num(1000 * step.timing.get("first_token_s", 0.0), ".1f")}">'
         f'<div class="as-head"><span class="as-index">Step {num(step.index)}</span> <span class="as-meta">{" · ".join(meta)}</span></div>'
         f"{thought}{output_html(step.raw, step.thought, step.action, step.tokens, step.valid, step.invalid_reason, mode)}"
         f"{observation}</div>"
@@ -176,7 +177,8 @@ def timeline_html(episode: Episode | None, selected: int | None = None, mode: st
     last = episode.length - 1
     cards = "".join(step_card(step, step.index == selected, mode, step.index in (selected, last)) for step in episode.steps)
     legend = token_legend(mode) if any(step.tokens for step in episode.steps) else ""
-    return f'<div class="as-timeline" data-steps="{num(episode.length)}">{episode_header(episode, read_only)}{task_line(episode)}{legend}{cards}</div>'
+    head = f'<div class="as-trace-head">{episode_header(episode, read_only)}{task_line(episode)}{legend}</div>'  # stays in view (sticky)
+    return f'<div class="as-timeline" data-steps="{num(episode.length)}">{head}{cards}</div>'
 
 
 def task_line(episode: Episode) -> str:
