@@ -119,7 +119,7 @@ class TokenInfo:
     """Log-probability the model gave this token at its position (raw distribution: temperature 1, no top-p)."""
     entropy: float | None = None
     """Entropy (nats) of the model's next-token distribution at this position (None where not computed)."""
-    origin: str = field(default="model", metadata=limits(pattern=re.compile("|".join(TOKEN_ORIGINS))))
+    origin: str = field(default="model", metadata=limits(pattern=re.compile("|".join(TOKEN_ORIGINS)), expected=f"expected one of {', '.join(TOKEN_ORIGINS)}"))
     """Who wrote it: one of :data:`TOKEN_ORIGINS`."""
 
     @property

@@ -55,7 +55,7 @@ ID_PATTERN = re.compile(r"[A-Za-z0-9_\-]{1,32}")
 def limits(**metadata: Any) -> dict[str, Any]:
     """Field metadata for a record field: ``max_length``, ``minimum``, ``maximum``, ``max_items``,
     ``pattern`` (a compiled regex the whole text must match), ``datetime`` (ISO-8601 text),
-    ``negative_infinity`` (a log-probability may be -inf)."""
+    ``negative_infinity`` (a log-probability may be -inf), ``expected`` (what a ``pattern`` wants, for messages)."""
     return metadata
 
 
@@ -160,7 +160,7 @@ def _check_text(value: Any, where: str, meta: typing.Mapping[str, Any]) -> None:
         fail(where, f"is longer than {longest:,} characters")
     pattern = meta.get("pattern")
     if pattern is not None and not pattern.fullmatch(value):
-        fail(where, "expected letters, digits, '_' or '-' (at most 32)")
+        fail(where, meta.get("expected", "expected letters, digits, '_' or '-' (at most 32)"))
     if meta.get("datetime"):
         try:
             datetime.fromisoformat(value)

@@ -19,7 +19,7 @@ from tests.store_helpers import run_react
 
 pytestmark = pytest.mark.browser
 MARKUP = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>'
-KEEP = {"id", "parent_id", "started_at", "ended_at", "frame", "state", "schema_version"}
+KEEP = {"id", "parent_id", "started_at", "ended_at", "frame", "state", "schema_version", "origin"}
 
 
 def poison(value, key: str = ""):

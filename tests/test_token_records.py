@@ -114,3 +114,14 @@ def test_the_policy_written_ranges_and_the_action_span(tiny) -> None:
     with pytest.raises(StudioError, match="no action"):
         amap.aggregate("mean", span="action")  # no "Action:": no action span, never all tokens
     assert len(amap.span_rows["generated"]) == len(amap.rows) and amap.rows[0] >= amap.prompt_length
+
+
+def test_an_unknown_token_origin_in_a_file_is_one_line() -> None:
+    from studio.errors import StudioError
+    from studio.trace import Episode, Step, TokenInfo
+
+    episode = Episode(env="gridworld", seed=0, steps=[Step(index=0, observation="o", action="a", raw="a", tokens=[TokenInfo(1, "a", -0.1, origin="model")])])
+    data = episode.to_dict()
+    data["steps"][0]["tokens"][0]["origin"] = "<b>me</b>"
+    with pytest.raises(StudioError, match="origin: expected one of model, forced, inserted, scored"):
+        Episode.from_dict(data).validate()
