@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from studio.models.base import TokenListener
 from studio.trace import Step, TokenInfo
 
 
@@ -66,7 +67,7 @@ class _Watch:
 def stream(
     work: Callable[[], Iterator[Step]],
     next_index: Callable[[], int],
-    attach: Callable[[Callable[[int, TokenInfo], None] | None], None],
+    attach: Callable[[TokenListener | None], None],
     stop: Callable[[], None],
     interval: float = 0.08,
 ) -> Iterator[LiveOutput | Step]:
@@ -100,7 +101,7 @@ def stream(
         while True:
             # Wake at once for a token, but redraw at most every ``interval`` seconds.
             wait = interval - (time.perf_counter() - shown_at) if shown_tokens else 0.0  # the first token: at once
-            pending = watch.snapshot()[0] != shown_version
+            pending = watch.version != shown_version  # an int read: no copy of the tokens
             try:
                 kind, item = feed.get(timeout=max(wait, 0.0) if pending else 1.0)
             except queue.Empty:

@@ -26,12 +26,12 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from typing import Any
 
 from studio.agents.base import Decision, Observation, StopCheck, never_stop
 from studio.agents.parsing import parse_react
 from studio.envs.base import StudioEnv
-from studio.models.base import Backend, GenerateResult, Generation, PrefixSession, SamplingParams
+from studio.models.base import Backend, CacheStats, GenerateResult, Generation, PrefixSession, SamplingParams, TokenListener
 from studio.trace import Candidate, Episode, Step, TokenInfo
 
 # Written as a description, not a template: small models copy a template's placeholders verbatim.
@@ -88,7 +88,7 @@ class ReActPolicy:
         self.step_sampling = self.config.sampling
         #: Sees each token of the outputs being written, as it comes: ``(row, token)``. Set by
         #: whoever shows the step live (the studio session); None when nobody watches.
-        self.token_listener: Callable[[int, TokenInfo], None] | None = None
+        self.token_listener: TokenListener | None = None
         self._act_started = time.perf_counter()
         self._first_token_s: float | None = None
 
@@ -227,13 +227,7 @@ class ReActPolicy:
     def _generate(self, messages, images, should_stop, stop, assistant_prefix="") -> tuple[GenerateResult, list[TokenInfo]]:
         """Sample the turn after ``assistant_prefix``; also the prefix's own tokens, with the
         model's logprobs (the policy wrote them: marked ``forced``)."""
-        forced: list[TokenInfo] = []
-        prompt_cache = None
-        if assistant_prefix:
-            scored = self.backend.score(messages, [assistant_prefix], images=images, session=self.session)
-            forced, prompt_cache = _token_records(scored, 0, assistant_prefix, "forced"), scored.cache
-        for token in forced:
-            self._tell(0, token)
+        forced, prompt_cache = self._written(messages, images, assistant_prefix, "", "forced") if assistant_prefix else ([], None)
         # The forced prefix is the first thing a live view shows: the model's time to it.
         self._first_token_s = time.perf_counter() - self._act_started if forced else None
         result = self.backend.generate(
@@ -255,11 +249,16 @@ class ReActPolicy:
         if self.token_listener is not None:
             self.token_listener(row, token)
 
-    def _written(self, messages, images, text: str, before: str, origin: str) -> list[TokenInfo]:
+    def _written(self, messages, images, text: str, before: str, origin: str, shown: bool = True) -> tuple[list[TokenInfo], CacheStats | None]:
         """The tokens of ``text``, which the policy writes into the turn after ``before``, with
-        the model's log-probabilities of them there (one scoring pass over the cached prompt)."""
+        the model's log-probabilities of them there (one scoring pass over the cached prompt),
+        and how much of the prompt that pass found cached. ``shown``: they go to the live view
+        as the first output's next tokens."""
         result = self.backend.score(messages, [text], images=images, session=self.session, assistant_prefix=before)
-        return _token_records(result, 0, text, origin)
+        tokens = _token_records(result, 0, text, origin)
+        for token in tokens if shown else []:
+            self._tell(0, token)
+        return tokens, result.cache
 
     def _stats(self, result: GenerateResult) -> tuple[dict[str, float], dict[str, Any]]:
         timing = {f"generate_{k}": v for k, v in result.timing.items()}
@@ -317,9 +316,7 @@ class ReActPolicy:
         tokens are all three, in order (the inserted ones marked), so they spell the text.
         """
         marker = _action_marker(text)
-        inserted = self._written(messages, images, marker, text, "inserted")
-        for token in inserted:
-            self._tell(0, token)
+        inserted, _cache = self._written(messages, images, marker, text, "inserted")
         sampling = SamplingParams(temperature=0.0, top_p=1.0, max_new_tokens=32)
         listener = (lambda _row, token: self._tell(0, token)) if self.token_listener is not None else None
         follow = self.backend.generate(messages, sampling=sampling, stop=["\n"], images=images, session=self.session, assistant_prefix=text + marker, on_token=listener)
@@ -363,7 +360,7 @@ class ReActPolicy:
         started = time.perf_counter()
         before = THOUGHT + generation.text
         marker = _action_marker(before)
-        inserted = self._written(messages, images, marker, before, "inserted")
+        inserted, _cache = self._written(messages, images, marker, before, "inserted", shown=False)
         continuations = [f" {a}" for a in valid_actions]
         result = self.backend.score(messages, continuations, images=images, session=self.session, assistant_prefix=before + marker, end_with_eos=True)
         totals = dict(zip(valid_actions, result.totals))

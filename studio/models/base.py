@@ -20,6 +20,8 @@ from studio.trace import TokenInfo
 
 #: A chat message: ``{"role": "system"|"user"|"assistant", "content": str}``.
 Message = dict[str, Any]
+#: Called with (row, token) as each generated token is drawn: a live view of the generation.
+TokenListener = Callable[[int, TokenInfo], None]
 #: Called during loading with (fraction done 0..1, what is happening).
 ProgressCallback = Callable[[float, str], None]
 
@@ -168,7 +170,7 @@ class Backend(Protocol):
         session: PrefixSession | None = None,
         should_stop: Callable[[], bool] | None = None,
         assistant_prefix: str = "",
-        on_token: Callable[[int, TokenInfo], None] | None = None,
+        on_token: TokenListener | None = None,
     ) -> GenerateResult:
         """Sample ``n`` continuations of the chat (batched, sharing the prompt's cache).
 

@@ -45,6 +45,7 @@ from studio.models.base import (
     ProgressCallback,
     SamplingParams,
     ScoreResult,
+    TokenListener,
     no_progress,
 )
 from studio.trace import TokenInfo
@@ -170,10 +171,6 @@ class TokenTexts:
     def texts(self, tokens: list[int]) -> list[str]:
         """The texts of a whole sequence (a fresh instance's pushes)."""
         return [self.push(t) for t in tokens]
-
-
-#: Called with (row, token) as each generated token is drawn: a live view of the generation.
-TokenListener = Callable[[int, TokenInfo], None]
 
 
 class TransformersBackend:

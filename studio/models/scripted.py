@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from studio.models.base import CacheStats, Capabilities, Generation, GenerateResult, Message, PrefixSession, SamplingParams, ScoreResult
+from studio.models.base import CacheStats, Capabilities, Generation, GenerateResult, Message, PrefixSession, SamplingParams, ScoreResult, TokenListener
 from studio.trace import TokenInfo
 
 
@@ -71,7 +71,7 @@ class ScriptedBackend:
         session: PrefixSession | None = None,
         should_stop: Callable[[], bool] | None = None,
         assistant_prefix: str = "",
-        on_token: Callable[[int, TokenInfo], None] | None = None,
+        on_token: TokenListener | None = None,
     ) -> GenerateResult:
         generations = []
         for row in range(n):
