@@ -22,7 +22,7 @@ from studio.envs.registry import BUILTIN
 from studio.errors import StudioError
 from studio.session import StudioSession
 from studio.validation import whole_number
-from studio.viz.html import context_html, esc, labels_html, message_html, num, side_html
+from studio.viz.html import context_html, esc, labels_html, message_html, num, plural, side_html
 
 CHOICE_BUTTONS = [("left", "Left is better (1)", "as-judge-left"), ("right", "Right is better (2)", "as-judge-right"), ("tie", "Tie (3)", "as-judge-tie"), ("both_bad", "Both bad (4)", "as-judge-both")]
 LABEL_BUTTONS = [("good", "Good (G)", "as-label-good"), ("neutral", "Neutral (N)", "as-label-neutral"), ("bad", "Bad (B)", "as-label-bad")]
@@ -143,11 +143,6 @@ def render_pair(desk: AnnotationDesk, message: str = "", kind: str = "info") -> 
         return [progress, f'<div class="as-empty">{esc(note)}</div>', None, "", "", message_html(message, kind), *cleared]
     context = context_html(item.instruction, item.history, item.observation, item.step_index)
     return [progress, context, item.frame, side_html("Left", item.left), side_html("Right", item.right), message_html(message, kind), *cleared]
-
-
-def plural(count: int, noun: str) -> str:
-    """``1 record``, ``2 records``."""
-    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def overview_html(store: Store) -> str:

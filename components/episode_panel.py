@@ -7,6 +7,7 @@ and render what it holds. Errors become a readable line in the panel; the app ke
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -358,8 +359,6 @@ def renewed_outputs(panel: EpisodePanel) -> list[Any]:
 
 def renewed_values(panel: EpisodePanel, session: StudioSession) -> list[Any]:
     """Values for :func:`renewed_outputs`: empty attention, the shown episode's environment, options and seed."""
-    import json
-
     episode = session.episode
     if episode is None:
         return [*panel.attention.cleared(), gr.skip(), gr.skip(), gr.skip()]

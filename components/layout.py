@@ -20,7 +20,7 @@ from storage.preferences import CandidatePairSink
 from studio.errors import StudioError
 from studio.models.access import ModelAccess
 from studio.session import EpisodeSettings, StudioSession
-from studio.viz.html import message_html
+from studio.viz.html import message_html, plural
 
 TITLE = "Agent Studio"
 TAGLINE = "Watch agents act, look inside their decisions, and turn what you see into training data."
@@ -48,7 +48,7 @@ class Renderer:
     def __call__(self, session: StudioSession, message: str = "", kind: str = "error", selected: int | None = None, mode: str = "logprob") -> list[Any]:
         # Figures cost tens of milliseconds to build and to draw: only while the Plots tab is open.
         plots = self.plots.render(session, self.store) if session.plots_visible else [gr.skip()] * len(self.plots.outputs)
-        # The header's count follows every action that stores (one indexed count).
+        # The header's count follows every action that stores (one count over the episodes table).
         return [*self.episode.render(session, message, kind, selected, mode), *plots, _database_line(self.store)]
 
 
@@ -127,8 +127,7 @@ def _only_named_endpoints(app: gr.Blocks) -> None:
 def _database_line(store: Store | None) -> str:
     if store is None:
         return "Episodes are not stored (no database)."
-    stored = store.episodes.count()["episodes"]
-    return f"Database `{store.url}` · {stored} episode{'' if stored == 1 else 's'} stored"
+    return f"Database `{store.url}` · {plural(store.episodes.count_episodes(), 'episode')} stored"
 
 
 def _wire_browser(panel: browser_panel.BrowserPanel, state: gr.State, render: Renderer, tabs: gr.Tabs, store: Store | None, episode: episode_panel.EpisodePanel) -> None:

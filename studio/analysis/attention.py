@@ -76,8 +76,7 @@ class AttentionMap:
             return list(range(len(self.rows)))
         chosen = self.span_rows[span]
         if not chosen:
-            what = 'no action (the model wrote no "Action:")' if span == "action" else f"no {span} tokens of the model's own"
-            raise StudioError(f"This output has {what}: look at another span.")
+            raise missing_span(span)
         return chosen
 
     def aggregate(self, mode: str = "mean", layer: int | None = None, head: int | None = None, span: str | None = None) -> np.ndarray:
@@ -233,6 +232,12 @@ def assign_segments(offsets: list[tuple[int, int] | None], parts: PromptParts, i
                 break
     segments["image"] = list(image_positions)
     return segments
+
+
+def missing_span(span: str) -> StudioError:
+    """The error for an output that has no tokens of the model's own in ``span``."""
+    what = 'no action (the model wrote no "Action:")' if span == "action" else f"no {span} tokens of the model's own"
+    return StudioError(f"This output has {what}: look at another span.")
 
 
 def query_rows(output_offsets: list[tuple[int, int]], output_text: str, span: str, first_position: int, written: list[tuple[int, int]] = ()) -> list[int]:

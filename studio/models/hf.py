@@ -538,7 +538,7 @@ class TransformersBackend:
         (``action``, ``thought`` or ``generated``) for every layer and head. ``written``: the
         character ranges of ``output`` the policy wrote (in no span).
         """
-        from studio.analysis.attention import AttentionMap, ROLLOUT_MAX_TOKENS, assign_segments, capture_rows, locate_parts, query_rows
+        from studio.analysis.attention import AttentionMap, ROLLOUT_MAX_TOKENS, assign_segments, capture_rows, locate_parts, missing_span, query_rows
 
         started = time.perf_counter()
         prompt = self.render(messages)
@@ -557,8 +557,7 @@ class TransformersBackend:
         output_offsets = [(max(o[0] - len(prompt), 0), o[1] - len(prompt)) for o in offsets[first_output:]]
         rows = query_rows(output_offsets, output, span, first_output, written)
         if not rows:
-            what = "no action (the model wrote no \"Action:\")" if span == "action" else f"no {span} tokens"
-            raise StudioError(f"This output has {what}: look at another span.")
+            raise missing_span(span)
         span_rows = {name: [rows.index(p) for p in query_rows(output_offsets, output, name, first_output, written) if p in rows] for name in ("action", "thought", "generated")}
         if rollout and len(ids) > ROLLOUT_MAX_TOKENS:
             raise StudioError(f"Attention rollout is limited to {ROLLOUT_MAX_TOKENS} tokens; this step has {len(ids)}.")

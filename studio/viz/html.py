@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import html
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from studio.trace import Candidate, Episode, Step, TokenInfo
+
+if TYPE_CHECKING:
+    from studio.live import LiveOutput
 
 COLOR_MODES = ("logprob", "entropy")
 #: Entropy (nats) at which a token is coloured fully "uncertain".
@@ -21,6 +24,11 @@ ENTROPY_FULL = 4.0
 def esc(text: Any) -> str:
     """Text as HTML text (never markup)."""
     return html.escape("" if text is None else str(text), quote=True)
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 record``, ``2 records`` (the count formatted by :func:`num`, so escaped)."""
+    return f"{num(count)} {noun}{'' if count == 1 else 's'}"
 
 
 def num(value: Any, spec: str = "") -> str:
@@ -97,9 +105,9 @@ def output_html(raw: str, thought: str | None, action: str | None, tokens: list[
     )
 
 
-def live_card(live: Any, mode: str = "logprob") -> str:
+def live_card(live: LiveOutput, mode: str = "logprob") -> str:
     """The step being decided: its output as far as it is written (replaced by the step card when done)."""
-    meta = [f"writing… {num(live.seconds, '.1f')} s", f"{num(len(live.tokens))} token{'' if len(live.tokens) == 1 else 's'}"]
+    meta = [f"writing… {num(live.seconds, '.1f')} s", plural(len(live.tokens), "token")]
     if live.rows > 1:
         meta.append(f"{num(live.rows)} outputs at once (the first shown)")
     body = tokens_html(live.tokens, mode) if live.tokens else '<span class="as-muted">reading the prompt…</span>'
@@ -280,7 +288,7 @@ def context_html(instruction: str, history: list[Step], observation: str, step_i
     ]
     if history:
         older, latest = history[:-open_latest] if len(history) > open_latest else [], history[-open_latest:]
-        steps = f"{num(len(history))} earlier step{'' if len(history) == 1 else 's'}"
+        steps = plural(len(history), "earlier step")
         inner = ""
         if older:
             inner += f'<details class="as-history"><summary>Steps 0–{num(older[-1].index)}</summary>{"".join(history_step_html(s) for s in older)}</details>'
