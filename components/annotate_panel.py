@@ -58,6 +58,7 @@ class AnnotatePanel:
     label_note: gr.Textbox
     label_view: gr.HTML
     # overview
+    overview_tab: gr.Tab
     overview: gr.HTML
     overview_refresh: gr.Button
     export_format: gr.Radio
@@ -116,7 +117,7 @@ def build() -> AnnotatePanel:
                 label_next = gr.Button("Next (J)", elem_id="as-label-next")
             label_note = gr.Textbox(label="Note (optional)", lines=1)
             label_view = gr.HTML(elem_id="as-label-view")
-        with gr.Tab("Overview"):
+        with gr.Tab("Overview") as overview_tab:
             overview_refresh = gr.Button("Refresh", size="sm")
             overview = gr.HTML(elem_id="as-overview")
             with gr.Row():
@@ -126,7 +127,7 @@ def build() -> AnnotatePanel:
     return AnnotatePanel(
         name, kind, env, source, refresh, progress, context, frame, left, right, judge, skip, undo, rationale, tags, tag_set, confidence, message,
         label_episode, label_current, label_step, label_buttons, label_prev, label_next, label_note, label_view,
-        overview, overview_refresh, export_format, export_button, download,
+        overview_tab, overview, overview_refresh, export_format, export_button, download,
     )
 
 
@@ -169,8 +170,7 @@ def overview_html(store: Store) -> str:
 
 def wire(panel: AnnotatePanel, state: gr.State, desk_state: gr.State, name_memory: gr.BrowserState, store: Store) -> None:
     private = dict(api_visibility="private", concurrency_limit=None)
-    # Every desk action re-reads the Overview too: its counts are never older than the last judgement.
-    outputs = [desk_state, *panel.outputs, panel.overview]
+    outputs = [desk_state, *panel.outputs]
 
     def with_filters(action):  # noqa: ANN001, ANN202 - wraps a desk action into a handler
         def handler(desk: AnnotationDesk, name: str, kind: str, env: str, source: str, request: gr.Request, *values: Any) -> list[Any]:
@@ -178,9 +178,9 @@ def wire(panel: AnnotatePanel, state: gr.State, desk_state: gr.State, name_memor
                 try:
                     desk.configure(annotator_name(name, request), kind, env, source)
                     note = action(desk, *values)
-                    return [desk, *render_pair(desk, note or ""), overview_html(store)]
+                    return [desk, *render_pair(desk, note or "")]
                 except StudioError as exc:
-                    return [desk, *render_pair(desk, str(exc), "error"), overview_html(store)]
+                    return [desk, *render_pair(desk, str(exc), "error")]
         return handler
 
     panel.refresh.click(with_filters(lambda desk: None), [desk_state, *panel.filters], outputs, **private)
@@ -253,12 +253,13 @@ def wire(panel: AnnotatePanel, state: gr.State, desk_state: gr.State, name_memor
             record = store.preferences.label_step(str(episode_id or "").strip(), whole_number(at, "The step"), name, label, note)
             return show_labels(episode_id, record.step_index + 1, f"Step {record.step_index}: {label}.")
 
-        button.click(guarded_labels(apply), [panel.label_episode, panel.label_step, panel.name, panel.label_note], label_outputs, **private).success(
-            lambda: overview_html(store), None, [panel.overview], **private
-        )
+        button.click(guarded_labels(apply), [panel.label_episode, panel.label_step, panel.name, panel.label_note], label_outputs, **private)
 
     # -- overview and downloads ----------------------------------------------------------------
-    panel.overview_refresh.click(lambda: overview_html(store), None, [panel.overview], **private)
+    # The Overview is read when it comes into view (never older than the last judgement or label),
+    # not after every judgement: its agreement statistics read every vote.
+    for event in (panel.overview_tab.select, panel.overview_refresh.click):
+        event(lambda: overview_html(store), None, [panel.overview], **private)
 
     def make_export(fmt: str) -> list[Any]:
         folder = Path(tempfile.mkdtemp(prefix="agent-studio-export-"))

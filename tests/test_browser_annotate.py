@@ -107,6 +107,7 @@ def test_keyboard_judging_undo_rationale_and_the_dpo_download(studio) -> None:
     mine = store.preferences.annotations(annotator="ada")
     assert len(mine) == 3 and sum(r.rationale == RATIONALE for r in mine) == 1
     page.get_by_role("tab", name="Overview").click()
+    page.locator("#as-overview", has_text="3 (as shown").wait_for(timeout=30_000)
     overview = page.inner_text("#as-overview")  # current without pressing its Refresh
     assert "judgements\t3 (as shown: left 2 · right 1" in overview and "ada\t3" in overview, overview
     page.get_by_label("dpo").check()
