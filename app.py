@@ -1,14 +1,18 @@
 """Agent Studio: the composition root and command line.
 
-    python app.py [serve] [--host H] [--port P] [--db URL]   start the studio web app
-    python app.py envs [--json]                             list environments
-    python app.py models [--json]                           list models that load offline
-    python app.py run --env NAME [...] [--db URL]            run episodes headless (stored step by step)
-    python app.py import FILE.jsonl [--db URL]               store the episodes of a trace file
-    python app.py pairs --from candidates|episodes [--db URL] make preference pairs
-    python app.py export --format F --out FILE [--db URL]    TRL-shaped exports (dpo, reward, prm, kto, episodes)
-    python app.py stats [--db URL]                           counts and agreement between annotators
-    python app.py hash-password                              a hashed password for serve --auth-file
+The command is ``agent-studio`` once installed (``pip install -e .``); ``python -m agent_studio``
+and ``python app.py`` are the same command line.
+
+    agent-studio [serve] [--host H] [--port P] [--db URL]   start the studio web app
+    agent-studio envs [--json]                             list environments
+    agent-studio models [--json]                           list models that load offline, and model name schemes
+    agent-studio run --env NAME [...] [--db URL]            run episodes headless (stored step by step)
+    agent-studio import FILE.jsonl [--db URL]               store the episodes of a trace file
+    agent-studio pairs --from candidates|episodes [--db URL] make preference pairs
+    agent-studio export --format F --out FILE [--db URL]    training data in a registered format (dpo, reward, prm, kto, ...)
+    agent-studio stats [--db URL]                           counts and agreement between annotators
+    agent-studio hash-password                              a hashed password for serve --auth-file
+    agent-studio --version
 
 User errors (unknown environment, bad option, bad seed, ...) print one line and exit 2.
 """
@@ -88,8 +92,11 @@ def _output_file(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The CLI: ``serve`` (default), ``envs`` and ``run``."""
-    parser = OneLineParser(prog="app.py", description="Agent Studio: watch agents act, look inside their decisions, and turn what you see into training data.")
+    """The CLI: ``serve`` (the default command) and the commands that work without a browser."""
+    from studio import __version__
+
+    parser = OneLineParser(prog="agent-studio", description="Agent Studio: watch agents act, look inside their decisions, and turn what you see into training data.")
+    parser.add_argument("--version", action="version", version=f"agent-studio {__version__}")
     commands = parser.add_subparsers(dest="command", parser_class=OneLineParser, metavar="{serve,envs,models,run,import,pairs,export,stats,hash-password}")
 
     serve = commands.add_parser("serve", help="start the studio web app (the default command)")
@@ -104,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run episodes headless and print one summary line per episode")
     run.add_argument("--env", required=True, help="environment: gridworld, household, wikihop or gym:<id>")
-    run.add_argument("--env-opt", type=_env_option, action="append", default=[], metavar="NAME=VALUE", help="environment option (repeatable); see `app.py envs`")
+    run.add_argument("--env-opt", type=_env_option, action="append", default=[], metavar="NAME=VALUE", help="environment option (repeatable); see `agent-studio envs`")
     run.add_argument("--policy", default="expert", choices=["expert", "random", "react"], help="who acts (default: expert); react is model-driven")
     run.add_argument("--seed", type=_seed, default=0, help="seed of the first episode (default 0); episode k uses seed+k")
     run.add_argument("--episodes", type=_positive_int, default=1, help="number of episodes (default 1)")
@@ -160,8 +167,8 @@ def _add_db_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; any other address needs --auth)")
-    parser.add_argument("--port", type=_port, default=7860, help="port (default 7860)")
+    parser.add_argument("--host", default=None, help="address to listen on (default: $GRADIO_SERVER_NAME or 127.0.0.1; any other address than loopback needs --auth)")
+    parser.add_argument("--port", type=_port, default=None, help="port (default: $GRADIO_SERVER_PORT or 7860)")
     parser.add_argument("--model", default="default", help="model A of every session: default, a hub id, a local folder, scripted:FILE.json, or none")
     parser.add_argument("--device", default="auto", help="device for that model: auto, cpu, cuda, mps")
     _add_db_argument(parser)
@@ -359,8 +366,24 @@ def check_listen_address(host: str, port: int) -> None:
         probe.close()
 
 
+def listen_address(args: argparse.Namespace) -> tuple[str, int]:
+    """Host and port: the flags, else Gradio's own environment variables (as ``gradio`` apps honour
+    them in containers), else 127.0.0.1:7860."""
+    host = args.host if args.host is not None else os.environ.get("GRADIO_SERVER_NAME", "").strip() or "127.0.0.1"
+    if args.port is not None:
+        return host, args.port
+    text = os.environ.get("GRADIO_SERVER_PORT", "").strip()
+    if not text:
+        return host, 7860
+    try:
+        return host, _port(text)
+    except argparse.ArgumentTypeError as exc:
+        raise StudioError(f"GRADIO_SERVER_PORT: {exc}.") from None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    args.host, args.port = listen_address(args)
     from components.auth import load_credentials, require_auth_beyond_loopback
     from studio.models.access import ModelAccess
 
@@ -413,7 +436,7 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0].startswith("-") and argv[0] not in {"-h", "--help"}:
+    if not argv or argv[0].startswith("-") and argv[0] not in {"-h", "--help", "--version"}:
         argv = ["serve", *argv]  # `python app.py [--port P]` starts the studio
     args = build_parser().parse_args(argv)
     handlers = {

