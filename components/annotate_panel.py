@@ -18,7 +18,7 @@ import gradio as gr
 from storage import Store
 from storage.desk import DEFAULT_TAGS, AnnotationDesk
 from storage.export import FORMATS, export
-from studio.envs.registry import BUILTIN
+from studio.envs.registry import env_names
 from studio.errors import StudioError
 from studio.session import StudioSession
 from studio.validation import whole_number
@@ -80,7 +80,7 @@ def build() -> AnnotatePanel:
     with gr.Row(equal_height=False):
         name = gr.Textbox(label="Your name (kept in this browser)", placeholder="e.g. ada", scale=2, elem_id="as-annotator")
         kind = gr.Dropdown(["", "step", "trajectory"], value="", label="Kind", scale=1, min_width=110)
-        env = gr.Dropdown(["", *BUILTIN], value="", label="Environment", allow_custom_value=True, scale=1, min_width=130)
+        env = gr.Dropdown(["", *env_names()], value="", label="Environment", allow_custom_value=True, scale=1, min_width=130)
         source = gr.Dropdown(["", "candidates", "episodes", "manual"], value="", label="Source", scale=1, min_width=120)
         refresh = gr.Button("Refresh", scale=1, elem_id="as-queue-refresh", min_width=90)
     with gr.Tabs():

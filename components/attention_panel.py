@@ -14,7 +14,7 @@ from typing import Any
 import gradio as gr
 
 from studio.analysis.attention import AGGREGATIONS
-from studio.envs.registry import make_env
+from studio.envs.registry import env_at
 from studio.errors import StudioError
 from studio.session import StudioSession
 from studio.viz.attention import perception_html, projection_image, segment_grid_figure, token_strip_html
@@ -91,10 +91,7 @@ def render(session: StudioSession, at: float, output: str, model: str, span: str
     layer_index = min(whole_number(layer or 0, "The layer", 0), amap.layers - 1)
     head_index = min(whole_number(head or 0, "The head", 0), amap.heads - 1)
     values = amap.aggregate(mode, layer_index, head_index, span)
-    env = make_env(episode.env, episode.env_options)
-    env.reset(seed=episode.seed)
-    if step.state is not None:
-        env.restore(step.state)
+    env = env_at(episode.env, episode.env_options, episode.seed, step.state)
     picture = projection_image(amap, values, env, step.observation, step.frame if step.frame is not None else env.render())
     compared_strip, compared_picture = "", None
     if compare and compare != "nothing":

@@ -15,16 +15,13 @@ from typing import Any
 import gradio as gr
 
 from components import attention_panel
-from studio.envs.registry import BUILTIN
+from studio.envs.registry import env_names
 from studio.errors import Interrupted, StudioError
 from studio.live import LiveOutput
 from studio.session import POLICIES, EpisodeSettings, StudioSession
 from studio.validation import MAX_ITEMS, MAX_OPTIONS_CHARS, MAX_SEED, parse_json, real_number, short_text, whole_number
 from studio.viz.html import candidates_html, live_card, message_html, prompt_html, timeline_html
 from studio.viz.plots import action_distribution_figure
-
-GYM_EXAMPLES = ["gym:FrozenLake-v1", "gym:Taxi-v4", "gym:CliffWalking-v1"]
-
 
 def parse_settings(env: str, options: str, seed: Any, policy: str, action_mode: str, temperature: float, top_p: float, max_new_tokens: float, candidates: float, max_steps: Any) -> EpisodeSettings:
     """Widget (or API) values as settings: every one checked, a bad one is one clear error."""
@@ -136,7 +133,7 @@ def _status_line(session: StudioSession) -> str:
 
 def build(state: gr.State, sample_env: str = "gridworld") -> EpisodePanel:
     """The panel's widgets (events are wired in :func:`wire`)."""
-    env_choices = [*BUILTIN, *GYM_EXAMPLES]
+    env_choices = env_names()
     with gr.Row(equal_height=False):
         with gr.Column(scale=5, min_width=380):
             # What the agent sees comes first; the controls under it, the settings last.

@@ -23,7 +23,7 @@ from typing import Any, Iterator, Literal, Protocol
 from studio.agents.base import Decision, Observation, Policy
 from studio.envs.base import StudioEnv, invalid_observation
 from studio.validation import MAX_ACTION, MAX_SEED, check_text
-from studio.envs.registry import default_max_steps, make_env
+from studio.envs.registry import REGISTRY, make_env
 from studio.errors import EpisodeOver, Interrupted, NotStored, StudioError
 from studio.trace import ABANDONED, Episode, Step, new_id, utc_now
 
@@ -84,18 +84,25 @@ class EpisodeRunner:
 
     def __init__(
         self,
-        env_name: str,
+        env: str | StudioEnv,
         policy: Policy,
         env_options: dict[str, Any] | None = None,
         sinks: list[Sink] | None = None,
         config: RunnerConfig | None = None,
     ) -> None:
-        self.env_name = env_name
-        self.env: StudioEnv = make_env(env_name, env_options)
+        """``env`` is a registered name (made with ``env_options``) or an environment already made."""
+        if isinstance(env, StudioEnv):
+            if env_options:
+                raise StudioError("Give the options to the environment when you make it, not to the runner.")
+            self.env: StudioEnv = env
+            self.env_name = env.name or type(env).__name__
+        else:
+            self.env = make_env(env, env_options)
+            self.env_name = env
         self.policy = policy
         self.sinks: list[Sink] = list(sinks or [])
         self.config = config or RunnerConfig()
-        self.max_steps = self.config.max_steps or default_max_steps(env_name)
+        self.max_steps = self.config.max_steps or _step_limit(self.env)
         self._episode: Episode | None = None
         self._observation = ""
         self._stop = threading.Event()
@@ -319,9 +326,8 @@ class EpisodeRunner:
         if episode.env != self.env_name or episode.env_options != self.env.options:
             self.env = make_env(episode.env, episode.env_options)
             self.env_name = episode.env
-            self.max_steps = self.config.max_steps or default_max_steps(episode.env)
-        self.env.reset(seed=episode.seed)  # Gymnasium requires a reset before stepping
-        self.env.restore(state)  # the episode may come from a file: checked, one line if it does not fit
+            self.max_steps = self.config.max_steps or _step_limit(self.env)
+        self.env.rewind(episode.seed, state)  # the episode may come from a file: checked, one line if it does not fit
         self._observation = episode.steps[at].observation
         self.policy.reset(self.env, episode.seed)
         self.abandon(f"{ABANDONED}: forked into a new episode")
@@ -361,3 +367,8 @@ def _json_safe(info: dict[str, Any]) -> dict[str, Any]:
         safe[str(key)] = value
     return safe
 
+
+def _step_limit(env: StudioEnv) -> int:
+    """The registered step limit of ``env``'s name, else its class's own."""
+    info = REGISTRY.find(env.name)
+    return info.default_max_steps if info is not None else env.default_max_steps

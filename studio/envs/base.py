@@ -140,9 +140,12 @@ class ActionCheck:
 class StudioEnv(gym.Env):
     """Base class of studio environments: text in, text out, snapshots, an oracle.
 
-    Subclasses implement ``_reset``, ``_step``, ``_render_frame``, ``get_state``,
-    ``set_state``, ``valid_actions`` (or ``validate_action`` for infinite action sets) and,
-    for built-ins, ``expert_action``.
+    Subclasses implement ``_reset``, ``_step``, ``_render_frame``, ``_get_state``,
+    ``_set_state``, ``valid_actions`` (or ``validate_action`` for infinite action sets) and,
+    for built-ins, ``expert_action``. The base class keeps what every environment has in its
+    snapshots: ``seed_used`` (the seed of the last reset), ``done`` and ``instruction``.
+
+    Registering one is a call to :func:`studio.envs.registry.register_env` (see there).
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 4}
@@ -154,6 +157,8 @@ class StudioEnv(gym.Env):
     action_summary: ClassVar[str] = ""
     #: Whether ``valid_actions()`` changes from state to state (prompts then list it every turn).
     actions_depend_on_state: ClassVar[bool] = False
+    #: The step limit when none is given: enough for the expert on every seed.
+    default_max_steps: ClassVar[int] = 100
 
     def __init__(self, **options: Any) -> None:
         super().__init__()
@@ -163,12 +168,17 @@ class StudioEnv(gym.Env):
         self.action_space = text_space(max_length=1000)
         self.instruction: str = ""
         self.last_observation: str = ""
+        self.seed_used: int | None = None
+        """The seed of the last reset (None before one)."""
+        self.done: bool = False
+        """The episode in this environment has ended (terminated or truncated)."""
 
     # -- Gymnasium API -------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         """Generate the task for ``seed`` (deterministic) and return the first observation."""
         super().reset(seed=seed)
-        observation, info = self._reset(seed if seed is not None else 0, options or {})
+        self.seed_used, self.done = seed if seed is not None else 0, False
+        observation, info = self._reset(self.seed_used, options or {})
         self.last_observation = observation
         return observation, info
 
@@ -233,18 +243,37 @@ class StudioEnv(gym.Env):
         """
         return []
 
+    def cell_box(self, row: int, column: int) -> tuple[int, int, int, int]:
+        """Pixel box (x0, y0, x1, y1) of map cell (row, column) in the frame; environments whose
+        :meth:`text_cells` is not empty implement it."""
+        raise NotImplementedError(f"{self.name} draws no map cells")
+
     @classmethod
     def provides_expert(cls) -> bool:
         """Whether :meth:`expert_action` is implemented."""
         return cls.expert_action is not StudioEnv.expert_action
 
     def get_state(self) -> dict[str, Any]:
-        """A JSON-serialisable snapshot of everything that can change after reset."""
-        raise NotImplementedError
+        """A JSON-serialisable snapshot of everything that can change after reset: the environment's
+        own fields (:meth:`_get_state`) plus ``seed``, ``done`` and ``instruction``."""
+        return {"seed": self.seed_used, **self._get_state(), "done": self.done, "instruction": self.instruction}
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Restore a snapshot taken by :meth:`get_state` on an environment made with the same options."""
-        raise NotImplementedError
+        if not isinstance(state, dict) or not {"seed", "done", "instruction"} <= set(state):
+            raise BadOption(f"This snapshot of {self.name} cannot be restored: it has no seed, done flag or instruction.")
+        seed, done, instruction = state["seed"], state["done"], state["instruction"]
+        if not (seed is None or (isinstance(seed, int) and not isinstance(seed, bool))) or not isinstance(done, bool) or not isinstance(instruction, str):
+            raise BadOption(f"This snapshot of {self.name} cannot be restored: its seed, done flag or instruction has the wrong type.")
+        self._set_state(state)  # before the seed changes: an environment may regenerate its world when it does
+        self.seed_used, self.done, self.instruction = seed, done, instruction
+
+    def rewind(self, seed: int | None, state: Any | None) -> None:
+        """Reset with ``seed`` (Gymnasium wants a reset before anything else), then restore ``state``
+        if given (checked: see :meth:`restore`)."""
+        self.reset(seed=seed)
+        if state is not None:
+            self.restore(state)
 
     def restore(self, state: Any) -> None:
         """:meth:`set_state` for a snapshot that may come from someone else's file.
@@ -271,6 +300,14 @@ class StudioEnv(gym.Env):
             raise BadOption(f"This snapshot of {self.name} cannot be restored: {str(exc).rstrip('.') or type(exc).__name__}.") from None
 
     # -- subclass hooks ---------------------------------------------------------------
+    def _get_state(self) -> dict[str, Any]:
+        """The environment's own snapshot fields (JSON-serialisable); not seed, done or instruction."""
+        raise NotImplementedError
+
+    def _set_state(self, state: dict[str, Any]) -> None:
+        """Restore the fields :meth:`_get_state` wrote (``state`` also holds seed, done and instruction)."""
+        raise NotImplementedError
+
     def _reset(self, seed: int, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         raise NotImplementedError
 

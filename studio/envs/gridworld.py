@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from studio.envs.base import OptionSpec, StudioEnv
+from studio.envs.registry import register_env
 
 MOVES: dict[str, tuple[int, int]] = {
     "go north": (-1, 0),
@@ -225,9 +226,8 @@ class GridWorld(StudioEnv):
         return plan[0] if plan else "go north"
 
     # -- snapshots ----------------------------------------------------------------------
-    def get_state(self) -> dict[str, Any]:
+    def _get_state(self) -> dict[str, Any]:
         return {
-            "seed": self.seed_used,
             "walls": list(self.walls),
             "goal": list(self.goal),
             "agent": list(self.agent),
@@ -235,12 +235,9 @@ class GridWorld(StudioEnv):
             "door": list(self.door) if self.door is not None else None,
             "door_open": self.door_open,
             "has_key": self.has_key,
-            "done": self.done,
-            "instruction": self.instruction,
         }
 
-    def set_state(self, state: dict[str, Any]) -> None:
-        self.seed_used = state["seed"]
+    def _set_state(self, state: dict[str, Any]) -> None:
         self.walls = list(state["walls"])
         self.goal = tuple(state["goal"])  # type: ignore[assignment]
         self.agent = tuple(state["agent"])  # type: ignore[assignment]
@@ -248,8 +245,6 @@ class GridWorld(StudioEnv):
         self.door = tuple(state["door"]) if state["door"] is not None else None  # type: ignore[assignment]
         self.door_open = state["door_open"]
         self.has_key = state["has_key"]
-        self.done = state["done"]
-        self.instruction = state["instruction"]
         self.last_observation = self._observation("You look around.")
 
     # -- frame -------------------------------------------------------------------------
@@ -304,3 +299,6 @@ class GridWorld(StudioEnv):
     def _fill(self, frame: np.ndarray, cell: Cell, colour: tuple[int, int, int], inset: int) -> None:
         x0, y0, x1, y1 = self.cell_box(*cell)
         cv2.rectangle(frame, (x0 + inset, y0 + inset), (x1 - 1 - inset, y1 - 1 - inset), colour, thickness=-1)
+
+
+register_env("gridworld", GridWorld, summary="Walk to the goal through walls; a key opens a locked door.", default_max_steps=100)

@@ -35,6 +35,7 @@ import numpy as np  # noqa: E402
 from gymnasium import spaces  # noqa: E402
 
 from studio.envs.base import StudioEnv  # noqa: E402
+from studio.envs.registry import register_env  # noqa: E402
 from studio.errors import BadOption, UnknownEnvironment  # noqa: E402
 
 #: Action names of well-known environments, by the id's name part (no version).
@@ -286,7 +287,7 @@ class GymAdapter(StudioEnv):
             env = env.env
         return chain
 
-    def get_state(self) -> dict[str, Any]:
+    def _get_state(self) -> dict[str, Any]:
         current = self._attribute_pickles()
         changed = {
             name: base64.b64encode(data).decode("ascii")
@@ -295,15 +296,12 @@ class GymAdapter(StudioEnv):
         }
         counters = [getattr(w, "_elapsed_steps", None) for w in self._wrappers()]
         return {
-            "seed": self.seed_used,
             "attributes": changed,
             "elapsed_steps": counters,
             "raw_observation": _dump(self.raw_observation),
-            "done": self.done,
-            "instruction": self.instruction,
         }
 
-    def set_state(self, state: dict[str, Any]) -> None:
+    def _set_state(self, state: dict[str, Any]) -> None:
         """Restore a snapshot (perhaps from someone else's file): every field is checked, the pickles go
         through :class:`_SnapshotUnpickler`, and only data attributes of this environment are set."""
         unwrapped = self.env.unwrapped
@@ -313,9 +311,6 @@ class GymAdapter(StudioEnv):
                 raise ValueError("it is not a gym snapshot")
             if not all(c is None or (isinstance(c, int) and not isinstance(c, bool) and c >= 0) for c in counters):
                 raise ValueError("its step counters are not whole numbers")
-            seed, done, instruction = state["seed"], state["done"], state["instruction"]
-            if not (seed is None or (isinstance(seed, int) and not isinstance(seed, bool))) or not isinstance(done, bool) or not isinstance(instruction, str):
-                raise ValueError("its seed, done flag or instruction has the wrong type")
             for name in attributes:
                 self._check_attribute(name)
             restored = {name: _load(data) for name, data in attributes.items()}
@@ -332,9 +327,7 @@ class GymAdapter(StudioEnv):
                 wrapper._elapsed_steps = counter
             if hasattr(wrapper, "_has_reset"):
                 wrapper._has_reset = True
-        self.seed_used = seed
         self.raw_observation = raw_observation
-        self.done, self.instruction = done, instruction
 
     def _check_attribute(self, name: Any) -> None:
         """Only plain data attributes of the environment instance: never a method, a property, a dunder."""
@@ -366,3 +359,14 @@ def _jsonable(info: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, (bool, int, float, str)) or value is None:
             out[str(key)] = value
     return out
+
+
+register_env(
+    "gym:",
+    GymAdapter,
+    summary="Any installed Gymnasium environment with a Discrete action space, e.g. gym:FrozenLake-v1.",
+    default_max_steps=200,
+    examples=("gym:FrozenLake-v1", "gym:Taxi-v4", "gym:CliffWalking-v1"),
+    options_help="Passed to gymnasium.make(id, **options).",
+    member="a Gymnasium id",
+)

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from studio.envs.base import OptionSpec, StudioEnv
+from studio.envs.registry import register_env
 
 
 @dataclass(frozen=True)
@@ -310,26 +311,21 @@ class Household(StudioEnv):
         return self._open_or(source, f"take {obj} from {source['name']}")
 
     # -- snapshots -------------------------------------------------------------------------------
-    def get_state(self) -> dict[str, Any]:
+    def _get_state(self) -> dict[str, Any]:
         return {
-            "seed": self.seed_used,
             "receptacles": [{**r, "contents": list(r["contents"])} for r in self.receptacles],
             "objects": {name: dict(record) for name, record in self.objects.items()},
             "goal": dict(self.goal),
             "location": self.location,
             "room": self.room,
             "holding": self.holding,
-            "done": self.done,
-            "instruction": self.instruction,
         }
 
-    def set_state(self, state: dict[str, Any]) -> None:
-        self.seed_used = state["seed"]
+    def _set_state(self, state: dict[str, Any]) -> None:
         self.receptacles = [{**r, "contents": list(r["contents"])} for r in state["receptacles"]]
         self.objects = {name: dict(record) for name, record in state["objects"].items()}
         self.goal = dict(state["goal"])
         self.location, self.room, self.holding = state["location"], state["room"], state["holding"]
-        self.done, self.instruction = state["done"], state["instruction"]
         self.last_observation = self._look()
 
     # -- frame ---------------------------------------------------------------------------------------
@@ -364,3 +360,6 @@ class Household(StudioEnv):
                 colour = MUTED if closed else INK
                 cv2.putText(frame, label, (x0 + 12, y0 + row_h // 2 + 3), font, 0.4, colour, 1, cv2.LINE_AA)
         return frame
+
+
+register_env("household", Household, summary="ALFWorld-style household: find, clean, heat, cool and place objects.", default_max_steps=50)

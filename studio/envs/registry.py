@@ -1,52 +1,190 @@
-"""Environment names -> constructors, descriptions for the CLI and the UI."""
+"""The environment registry: names -> factories, read by the CLI, the UI dropdowns and the API.
+
+Adding an environment is one file that calls :func:`register_env` (the built-ins do exactly that
+at the end of their modules), or, from another package, one entry point in the
+``agent_studio.envs`` group naming a :class:`~studio.envs.base.StudioEnv` subclass::
+
+    [project.entry-points."agent_studio.envs"]
+    cooking = "my_package.cooking:CookingWorld"
+
+A *family* is registered under a prefix ending in ``:`` (``gym:`` is one): its factory gets the
+rest of the name (``gym:FrozenLake-v1`` -> ``"FrozenLake-v1"``) as its first argument.
+
+The registry is the process's list of environment kinds (like Gymnasium's own registry):
+filled at import, never per browser session.
+"""
 
 from __future__ import annotations
 
+import importlib
 import json
+import logging
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from typing import Any
 
-from studio.envs.base import StudioEnv
-from studio.envs.gridworld import GridWorld
-from studio.envs.household import Household
-from studio.envs.wikihop import WikiHop
+from studio.envs.base import OptionSpec, StudioEnv
 from studio.errors import BadOption, UnknownEnvironment
 from studio.validation import MAX_OPTIONS_CHARS, check_json
 
-GYM_PREFIX = "gym:"
+#: Entry point group other packages register environments under.
+ENTRY_POINT_GROUP = "agent_studio.envs"
+#: Modules whose import registers the built-in environments (and the gym: family).
+BUILTIN_MODULES = ("studio.envs.gridworld", "studio.envs.household", "studio.envs.wikihop", "studio.envs.gym_adapter")
+DEFAULT_MAX_STEPS = 100
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class EnvInfo:
-    """What the studio knows about a built-in environment before making it."""
+    """What the studio knows about an environment (or a family of them) before making one."""
 
     name: str
-    cls: type[StudioEnv]
+    """The name users type (``gridworld``), or a family's prefix (``gym:``)."""
+    factory: Callable[..., StudioEnv]
+    """Makes the environment from its options (a family's factory first takes the rest of the name)."""
     summary: str
-    default_max_steps: int
+    """One line for ``agent-studio envs`` and the UI."""
+    default_max_steps: int = DEFAULT_MAX_STEPS
+    """A step limit that leaves the expert plenty of room on every seed."""
+    option_specs: tuple[OptionSpec, ...] = ()
+    action_summary: str = ""
+    expert: bool = False
+    examples: tuple[str, ...] = ()
+    """For a family: full names worth offering in a dropdown (``gym:FrozenLake-v1``)."""
+    options_help: str = ""
+    """For a family, whose options the studio cannot list: what they are."""
+    member: str = "a name"
+    """For a family: what follows the prefix (``a Gymnasium id``), for messages."""
+
+    @property
+    def family(self) -> bool:
+        return self.name.endswith(":")
+
+    def make(self, name: str, options: dict[str, Any]) -> StudioEnv:
+        if not self.family:
+            return self.factory(**options)
+        member = name[len(self.name):].strip()
+        if not member:
+            raise UnknownEnvironment(f"Give {self.member} after '{self.name}', e.g. {self.examples[0] if self.examples else self.name + 'NAME'}.")
+        return self.factory(member, **options)
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready description: name, summary, options, action space."""
+        options = [spec.describe() for spec in self.option_specs]
+        if self.family and self.options_help:
+            options = [{"name": "<any>", "type": "json", "default": None, "help": self.options_help}]
         return {
-            "name": self.name,
+            "name": f"{self.name}<id>" if self.family else self.name,
             "summary": self.summary,
-            "options": [spec.describe() for spec in self.cls.option_specs],
-            "action_space": self.cls.action_summary,
-            "expert": self.cls.provides_expert(),
+            "options": options,
+            "action_space": self.action_summary,
+            "expert": self.expert,
             "default_max_steps": self.default_max_steps,
         }
 
 
-#: Built-in environments. Immutable: nothing registers at run time.
-BUILTIN: dict[str, EnvInfo] = {
-    info.name: info
-    for info in (
-        EnvInfo("gridworld", GridWorld, "Walk to the goal through walls; a key opens a locked door.", 100),
-        EnvInfo("household", Household, "ALFWorld-style household: find, clean, heat, cool and place objects.", 50),
-        EnvInfo("wikihop", WikiHop, "Multi-hop questions over a fictional encyclopedia: search, lookup, finish.", 20),
+class EnvRegistry:
+    """Environments by name; families by prefix. Thread-safe; filled once per process."""
+
+    def __init__(self) -> None:
+        self._infos: dict[str, EnvInfo] = {}
+        self._lock = threading.RLock()
+        self._loaded = False
+
+    def register(self, info: EnvInfo, replace: bool = False) -> EnvInfo:
+        self._load()  # the built-ins come first, whoever registers first
+        with self._lock:
+            if info.name in self._infos and not replace and self._infos[info.name].factory is not info.factory:
+                raise ValueError(f"An environment named {info.name!r} is already registered (pass replace=True to replace it).")
+            self._infos[info.name] = info
+        return info
+
+    def unregister(self, name: str) -> None:
+        with self._lock:
+            self._infos.pop(name, None)
+
+    def infos(self) -> list[EnvInfo]:
+        """Every registered environment and family, built-ins first, in registration order."""
+        self._load()
+        with self._lock:
+            infos = list(self._infos.values())
+        # Built-ins first, in their own order (one of them may have been imported before the others).
+        return sorted(infos, key=lambda info: _builtin_rank(info.factory))
+
+    def find(self, name: str) -> EnvInfo | None:
+        """The entry for ``name``: its own, else the family whose prefix it starts with."""
+        self._load()
+        with self._lock:
+            if name in self._infos:
+                return self._infos[name]
+            families = [info for info in self._infos.values() if info.family and name.startswith(info.name)]
+        return max(families, key=lambda info: len(info.name), default=None)
+
+    def _load(self) -> None:
+        """Import the built-ins, then the installed packages' entry points (once)."""
+        with self._lock:
+            if self._loaded:
+                return
+            self._loaded = True
+            for module in BUILTIN_MODULES:
+                importlib.import_module(module)
+            for point in entry_points(group=ENTRY_POINT_GROUP):
+                try:
+                    register_env(point.name, point.load())
+                except Exception as exc:  # a broken plugin must not take the studio down: say which
+                    log.warning("environment %r from %s did not register: %s", point.name, point.value, exc)
+
+
+def _builtin_rank(factory: Callable[..., StudioEnv]) -> int:
+    module = getattr(factory, "__module__", "")
+    return BUILTIN_MODULES.index(module) if module in BUILTIN_MODULES else len(BUILTIN_MODULES)
+
+
+#: The process's environments.
+REGISTRY = EnvRegistry()
+
+
+def register_env(
+    name: str,
+    factory: Callable[..., StudioEnv],
+    *,
+    summary: str | None = None,
+    default_max_steps: int | None = None,
+    examples: tuple[str, ...] = (),
+    options_help: str = "",
+    member: str = "a name",
+    replace: bool = False,
+) -> EnvInfo:
+    """Make ``name`` an environment the CLI, the UI and the API offer.
+
+    ``factory`` is a :class:`StudioEnv` subclass (its ``option_specs``, ``action_summary`` and
+    expert are read from it; ``summary`` defaults to its docstring's first line and
+    ``default_max_steps`` to its ``default_max_steps`` attribute) or any callable returning one.
+    A name ending in ``:`` registers a family (see the module docstring).
+    """
+    if not name or not name.strip() or name != name.strip() or len(name) > 100:
+        raise ValueError(f"Not a usable environment name: {name!r}.")
+    cls = factory if isinstance(factory, type) else None
+    doc = (cls.__doc__ or "").strip().splitlines() if cls else []
+    return REGISTRY.register(
+        EnvInfo(
+            name=name,
+            factory=factory,
+            summary=summary or (doc[0] if doc else name),
+            default_max_steps=int(default_max_steps or getattr(cls, "default_max_steps", DEFAULT_MAX_STEPS)),
+            option_specs=tuple(getattr(cls, "option_specs", ())),
+            action_summary=str(getattr(cls, "action_summary", "")),
+            expert=bool(cls is not None and issubclass(cls, StudioEnv) and cls.provides_expert()),
+            examples=examples,
+            options_help=options_help,
+            member=member,
+        ),
+        replace=replace,
     )
-}
-GYM_DEFAULT_MAX_STEPS = 200
 
 
 def parse_cli_value(text: str) -> Any:
@@ -66,43 +204,47 @@ def parse_cli_value(text: str) -> Any:
     return value
 
 
+def env_info(name: str) -> EnvInfo:
+    """The registry entry for ``name``; UnknownEnvironment (one line, naming what is known) if none."""
+    info = REGISTRY.find(name)
+    if info is None:
+        known = ", ".join(env_names()) or "none"
+        families = " or ".join(f"{i.name}<id>" for i in REGISTRY.infos() if i.family)
+        raise UnknownEnvironment(f"Unknown environment '{name[:80]}'. Known: {known}" + (f", or {families}." if families else "."))
+    return info
+
+
 def make_env(name: str, options: dict[str, Any] | None = None) -> StudioEnv:
-    """Make environment ``name`` (a built-in name or ``gym:<id>``) with ``options``.
+    """Make environment ``name`` (a registered name or a family's ``prefix:member``) with ``options``.
 
     Raises UnknownEnvironment or BadOption with a one-sentence message on user errors.
     """
-    options = dict(options or {})
-    if name.startswith(GYM_PREFIX):
-        from studio.envs.gym_adapter import GymAdapter  # gymnasium's registry loads only when asked
+    env = env_info(name).make(name, dict(options or {}))
+    if not env.name:
+        env.name = name  # a factory that is not a subclass with its own name: the registered one
+    return env
 
-        gym_id = name[len(GYM_PREFIX):].strip()
-        if not gym_id:
-            raise UnknownEnvironment("Give a Gymnasium id after 'gym:', e.g. gym:FrozenLake-v1.")
-        return GymAdapter(gym_id, **options)
-    info = BUILTIN.get(name)
-    if info is None:
-        known = ", ".join(BUILTIN)
-        raise UnknownEnvironment(f"Unknown environment '{name}'. Known: {known}, or gym:<id> for an installed Gymnasium environment.")
-    return info.cls(**options)
+
+def env_at(name: str, options: dict[str, Any] | None, seed: int | None, state: Any | None) -> StudioEnv:
+    """Environment ``name`` as it was in snapshot ``state`` of an episode with ``seed`` (checked:
+    the snapshot may come from a file; one line if it does not fit)."""
+    env = make_env(name, options)
+    env.rewind(seed, state)
+    return env
 
 
 def default_max_steps(name: str) -> int:
-    """A step limit that leaves the expert plenty of room on every seed."""
-    info = BUILTIN.get(name)
-    return info.default_max_steps if info else GYM_DEFAULT_MAX_STEPS
+    """The registered step limit of ``name`` (unknown names get the general default)."""
+    info = REGISTRY.find(name)
+    return info.default_max_steps if info else DEFAULT_MAX_STEPS
+
+
+def env_names() -> list[str]:
+    """Names to offer: every environment, then each family's examples."""
+    infos = REGISTRY.infos()
+    return [i.name for i in infos if not i.family] + [example for i in infos if i.family for example in i.examples]
 
 
 def describe_all() -> list[dict[str, Any]]:
-    """Descriptions of the built-ins plus the gym: family."""
-    described = [info.describe() for info in BUILTIN.values()]
-    described.append(
-        {
-            "name": "gym:<id>",
-            "summary": "Any installed Gymnasium environment with a Discrete action space, e.g. gym:FrozenLake-v1.",
-            "options": [{"name": "<any>", "type": "json", "default": None, "help": "Passed to gymnasium.make(id, **options)."}],
-            "action_space": "finite: the environment's named Discrete actions",
-            "expert": False,
-            "default_max_steps": GYM_DEFAULT_MAX_STEPS,
-        }
-    )
-    return described
+    """Descriptions of every registered environment and family."""
+    return [info.describe() for info in REGISTRY.infos()]

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from studio.envs.base import ActionCheck, OptionSpec, StudioEnv, _shorten
+from studio.envs.registry import register_env
 
 ACTION_PATTERN = re.compile(r"^\s*(search|lookup|finish)\s*\[(.*)\]\s*$", re.IGNORECASE | re.DOTALL)
 SUMMARY_SENTENCES = 3
@@ -301,26 +302,22 @@ class WikiHop(StudioEnv):
         return f"finish[{self.question['answer']}]"
 
     # -- snapshots -------------------------------------------------------------------------------
-    def get_state(self) -> dict[str, Any]:
+    def _get_state(self) -> dict[str, Any]:
         return {
-            "seed": self.seed_used,
             "page": self.page,
             "lookup_keyword": self.lookup_keyword,
             "lookup_index": self.lookup_index,
             "searched": list(self.searched),
             "looked_up": [list(pair) for pair in self.looked_up],
-            "done": self.done,
-            "instruction": self.instruction,
             "last_result": self.last_result,
         }
 
-    def set_state(self, state: dict[str, Any]) -> None:
+    def _set_state(self, state: dict[str, Any]) -> None:
         if state["seed"] != self.seed_used:
             self._generate(state["seed"])
         self.page, self.lookup_keyword, self.lookup_index = state["page"], state["lookup_keyword"], state["lookup_index"]
         self.searched = list(state["searched"])
         self.looked_up = [list(pair) for pair in state["looked_up"]]
-        self.done, self.instruction = state["done"], state["instruction"]
         self.last_result = state["last_result"]
         self.last_observation = state["last_result"]
 
@@ -358,3 +355,6 @@ def _wrap(text: str, width: int) -> list[str]:
         else:
             line = f"{line} {word}".strip()
     return lines + ([line] if line else [])
+
+
+register_env("wikihop", WikiHop, summary="Multi-hop questions over a fictional encyclopedia: search, lookup, finish.", default_max_steps=20)

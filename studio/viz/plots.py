@@ -86,8 +86,7 @@ def path_figure(env: Any, episode: Episode | None, overlay: Episode | None = Non
     """The agent's path drawn over the map (environments that know where the agent is), else None."""
     if episode is None or not episode.steps or episode.steps[0].state is None:
         return None
-    env.reset(seed=episode.seed)
-    env.restore(episode.steps[0].state)  # the episode may come from a file: checked, one line if it does not fit
+    env.rewind(episode.seed, episode.steps[0].state)  # the episode may come from a file: checked, one line if it does not fit
     if _agent_xy(env, episode.steps[0].state) is None:
         return None
     figure = go.Figure()
@@ -111,8 +110,7 @@ def path_points(env: Any, episode: Episode) -> list[tuple[float, float]]:
     points = [_agent_xy(env, s.state) for s in episode.steps if s.state is not None]
     last = episode.steps[-1]
     if last.state is not None and last.action is not None and last.valid:
-        env.reset(seed=episode.seed)
-        env.restore(last.state)  # the episode may come from a file
+        env.rewind(episode.seed, last.state)  # the episode may come from a file
         env.step(last.action)  # deterministic environments: the final position
         points.append(_agent_xy(env, env.get_state()))
     return [p for p in points if p is not None]
