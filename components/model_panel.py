@@ -9,8 +9,10 @@ import gradio as gr
 
 from studio.errors import StudioError
 from studio.models.access import ModelAccess
+from studio.models.base import DTYPE_NAMES
 from studio.session import StudioSession
-from studio.viz.html import message_html, model_card_html
+from studio.models.registry import describe_schemes
+from studio.viz.html import message_html, model_card_html, schemes_html
 
 
 @dataclass
@@ -44,6 +46,8 @@ def build(state: gr.State, access: ModelAccess) -> list[ModelSlot]:
         "`scripted:FILE.json` (replays given outputs). Pick *ReAct with model A/B* in the Episode tab to use it."
     )
     gr.Markdown(access_note(access), elem_id="as-model-access")
+    with gr.Accordion("Kinds of model names (registered backends)", open=False):
+        gr.HTML(schemes_html(describe_schemes()), elem_id="as-model-schemes")
     slots = []
     with gr.Row(equal_height=False):
         for slot, value in (("A", "default"), ("B", "")):
@@ -52,7 +56,7 @@ def build(state: gr.State, access: ModelAccess) -> list[ModelSlot]:
                 name = gr.Textbox(value=value, label="Model", placeholder="default, a hub id or a local path", elem_id=f"as-model-{slot.lower()}")
                 with gr.Row():
                     device = gr.Dropdown(["auto", "cpu", "cuda", "mps"], value="auto", label="Device", allow_custom_value=True)
-                    dtype = gr.Dropdown(["auto", "float32", "bfloat16", "float16"], value="auto", label="Dtype")
+                    dtype = gr.Dropdown(list(DTYPE_NAMES), value="auto", label="Dtype")
                 with gr.Row():
                     load = gr.Button(f"Load model {slot}", variant="primary", elem_id=f"as-load-{slot.lower()}")
                     unload = gr.Button("Unload", elem_id=f"as-unload-{slot.lower()}")

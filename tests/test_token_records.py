@@ -8,7 +8,8 @@ import torch
 
 from studio.agents.react import ReActConfig, ReActPolicy
 from studio.models.base import SamplingParams
-from studio.models.hf import TokenTexts, TransformersBackend
+from studio.models.hf import TransformersBackend
+from studio.models.hf_decode import TokenTexts
 from studio.models.scripted import ScriptedBackend
 from studio.runner import EpisodeRunner, RunnerConfig
 from studio.session import policy_written

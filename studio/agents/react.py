@@ -31,6 +31,7 @@ from typing import Any
 from studio.agents.base import Decision, Observation, StopCheck, never_stop
 from studio.agents.parsing import parse_react
 from studio.envs.base import StudioEnv
+from studio.errors import StudioError
 from studio.models.base import Backend, CacheStats, GenerateResult, Generation, PrefixSession, SamplingParams, TokenListener
 from studio.trace import Candidate, Episode, Step, TokenInfo
 
@@ -79,6 +80,8 @@ class ReActPolicy:
     def __init__(self, backend: Backend, config: ReActConfig | None = None) -> None:
         self.backend = backend
         self.config = config or ReActConfig()
+        if self.config.action_mode == "score" and not backend.capabilities.scoring:
+            raise StudioError(f"Model {backend.card.id} cannot score actions (its backend has no scoring): use action mode generate.")
         self.session = PrefixSession()
         self.env: StudioEnv | None = None
         self.example = ""
@@ -191,7 +194,7 @@ class ReActPolicy:
 
     def _fit(self, episode: Episode, observation: Observation) -> list[dict[str, Any]]:
         """Messages within the token budget, dropping the oldest half of the history when needed."""
-        budget = min(self.config.max_prompt_tokens, self.backend.info["context_length"] - self.config.sampling.max_new_tokens - 16)
+        budget = min(self.config.max_prompt_tokens, self.backend.context_length - self.config.sampling.max_new_tokens - 16)
         while True:
             messages = self.build_messages(episode, observation)
             remaining = len(episode.steps) - self.history_start
@@ -251,12 +254,19 @@ class ReActPolicy:
         """The tokens of ``text``, which the policy writes into the turn after ``before``, with
         the model's log-probabilities of them there (one scoring pass over the cached prompt),
         and how much of the prompt that pass found cached. ``shown``: they go to the live view
-        as the first output's next tokens."""
+        as the first output's next tokens. A backend that cannot score writes no token records."""
+        if not self.backend.capabilities.token_level:
+            return [], None
         result = self.backend.score(messages, [text], images=images, session=self.session, assistant_prefix=before)
         tokens = _token_records(result, 0, text, origin)
         for token in tokens if shown else []:
             self._tell(0, token)
         return tokens, result.cache
+
+    def _kept(self, tokens: list[TokenInfo]) -> list[TokenInfo] | None:
+        """An output's token records, or None from a backend without logprobs or scoring (the
+        records would not spell the output, or would carry no numbers)."""
+        return tokens if self.backend.capabilities.token_level else None
 
     def _stats(self, result: GenerateResult) -> tuple[dict[str, float], dict[str, Any]]:
         timing = {f"generate_{k}": v for k, v in result.timing.items()}
@@ -289,7 +299,7 @@ class ReActPolicy:
         checks = [self.env.validate_action(p.action) if p.action is not None and self.env is not None else None for p in parsed]
         chosen = next((i for i, c in enumerate(checks) if c is not None and c.valid), 0)
         candidates = [
-            Candidate(raw=text, thought=p.thought, action=(c.action if c and c.valid else p.action), valid=bool(c and c.valid), invalid_reason=p.error or (c.reason if c else None), tokens=t)
+            Candidate(raw=text, thought=p.thought, action=(c.action if c and c.valid else p.action), valid=bool(c and c.valid), invalid_reason=p.error or (c.reason if c else None), tokens=self._kept(t))
             for i, (t, text, p, c) in enumerate(zip(tokens, texts, parsed, checks))
             if i != chosen
         ]
@@ -301,7 +311,7 @@ class ReActPolicy:
             raw=texts[chosen],
             thought=best_parse.thought,
             parse_error=best_parse.error,
-            tokens=tokens[chosen],
+            tokens=self._kept(tokens[chosen]),
             candidates=candidates,
             timing=timing,
             extra=extra,

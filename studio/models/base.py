@@ -1,8 +1,14 @@
-"""The Backend protocol: what the studio needs from a model, whatever runs it.
+"""The Backend base class: what the studio needs from a model, whatever runs it.
 
-A backend generates (``generate``), scores given continuations (``score``) and declares
-what it can do (``capabilities``), so panels enable themselves only where it makes sense.
-Records here are plain dataclasses; torch never leaks out of a backend.
+A backend must generate (:meth:`Backend.generate`) and describe itself (:attr:`Backend.card`,
+a :class:`ModelCard`). Everything else is optional, with a default, and declared in
+:class:`Capabilities` so panels and policies enable themselves only where it makes sense
+(LIT's habit): scoring given continuations, token logprobs, top alternatives, attention,
+images, prefix reuse, a local device. Records here are plain dataclasses; torch never leaks
+out of a backend.
+
+A new backend is one file: a subclass and a loader registered under a name scheme with
+:func:`studio.models.registry.register_backend` (``scripted:FILE.json`` is one).
 
 Per-session state that makes stepping fast — the KV cache of the prompt seen so far —
 lives in a :class:`PrefixSession` owned by the caller (one per policy, so per browser
@@ -11,13 +17,17 @@ session), never in the backend, which is shared by every session.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, runtime_checkable
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
 
 import numpy as np
 
+from studio.errors import StudioError
 from studio.trace import TokenInfo
 
+#: Dtypes a model can be loaded in (``auto``: bfloat16 on a GPU, float32 on a CPU).
+DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
 #: A chat message: ``{"role": "system"|"user"|"assistant", "content": str}``.
 Message = dict[str, Any]
 #: Called with (row, token) as each generated token is drawn: a live view of the generation.
@@ -32,11 +42,63 @@ def no_progress(fraction: float, message: str) -> None:
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What a backend can produce; the UI shows a panel only where the capability exists."""
+    """What a backend can do beyond generating text; the UI and the policies read these flags."""
 
-    logprobs: bool = True
+    logprobs: bool = False
+    """Generated tokens carry the model's log-probabilities (token colours, signals)."""
+    scoring: bool = False
+    """:meth:`Backend.score` works: log-probabilities of given continuations (score mode, the
+    forced ``Thought:`` and inserted ``Action:`` tokens)."""
+    top_alternatives: bool = False
+    """The most likely other tokens at each position are known."""
     attention: bool = False
+    """:meth:`Backend.attention` works (the attention panel)."""
     images: bool = False
+    """The model sees images (the environment's frame goes with each observation)."""
+    prefix_reuse: bool = False
+    """A :class:`PrefixSession` keeps the prompt's KV cache between calls (steps encode only what is new)."""
+    local_device: bool = False
+    """Runs in this process on a local device: sessions queue on the device's lock, unloading frees memory."""
+
+    def to_dict(self) -> dict[str, bool]:
+        return asdict(self)
+
+    @property
+    def token_level(self) -> bool:
+        """Outputs can be stored token by token (every token with the model's logprob, including
+        the ones the policy writes, which are scored)."""
+        return self.logprobs and self.scoring
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What the studio shows and records about a loaded model (the Models tab, every episode)."""
+
+    id: str
+    """The name it was loaded as (a hub id, a folder, ``scripted:...``)."""
+    source: str
+    """Where the weights came from: ``hub``, ``cache``, ``local``, ``scripted``, a server URL..."""
+    capabilities: Capabilities
+    architecture: str = ""
+    kind: str = "causal-lm"
+    """``causal-lm``, ``image-text-to-text``, ``scripted``..."""
+    parameters: int | None = None
+    layers: int | None = None
+    heads: int | None = None
+    kv_heads: int | None = None
+    context_length: int = 2048
+    """Tokens the model attends over: the policy keeps its prompt under it."""
+    vocab_size: int | None = None
+    device: str = "cpu"
+    dtype: str = "none"
+    memory_mb: float = 0.0
+    load_seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The card as JSON (``info``): every field, capabilities as a dict of flags."""
+        data = asdict(self)
+        data["capabilities"] = self.capabilities.to_dict()
+        return data
 
 
 @dataclass(frozen=True)
@@ -149,17 +211,30 @@ class PrefixSession:
         self.token_ids, self.cache, self.image_keys, self.owner = [], None, [], None
 
 
-@runtime_checkable
-class Backend(Protocol):
-    """A loaded model."""
+class Backend(ABC):
+    """A loaded model. Subclasses implement :meth:`generate` and :attr:`card`; the rest have defaults.
 
-    capabilities: Capabilities
+    ``capabilities`` says which optional methods do real work; a method a backend cannot do
+    raises a one-line :class:`~studio.errors.StudioError` naming the model.
+    """
+
+    capabilities: Capabilities = Capabilities()
+
+    @property
+    @abstractmethod
+    def card(self) -> ModelCard:
+        """The model card."""
 
     @property
     def info(self) -> dict[str, Any]:
-        """The model card: id, source, architecture, parameters, layers, heads, context, device, dtype, memory, load time."""
-        ...
+        """The model card as JSON (a fresh dict: callers may annotate it)."""
+        return self.card.to_dict()
 
+    @property
+    def context_length(self) -> int:
+        return int(self.card.context_length)
+
+    @abstractmethod
     def generate(
         self,
         messages: list[Message],
@@ -172,11 +247,12 @@ class Backend(Protocol):
         assistant_prefix: str = "",
         on_token: TokenListener | None = None,
     ) -> GenerateResult:
-        """Sample ``n`` continuations of the chat (batched, sharing the prompt's cache).
+        """Sample ``n`` continuations of the chat after its generation prompt and ``assistant_prefix``.
 
-        ``on_token(row, token)``, when given, sees each token of each row as it is drawn
-        (a live view; stop strings are cut from the result afterwards)."""
-        ...
+        ``stop``: strings that end a continuation (cut from the text). ``should_stop()`` is
+        polled between tokens (Stop: finish reason ``interrupted``). ``on_token(row, token)``,
+        when given, sees each token of each row as it is drawn (a live view). Generations carry
+        their tokens when ``capabilities.logprobs``, else an empty list."""
 
     def score(
         self,
@@ -187,9 +263,27 @@ class Backend(Protocol):
         assistant_prefix: str = "",
         end_with_eos: bool = False,
     ) -> ScoreResult:
-        """Per-token logprobs of each continuation after the chat's generation prompt (one pass)."""
-        ...
+        """Per-token logprobs of each continuation after the chat's generation prompt (``capabilities.scoring``)."""
+        raise StudioError(f"Model {self.card.id} cannot score given text (its backend has no scoring): use action mode generate.")
+
+    def encode(self, messages: list[Message], assistant_prefix: str = "", images: list[np.ndarray] | None = None) -> tuple[list[int], dict[str, Any]]:
+        """Token ids of the rendered chat (and model inputs for its images), for prompt budgets.
+
+        The default counts UTF-8 bytes: never fewer than a byte-level tokenizer's tokens, so a
+        prompt kept under the budget by this count fits."""
+        text = "".join(message_text(m.get("content", "")) for m in messages) + assistant_prefix
+        return list(text.encode("utf-8")), {}
+
+    def attention(self, messages: list[Message], output: str, images: list[np.ndarray] | None = None, **options: Any) -> Any:
+        """What the model attended to while producing ``output`` (``capabilities.attention``)."""
+        raise StudioError(f"Model {self.card.id} cannot show its attention (it is not a local transformers model).")
 
     def unload(self) -> None:
-        """Free the weights (and device memory)."""
-        ...
+        """Free the weights (and device memory); nothing to do by default."""
+
+
+def message_text(content: Any) -> str:
+    """A message's text (a string, or the text parts of a multimodal content list)."""
+    if isinstance(content, str):
+        return content
+    return " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict)) if isinstance(content, list) else str(content)

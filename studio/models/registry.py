@@ -1,4 +1,9 @@
-"""One copy of each loaded model per process, shared by every browser session.
+"""Backends by name scheme, and one copy of each loaded model per process, shared by every browser session.
+
+A model name picks its backend by scheme: ``scripted:FILE.json`` the scripted backend, a name
+with no registered scheme (``default``, ``org/model``, a folder) the transformers backend.
+:func:`register_backend` adds a scheme (a new backend is one file that calls it, or an entry
+point in the ``agent_studio.backends`` group of an installed package).
 
 The app makes one :class:`ModelRegistry` (in ``app.py``, the composition root) and hands
 it to every session. Loading is serialised (two sessions asking for the same model get
@@ -8,32 +13,210 @@ so concurrent sessions queue on the device instead of colliding.
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
+from studio.errors import StudioError
 from studio.models.access import ModelAccess, check_model_name
 from studio.models.base import Backend, ProgressCallback, no_progress
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
-class ModelKey:
-    """What makes two loads the same model."""
+class LoadRequest:
+    """What a loader gets: the name asked for and how to load it."""
 
-    path: str
-    gguf_file: str | None
-    device: str
-    dtype: str
+    name: str
+    """The whole name (``scripted:demo.json``)."""
+    target: str
+    """The name without its scheme (``demo.json``); the whole name for the default scheme."""
+    device: str = "auto"
+    dtype: str = "auto"
+    trust_remote_code: bool = False
+    progress: ProgressCallback = no_progress
+    access: ModelAccess | None = None
+    """The operator's rules when the name came from the web (None: the command line)."""
+    device_lock: Callable[[str], threading.Lock] | None = None
+    """The lock every backend on a device shares (local backends take theirs from here)."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A load about to happen: the key that makes two loads the same model, and the load itself."""
+
+    key: Hashable
+    load: Callable[[], Backend]
+
+
+@dataclass(frozen=True)
+class BackendScheme:
+    """A name scheme (``scripted:``) and how to load its names."""
+
+    scheme: str
+    """The prefix without its colon; ``""`` for the default scheme (hub ids, folders, ``default``)."""
+    prepare: Callable[[LoadRequest], Prepared]
+    summary: str
+    example: str
+    web_check: Callable[[LoadRequest], None] | None = None
+    """Checks a name sent by a web client (raises a one-line StudioError); None: this scheme
+    is for the operator's command line only."""
+
+    def describe(self) -> dict[str, Any]:
+        return {"scheme": f"{self.scheme}:" if self.scheme else "(none)", "summary": self.summary, "example": self.example, "web": self.web_check is not None}
+
+
+#: Name schemes, filled at import (the built-ins below) and by :func:`register_backend`; the
+#: process's list of backend kinds, never per session.
+SCHEMES: dict[str, BackendScheme] = {}
+#: Entry point group other packages register backends under (``name = "pkg.module:load"``;
+#: the entry point's name is the scheme).
+ENTRY_POINT_GROUP = "agent_studio.backends"
+_plugins = threading.Lock()
+_plugins_loaded: list[bool] = []
+
+
+def register_backend(
+    scheme: str,
+    load: Callable[[LoadRequest], Backend] | None = None,
+    *,
+    prepare: Callable[[LoadRequest], Prepared] | None = None,
+    summary: str = "",
+    example: str = "",
+    web: bool | Callable[[LoadRequest], None] = False,
+    replace: bool = False,
+) -> BackendScheme:
+    """Make names ``scheme:...`` load with ``load(request) -> Backend``.
+
+    Two requests for the same target, device and dtype share one loaded backend; give
+    ``prepare`` instead of ``load`` to choose that key yourself. ``web``: whether a browser or
+    API client may load names of this scheme (True), a check to run on them, or not at all
+    (False, the default: only the operator's command line).
+    """
+    scheme = scheme.removesuffix(":")
+    if scheme and not scheme.replace("-", "").replace("_", "").isalnum():
+        raise ValueError(f"Not a usable scheme: {scheme!r} (letters, digits, - and _).")
+    if (load is None) == (prepare is None):
+        raise ValueError("Give either load or prepare.")
+    if prepare is None:
+        assert load is not None
+        loader = load
+
+        def prepare(request: LoadRequest) -> Prepared:
+            return Prepared(key=(scheme, request.target, request.device, request.dtype), load=lambda: loader(request))
+
+    web_check = (lambda request: None) if web is True else (web or None)
+    entry = BackendScheme(scheme, prepare, summary or f"{scheme}: backend", example or f"{scheme}:NAME", web_check)
+    if scheme in SCHEMES and not replace:
+        raise ValueError(f"A backend scheme {scheme!r} is already registered (pass replace=True to replace it).")
+    SCHEMES[scheme] = entry
+    return entry
+
+
+def backend_scheme(name: str) -> BackendScheme:
+    """The scheme that loads ``name``: the registered prefix before its first colon, else the default."""
+    _load_plugins()
+    prefix, sep, _rest = name.partition(":")
+    if sep and prefix in SCHEMES and prefix:
+        return SCHEMES[prefix]
+    return SCHEMES[""]
+
+
+def describe_schemes() -> list[dict[str, Any]]:
+    """Every name scheme (for ``agent-studio models`` and the Models tab)."""
+    _load_plugins()
+    return [entry.describe() for entry in SCHEMES.values()]
+
+
+def _load_plugins() -> None:
+    with _plugins:
+        if _plugins_loaded:
+            return
+        _plugins_loaded.append(True)
+        from importlib.metadata import entry_points
+
+        for point in entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                target = point.load()
+                if isinstance(target, BackendScheme):
+                    SCHEMES.setdefault(target.scheme, target)
+                elif point.name not in SCHEMES:
+                    register_backend(point.name, target, web=True)
+            except Exception as exc:  # a broken plugin must not take the studio down: say which
+                log.warning("backend scheme %r from %s did not register: %s", point.name, point.value, exc)
+
+
+# -- the built-in schemes ------------------------------------------------------------------------
+def _prepare_transformers(request: LoadRequest) -> Prepared:
+    """``default``, a hub id, a local folder or ``.gguf`` file: the transformers backend."""
+    from studio.models.hf import TransformersBackend, pick_device
+    from studio.models.resolve import resolve
+
+    device = pick_device(request.device)
+    resolved = resolve(request.target, progress=lambda f, m: request.progress(0.3 * f, m))
+    if request.access is not None:
+        request.access.check_folder(resolved.path)
+    lock = request.device_lock(device) if request.device_lock is not None else None
+
+    def load() -> Backend:
+        return TransformersBackend.load(
+            resolved.path,
+            model_id=resolved.repo or request.name,
+            source=resolved.source,
+            gguf_file=resolved.gguf_file,
+            device=device,
+            dtype=request.dtype,
+            trust_remote_code=request.trust_remote_code,
+            progress=lambda f, m: request.progress(0.3 + 0.7 * f, m),
+            lock=lock,
+        )
+
+    return Prepared(key=("transformers", resolved.path, resolved.gguf_file, device, request.dtype), load=load)
+
+
+def _web_transformers(request: LoadRequest) -> None:
+    assert request.access is not None
+    request.access.check(request.name)
+
+
+def _load_scripted(request: LoadRequest) -> Backend:
+    from studio.models.scripted import load_scripted
+
+    return load_scripted(request.target)
+
+
+def _web_scripted(request: LoadRequest) -> None:
+    assert request.access is not None
+    request.access.check(request.name)
+
+
+register_backend(
+    "",
+    prepare=_prepare_transformers,
+    summary="default (the embedded SmolLM2-135M-Instruct), a Hugging Face hub id, a local model folder or .gguf file: transformers, in this process",
+    example="Qwen/Qwen2.5-0.5B-Instruct",
+    web=_web_transformers,
+)
+register_backend(
+    "scripted",
+    prepare=lambda request: Prepared(key=("scripted", request.target), load=lambda: _load_scripted(request)),
+    summary="replays the outputs in a JSON file (demos and tests without a model)",
+    example="scripted:FILE.json",
+    web=_web_scripted,
+)
 
 
 class ModelRegistry:
     """Loaded models by key, with one lock per device."""
 
     def __init__(self) -> None:
-        self._models: dict[ModelKey, Backend] = {}
-        self._names: dict[ModelKey, str] = {}
-        self._holders: dict[ModelKey, set[str]] = {}
-        self._pinned: set[ModelKey] = set()
+        self._models: dict[Hashable, Backend] = {}
+        self._names: dict[Hashable, str] = {}
+        self._holders: dict[Hashable, set[str]] = {}
+        self._pinned: set[Hashable] = set()
         self._loading = threading.Lock()
         self._device_locks: dict[str, threading.Lock] = {}
 
@@ -53,63 +236,39 @@ class ModelRegistry:
         holder: str | None = None,
         access: ModelAccess | None = None,
     ) -> Backend:
-        """The loaded model ``name`` (``default``, a hub id, a local path, or ``scripted:FILE.json``),
-        loading it if needed. ``holder`` (e.g. a browser session) is remembered until :meth:`release`.
+        """The loaded model ``name`` (``default``, a hub id, a local path, or ``scheme:...`` of a
+        registered scheme), loading it if needed. ``holder`` (e.g. a browser session) is
+        remembered until :meth:`release`.
 
         ``access`` is given for names that come from the web: the operator's rules then decide
-        which paths may load and whether remote code may run (``trust_remote_code`` is ignored).
+        which schemes and paths may load and whether remote code may run (``trust_remote_code``
+        is ignored).
         """
         name = check_model_name(name)
         if access is not None:
-            name = access.check(name)
             trust_remote_code = access.trust_remote_code
-        if name.startswith("scripted:"):
-            return self._load_scripted(name, holder)
-        from studio.models.hf import TransformersBackend, pick_device
-        from studio.models.resolve import resolve
-
-        device_name = pick_device(device)
-        resolved = resolve(name, progress=lambda f, m: progress(0.3 * f, m))
+        scheme = backend_scheme(name)
+        target = name[len(scheme.scheme) + 1:] if scheme.scheme else name
+        request = LoadRequest(name, target, device, dtype, trust_remote_code, progress, access, self.device_lock)
         if access is not None:
-            access.check_folder(resolved.path)
-        key = ModelKey(resolved.path, resolved.gguf_file, device_name, dtype)
-        lock = self.device_lock(device_name)
+            if scheme.web_check is None:
+                raise StudioError(f"Models of the {scheme.scheme}: kind load only from the command line (serve --model), not from the browser.")
+            scheme.web_check(request)
+        prepared = scheme.prepare(request)
         with self._loading:
-            if key not in self._models:
-                self._models[key] = TransformersBackend.load(
-                    resolved.path,
-                    model_id=resolved.repo or name,
-                    source=resolved.source,
-                    gguf_file=resolved.gguf_file,
-                    device=device_name,
-                    dtype=dtype,
-                    trust_remote_code=trust_remote_code,
-                    progress=lambda f, m: progress(0.3 + 0.7 * f, m),
-                    lock=lock,
-                )
-                self._names[key] = name
+            if prepared.key not in self._models:
+                self._models[prepared.key] = prepared.load()
+                self._names[prepared.key] = name
             else:
                 progress(1.0, "already loaded")
             if holder is not None:
-                self._holders.setdefault(key, set()).add(holder)
-            return self._models[key]
-
-    def _load_scripted(self, name: str, holder: str | None) -> Backend:
-        from studio.models.scripted import load_scripted
-
-        key = ModelKey(name, None, "cpu", "none")
-        with self._loading:
-            if key not in self._models:
-                self._models[key] = load_scripted(name.removeprefix("scripted:"))
-                self._names[key] = name
-            if holder is not None:
-                self._holders.setdefault(key, set()).add(holder)
-            return self._models[key]
+                self._holders.setdefault(prepared.key, set()).add(holder)
+            return self._models[prepared.key]
 
     def add(self, name: str, backend: Backend, device: str = "cpu") -> Backend:
         """Register an already built backend (tiny test models, scripted fakes)."""
         with self._loading:
-            key = ModelKey(f"memory:{name}", None, device, "auto")
+            key = ("memory", name, device)
             self._models[key] = backend
             self._names[key] = name
         return backend

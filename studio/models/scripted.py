@@ -15,11 +15,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from studio.models.base import CacheStats, Capabilities, Generation, GenerateResult, Message, PrefixSession, SamplingParams, ScoreResult, TokenListener
+from studio.models.base import Backend, CacheStats, Capabilities, ModelCard, Generation, GenerateResult, Message, PrefixSession, SamplingParams, ScoreResult, TokenListener
 from studio.trace import TokenInfo
 
 
-class ScriptedBackend:
+class ScriptedBackend(Backend):
     """Replays ``outputs`` in order (cycling)."""
 
     def __init__(self, outputs: list[str], preferences: list[str] | None = None, name: str = "scripted", token_seconds: float = 0.0) -> None:
@@ -31,27 +31,11 @@ class ScriptedBackend:
         self.preferences = list(preferences or [])
         self.name = name
         self.calls = 0
-        self.capabilities = Capabilities(logprobs=True, attention=False, images=False)
+        self.capabilities = Capabilities(logprobs=True, scoring=True)
 
     @property
-    def info(self) -> dict[str, Any]:
-        return {
-            "id": self.name,
-            "source": "scripted",
-            "architecture": "ScriptedBackend",
-            "kind": "scripted",
-            "parameters": 0,
-            "layers": 0,
-            "heads": 0,
-            "kv_heads": 0,
-            "context_length": 1_000_000,
-            "vocab_size": 0,
-            "device": "cpu",
-            "dtype": "none",
-            "memory_mb": 0.0,
-            "load_seconds": 0.0,
-            "capabilities": {"logprobs": True, "attention": False, "images": False},
-        }
+    def card(self) -> ModelCard:
+        return ModelCard(id=self.name, source="scripted", capabilities=self.capabilities, architecture="ScriptedBackend", kind="scripted", parameters=0, layers=0, heads=0, kv_heads=0, context_length=1_000_000, vocab_size=0)
 
     def encode(self, messages: list[Message], assistant_prefix: str = "", images: list[np.ndarray] | None = None) -> tuple[list[int], dict[str, Any]]:
         text = "".join(str(m.get("content", "")) for m in messages) + assistant_prefix

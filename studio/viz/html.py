@@ -242,6 +242,15 @@ CARD_FIELDS = [
 ]
 
 
+def schemes_html(schemes: list[dict[str, Any]]) -> str:
+    """The model name schemes this studio knows (a table), and whether the browser may use each."""
+    rows = "".join(
+        f"<tr><td><code>{esc(row['example'])}</code></td><td>{esc(row['summary'])}</td><td>{'yes' if row['web'] else 'command line only'}</td></tr>"
+        for row in schemes
+    )
+    return f'<table class="as-card as-schemes"><tr><th>name</th><th>loads</th><th>from the browser</th></tr>{rows}</table>'
+
+
 def model_card_html(info: dict[str, Any] | None, slot: str) -> str:
     """A loaded model's card, or what to do when the slot is empty."""
     if not info:
