@@ -17,7 +17,7 @@ import gradio as gr
 
 from storage import Store
 from storage.desk import DEFAULT_TAGS, AnnotationDesk
-from storage.export import FORMATS, export
+from storage.export import export, format_names
 from studio.envs.registry import env_names
 from studio.errors import StudioError
 from studio.session import StudioSession
@@ -121,7 +121,7 @@ def build() -> AnnotatePanel:
             overview_refresh = gr.Button("Refresh", size="sm")
             overview = gr.HTML(elem_id="as-overview")
             with gr.Row():
-                export_format = gr.Radio(list(FORMATS), value="dpo", label="Export format")
+                export_format = gr.Radio(format_names(), value="dpo", label="Export format")
                 export_button = gr.Button("Export", elem_id="as-export")
                 download = gr.DownloadButton("Download", visible=False, elem_id="as-download")
     return AnnotatePanel(

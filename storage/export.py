@@ -1,6 +1,9 @@
-"""Exports in the shapes TRL trains on, and full episodes.
+"""Exports in the shapes TRL trains on, and full episodes: a registry of formats.
 
-Formats (one JSON object per line):
+Each format is a name, a function that yields its records, and a line of documentation
+(:func:`register_export`; an installed package can add one through the ``agent_studio.exports``
+entry point group). The CLI's ``--format``, the Overview's downloads and the README table read
+the registry. The built-in formats (one JSON object per line):
 
 - ``dpo``: preference, explicit prompt, conversational. ``prompt`` is the chat up to the
   judged step (the prompt the model saw, when a model took the step); ``chosen`` and
@@ -31,9 +34,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import zlib
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -47,7 +51,7 @@ from storage.records import STEP_LABELS
 from storage.store import Store
 from studio.errors import StudioError
 
-FORMATS = ("dpo", "reward", "prm", "kto", "episodes")
+log = logging.getLogger(__name__)
 EPISODE_CHUNK = 200
 Message = dict[str, Any]
 
@@ -267,6 +271,7 @@ def pair_prompt(row: Any, cache: EpisodeCache) -> tuple[StepView | list[Message]
 
 
 def prompt_messages(source: StepView | list[Message]) -> list[Message]:
+    """The messages of a pair's prompt (see :func:`pair_prompt`)."""
     return source.prompt if isinstance(source, StepView) else source
 
 
@@ -274,11 +279,45 @@ def prompt_json(source: StepView | list[Message], cache: EpisodeCache) -> bytes:
     return source.prompt_json if isinstance(source, StepView) else cache.encode(source)
 
 
-def pairwise_records(store: Store, summary: ExportSummary, images: ImageWriter, implicit_prompt: bool, need_records: bool) -> Iterator[tuple[dict[str, Any] | None, bytes]]:
-    """Preference rows, each as its JSON line (and as a dict only when ``need_records``).
+class ExportRow:
+    """One exported record as named fields, each a value or its JSON already encoded.
 
-    Many pairs share a step's prompt: its stored JSON is spliced into each line as it is,
-    never decoded and encoded again (this is most of an export's work otherwise).
+    The JSON line and the record (a dict, for ``--hf-dataset`` and tests) come from the same
+    fields, so they cannot disagree; pairwise rows splice stored prompt JSON into fields
+    without decoding it (most of an export's work otherwise).
+    """
+
+    __slots__ = ("fields",)
+
+    def __init__(self) -> None:
+        self.fields: list[tuple[str, Any, bytes | None]] = []
+
+    @classmethod
+    def of(cls, record: dict[str, Any]) -> ExportRow:
+        row = cls()
+        for key, value in record.items():
+            row.add(key, value)
+        return row
+
+    def add(self, key: str, value: Any = None, *, encoded: bytes | None = None) -> ExportRow:
+        """A field: ``value``, or its compact JSON ``encoded`` already (as :func:`dumps` writes it)."""
+        self.fields.append((key, value, encoded))
+        return self
+
+    def line(self) -> bytes:
+        """The record as one compact JSON line (without the newline)."""
+        parts = (dumps(key).encode("utf-8") + b":" + (encoded if encoded is not None else dumps(value).encode("utf-8")) for key, value, encoded in self.fields)
+        return b"{" + b",".join(parts) + b"}"
+
+    def record(self) -> dict[str, Any]:
+        """The record as a dict: the same fields, encoded ones decoded."""
+        return {key: json.loads(encoded) if encoded is not None else value for key, value, encoded in self.fields}
+
+
+def pairwise_rows(store: Store, summary: ExportSummary, images: ImageWriter, implicit_prompt: bool) -> Iterator[ExportRow]:
+    """Preference rows: ``prompt``/``chosen``/``rejected`` (or whole conversations with an implicit prompt).
+
+    Many pairs share a step's prompt: its stored JSON is spliced into each line as it is.
     """
     for row, choice, cache, candidates, rationales in judged_pairs(store, summary):
         if choice in ("tie", "both_bad"):
@@ -288,30 +327,19 @@ def pairwise_records(store: Store, summary: ExportSummary, images: ImageWriter, 
         source, frame = pair_prompt(row, cache)
         context = prompt_json(source, cache)
         chosen_json, rejected_json = side_json(row, chosen, cache, candidates), side_json(row, rejected, cache, candidates)
+        out = ExportRow()
         if implicit_prompt:
             head = context[:-1] + b","  # the prompt's messages, then the side's: one list
-            parts = [b'"chosen":' + head + chosen_json[1:], b'"rejected":' + head + rejected_json[1:]]
+            out.add("chosen", encoded=head + chosen_json[1:]).add("rejected", encoded=head + rejected_json[1:])
         else:
-            parts = [b'"prompt":' + context, b'"chosen":' + chosen_json, b'"rejected":' + rejected_json]
-        parts.append(b'"pair_id":' + dumps(row.id).encode("utf-8"))  # provenance; TRL ignores columns it does not know
-        parts.append(b'"rationales":' + dumps(rationales).encode("utf-8"))  # the annotators' own words, verbatim
+            out.add("prompt", encoded=context).add("chosen", encoded=chosen_json).add("rejected", encoded=rejected_json)
+        out.add("pair_id", row.id)  # provenance; TRL ignores columns it does not know
+        out.add("rationales", rationales)  # the annotators' own words, verbatim
         image_paths = images(frame)
         if image_paths:
             summary.images += 1
-            parts.append(b'"images":' + dumps(image_paths).encode("utf-8"))
-        record = None
-        if need_records:
-            prompt = prompt_messages(source)
-            chosen_messages, rejected_messages = side_messages(row, chosen, cache, candidates), side_messages(row, rejected, cache, candidates)
-            if implicit_prompt:
-                record = {"chosen": prompt + chosen_messages, "rejected": prompt + rejected_messages}
-            else:
-                record = {"prompt": prompt, "chosen": chosen_messages, "rejected": rejected_messages}
-            record["pair_id"] = row.id
-            record["rationales"] = rationales
-            if image_paths:
-                record["images"] = image_paths
-        yield record, b"{" + b",".join(parts) + b"}"
+            out.add("images", image_paths)
+        yield out
 
 
 def kto_records(store: Store, summary: ExportSummary, images: ImageWriter) -> Iterator[dict[str, Any]]:
@@ -401,23 +429,81 @@ def dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def records_for(store: Store, format: str, summary: ExportSummary, images: ImageWriter, need_records: bool = True) -> Iterator[tuple[dict[str, Any] | None, bytes]]:
-    """(record, its JSON line) for ``format``; pairwise formats assemble the line themselves."""
-    if format in ("dpo", "reward"):
-        return pairwise_records(store, summary, images, implicit_prompt=format == "reward", need_records=need_records)
-    if format == "kto":
-        records = kto_records(store, summary, images)
-    elif format == "prm":
-        records = prm_records(store, summary, images)
-    else:
-        records = episode_records(store, summary)
-    return ((record, dumps(record).encode("utf-8")) for record in records)
+# -- the format registry -----------------------------------------------------------------------------
+RowSource = Callable[[Store, ExportSummary, ImageWriter], Iterable[ExportRow | dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """A registered export format: its name, what builds its rows, and what it is for."""
+
+    name: str
+    rows: RowSource
+    """``rows(store, summary, images)``: the records (dicts or :class:`ExportRow`); counts what it
+    leaves out in ``summary.left_out`` and writes frames with ``images(png)``."""
+    summary: str
+    """One line: the record shape and what trains on it (CLI help, the Overview, the README)."""
+
+
+#: Formats by name, in the order they are offered; filled at import and by :func:`register_export`.
+EXPORT_FORMATS: dict[str, ExportFormat] = {}
+#: Entry point group other packages register formats under (``name = "pkg.module:rows"``).
+ENTRY_POINT_GROUP = "agent_studio.exports"
+_plugins_loaded: list[bool] = []
+
+
+def register_export(name: str, rows: RowSource, summary: str, replace: bool = False) -> ExportFormat:
+    """Offer ``name`` in ``agent-studio export --format``, the Overview's downloads and the API."""
+    if not name or not name.replace("-", "").replace("_", "").isalnum():
+        raise ValueError(f"Not a usable format name: {name!r} (letters, digits, - and _).")
+    if name in EXPORT_FORMATS and not replace and EXPORT_FORMATS[name].rows is not rows:
+        raise ValueError(f"An export format {name!r} is already registered (pass replace=True to replace it).")
+    EXPORT_FORMATS[name] = ExportFormat(name, rows, summary)
+    return EXPORT_FORMATS[name]
+
+
+def export_formats() -> list[ExportFormat]:
+    """Every registered format (built-ins first, then installed packages' entry points)."""
+    if not _plugins_loaded:
+        _plugins_loaded.append(True)
+        from importlib.metadata import entry_points
+
+        for point in entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                target = point.load()
+                if isinstance(target, ExportFormat):
+                    EXPORT_FORMATS.setdefault(target.name, target)
+                elif point.name not in EXPORT_FORMATS:
+                    register_export(point.name, target, (target.__doc__ or point.name).strip().splitlines()[0])
+            except Exception as exc:  # a broken plugin must not take the studio down: say which
+                log.warning("export format %r from %s did not register: %s", point.name, point.value, exc)
+    return list(EXPORT_FORMATS.values())
+
+
+def format_names() -> list[str]:
+    return [fmt.name for fmt in export_formats()]
+
+
+def export_rows(store: Store, format: str, summary: ExportSummary, images: ImageWriter) -> Iterator[ExportRow]:
+    """The rows of ``format``, each as an :class:`ExportRow` (its line and its record agree)."""
+    registered = {fmt.name: fmt for fmt in export_formats()}.get(format)
+    if registered is None:
+        raise StudioError(f"Unknown export format {str(format)[:40]!r}: use one of {', '.join(format_names())}.")
+    for row in registered.rows(store, summary, images):
+        yield row if isinstance(row, ExportRow) else ExportRow.of(row)
+
+
+register_export("dpo", lambda store, summary, images: pairwise_rows(store, summary, images, implicit_prompt=False), "preference, explicit prompt (prompt, chosen, rejected), conversational: TRL's DPOTrainer")
+register_export("reward", lambda store, summary, images: pairwise_rows(store, summary, images, implicit_prompt=True), "preference, implicit prompt (chosen, rejected whole conversations): TRL's RewardTrainer")
+register_export("prm", lambda store, summary, images: prm_records(store, summary, images), "stepwise supervision (prompt, completions, labels per step): TRL's PRMTrainer (TRL 1.9)")
+register_export("kto", lambda store, summary, images: kto_records(store, summary, images), "unpaired preference (prompt, completion, label) from judged pairs and step labels: TRL's KTOTrainer")
+register_export("episodes", lambda store, summary, images: episode_records(store, summary), "every stored episode in the trace format (agent-studio import reads it back)")
 
 
 def export(store: Store, format: str, out: str | Path, hf_dataset: str | Path | None = None) -> ExportSummary:
     """Write ``format`` records to the JSONL file ``out`` (and a ``datasets`` folder when asked)."""
-    if format not in FORMATS:
-        raise StudioError(f"Unknown export format {format!r}: use one of {', '.join(FORMATS)}.")
+    if format not in format_names():
+        raise StudioError(f"Unknown export format {str(format)[:40]!r}: use one of {', '.join(format_names())}.")
     path = Path(out).expanduser()
     if path.is_dir():
         raise StudioError(f"The export target {path} is a folder; give a file name such as {path / (format + '.jsonl')}.")
@@ -429,11 +515,11 @@ def export(store: Store, format: str, out: str | Path, hf_dataset: str | Path | 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with temporary.open("wb", buffering=1 << 20) as handle:
-            for record, line in records_for(store, format, summary, images, need_records=rows is not None):
-                handle.write(line + b"\n")
+            for row in export_rows(store, format, summary, images):
+                handle.write(row.line() + b"\n")
                 summary.records += 1
                 if rows is not None:
-                    rows.append(record)
+                    rows.append(row.record())
         temporary.replace(path)  # a failed export never leaves a half-written file under the real name
     except OSError as exc:
         _remove_quietly(temporary)
