@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
 from studio.errors import StudioError
-from studio.validation import MAX_SEED
+from studio.models.base import DTYPE_NAMES
 
 EXIT_USER_ERROR = 2
 
@@ -59,11 +59,8 @@ def _number(kind: type, low: float | None = None, high: float | None = None, low
 
 
 _non_negative_int = _number(int, 0, what="a non-negative integer")
-_seed = _number(int, 0, MAX_SEED, what=f"a seed from 0 to {MAX_SEED}")
 _positive_int = _number(int, 1, what="a positive integer")
 _port = _number(int, 0, 65535, what="a port between 0 and 65535")
-_unit_float = _number(float, 0, 1, low_open=True, what="a number in (0, 1]")
-_temperature = _number(float, 0, what="a temperature >= 0")
 
 
 def _env_option(text: str) -> tuple[str, Any]:
@@ -107,30 +104,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = commands.add_parser("models", help="list the models that load without a network")
     models.add_argument("--json", action="store_true", help="one JSON object per model")
+    models.add_argument("--schemes", action="store_true", help="list the kinds of model names instead (registered backends: scripted:, plugins...)")
     models.add_argument("--prepare", action="store_true", help="make the default model ready offline first (converts the shipped GGUF once)")
 
     run = commands.add_parser("run", help="run episodes headless and print one summary line per episode")
-    run.add_argument("--env", required=True, help="environment: gridworld, household, wikihop or gym:<id>")
+    run.add_argument("--env", required=True, help="a registered environment (see `agent-studio envs`), e.g. gridworld or gym:FrozenLake-v1")
     run.add_argument("--env-opt", type=_env_option, action="append", default=[], metavar="NAME=VALUE", help="environment option (repeatable); see `agent-studio envs`")
     run.add_argument("--policy", default="expert", choices=["expert", "random", "react"], help="who acts (default: expert); react is model-driven")
-    run.add_argument("--seed", type=_seed, default=0, help="seed of the first episode (default 0); episode k uses seed+k")
     run.add_argument("--episodes", type=_positive_int, default=1, help="number of episodes (default 1)")
-    run.add_argument("--max-steps", type=_positive_int, default=None, help="step limit per episode (default: the environment's)")
     run.add_argument("--max-invalid", type=_positive_int, default=10, help="invalid actions before an episode is cut (default 10)")
     run.add_argument("--out", type=_output_file, default=None, metavar="FILE.jsonl", help="append full episodes (the trace format) to this JSONL file")
     run.add_argument("--frames", action="store_true", help="store a rendered frame on every step of --out (larger files)")
     run.add_argument("--json", action="store_true", help="print one JSON object per episode instead of a text line")
     _add_db_argument(run)
     model = run.add_argument_group("model (with --policy react)")
-    model.add_argument("--model", default="default", help="default (SmolLM2-135M-Instruct, offline), a hub id or a local folder")
-    model.add_argument("--action-mode", default="generate", choices=["generate", "score"], help="generate the action, or score every valid action")
-    model.add_argument("--candidates", type=_positive_int, default=1, metavar="K", help="outputs sampled per step in one batch (default 1)")
-    model.add_argument("--temperature", type=_temperature, default=None, help="0 is greedy (default: 0 for one candidate, 0.7 for several)")
-    model.add_argument("--top-p", type=_unit_float, default=0.95, help="nucleus sampling mass (default 0.95)")
-    model.add_argument("--max-new-tokens", type=_positive_int, default=64, help="per step (default 64)")
-    model.add_argument("--no-few-shot", action="store_true", help="leave the expert example out of the prompt")
+    model.add_argument("--model", default="default", help="default (SmolLM2-135M-Instruct, offline), a hub id, a local folder, or scheme:NAME of a registered backend (agent-studio models --schemes)")
+    add_setting_flags(run, model)
     model.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:N or mps")
-    model.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="auto: bfloat16 on GPU, float32 on CPU")
+    model.add_argument("--dtype", default="auto", choices=list(DTYPE_NAMES), help="auto: bfloat16 on GPU, float32 on CPU")
     model.add_argument("--trust-remote-code", action="store_true", help="allow a hub model's own Python code to run (off by default)")
 
     load = commands.add_parser("import", help="store the episodes of a JSONL file (the trace format, e.g. from run --out)")
@@ -148,9 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
     pairs.add_argument("--episode", action="append", default=None, metavar="ID", help="only these episodes (repeatable; with --from candidates)")
     pairs.add_argument("--different-actions", action="store_true", help="skip two outputs with the same action (with --from candidates)")
 
-    export = commands.add_parser("export", help="write TRL-shaped training data (dpo, reward, prm, kto) or full episodes")
+    from storage.export import export_formats
+
+    formats = export_formats()  # the registry: built-ins and installed packages' formats
+    export = commands.add_parser("export", help="write training data in a registered format (TRL's dpo, reward, prm, kto; episodes; ...)")
     _add_db_argument(export)
-    export.add_argument("--format", required=True, choices=["dpo", "reward", "prm", "kto", "episodes"], help="record shape (see README)")
+    export.add_argument("--format", required=True, choices=[f.name for f in formats], help="; ".join(f"{f.name}: {f.summary}" for f in formats).replace("%", "%%"))
     export.add_argument("--out", type=_output_file, required=True, metavar="FILE.jsonl", help="JSONL file to write (replaced)")
     export.add_argument("--hf-dataset", default=None, metavar="DIR", help="also save a Hugging Face datasets folder (needs `datasets`)")
 
@@ -160,6 +154,52 @@ def build_parser() -> argparse.ArgumentParser:
     _add_db_argument(stats)
     stats.add_argument("--json", action="store_true", help="one JSON object (with per-pair agreement)")
     return parser
+
+
+def add_setting_flags(episode: Any, model: Any, cls: type | None = None) -> None:
+    """A flag for every setting of the schema (:mod:`studio.settings`) the command line offers:
+    ``--seed`` and ``--max-steps`` in ``episode``, the policy and sampling ones in ``model``."""
+    from studio.settings import EpisodeSettings, default_of, schema
+
+    for spec, setting in schema(cls or EpisodeSettings):
+        if setting.custom or not setting.cli:
+            continue
+        flag = "--" + spec.name.replace("_", "-")
+        group = episode if setting.group == "episode" or spec.name == "max_steps" else model
+        default = default_of(spec)
+        shown = setting.zero_means if default is None and setting.zero_means else default
+        help_text = f"{setting.help} (default {shown})".replace("%", "%%")
+        if setting.widget == "checkbox":
+            group.add_argument(flag, dest=spec.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif setting.choices is not None:
+            group.add_argument(flag, dest=spec.name, choices=list(setting.choices), default=None, help=help_text)
+        else:
+            group.add_argument(flag, dest=spec.name, type=_setting_type(spec.name, setting), default=None, metavar=spec.name.upper(), help=help_text)
+
+
+def _setting_type(name: str, setting: Any) -> Any:
+    """An argparse type that checks a flag's text as the schema does (one line if it does not fit)."""
+    def parse(text: str) -> Any:
+        try:
+            return setting.check(name, text)
+        except StudioError:
+            raise argparse.ArgumentTypeError(f"expected {setting.expectation()}, got {text[:40]!r}") from None
+
+    parse.__name__ = name  # argparse names the type in its messages
+    return parse
+
+
+def settings_from_args(args: argparse.Namespace, cls: type | None = None) -> Any:
+    """The settings ``run`` was given: flags left out keep the schema's defaults; no
+    ``--temperature`` means greedy for one candidate and sampling for several."""
+    from studio.settings import EpisodeSettings, default_temperature, schema, settings_from
+
+    cls = cls or EpisodeSettings
+    given = {spec.name: getattr(args, spec.name) for spec, setting in schema(cls) if setting.cli and not setting.custom and getattr(args, spec.name, None) is not None}
+    settings = settings_from(given, cls)
+    if "temperature" not in given:
+        settings = settings_from({"temperature": default_temperature(settings.candidates)}, cls, base=settings)
+    return settings
 
 
 def _add_db_argument(parser: argparse.ArgumentParser) -> None:
@@ -199,6 +239,15 @@ def cmd_envs(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     from studio.models.resolve import offline_models, resolve_default
 
+    if args.schemes:
+        from studio.models.registry import describe_schemes
+
+        for scheme in describe_schemes():
+            if args.json:
+                print(json.dumps(scheme))
+            else:
+                print(f"{scheme['example']}: {scheme['summary']}{'' if scheme['web'] else ' (command line only)'}")
+        return 0
     if args.prepare:
         resolved = resolve_default(progress=lambda f, m: print(f"[{f:4.0%}] {m}", file=sys.stderr, flush=True))
         print(f"default model ready: {resolved.path} ({resolved.source})", file=sys.stderr)
@@ -225,11 +274,10 @@ def make_cli_policy(args: argparse.Namespace) -> Any:
         print(f"[{fraction:4.0%}] {message}", file=sys.stderr, flush=True)
 
     backend = ModelRegistry().load(args.model, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code, progress=progress)
-    # Several greedy candidates would all be the same text: sample unless told otherwise.
-    temperature = args.temperature if args.temperature is not None else (0.7 if args.candidates > 1 else 0.0)
+    settings = settings_from_args(args)
     try:
-        sampling = SamplingParams(temperature=temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens, seed=args.seed)
-        config = ReActConfig(action_mode=args.action_mode, sampling=sampling, candidates=args.candidates, few_shot=not args.no_few_shot)
+        sampling = SamplingParams(temperature=settings.temperature, top_p=settings.top_p, max_new_tokens=settings.max_new_tokens, seed=settings.seed)
+        config = ReActConfig(action_mode=settings.action_mode, sampling=sampling, candidates=settings.candidates, few_shot=settings.few_shot)
     except ValueError as exc:
         raise StudioError(str(exc)) from None
     return ReActPolicy(backend, config)
@@ -253,10 +301,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     make_env(args.env, dict(args.env_opt))  # a bad environment fails before a model loads
     store = open_cli_store(args)  # so does a bad database
     sinks = [store.episodes.sink()] + ([JsonlSink(args.out)] if args.out else [])
-    config = RunnerConfig(max_steps=args.max_steps, max_invalid_actions=args.max_invalid, record_frames=args.frames)
+    settings = settings_from_args(args)
+    config = RunnerConfig(max_steps=settings.max_steps, max_invalid_actions=args.max_invalid, record_frames=args.frames)
     runner = EpisodeRunner(args.env, make_cli_policy(args), dict(args.env_opt), sinks=sinks, config=config)
     for offset in range(args.episodes):
-        runner.reset(seed=args.seed + offset)
+        runner.reset(seed=settings.seed + offset)
         episode = runner.run()
         summary = episode.summary()
         if args.json:

@@ -11,13 +11,13 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import gradio as gr
 
 from studio.errors import StudioError
 from studio.session import StudioSession
+from studio.settings import settings_from
 from studio.trace import Step
 from studio.validation import MAX_ITEMS, whole_number
 
@@ -56,12 +56,9 @@ def build(state: gr.State) -> None:
 
     def reset(session: StudioSession, env: str, options: str, seed: float, policy: str) -> tuple[StudioSession, dict[str, Any]]:
         """Start an episode; returns its id, the observation and the valid actions."""
-        from components.episode_panel import parse_settings
-
         try:
-            base = session.settings
-            parsed = parse_settings(env, options, seed, policy or base.policy, base.action_mode, base.temperature, base.top_p, base.max_new_tokens, base.candidates, base.max_steps or 0)
-            episode = session.reset(replace(parsed, max_steps=base.max_steps))
+            given = {"env": env, "env_options": options, "seed": 0 if seed in (None, "") else seed, "policy": policy or session.settings.policy}
+            episode = session.reset(settings_from(given, base=session.settings))
             return session, {"episode_id": episode.id, "env": episode.env, "seed": episode.seed, "instruction": episode.instruction, "observation": session.current_observation(), "valid_actions": session.valid_actions()}
         except StudioError as exc:
             return session, _error(exc)

@@ -15,44 +15,20 @@ from typing import Any
 import gradio as gr
 
 from components import attention_panel
+from components.settings_form import SettingsForm
 from studio.envs.registry import env_names
 from studio.errors import Interrupted, StudioError
 from studio.live import LiveOutput
-from studio.session import POLICIES, EpisodeSettings, StudioSession
-from studio.validation import MAX_ITEMS, MAX_OPTIONS_CHARS, MAX_SEED, parse_json, real_number, short_text, whole_number
+from studio.session import POLICIES, StudioSession
+from studio.settings import temperature_after
+from studio.validation import MAX_ITEMS, whole_number
 from studio.viz.html import candidates_html, live_card, message_html, prompt_html, timeline_html
 from studio.viz.plots import action_distribution_figure
 
-def parse_settings(env: str, options: str, seed: Any, policy: str, action_mode: str, temperature: float, top_p: float, max_new_tokens: float, candidates: float, max_steps: Any) -> EpisodeSettings:
-    """Widget (or API) values as settings: every one checked, a bad one is one clear error."""
-    text = short_text(options, "Options", MAX_OPTIONS_CHARS) or "{}"
-    env_options = parse_json(text, 'Options (a JSON object such as {"size": 9})')
-    if not isinstance(env_options, dict):
-        raise StudioError('Options must be a JSON object such as {"size": 9}.')
-    policy = short_text(policy, "The policy")
-    if policy not in POLICIES:
-        raise StudioError(f"Unknown policy {policy[:40]!r}: use one of {', '.join(POLICIES)}.")
-    action_mode = short_text(action_mode, "The action mode")
-    if action_mode not in ("generate", "score"):
-        raise StudioError("The action mode is generate or score.")
-    limit = whole_number(max_steps if max_steps not in (None, "") else 0, "The step limit", 0, MAX_ITEMS)
-    return EpisodeSettings(
-        env=short_text(env, "The environment") or "gridworld",
-        env_options=env_options,
-        seed=whole_number(seed if seed not in (None, "") else 0, "The seed", 0, MAX_SEED),
-        policy=policy,
-        action_mode=action_mode,
-        temperature=real_number(temperature, "The temperature", 0, 2),
-        top_p=real_number(top_p, "Top-p", 0.01, 1),
-        max_new_tokens=whole_number(max_new_tokens, "Max new tokens", 1, 4096),
-        candidates=whole_number(candidates, "Candidates K", 1, 16),
-        max_steps=limit or None,
-    )
-
-
 @dataclass
 class EpisodePanel:
-    settings: list[gr.components.Component]
+    form: SettingsForm
+    """The episode and sampling settings, by name (made from the schema in studio.settings)."""
     reset: gr.Button
     step: gr.Button
     run_n: gr.Button
@@ -151,21 +127,21 @@ def build(state: gr.State, sample_env: str = "gridworld") -> EpisodePanel:
                 run_n = gr.Button("Run N", scale=1, elem_id="as-run-n", min_width=70)
                 human_action = gr.Dropdown([], label="Your action (pick or type)", allow_custom_value=True, scale=3, elem_id="as-human-action", min_width=140)
                 take_action = gr.Button("Take action", scale=2, elem_id="as-take-action", min_width=90)
+            # The settings come from the schema (studio/settings.py): the environment, its options
+            # and the policy are drawn here; the rest are generated where their group sits.
+            form = SettingsForm()
             with gr.Row():
-                env = gr.Dropdown(env_choices, value=sample_env, label="Environment", allow_custom_value=True, scale=3, elem_id="as-env")
-                seed = gr.Number(value=0, precision=0, label="Seed", minimum=0, scale=1, elem_id="as-seed")
-            options = gr.Textbox(value="{}", label="Options (JSON)", placeholder='{"size": 9, "difficulty": "hard"}', lines=1, elem_id="as-options")
+                form.add("env", gr.Dropdown(env_choices, value=sample_env, label="Environment", allow_custom_value=True, scale=3, elem_id="as-env"))
+                form.build_one("seed", scale=1)
+            form.add("env_options", gr.Textbox(value="{}", label="Options (JSON)", placeholder='{"size": 9, "difficulty": "hard"}', lines=1, elem_id="as-options"))
             with gr.Row():
-                policy = gr.Dropdown([(label, key) for key, label in POLICIES.items()], value="react-a", label="Policy", scale=3, elem_id="as-policy")
-                action_mode = gr.Radio(["generate", "score"], value="generate", label="Action mode", scale=2, min_width=170)
+                form.add("policy", gr.Dropdown([(label, key) for key, label in POLICIES.items()], value="react-a", label="Policy", scale=3, elem_id="as-policy"))
+                form.build_one("action_mode", scale=2)
+            form.build("episode")
+            form.build("policy")
             with gr.Accordion("Sampling", open=False):
-                with gr.Row():
-                    temperature = gr.Slider(0, 2, value=0.0, step=0.05, label="Temperature (0 = greedy)", elem_id="as-temperature")
-                    top_p = gr.Slider(0.05, 1, value=0.95, step=0.05, label="Top-p")
-                with gr.Row():
-                    max_new_tokens = gr.Slider(8, 256, value=64, step=8, label="Max new tokens")
-                    candidates = gr.Slider(1, 8, value=1, step=1, label="Candidates K", elem_id="as-candidates")
-                max_steps = gr.Number(value=0, precision=0, minimum=0, label="Step limit (0 = the environment's)")
+                form.build("sampling")
+            form.ordered()
         with gr.Column(scale=6, min_width=420):
             with gr.Row():
                 colour = gr.Radio(["logprob", "entropy"], value="logprob", label="Colour tokens by", scale=2)
@@ -193,7 +169,7 @@ def build(state: gr.State, sample_env: str = "gridworld") -> EpisodePanel:
                 pair_message = gr.HTML(elem_id="as-pair-message")
             attention = attention_panel.build()
     return EpisodePanel(
-        settings=[env, options, seed, policy, action_mode, temperature, top_p, max_new_tokens, candidates, max_steps],
+        form=form,
         reset=reset, step=step, run_n=run_n, run_count=run_count, run_all=run_all, stop=stop,
         human_action=human_action, take_action=take_action, colour=colour, selected=selected, fork=fork,
         show_prompt=show_prompt, frame=frame, observation=observation, status=status, timeline=timeline, live=live,
@@ -208,7 +184,8 @@ Render = Callable[..., list[Any]]
 
 def wire(panel: EpisodePanel, state: gr.State, render: Render) -> None:
     """Connect the panel's buttons. ``render(session, message, kind, selected, mode)`` fills every view."""
-    settings = panel.settings
+    form = panel.form
+    settings = form.components
     outputs = [state, *render.outputs]  # type: ignore[attr-defined]
     private = dict(api_visibility="private", concurrency_limit=None)
 
@@ -236,11 +213,11 @@ def wire(panel: EpisodePanel, state: gr.State, render: Render) -> None:
         return handler
 
     def do_reset(session: StudioSession, *values: Any) -> str:
-        session.reset(parse_settings(*values))
+        session.reset(form.settings(*values))
         return ""
 
     def do_take_action(session: StudioSession, action: str, *values: Any) -> str:
-        session.update(parse_settings(*values))
+        session.update(form.settings(*values))
         if not (action or "").strip():
             raise StudioError("Pick one of the valid actions or type one first.")
         step = session.step(action=action)
@@ -249,7 +226,7 @@ def wire(panel: EpisodePanel, state: gr.State, render: Render) -> None:
         return ""
 
     def do_fork(session: StudioSession, at: float, *values: Any) -> str:
-        session.update(parse_settings(*values))
+        session.update(form.settings(*values))
         forked = session.fork(whole_number(at, "The selected step", 0))
         return f"Forked at step {forked.forked_at}: the next step is a new step {forked.forked_at}."
 
@@ -276,13 +253,13 @@ def wire(panel: EpisodePanel, state: gr.State, render: Render) -> None:
 
     def step_watched(session: StudioSession, mode: str, *values: Any) -> Iterator[list[Any]]:
         def start() -> Iterator[Any]:
-            session.update(parse_settings(*values))
+            session.update(form.settings(*values))
             return session.step_live()
         yield from watch(session, mode, start, several=False)
 
     def run(session: StudioSession, mode: str, count: Any, *values: Any) -> Iterator[list[Any]]:
         def start() -> Iterator[Any]:
-            session.update(parse_settings(*values))
+            session.update(form.settings(*values))
             limit = None if count is None else whole_number(count, "N", 1, MAX_ITEMS)
             return session.run_live(limit)
         yield from watch(session, mode, start)
@@ -318,40 +295,32 @@ def wire(panel: EpisodePanel, state: gr.State, render: Render) -> None:
 
     # K greedy candidates would be K copies of one text: asking for several turns sampling on, and
     # going back to one turns it off again (when it is still the value K > 1 chose).
-    temperature, candidates = settings[5], settings[8]
-    candidates.input(_temperature_for, [candidates, temperature], [temperature], **private)
+    form["candidates"].input(_temperature_for, [form["candidates"], form["temperature"]], [form["temperature"]], **private)
 
     # A new environment, seed or options apply at the next Reset: say so where the user looks.
     def pending(session: StudioSession, *values: Any) -> str:
         episode = session.episode
         try:
-            wanted = parse_settings(*values)
+            wanted = form.settings(*values)
         except StudioError as exc:
             return message_html(str(exc))
         if episode is None or (wanted.env, wanted.env_options, wanted.seed) == (episode.env, episode.env_options, episode.seed or 0):
             return message_html(_status_line(session), "info")
         return message_html(f"{wanted.env}, seed {wanted.seed}: press Reset to apply. Step continues the episode shown ({episode.env}, seed {episode.seed}).", "warning")
 
-    for control in settings[:3]:
-        control.input(pending, [state, *settings], [panel.status], **private)
-
-
-SAMPLING_FOR_CANDIDATES = 0.7
+    for name in ("env", "env_options", "seed"):
+        form[name].input(pending, [state, *settings], [panel.status], **private)
 
 
 def _temperature_for(k: float, temperature: float) -> Any:
-    """The temperature after Candidates K changes to ``k``."""
-    if k > 1 and temperature == 0:
-        return gr.Slider(value=SAMPLING_FOR_CANDIDATES)
-    if k <= 1 and temperature == SAMPLING_FOR_CANDIDATES:
-        return gr.Slider(value=0.0)
-    return gr.skip()
+    """The temperature after Candidates K changes to ``k`` (the rule is :func:`studio.settings.temperature_after`)."""
+    after = temperature_after(k, temperature)
+    return gr.skip() if after is None else gr.Slider(value=after)
 
 
 def renewed_outputs(panel: EpisodePanel) -> list[Any]:
     """What changes when another episode is shown: the attention views, the environment settings."""
-    env, options, seed = panel.settings[0], panel.settings[1], panel.settings[2]
-    return [*panel.attention.outputs, env, options, seed]
+    return [*panel.attention.outputs, panel.form["env"], panel.form["env_options"], panel.form["seed"]]
 
 
 def renewed_values(panel: EpisodePanel, session: StudioSession) -> list[Any]:

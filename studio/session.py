@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from studio.agents.base import Policy
@@ -20,6 +20,7 @@ from studio.errors import StudioError
 from studio.models.access import ModelAccess, check_model_name
 from studio.models.base import Backend, ProgressCallback, SamplingParams, no_progress
 from studio.runner import EpisodeRunner, RunnerConfig, Sink
+from studio.settings import EpisodeSettings
 from studio.trace import Episode, Step, new_id
 from studio.validation import whole_number
 
@@ -31,25 +32,6 @@ POLICIES = {
     "random": "Random valid actions",
     "human": "Human (you pick or type each action)",
 }
-
-
-@dataclass(frozen=True)
-class EpisodeSettings:
-    """What the next reset uses (and, for the policy fields, the next step)."""
-
-    env: str = "gridworld"
-    env_options: dict[str, Any] = field(default_factory=dict)
-    seed: int = 0
-    policy: str = "react-a"
-    action_mode: str = "generate"
-    temperature: float = 0.0
-    top_p: float = 0.95
-    max_new_tokens: int = 64
-    candidates: int = 1
-    max_steps: int | None = None
-
-    def policy_fields(self) -> tuple[Any, ...]:
-        return (self.policy, self.action_mode, self.temperature, self.top_p, self.max_new_tokens, self.candidates)
 
 
 class StudioSession:
@@ -144,7 +126,7 @@ class StudioSession:
             raise StudioError(f"Model {slot} is not loaded: load one in the Models tab, or pick another policy.")
         sampling = SamplingParams(temperature=settings.temperature, top_p=settings.top_p, max_new_tokens=settings.max_new_tokens, seed=settings.seed)
         try:
-            config = ReActConfig(action_mode=settings.action_mode, sampling=sampling, candidates=settings.candidates)
+            config = ReActConfig(action_mode=settings.action_mode, sampling=sampling, candidates=settings.candidates, few_shot=settings.few_shot)
         except ValueError as exc:
             raise StudioError(str(exc)) from None
         return ReActPolicy(backend, config)

@@ -79,7 +79,7 @@ def test_envs_lists_every_environment() -> None:
         (["run", "--env", "gym:FrozenLake-v1", "--policy", "random", "--env-opt", "map_name=99x99"], "does not accept these options"),
         (["run", "--env", "gym:FrozenLake-v1", "--policy", "random", "--env-opt", "desc=[1,2]"], "does not accept these options"),
         (["run", "--env", "gridworld", "--env-opt", "size=" + "[" * 3000 + "]" * 3000], "nested too deeply"),
-        (["run", "--env", "gridworld", "--policy", "react", "--top-p", "nan"], "expected a number in (0, 1]"),
+        (["run", "--env", "gridworld", "--policy", "react", "--top-p", "nan"], "expected a number from 0.01 to 1"),
         (["run", "--env", "gridworld", "--policy", "react", "--temperature", "inf"], "expected a temperature"),
         (["run", "--env", "gym:FrozenLake-v1"], "has no expert policy"),
         (["run", "--env", "gym:Pendulum-v1", "--policy", "random"], "only Discrete"),

@@ -15,7 +15,7 @@ from tests.live_server import running_studio
 from tests.raw_client import handler_of
 
 DEEP = "[" * 100_000 + "]" * 100_000
-SETTINGS = '"gridworld", "{}", 0, "react-a", "generate", 0, 0.95, 64, 1, 0'  # env, options, seed, policy, mode, T, top-p, tokens, K, limit
+SETTINGS = '"gridworld", "{}", 0, "react-a", "generate", 0, 0.95, 64, 1, 0, true'  # env, options, seed, policy, mode, T, top-p, tokens, K, limit, few-shot (the schema order)
 
 
 @pytest.fixture(scope="module")
@@ -73,15 +73,15 @@ def raw(url: str, fn_index: int, data_json: str, session: str) -> dict:
 
 
 UI_CASES = {  # button -> (inputs after the session state, what the answer must say)
-    "seed NaN": ("as-reset", '"logprob", "gridworld", "{}", NaN, "react-a", "generate", 0, 0.95, 64, 1, 0', None),
-    "seed text": ("as-reset", '"logprob", "gridworld", "{}", "<b>", "react-a", "generate", 0, 0.95, 64, 1, 0', None),
-    "temperature infinite": ("as-reset", '"logprob", "gridworld", "{}", 0, "react-a", "generate", Infinity, 0.95, 64, 1, 0', None),
-    "options not text": ("as-reset", '"logprob", "gridworld", {"size": 9}, 0, "react-a", "generate", 0, 0.95, 64, 1, 0', "not valid JSON"),
-    "options deep": ("as-reset", f'"logprob", "gridworld", {json.dumps("[" * 400 + "]" * 400)}, 0, "react-a", "generate", 0, 0.95, 64, 1, 0', "nested"),
-    "K huge": ("as-reset", '"logprob", "gridworld", "{}", 0, "react-a", "generate", 0, 0.95, 64, 1000000000, 0', None),
+    "seed NaN": ("as-reset", '"logprob", "gridworld", "{}", NaN, "react-a", "generate", 0, 0.95, 64, 1, 0, true', None),
+    "seed text": ("as-reset", '"logprob", "gridworld", "{}", "<b>", "react-a", "generate", 0, 0.95, 64, 1, 0, true', None),
+    "temperature infinite": ("as-reset", '"logprob", "gridworld", "{}", 0, "react-a", "generate", Infinity, 0.95, 64, 1, 0, true', None),
+    "options not text": ("as-reset", '"logprob", "gridworld", {"size": 9}, 0, "react-a", "generate", 0, 0.95, 64, 1, 0, true', "not valid JSON"),
+    "options deep": ("as-reset", f'"logprob", "gridworld", {json.dumps("[" * 400 + "]" * 400)}, 0, "react-a", "generate", 0, 0.95, 64, 1, 0, true', "nested"),
+    "K huge": ("as-reset", '"logprob", "gridworld", "{}", 0, "react-a", "generate", 0, 0.95, 64, 1000000000, 0, true', None),
     "fork at NaN": ("as-fork", f'"logprob", NaN, {SETTINGS}', "whole number"),
     "run N text": ("as-run-n", f'"logprob", "x", {SETTINGS}', None),
-    "5 MB action": ("as-take-action", f'"logprob", "{"x" * 5_000_000}", "gridworld", "{{}}", 0, "human", "generate", 0, 0.95, 64, 1, 0', "at most 1,000 characters"),
+    "5 MB action": ("as-take-action", f'"logprob", "{"x" * 5_000_000}", "gridworld", "{{}}", 0, "human", "generate", 0, 0.95, 64, 1, 0, true', "at most 1,000 characters"),
     "colour markup": ("as-step", f'"<script>", {SETTINGS}', None),
 }
 
