@@ -182,3 +182,19 @@ def test_export_errors_are_clear_and_leave_nothing_half_written(judged: dict, tm
     with pytest.raises(StudioError, match="Unknown export format"):
         export(judged["store"], "sft", tmp_path / "x.jsonl")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_every_line_is_its_record(judged: dict, tmp_path: Path) -> None:
+    """The JSON line written and the record (what --hf-dataset and plugins get) come from one row:
+    they agree for every row of every registered format, and the file holds exactly those lines."""
+    from storage.export import ExportSummary, ImageWriter, export, export_rows, format_names
+
+    store = judged["store"]
+    for fmt in format_names():
+        out = tmp_path / f"{fmt}.jsonl"
+        rows = list(export_rows(store, fmt, ExportSummary(fmt, str(out)), ImageWriter(out)))
+        assert rows, fmt
+        for row in rows:
+            assert json.loads(row.line()) == row.record(), fmt
+        export(store, fmt, out)
+        assert out.read_bytes() == b"".join(row.line() + b"\n" for row in rows), fmt

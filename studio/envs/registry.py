@@ -169,6 +169,8 @@ def register_env(
     if not name or not name.strip() or name != name.strip() or len(name) > 100:
         raise ValueError(f"Not a usable environment name: {name!r}.")
     cls = factory if isinstance(factory, type) else None
+    if cls is not None and issubclass(cls, StudioEnv) and not cls.name:
+        cls.name = name  # its messages and episodes say the name it is known by
     doc = (cls.__doc__ or "").strip().splitlines() if cls else []
     return REGISTRY.register(
         EnvInfo(
@@ -219,9 +221,10 @@ def make_env(name: str, options: dict[str, Any] | None = None) -> StudioEnv:
 
     Raises UnknownEnvironment or BadOption with a one-sentence message on user errors.
     """
-    env = env_info(name).make(name, dict(options or {}))
-    if not env.name:
-        env.name = name  # a factory that is not a subclass with its own name: the registered one
+    info = env_info(name)
+    env = info.make(name, dict(options or {}))
+    if not info.family:
+        env.name = name  # the name it was made by (one class may be registered under several)
     return env
 
 

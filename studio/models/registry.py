@@ -144,7 +144,8 @@ def _load_plugins() -> None:
                 if isinstance(target, BackendScheme):
                     SCHEMES.setdefault(target.scheme, target)
                 elif point.name not in SCHEMES:
-                    register_backend(point.name, target, web=True)
+                    summary = (target.__doc__ or "").strip().splitlines()
+                    register_backend(point.name, target, summary=summary[0] if summary else "", web=True)
             except Exception as exc:  # a broken plugin must not take the studio down: say which
                 log.warning("backend scheme %r from %s did not register: %s", point.name, point.value, exc)
 
