@@ -7,7 +7,6 @@ annotator's name is kept in the browser (``gr.BrowserState``).
 
 from __future__ import annotations
 
-import functools
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 
 import gradio as gr
 
+from components.errors import as_message, refusal
 from storage import Store
 from storage.desk import DEFAULT_TAGS, AnnotationDesk
 from storage.export import export, format_names
@@ -224,14 +224,7 @@ def wire(panel: AnnotatePanel, state: gr.State, desk_state: gr.State, name_memor
             labels.setdefault(label.step_index, label.label)  # first annotator's label shows; the overview has them all
         return [labels_html(episode, labels, index), index, message_html(message, kind)]
 
-    def guarded_labels(fn):  # noqa: ANN001, ANN202
-        @functools.wraps(fn)  # Gradio reads the signature (a gr.Request parameter gets the request)
-        def handler(*values: Any) -> list[Any]:
-            try:
-                return fn(*values)
-            except StudioError as exc:
-                return [gr.skip(), gr.skip(), message_html(str(exc))]
-        return handler
+    guarded_labels = refusal(lambda error, *values, **named: [gr.skip(), gr.skip(), message_html(str(error))])
 
     def use_current(session: StudioSession) -> list[Any]:
         episode = session.episode
@@ -296,34 +289,26 @@ def wire_pair_makers(panel: Any, state: gr.State, store: Store) -> None:
             raise StudioError("Take a step first.")
         return episode
 
+    @as_message
     def queue_step_pairs(session: StudioSession) -> str:
-        try:
-            made = store.preferences.pairs_from_candidates(episode_ids=[current(session).id])
-            return message_html(f"{made.created} new pairs queued ({made.already_there} were already there, {made.identical} identical outputs skipped).", "info")
-        except StudioError as exc:
-            return message_html(str(exc))
+        made = store.preferences.pairs_from_candidates(episode_ids=[current(session).id])
+        return message_html(f"{made.created} new pairs queued ({made.already_there} were already there, {made.identical} identical outputs skipped).", "info")
 
+    @as_message
     def compare_outputs(session: StudioSession, at: float, first: str, second: str) -> str:
-        try:
-            episode = current(session)
-            index = whole_number(at, "The selected step")
-            if not 0 <= index < episode.length:
-                raise StudioError(f"The episode has steps 0 to {episode.length - 1}.")
-            step = episode.steps[index]
-            refs = {"taken": f"{episode.id}:{step.index}", **{f"candidate {i + 1}": c.id for i, c in enumerate(step.candidates)}}
-            if first not in refs or second not in refs:
-                raise StudioError(f"Step {step.index} has outputs: {', '.join(refs)}.")
-            pair = store.preferences.add_pair(refs[first], refs[second])
-            return message_html(f"Pair {pair.id[:8]} queued: step {step.index}, {first} vs {second}.", "info")
-        except StudioError as exc:
-            return message_html(str(exc))
+        episode = current(session)
+        index = whole_number(at, "The selected step")
+        if not 0 <= index < episode.length:
+            raise StudioError(f"The episode has steps 0 to {episode.length - 1}.")
+        step = episode.steps[index]
+        left, right = (step.output(name) for name in (first, second))  # one line for a name the step lacks
+        pair = store.preferences.add_pair(*(output.candidate_id or f"{episode.id}:{step.index}" for output in (left, right)))
+        return message_html(f"Pair {pair.id[:8]} queued: step {step.index}, {first} vs {second}.", "info")
 
+    @as_message
     def compare_episode(session: StudioSession, other: str) -> str:
-        try:
-            pair = store.preferences.add_pair(current(session).id, (other or "").strip())
-            return message_html(f"Pair {pair.id[:8]} queued: this episode vs {(other or '').strip()[:8]}.", "info")
-        except StudioError as exc:
-            return message_html(str(exc))
+        pair = store.preferences.add_pair(current(session).id, (other or "").strip())
+        return message_html(f"Pair {pair.id[:8]} queued: this episode vs {(other or '').strip()[:8]}.", "info")
 
     panel.queue_pairs.click(queue_step_pairs, [state], [panel.pair_message], **private)
     panel.compare.click(compare_outputs, [state, panel.selected, panel.first_output, panel.second_output], [panel.pair_message], **private)

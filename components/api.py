@@ -15,7 +15,7 @@ from typing import Any
 
 import gradio as gr
 
-from studio.errors import StudioError
+from components.errors import as_api_error
 from studio.session import StudioSession
 from studio.settings import settings_from
 from studio.trace import Step
@@ -34,10 +34,6 @@ def step_json(step: Step) -> dict[str, Any]:
     return data
 
 
-def _error(exc: StudioError) -> dict[str, Any]:
-    return {"error": str(exc)}
-
-
 def build(state: gr.State) -> None:
     """Hidden inputs and a JSON output; the endpoints share the session state of their client."""
     with gr.Group(visible=False):
@@ -47,39 +43,31 @@ def build(state: gr.State) -> None:
         result = gr.JSON()
         buttons = [gr.Button() for _ in ENDPOINTS]
 
+    @as_api_error
     def load_model(session: StudioSession, slot: str, model: str, device: str, dtype: str) -> tuple[StudioSession, dict[str, Any]]:
         """Load a model into slot A or B; returns its model card."""
-        try:
-            return session, session.load_model(slot, model, device or "auto", dtype or "auto")
-        except StudioError as exc:
-            return session, _error(exc)
+        return session, session.load_model(slot, model, device or "auto", dtype or "auto")
 
+    @as_api_error
     def reset(session: StudioSession, env: str, options: str, seed: float, policy: str) -> tuple[StudioSession, dict[str, Any]]:
         """Start an episode; returns its id, the observation and the valid actions."""
-        try:
-            given = {"env": env, "env_options": options, "seed": 0 if seed in (None, "") else seed, "policy": policy or session.settings.policy}
-            episode = session.reset(settings_from(given, base=session.settings))
-            return session, {"episode_id": episode.id, "env": episode.env, "seed": episode.seed, "instruction": episode.instruction, "observation": session.current_observation(), "valid_actions": session.valid_actions()}
-        except StudioError as exc:
-            return session, _error(exc)
+        given = {"env": env, "env_options": options, "seed": 0 if seed in (None, "") else seed, "policy": policy or session.settings.policy}
+        episode = session.reset(settings_from(given, base=session.settings))
+        return session, {"episode_id": episode.id, "env": episode.env, "seed": episode.seed, "instruction": episode.instruction, "observation": session.current_observation(), "valid_actions": session.valid_actions()}
 
+    @as_api_error
     def step(session: StudioSession, action: str) -> tuple[StudioSession, dict[str, Any]]:
         """One step (an empty action lets the policy decide); returns the step and the episode summary."""
-        try:
-            taken = session.step(action or None)
-            return session, {"step": step_json(taken), "episode": session.episode.summary()}
-        except StudioError as exc:
-            return session, _error(exc)
+        taken = session.step(action or None)
+        return session, {"step": step_json(taken), "episode": session.episode.summary()}
 
+    @as_api_error
     def run(session: StudioSession, max_steps: float) -> tuple[StudioSession, dict[str, Any]]:
         """Run up to ``max_steps`` steps (0: to the end); returns the episode summary."""
-        try:
-            limit = whole_number(max_steps if max_steps not in (None, "") else 0, "max_steps", 0, MAX_ITEMS)
-            for _ in session.run(limit or None):
-                pass
-            return session, session.episode.summary()
-        except StudioError as exc:
-            return session, _error(exc)
+        limit = whole_number(max_steps if max_steps not in (None, "") else 0, "max_steps", 0, MAX_ITEMS)
+        for _ in session.run(limit or None):
+            pass
+        return session, session.episode.summary()
 
     def get_episode(session: StudioSession) -> tuple[StudioSession, dict[str, Any]]:
         """The whole current episode in the trace format (frames as base64 PNG)."""

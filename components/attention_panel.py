@@ -13,12 +13,14 @@ from typing import Any
 
 import gradio as gr
 
+from components.errors import refusal
 from studio.analysis.attention import AGGREGATIONS
 from studio.envs.registry import env_at
 from studio.errors import StudioError
 from studio.session import StudioSession
-from studio.viz.attention import perception_html, projection_image, segment_grid_figure, token_strip_html
+from studio.trace import TAKEN
 from studio.validation import whole_number
+from studio.viz.attention import perception_html, projection_image, segment_grid_figure, token_strip_html
 from studio.viz.html import esc, message_html
 
 SPANS = ("action", "thought", "generated")
@@ -116,18 +118,16 @@ def render(session: StudioSession, at: float, output: str, model: str, span: str
 
 def output_names(session: StudioSession, at: float) -> list[Any]:
     step = session.step_at(at)
-    names = ["taken", *(f"candidate {i + 1}" for i in range(len(step.candidates)))] if step is not None else ["taken"]
+    names = [output.name for output in step.outputs()] if step is not None else [TAKEN]
     return [gr.Dropdown(choices=names, value="taken"), gr.Dropdown(choices=["nothing", *names[1:], "model B"], value="nothing")]
 
 
 def wire(panel: AttentionPanel, state: gr.State, selected: gr.Slider) -> None:
     private = dict(api_visibility="private", concurrency_limit=None)
 
+    @refusal(lambda error, *values: [message_html(str(error)), *[gr.skip()] * (len(panel.outputs) - 1)])
     def draw(session: StudioSession, at: float, *controls: Any) -> list[Any]:
-        try:
-            return render(session, at, *controls)
-        except StudioError as exc:
-            return [message_html(str(exc)), *[gr.skip()] * (len(panel.outputs) - 1)]
+        return render(session, at, *controls)
 
     inputs = [state, selected, *panel.controls]
     panel.show.click(draw, inputs, panel.outputs, **private)

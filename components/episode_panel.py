@@ -15,6 +15,7 @@ from typing import Any
 import gradio as gr
 
 from components import attention_panel
+from components.errors import refusal
 from components.settings_form import SettingsForm
 from studio.envs.registry import env_names
 from studio.errors import Interrupted, StudioError
@@ -24,6 +25,7 @@ from studio.settings import temperature_after
 from studio.validation import MAX_ITEMS, whole_number
 from studio.viz.html import candidates_html, live_card, message_html, prompt_html, timeline_html
 from studio.viz.plots import action_distribution_figure
+
 
 @dataclass
 class EpisodePanel:
@@ -92,7 +94,7 @@ def _distribution(step: Any) -> Any:
 
 def output_choices(step: Any) -> list[Any]:
     """The outputs of the selected step, for "compare these two"."""
-    names = ["taken", *(f"candidate {i + 1}" for i in range(len(step.candidates)))] if step is not None else []
+    names = [output.name for output in step.outputs()] if step is not None else []
     return [gr.Dropdown(choices=names, value=names[0] if names else None), gr.Dropdown(choices=names, value=names[1] if len(names) > 1 else None)]
 
 
@@ -190,12 +192,10 @@ def wire(panel: EpisodePanel, state: gr.State, render: Render) -> None:
     private = dict(api_visibility="private", concurrency_limit=None)
 
     def guarded(action: Callable[..., str | None]) -> Callable[..., list[Any]]:
+        @refusal(lambda error, session, mode, *values: [session, *render(session, str(error), _kind(error), None, mode)])
         def handler(session: StudioSession, mode: str, *values: Any) -> list[Any]:
-            try:
-                note = action(session, *values)
-                return [session, *render(session, note or "", "info", None, mode)]
-            except StudioError as exc:
-                return [session, *render(session, str(exc), _kind(exc), None, mode)]
+            note = action(session, *values)
+            return [session, *render(session, note or "", "info", None, mode)]
         return handler
 
     # Reset and Fork show another episode: the attention views are emptied and the settings

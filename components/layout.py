@@ -8,6 +8,7 @@ registry (one copy of each model per process) and the store.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,15 +40,24 @@ class Services:
 
 
 class Renderer:
-    """Fills the episode panel and the plots from a session, in one list of outputs."""
+    """Fills the episode panel and the plots from a session, in one list of outputs.
+
+    It also keeps what each tab is looking at (whether its Plots tab is open): view state,
+    which the session (the core) knows nothing of. Keyed weakly by session, so it goes with the tab.
+    """
 
     def __init__(self, episode: episode_panel.EpisodePanel, plots: plots_panel.PlotsPanel, store: Store | None, database: gr.Markdown) -> None:
         self.episode, self.plots, self.store = episode, plots, store
         self.outputs = [*episode.outputs, *plots.outputs, database]
+        self._plots_open: weakref.WeakKeyDictionary[StudioSession, bool] = weakref.WeakKeyDictionary()
+
+    def show_plots(self, session: StudioSession, visible: bool) -> None:
+        """The tab of ``session`` opened (True) or left (False) its Plots tab."""
+        self._plots_open[session] = visible
 
     def __call__(self, session: StudioSession, message: str = "", kind: str = "error", selected: int | None = None, mode: str = "logprob") -> list[Any]:
         # Figures cost tens of milliseconds to build and to draw: only while the Plots tab is open.
-        plots = self.plots.render(session, self.store) if session.plots_visible else [gr.skip()] * len(self.plots.outputs)
+        plots = self.plots.render(session, self.store) if self._plots_open.get(session, False) else [gr.skip()] * len(self.plots.outputs)
         # The header's count follows every action that stores (one count over the episodes table).
         return [*self.episode.render(session, message, kind, selected, mode), *plots, _database_line(self.store)]
 
@@ -89,7 +99,7 @@ def build_app(services: Services) -> gr.Blocks:
         model_panel.wire(slots, state)
         _wire_browser(browser, state, render, tabs, services.store, episode)
         def show_plots(session: StudioSession, visible: bool) -> list[Any]:
-            session.plots_visible = visible
+            render.show_plots(session, visible)
             return [session, *(plots.render(session, services.store) if visible else [gr.skip()] * len(plots.outputs))]
 
         for tab in (episode_tab, models_tab, episodes_tab, *([annotate_tab] if annotate is not None else [])):

@@ -7,11 +7,11 @@ from typing import Any
 
 import gradio as gr
 
-from studio.errors import StudioError
+from components.errors import refusal
 from studio.models.access import ModelAccess
 from studio.models.base import DTYPE_NAMES
-from studio.session import StudioSession
 from studio.models.registry import describe_schemes
+from studio.session import StudioSession
 from studio.viz.html import message_html, model_card_html, schemes_html
 
 
@@ -72,13 +72,11 @@ def render(session: StudioSession, slot: ModelSlot) -> str:
 
 def wire(slots: list[ModelSlot], state: gr.State) -> None:
     for slot in slots:
+        @refusal(lambda error, session, *values, slot=slot, **named: [session, message_html(str(error)), render(session, slot)])
         def load(session: StudioSession, name: str, device: str, dtype: str, progress: gr.Progress = gr.Progress(), slot: ModelSlot = slot) -> list[Any]:
-            try:
-                progress(0, desc="loading the model")
-                info = session.load_model(slot.slot, name, device, dtype, progress=lambda f, m: progress(f, desc=m))
-                return [session, message_html(f"Loaded {info.get('id')} on {info.get('device')} in {info.get('load_seconds', 0):.1f} s.", "info"), render(session, slot)]
-            except StudioError as exc:
-                return [session, message_html(str(exc)), render(session, slot)]
+            progress(0, desc="loading the model")
+            info = session.load_model(slot.slot, name, device, dtype, progress=lambda f, m: progress(f, desc=m))
+            return [session, message_html(f"Loaded {info.get('id')} on {info.get('device')} in {info.get('load_seconds', 0):.1f} s.", "info"), render(session, slot)]
 
         def unload(session: StudioSession, slot: ModelSlot = slot) -> list[Any]:
             session.unload_model(slot.slot)

@@ -57,9 +57,7 @@ class StudioSession:
         """An episode opened from the store: shown read-only until it is forked."""
         self.overlay: Episode | None = None
         """Another episode drawn over this one in the plots (e.g. model B on the same seed)."""
-        self.plots_visible = False
-        """Whether the user is looking at the plots (they are only drawn then)."""
-        self._attention: dict[tuple[Any, ...], Any] = {}
+        self._attention: dict[tuple[Any, ...], Any] = {}  # computed maps, not view state: the same question is not asked of the model twice
         self._policy_key: tuple[Any, ...] | None = None
         self._lock = threading.RLock()
 
@@ -283,14 +281,8 @@ class StudioSession:
             raise StudioError(f"Model {_slot(slot)} ({backend.info.get('id')}) cannot show its attention (it is not a local transformers model).")
         if not step.prompt:
             raise StudioError(f"Step {step.index} was taken by {step.actor or 'someone'} without a model prompt: nothing to look into.")
-        if output == "taken":
-            text, tokens = step.raw, step.tokens
-        else:
-            words = str(output).split()  # "candidate N"; anything else names no output
-            number = int(words[-1]) if len(words) == 2 and words[0] == "candidate" and words[-1].isdigit() else 0
-            if not 1 <= number <= len(step.candidates):
-                raise StudioError(f"Step {step.index} has no {str(output)[:40]}: pick taken or candidate 1 to {len(step.candidates)}.")
-            text, tokens = step.candidates[number - 1].raw, step.candidates[number - 1].tokens
+        chosen = step.output(output)  # "taken" or "candidate N"; anything else is one line
+        text, tokens = chosen.raw, chosen.tokens
         key = (episode.id, step.index, output, id(backend), rollout)
         if key not in self._attention:
             images = [step.frame] if backend.capabilities.images and step.frame is not None else None

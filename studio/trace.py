@@ -190,6 +190,26 @@ class Candidate:
         )
 
 
+#: The name of the output a step took, among its outputs (the others are ``candidate N``).
+TAKEN = "taken"
+
+
+@dataclass(frozen=True)
+class Output:
+    """One output of a step as every view names it: the one taken, or candidate N."""
+
+    name: str
+    """``taken`` or ``candidate N`` (1-based): what the UI shows and the API accepts."""
+    raw: str
+    thought: str | None
+    action: str | None
+    valid: bool
+    invalid_reason: str | None
+    tokens: list[TokenInfo] | None
+    candidate_id: str | None = None
+    """The candidate's id (None for the output taken, which is the step's own)."""
+
+
 @dataclass
 class Step:
     """One decision of the agent and the environment's answer to it."""
@@ -236,6 +256,21 @@ class Step:
     """Policy-specific JSON-serialisable data (e.g. KV-cache reuse statistics)."""
     state: dict[str, Any] | None = None
     """Environment snapshot before the action (``env.get_state()``), so a fork can restore it."""
+
+    def outputs(self) -> list[Output]:
+        """The output taken, then each candidate, as :class:`Output` records."""
+        taken = Output(TAKEN, self.raw, self.thought, self.action, self.valid, self.invalid_reason, self.tokens)
+        return [taken, *(Output(f"candidate {number}", c.raw, c.thought, c.action, c.valid, c.invalid_reason, c.tokens, c.id) for number, c in enumerate(self.candidates, 1))]
+
+    def output(self, name: str) -> Output:
+        """The output called ``name``; a one-line StudioError naming the step's outputs if none is."""
+        from studio.errors import StudioError
+
+        found = next((output for output in self.outputs() if output.name == name), None)
+        if found is None:
+            others = f" or candidate 1 to {len(self.candidates)}" if self.candidates else ""
+            raise StudioError(f"Step {self.index} has no {str(name)[:40]}: pick {TAKEN}{others}.")
+        return found
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {}
@@ -322,6 +357,21 @@ class Episode:
             "steps": self.length,
             "end_reason": self.end_reason,
         }
+
+    def outputs(self) -> list[Output]:
+        """The output taken, then each candidate, as :class:`Output` records."""
+        taken = Output(TAKEN, self.raw, self.thought, self.action, self.valid, self.invalid_reason, self.tokens)
+        return [taken, *(Output(f"candidate {number}", c.raw, c.thought, c.action, c.valid, c.invalid_reason, c.tokens, c.id) for number, c in enumerate(self.candidates, 1))]
+
+    def output(self, name: str) -> Output:
+        """The output called ``name``; a one-line StudioError naming the step's outputs if none is."""
+        from studio.errors import StudioError
+
+        found = next((output for output in self.outputs() if output.name == name), None)
+        if found is None:
+            others = f" or candidate 1 to {len(self.candidates)}" if self.candidates else ""
+            raise StudioError(f"Step {self.index} has no {str(name)[:40]}: pick {TAKEN}{others}.")
+        return found
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {}

@@ -11,7 +11,7 @@ import html
 import math
 from typing import TYPE_CHECKING, Any
 
-from studio.trace import Candidate, Episode, Step, TokenInfo
+from studio.trace import Episode, Output, Step, TokenInfo
 
 if TYPE_CHECKING:
     from studio.live import LiveOutput
@@ -194,10 +194,11 @@ def task_line(episode: Episode) -> str:
     return f'<div class="as-task-line"><span class="as-label">Task</span> {esc(episode.instruction)}</div>' if episode.instruction else ""
 
 
-def candidate_html(title: str, candidate: Candidate | Step, mode: str) -> str:
+def candidate_html(output: Output, mode: str) -> str:
+    """One output of a step, titled by its name."""
     return (
-        f'<div class="as-cand"><div class="as-cand-title">{esc(title)}</div>'
-        f"{output_html(candidate.raw, candidate.thought, candidate.action, candidate.tokens, candidate.valid, candidate.invalid_reason, mode)}</div>"
+        f'<div class="as-cand"><div class="as-cand-title">{esc(output.name)}</div>'
+        f"{output_html(output.raw, output.thought, output.action, output.tokens, output.valid, output.invalid_reason, mode)}</div>"
     )
 
 
@@ -207,7 +208,7 @@ def candidates_html(step: Step | None, mode: str = "logprob") -> str:
         return '<div class="as-muted">Select a step to see its candidates.</div>'
     if not step.candidates:
         return f'<div class="as-muted">Step {num(step.index)} has one output (sample K &gt; 1 candidates to compare several).</div>'
-    cards = [candidate_html("taken", step, mode)] + [candidate_html(f"candidate {i + 1}", c, mode) for i, c in enumerate(step.candidates)]
+    cards = [candidate_html(output, mode) for output in step.outputs()]
     return f'<div class="as-cands">{"".join(cards)}</div>'
 
 
