@@ -129,10 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--replace", action="store_true", help="overwrite stored episodes whose content differs (judgements on unchanged steps are kept)")
     _add_db_argument(load)
 
+    from storage.records import PAIR_SOURCES
+
     pairs = commands.add_parser("pairs", help="make preference pairs from stored candidates or episodes, or one pair by hand")
     _add_db_argument(pairs)
     source = pairs.add_mutually_exclusive_group(required=True)
-    source.add_argument("--from", dest="source", choices=["candidates", "episodes"], help="candidates: the outputs sampled at each step; episodes: finished episodes on the same env, options and seed")
+    source.add_argument("--from", dest="source", choices=[s for s in PAIR_SOURCES if s != "manual"], help="candidates: the outputs sampled at each step; episodes: finished episodes on the same env, options and seed")
     source.add_argument("--left", metavar="ID", help="by hand: an episode id, a candidate id or EPISODE_ID:STEP (with --right)")
     pairs.add_argument("--right", metavar="ID", help="the other side of a pair made by hand")
     pairs.add_argument("--env", default=None, help="only this environment")

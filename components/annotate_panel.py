@@ -18,6 +18,7 @@ from components.errors import as_message, refusal
 from storage import Store
 from storage.desk import DEFAULT_TAGS, AnnotationDesk
 from storage.export import export, format_names
+from storage.records import PAIR_KINDS, PAIR_SOURCES
 from studio.envs.registry import env_names
 from studio.errors import StudioError
 from studio.session import StudioSession
@@ -79,9 +80,9 @@ def build() -> AnnotatePanel:
     # context (task and observation first) beside the two sides and the six decision keys.
     with gr.Row(equal_height=False):
         name = gr.Textbox(label="Your name (kept in this browser)", placeholder="e.g. ada", scale=2, elem_id="as-annotator")
-        kind = gr.Dropdown(["", "step", "trajectory"], value="", label="Kind", scale=1, min_width=110)
+        kind = gr.Dropdown(["", *PAIR_KINDS], value="", label="Kind", scale=1, min_width=110)
         env = gr.Dropdown(["", *env_names()], value="", label="Environment", allow_custom_value=True, scale=1, min_width=130)
-        source = gr.Dropdown(["", "candidates", "episodes", "manual"], value="", label="Source", scale=1, min_width=120)
+        source = gr.Dropdown(["", *PAIR_SOURCES], value="", label="Source", scale=1, min_width=120)
         refresh = gr.Button("Refresh", scale=1, elem_id="as-queue-refresh", min_width=90)
     with gr.Tabs():
         with gr.Tab("Pairs"):
@@ -125,9 +126,13 @@ def build() -> AnnotatePanel:
                 export_button = gr.Button("Export", elem_id="as-export")
                 download = gr.DownloadButton("Download", visible=False, elem_id="as-download")
     return AnnotatePanel(
-        name, kind, env, source, refresh, progress, context, frame, left, right, judge, skip, undo, rationale, tags, tag_set, confidence, message,
-        label_episode, label_current, label_step, label_buttons, label_prev, label_next, label_note, label_view,
-        overview_tab, overview, overview_refresh, export_format, export_button, download,
+        name=name, kind=kind, env=env, source=source, refresh=refresh, progress=progress, context=context,
+        frame=frame, left=left, right=right, judge=judge, skip=skip, undo=undo, rationale=rationale, tags=tags,
+        tag_set=tag_set, confidence=confidence, message=message, label_episode=label_episode,
+        label_current=label_current, label_step=label_step, label_buttons=label_buttons, label_prev=label_prev,
+        label_next=label_next, label_note=label_note, label_view=label_view, overview_tab=overview_tab,
+        overview=overview, overview_refresh=overview_refresh, export_format=export_format,
+        export_button=export_button, download=download,
     )
 
 

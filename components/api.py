@@ -18,10 +18,9 @@ import gradio as gr
 from components.errors import as_api_error
 from studio.session import StudioSession
 from studio.settings import settings_from
-from studio.trace import Step
+from studio.trace import HEAVY_STEP_FIELDS, Step
 from studio.validation import MAX_ITEMS, whole_number
 
-HEAVY = ("frame", "state", "prompt")
 #: The named endpoints (``/load_model`` ...): the API page lists these and nothing else.
 ENDPOINTS = ("load_model", "reset", "step", "run", "get_episode")
 
@@ -29,7 +28,7 @@ ENDPOINTS = ("load_model", "reset", "step", "run", "get_episode")
 def step_json(step: Step) -> dict[str, Any]:
     """A step without its frame, snapshot and prompt (ask /get_episode for everything)."""
     data = step.to_dict()
-    for key in HEAVY:
+    for key in HEAVY_STEP_FIELDS:
         data.pop(key, None)
     return data
 
@@ -41,7 +40,6 @@ def build(state: gr.State) -> None:
         env, options, seed, policy = gr.Textbox(), gr.Textbox(), gr.Number(precision=0), gr.Textbox()
         action, max_steps = gr.Textbox(), gr.Number(precision=0)
         result = gr.JSON()
-        buttons = [gr.Button() for _ in ENDPOINTS]
 
     @as_api_error
     def load_model(session: StudioSession, slot: str, model: str, device: str, dtype: str) -> tuple[StudioSession, dict[str, Any]]:
@@ -74,13 +72,14 @@ def build(state: gr.State) -> None:
         episode = session.episode
         return session, (episode.to_dict() if episode is not None else {"error": "No episode yet: reset first."})
 
-    endpoints = [  # names as in ENDPOINTS
-        (load_model, [slot, model, device, dtype], "load_model"),
-        (reset, [env, options, seed, policy], "reset"),
-        (step, [action], "step"),
-        (run, [max_steps], "run"),
-        (get_episode, [], "get_episode"),
-    ]
-    assert tuple(name for _fn, _inputs, name in endpoints) == ENDPOINTS and len(buttons) == len(endpoints)
-    for button, (fn, inputs, name) in zip(buttons, endpoints):
-        button.click(fn, [state, *inputs], [state, result], api_name=name, concurrency_limit=None)
+    endpoints = {  # name -> (handler, its inputs after the session): ENDPOINTS in order
+        "load_model": (load_model, [slot, model, device, dtype]),
+        "reset": (reset, [env, options, seed, policy]),
+        "step": (step, [action]),
+        "run": (run, [max_steps]),
+        "get_episode": (get_episode, []),
+    }
+    assert tuple(endpoints) == ENDPOINTS, "api.ENDPOINTS lists every endpoint, in order"
+    with gr.Group(visible=False):
+        for name, (fn, inputs) in endpoints.items():  # one hidden button per endpoint: none can go missing
+            gr.Button().click(fn, [state, *inputs], [state, result], api_name=name, concurrency_limit=None)

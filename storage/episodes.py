@@ -15,10 +15,10 @@ from storage.db import Database, first_line
 from storage.orm import CandidateRow, EpisodeRow, ModelRow, PairRow, StepLabelRow, StepRow
 from studio.errors import NotStored, StudioError
 from studio.runner import RunnerEvent
-from studio.trace import Candidate, Episode, Step, frame_to_png, png_to_frame, tokens_from_list, tokens_to_list, utc_now
+from studio.trace import HEAVY_STEP_FIELDS, Candidate, Episode, Step, frame_to_png, png_to_frame, tokens_from_list, tokens_to_list, utc_now
 
 #: Step columns a list view never needs (large); loaded only for a full episode.
-HEAVY_STEP_COLUMNS = ("prompt", "state", "frame")
+HEAVY_STEP_COLUMNS = HEAVY_STEP_FIELDS  # the step columns of the same names
 
 
 def step_row(episode_id: str, step: Step) -> StepRow:

@@ -18,11 +18,14 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any, Literal
 
 from studio.errors import StudioError
+from studio.models.base import SamplingParams
 from studio.validation import MAX_ITEMS, MAX_OPTIONS_CHARS, MAX_SEED, parse_json, real_number, short_text, whole_number
 
 Widget = Literal["number", "slider", "radio", "dropdown", "checkbox", "text", "json"]
 Group = Literal["episode", "policy", "sampling"]
 
+#: The sampling defaults (one place: SamplingParams).
+SAMPLING = SamplingParams()
 #: K greedy candidates would be K copies of one text: asking for several samples at this
 #: temperature unless a temperature is given (the CLI), or set in the UI when K goes above 1.
 SAMPLING_FOR_CANDIDATES = 0.7
@@ -121,9 +124,9 @@ class EpisodeSettings:
     seed: int = setting(0, "Seed", "the episode's seed (run: of the first episode; episode k uses seed+k)", group="episode", minimum=0, maximum=MAX_SEED, expected=f"a seed from 0 to {MAX_SEED}")
     policy: str = setting("react-a", "Policy", "who acts", widget="dropdown", group="policy", custom=True, cli=False)
     action_mode: str = setting("generate", "Action mode", "generate the action, or score every valid action", widget="radio", group="policy", choices=("generate", "score"))
-    temperature: float = setting(0.0, "Temperature (0 = greedy)", f"sampling temperature, 0 is greedy (run: {SAMPLING_FOR_CANDIDATES} when --candidates > 1 unless given)", widget="slider", minimum=0.0, maximum=2.0, step=0.05, real=True, expected="a temperature from 0 to 2")
-    top_p: float = setting(0.95, "Top-p", "nucleus sampling mass", widget="slider", minimum=0.01, maximum=1.0, step=0.05, real=True, widget_minimum=0.05)
-    max_new_tokens: int = setting(64, "Max new tokens", "tokens a model may write per step", widget="slider", minimum=1, maximum=4096, step=8, widget_minimum=8, widget_maximum=256)
+    temperature: float = setting(SAMPLING.temperature, "Temperature (0 = greedy)", f"sampling temperature, 0 is greedy (run: {SAMPLING_FOR_CANDIDATES} when --candidates > 1 unless given)", widget="slider", minimum=0.0, maximum=2.0, step=0.05, real=True, expected="a temperature from 0 to 2")
+    top_p: float = setting(SAMPLING.top_p, "Top-p", "nucleus sampling mass", widget="slider", minimum=0.01, maximum=1.0, step=0.05, real=True, widget_minimum=0.05)
+    max_new_tokens: int = setting(SAMPLING.max_new_tokens, "Max new tokens", "tokens a model may write per step", widget="slider", minimum=1, maximum=4096, step=8, widget_minimum=8, widget_maximum=256)
     candidates: int = setting(1, "Candidates K", "outputs sampled per step in one batch (the others are kept as candidates)", widget="slider", minimum=1, maximum=16, step=1, widget_maximum=8)
     max_steps: int | None = setting(None, "Step limit (0 = the environment's)", "steps before the episode is cut", minimum=0, maximum=MAX_ITEMS, zero_means="the environment's")
     few_shot: bool = setting(True, "Few-shot example", "show the model a short example episode in the prompt", widget="checkbox")

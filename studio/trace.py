@@ -190,6 +190,9 @@ class Candidate:
         )
 
 
+#: Step fields that are large (a PNG frame, an environment snapshot, the whole prompt): summaries,
+#: API answers and queue pages leave them out; the full record has them.
+HEAVY_STEP_FIELDS = ("prompt", "state", "frame")
 #: The name of the output a step took, among its outputs (the others are ``candidate N``).
 TAKEN = "taken"
 

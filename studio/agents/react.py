@@ -33,6 +33,7 @@ from studio.agents.parsing import parse_react
 from studio.envs.base import StudioEnv
 from studio.errors import StudioError
 from studio.models.base import Backend, CacheStats, GenerateResult, Generation, PrefixSession, SamplingParams, TokenListener
+from studio.settings import default_temperature
 from studio.trace import Candidate, Episode, Step, TokenInfo
 
 # Written as a description, not a template: small models copy a template's placeholders verbatim.
@@ -52,7 +53,8 @@ class ReActConfig:
 
     action_mode: str = "generate"
     """``generate`` (the model writes the action) or ``score`` (valid actions are scored)."""
-    sampling: SamplingParams = SamplingParams()
+    sampling: SamplingParams | None = None
+    """None: the defaults, sampling at :data:`~studio.settings.SAMPLING_FOR_CANDIDATES` when ``candidates`` > 1."""
     candidates: int = 1
     """Outputs sampled per step (in one batch); the first valid one is taken."""
     few_shot: bool = True
@@ -65,6 +67,8 @@ class ReActConfig:
             raise ValueError(f"action_mode must be generate or score, got {self.action_mode!r}")
         if self.candidates < 1:
             raise ValueError(f"candidates must be >= 1, got {self.candidates}")
+        if self.sampling is None:  # K greedy candidates would be one text K times: the one rule
+            object.__setattr__(self, "sampling", SamplingParams(temperature=default_temperature(self.candidates)))
 
 
 def expert_thought(action: str) -> str:

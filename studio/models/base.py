@@ -103,11 +103,14 @@ class ModelCard:
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """How to sample. ``temperature == 0`` is greedy decoding."""
+    """How to sample. ``temperature == 0`` is greedy decoding.
 
-    temperature: float = 0.7
+    The defaults are the studio's (the settings schema in :mod:`studio.settings` reads them from
+    here): greedy, top-p 0.95, 64 new tokens."""
+
+    temperature: float = 0.0
     top_p: float = 0.95
-    max_new_tokens: int = 96
+    max_new_tokens: int = 64
     seed: int | None = None
     """Seed for sampling; None draws from the backend's generator."""
     ignore_eos: bool = False
