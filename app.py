@@ -40,7 +40,9 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_USER_ERROR, f"error: {message} (see: {self.prog} --help)\n")
 
 
-def _number(kind: type, low: float | None = None, high: float | None = None, low_open: bool = False, what: str = "a number") -> Any:
+def _number(
+    kind: type, low: float | None = None, high: float | None = None, low_open: bool = False, what: str = "a number"
+) -> Any:
     """An argparse type: ``kind`` parsed from the text and checked against the bounds."""
 
     def parse(text: str) -> Any:
@@ -92,9 +94,16 @@ def build_parser() -> argparse.ArgumentParser:
     """The CLI: ``serve`` (the default command) and the commands that work without a browser."""
     from studio import __version__
 
-    parser = OneLineParser(prog="agent-studio", description="Agent Studio: watch agents act, look inside their decisions, and turn what you see into training data.")
+    parser = OneLineParser(
+        prog="agent-studio",
+        description="Agent Studio: watch agents act, look inside their decisions, and turn what you see into training data.",
+    )
     parser.add_argument("--version", action="version", version=f"agent-studio {__version__}")
-    commands = parser.add_subparsers(dest="command", parser_class=OneLineParser, metavar="{serve,envs,models,run,import,pairs,export,stats,hash-password}")
+    commands = parser.add_subparsers(
+        dest="command",
+        parser_class=OneLineParser,
+        metavar="{serve,envs,models,run,import,pairs,export,stats,hash-password}",
+    )
 
     serve = commands.add_parser("serve", help="start the studio web app (the default command)")
     _add_serve_arguments(serve)
@@ -104,55 +113,137 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = commands.add_parser("models", help="list the models that load without a network")
     models.add_argument("--json", action="store_true", help="one JSON object per model")
-    models.add_argument("--schemes", action="store_true", help="list the kinds of model names instead (registered backends: scripted:, plugins...)")
-    models.add_argument("--prepare", action="store_true", help="make the default model ready offline first (converts the shipped GGUF once)")
+    models.add_argument(
+        "--schemes",
+        action="store_true",
+        help="list the kinds of model names instead (registered backends: scripted:, plugins...)",
+    )
+    models.add_argument(
+        "--prepare",
+        action="store_true",
+        help="make the default model ready offline first (converts the shipped GGUF once)",
+    )
 
     run = commands.add_parser("run", help="run episodes headless and print one summary line per episode")
-    run.add_argument("--env", required=True, help="a registered environment (see `agent-studio envs`), e.g. gridworld or gym:FrozenLake-v1")
-    run.add_argument("--env-opt", type=_env_option, action="append", default=[], metavar="NAME=VALUE", help="environment option (repeatable); see `agent-studio envs`")
-    run.add_argument("--policy", default="expert", choices=["expert", "random", "react"], help="who acts (default: expert); react is model-driven")
+    run.add_argument(
+        "--env",
+        required=True,
+        help="a registered environment (see `agent-studio envs`), e.g. gridworld or gym:FrozenLake-v1",
+    )
+    run.add_argument(
+        "--env-opt",
+        type=_env_option,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="environment option (repeatable); see `agent-studio envs`",
+    )
+    run.add_argument(
+        "--policy",
+        default="expert",
+        choices=["expert", "random", "react"],
+        help="who acts (default: expert); react is model-driven",
+    )
     run.add_argument("--episodes", type=_positive_int, default=1, help="number of episodes (default 1)")
-    run.add_argument("--max-invalid", type=_positive_int, default=10, help="invalid actions before an episode is cut (default 10)")
-    run.add_argument("--out", type=_output_file, default=None, metavar="FILE.jsonl", help="append full episodes (the trace format) to this JSONL file")
-    run.add_argument("--frames", action="store_true", help="store a rendered frame on every step of --out (larger files)")
+    run.add_argument(
+        "--max-invalid", type=_positive_int, default=10, help="invalid actions before an episode is cut (default 10)"
+    )
+    run.add_argument(
+        "--out",
+        type=_output_file,
+        default=None,
+        metavar="FILE.jsonl",
+        help="append full episodes (the trace format) to this JSONL file",
+    )
+    run.add_argument(
+        "--frames", action="store_true", help="store a rendered frame on every step of --out (larger files)"
+    )
     run.add_argument("--json", action="store_true", help="print one JSON object per episode instead of a text line")
     _add_db_argument(run)
     model = run.add_argument_group("model (with --policy react)")
-    model.add_argument("--model", default="default", help="default (SmolLM2-135M-Instruct, offline), a hub id, a local folder, or scheme:NAME of a registered backend (agent-studio models --schemes)")
+    model.add_argument(
+        "--model",
+        default="default",
+        help="default (SmolLM2-135M-Instruct, offline), a hub id, a local folder, or scheme:NAME of a registered backend (agent-studio models --schemes)",
+    )
     add_setting_flags(run, model)
     model.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:N or mps")
-    model.add_argument("--dtype", default="auto", choices=list(DTYPE_NAMES), help="auto: bfloat16 on GPU, float32 on CPU")
-    model.add_argument("--trust-remote-code", action="store_true", help="allow a hub model's own Python code to run (off by default)")
+    model.add_argument(
+        "--dtype", default="auto", choices=list(DTYPE_NAMES), help="auto: bfloat16 on GPU, float32 on CPU"
+    )
+    model.add_argument(
+        "--trust-remote-code", action="store_true", help="allow a hub model's own Python code to run (off by default)"
+    )
 
-    load = commands.add_parser("import", help="store the episodes of a JSONL file (the trace format, e.g. from run --out)")
+    load = commands.add_parser(
+        "import", help="store the episodes of a JSONL file (the trace format, e.g. from run --out)"
+    )
     load.add_argument("file", metavar="FILE.jsonl")
-    load.add_argument("--replace", action="store_true", help="overwrite stored episodes whose content differs (judgements on unchanged steps are kept)")
+    load.add_argument(
+        "--replace",
+        action="store_true",
+        help="overwrite stored episodes whose content differs (judgements on unchanged steps are kept)",
+    )
     _add_db_argument(load)
 
     from storage.records import PAIR_SOURCES
 
-    pairs = commands.add_parser("pairs", help="make preference pairs from stored candidates or episodes, or one pair by hand")
+    pairs = commands.add_parser(
+        "pairs", help="make preference pairs from stored candidates or episodes, or one pair by hand"
+    )
     _add_db_argument(pairs)
     source = pairs.add_mutually_exclusive_group(required=True)
-    source.add_argument("--from", dest="source", choices=[s for s in PAIR_SOURCES if s != "manual"], help="candidates: the outputs sampled at each step; episodes: finished episodes on the same env, options and seed")
-    source.add_argument("--left", metavar="ID", help="by hand: an episode id, a candidate id or EPISODE_ID:STEP (with --right)")
+    source.add_argument(
+        "--from",
+        dest="source",
+        choices=[s for s in PAIR_SOURCES if s != "manual"],
+        help="candidates: the outputs sampled at each step; episodes: finished episodes on the same env, options and seed",
+    )
+    source.add_argument(
+        "--left", metavar="ID", help="by hand: an episode id, a candidate id or EPISODE_ID:STEP (with --right)"
+    )
     pairs.add_argument("--right", metavar="ID", help="the other side of a pair made by hand")
     pairs.add_argument("--env", default=None, help="only this environment")
-    pairs.add_argument("--episode", action="append", default=None, metavar="ID", help="only these episodes (repeatable; with --from candidates)")
-    pairs.add_argument("--different-actions", action="store_true", help="skip two outputs with the same action (with --from candidates)")
+    pairs.add_argument(
+        "--episode",
+        action="append",
+        default=None,
+        metavar="ID",
+        help="only these episodes (repeatable; with --from candidates)",
+    )
+    pairs.add_argument(
+        "--different-actions",
+        action="store_true",
+        help="skip two outputs with the same action (with --from candidates)",
+    )
 
     from storage.export import export_formats
 
     formats = export_formats()  # the registry: built-ins and installed packages' formats
-    export = commands.add_parser("export", help="write training data in a registered format (TRL's dpo, reward, prm, kto; episodes; ...)")
+    export = commands.add_parser(
+        "export", help="write training data in a registered format (TRL's dpo, reward, prm, kto; episodes; ...)"
+    )
     _add_db_argument(export)
-    export.add_argument("--format", required=True, choices=[f.name for f in formats], help="; ".join(f"{f.name}: {f.summary}" for f in formats).replace("%", "%%"))
-    export.add_argument("--out", type=_output_file, required=True, metavar="FILE.jsonl", help="JSONL file to write (replaced)")
-    export.add_argument("--hf-dataset", default=None, metavar="DIR", help="also save a Hugging Face datasets folder (needs `datasets`)")
+    export.add_argument(
+        "--format",
+        required=True,
+        choices=[f.name for f in formats],
+        help="; ".join(f"{f.name}: {f.summary}" for f in formats).replace("%", "%%"),
+    )
+    export.add_argument(
+        "--out", type=_output_file, required=True, metavar="FILE.jsonl", help="JSONL file to write (replaced)"
+    )
+    export.add_argument(
+        "--hf-dataset", default=None, metavar="DIR", help="also save a Hugging Face datasets folder (needs `datasets`)"
+    )
 
-    commands.add_parser("hash-password", help="read a password (prompt or stdin) and print its hash for an --auth-file line")
+    commands.add_parser(
+        "hash-password", help="read a password (prompt or stdin) and print its hash for an --auth-file line"
+    )
 
-    stats = commands.add_parser("stats", help="counts of episodes, pairs and annotations, and agreement between annotators")
+    stats = commands.add_parser(
+        "stats", help="counts of episodes, pairs and annotations, and agreement between annotators"
+    )
     _add_db_argument(stats)
     stats.add_argument("--json", action="store_true", help="one JSON object (with per-pair agreement)")
     return parser
@@ -172,15 +263,25 @@ def add_setting_flags(episode: Any, model: Any, cls: type | None = None) -> None
         shown = setting.zero_means if default is None and setting.zero_means else default
         help_text = f"{setting.help} (default {shown})".replace("%", "%%")
         if setting.widget == "checkbox":
-            group.add_argument(flag, dest=spec.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+            group.add_argument(
+                flag, dest=spec.name, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
         elif setting.choices is not None:
             group.add_argument(flag, dest=spec.name, choices=list(setting.choices), default=None, help=help_text)
         else:
-            group.add_argument(flag, dest=spec.name, type=_setting_type(spec.name, setting), default=None, metavar=spec.name.upper(), help=help_text)
+            group.add_argument(
+                flag,
+                dest=spec.name,
+                type=_setting_type(spec.name, setting),
+                default=None,
+                metavar=spec.name.upper(),
+                help=help_text,
+            )
 
 
 def _setting_type(name: str, setting: Any) -> Any:
     """An argparse type that checks a flag's text as the schema does (one line if it does not fit)."""
+
     def parse(text: str) -> Any:
         try:
             return setting.check(name, text)
@@ -197,7 +298,11 @@ def settings_from_args(args: argparse.Namespace, cls: type | None = None) -> Any
     from studio.settings import EpisodeSettings, default_temperature, schema, settings_from
 
     cls = cls or EpisodeSettings
-    given = {spec.name: getattr(args, spec.name) for spec, setting in schema(cls) if setting.cli and not setting.custom and getattr(args, spec.name, None) is not None}
+    given = {
+        spec.name: getattr(args, spec.name)
+        for spec, setting in schema(cls)
+        if setting.cli and not setting.custom and getattr(args, spec.name, None) is not None
+    }
     settings = settings_from(given, cls)
     if "temperature" not in given:
         settings = settings_from({"temperature": default_temperature(settings.candidates)}, cls, base=settings)
@@ -205,20 +310,54 @@ def settings_from_args(args: argparse.Namespace, cls: type | None = None) -> Any
 
 
 def _add_db_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", default=None, metavar="URL", help="database: a file path or an SQLAlchemy URL (default: studio.db in your data directory)")
+    parser.add_argument(
+        "--db",
+        default=None,
+        metavar="URL",
+        help="database: a file path or an SQLAlchemy URL (default: studio.db in your data directory)",
+    )
 
 
 def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default=None, help="address to listen on (default: $GRADIO_SERVER_NAME or 127.0.0.1; any other address than loopback needs --auth)")
+    parser.add_argument(
+        "--host",
+        default=None,
+        help="address to listen on (default: $GRADIO_SERVER_NAME or 127.0.0.1; any other address than loopback needs --auth)",
+    )
     parser.add_argument("--port", type=_port, default=None, help="port (default: $GRADIO_SERVER_PORT or 7860)")
-    parser.add_argument("--model", default="default", help="model A of every session: default, a hub id, a local folder, scripted:FILE.json, or none")
+    parser.add_argument(
+        "--model",
+        default="default",
+        help="model A of every session: default, a hub id, a local folder, scripted:FILE.json, or none",
+    )
     parser.add_argument("--device", default="auto", help="device for that model: auto, cpu, cuda, mps")
     _add_db_argument(parser)
     access = parser.add_argument_group("who may load what, and who may log in")
-    access.add_argument("--trust-remote-code", action="store_true", help="let model repositories' own Python run, also for models loaded in the browser (off by default)")
-    access.add_argument("--models-dir", action="append", default=[], metavar="DIR", help="a folder whose models the browser may load (repeatable); without it the browser loads only default and hub ids")
-    access.add_argument("--auth", action="append", default=[], metavar="USER:PASSWORD", help="a login (repeatable); required to serve beyond this machine")
-    access.add_argument("--auth-file", default=None, metavar="FILE", help="logins, one user:password a line (the password may be hashed: see hash-password)")
+    access.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="let model repositories' own Python run, also for models loaded in the browser (off by default)",
+    )
+    access.add_argument(
+        "--models-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a folder whose models the browser may load (repeatable); without it the browser loads only default and hub ids",
+    )
+    access.add_argument(
+        "--auth",
+        action="append",
+        default=[],
+        metavar="USER:PASSWORD",
+        help="a login (repeatable); required to serve beyond this machine",
+    )
+    access.add_argument(
+        "--auth-file",
+        default=None,
+        metavar="FILE",
+        help="logins, one user:password a line (the password may be hashed: see hash-password)",
+    )
 
 
 def cmd_envs(args: argparse.Namespace) -> int:
@@ -275,11 +414,23 @@ def make_cli_policy(args: argparse.Namespace) -> Any:
     def progress(fraction: float, message: str) -> None:
         print(f"[{fraction:4.0%}] {message}", file=sys.stderr, flush=True)
 
-    backend = ModelRegistry().load(args.model, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code, progress=progress)
+    backend = ModelRegistry().load(
+        args.model, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code, progress=progress
+    )
     settings = settings_from_args(args)
     try:
-        sampling = SamplingParams(temperature=settings.temperature, top_p=settings.top_p, max_new_tokens=settings.max_new_tokens, seed=settings.seed)
-        config = ReActConfig(action_mode=settings.action_mode, sampling=sampling, candidates=settings.candidates, few_shot=settings.few_shot)
+        sampling = SamplingParams(
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            max_new_tokens=settings.max_new_tokens,
+            seed=settings.seed,
+        )
+        config = ReActConfig(
+            action_mode=settings.action_mode,
+            sampling=sampling,
+            candidates=settings.candidates,
+            few_shot=settings.few_shot,
+        )
     except ValueError as exc:
         raise StudioError(str(exc)) from None
     return ReActPolicy(backend, config)
@@ -330,13 +481,16 @@ def cmd_import(args: argparse.Namespace) -> int:
     store = open_cli_store(args)
     results = store.episodes.save_all(episodes, replace=args.replace)  # one transaction
     outcomes = {outcome: sum(r.outcome == outcome for r in results) for outcome in ("stored", "unchanged", "replaced")}
-    print(f"stored {_count(outcomes['stored'], 'episode')}, {outcomes['unchanged']} already stored unchanged, {outcomes['replaced']} replaced, in {store.url}")
+    print(
+        f"stored {_count(outcomes['stored'], 'episode')}, {outcomes['unchanged']} already stored unchanged, {outcomes['replaced']} replaced, in {store.url}"
+    )
     for result in results:
         if result.outcome == "replaced":
             print(
                 f"  {result.episode_id}: kept steps 0-{result.kept_steps - 1} with their labels and pairs; "
                 f"dropped {_count(result.dropped_pairs, 'pair')} and {_count(result.dropped_labels, 'step label')} of changed steps"
-                if result.kept_steps else f"  {result.episode_id}: every step changed; dropped {_count(result.dropped_pairs, 'pair')} and {_count(result.dropped_labels, 'step label')}"
+                if result.kept_steps
+                else f"  {result.episode_id}: every step changed; dropped {_count(result.dropped_pairs, 'pair')} and {_count(result.dropped_labels, 'step label')}"
             )
     return 0
 
@@ -355,7 +509,9 @@ def cmd_pairs(args: argparse.Namespace) -> int:
         return 0
     preferences = open_cli_store(args).preferences
     if args.source == "candidates":
-        made = preferences.pairs_from_candidates(env=args.env, episode_ids=args.episode, different_actions=args.different_actions)
+        made = preferences.pairs_from_candidates(
+            env=args.env, episode_ids=args.episode, different_actions=args.different_actions
+        )
     else:
         made = preferences.pairs_from_episodes(env=args.env)
     print(f"made {made.created} pairs ({made.already_there} already there, {made.identical} skipped as identical)")
@@ -379,7 +535,9 @@ def cmd_stats(args: argparse.Namespace) -> int:
         return 0
     agreement = numbers["agreement"]
     print(f"database: {store.url}")
-    print(f"episodes: {counts['episodes']} ({counts['finished_episodes']} finished), steps: {counts['steps']}, candidates: {counts['candidates']}")
+    print(
+        f"episodes: {counts['episodes']} ({counts['finished_episodes']} finished), steps: {counts['steps']}, candidates: {counts['candidates']}"
+    )
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(numbers["pairs_by_kind"].items())) or "none"
     print(f"pairs: {numbers['pairs']} ({kinds})")
     choices = ", ".join(f"{k.replace('_', '-')} {v}" for k, v in numbers["choices"].items())
@@ -389,10 +547,14 @@ def cmd_stats(args: argparse.Namespace) -> int:
     if agreement["percent_agreement"] is None:
         print("agreement: no pair has two annotators yet")
     else:
-        print(f"agreement: {agreement['percent_agreement']:.1%} over {agreement['items_with_two_or_more']} pairs with two or more annotators")
+        print(
+            f"agreement: {agreement['percent_agreement']:.1%} over {agreement['items_with_two_or_more']} pairs with two or more annotators"
+        )
         for row in agreement["pairwise"]:
             kappa = "n/a" if row["cohen_kappa"] is None else f"{row['cohen_kappa']:.3f}"
-            print(f"  {row['annotators'][0]} vs {row['annotators'][1]}: {row['percent_agreement']:.1%} on {row['items']} pairs, Cohen's kappa {kappa}")
+            print(
+                f"  {row['annotators'][0]} vs {row['annotators'][1]}: {row['percent_agreement']:.1%} on {row['items']} pairs, Cohen's kappa {kappa}"
+            )
     return 0
 
 
@@ -449,11 +611,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     registry = ModelRegistry()
     default_model = None
     if args.model != "none":
+
         def progress(fraction: float, message: str) -> None:
             print(f"[{fraction:4.0%}] {message}", file=sys.stderr, flush=True)
 
         try:
-            default_model = registry.load(args.model, device=args.device, trust_remote_code=args.trust_remote_code, progress=progress)
+            default_model = registry.load(
+                args.model, device=args.device, trust_remote_code=args.trust_remote_code, progress=progress
+            )
             registry.pin(default_model)
         except StudioError as exc:  # the studio still starts: the model panel says what happened
             print(f"warning: model {args.model!r} did not load ({exc}); starting without it", file=sys.stderr)
@@ -465,7 +630,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         # show_error=False: an unexpected exception's text (which may quote a file's or a model's
         # content) never reaches the page; the panels show their own escaped one-line messages.
-        app.launch(server_name=args.host, server_port=args.port, show_error=False, auth=credentials.check if credentials else None, **launch_options())
+        app.launch(
+            server_name=args.host,
+            server_port=args.port,
+            show_error=False,
+            auth=credentials.check if credentials else None,
+            **launch_options(),
+        )
     except OSError as exc:  # e.g. the port was taken between the check and the start
         raise StudioError(f"Cannot serve on {args.host}:{args.port}: {exc}.") from None
     return 0
@@ -491,8 +662,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = ["serve", *argv]  # `python app.py [--port P]` starts the studio
     args = build_parser().parse_args(argv)
     handlers = {
-        "serve": cmd_serve, "envs": cmd_envs, "models": cmd_models, "run": cmd_run, "import": cmd_import,
-        "pairs": cmd_pairs, "export": cmd_export, "stats": cmd_stats, "hash-password": cmd_hash_password,
+        "serve": cmd_serve,
+        "envs": cmd_envs,
+        "models": cmd_models,
+        "run": cmd_run,
+        "import": cmd_import,
+        "pairs": cmd_pairs,
+        "export": cmd_export,
+        "stats": cmd_stats,
+        "hash-password": cmd_hash_password,
     }
     try:
         return handlers[args.command](args)

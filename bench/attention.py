@@ -78,15 +78,28 @@ def measure(method: str, length: int) -> dict:
     sampler.join()
     peak[0] = max(peak[0], resident_mb())
     del kept
-    return {"method": method, "length": length, "seconds": round(seconds, 2), "peak_extra_mb": round(peak[0] - baseline, 1)}
+    return {
+        "method": method,
+        "length": length,
+        "seconds": round(seconds, 2),
+        "peak_extra_mb": round(peak[0] - baseline, 1),
+    }
 
 
 def child(method: str, length: int) -> dict:
     result = subprocess.run(
-        [sys.executable, __file__, "--child", method, str(length)], cwd=ROOT, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+        [sys.executable, __file__, "--child", method, str(length)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     if result.returncode != 0:
-        return {"method": method, "length": length, "error": result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"exit {result.returncode}"}
+        return {
+            "method": method,
+            "length": length,
+            "error": result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"exit {result.returncode}",
+        }
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -99,20 +112,31 @@ def main() -> None:
     if args.child:
         print(json.dumps(measure(args.child[0], int(args.child[1]))))
         return
-    report: dict = {"model": "SmolLM2-135M-Instruct (30 layers, 9 heads), fp32, CPU", "rows": ROWS, "side_by_side": {}, "ours_only": {}}
+    report: dict = {
+        "model": "SmolLM2-135M-Instruct (30 layers, 9 heads), fp32, CPU",
+        "rows": ROWS,
+        "side_by_side": {},
+        "ours_only": {},
+    }
     for length in (int(x) for x in args.lengths.split(",") if x):
         report["side_by_side"][length] = {"plain": child("plain", length), "ours": child("ours", length)}
     for length in (int(x) for x in args.ours_only.split(",") if x):
         report["ours_only"][length] = child("ours", length)
     at_2048 = report["side_by_side"].get(2048)
     if at_2048 and "error" not in at_2048["plain"] and "error" not in at_2048["ours"]:
-        report["memory_ratio_at_2048"] = round(at_2048["plain"]["peak_extra_mb"] / max(at_2048["ours"]["peak_extra_mb"], 1e-6), 2)
+        report["memory_ratio_at_2048"] = round(
+            at_2048["plain"]["peak_extra_mb"] / max(at_2048["ours"]["peak_extra_mb"], 1e-6), 2
+        )
         report["time_ratio_at_2048"] = round(at_2048["ours"]["seconds"] / at_2048["plain"]["seconds"], 2)
     at_8192 = report["ours_only"].get(8192)
     if at_8192 and "error" not in at_8192:
         report["peak_mb_at_8192"] = at_8192["peak_extra_mb"]
         report["seconds_at_8192"] = at_8192["seconds"]
-    report["targets"] = {"memory_ratio_at_2048": ">= 5", "time_ratio_at_2048": "<= 1.5", "peak_mb_at_8192": "fits 24 GB"}
+    report["targets"] = {
+        "memory_ratio_at_2048": ">= 5",
+        "time_ratio_at_2048": "<= 1.5",
+        "peak_mb_at_8192": "fits 24 GB",
+    }
     print(json.dumps(report))
 
 

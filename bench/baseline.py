@@ -30,7 +30,9 @@ STEP_LIMITS = {"gridworld": 20, "household": 15, "wikihop": 10}
 
 
 def run_policy(env: str, policy, seeds: int, sinks: list) -> dict:
-    runner = EpisodeRunner(env, policy, sinks=sinks, config=RunnerConfig(max_steps=STEP_LIMITS[env], record_frames=False))
+    runner = EpisodeRunner(
+        env, policy, sinks=sinks, config=RunnerConfig(max_steps=STEP_LIMITS[env], record_frames=False)
+    )
     successes, steps, started = 0, 0, time.perf_counter()
     for seed in range(seeds):
         runner.reset(seed=seed)
@@ -38,7 +40,13 @@ def run_policy(env: str, policy, seeds: int, sinks: list) -> dict:
         successes += bool(episode.success)
         steps += episode.length
     seconds = time.perf_counter() - started
-    return {"successes": successes, "episodes": seeds, "success_rate": successes / seeds, "mean_steps": steps / seeds, "seconds_per_step": seconds / max(steps, 1)}
+    return {
+        "successes": successes,
+        "episodes": seeds,
+        "success_rate": successes / seeds,
+        "mean_steps": steps / seeds,
+        "seconds_per_step": seconds / max(steps, 1),
+    }
 
 
 def main() -> None:
@@ -55,14 +63,42 @@ def main() -> None:
         policies = [
             ("expert", ExpertPolicy()),
             ("random", RandomPolicy(seed=0)),
-            ("react-generate", ReActPolicy(backend, ReActConfig(action_mode="generate", sampling=SamplingParams(temperature=0.0, max_new_tokens=48)))),
-            ("react-score", ReActPolicy(backend, ReActConfig(action_mode="score", sampling=SamplingParams(temperature=0.0, max_new_tokens=48)))),
+            (
+                "react-generate",
+                ReActPolicy(
+                    backend,
+                    ReActConfig(action_mode="generate", sampling=SamplingParams(temperature=0.0, max_new_tokens=48)),
+                ),
+            ),
+            (
+                "react-score",
+                ReActPolicy(
+                    backend,
+                    ReActConfig(action_mode="score", sampling=SamplingParams(temperature=0.0, max_new_tokens=48)),
+                ),
+            ),
         ]
         for label, policy in policies:
-            row = {"env": env, "policy": label, "max_steps": STEP_LIMITS[env], **run_policy(env, policy, args.seeds, sinks)}
+            row = {
+                "env": env,
+                "policy": label,
+                "max_steps": STEP_LIMITS[env],
+                **run_policy(env, policy, args.seeds, sinks),
+            }
             print(json.dumps(row), file=sys.stderr, flush=True)
             results.append(row)
-    print(json.dumps({"benchmark": "baseline", "model": backend.info["id"], "device": backend.info["device"], "seeds": args.seeds, "results": results}, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "baseline",
+                "model": backend.info["id"],
+                "device": backend.info["device"],
+                "seeds": args.seeds,
+                "results": results,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

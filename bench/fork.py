@@ -36,7 +36,12 @@ CASES = [
 
 
 def measure(name: str, options: dict, policy: str, repeats: int) -> dict:
-    runner = EpisodeRunner(name, ExpertPolicy() if policy == "expert" else RandomPolicy(seed=1), env_options=options, config=RunnerConfig(record_frames=False, max_steps=200))
+    runner = EpisodeRunner(
+        name,
+        ExpertPolicy() if policy == "expert" else RandomPolicy(seed=1),
+        env_options=options,
+        config=RunnerConfig(record_frames=False, max_steps=200),
+    )
     runner.reset(seed=3)
     episode = runner.run()
     last = episode.steps[-1]

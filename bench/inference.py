@@ -62,12 +62,23 @@ def expert_prompts(policy: ReActPolicy, steps: int) -> list[list[dict]]:
     episode = Episode(env="gridworld", seed=seed, env_options=GRID, instruction=env.instruction)
     prompts = []
     for index in range(steps):
-        current = Observation(text=observation, instruction=env.instruction, valid_actions=env.valid_actions(), step_index=index)
+        current = Observation(
+            text=observation, instruction=env.instruction, valid_actions=env.valid_actions(), step_index=index
+        )
         prompts.append(policy.build_messages(episode, current))
         action = env.expert_action()
         raw = f"Thought: {expert_thought(action)}\nAction: {action}"
         next_observation, *_ = env.step(action)
-        episode.steps.append(Step(index=index, observation=observation, action=action, actor=policy.name, raw=raw, thought=expert_thought(action)))
+        episode.steps.append(
+            Step(
+                index=index,
+                observation=observation,
+                action=action,
+                actor=policy.name,
+                raw=raw,
+                thought=expert_thought(action),
+            )
+        )
         observation = next_observation
     return prompts
 
@@ -87,11 +98,20 @@ def bench_ttft(backend, prompts: list[list[dict]], at: list[int], repeats: int) 
         for _ in range(repeats):
             session = PrefixSession()
             if step > 1:
-                backend.generate(prompts[step - 2], sampling=FIRST_TOKEN, session=session)  # the previous step is cached
+                backend.generate(
+                    prompts[step - 2], sampling=FIRST_TOKEN, session=session
+                )  # the previous step is cached
             reuse.append(timed(lambda: backend.generate(prompts[step - 1], sampling=FIRST_TOKEN, session=session)))
-            full.append(timed(lambda: backend.generate(prompts[step - 1], sampling=FIRST_TOKEN, session=PrefixSession())))
+            full.append(
+                timed(lambda: backend.generate(prompts[step - 1], sampling=FIRST_TOKEN, session=PrefixSession()))
+            )
         tokens = len(backend.encode(prompts[step - 1])[0])
-        rows[str(step)] = {"prompt_tokens": tokens, "reuse_s": statistics.median(reuse), "full_s": statistics.median(full), "speedup": statistics.median(full) / statistics.median(reuse)}
+        rows[str(step)] = {
+            "prompt_tokens": tokens,
+            "reuse_s": statistics.median(reuse),
+            "full_s": statistics.median(full),
+            "speedup": statistics.median(full) / statistics.median(reuse),
+        }
     return rows
 
 
@@ -102,7 +122,13 @@ def bench_episode(backend, prompts: list[list[dict]], new_tokens: int) -> dict[s
     for messages in prompts:  # interleaved step by step, so machine noise hits both alike
         reuse_total += timed(lambda: backend.generate(messages, sampling=sampling, session=session))
         full_total += timed(lambda: backend.generate(messages, sampling=sampling, session=PrefixSession()))
-    return {"steps": len(prompts), "new_tokens_per_step": new_tokens, "reuse_s": reuse_total, "full_s": full_total, "speedup": full_total / reuse_total}
+    return {
+        "steps": len(prompts),
+        "new_tokens_per_step": new_tokens,
+        "reuse_s": reuse_total,
+        "full_s": full_total,
+        "speedup": full_total / reuse_total,
+    }
 
 
 def bench_candidates(backend, messages: list[dict], k: int, new_tokens: int, repeats: int) -> dict[str, Any]:
@@ -112,8 +138,16 @@ def bench_candidates(backend, messages: list[dict], k: int, new_tokens: int, rep
     batched, sequential = [], []
     for _ in range(repeats):
         batched.append(timed(lambda: backend.generate(messages, n=k, sampling=sampling, session=session)))
-        sequential.append(timed(lambda: [backend.generate(messages, n=1, sampling=sampling, session=session) for _ in range(k)]))
-    return {"k": k, "new_tokens": new_tokens, "batched_s": statistics.median(batched), "sequential_s": statistics.median(sequential), "speedup": statistics.median(sequential) / statistics.median(batched)}
+        sequential.append(
+            timed(lambda: [backend.generate(messages, n=1, sampling=sampling, session=session) for _ in range(k)])
+        )
+    return {
+        "k": k,
+        "new_tokens": new_tokens,
+        "batched_s": statistics.median(batched),
+        "sequential_s": statistics.median(sequential),
+        "speedup": statistics.median(sequential) / statistics.median(batched),
+    }
 
 
 def bench_overhead(backend, messages: list[dict], new_tokens: int, repeats: int) -> dict[str, Any]:
@@ -123,10 +157,26 @@ def bench_overhead(backend, messages: list[dict], new_tokens: int, repeats: int)
     with torch.inference_mode():
         backend.model.generate(ids, max_new_tokens=2, do_sample=False)  # warm-up
         for _ in range(repeats):
-            plain.append(timed(lambda: backend.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)))
+            plain.append(
+                timed(
+                    lambda: backend.model.generate(
+                        ids,
+                        attention_mask=torch.ones_like(ids),
+                        max_new_tokens=new_tokens,
+                        min_new_tokens=new_tokens,
+                        do_sample=False,
+                    )
+                )
+            )
             ours.append(timed(lambda: backend.generate(messages, sampling=sampling, session=PrefixSession())))
     plain_tps, our_tps = new_tokens / statistics.median(plain), new_tokens / statistics.median(ours)
-    return {"prompt_tokens": ids.shape[1], "new_tokens": new_tokens, "plain_tokens_per_s": plain_tps, "backend_tokens_per_s": our_tps, "ratio": our_tps / plain_tps}
+    return {
+        "prompt_tokens": ids.shape[1],
+        "new_tokens": new_tokens,
+        "plain_tokens_per_s": plain_tps,
+        "backend_tokens_per_s": our_tps,
+        "ratio": our_tps / plain_tps,
+    }
 
 
 def bench_scoring(backend, repeats: int) -> dict[str, Any]:
@@ -137,16 +187,35 @@ def bench_scoring(backend, repeats: int) -> dict[str, Any]:
     policy = ReActPolicy(backend, ReActConfig(action_mode="score"))
     policy.reset(env, 0)
     episode = Episode(env="household", seed=0, instruction=env.instruction)
-    messages = policy.build_messages(episode, Observation(text=observation, instruction=env.instruction, valid_actions=env.valid_actions(), step_index=0))
+    messages = policy.build_messages(
+        episode,
+        Observation(text=observation, instruction=env.instruction, valid_actions=env.valid_actions(), step_index=0),
+    )
     actions = [f" {a}" for a in env.valid_actions()]
     prefix = "Thought: I should look around.\nAction:"
     session = PrefixSession()
-    backend.score(messages, actions[:1], session=session, assistant_prefix=prefix)  # both sides start from a cached prompt
+    backend.score(
+        messages, actions[:1], session=session, assistant_prefix=prefix
+    )  # both sides start from a cached prompt
     packed, each = [], []
     for _ in range(repeats):
-        packed.append(timed(lambda: backend.score(messages, actions, session=session, assistant_prefix=prefix, end_with_eos=True)))
-        each.append(timed(lambda: [backend.score(messages, [a], session=session, assistant_prefix=prefix, end_with_eos=True) for a in actions]))
-    return {"actions": len(actions), "one_pass_s": statistics.median(packed), "pass_per_action_s": statistics.median(each), "speedup": statistics.median(each) / statistics.median(packed)}
+        packed.append(
+            timed(lambda: backend.score(messages, actions, session=session, assistant_prefix=prefix, end_with_eos=True))
+        )
+        each.append(
+            timed(
+                lambda: [
+                    backend.score(messages, [a], session=session, assistant_prefix=prefix, end_with_eos=True)
+                    for a in actions
+                ]
+            )
+        )
+    return {
+        "actions": len(actions),
+        "one_pass_s": statistics.median(packed),
+        "pass_per_action_s": statistics.median(each),
+        "speedup": statistics.median(each) / statistics.median(packed),
+    }
 
 
 def main() -> None:
@@ -165,23 +234,28 @@ def main() -> None:
     overhead = bench_overhead(backend, prompts[0], new_tokens=64, repeats=args.repeats)
     scoring = bench_scoring(backend, args.repeats)
     last = str(at[-1])
-    print(json.dumps({
-        "benchmark": "inference",
-        "model": backend.info["id"],
-        "device": backend.info["device"],
-        "dtype": backend.info["dtype"],
-        "torch_threads": torch.get_num_threads(),
-        f"reuse_speedup_at_{last}": ttft[last]["speedup"],
-        f"episode_speedup_{args.steps}": episode["speedup"],
-        "batched_speedup_k8": candidates["speedup"],
-        "overhead_ratio": overhead["ratio"],
-        "scoring_speedup": scoring["speedup"],
-        "ttft": ttft,
-        "episode": episode,
-        "candidates": candidates,
-        "overhead": overhead,
-        "scoring": scoring,
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "inference",
+                "model": backend.info["id"],
+                "device": backend.info["device"],
+                "dtype": backend.info["dtype"],
+                "torch_threads": torch.get_num_threads(),
+                f"reuse_speedup_at_{last}": ttft[last]["speedup"],
+                f"episode_speedup_{args.steps}": episode["speedup"],
+                "batched_speedup_k8": candidates["speedup"],
+                "overhead_ratio": overhead["ratio"],
+                "scoring_speedup": scoring["speedup"],
+                "ttft": ttft,
+                "episode": episode,
+                "candidates": candidates,
+                "overhead": overhead,
+                "scoring": scoring,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -56,7 +56,12 @@ PAIRS_PER_STEP = 6  # 4 outputs -> C(4, 2)
 def template_episode(store) -> tuple[Episode, float]:
     """One real ReAct episode (scripted model, 4 outputs per step) written step by step."""
     policy = ReActPolicy(ScriptedBackend(OUTPUTS), ReActConfig(candidates=4))
-    runner = EpisodeRunner("household", policy, sinks=[store.episodes.sink()], config=RunnerConfig(max_steps=STEPS_PER_EPISODE, record_frames=False))
+    runner = EpisodeRunner(
+        "household",
+        policy,
+        sinks=[store.episodes.sink()],
+        config=RunnerConfig(max_steps=STEPS_PER_EPISODE, record_frames=False),
+    )
     runner.reset(seed=0)
     started = time.perf_counter()
     episode = runner.run()
@@ -80,7 +85,15 @@ def judge_all(store, fraction: float, annotator: str) -> None:
         pair_ids = session.scalars(select(PairRow.id).order_by(PairRow.id)).all()
         chosen = pair_ids[: int(len(pair_ids) * fraction)]
         rows = [
-            {"pair_id": p, "annotator_id": annotator_id, "choice": "left" if i % 3 else "right", "rationale": "", "tags": [], "created_at": f"2026-01-01T00:00:{i % 60:02d}", "updated_at": f"2026-01-01T00:00:{i % 60:02d}.{i:06d}"}
+            {
+                "pair_id": p,
+                "annotator_id": annotator_id,
+                "choice": "left" if i % 3 else "right",
+                "rationale": "",
+                "tags": [],
+                "created_at": f"2026-01-01T00:00:{i % 60:02d}",
+                "updated_at": f"2026-01-01T00:00:{i % 60:02d}.{i:06d}",
+            }
             for i, p in enumerate(chosen)
         ]
         for start in range(0, len(rows), 5000):

@@ -51,7 +51,9 @@ def click_overheads(url: str, steps: int) -> tuple[list[float], list[float], lis
             page.wait_for_function(FIRST_TOKEN_OR_STEP, arg=count, timeout=120_000, polling="raf")
             first_ms = (time.perf_counter() - started) * 1000
             streamed = page.locator("#as-live .as-live .as-tok").count() > 0
-            page.wait_for_function(f"document.querySelectorAll('#as-timeline .as-step').length === {count}", timeout=120_000, polling="raf")
+            page.wait_for_function(
+                f"document.querySelectorAll('#as-timeline .as-step').length === {count}", timeout=120_000, polling="raf"
+            )
             elapsed_ms = (time.perf_counter() - started) * 1000
             card = page.locator("#as-timeline .as-step").nth(count - 1)
             policy_ms = float(card.get_attribute("data-policy-ms"))

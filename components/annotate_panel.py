@@ -25,8 +25,17 @@ from studio.session import StudioSession
 from studio.validation import whole_number
 from studio.viz.html import context_html, esc, labels_html, message_html, num, plural, side_html
 
-CHOICE_BUTTONS = [("left", "Left is better (1)", "as-judge-left"), ("right", "Right is better (2)", "as-judge-right"), ("tie", "Tie (3)", "as-judge-tie"), ("both_bad", "Both bad (4)", "as-judge-both")]
-LABEL_BUTTONS = [("good", "Good (G)", "as-label-good"), ("neutral", "Neutral (N)", "as-label-neutral"), ("bad", "Bad (B)", "as-label-bad")]
+CHOICE_BUTTONS = [
+    ("left", "Left is better (1)", "as-judge-left"),
+    ("right", "Right is better (2)", "as-judge-right"),
+    ("tie", "Tie (3)", "as-judge-tie"),
+    ("both_bad", "Both bad (4)", "as-judge-both"),
+]
+LABEL_BUTTONS = [
+    ("good", "Good (G)", "as-label-good"),
+    ("neutral", "Neutral (N)", "as-label-neutral"),
+    ("bad", "Bad (B)", "as-label-bad"),
+]
 
 
 @dataclass
@@ -72,16 +81,30 @@ class AnnotatePanel:
 
     @property
     def outputs(self) -> list[Any]:
-        return [self.progress, self.context, self.frame, self.left, self.right, self.message, self.rationale, self.tags, self.confidence]
+        return [
+            self.progress,
+            self.context,
+            self.frame,
+            self.left,
+            self.right,
+            self.message,
+            self.rationale,
+            self.tags,
+            self.confidence,
+        ]
 
 
 def build() -> AnnotatePanel:
     # Laid out to fit 1280×800 without scrolling: who and which pairs in one row; then the shared
     # context (task and observation first) beside the two sides and the six decision keys.
     with gr.Row(equal_height=False):
-        name = gr.Textbox(label="Your name (kept in this browser)", placeholder="e.g. ada", scale=2, elem_id="as-annotator")
+        name = gr.Textbox(
+            label="Your name (kept in this browser)", placeholder="e.g. ada", scale=2, elem_id="as-annotator"
+        )
         kind = gr.Dropdown(["", *PAIR_KINDS], value="", label="Kind", scale=1, min_width=110)
-        env = gr.Dropdown(["", *env_names()], value="", label="Environment", allow_custom_value=True, scale=1, min_width=130)
+        env = gr.Dropdown(
+            ["", *env_names()], value="", label="Environment", allow_custom_value=True, scale=1, min_width=130
+        )
         source = gr.Dropdown(["", *PAIR_SOURCES], value="", label="Source", scale=1, min_width=120)
         refresh = gr.Button("Refresh", scale=1, elem_id="as-queue-refresh", min_width=90)
     with gr.Tabs():
@@ -89,14 +112,32 @@ def build() -> AnnotatePanel:
             with gr.Row(equal_height=False):
                 with gr.Column(scale=4, min_width=300):
                     progress = gr.HTML(elem_id="as-progress")
-                    frame = gr.Image(label="Observation frame", show_label=False, interactive=False, height=150, elem_id="as-pair-frame", buttons=["fullscreen"])
+                    frame = gr.Image(
+                        label="Observation frame",
+                        show_label=False,
+                        interactive=False,
+                        height=150,
+                        elem_id="as-pair-frame",
+                        buttons=["fullscreen"],
+                    )
                     context = gr.HTML(elem_id="as-context")
                 with gr.Column(scale=8, min_width=520):
                     with gr.Row(equal_height=False):
                         left = gr.HTML(elem_id="as-left")
                         right = gr.HTML(elem_id="as-right")
                     with gr.Row():
-                        judge = [(choice, gr.Button(label, variant="primary" if choice in ("left", "right") else "secondary", elem_id=elem, min_width=80)) for choice, label, elem in CHOICE_BUTTONS]
+                        judge = [
+                            (
+                                choice,
+                                gr.Button(
+                                    label,
+                                    variant="primary" if choice in ("left", "right") else "secondary",
+                                    elem_id=elem,
+                                    min_width=80,
+                                ),
+                            )
+                            for choice, label, elem in CHOICE_BUTTONS
+                        ]
                         skip = gr.Button("Skip (0)", elem_id="as-skip", min_width=80)
                         undo = gr.Button("Undo (U)", elem_id="as-undo", min_width=80)
             with gr.Row():
@@ -126,13 +167,38 @@ def build() -> AnnotatePanel:
                 export_button = gr.Button("Export", elem_id="as-export")
                 download = gr.DownloadButton("Download", visible=False, elem_id="as-download")
     return AnnotatePanel(
-        name=name, kind=kind, env=env, source=source, refresh=refresh, progress=progress, context=context,
-        frame=frame, left=left, right=right, judge=judge, skip=skip, undo=undo, rationale=rationale, tags=tags,
-        tag_set=tag_set, confidence=confidence, message=message, label_episode=label_episode,
-        label_current=label_current, label_step=label_step, label_buttons=label_buttons, label_prev=label_prev,
-        label_next=label_next, label_note=label_note, label_view=label_view, overview_tab=overview_tab,
-        overview=overview, overview_refresh=overview_refresh, export_format=export_format,
-        export_button=export_button, download=download,
+        name=name,
+        kind=kind,
+        env=env,
+        source=source,
+        refresh=refresh,
+        progress=progress,
+        context=context,
+        frame=frame,
+        left=left,
+        right=right,
+        judge=judge,
+        skip=skip,
+        undo=undo,
+        rationale=rationale,
+        tags=tags,
+        tag_set=tag_set,
+        confidence=confidence,
+        message=message,
+        label_episode=label_episode,
+        label_current=label_current,
+        label_step=label_step,
+        label_buttons=label_buttons,
+        label_prev=label_prev,
+        label_next=label_next,
+        label_note=label_note,
+        label_view=label_view,
+        overview_tab=overview_tab,
+        overview=overview,
+        overview_refresh=overview_refresh,
+        export_format=export_format,
+        export_button=export_button,
+        download=download,
     )
 
 
@@ -140,23 +206,56 @@ def render_pair(desk: AnnotationDesk, message: str = "", kind: str = "info") -> 
     """Progress, the pair on screen (or why there is none), and cleared judgement fields."""
     cleared = ["", gr.CheckboxGroup(choices=list(desk.tags), value=[]), "—"]
     judged, total = desk.progress()
-    progress = f'<div class="as-progress">{esc(desk.annotator or "nobody")}: {num(judged)} judged of {num(total)} pairs</div>'
+    progress = (
+        f'<div class="as-progress">{esc(desk.annotator or "nobody")}: {num(judged)} judged of {num(total)} pairs</div>'
+    )
     if not desk.annotator:
-        return [progress, '<div class="as-empty">Type your name above to start judging.</div>', None, "", "", message_html(message, kind), *cleared]
+        return [
+            progress,
+            '<div class="as-empty">Type your name above to start judging.</div>',
+            None,
+            "",
+            "",
+            message_html(message, kind),
+            *cleared,
+        ]
     item = desk.next()
     if item is None:
         note = "No pairs to judge here. Sample K > 1 candidates in the Episode tab (their pairs are queued as you step), or compare two episodes."
-        return [progress, f'<div class="as-empty">{esc(note)}</div>', None, "", "", message_html(message, kind), *cleared]
+        return [
+            progress,
+            f'<div class="as-empty">{esc(note)}</div>',
+            None,
+            "",
+            "",
+            message_html(message, kind),
+            *cleared,
+        ]
     context = context_html(item.instruction, item.history, item.observation, item.step_index)
-    return [progress, context, item.frame, side_html("Left", item.left), side_html("Right", item.right), message_html(message, kind), *cleared]
+    return [
+        progress,
+        context,
+        item.frame,
+        side_html("Left", item.left),
+        side_html("Right", item.right),
+        message_html(message, kind),
+        *cleared,
+    ]
 
 
 def overview_html(store: Store) -> str:
     stats = store.preferences.stats()
     counts = store.episodes.count()
-    rows = "".join(f"<tr><th>{esc(name)}</th><td>{num(count)}</td></tr>" for name, count in sorted(stats["annotations_by_annotator"].items()))
+    rows = "".join(
+        f"<tr><th>{esc(name)}</th><td>{num(count)}</td></tr>"
+        for name, count in sorted(stats["annotations_by_annotator"].items())
+    )
     agreement = stats["agreement"]
-    percent = "—" if agreement["percent_agreement"] is None else f"{num(agreement['percent_agreement'], '.1%')} over {num(agreement['items_with_two_or_more'])} pairs"
+    percent = (
+        "—"
+        if agreement["percent_agreement"] is None
+        else f"{num(agreement['percent_agreement'], '.1%')} over {num(agreement['items_with_two_or_more'])} pairs"
+    )
     kappas = "".join(
         f"<tr><th>{esc(r['annotators'][0])} vs {esc(r['annotators'][1])}</th><td>{num(r['percent_agreement'], '.1%')} on {num(r['items'])} pairs · Cohen's kappa {'—' if r['cohen_kappa'] is None else num(r['cohen_kappa'], '.3f')}</td></tr>"
         for r in agreement["pairwise"]
@@ -173,12 +272,16 @@ def overview_html(store: Store) -> str:
     )
 
 
-def wire(panel: AnnotatePanel, state: gr.State, desk_state: gr.State, name_memory: gr.BrowserState, store: Store) -> None:
+def wire(
+    panel: AnnotatePanel, state: gr.State, desk_state: gr.State, name_memory: gr.BrowserState, store: Store
+) -> None:
     private = dict(api_visibility="private", concurrency_limit=None)
     outputs = [desk_state, *panel.outputs]
 
     def with_filters(action):  # noqa: ANN001, ANN202 - wraps a desk action into a handler
-        def handler(desk: AnnotationDesk, name: str, kind: str, env: str, source: str, request: gr.Request, *values: Any) -> list[Any]:
+        def handler(
+            desk: AnnotationDesk, name: str, kind: str, env: str, source: str, request: gr.Request, *values: Any
+        ) -> list[Any]:
             with desk.lock:
                 try:
                     desk.configure(annotator_name(name, request), kind, env, source)
@@ -186,6 +289,7 @@ def wire(panel: AnnotatePanel, state: gr.State, desk_state: gr.State, name_memor
                     return [desk, *render_pair(desk, note or "")]
                 except StudioError as exc:
                     return [desk, *render_pair(desk, str(exc), "error")]
+
         return handler
 
     panel.refresh.click(with_filters(lambda desk: None), [desk_state, *panel.filters], outputs, **private)
@@ -200,13 +304,24 @@ def wire(panel: AnnotatePanel, state: gr.State, desk_state: gr.State, name_memor
             record = desk.judge(choice, rationale, tags, None if confidence == "—" else confidence)
             said = f" · “{record.rationale}”" if record.rationale else ""
             return f"Saved: {choice.replace('_', ' ')}{said} (judged {desk.progress()[0]})."
+
         return act
 
     judged_inputs = [desk_state, *panel.filters, panel.rationale, panel.tags, panel.confidence]
     for choice, button in panel.judge:
         button.click(with_filters(judge_action(choice)), judged_inputs, outputs, **private)
-    panel.skip.click(with_filters(lambda desk: desk.skip() or "Skipped: it stays in your queue."), [desk_state, *panel.filters], outputs, **private)
-    panel.undo.click(with_filters(lambda desk: "Undone: judge it again." if desk.undo() else "Nothing to undo."), [desk_state, *panel.filters], outputs, **private)
+    panel.skip.click(
+        with_filters(lambda desk: desk.skip() or "Skipped: it stays in your queue."),
+        [desk_state, *panel.filters],
+        outputs,
+        **private,
+    )
+    panel.undo.click(
+        with_filters(lambda desk: "Undone: judge it again." if desk.undo() else "Nothing to undo."),
+        [desk_state, *panel.filters],
+        outputs,
+        **private,
+    )
 
     def set_tags(desk: AnnotationDesk, text: str) -> list[Any]:
         desk.tags = tuple(t.strip() for t in (text or "").split(",") if t.strip())
@@ -238,20 +353,47 @@ def wire(panel: AnnotatePanel, state: gr.State, desk_state: gr.State, name_memor
         return [episode.id, *show_labels(episode.id, 0)]
 
     panel.label_current.click(guarded_labels(use_current), [state], [panel.label_episode, *label_outputs], **private)
-    panel.label_episode.submit(guarded_labels(lambda i, at: show_labels(i, 0)), [panel.label_episode, panel.label_step], label_outputs, **private)
-    panel.label_step.submit(guarded_labels(show_labels), [panel.label_episode, panel.label_step], label_outputs, **private)
-    panel.label_prev.click(guarded_labels(lambda i, at: show_labels(i, whole_number(at, "The step") - 1)), [panel.label_episode, panel.label_step], label_outputs, **private)
-    panel.label_next.click(guarded_labels(lambda i, at: show_labels(i, whole_number(at, "The step") + 1)), [panel.label_episode, panel.label_step], label_outputs, **private)
+    panel.label_episode.submit(
+        guarded_labels(lambda i, at: show_labels(i, 0)),
+        [panel.label_episode, panel.label_step],
+        label_outputs,
+        **private,
+    )
+    panel.label_step.submit(
+        guarded_labels(show_labels), [panel.label_episode, panel.label_step], label_outputs, **private
+    )
+    panel.label_prev.click(
+        guarded_labels(lambda i, at: show_labels(i, whole_number(at, "The step") - 1)),
+        [panel.label_episode, panel.label_step],
+        label_outputs,
+        **private,
+    )
+    panel.label_next.click(
+        guarded_labels(lambda i, at: show_labels(i, whole_number(at, "The step") + 1)),
+        [panel.label_episode, panel.label_step],
+        label_outputs,
+        **private,
+    )
 
     for label, button in panel.label_buttons:
-        def apply(episode_id: str, at: float, name: str, note: str, request: gr.Request, label: str = label) -> list[Any]:
+
+        def apply(
+            episode_id: str, at: float, name: str, note: str, request: gr.Request, label: str = label
+        ) -> list[Any]:
             name = annotator_name(name, request)
             if not name.strip():
                 raise StudioError("Type your name first (top of this tab).")
-            record = store.preferences.label_step(str(episode_id or "").strip(), whole_number(at, "The step"), name, label, note)
+            record = store.preferences.label_step(
+                str(episode_id or "").strip(), whole_number(at, "The step"), name, label, note
+            )
             return show_labels(episode_id, record.step_index + 1, f"Step {record.step_index}: {label}.")
 
-        button.click(guarded_labels(apply), [panel.label_episode, panel.label_step, panel.name, panel.label_note], label_outputs, **private)
+        button.click(
+            guarded_labels(apply),
+            [panel.label_episode, panel.label_step, panel.name, panel.label_note],
+            label_outputs,
+            **private,
+        )
 
     # -- overview and downloads ----------------------------------------------------------------
     # The Overview is read when it comes into view (never older than the last judgement or label),
@@ -265,7 +407,10 @@ def wire(panel: AnnotatePanel, state: gr.State, desk_state: gr.State, name_memor
         left_out = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary.left_out.items()) or "nothing"
         records = plural(summary.records, "record")
         note = message_html(f"{fmt}: {records}; left out: {left_out}.", "info")
-        return [gr.DownloadButton(f"Download {fmt}.jsonl ({records})", value=str(folder / f"{fmt}.jsonl"), visible=True), note + overview_html(store)]
+        return [
+            gr.DownloadButton(f"Download {fmt}.jsonl ({records})", value=str(folder / f"{fmt}.jsonl"), visible=True),
+            note + overview_html(store),
+        ]
 
     panel.export_button.click(make_export, [panel.export_format], [panel.download, panel.overview], **private)
 
@@ -297,7 +442,10 @@ def wire_pair_makers(panel: Any, state: gr.State, store: Store) -> None:
     @as_message
     def queue_step_pairs(session: StudioSession) -> str:
         made = store.preferences.pairs_from_candidates(episode_ids=[current(session).id])
-        return message_html(f"{made.created} new pairs queued ({made.already_there} were already there, {made.identical} identical outputs skipped).", "info")
+        return message_html(
+            f"{made.created} new pairs queued ({made.already_there} were already there, {made.identical} identical outputs skipped).",
+            "info",
+        )
 
     @as_message
     def compare_outputs(session: StudioSession, at: float, first: str, second: str) -> str:
@@ -307,7 +455,9 @@ def wire_pair_makers(panel: Any, state: gr.State, store: Store) -> None:
             raise StudioError(f"The episode has steps 0 to {episode.length - 1}.")
         step = episode.steps[index]
         left, right = (step.output(name) for name in (first, second))  # one line for a name the step lacks
-        pair = store.preferences.add_pair(*(output.candidate_id or f"{episode.id}:{step.index}" for output in (left, right)))
+        pair = store.preferences.add_pair(
+            *(output.candidate_id or f"{episode.id}:{step.index}" for output in (left, right))
+        )
         return message_html(f"Pair {pair.id[:8]} queued: step {step.index}, {first} vs {second}.", "info")
 
     @as_message
@@ -316,7 +466,12 @@ def wire_pair_makers(panel: Any, state: gr.State, store: Store) -> None:
         return message_html(f"Pair {pair.id[:8]} queued: this episode vs {(other or '').strip()[:8]}.", "info")
 
     panel.queue_pairs.click(queue_step_pairs, [state], [panel.pair_message], **private)
-    panel.compare.click(compare_outputs, [state, panel.selected, panel.first_output, panel.second_output], [panel.pair_message], **private)
+    panel.compare.click(
+        compare_outputs,
+        [state, panel.selected, panel.first_output, panel.second_output],
+        [panel.pair_message],
+        **private,
+    )
     panel.compare_episode.click(compare_episode, [state, panel.other_episode], [panel.pair_message], **private)
 
 
@@ -338,5 +493,3 @@ def annotator_name(typed: Any, request: gr.Request | None) -> str:
     judge in another person's name), else the name typed in this browser."""
     user = getattr(request, "username", None)
     return str(user) if user else str(typed or "")
-
-

@@ -1,12 +1,12 @@
 """Named API endpoints, callable with ``gradio_client`` (each client gets its own session).
 
-    from gradio_client import Client
-    client = Client("http://127.0.0.1:7860/")
-    client.predict("A", "default", "auto", "auto", api_name="/load_model")
-    client.predict("gridworld", "{}", 0, "react-a", api_name="/reset")
-    client.predict("", api_name="/step")          # "" lets the policy decide; text is a human action
-    client.predict(5, api_name="/run")            # 0 runs to the end
-    client.predict(api_name="/get_episode")       # the whole episode, in the trace format
+from gradio_client import Client
+client = Client("http://127.0.0.1:7860/")
+client.predict("A", "default", "auto", "auto", api_name="/load_model")
+client.predict("gridworld", "{}", 0, "react-a", api_name="/reset")
+client.predict("", api_name="/step")          # "" lets the policy decide; text is a human action
+client.predict(5, api_name="/run")            # 0 runs to the end
+client.predict(api_name="/get_episode")       # the whole episode, in the trace format
 """
 
 from __future__ import annotations
@@ -42,16 +42,32 @@ def build(state: gr.State) -> None:
         result = gr.JSON()
 
     @as_api_error
-    def load_model(session: StudioSession, slot: str, model: str, device: str, dtype: str) -> tuple[StudioSession, dict[str, Any]]:
+    def load_model(
+        session: StudioSession, slot: str, model: str, device: str, dtype: str
+    ) -> tuple[StudioSession, dict[str, Any]]:
         """Load a model into slot A or B; returns its model card."""
         return session, session.load_model(slot, model, device or "auto", dtype or "auto")
 
     @as_api_error
-    def reset(session: StudioSession, env: str, options: str, seed: float, policy: str) -> tuple[StudioSession, dict[str, Any]]:
+    def reset(
+        session: StudioSession, env: str, options: str, seed: float, policy: str
+    ) -> tuple[StudioSession, dict[str, Any]]:
         """Start an episode; returns its id, the observation and the valid actions."""
-        given = {"env": env, "env_options": options, "seed": 0 if seed in (None, "") else seed, "policy": policy or session.settings.policy}
+        given = {
+            "env": env,
+            "env_options": options,
+            "seed": 0 if seed in (None, "") else seed,
+            "policy": policy or session.settings.policy,
+        }
         episode = session.reset(settings_from(given, base=session.settings))
-        return session, {"episode_id": episode.id, "env": episode.env, "seed": episode.seed, "instruction": episode.instruction, "observation": session.current_observation(), "valid_actions": session.valid_actions()}
+        return session, {
+            "episode_id": episode.id,
+            "env": episode.env,
+            "seed": episode.seed,
+            "instruction": episode.instruction,
+            "observation": session.current_observation(),
+            "valid_actions": session.valid_actions(),
+        }
 
     @as_api_error
     def step(session: StudioSession, action: str) -> tuple[StudioSession, dict[str, Any]]:

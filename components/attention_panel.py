@@ -51,7 +51,17 @@ class AttentionPanel:
 
     @property
     def outputs(self) -> list[Any]:
-        return [self.message, self.strip, self.grid, self.projection, self.perception, self.compare_strip, self.compare_projection, self.layer, self.head]
+        return [
+            self.message,
+            self.strip,
+            self.grid,
+            self.projection,
+            self.perception,
+            self.compare_strip,
+            self.compare_projection,
+            self.layer,
+            self.head,
+        ]
 
     def cleared(self) -> list[Any]:
         """Values for :attr:`outputs` that empty every view (another episode is shown)."""
@@ -69,20 +79,52 @@ def build() -> AttentionPanel:
             layer = gr.Slider(0, 1, value=0, step=1, label="Layer", scale=2)
             head = gr.Slider(0, 1, value=0, step=1, label="Head", scale=2)
         with gr.Row():
-            show = gr.Button("Show attention for the selected step", variant="primary", scale=2, elem_id="as-attention-show")
+            show = gr.Button(
+                "Show attention for the selected step", variant="primary", scale=2, elem_id="as-attention-show"
+            )
             compare = gr.Dropdown(["nothing"], value="nothing", label="Compare with", scale=2, allow_custom_value=True)
         message = gr.HTML()
         strip = gr.HTML(elem_id="as-attention-strip")
         grid = gr.Plot(label="Share of attention per layer and head", elem_id="as-attention-grid")
         with gr.Row(equal_height=False):
-            projection = gr.Image(label="Attention on the frame", interactive=False, height=300, elem_id="as-attention-frame")
+            projection = gr.Image(
+                label="Attention on the frame", interactive=False, height=300, elem_id="as-attention-frame"
+            )
             perception = gr.HTML(elem_id="as-attention-perception")
         compare_strip = gr.HTML(elem_id="as-attention-compare")
-        compare_projection = gr.Image(label="Compared: attention on the frame", interactive=False, height=300, visible=False)
-    return AttentionPanel(output, model, span, mode, layer, head, compare, show, message, strip, grid, projection, perception, compare_strip, compare_projection)
+        compare_projection = gr.Image(
+            label="Compared: attention on the frame", interactive=False, height=300, visible=False
+        )
+    return AttentionPanel(
+        output,
+        model,
+        span,
+        mode,
+        layer,
+        head,
+        compare,
+        show,
+        message,
+        strip,
+        grid,
+        projection,
+        perception,
+        compare_strip,
+        compare_projection,
+    )
 
 
-def render(session: StudioSession, at: float, output: str, model: str, span: str, mode: str, layer: float, head: float, compare: str) -> list[Any]:
+def render(
+    session: StudioSession,
+    at: float,
+    output: str,
+    model: str,
+    span: str,
+    mode: str,
+    layer: float,
+    head: float,
+    compare: str,
+) -> list[Any]:
     """Compute (or reuse) the attention of the selected step and draw every view."""
     episode = session.episode
     index = whole_number(at or 0, "The selected step", 0)
@@ -94,14 +136,20 @@ def render(session: StudioSession, at: float, output: str, model: str, span: str
     head_index = min(whole_number(head or 0, "The head", 0), amap.heads - 1)
     values = amap.aggregate(mode, layer_index, head_index, span)
     env = env_at(episode.env, episode.env_options, episode.seed, step.state)
-    picture = projection_image(amap, values, env, step.observation, step.frame if step.frame is not None else env.render())
+    picture = projection_image(
+        amap, values, env, step.observation, step.frame if step.frame is not None else env.render()
+    )
     compared_strip, compared_picture = "", None
     if compare and compare != "nothing":
         other_output, other_model = ("taken", "B") if compare == "model B" else (compare, model or "A")
         other = session.attention(index, other_output, other_model, rollout=mode == "rollout")
         other_values = other.aggregate(mode, min(layer_index, other.layers - 1), min(head_index, other.heads - 1), span)
-        compared_strip = f'<div class="as-muted">Compared: {esc(compare)}</div>' + token_strip_html(other, other_values, span)
-        compared_picture = projection_image(other, other_values, env, step.observation, step.frame if step.frame is not None else env.render())
+        compared_strip = f'<div class="as-muted">Compared: {esc(compare)}</div>' + token_strip_html(
+            other, other_values, span
+        )
+        compared_picture = projection_image(
+            other, other_values, env, step.observation, step.frame if step.frame is not None else env.render()
+        )
     note = f"Step {index}, {output}, model {model}: {amap.layers} layers × {amap.heads} heads × {len(amap.rows)} generated tokens × {amap.length} positions, in {amap.seconds:.2f} s."
     return [
         message_html(note, "info"),
@@ -119,7 +167,10 @@ def render(session: StudioSession, at: float, output: str, model: str, span: str
 def output_names(session: StudioSession, at: float) -> list[Any]:
     step = session.step_at(at)
     names = [output.name for output in step.outputs()] if step is not None else [TAKEN]
-    return [gr.Dropdown(choices=names, value="taken"), gr.Dropdown(choices=["nothing", *names[1:], "model B"], value="nothing")]
+    return [
+        gr.Dropdown(choices=names, value="taken"),
+        gr.Dropdown(choices=["nothing", *names[1:], "model B"], value="nothing"),
+    ]
 
 
 def wire(panel: AttentionPanel, state: gr.State, selected: gr.Slider) -> None:

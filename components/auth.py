@@ -76,7 +76,9 @@ class Credentials:
         return stored is not None and _matches(str(password or ""), stored)
 
 
-def load_credentials(pairs: list[str] | None = None, file: str | None = None, environ: dict[str, str] | None = None) -> Credentials:
+def load_credentials(
+    pairs: list[str] | None = None, file: str | None = None, environ: dict[str, str] | None = None
+) -> Credentials:
     """Every credential the operator gave, from ``--auth``, ``--auth-file`` and the environment."""
     credentials = Credentials()
     for text in pairs or []:

@@ -36,25 +36,53 @@ def rows(store: Store | None, env: str, policy: str, model: str, outcome: str, s
     if store is None:
         return []
     success = {"success": True, "failure": False}.get(outcome)
-    found = store.episodes.summaries(env=env or None, policy=policy or None, model=(model or "").strip() or None, success=success, since=(since or "").strip() or None, limit=200)
+    found = store.episodes.summaries(
+        env=env or None,
+        policy=policy or None,
+        model=(model or "").strip() or None,
+        success=success,
+        since=(since or "").strip() or None,
+        limit=200,
+    )
     if outcome == "running":
         found = [r for r in found if r.ended_at is None]
     return [
-        [r.id, r.env, r.seed, r.policy, r.model or "", "running" if r.success is None else ("success" if r.success else "failure"), r.steps, round(r.total_return, 3), r.end_reason or "", r.started_at[:19].replace("T", " "), (r.parent_id or "")[:8]]
+        [
+            r.id,
+            r.env,
+            r.seed,
+            r.policy,
+            r.model or "",
+            "running" if r.success is None else ("success" if r.success else "failure"),
+            r.steps,
+            round(r.total_return, 3),
+            r.end_reason or "",
+            r.started_at[:19].replace("T", " "),
+            (r.parent_id or "")[:8],
+        ]
         for r in found
     ]
 
 
 def build(store: Store | None) -> BrowserPanel:
     with gr.Row():
-        env = gr.Dropdown(["", "gridworld", "household", "wikihop"], value="", label="Environment", allow_custom_value=True)
-        policy = gr.Dropdown(["", "react", "expert", "random", "human"], value="", label="Policy", allow_custom_value=True)
+        env = gr.Dropdown(
+            ["", "gridworld", "household", "wikihop"], value="", label="Environment", allow_custom_value=True
+        )
+        policy = gr.Dropdown(
+            ["", "react", "expert", "random", "human"], value="", label="Policy", allow_custom_value=True
+        )
         model = gr.Textbox(label="Model id", placeholder="e.g. HuggingFaceTB/SmolLM2-135M-Instruct")
         outcome = gr.Dropdown(["any", "success", "failure", "running"], value="any", label="Outcome")
         since = gr.Textbox(label="Started since", placeholder="2026-11-21")
         refresh = gr.Button("Search", variant="primary", elem_id="as-browse")
     table = gr.Dataframe(
-        headers=COLUMNS, value=[], interactive=False, wrap=False, max_height=420, elem_id="as-episodes",
+        headers=COLUMNS,
+        value=[],
+        interactive=False,
+        wrap=False,
+        max_height=420,
+        elem_id="as-episodes",
         column_widths=["24%", "9%", "5%", "7%", "17%", "8%", "6%", "6%", "10%", "14%", "8%"],
     )
     with gr.Row():
@@ -63,4 +91,6 @@ def build(store: Store | None) -> BrowserPanel:
         fork_at = gr.Number(value=0, precision=0, minimum=0, label="Fork at step", scale=1)
         fork = gr.Button("Fork into the episode panel", scale=1, elem_id="as-browser-fork")
     message = gr.HTML()
-    return BrowserPanel(env, policy, model, outcome, since, refresh, table, episode_id, open_button, fork_at, fork, message)
+    return BrowserPanel(
+        env, policy, model, outcome, since, refresh, table, episode_id, open_button, fork_at, fork, message
+    )

@@ -63,9 +63,28 @@ class EpisodePanel:
     @property
     def outputs(self) -> list[gr.components.Component]:
         """What :meth:`render` fills, in order."""
-        return [self.frame, self.observation, self.status, self.human_action, self.timeline, self.selected, self.candidates, self.distribution, self.prompt, self.first_output, self.second_output]
+        return [
+            self.frame,
+            self.observation,
+            self.status,
+            self.human_action,
+            self.timeline,
+            self.selected,
+            self.candidates,
+            self.distribution,
+            self.prompt,
+            self.first_output,
+            self.second_output,
+        ]
 
-    def render(self, session: StudioSession, message: str = "", kind: str = "error", selected: int | None = None, mode: str = "logprob") -> list[Any]:
+    def render(
+        self,
+        session: StudioSession,
+        message: str = "",
+        kind: str = "error",
+        selected: int | None = None,
+        mode: str = "logprob",
+    ) -> list[Any]:
         episode = session.episode
         count = episode.length if episode is not None else 0
         index = count - 1 if selected is None else max(0, min(int(selected), count - 1))
@@ -95,7 +114,10 @@ def _distribution(step: Any) -> Any:
 def output_choices(step: Any) -> list[Any]:
     """The outputs of the selected step, for "compare these two"."""
     names = [output.name for output in step.outputs()] if step is not None else []
-    return [gr.Dropdown(choices=names, value=names[0] if names else None), gr.Dropdown(choices=names, value=names[1] if len(names) > 1 else None)]
+    return [
+        gr.Dropdown(choices=names, value=names[0] if names else None),
+        gr.Dropdown(choices=names, value=names[1] if len(names) > 1 else None),
+    ]
 
 
 def _status_line(session: StudioSession) -> str:
@@ -116,8 +138,23 @@ def build(state: gr.State, sample_env: str = "gridworld") -> EpisodePanel:
         with gr.Column(scale=5, min_width=380):
             # What the agent sees comes first; the controls under it, the settings last.
             with gr.Row(equal_height=False):
-                frame = gr.Image(label="Frame", show_label=False, interactive=False, height=280, elem_id="as-frame", buttons=["download", "fullscreen"], min_width=220)
-                observation = gr.Textbox(label="Observation", lines=10, max_lines=16, interactive=False, elem_id="as-observation", min_width=220)
+                frame = gr.Image(
+                    label="Frame",
+                    show_label=False,
+                    interactive=False,
+                    height=280,
+                    elem_id="as-frame",
+                    buttons=["download", "fullscreen"],
+                    min_width=220,
+                )
+                observation = gr.Textbox(
+                    label="Observation",
+                    lines=10,
+                    max_lines=16,
+                    interactive=False,
+                    elem_id="as-observation",
+                    min_width=220,
+                )
             with gr.Row():
                 reset = gr.Button("Reset", elem_id="as-reset", min_width=70)
                 step = gr.Button("Step (S)", variant="primary", elem_id="as-step", min_width=80)
@@ -125,19 +162,56 @@ def build(state: gr.State, sample_env: str = "gridworld") -> EpisodePanel:
                 stop = gr.Button("Stop", variant="stop", elem_id="as-stop", min_width=60)
             status = gr.HTML(elem_id="as-status")
             with gr.Row():
-                run_count = gr.Number(value=5, precision=0, minimum=1, label="N", scale=1, min_width=90, elem_id="as-run-count")
+                run_count = gr.Number(
+                    value=5, precision=0, minimum=1, label="N", scale=1, min_width=90, elem_id="as-run-count"
+                )
                 run_n = gr.Button("Run N", scale=1, elem_id="as-run-n", min_width=70)
-                human_action = gr.Dropdown([], label="Your action (pick or type)", allow_custom_value=True, scale=3, elem_id="as-human-action", min_width=140)
+                human_action = gr.Dropdown(
+                    [],
+                    label="Your action (pick or type)",
+                    allow_custom_value=True,
+                    scale=3,
+                    elem_id="as-human-action",
+                    min_width=140,
+                )
                 take_action = gr.Button("Take action", scale=2, elem_id="as-take-action", min_width=90)
             # The settings come from the schema (studio/settings.py): the environment, its options
             # and the policy are drawn here; the rest are generated where their group sits.
             form = SettingsForm()
             with gr.Row():
-                form.add("env", gr.Dropdown(env_choices, value=sample_env, label="Environment", allow_custom_value=True, scale=3, elem_id="as-env"))
+                form.add(
+                    "env",
+                    gr.Dropdown(
+                        env_choices,
+                        value=sample_env,
+                        label="Environment",
+                        allow_custom_value=True,
+                        scale=3,
+                        elem_id="as-env",
+                    ),
+                )
                 form.build_one("seed", scale=1)
-            form.add("env_options", gr.Textbox(value="{}", label="Options (JSON)", placeholder='{"size": 9, "difficulty": "hard"}', lines=1, elem_id="as-options"))
+            form.add(
+                "env_options",
+                gr.Textbox(
+                    value="{}",
+                    label="Options (JSON)",
+                    placeholder='{"size": 9, "difficulty": "hard"}',
+                    lines=1,
+                    elem_id="as-options",
+                ),
+            )
             with gr.Row():
-                form.add("policy", gr.Dropdown([(label, key) for key, label in POLICIES.items()], value="react-a", label="Policy", scale=3, elem_id="as-policy"))
+                form.add(
+                    "policy",
+                    gr.Dropdown(
+                        [(label, key) for key, label in POLICIES.items()],
+                        value="react-a",
+                        label="Policy",
+                        scale=3,
+                        elem_id="as-policy",
+                    ),
+                )
                 form.build_one("action_mode", scale=2)
             form.build("episode")
             form.build("policy")
@@ -157,7 +231,9 @@ def build(state: gr.State, sample_env: str = "gridworld") -> EpisodePanel:
                 live = gr.HTML(elem_id="as-live")
             with gr.Accordion("Selected step: candidates, action distribution, prompt", open=True):
                 candidates_view = gr.HTML(elem_id="as-candidates-view")
-                distribution = gr.Plot(label="Action distribution (score mode)", elem_id="as-distribution", visible=False)
+                distribution = gr.Plot(
+                    label="Action distribution (score mode)", elem_id="as-distribution", visible=False
+                )
                 prompt = gr.HTML(elem_id="as-prompt")
             with gr.Accordion("Queue pairs for annotation", open=False):
                 with gr.Row():
@@ -165,19 +241,43 @@ def build(state: gr.State, sample_env: str = "gridworld") -> EpisodePanel:
                     second_output = gr.Dropdown([], label="with", scale=2, elem_id="as-second-output")
                     compare = gr.Button("Compare these two", scale=1, elem_id="as-compare")
                 with gr.Row():
-                    queue_pairs = gr.Button("Queue every candidate pair of this episode", scale=2, elem_id="as-queue-pairs")
+                    queue_pairs = gr.Button(
+                        "Queue every candidate pair of this episode", scale=2, elem_id="as-queue-pairs"
+                    )
                     other_episode = gr.Textbox(label="Compare with episode (id)", scale=2, elem_id="as-other-episode")
                     compare_episode = gr.Button("Compare episodes", scale=1, elem_id="as-compare-episode")
                 pair_message = gr.HTML(elem_id="as-pair-message")
             attention = attention_panel.build()
     return EpisodePanel(
         form=form,
-        reset=reset, step=step, run_n=run_n, run_count=run_count, run_all=run_all, stop=stop,
-        human_action=human_action, take_action=take_action, colour=colour, selected=selected, fork=fork,
-        show_prompt=show_prompt, frame=frame, observation=observation, status=status, timeline=timeline, live=live,
-        candidates=candidates_view, distribution=distribution, prompt=prompt,
-        first_output=first_output, second_output=second_output, compare=compare, queue_pairs=queue_pairs,
-        other_episode=other_episode, compare_episode=compare_episode, pair_message=pair_message, attention=attention,
+        reset=reset,
+        step=step,
+        run_n=run_n,
+        run_count=run_count,
+        run_all=run_all,
+        stop=stop,
+        human_action=human_action,
+        take_action=take_action,
+        colour=colour,
+        selected=selected,
+        fork=fork,
+        show_prompt=show_prompt,
+        frame=frame,
+        observation=observation,
+        status=status,
+        timeline=timeline,
+        live=live,
+        candidates=candidates_view,
+        distribution=distribution,
+        prompt=prompt,
+        first_output=first_output,
+        second_output=second_output,
+        compare=compare,
+        queue_pairs=queue_pairs,
+        other_episode=other_episode,
+        compare_episode=compare_episode,
+        pair_message=pair_message,
+        attention=attention,
     )
 
 
@@ -192,10 +292,13 @@ def wire(panel: EpisodePanel, state: gr.State, render: Render) -> None:
     private = dict(api_visibility="private", concurrency_limit=None)
 
     def guarded(action: Callable[..., str | None]) -> Callable[..., list[Any]]:
-        @refusal(lambda error, session, mode, *values: [session, *render(session, str(error), _kind(error), None, mode)])
+        @refusal(
+            lambda error, session, mode, *values: [session, *render(session, str(error), _kind(error), None, mode)]
+        )
         def handler(session: StudioSession, mode: str, *values: Any) -> list[Any]:
             note = action(session, *values)
             return [session, *render(session, note or "", "info", None, mode)]
+
         return handler
 
     # Reset and Fork show another episode: the attention views are emptied and the settings
@@ -210,6 +313,7 @@ def wire(panel: EpisodePanel, state: gr.State, render: Render) -> None:
             shown = plain(session, mode, *values)
             changed = session.episode is not before
             return [*shown, *(renewed_values(panel, session) if changed else [gr.skip()] * len(renewed_outputs(panel)))]
+
         return handler
 
     def do_reset(session: StudioSession, *values: Any) -> str:
@@ -237,7 +341,9 @@ def wire(panel: EpisodePanel, state: gr.State, render: Render) -> None:
     streamed = [state, *render.outputs, panel.live]
     unchanged = [gr.skip()] * len(render.outputs)
 
-    def watch(session: StudioSession, mode: str, start: Callable[[], Iterator[Any]], several: bool = True) -> Iterator[list[Any]]:
+    def watch(
+        session: StudioSession, mode: str, start: Callable[[], Iterator[Any]], several: bool = True
+    ) -> Iterator[list[Any]]:
         note, kind = "", "info"
         try:
             for item in start():
@@ -255,6 +361,7 @@ def wire(panel: EpisodePanel, state: gr.State, render: Render) -> None:
         def start() -> Iterator[Any]:
             session.update(form.settings(*values))
             return session.step_live()
+
         yield from watch(session, mode, start, several=False)
 
     def run(session: StudioSession, mode: str, count: Any, *values: Any) -> Iterator[list[Any]]:
@@ -262,6 +369,7 @@ def wire(panel: EpisodePanel, state: gr.State, render: Render) -> None:
             session.update(form.settings(*values))
             limit = None if count is None else whole_number(count, "N", 1, MAX_ITEMS)
             return session.run_live(limit)
+
         yield from watch(session, mode, start)
 
     def run_to_end(session: StudioSession, mode: str, *values: Any) -> Iterator[list[Any]]:
@@ -270,7 +378,9 @@ def wire(panel: EpisodePanel, state: gr.State, render: Render) -> None:
     quiet = dict(private, show_progress="hidden")
     panel.reset.click(renewing(do_reset), [state, panel.colour, *settings], renewed, **private)
     panel.step.click(step_watched, [state, panel.colour, *settings], streamed, **quiet)
-    panel.take_action.click(guarded(do_take_action), [state, panel.colour, panel.human_action, *settings], outputs, **private)
+    panel.take_action.click(
+        guarded(do_take_action), [state, panel.colour, panel.human_action, *settings], outputs, **private
+    )
     panel.fork.click(renewing(do_fork), [state, panel.colour, panel.selected, *settings], renewed, **private)
     panel.run_n.click(run, [state, panel.colour, panel.run_count, *settings], streamed, **quiet)
     panel.run_all.click(run_to_end, [state, panel.colour, *settings], streamed, **quiet)
@@ -280,9 +390,22 @@ def wire(panel: EpisodePanel, state: gr.State, render: Render) -> None:
     def select(session: StudioSession, at: float, mode: str) -> list[Any]:
         episode = session.episode
         step = session.step_at(at)
-        return [timeline_html(episode, step.index if step else None, mode, session.read_only), candidates_html(step, mode), _distribution(step), "", *output_choices(step)]
+        return [
+            timeline_html(episode, step.index if step else None, mode, session.read_only),
+            candidates_html(step, mode),
+            _distribution(step),
+            "",
+            *output_choices(step),
+        ]
 
-    views = [panel.timeline, panel.candidates, panel.distribution, panel.prompt, panel.first_output, panel.second_output]
+    views = [
+        panel.timeline,
+        panel.candidates,
+        panel.distribution,
+        panel.prompt,
+        panel.first_output,
+        panel.second_output,
+    ]
     panel.selected.input(select, [state, panel.selected, panel.colour], views, **private)
     panel.colour.change(select, [state, panel.selected, panel.colour], views, **private)
 
@@ -295,7 +418,9 @@ def wire(panel: EpisodePanel, state: gr.State, render: Render) -> None:
 
     # K greedy candidates would be K copies of one text: asking for several turns sampling on, and
     # going back to one turns it off again (when it is still the value K > 1 chose).
-    form["candidates"].input(_temperature_for, [form["candidates"], form["temperature"]], [form["temperature"]], **private)
+    form["candidates"].input(
+        _temperature_for, [form["candidates"], form["temperature"]], [form["temperature"]], **private
+    )
 
     # A new environment, seed or options apply at the next Reset: say so where the user looks.
     def pending(session: StudioSession, *values: Any) -> str:
@@ -304,9 +429,16 @@ def wire(panel: EpisodePanel, state: gr.State, render: Render) -> None:
             wanted = form.settings(*values)
         except StudioError as exc:
             return message_html(str(exc))
-        if episode is None or (wanted.env, wanted.env_options, wanted.seed) == (episode.env, episode.env_options, episode.seed or 0):
+        if episode is None or (wanted.env, wanted.env_options, wanted.seed) == (
+            episode.env,
+            episode.env_options,
+            episode.seed or 0,
+        ):
             return message_html(_status_line(session), "info")
-        return message_html(f"{wanted.env}, seed {wanted.seed}: press Reset to apply. Step continues the episode shown ({episode.env}, seed {episode.seed}).", "warning")
+        return message_html(
+            f"{wanted.env}, seed {wanted.seed}: press Reset to apply. Step continues the episode shown ({episode.env}, seed {episode.seed}).",
+            "warning",
+        )
 
     for name in ("env", "env_options", "seed"):
         form[name].input(pending, [state, *settings], [panel.status], **private)

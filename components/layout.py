@@ -46,7 +46,13 @@ class Renderer:
     which the session (the core) knows nothing of. Keyed weakly by session, so it goes with the tab.
     """
 
-    def __init__(self, episode: episode_panel.EpisodePanel, plots: plots_panel.PlotsPanel, store: Store | None, database: gr.Markdown) -> None:
+    def __init__(
+        self,
+        episode: episode_panel.EpisodePanel,
+        plots: plots_panel.PlotsPanel,
+        store: Store | None,
+        database: gr.Markdown,
+    ) -> None:
         self.episode, self.plots, self.store = episode, plots, store
         self.outputs = [*episode.outputs, *plots.outputs, database]
         self._plots_open: weakref.WeakKeyDictionary[StudioSession, bool] = weakref.WeakKeyDictionary()
@@ -55,18 +61,39 @@ class Renderer:
         """The tab of ``session`` opened (True) or left (False) its Plots tab."""
         self._plots_open[session] = visible
 
-    def __call__(self, session: StudioSession, message: str = "", kind: str = "error", selected: int | None = None, mode: str = "logprob") -> list[Any]:
+    def __call__(
+        self,
+        session: StudioSession,
+        message: str = "",
+        kind: str = "error",
+        selected: int | None = None,
+        mode: str = "logprob",
+    ) -> list[Any]:
         # Figures cost tens of milliseconds to build and to draw: only while the Plots tab is open.
-        plots = self.plots.render(session, self.store) if self._plots_open.get(session, False) else [gr.skip()] * len(self.plots.outputs)
+        plots = (
+            self.plots.render(session, self.store)
+            if self._plots_open.get(session, False)
+            else [gr.skip()] * len(self.plots.outputs)
+        )
         # The header's count follows every action that stores (one count over the episodes table).
         return [*self.episode.render(session, message, kind, selected, mode), *plots, _database_line(self.store)]
 
 
 def new_session(services: Services) -> StudioSession:
     """A fresh session: model A is the default model, gridworld seed 0 is reset and ready."""
-    sinks = [services.store.episodes.sink(), CandidatePairSink(services.store.preferences)] if services.store is not None else []
+    sinks = (
+        [services.store.episodes.sink(), CandidatePairSink(services.store.preferences)]
+        if services.store is not None
+        else []
+    )
     policy = "react-a" if services.default_model is not None else "expert"
-    session = StudioSession(services.registry, sinks=sinks, model_a=services.default_model, settings=EpisodeSettings(policy=policy), access=services.access)
+    session = StudioSession(
+        services.registry,
+        sinks=sinks,
+        model_a=services.default_model,
+        settings=EpisodeSettings(policy=policy),
+        access=services.access,
+    )
     session.reset()
     return session
 
@@ -98,14 +125,33 @@ def build_app(services: Services) -> gr.Blocks:
         plots_panel.wire(plots, state, services.store)
         model_panel.wire(slots, state)
         _wire_browser(browser, state, render, tabs, services.store, episode)
+
         def show_plots(session: StudioSession, visible: bool) -> list[Any]:
             render.show_plots(session, visible)
             return [session, *(plots.render(session, services.store) if visible else [gr.skip()] * len(plots.outputs))]
 
         for tab in (episode_tab, models_tab, episodes_tab, *([annotate_tab] if annotate is not None else [])):
-            tab.select(lambda session: show_plots(session, False), [state], [state, *plots.outputs], api_visibility="private", concurrency_limit=None)
-        plots_tab.select(lambda session: show_plots(session, True), [state], [state, *plots.outputs], api_visibility="private", concurrency_limit=None)
-        episodes_tab.select(lambda *f: browser_panel.rows(services.store, *f), browser.filters, [browser.table], api_visibility="private", concurrency_limit=None)
+            tab.select(
+                lambda session: show_plots(session, False),
+                [state],
+                [state, *plots.outputs],
+                api_visibility="private",
+                concurrency_limit=None,
+            )
+        plots_tab.select(
+            lambda session: show_plots(session, True),
+            [state],
+            [state, *plots.outputs],
+            api_visibility="private",
+            concurrency_limit=None,
+        )
+        episodes_tab.select(
+            lambda *f: browser_panel.rows(services.store, *f),
+            browser.filters,
+            [browser.table],
+            api_visibility="private",
+            concurrency_limit=None,
+        )
 
         def on_load(session: StudioSession) -> list[Any]:
             cards = [model_panel.render(session, slot) for slot in slots]
@@ -119,8 +165,20 @@ def build_app(services: Services) -> gr.Blocks:
             annotate_panel.wire_pair_makers(episode, state, services.store)
             load_outputs = [desk, annotate.name, *annotate.outputs]
             app.load(annotate_panel.restore_name, [desk, remembered], load_outputs, api_visibility="private")
-            annotate_tab.select(annotate_panel.refresh, [desk], [desk, *annotate.outputs], api_visibility="private", concurrency_limit=None)
-            annotate_tab.select(lambda: annotate_panel.overview_html(services.store), None, [annotate.overview], api_visibility="private", concurrency_limit=None)
+            annotate_tab.select(
+                annotate_panel.refresh,
+                [desk],
+                [desk, *annotate.outputs],
+                api_visibility="private",
+                concurrency_limit=None,
+            )
+            annotate_tab.select(
+                lambda: annotate_panel.overview_html(services.store),
+                None,
+                [annotate.overview],
+                api_visibility="private",
+                concurrency_limit=None,
+            )
     _only_named_endpoints(app)
     return app
 
@@ -140,7 +198,14 @@ def _database_line(store: Store | None) -> str:
     return f"Database `{store.url}` · {plural(store.episodes.count_episodes(), 'episode')} stored"
 
 
-def _wire_browser(panel: browser_panel.BrowserPanel, state: gr.State, render: Renderer, tabs: gr.Tabs, store: Store | None, episode: episode_panel.EpisodePanel) -> None:
+def _wire_browser(
+    panel: browser_panel.BrowserPanel,
+    state: gr.State,
+    render: Renderer,
+    tabs: gr.Tabs,
+    store: Store | None,
+    episode: episode_panel.EpisodePanel,
+) -> None:
     private = dict(api_visibility="private", concurrency_limit=None)
     panel.refresh.click(lambda *f: browser_panel.rows(store, *f), panel.filters, [panel.table], **private)
 
@@ -159,11 +224,24 @@ def _wire_browser(panel: browser_panel.BrowserPanel, state: gr.State, render: Re
             if fork:
                 forked = session.fork(int(fork_at or 0))
                 message = f"Forked at step {forked.forked_at}: press Step to continue."
-            return [session, *render(session, message, "info"), "", gr.Tabs(selected="episode"), *episode_panel.renewed_values(episode, session)]
+            return [
+                session,
+                *render(session, message, "info"),
+                "",
+                gr.Tabs(selected="episode"),
+                *episode_panel.renewed_values(episode, session),
+            ]
         except StudioError as exc:
-            return [session, *render(session), message_html(str(exc)), gr.Tabs(), *[gr.skip()] * len(episode_panel.renewed_outputs(episode))]
+            return [
+                session,
+                *render(session),
+                message_html(str(exc)),
+                gr.Tabs(),
+                *[gr.skip()] * len(episode_panel.renewed_outputs(episode)),
+            ]
 
     outputs = [state, *render.outputs, panel.message, tabs, *episode_panel.renewed_outputs(episode)]
     panel.open.click(lambda s, i: open_episode(s, i, None, False), [state, panel.episode_id], outputs, **private)
-    panel.fork.click(lambda s, i, at: open_episode(s, i, at, True), [state, panel.episode_id, panel.fork_at], outputs, **private)
-
+    panel.fork.click(
+        lambda s, i, at: open_episode(s, i, at, True), [state, panel.episode_id, panel.fork_at], outputs, **private
+    )

@@ -30,7 +30,11 @@ class ModelSlot:
 def access_note(access: ModelAccess) -> str:
     """What this studio lets the browser load, as the operator set it on the command line."""
     folders = ", ".join(f"`{d}`" for d in access.model_dirs)
-    local = f"local folders or `scripted:` files under {folders}" if folders else "no local folders (the operator can allow some with `serve --models-dir DIR`)"
+    local = (
+        f"local folders or `scripted:` files under {folders}"
+        if folders
+        else "no local folders (the operator can allow some with `serve --models-dir DIR`)"
+    )
     code = (
         "**Remote code is allowed** (the operator started the studio with `--trust-remote-code`): a model repository's own Python runs when it loads."
         if access.trust_remote_code
@@ -53,9 +57,16 @@ def build(state: gr.State, access: ModelAccess) -> list[ModelSlot]:
         for slot, value in (("A", "default"), ("B", "")):
             with gr.Column(variant="panel"):
                 gr.Markdown(f"### Model {slot}")
-                name = gr.Textbox(value=value, label="Model", placeholder="default, a hub id or a local path", elem_id=f"as-model-{slot.lower()}")
+                name = gr.Textbox(
+                    value=value,
+                    label="Model",
+                    placeholder="default, a hub id or a local path",
+                    elem_id=f"as-model-{slot.lower()}",
+                )
                 with gr.Row():
-                    device = gr.Dropdown(["auto", "cpu", "cuda", "mps"], value="auto", label="Device", allow_custom_value=True)
+                    device = gr.Dropdown(
+                        ["auto", "cpu", "cuda", "mps"], value="auto", label="Device", allow_custom_value=True
+                    )
                     dtype = gr.Dropdown(list(DTYPE_NAMES), value="auto", label="Dtype")
                 with gr.Row():
                     load = gr.Button(f"Load model {slot}", variant="primary", elem_id=f"as-load-{slot.lower()}")
@@ -72,15 +83,43 @@ def render(session: StudioSession, slot: ModelSlot) -> str:
 
 def wire(slots: list[ModelSlot], state: gr.State) -> None:
     for slot in slots:
-        @refusal(lambda error, session, *values, slot=slot, **named: [session, message_html(str(error)), render(session, slot)])
-        def load(session: StudioSession, name: str, device: str, dtype: str, progress: gr.Progress = gr.Progress(), slot: ModelSlot = slot) -> list[Any]:
+
+        @refusal(
+            lambda error, session, *values, slot=slot, **named: [
+                session,
+                message_html(str(error)),
+                render(session, slot),
+            ]
+        )
+        def load(
+            session: StudioSession,
+            name: str,
+            device: str,
+            dtype: str,
+            progress: gr.Progress = gr.Progress(),
+            slot: ModelSlot = slot,
+        ) -> list[Any]:
             progress(0, desc="loading the model")
             info = session.load_model(slot.slot, name, device, dtype, progress=lambda f, m: progress(f, desc=m))
-            return [session, message_html(f"Loaded {info.get('id')} on {info.get('device')} in {info.get('load_seconds', 0):.1f} s.", "info"), render(session, slot)]
+            return [
+                session,
+                message_html(
+                    f"Loaded {info.get('id')} on {info.get('device')} in {info.get('load_seconds', 0):.1f} s.", "info"
+                ),
+                render(session, slot),
+            ]
 
         def unload(session: StudioSession, slot: ModelSlot = slot) -> list[Any]:
             session.unload_model(slot.slot)
             return [session, message_html(f"Slot {slot.slot} is empty.", "info"), render(session, slot)]
 
-        slot.load.click(load, [state, slot.name, slot.device, slot.dtype], [state, slot.message, slot.card], api_visibility="private", concurrency_limit=None)
-        slot.unload.click(unload, [state], [state, slot.message, slot.card], api_visibility="private", concurrency_limit=None)
+        slot.load.click(
+            load,
+            [state, slot.name, slot.device, slot.dtype],
+            [state, slot.message, slot.card],
+            api_visibility="private",
+            concurrency_limit=None,
+        )
+        slot.unload.click(
+            unload, [state], [state, slot.message, slot.card], api_visibility="private", concurrency_limit=None
+        )

@@ -29,7 +29,11 @@ class PlotsPanel:
 
     def render(self, session: StudioSession, store: Store | None) -> list[Any]:
         episode = session.episode
-        overlay = session.overlay if session.overlay is not None and episode is not None and session.overlay.id != episode.id else None
+        overlay = (
+            session.overlay
+            if session.overlay is not None and episode is not None and session.overlay.id != episode.id
+            else None
+        )
         path, note = None, ""
         if episode is not None and episode.steps:
             try:
@@ -38,7 +42,12 @@ class PlotsPanel:
                 note = message_html(f"No path: {exc}", "warning")
             if path is None and not note:
                 note = message_html(f"{episode.env} has no map to draw a path on; the signals are below.", "info")
-        return [gr.Dropdown(choices=overlay_choices(store, episode), value=overlay.id if overlay else None), path, signals_figure(episode, overlay), note]
+        return [
+            gr.Dropdown(choices=overlay_choices(store, episode), value=overlay.id if overlay else None),
+            path,
+            signals_figure(episode, overlay),
+            note,
+        ]
 
 
 def overlay_choices(store: Store | None, episode: Any) -> list[tuple[str, str]]:
@@ -46,12 +55,25 @@ def overlay_choices(store: Store | None, episode: Any) -> list[tuple[str, str]]:
     if store is None or episode is None:
         return []
     rows = store.episodes.summaries(env=episode.env, seed=episode.seed, limit=50)
-    return [(f"{r.policy} · {r.model or '-'} · {r.steps} steps · {'success' if r.success else 'no success' if r.success is False else 'running'} · {r.id[:8]}", r.id) for r in rows if r.id != episode.id]
+    return [
+        (
+            f"{r.policy} · {r.model or '-'} · {r.steps} steps · {'success' if r.success else 'no success' if r.success is False else 'running'} · {r.id[:8]}",
+            r.id,
+        )
+        for r in rows
+        if r.id != episode.id
+    ]
 
 
 def build() -> PlotsPanel:
     with gr.Row():
-        overlay = gr.Dropdown([], label="Overlay another episode on the same environment and seed", allow_custom_value=False, scale=4, elem_id="as-overlay")
+        overlay = gr.Dropdown(
+            [],
+            label="Overlay another episode on the same environment and seed",
+            allow_custom_value=False,
+            scale=4,
+            elem_id="as-overlay",
+        )
         clear = gr.Button("Clear overlay", scale=1, size="sm")
     note = gr.HTML(elem_id="as-plots-note")
     with gr.Row(equal_height=False):
@@ -68,5 +90,13 @@ def wire(panel: PlotsPanel, state: gr.State, store: Store | None) -> None:
             session.overlay = None
         return [session, *panel.render(session, store)]
 
-    panel.overlay.input(choose, [state, panel.overlay], [state, *panel.outputs], api_visibility="private", concurrency_limit=None)
-    panel.clear.click(lambda session: choose(session, None), [state], [state, *panel.outputs], api_visibility="private", concurrency_limit=None)
+    panel.overlay.input(
+        choose, [state, panel.overlay], [state, *panel.outputs], api_visibility="private", concurrency_limit=None
+    )
+    panel.clear.click(
+        lambda session: choose(session, None),
+        [state],
+        [state, *panel.outputs],
+        api_visibility="private",
+        concurrency_limit=None,
+    )

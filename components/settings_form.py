@@ -45,7 +45,11 @@ class SettingsForm:
 
     def build(self, group: str, per_row: int = 2) -> None:
         """The generated widgets of ``group`` (in rows of ``per_row``), where this is called in the layout."""
-        generated = [(spec, setting) for spec, setting in schema(self.cls) if setting.group == group and not setting.custom and spec.name not in self.widgets]
+        generated = [
+            (spec, setting)
+            for spec, setting in schema(self.cls)
+            if setting.group == group and not setting.custom and spec.name not in self.widgets
+        ]
         for start in range(0, len(generated), per_row):
             with gr.Row():
                 for spec, setting in generated[start : start + per_row]:
@@ -86,7 +90,9 @@ def widget_for(name: str, setting: Setting, default: Any, **layout: Any) -> gr.c
     if setting.widget == "radio":
         return gr.Radio(list(setting.choices or ()), value=value, min_width=170, **common)
     if setting.widget == "dropdown":
-        return gr.Dropdown(list(setting.choices or ()), value=value, allow_custom_value=setting.choices is None, **common)
+        return gr.Dropdown(
+            list(setting.choices or ()), value=value, allow_custom_value=setting.choices is None, **common
+        )
     if setting.widget == "slider":
         high = setting.widget_maximum if setting.widget_maximum is not None else setting.maximum
         low = next(v for v in (setting.widget_minimum, setting.minimum, 0) if v is not None)

@@ -50,7 +50,9 @@ def main() -> None:
         page.wait_for_timeout(500)  # a box filled the instant the accordion opens may not be listened to yet
         box.fill("3")
         box.press("Enter")
-        page.wait_for_function("document.querySelector('#as-temperature input[type=number]').value === '0.7'", timeout=30_000)
+        page.wait_for_function(
+            "document.querySelector('#as-temperature input[type=number]').value === '0.7'", timeout=30_000
+        )
         for count in (4, 5):
             page.click("#as-step")
             wait_steps(page, count)

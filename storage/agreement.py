@@ -54,7 +54,9 @@ def agreement_report(votes: Votes) -> dict[str, Any]:
         if shared:
             kappa = cohen_kappa([votes[i][a] for i in shared], [votes[i][b] for i in shared])
             agree = sum(votes[i][a] == votes[i][b] for i in shared) / len(shared)
-            pairwise.append({"annotators": [a, b], "items": len(shared), "percent_agreement": agree, "cohen_kappa": kappa})
+            pairwise.append(
+                {"annotators": [a, b], "items": len(shared), "percent_agreement": agree, "cohen_kappa": kappa}
+            )
     per_item = {str(item): score for item, labels in votes.items() if (score := item_agreement(labels)) is not None}
     return {
         "annotators": annotators,

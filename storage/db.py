@@ -31,7 +31,10 @@ BUSY_TIMEOUT_S = 60
 BEGIN_MODE = "studio_sqlite_begin"
 SQLITE_HEADER = b"SQLite format 3\x00"
 T = TypeVar("T")
-DRIVER_HINTS = {"postgresql": "for PostgreSQL: pip install 'psycopg[binary]'", "mysql": "for MySQL: pip install pymysql and use mysql+pymysql://"}
+DRIVER_HINTS = {
+    "postgresql": "for PostgreSQL: pip install 'psycopg[binary]'",
+    "mysql": "for MySQL: pip install pymysql and use mysql+pymysql://",
+}
 
 
 def default_db_path() -> Path:
@@ -60,8 +63,14 @@ def resolve_url(target: str | os.PathLike[str] | None, create: bool = True) -> s
     try:
         url = make_url(text)
     except ArgumentError:
-        raise StudioError(f"Not a database URL or file path: {text[:200]!r} (try a file path or sqlite:///FILE).") from None
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") and not url.database.startswith("file:"):
+        raise StudioError(
+            f"Not a database URL or file path: {text[:200]!r} (try a file path or sqlite:///FILE)."
+        ) from None
+    if (
+        url.get_backend_name() == "sqlite"
+        and url.database not in (None, "", ":memory:")
+        and not url.database.startswith("file:")
+    ):
         return _sqlite_file_url(Path(url.database).expanduser(), url, create)
     return text
 
@@ -69,7 +78,11 @@ def resolve_url(target: str | os.PathLike[str] | None, create: bool = True) -> s
 def sqlite_path(url: str) -> Path | None:
     """The file behind an SQLite URL (None for other databases and in-memory ones)."""
     parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:") or parsed.database.startswith("file:"):
+    if (
+        parsed.get_backend_name() != "sqlite"
+        or parsed.database in (None, "", ":memory:")
+        or parsed.database.startswith("file:")
+    ):
         return None
     return Path(parsed.database)
 
@@ -98,7 +111,9 @@ def check_sqlite_file(path: Path) -> None:
         raise StudioError(f"Cannot open the database {path}: {exc}.") from None
     if problems != ["ok"]:
         first = " ".join(str(problems[0]).replace("*** in database main ***", "").split())
-        raise StudioError(f"The database {path} is damaged ({first[:120]}); nothing was written to it: restore a backup, or try `sqlite3 {path} .recover`.")
+        raise StudioError(
+            f"The database {path} is damaged ({first[:120]}); nothing was written to it: restore a backup, or try `sqlite3 {path} .recover`."
+        )
     if tables and "alembic_version" not in tables:
         raise StudioError(f"The database {path} has tables but was not made by Agent Studio; use another file.")
 
@@ -109,7 +124,9 @@ def _sqlite_file_url(path: Path, url=None, create: bool = True) -> str:  # noqa:
     if path.is_dir():
         raise StudioError(f"The database path {path} is a folder; give a file name, e.g. {path / 'studio.db'}.")
     if not create and not path.exists():
-        raise StudioError(f"No database at {path}: nothing has been stored there (check --db; commands that only read never create one).")
+        raise StudioError(
+            f"No database at {path}: nothing has been stored there (check --db; commands that only read never create one)."
+        )
     parent = path.parent
     existing = next((p for p in [parent, *parent.parents] if p.exists()), None)
     if existing is not None and not existing.is_dir():
@@ -185,7 +202,9 @@ class Database:
         self.engine = make_engine(url)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         #: The same pool, but transactions take SQLite's write lock when they begin.
-        self.write_engine = self.engine.execution_options(**{BEGIN_MODE: "IMMEDIATE"}) if self.is_sqlite else self.engine
+        self.write_engine = (
+            self.engine.execution_options(**{BEGIN_MODE: "IMMEDIATE"}) if self.is_sqlite else self.engine
+        )
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(self.write_engine, expire_on_commit=False)
 

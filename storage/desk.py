@@ -39,7 +39,9 @@ class AnnotationDesk:
     def __deepcopy__(self, memo: dict[int, Any]) -> AnnotationDesk:
         return self  # one desk per browser tab; Gradio deep-copies what a State factory returns
 
-    def configure(self, annotator: str, kind: str | None = None, env: str | None = None, source: str | None = None) -> None:
+    def configure(
+        self, annotator: str, kind: str | None = None, env: str | None = None, source: str | None = None
+    ) -> None:
         """Who annotates and which pairs; changing any of them starts the queue over."""
         filters = (annotator.strip(), kind or None, env or None, source or None)
         if filters != (self.annotator, self.kind, self.env, self.source):
@@ -55,24 +57,38 @@ class AnnotationDesk:
         """The pair to show: the current one, or the next unjudged and unskipped one."""
         annotator = self._require_annotator()
         if self.item is None:
-            page = self.store.preferences.queue(annotator, limit=len(self.skipped) + 1, kind=self.kind, env=self.env, source=self.source)
+            page = self.store.preferences.queue(
+                annotator, limit=len(self.skipped) + 1, kind=self.kind, env=self.env, source=self.source
+            )
             self.item = next((i for i in page if i.pair_id not in self.skipped), None)
             self.shown_at = time.monotonic()
         return self.item
 
     def forget_if_judged(self) -> None:
         """Drop the pair on screen if this annotator judged it meanwhile (say, in another tab)."""
-        if self.item is not None and self.annotator and self.store.preferences.annotations(pair_id=self.item.pair_id, annotator=self.annotator):
+        if (
+            self.item is not None
+            and self.annotator
+            and self.store.preferences.annotations(pair_id=self.item.pair_id, annotator=self.annotator)
+        ):
             self.item = None
 
-    def judge(self, choice: str, rationale: str = "", tags: list[str] | None = None, confidence: str | float | None = None) -> AnnotationRecord:
+    def judge(
+        self, choice: str, rationale: str = "", tags: list[str] | None = None, confidence: str | float | None = None
+    ) -> AnnotationRecord:
         """Judge the pair on screen (left/right as shown) and move on."""
         annotator = self._require_annotator()
         if self.item is None:
             raise StudioError("No pair on screen: the queue is empty, or press Refresh.")
         value = CONFIDENCE.get(confidence, confidence) if isinstance(confidence, str) else confidence
         record = self.store.preferences.annotate(
-            self.item.pair_id, annotator, choice, rationale=rationale, tags=tags or [], confidence=value or None, seconds=round(time.monotonic() - self.shown_at, 3)
+            self.item.pair_id,
+            annotator,
+            choice,
+            rationale=rationale,
+            tags=tags or [],
+            confidence=value or None,
+            seconds=round(time.monotonic() - self.shown_at, 3),
         )
         self.item = None
         return record

@@ -15,7 +15,17 @@ from storage.db import Database, first_line
 from storage.orm import CandidateRow, EpisodeRow, ModelRow, PairRow, StepLabelRow, StepRow
 from studio.errors import NotStored, StudioError
 from studio.runner import RunnerEvent
-from studio.trace import HEAVY_STEP_FIELDS, Candidate, Episode, Step, frame_to_png, png_to_frame, tokens_from_list, tokens_to_list, utc_now
+from studio.trace import (
+    HEAVY_STEP_FIELDS,
+    Candidate,
+    Episode,
+    Step,
+    frame_to_png,
+    png_to_frame,
+    tokens_from_list,
+    tokens_to_list,
+    utc_now,
+)
 
 #: Step columns a list view never needs (large); loaded only for a full episode.
 HEAVY_STEP_COLUMNS = HEAVY_STEP_FIELDS  # the step columns of the same names
@@ -76,7 +86,9 @@ def candidate_record(row: CandidateRow) -> Candidate:
     )
 
 
-def step_record(row: StepRow, candidates: list[Candidate] | None = None, heavy: bool = True, tokens: bool = True) -> Step:
+def step_record(
+    row: StepRow, candidates: list[Candidate] | None = None, heavy: bool = True, tokens: bool = True
+) -> Step:
     """A core Step from its row; with ``heavy=False`` the prompt, snapshot and frame stay unloaded,
     with ``tokens=False`` the token list too (each is a deferred column the caller did not load)."""
     return Step(
@@ -178,7 +190,14 @@ class EpisodeStore:
         text = json.dumps(model, sort_keys=True, default=str)
         model_id = hashlib.sha1(text.encode("utf-8")).hexdigest()
         if session.get(ModelRow, model_id) is None:
-            session.add(ModelRow(id=model_id, name=str(model.get("id") or "model"), description=json.loads(text), created_at=utc_now()))
+            session.add(
+                ModelRow(
+                    id=model_id,
+                    name=str(model.get("id") or "model"),
+                    description=json.loads(text),
+                    created_at=utc_now(),
+                )
+            )
             session.flush()
         return model_id
 
@@ -231,12 +250,18 @@ class EpisodeStore:
         """Record one step as soon as it is taken (its own transaction: a crash keeps it)."""
         with self.db.writing() as session:
             self._add_step(session, episode.id, step)
-            session.execute(update(EpisodeRow).where(EpisodeRow.id == episode.id).values(length=episode.length, total_return=episode.total_return))
+            session.execute(
+                update(EpisodeRow)
+                .where(EpisodeRow.id == episode.id)
+                .values(length=episode.length, total_return=episode.total_return)
+            )
 
     def finish(self, episode: Episode) -> None:
         """Record how the episode ended."""
         with self.db.writing() as session:
-            session.execute(update(EpisodeRow).where(EpisodeRow.id == episode.id).values(**self._episode_columns(episode)))
+            session.execute(
+                update(EpisodeRow).where(EpisodeRow.id == episode.id).values(**self._episode_columns(episode))
+            )
 
     def save(self, episode: Episode, replace: bool = False) -> SaveResult:
         """Store a whole episode at once (e.g. one read from a file); see :meth:`save_all`."""
@@ -284,11 +309,22 @@ class EpisodeStore:
         if len(set(ids)) < len(ids):
             raise StudioError("The same candidate id appears twice in the episode; nothing was stored.")
         for start in range(0, len(ids), 500):
-            taken = session.scalar(select(CandidateRow.id).where(CandidateRow.id.in_(ids[start : start + 500])).limit(1))
+            taken = session.scalar(
+                select(CandidateRow.id).where(CandidateRow.id.in_(ids[start : start + 500])).limit(1)
+            )
             if taken is not None:
-                raise StudioError(f"Candidate {taken} is already stored with another episode (a copied file?); nothing was stored.")
+                raise StudioError(
+                    f"Candidate {taken} is already stored with another episode (a copied file?); nothing was stored."
+                )
 
-    def _replace(self, session: Session, row: EpisodeRow, stored_steps: list[dict[str, Any]], new_steps: list[dict[str, Any]], episode: Episode) -> SaveResult:
+    def _replace(
+        self,
+        session: Session,
+        row: EpisodeRow,
+        stored_steps: list[dict[str, Any]],
+        new_steps: list[dict[str, Any]],
+        episode: Episode,
+    ) -> SaveResult:
         """Overwrite the stored episode with ``episode`` in place, from the first step that differs
         (``stored_steps`` and ``new_steps``: both episodes' steps in their JSON form)."""
         keep = 0
@@ -304,9 +340,16 @@ class EpisodeStore:
             doomed = select(PairRow.id).where(touches, changed_sides)
             late_steps = select(StepRow.id).where(StepRow.episode_id == episode.id, StepRow.index >= keep)
             pairs = session.scalar(select(func.count()).select_from(doomed.subquery())) or 0
-            labels = session.scalar(select(func.count()).select_from(StepLabelRow).where(StepLabelRow.step_id.in_(late_steps))) or 0
+            labels = (
+                session.scalar(
+                    select(func.count()).select_from(StepLabelRow).where(StepLabelRow.step_id.in_(late_steps))
+                )
+                or 0
+            )
             session.execute(delete(PairRow).where(PairRow.id.in_(doomed)))  # their judgements cascade
-            session.execute(delete(StepRow).where(StepRow.episode_id == episode.id, StepRow.index >= keep))  # labels, candidates cascade
+            session.execute(
+                delete(StepRow).where(StepRow.episode_id == episode.id, StepRow.index >= keep)
+            )  # labels, candidates cascade
         self._check_candidate_ids(session, episode.steps[keep:])
         for step in episode.steps[keep:]:
             self._add_step(session, episode.id, step)
@@ -339,7 +382,9 @@ class EpisodeStore:
         grouped: dict[int, list[Candidate]] = {}
         for start in range(0, len(step_ids), 500):  # stay under SQLite's bound-parameter limit
             rows = session.scalars(
-                select(CandidateRow).where(CandidateRow.step_id.in_(step_ids[start : start + 500])).order_by(CandidateRow.step_id, CandidateRow.position)
+                select(CandidateRow)
+                .where(CandidateRow.step_id.in_(step_ids[start : start + 500]))
+                .order_by(CandidateRow.step_id, CandidateRow.position)
             )
             for row in rows:
                 grouped.setdefault(row.step_id, []).append(candidate_record(row))
@@ -402,7 +447,10 @@ class EpisodeStore:
         with self.db.reading() as session:
             return {
                 "episodes": session.scalar(select(func.count()).select_from(EpisodeRow)) or 0,
-                "finished_episodes": session.scalar(select(func.count()).select_from(EpisodeRow).where(EpisodeRow.ended_at.is_not(None))) or 0,
+                "finished_episodes": session.scalar(
+                    select(func.count()).select_from(EpisodeRow).where(EpisodeRow.ended_at.is_not(None))
+                )
+                or 0,
                 "steps": session.scalar(select(func.count()).select_from(StepRow)) or 0,
                 "candidates": session.scalar(select(func.count()).select_from(CandidateRow)) or 0,
             }

@@ -100,7 +100,9 @@ def output_text(raw: str, action: str | None) -> str:
 
 def fallback_prompt(instruction: str, steps: list[StepView], upto: int) -> list[Message]:
     """The chat up to step ``upto`` for steps no model took (expert, random, human)."""
-    messages: list[Message] = [{"role": "system", "content": f"You are an agent solving a task step by step.\nTask: {instruction}"}]
+    messages: list[Message] = [
+        {"role": "system", "content": f"You are an agent solving a task step by step.\nTask: {instruction}"}
+    ]
     for step in steps[:upto]:
         messages.append({"role": "user", "content": f"Observation: {step.observation}"})
         messages.append({"role": "assistant", "content": output_text(step.raw, step.action)})
@@ -146,12 +148,22 @@ class EpisodeCache:
         missing = sorted(episode_ids - self.steps.keys())
         for start in range(0, len(missing), 500):
             chunk = missing[start : start + 500]
-            for episode_id, instruction in self.session.execute(select(EpisodeRow.id, EpisodeRow.instruction).where(EpisodeRow.id.in_(chunk))):
+            for episode_id, instruction in self.session.execute(
+                select(EpisodeRow.id, EpisodeRow.instruction).where(EpisodeRow.id.in_(chunk))
+            ):
                 self.instructions[episode_id] = instruction
                 self.steps[episode_id] = []
             compressed_prompt = type_coerce(StepRow.prompt, LargeBinary)  # the bytes as stored, not decoded
             query = select(
-                StepRow.episode_id, StepRow.index, StepRow.observation, StepRow.raw, StepRow.action, StepRow.thought, StepRow.next_observation, compressed_prompt, StepRow.frame
+                StepRow.episode_id,
+                StepRow.index,
+                StepRow.observation,
+                StepRow.raw,
+                StepRow.action,
+                StepRow.thought,
+                StepRow.next_observation,
+                compressed_prompt,
+                StepRow.frame,
             ).where(StepRow.episode_id.in_(chunk))
             for row in self.session.execute(query.order_by(StepRow.episode_id, StepRow.index)).all():
                 prompt_json = None if row[7] is None else zlib.decompress(row[7])
@@ -195,7 +207,9 @@ PAIR_COLUMNS = (
 )
 
 
-def judged_pairs(store: Store, summary: ExportSummary) -> Iterator[tuple[Any, str, EpisodeCache, dict[str, Any], list[str]]]:
+def judged_pairs(
+    store: Store, summary: ExportSummary
+) -> Iterator[tuple[Any, str, EpisodeCache, dict[str, Any], list[str]]]:
     """Pairs with a majority judgement (and the annotators' rationales), with their episodes
     loaded; counts what is left out."""
     votes: dict[str, list[str]] = defaultdict(list)
@@ -207,7 +221,9 @@ def judged_pairs(store: Store, summary: ExportSummary) -> Iterator[tuple[Any, st
             votes[pair_id].append(choice)
             if rationale:
                 rationales[pair_id].append(rationale)
-        rows = session.execute(select(*PAIR_COLUMNS).order_by(PairRow.left_episode_id, PairRow.step_index, PairRow.id)).all()
+        rows = session.execute(
+            select(*PAIR_COLUMNS).order_by(PairRow.left_episode_id, PairRow.step_index, PairRow.id)
+        ).all()
         left_out = Counter()
         decided: list[tuple[Any, str]] = []
         for row in rows:
@@ -227,7 +243,9 @@ def judged_pairs(store: Store, summary: ExportSummary) -> Iterator[tuple[Any, st
             candidate_ids = [c for r, _ in chunk for c in (r.left_candidate_id, r.right_candidate_id) if c]
             candidates: dict[str, Any] = {}
             for offset in range(0, len(candidate_ids), 500):
-                query = select(CandidateRow.id, CandidateRow.raw, CandidateRow.action).where(CandidateRow.id.in_(candidate_ids[offset : offset + 500]))
+                query = select(CandidateRow.id, CandidateRow.raw, CandidateRow.action).where(
+                    CandidateRow.id.in_(candidate_ids[offset : offset + 500])
+                )
                 for candidate in session.execute(query).all():
                     candidates[candidate.id] = candidate
             for row, choice in chunk:
@@ -236,7 +254,11 @@ def judged_pairs(store: Store, summary: ExportSummary) -> Iterator[tuple[Any, st
 
 def side_json(row: Any, side: str, cache: EpisodeCache, candidates: dict[str, Any]) -> bytes:
     """:func:`side_messages` as JSON, encoded once per output (an output is in several pairs)."""
-    key = (row.left_episode_id, row.left_candidate_id) if side == "left" else (row.right_episode_id, row.right_candidate_id)
+    key = (
+        (row.left_episode_id, row.left_candidate_id)
+        if side == "left"
+        else (row.right_episode_id, row.right_candidate_id)
+    )
     key = (*key, row.step_index)
     found = cache.sides.get(key)
     if found is None:
@@ -306,7 +328,10 @@ class ExportRow:
 
     def line(self) -> bytes:
         """The record as one compact JSON line (without the newline)."""
-        parts = (dumps(key).encode("utf-8") + b":" + (encoded if encoded is not None else dumps(value).encode("utf-8")) for key, value, encoded in self.fields)
+        parts = (
+            dumps(key).encode("utf-8") + b":" + (encoded if encoded is not None else dumps(value).encode("utf-8"))
+            for key, value, encoded in self.fields
+        )
         return b"{" + b",".join(parts) + b"}"
 
     def record(self) -> dict[str, Any]:
@@ -314,7 +339,9 @@ class ExportRow:
         return {key: json.loads(encoded) if encoded is not None else value for key, value, encoded in self.fields}
 
 
-def pairwise_rows(store: Store, summary: ExportSummary, images: ImageWriter, implicit_prompt: bool) -> Iterator[ExportRow]:
+def pairwise_rows(
+    store: Store, summary: ExportSummary, images: ImageWriter, implicit_prompt: bool
+) -> Iterator[ExportRow]:
     """Preference rows: ``prompt``/``chosen``/``rejected`` (or whole conversations with an implicit prompt).
 
     Many pairs share a step's prompt: its stored JSON is spliced into each line as it is.
@@ -326,7 +353,10 @@ def pairwise_rows(store: Store, summary: ExportSummary, images: ImageWriter, imp
         chosen, rejected = ("left", "right") if choice == "left" else ("right", "left")
         source, frame = pair_prompt(row, cache)
         context = prompt_json(source, cache)
-        chosen_json, rejected_json = side_json(row, chosen, cache, candidates), side_json(row, rejected, cache, candidates)
+        chosen_json, rejected_json = (
+            side_json(row, chosen, cache, candidates),
+            side_json(row, rejected, cache, candidates),
+        )
         out = ExportRow()
         if implicit_prompt:
             head = context[:-1] + b","  # the prompt's messages, then the side's: one list
@@ -349,9 +379,18 @@ def kto_records(store: Store, summary: ExportSummary, images: ImageWriter) -> It
             continue
         source, frame = pair_prompt(row, cache)
         prompt = prompt_messages(source)
-        labels = {"left": {"left": True, "right": False}, "right": {"left": False, "right": True}, "both_bad": {"left": False, "right": False}}[choice]
+        labels = {
+            "left": {"left": True, "right": False},
+            "right": {"left": False, "right": True},
+            "both_bad": {"left": False, "right": False},
+        }[choice]
         for side in ("left", "right"):
-            record = {"prompt": prompt, "completion": side_messages(row, side, cache, candidates), "label": labels[side], "source": f"pair:{row.id}"}
+            record = {
+                "prompt": prompt,
+                "completion": side_messages(row, side, cache, candidates),
+                "label": labels[side],
+                "source": f"pair:{row.id}",
+            }
             _attach_images(record, images(frame), summary)
             yield record
     for episode_id, steps, labels, cache in labelled_episodes(store):
@@ -374,7 +413,9 @@ def labelled_episodes(store: Store) -> Iterator[tuple[str, list[StepView], dict[
     with store.db.reading() as orm_session:
         session = orm_session.connection()
         votes: dict[str, dict[int, list[str]]] = defaultdict(lambda: defaultdict(list))
-        query = select(StepRow.episode_id, StepRow.index, StepLabelRow.label).join(StepRow, StepRow.id == StepLabelRow.step_id)
+        query = select(StepRow.episode_id, StepRow.index, StepLabelRow.label).join(
+            StepRow, StepRow.id == StepLabelRow.step_id
+        )
         for episode_id, index, label in session.execute(query):
             votes[episode_id][index].append(label)
         cache = EpisodeCache(session)
@@ -493,11 +534,31 @@ def export_rows(store: Store, format: str, summary: ExportSummary, images: Image
         yield row if isinstance(row, ExportRow) else ExportRow.of(row)
 
 
-register_export("dpo", lambda store, summary, images: pairwise_rows(store, summary, images, implicit_prompt=False), "preference, explicit prompt (prompt, chosen, rejected), conversational: TRL's DPOTrainer")
-register_export("reward", lambda store, summary, images: pairwise_rows(store, summary, images, implicit_prompt=True), "preference, implicit prompt (chosen, rejected whole conversations): TRL's RewardTrainer")
-register_export("prm", lambda store, summary, images: prm_records(store, summary, images), "stepwise supervision (prompt, completions, labels per step): TRL's PRMTrainer (TRL 1.9)")
-register_export("kto", lambda store, summary, images: kto_records(store, summary, images), "unpaired preference (prompt, completion, label) from judged pairs and step labels: TRL's KTOTrainer")
-register_export("episodes", lambda store, summary, images: episode_records(store, summary), "every stored episode in the trace format (agent-studio import reads it back)")
+register_export(
+    "dpo",
+    lambda store, summary, images: pairwise_rows(store, summary, images, implicit_prompt=False),
+    "preference, explicit prompt (prompt, chosen, rejected), conversational: TRL's DPOTrainer",
+)
+register_export(
+    "reward",
+    lambda store, summary, images: pairwise_rows(store, summary, images, implicit_prompt=True),
+    "preference, implicit prompt (chosen, rejected whole conversations): TRL's RewardTrainer",
+)
+register_export(
+    "prm",
+    lambda store, summary, images: prm_records(store, summary, images),
+    "stepwise supervision (prompt, completions, labels per step): TRL's PRMTrainer (TRL 1.9)",
+)
+register_export(
+    "kto",
+    lambda store, summary, images: kto_records(store, summary, images),
+    "unpaired preference (prompt, completion, label) from judged pairs and step labels: TRL's KTOTrainer",
+)
+register_export(
+    "episodes",
+    lambda store, summary, images: episode_records(store, summary),
+    "every stored episode in the trace format (agent-studio import reads it back)",
+)
 
 
 def export(store: Store, format: str, out: str | Path, hf_dataset: str | Path | None = None) -> ExportSummary:
@@ -506,7 +567,9 @@ def export(store: Store, format: str, out: str | Path, hf_dataset: str | Path | 
         raise StudioError(f"Unknown export format {str(format)[:40]!r}: use one of {', '.join(format_names())}.")
     path = Path(out).expanduser()
     if path.is_dir():
-        raise StudioError(f"The export target {path} is a folder; give a file name such as {path / (format + '.jsonl')}.")
+        raise StudioError(
+            f"The export target {path} is a folder; give a file name such as {path / (format + '.jsonl')}."
+        )
     datasets = _datasets_module() if hf_dataset else None
     summary = ExportSummary(format=format, out=str(path))
     images = ImageWriter(path)
@@ -551,7 +614,9 @@ def _save_hf_dataset(datasets: Any, rows: list[dict[str, Any]], folder: Path, im
     """The same records as a Hugging Face ``datasets`` folder (``save_to_disk``), images embedded."""
     if any("images" in r for r in rows):
         for row in rows:
-            row["images"] = [{"bytes": (image_folder / Path(p).name).read_bytes(), "path": None} for p in row.get("images", [])]
+            row["images"] = [
+                {"bytes": (image_folder / Path(p).name).read_bytes(), "path": None} for p in row.get("images", [])
+            ]
     datasets.disable_progress_bars()
     try:
         dataset = datasets.Dataset.from_list(rows) if rows else datasets.Dataset.from_dict({})
@@ -562,4 +627,3 @@ def _save_hf_dataset(datasets: Any, rows: list[dict[str, Any]], folder: Path, im
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StudioError(f"Wrote the JSONL, but could not build the datasets folder {folder}: {first}") from None
     return folder
-

@@ -105,7 +105,9 @@ def prepare(database: Database) -> Path | None:
         # (alembic_version is made with the tables, in one transaction: a process that migrated
         # a moment ago leaves both, never tables alone.)
         if tables and "alembic_version" not in tables:
-            raise StudioError(f"The database {describe_url(database.url)} has tables but was not made by Agent Studio; use another file.")
+            raise StudioError(
+                f"The database {describe_url(database.url)} has tables but was not made by Agent Studio; use another file."
+            )
         backup = backup_sqlite(database, current) if current is not None and database.is_sqlite else None
         upgrade(database)
         return backup

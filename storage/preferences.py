@@ -104,16 +104,22 @@ class _PageLoader:
     def __init__(self, session: Session, rows: list[PairRow]) -> None:
         self.session, self.rows = session, rows
         episode_ids = sorted({r.left_episode_id for r in rows} | {r.right_episode_id for r in rows})
-        self.episodes = {e.id: e for e in session.scalars(select(EpisodeRow).where(EpisodeRow.id.in_(episode_ids)))} if rows else {}
+        self.episodes = (
+            {e.id: e for e in session.scalars(select(EpisodeRow).where(EpisodeRow.id.in_(episode_ids)))} if rows else {}
+        )
         # Every step of these episodes, without the heavy columns (history and trajectories)...
         light = [getattr(StepRow, c) for c in (*HEAVY_STEP_COLUMNS, "tokens")]
         self.steps: dict[str, list[StepRow]] = defaultdict(list)
         if rows:
-            query = select(StepRow).where(StepRow.episode_id.in_(episode_ids)).order_by(StepRow.episode_id, StepRow.index)
+            query = (
+                select(StepRow).where(StepRow.episode_id.in_(episode_ids)).order_by(StepRow.episode_id, StepRow.index)
+            )
             for step in session.scalars(query.options(*(defer(c) for c in light))):
                 self.steps[step.episode_id].append(step)
         # ...then the frame of each shared observation and the tokens of each side.
-        spots = {(r.left_episode_id, r.step_index or 0) for r in rows} | {(r.right_episode_id, r.step_index) for r in rows if r.step_index is not None}
+        spots = {(r.left_episode_id, r.step_index or 0) for r in rows} | {
+            (r.right_episode_id, r.step_index) for r in rows if r.step_index is not None
+        }
         self.frames: dict[tuple[str, int], Any] = {}
         self.tokens: dict[tuple[str, int], Any] = {}
         if spots:
@@ -123,7 +129,11 @@ class _PageLoader:
             for episode_id, index, frame, tokens in session.execute(query):
                 self.frames[(episode_id, index)], self.tokens[(episode_id, index)] = frame, tokens
         candidate_ids = [c for r in rows for c in (r.left_candidate_id, r.right_candidate_id) if c]
-        self.candidates = {c.id: c for c in session.scalars(select(CandidateRow).where(CandidateRow.id.in_(candidate_ids)))} if candidate_ids else {}
+        self.candidates = (
+            {c.id: c for c in session.scalars(select(CandidateRow).where(CandidateRow.id.in_(candidate_ids)))}
+            if candidate_ids
+            else {}
+        )
 
     def items(self) -> list[QueueItem]:
         return [self._item(row) for row in self.rows]
@@ -139,8 +149,13 @@ class _PageLoader:
         if row.kind == "trajectory":
             history, left, right = [], self._trajectory(row.left_episode_id), self._trajectory(row.right_episode_id)
         else:
-            history = [_blind(step_record(s, heavy=False, tokens=False)) for s in self.steps[row.left_episode_id][:index]]
-            left, right = self._output(row.left_episode_id, index, row.left_candidate_id), self._output(row.right_episode_id, index, row.right_candidate_id)
+            history = [
+                _blind(step_record(s, heavy=False, tokens=False)) for s in self.steps[row.left_episode_id][:index]
+            ]
+            left, right = (
+                self._output(row.left_episode_id, index, row.left_candidate_id),
+                self._output(row.right_episode_id, index, row.right_candidate_id),
+            )
         if row.swapped:
             left, right = right, left
         return QueueItem(
@@ -161,14 +176,30 @@ class _PageLoader:
     def _output(self, episode_id: str, index: int, candidate_id: str | None) -> ShownSide:
         if candidate_id is not None:
             c = candidate_record(self.candidates[candidate_id])
-            return ShownSide(raw=c.raw, thought=c.thought, action=c.action, valid=c.valid, invalid_reason=c.invalid_reason, tokens=c.tokens)
+            return ShownSide(
+                raw=c.raw,
+                thought=c.thought,
+                action=c.action,
+                valid=c.valid,
+                invalid_reason=c.invalid_reason,
+                tokens=c.tokens,
+            )
         step = self._step(episode_id, index)
-        return ShownSide(raw=step.raw, thought=step.thought, action=step.action, valid=step.valid, invalid_reason=step.invalid_reason, tokens=tokens_from_list(self.tokens.get((episode_id, index))))
+        return ShownSide(
+            raw=step.raw,
+            thought=step.thought,
+            action=step.action,
+            valid=step.valid,
+            invalid_reason=step.invalid_reason,
+            tokens=tokens_from_list(self.tokens.get((episode_id, index))),
+        )
 
     def _trajectory(self, episode_id: str) -> ShownSide:
         episode = self.episodes[episode_id]
         steps = [_blind(step_record(s, heavy=False, tokens=False)) for s in self.steps[episode_id]]
-        return ShownSide(steps=steps, success=episode.success, total_return=episode.total_return, end_reason=episode.end_reason)
+        return ShownSide(
+            steps=steps, success=episode.success, total_return=episode.total_return, end_reason=episode.end_reason
+        )
 
 
 class PreferenceStore:
@@ -222,7 +253,13 @@ class PreferenceStore:
             "created_at": precise_now(),
         }
 
-    def pairs_from_candidates(self, env: str | None = None, episode_ids: list[str] | None = None, different_actions: bool = False, step_index: int | None = None) -> PairsMade:
+    def pairs_from_candidates(
+        self,
+        env: str | None = None,
+        episode_ids: list[str] | None = None,
+        different_actions: bool = False,
+        step_index: int | None = None,
+    ) -> PairsMade:
         """Step pairs from every step with candidates: all two-way pairs of its outputs.
 
         The outputs of a step are the one actually taken and each candidate. Two outputs with
@@ -241,7 +278,9 @@ class PreferenceStore:
         made.created, made.already_there = self._insert_pairs(rows())
         return made
 
-    def _step_outputs(self, env: str | None, episode_ids: list[str] | None, step_index: int | None = None) -> Iterator[tuple[str, list[tuple[SideRef, str, str | None]]]]:
+    def _step_outputs(
+        self, env: str | None, episode_ids: list[str] | None, step_index: int | None = None
+    ) -> Iterator[tuple[str, list[tuple[SideRef, str, str | None]]]]:
         """For each step with candidates: its environment and outputs (side, text, action)."""
         with self.db.reading() as session:
             query = (
@@ -261,12 +300,16 @@ class PreferenceStore:
             step_ids = [s.id for s in steps]
             for start in range(0, len(step_ids), 500):
                 chunk = step_ids[start : start + 500]
-                query = select(CandidateRow.step_id, CandidateRow.id, CandidateRow.raw, CandidateRow.action).where(CandidateRow.step_id.in_(chunk))
+                query = select(CandidateRow.step_id, CandidateRow.id, CandidateRow.raw, CandidateRow.action).where(
+                    CandidateRow.step_id.in_(chunk)
+                )
                 for row in session.execute(query.order_by(CandidateRow.step_id, CandidateRow.position)):
                     candidates[row.step_id].append((row.id, row.raw, row.action))
         for step in steps:
             outputs = [(SideRef(step.episode_id, step.index), step.raw, step.action)]
-            outputs += [(SideRef(step.episode_id, step.index, cid), raw, action) for cid, raw, action in candidates[step.id]]
+            outputs += [
+                (SideRef(step.episode_id, step.index, cid), raw, action) for cid, raw, action in candidates[step.id]
+            ]
             yield step.env, outputs
 
     def pairs_from_episodes(self, env: str | None = None) -> PairsMade:
@@ -277,7 +320,9 @@ class PreferenceStore:
         """
         with self.db.reading() as session:
             query = select(EpisodeRow.id, EpisodeRow.env, EpisodeRow.env_options, EpisodeRow.seed).where(
-                EpisodeRow.ended_at.is_not(None), EpisodeRow.forked_at.is_(None), or_(EpisodeRow.end_reason.is_(None), ~EpisodeRow.end_reason.startswith(ABANDONED))
+                EpisodeRow.ended_at.is_not(None),
+                EpisodeRow.forked_at.is_(None),
+                or_(EpisodeRow.end_reason.is_(None), ~EpisodeRow.end_reason.startswith(ABANDONED)),
             )
             if env:
                 query = query.where(EpisodeRow.env == env)
@@ -309,7 +354,9 @@ class PreferenceStore:
         if left_env != right_env:
             raise StudioError(f"Cannot compare episodes of different environments ({left_env} and {right_env}).")
         if left_ref.step_index is not None and (left_obs != right_obs or left_ref.step_index != right_ref.step_index):
-            raise StudioError("These two outputs were produced at different steps or observations; they cannot share a context.")
+            raise StudioError(
+                "These two outputs were produced at different steps or observations; they cannot share a context."
+            )
         kind = "trajectory" if left_ref.step_index is None else "step"
         row = self._pair_row(kind, "manual", left_env, left_ref, right_ref)
         created, _ = self._insert_pairs([row])
@@ -324,7 +371,9 @@ class PreferenceStore:
         if match:
             episode_id, index = match.group(1), int(match.group(2))
             row = session.execute(
-                select(StepRow.observation, EpisodeRow.env).join(EpisodeRow, EpisodeRow.id == StepRow.episode_id).where(StepRow.episode_id == episode_id, StepRow.index == index)
+                select(StepRow.observation, EpisodeRow.env)
+                .join(EpisodeRow, EpisodeRow.id == StepRow.episode_id)
+                .where(StepRow.episode_id == episode_id, StepRow.index == index)
             ).first()
             if row is None:
                 raise StudioError(f"No stored step {index} in episode {episode_id}.")
@@ -339,7 +388,9 @@ class PreferenceStore:
             .where(CandidateRow.id == ref)
         ).first()
         if row is None:
-            raise StudioError(f"No stored episode or candidate with id {ref!r} (an output at a step is EPISODE_ID:STEP).")
+            raise StudioError(
+                f"No stored episode or candidate with id {ref!r} (an output at a step is EPISODE_ID:STEP)."
+            )
         return SideRef(row.episode_id, row.index, ref), row.env, row.observation
 
     def pair(self, pair_id: str) -> PairRecord:
@@ -351,7 +402,12 @@ class PreferenceStore:
 
     def pairs(self, kind: str | None = None, env: str | None = None, source: str | None = None) -> list[PairRecord]:
         with self.db.reading() as session:
-            return [_pair_record(r) for r in session.scalars(self._filtered(select(PairRow), kind, env, source).order_by(PairRow.created_at, PairRow.id))]
+            return [
+                _pair_record(r)
+                for r in session.scalars(
+                    self._filtered(select(PairRow), kind, env, source).order_by(PairRow.created_at, PairRow.id)
+                )
+            ]
 
     @staticmethod
     def _filtered(query, kind: str | None, env: str | None, source: str | None):  # noqa: ANN001, ANN205
@@ -386,21 +442,41 @@ class PreferenceStore:
         judged = exists().where(and_(AnnotationRow.pair_id == PairRow.id, AnnotationRow.annotator_id == annotator_id))
         return select(PairRow).where(~judged)
 
-    def queue(self, annotator: str, limit: int = 10, kind: str | None = None, env: str | None = None, source: str | None = None) -> list[QueueItem]:
+    def queue(
+        self,
+        annotator: str,
+        limit: int = 10,
+        kind: str | None = None,
+        env: str | None = None,
+        source: str | None = None,
+    ) -> list[QueueItem]:
         """The next pairs this annotator has not judged, in the queue's stable random order."""
         with self.db.reading() as session:
             annotator_id = self._annotator_id(session, annotator, create=False)
-            query = self._filtered(self._unjudged(annotator_id), kind, env, source).order_by(PairRow.shuffle, PairRow.id).limit(limit)
+            query = (
+                self._filtered(self._unjudged(annotator_id), kind, env, source)
+                .order_by(PairRow.shuffle, PairRow.id)
+                .limit(limit)
+            )
             return _PageLoader(session, session.scalars(query).all()).items()
 
-    def progress(self, annotator: str, kind: str | None = None, env: str | None = None, source: str | None = None) -> tuple[int, int]:
+    def progress(
+        self, annotator: str, kind: str | None = None, env: str | None = None, source: str | None = None
+    ) -> tuple[int, int]:
         """(pairs this annotator judged, pairs in total) under the filters."""
         with self.db.reading() as session:
             total = session.scalar(self._filtered(select(func.count()).select_from(PairRow), kind, env, source)) or 0
-            annotator_id = self._annotator_id(session, annotator, create=False) if str(annotator or "").strip() else None
+            annotator_id = (
+                self._annotator_id(session, annotator, create=False) if str(annotator or "").strip() else None
+            )
             if annotator_id is None:
                 return 0, total
-            judged_query = select(func.count()).select_from(PairRow).join(AnnotationRow, AnnotationRow.pair_id == PairRow.id).where(AnnotationRow.annotator_id == annotator_id)
+            judged_query = (
+                select(func.count())
+                .select_from(PairRow)
+                .join(AnnotationRow, AnnotationRow.pair_id == PairRow.id)
+                .where(AnnotationRow.annotator_id == annotator_id)
+            )
             return session.scalar(self._filtered(judged_query, kind, env, source)) or 0, total
 
     def item(self, pair_id: str) -> QueueItem:
@@ -439,9 +515,20 @@ class PreferenceStore:
                 raise StudioError(f"No pair with id {str(pair_id)[:64]!r}.")
             stored = SWAP[value] if as_shown and pair.swapped else value
             annotator_id = self._annotator_id(session, annotator, create=True)
-            row = session.scalars(select(AnnotationRow).where(AnnotationRow.pair_id == pair_id, AnnotationRow.annotator_id == annotator_id)).first()
+            row = session.scalars(
+                select(AnnotationRow).where(
+                    AnnotationRow.pair_id == pair_id, AnnotationRow.annotator_id == annotator_id
+                )
+            ).first()
             now = precise_now()
-            fields = {"choice": stored, "rationale": str(rationale or ""), "tags": tag_list, "confidence": confidence, "seconds": seconds, "updated_at": now}
+            fields = {
+                "choice": stored,
+                "rationale": str(rationale or ""),
+                "tags": tag_list,
+                "confidence": confidence,
+                "seconds": seconds,
+                "updated_at": now,
+            }
             if row is None:
                 row = AnnotationRow(pair_id=pair_id, annotator_id=annotator_id, created_at=now, previous=None, **fields)
                 session.add(row)
@@ -478,7 +565,10 @@ class PreferenceStore:
             if annotator_id is None:
                 return None
             row = session.scalars(
-                select(AnnotationRow).where(AnnotationRow.annotator_id == annotator_id).order_by(AnnotationRow.updated_at.desc(), AnnotationRow.id.desc()).limit(1)
+                select(AnnotationRow)
+                .where(AnnotationRow.annotator_id == annotator_id)
+                .order_by(AnnotationRow.updated_at.desc(), AnnotationRow.id.desc())
+                .limit(1)
             ).first()
             if row is None:
                 return None
@@ -491,30 +581,48 @@ class PreferenceStore:
             return row.pair_id
 
     def annotations(self, pair_id: str | None = None, annotator: str | None = None) -> list[AnnotationRecord]:
-        query = select(AnnotationRow, AnnotatorRow.name).join(AnnotatorRow, AnnotatorRow.id == AnnotationRow.annotator_id)
+        query = select(AnnotationRow, AnnotatorRow.name).join(
+            AnnotatorRow, AnnotatorRow.id == AnnotationRow.annotator_id
+        )
         if pair_id:
             query = query.where(AnnotationRow.pair_id == pair_id)
         if annotator:
             query = query.where(AnnotatorRow.name == normalize_annotator(annotator))
         with self.db.reading() as session:
-            return [self._annotation_record(row, name) for row, name in session.execute(query.order_by(AnnotationRow.updated_at, AnnotationRow.id))]
+            return [
+                self._annotation_record(row, name)
+                for row, name in session.execute(query.order_by(AnnotationRow.updated_at, AnnotationRow.id))
+            ]
 
     # -- step labels ---------------------------------------------------------------------------
-    def label_step(self, episode_id: str, step_index: int, annotator: str, label: str, note: str = "") -> StepLabelRecord:
+    def label_step(
+        self, episode_id: str, step_index: int, annotator: str, label: str, note: str = ""
+    ) -> StepLabelRecord:
         """Label one step (good / neutral / bad, or correct / redundant / erroneous); again to change it."""
         value = str(label).strip().lower()
         if value not in STEP_LABELS:
             raise StudioError(f"Unknown step label {label!r}: use one of {', '.join(STEP_LABELS)}.")
 
         def label(session: Session) -> StepLabelRecord:
-            step_id = session.scalar(select(StepRow.id).where(StepRow.episode_id == episode_id, StepRow.index == step_index))
+            step_id = session.scalar(
+                select(StepRow.id).where(StepRow.episode_id == episode_id, StepRow.index == step_index)
+            )
             if step_id is None:
                 raise StudioError(f"No stored step {step_index} in episode {str(episode_id)[:64]}.")
             annotator_id = self._annotator_id(session, annotator, create=True)
-            row = session.scalars(select(StepLabelRow).where(StepLabelRow.step_id == step_id, StepLabelRow.annotator_id == annotator_id)).first()
+            row = session.scalars(
+                select(StepLabelRow).where(StepLabelRow.step_id == step_id, StepLabelRow.annotator_id == annotator_id)
+            ).first()
             now = precise_now()
             if row is None:
-                row = StepLabelRow(step_id=step_id, annotator_id=annotator_id, label=value, note=str(note or ""), created_at=now, updated_at=now)
+                row = StepLabelRow(
+                    step_id=step_id,
+                    annotator_id=annotator_id,
+                    label=value,
+                    note=str(note or ""),
+                    created_at=now,
+                    updated_at=now,
+                )
                 session.add(row)
                 session.flush()
             else:
@@ -525,19 +633,31 @@ class PreferenceStore:
 
     def step_labels(self, episode_id: str | None = None) -> list[StepLabelRecord]:
         query = (
-            select(StepRow.episode_id, StepRow.index, AnnotatorRow.name, StepLabelRow.label, StepLabelRow.note, StepLabelRow.updated_at)
+            select(
+                StepRow.episode_id,
+                StepRow.index,
+                AnnotatorRow.name,
+                StepLabelRow.label,
+                StepLabelRow.note,
+                StepLabelRow.updated_at,
+            )
             .join(StepRow, StepRow.id == StepLabelRow.step_id)
             .join(AnnotatorRow, AnnotatorRow.id == StepLabelRow.annotator_id)
         )
         if episode_id:
             query = query.where(StepRow.episode_id == episode_id)
         with self.db.reading() as session:
-            return [StepLabelRecord(*row) for row in session.execute(query.order_by(StepRow.episode_id, StepRow.index, AnnotatorRow.name))]
+            return [
+                StepLabelRecord(*row)
+                for row in session.execute(query.order_by(StepRow.episode_id, StepRow.index, AnnotatorRow.name))
+            ]
 
     # -- numbers -------------------------------------------------------------------------------
     def votes(self) -> dict[str, dict[str, str]]:
         """pair id -> annotator -> choice (of the stored pair)."""
-        query = select(AnnotationRow.pair_id, AnnotatorRow.name, AnnotationRow.choice).join(AnnotatorRow, AnnotatorRow.id == AnnotationRow.annotator_id)
+        query = select(AnnotationRow.pair_id, AnnotatorRow.name, AnnotationRow.choice).join(
+            AnnotatorRow, AnnotatorRow.id == AnnotationRow.annotator_id
+        )
         votes: dict[str, dict[str, str]] = defaultdict(dict)
         with self.db.reading() as session:
             for pair_id, name, choice in session.execute(query):
@@ -552,10 +672,16 @@ class PreferenceStore:
         with self.db.reading() as session:
             pairs_by_kind = dict(session.execute(select(PairRow.kind, func.count()).group_by(PairRow.kind)).all())
             per_annotator = dict(
-                session.execute(select(AnnotatorRow.name, func.count()).join(AnnotationRow, AnnotationRow.annotator_id == AnnotatorRow.id).group_by(AnnotatorRow.name)).all()
+                session.execute(
+                    select(AnnotatorRow.name, func.count())
+                    .join(AnnotationRow, AnnotationRow.annotator_id == AnnotatorRow.id)
+                    .group_by(AnnotatorRow.name)
+                ).all()
             )
             by_side = session.execute(
-                select(AnnotationRow.choice, PairRow.swapped, func.count()).join(PairRow, AnnotationRow.pair_id == PairRow.id).group_by(AnnotationRow.choice, PairRow.swapped)
+                select(AnnotationRow.choice, PairRow.swapped, func.count())
+                .join(PairRow, AnnotationRow.pair_id == PairRow.id)
+                .group_by(AnnotationRow.choice, PairRow.swapped)
             ).all()
             labels = session.scalar(select(func.count()).select_from(StepLabelRow)) or 0
         choices: Counter[str] = Counter()
@@ -583,7 +709,6 @@ def majority(choices: Iterable[str]) -> str | None:
     return ranked[0][0]
 
 
-
 class CandidatePairSink:
     """A runner sink that queues the pairs of each step with candidates as soon as it is stored.
 
@@ -597,7 +722,9 @@ class CandidatePairSink:
     def handle(self, event: Any) -> None:
         if event.kind == "step" and event.step is not None and event.step.candidates:
             try:
-                self.preferences.pairs_from_candidates(episode_ids=[event.episode.id], step_index=event.step.index)  # this step only
+                self.preferences.pairs_from_candidates(
+                    episode_ids=[event.episode.id], step_index=event.step.index
+                )  # this step only
             except SQLAlchemyError as exc:  # the step itself is stored: say so, and how to make its pairs later
                 raise StudioError(
                     f"Step {event.step.index} is stored, but its candidate pairs could not be queued ({first_line(exc)}); "

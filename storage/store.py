@@ -1,10 +1,10 @@
 """The store: one object per database, with episodes and preference data.
 
-    store = open_store("runs.db")          # a file path, an SQLAlchemy URL, or None (default file)
-    runner = EpisodeRunner("gridworld", policy, sinks=[store.episodes.sink()])
-    store.preferences.pairs_from_candidates()
-    item = store.preferences.queue("ada")[0]
-    store.preferences.annotate(item.pair_id, "ada", "left")
+store = open_store("runs.db")          # a file path, an SQLAlchemy URL, or None (default file)
+runner = EpisodeRunner("gridworld", policy, sinks=[store.episodes.sink()])
+store.preferences.pairs_from_candidates()
+item = store.preferences.queue("ada")[0]
+store.preferences.annotate(item.pair_id, "ada", "left")
 """
 
 from __future__ import annotations

@@ -57,7 +57,9 @@ class StudioSession:
         """An episode opened from the store: shown read-only until it is forked."""
         self.overlay: Episode | None = None
         """Another episode drawn over this one in the plots (e.g. model B on the same seed)."""
-        self._attention: dict[tuple[Any, ...], Any] = {}  # computed maps, not view state: the same question is not asked of the model twice
+        self._attention: dict[
+            tuple[Any, ...], Any
+        ] = {}  # computed maps, not view state: the same question is not asked of the model twice
         self._policy_key: tuple[Any, ...] | None = None
         self._lock = threading.RLock()
 
@@ -67,7 +69,9 @@ class StudioSession:
         return self
 
     # -- models ---------------------------------------------------------------------------------
-    def load_model(self, slot: str, name: str, device: str = "auto", dtype: str = "auto", progress: ProgressCallback = no_progress) -> dict[str, Any]:
+    def load_model(
+        self, slot: str, name: str, device: str = "auto", dtype: str = "auto", progress: ProgressCallback = no_progress
+    ) -> dict[str, Any]:
         """Load ``name`` into slot A or B (shared with other sessions that load the same model).
 
         The name comes from a user of the web app: the session's :class:`ModelAccess` (the
@@ -77,7 +81,14 @@ class StudioSession:
         name = check_model_name(name or "")
         if not name:
             raise StudioError("Give a model: default, a hub id (e.g. Qwen/Qwen2.5-0.5B-Instruct) or a local folder.")
-        backend = self.registry.load(name, device=str(device or "auto"), dtype=str(dtype or "auto"), progress=progress, holder=self.id, access=self.access)
+        backend = self.registry.load(
+            name,
+            device=str(device or "auto"),
+            dtype=str(dtype or "auto"),
+            progress=progress,
+            holder=self.id,
+            access=self.access,
+        )
         previous, self.models[slot] = self.models[slot], backend
         if previous is not None and previous is not backend and previous not in self.models.values():
             self.registry.release(previous, self.id)
@@ -122,9 +133,19 @@ class StudioSession:
         backend = self.models[slot]
         if backend is None:
             raise StudioError(f"Model {slot} is not loaded: load one in the Models tab, or pick another policy.")
-        sampling = SamplingParams(temperature=settings.temperature, top_p=settings.top_p, max_new_tokens=settings.max_new_tokens, seed=settings.seed)
+        sampling = SamplingParams(
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            max_new_tokens=settings.max_new_tokens,
+            seed=settings.seed,
+        )
         try:
-            config = ReActConfig(action_mode=settings.action_mode, sampling=sampling, candidates=settings.candidates, few_shot=settings.few_shot)
+            config = ReActConfig(
+                action_mode=settings.action_mode,
+                sampling=sampling,
+                candidates=settings.candidates,
+                few_shot=settings.few_shot,
+            )
         except ValueError as exc:
             raise StudioError(str(exc)) from None
         return ReActPolicy(backend, config)
@@ -179,7 +200,12 @@ class StudioSession:
         return episode.steps[-1].next_observation if episode is not None and episode.steps else ""
 
     def valid_actions(self) -> list[str] | None:
-        if self.viewing is None and self.runner is not None and self.runner.has_episode and not self.runner.episode.done:
+        if (
+            self.viewing is None
+            and self.runner is not None
+            and self.runner.has_episode
+            and not self.runner.episode.done
+        ):
             return self.runner.env.valid_actions()
         return None
 
@@ -187,10 +213,16 @@ class StudioSession:
         """A new episode with ``settings`` (or the current ones)."""
         with self._lock:
             settings = settings or self.settings
-            probe = make_env(settings.env, settings.env_options)  # a bad environment or option fails here, nothing changes
+            probe = make_env(
+                settings.env, settings.env_options
+            )  # a bad environment or option fails here, nothing changes
             policy = self.make_policy(settings)
             config = RunnerConfig(max_steps=settings.max_steps, record_frames=True)
-            same_env = self.runner is not None and self.runner.env_name == settings.env and self.runner.env.options == probe.options
+            same_env = (
+                self.runner is not None
+                and self.runner.env_name == settings.env
+                and self.runner.env.options == probe.options
+            )
             if same_env and self.runner.config == config:
                 self.runner.policy = policy
             else:
@@ -253,10 +285,14 @@ class StudioSession:
             episode = self.episode
             if episode is None:
                 raise StudioError("No episode to fork: reset or open one first.")
-            settings = replace(self.settings, env=episode.env, env_options=dict(episode.env_options), seed=episode.seed or 0)
+            settings = replace(
+                self.settings, env=episode.env, env_options=dict(episode.env_options), seed=episode.seed or 0
+            )
             policy = self.make_policy(settings)
             if self.runner is None:
-                self.runner = EpisodeRunner(episode.env, policy, episode.env_options, sinks=self.sinks, config=RunnerConfig(record_frames=True))
+                self.runner = EpisodeRunner(
+                    episode.env, policy, episode.env_options, sinks=self.sinks, config=RunnerConfig(record_frames=True)
+                )
             else:
                 self.runner.policy = policy
             forked = self.runner.fork(episode, int(at))
@@ -278,16 +314,26 @@ class StudioSession:
         if backend is None:
             raise StudioError(f"Model {_slot(slot)} is not loaded.")
         if not backend.capabilities.attention:
-            raise StudioError(f"Model {_slot(slot)} ({backend.info.get('id')}) cannot show its attention (it is not a local transformers model).")
+            raise StudioError(
+                f"Model {_slot(slot)} ({backend.info.get('id')}) cannot show its attention (it is not a local transformers model)."
+            )
         if not step.prompt:
-            raise StudioError(f"Step {step.index} was taken by {step.actor or 'someone'} without a model prompt: nothing to look into.")
+            raise StudioError(
+                f"Step {step.index} was taken by {step.actor or 'someone'} without a model prompt: nothing to look into."
+            )
         chosen = step.output(output)  # "taken" or "candidate N"; anything else is one line
         text, tokens = chosen.raw, chosen.tokens
         key = (episode.id, step.index, output, id(backend), rollout)
         if key not in self._attention:
             images = [step.frame] if backend.capabilities.images and step.frame is not None else None
             self._attention[key] = backend.attention(
-                step.prompt, text, images=images, instruction=episode.instruction, observation=step.observation, rollout=rollout, written=policy_written(text, tokens)
+                step.prompt,
+                text,
+                images=images,
+                instruction=episode.instruction,
+                observation=step.observation,
+                rollout=rollout,
+                written=policy_written(text, tokens),
             )
             while len(self._attention) > 8:  # a few steps' worth; each map is layers × heads × tokens × prompt
                 self._attention.pop(next(iter(self._attention)))
@@ -320,4 +366,3 @@ def _slot(slot: str) -> str:
     if value not in SLOTS:
         raise StudioError(f"Unknown model slot {slot!r}: use A or B.")
     return value
-

@@ -83,7 +83,9 @@ class Setting:
             return value
         if kind == "json":
             text = short_text(value if value is not None else "", what, MAX_OPTIONS_CHARS) or "{}"
-            parsed = parse_json(text, f'{what} (a JSON object such as {{"size": 9}})') if isinstance(value, str) else value
+            parsed = (
+                parse_json(text, f'{what} (a JSON object such as {{"size": 9}})') if isinstance(value, str) else value
+            )
             if not isinstance(parsed, dict):
                 raise StudioError(f'{what} must be a JSON object such as {{"size": 9}}.')
             return parsed
@@ -98,7 +100,12 @@ class Setting:
             return real_number(value, what, self.minimum, self.maximum)
         if value in (None, "") and self.zero_means:
             value = 0
-        number = whole_number(value, what, int(self.minimum) if self.minimum is not None else None, int(self.maximum) if self.maximum is not None else None)
+        number = whole_number(
+            value,
+            what,
+            int(self.minimum) if self.minimum is not None else None,
+            int(self.maximum) if self.maximum is not None else None,
+        )
         return None if self.zero_means and number == 0 else number
 
 
@@ -119,21 +126,104 @@ def setting(default: Any, label: str, help: str, **options: Any) -> Any:
 class EpisodeSettings:
     """What the next reset uses (and, for the policy fields, the next step)."""
 
-    env: str = setting("gridworld", "Environment", "a registered environment (agent-studio envs) or a family member such as gym:FrozenLake-v1", widget="dropdown", group="episode", custom=True, cli=False)
-    env_options: dict[str, Any] = setting({}, "Options", "the environment's options, a JSON object", widget="json", group="episode", custom=True, cli=False)
-    seed: int = setting(0, "Seed", "the episode's seed (run: of the first episode; episode k uses seed+k)", group="episode", minimum=0, maximum=MAX_SEED, expected=f"a seed from 0 to {MAX_SEED}")
+    env: str = setting(
+        "gridworld",
+        "Environment",
+        "a registered environment (agent-studio envs) or a family member such as gym:FrozenLake-v1",
+        widget="dropdown",
+        group="episode",
+        custom=True,
+        cli=False,
+    )
+    env_options: dict[str, Any] = setting(
+        {},
+        "Options",
+        "the environment's options, a JSON object",
+        widget="json",
+        group="episode",
+        custom=True,
+        cli=False,
+    )
+    seed: int = setting(
+        0,
+        "Seed",
+        "the episode's seed (run: of the first episode; episode k uses seed+k)",
+        group="episode",
+        minimum=0,
+        maximum=MAX_SEED,
+        expected=f"a seed from 0 to {MAX_SEED}",
+    )
     policy: str = setting("react-a", "Policy", "who acts", widget="dropdown", group="policy", custom=True, cli=False)
-    action_mode: str = setting("generate", "Action mode", "generate the action, or score every valid action", widget="radio", group="policy", choices=("generate", "score"))
-    temperature: float = setting(SAMPLING.temperature, "Temperature (0 = greedy)", f"sampling temperature, 0 is greedy (run: {SAMPLING_FOR_CANDIDATES} when --candidates > 1 unless given)", widget="slider", minimum=0.0, maximum=2.0, step=0.05, real=True, expected="a temperature from 0 to 2")
-    top_p: float = setting(SAMPLING.top_p, "Top-p", "nucleus sampling mass", widget="slider", minimum=0.01, maximum=1.0, step=0.05, real=True, widget_minimum=0.05)
-    max_new_tokens: int = setting(SAMPLING.max_new_tokens, "Max new tokens", "tokens a model may write per step", widget="slider", minimum=1, maximum=4096, step=8, widget_minimum=8, widget_maximum=256)
-    candidates: int = setting(1, "Candidates K", "outputs sampled per step in one batch (the others are kept as candidates)", widget="slider", minimum=1, maximum=16, step=1, widget_maximum=8)
-    max_steps: int | None = setting(None, "Step limit (0 = the environment's)", "steps before the episode is cut", minimum=0, maximum=MAX_ITEMS, zero_means="the environment's")
-    few_shot: bool = setting(True, "Few-shot example", "show the model a short example episode in the prompt", widget="checkbox")
+    action_mode: str = setting(
+        "generate",
+        "Action mode",
+        "generate the action, or score every valid action",
+        widget="radio",
+        group="policy",
+        choices=("generate", "score"),
+    )
+    temperature: float = setting(
+        SAMPLING.temperature,
+        "Temperature (0 = greedy)",
+        f"sampling temperature, 0 is greedy (run: {SAMPLING_FOR_CANDIDATES} when --candidates > 1 unless given)",
+        widget="slider",
+        minimum=0.0,
+        maximum=2.0,
+        step=0.05,
+        real=True,
+        expected="a temperature from 0 to 2",
+    )
+    top_p: float = setting(
+        SAMPLING.top_p,
+        "Top-p",
+        "nucleus sampling mass",
+        widget="slider",
+        minimum=0.01,
+        maximum=1.0,
+        step=0.05,
+        real=True,
+        widget_minimum=0.05,
+    )
+    max_new_tokens: int = setting(
+        SAMPLING.max_new_tokens,
+        "Max new tokens",
+        "tokens a model may write per step",
+        widget="slider",
+        minimum=1,
+        maximum=4096,
+        step=8,
+        widget_minimum=8,
+        widget_maximum=256,
+    )
+    candidates: int = setting(
+        1,
+        "Candidates K",
+        "outputs sampled per step in one batch (the others are kept as candidates)",
+        widget="slider",
+        minimum=1,
+        maximum=16,
+        step=1,
+        widget_maximum=8,
+    )
+    max_steps: int | None = setting(
+        None,
+        "Step limit (0 = the environment's)",
+        "steps before the episode is cut",
+        minimum=0,
+        maximum=MAX_ITEMS,
+        zero_means="the environment's",
+    )
+    few_shot: bool = setting(
+        True, "Few-shot example", "show the model a short example episode in the prompt", widget="checkbox"
+    )
 
     def policy_fields(self) -> tuple[Any, ...]:
         """The values that make two policies the same (every field but the environment's)."""
-        return tuple(getattr(self, spec.name) for spec, _setting in schema(type(self)) if spec.name not in ("env", "env_options", "seed", "max_steps"))
+        return tuple(
+            getattr(self, spec.name)
+            for spec, _setting in schema(type(self))
+            if spec.name not in ("env", "env_options", "seed", "max_steps")
+        )
 
 
 def schema(cls: type = EpisodeSettings) -> list[tuple[Any, Setting]]:
@@ -145,7 +235,9 @@ def default_of(spec: Any) -> Any:
     return spec.default_factory() if spec.default is MISSING else spec.default
 
 
-def settings_from(values: dict[str, Any], cls: type = EpisodeSettings, base: EpisodeSettings | None = None) -> EpisodeSettings:
+def settings_from(
+    values: dict[str, Any], cls: type = EpisodeSettings, base: EpisodeSettings | None = None
+) -> EpisodeSettings:
     """Settings from named values (widgets, an API call, CLI flags): each checked by its Setting;
     names not given keep ``base``'s value (or the default). An unknown name is one line."""
     known = {spec.name: setting for spec, setting in schema(cls)}

@@ -119,7 +119,12 @@ class TokenInfo:
     """Log-probability the model gave this token at its position (raw distribution: temperature 1, no top-p)."""
     entropy: float | None = None
     """Entropy (nats) of the model's next-token distribution at this position (None where not computed)."""
-    origin: str = field(default="model", metadata=limits(pattern=re.compile("|".join(TOKEN_ORIGINS)), expected=f"expected one of {', '.join(TOKEN_ORIGINS)}"))
+    origin: str = field(
+        default="model",
+        metadata=limits(
+            pattern=re.compile("|".join(TOKEN_ORIGINS)), expected=f"expected one of {', '.join(TOKEN_ORIGINS)}"
+        ),
+    )
     """Who wrote it: one of :data:`TOKEN_ORIGINS`."""
 
     @property
@@ -135,7 +140,13 @@ class TokenInfo:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TokenInfo:
-        return cls(id=data["id"], text=data["text"], logprob=data["logprob"], entropy=data.get("entropy"), origin=data.get("origin", "model"))
+        return cls(
+            id=data["id"],
+            text=data["text"],
+            logprob=data["logprob"],
+            entropy=data.get("entropy"),
+            origin=data.get("origin", "model"),
+        )
 
 
 def tokens_to_list(tokens: list[TokenInfo] | None) -> list[dict[str, Any]] | None:
@@ -263,7 +274,13 @@ class Step:
     def outputs(self) -> list[Output]:
         """The output taken, then each candidate, as :class:`Output` records."""
         taken = Output(TAKEN, self.raw, self.thought, self.action, self.valid, self.invalid_reason, self.tokens)
-        return [taken, *(Output(f"candidate {number}", c.raw, c.thought, c.action, c.valid, c.invalid_reason, c.tokens, c.id) for number, c in enumerate(self.candidates, 1))]
+        return [
+            taken,
+            *(
+                Output(f"candidate {number}", c.raw, c.thought, c.action, c.valid, c.invalid_reason, c.tokens, c.id)
+                for number, c in enumerate(self.candidates, 1)
+            ),
+        ]
 
     def output(self, name: str) -> Output:
         """The output called ``name``; a one-line StudioError naming the step's outputs if none is."""
@@ -346,7 +363,9 @@ class Episode:
     def done(self) -> bool:
         """True once the last step terminated or truncated the episode, or the episode was ended
         otherwise (e.g. stopped because a step could not be stored)."""
-        return self.ended_at is not None or (bool(self.steps) and (self.steps[-1].terminated or self.steps[-1].truncated))
+        return self.ended_at is not None or (
+            bool(self.steps) and (self.steps[-1].terminated or self.steps[-1].truncated)
+        )
 
     def summary(self) -> dict[str, Any]:
         """The fields the CLI prints per episode."""
@@ -364,7 +383,13 @@ class Episode:
     def outputs(self) -> list[Output]:
         """The output taken, then each candidate, as :class:`Output` records."""
         taken = Output(TAKEN, self.raw, self.thought, self.action, self.valid, self.invalid_reason, self.tokens)
-        return [taken, *(Output(f"candidate {number}", c.raw, c.thought, c.action, c.valid, c.invalid_reason, c.tokens, c.id) for number, c in enumerate(self.candidates, 1))]
+        return [
+            taken,
+            *(
+                Output(f"candidate {number}", c.raw, c.thought, c.action, c.valid, c.invalid_reason, c.tokens, c.id)
+                for number, c in enumerate(self.candidates, 1)
+            ),
+        ]
 
     def output(self, name: str) -> Output:
         """The output called ``name``; a one-line StudioError naming the step's outputs if none is."""

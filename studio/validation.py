@@ -252,7 +252,12 @@ def whole_number(value: Any, what: str, low: int | None = None, high: int | None
     """A whole number from a widget or an API call (which may send text, NaN or 1e308); one line if not."""
     try:
         number = float(value) if isinstance(value, str) else value
-        if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number) or number != int(number):
+        if (
+            isinstance(number, bool)
+            or not isinstance(number, (int, float))
+            or not math.isfinite(number)
+            or number != int(number)
+        ):
             raise ValueError
         result = int(number)
     except (TypeError, ValueError, OverflowError):
@@ -275,7 +280,11 @@ def real_number(value: Any, what: str, low: float | None = None, high: float | N
 
 def _check_range(value: float, what: str, low: float | None, high: float | None, kind: str) -> None:
     if (low is not None and value < low) or (high is not None and value > high):
-        bounds = f"from {_plain(low)} to {_plain(high)}" if low is not None and high is not None else (f"of at least {_plain(low)}" if low is not None else f"of at most {_plain(high)}")
+        bounds = (
+            f"from {_plain(low)} to {_plain(high)}"
+            if low is not None and high is not None
+            else (f"of at least {_plain(low)}" if low is not None else f"of at most {_plain(high)}")
+        )
         raise StudioError(f"{what} must be {kind} {bounds}.")
 
 

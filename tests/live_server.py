@@ -51,7 +51,12 @@ def running_studio(*args: str, timeout: float = 120, env: dict[str, str] | None 
     # The server's output goes to a file, never an unread pipe (a full pipe would block the server).
     log = tempfile.NamedTemporaryFile("w+", prefix="agent-studio-server-", suffix=".log", delete=False)
     server = subprocess.Popen(
-        [sys.executable, "app.py", "serve", "--port", str(port), *args], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})}
+        [sys.executable, "app.py", "serve", "--port", str(port), *args],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **(env or {})},
     )
     url = f"http://127.0.0.1:{port}/"
     LOGS[url] = Path(log.name)
@@ -82,7 +87,9 @@ SLOW_MODEL = ROOT / "tests" / "data" / "slow_model.json"
 
 
 @contextlib.contextmanager
-def studio_in_chromium(db: Path, model: str = f"scripted:{XSS_MODEL}", env: dict[str, str] | None = None) -> Iterator[dict]:
+def studio_in_chromium(
+    db: Path, model: str = f"scripted:{XSS_MODEL}", env: dict[str, str] | None = None
+) -> Iterator[dict]:
     """A studio whose new sessions get ``model`` in slot A (by default the scripted XSS model: fast
     to start), and Chromium to drive it."""
     import pytest
@@ -90,7 +97,10 @@ def studio_in_chromium(db: Path, model: str = f"scripted:{XSS_MODEL}", env: dict
 
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: run `bash scripts/setup.sh --test` (it installs Chromium)")
-    with running_studio("--model", model, "--db", str(db), timeout=300, env=env) as url, sync_playwright() as playwright:
+    with (
+        running_studio("--model", model, "--db", str(db), timeout=300, env=env) as url,
+        sync_playwright() as playwright,
+    ):
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
             yield {"url": url, "browser": browser, "db": db}

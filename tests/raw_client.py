@@ -31,14 +31,24 @@ def handler_of(config: dict[str, Any], elem_id: str, event: str = "click") -> in
     raise KeyError(f"{elem_id}.{event}")
 
 
-def call(url: str, fn_index: int, data: list[Any], client: httpx.Client | None = None, timeout: float = 120, session: str | None = None) -> dict[str, Any]:
+def call(
+    url: str,
+    fn_index: int,
+    data: list[Any],
+    client: httpx.Client | None = None,
+    timeout: float = 120,
+    session: str | None = None,
+) -> dict[str, Any]:
     """Run handler ``fn_index`` with ``data`` in ``session`` (a browser tab; a new one by default);
     return the final message (``output``, or an error)."""
     own = client is None
     client = client or httpx.Client(timeout=timeout)
     session = session or uuid.uuid4().hex[:11]
     try:
-        joined = client.post(f"{url}gradio_api/queue/join", json={"data": data, "fn_index": fn_index, "session_hash": session, "event_data": None, "trigger_id": None})
+        joined = client.post(
+            f"{url}gradio_api/queue/join",
+            json={"data": data, "fn_index": fn_index, "session_hash": session, "event_data": None, "trigger_id": None},
+        )
         if joined.status_code != 200:
             return {"status": joined.status_code, "error": joined.text}
         with client.stream("GET", f"{url}gradio_api/queue/data", params={"session_hash": session}) as stream:

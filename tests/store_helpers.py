@@ -23,16 +23,33 @@ def new_store(tmp_path: Path, name: str = "studio.db") -> Store:
     return open_store(tmp_path / name)
 
 
-def run_react(store: Store, seed: int = 0, steps: int = 3, candidates: int = 3, env: str = "gridworld", outputs: list[str] | None = None, frames: bool = True) -> Episode:
+def run_react(
+    store: Store,
+    seed: int = 0,
+    steps: int = 3,
+    candidates: int = 3,
+    env: str = "gridworld",
+    outputs: list[str] | None = None,
+    frames: bool = True,
+) -> Episode:
     """A scripted ReAct episode with candidates, stored step by step."""
     policy = ReActPolicy(ScriptedBackend(outputs or OUTPUTS), ReActConfig(candidates=candidates))
-    runner = EpisodeRunner(env, policy, sinks=[store.episodes.sink()], config=RunnerConfig(max_steps=steps, record_frames=frames))
+    runner = EpisodeRunner(
+        env, policy, sinks=[store.episodes.sink()], config=RunnerConfig(max_steps=steps, record_frames=frames)
+    )
     runner.reset(seed=seed)
     return runner.run()
 
 
-def run_scripted(store: Store, policy: str, seed: int = 0, env: str = "gridworld", max_steps: int | None = None) -> Episode:
+def run_scripted(
+    store: Store, policy: str, seed: int = 0, env: str = "gridworld", max_steps: int | None = None
+) -> Episode:
     """An expert or random episode, stored."""
-    runner = EpisodeRunner(env, make_policy(policy), sinks=[store.episodes.sink()], config=RunnerConfig(max_steps=max_steps, record_frames=False))
+    runner = EpisodeRunner(
+        env,
+        make_policy(policy),
+        sinks=[store.episodes.sink()],
+        config=RunnerConfig(max_steps=max_steps, record_frames=False),
+    )
     runner.reset(seed=seed)
     return runner.run()

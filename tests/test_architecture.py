@@ -1,4 +1,6 @@
-"""The dependency rules of DESIGN.md, checked."""
+"""The dependency rules of the README's architecture section, checked: studio/ imports neither
+gradio, sqlalchemy, storage/ nor components/, and loads no torch at import; only components/
+imports gradio."""
 
 from __future__ import annotations
 
@@ -45,7 +47,9 @@ def test_only_components_import_gradio() -> None:
     offenders = [
         str(path.relative_to(ROOT))
         for path in ROOT.rglob("*.py")
-        if ".venv" not in path.parts and "components" not in path.parts and "tests" not in path.parts
+        if ".venv" not in path.parts
+        and "components" not in path.parts
+        and "tests" not in path.parts
         and "gradio" in imported_modules(path)
     ]
     assert offenders == []

@@ -40,13 +40,18 @@ def reference(model, inputs: dict) -> np.ndarray:
 @pytest.mark.parametrize("build", [tiny_llama, tiny_gpt2])
 def test_rows_equal_a_plain_eager_pass(build, tokenizer) -> None:
     backend = TransformersBackend(build(tokenizer), tokenizer)
-    result = backend.attention(messages(), OUTPUT, span="generated", instruction="fetch the key K.", observation="#####\n#@.K#\n#####")
+    result = backend.attention(
+        messages(), OUTPUT, span="generated", instruction="fetch the key K.", observation="#####\n#@.K#\n#####"
+    )
     ids = tokenizer(backend.render(messages()) + OUTPUT, add_special_tokens=False)["input_ids"]
     full = reference(backend.model, {"input_ids": torch.tensor([ids])})
     assert result.weights.shape == (full.shape[0], full.shape[1], len(result.rows), len(ids))
     np.testing.assert_allclose(result.weights, full[:, :, result.rows, :], atol=1e-5)
     assert backend.model.config._attn_implementation == "sdpa" or build is tiny_gpt2  # switched back after the pass
-    assert result.rows == list(range(result.prompt_length, len(ids))) and "".join(result.tokens[result.prompt_length:]) == OUTPUT
+    assert (
+        result.rows == list(range(result.prompt_length, len(ids)))
+        and "".join(result.tokens[result.prompt_length :]) == OUTPUT
+    )
 
 
 def test_rows_equal_a_plain_eager_pass_for_an_image_text_model(tokenizer) -> None:
@@ -66,7 +71,9 @@ def test_rows_equal_a_plain_eager_pass_for_an_image_text_model(tokenizer) -> Non
 def test_each_row_is_a_distribution_and_segments_are_found(tokenizer) -> None:
     backend = TransformersBackend(tiny_llama(tokenizer), tokenizer)
     observation = "#####\n#@.K#\n#####"
-    result = backend.attention(messages(observation), OUTPUT, span="action", instruction="fetch the key K.", observation=observation)
+    result = backend.attention(
+        messages(observation), OUTPUT, span="action", instruction="fetch the key K.", observation=observation
+    )
     np.testing.assert_allclose(result.weights.sum(axis=-1), 1.0, atol=1e-5)
     text = result.text
     for name, expected in (("task", "fetch the key K."), ("observation", observation), ("output", OUTPUT)):

@@ -19,6 +19,7 @@ def studio(tmp_path_factory: pytest.TempPathFactory):
     with studio_in_chromium(tmp_path_factory.mktemp("annotate") / "studio.db") as studio:
         yield studio
 
+
 def new_page(studio):
     page = studio["browser"].new_context(viewport={"width": 1440, "height": 900}, accept_downloads=True).new_page()
     page.goto(studio["url"])
@@ -36,7 +37,9 @@ def sample_candidates(page, steps: int, candidates: int = 3) -> None:
         box.fill(str(candidates))
         box.press("Enter")
         try:
-            page.wait_for_function("document.querySelector('#as-temperature input[type=number]').value === '0.7'", timeout=6_000)
+            page.wait_for_function(
+                "document.querySelector('#as-temperature input[type=number]').value === '0.7'", timeout=6_000
+            )
             break
         except Exception:  # noqa: BLE001 - try again; the assertion after the steps says what happened
             continue
@@ -45,7 +48,9 @@ def sample_candidates(page, steps: int, candidates: int = 3) -> None:
         page.wait_for_function(f"document.querySelectorAll('#as-timeline .as-step').length === {count}", timeout=60_000)
     status = page.inner_text("#as-status")
     assert "error" not in page.inner_html("#as-status"), f"{status}\n{server_log(page.url)}"
-    assert page.locator("#as-timeline .as-step .as-meta", has_text=f"{candidates} outputs").count() == steps, page.inner_text("#as-timeline")
+    assert page.locator("#as-timeline .as-step .as-meta", has_text=f"{candidates} outputs").count() == steps, (
+        page.inner_text("#as-timeline")
+    )
 
 
 def start_annotating(page, name: str) -> None:
@@ -74,7 +79,9 @@ def judged(page) -> int:
 
 def press_and_wait(page, key: str, expected: int) -> None:
     page.keyboard.press(key)
-    page.wait_for_function(f"document.querySelector('#as-progress')?.innerText.includes(': {expected} judged')", timeout=30_000)
+    page.wait_for_function(
+        f"document.querySelector('#as-progress')?.innerText.includes(': {expected} judged')", timeout=30_000
+    )
 
 
 def test_keyboard_judging_undo_rationale_and_the_dpo_download(studio) -> None:
@@ -85,7 +92,16 @@ def test_keyboard_judging_undo_rationale_and_the_dpo_download(studio) -> None:
     assert total >= 3, server_log(page.url)  # the candidates' pairs were queued while stepping: no command line
     page.set_viewport_size({"width": 1280, "height": 800})
     page.wait_for_timeout(300)
-    for element in ("#as-left", "#as-right", "#as-judge-left", "#as-judge-right", "#as-judge-tie", "#as-judge-both", "#as-skip", "#as-undo"):
+    for element in (
+        "#as-left",
+        "#as-right",
+        "#as-judge-left",
+        "#as-judge-right",
+        "#as-judge-tie",
+        "#as-judge-both",
+        "#as-skip",
+        "#as-undo",
+    ):
         box = page.locator(element).bounding_box()
         assert box["y"] >= 0 and box["y"] + box["height"] <= 800, f"{element} is not wholly in view at 1280x800: {box}"
 

@@ -23,7 +23,9 @@ def studio(tmp_path_factory: pytest.TempPathFactory):
         run_react(store, seed=0, steps=2, candidates=3)
         store.preferences.pairs_from_candidates()
     logins = folder / "logins.txt"
-    logins.write_text(f"# the team\nada:{hash_password('s3cret ada', iterations=1000)}\nbob:plain-bob\n", encoding="utf-8")
+    logins.write_text(
+        f"# the team\nada:{hash_password('s3cret ada', iterations=1000)}\nbob:plain-bob\n", encoding="utf-8"
+    )
     with running_studio("--model", "none", "--db", str(db), "--auth-file", str(logins)) as url:
         yield {"url": url, "db": db}
 
@@ -70,7 +72,9 @@ def test_the_browser_logs_in_and_judges_as_the_logged_in_user(studio) -> None:
         tab = "mallory-tab"
         shown = call(url, handler_of(config, "as-queue-refresh"), [None, "mallory", "", "", ""], client, session=tab)
         assert "ada: 0 judged" in shown["output"]["data"][1], shown
-        reply = call(url, handler_of(config, "as-judge-left"), [None, "mallory", "", "", "", "", [], "—"], client, session=tab)
+        reply = call(
+            url, handler_of(config, "as-judge-left"), [None, "mallory", "", "", "", "", [], "—"], client, session=tab
+        )
         assert reply.get("success") and "ada: 1 judged" in reply["output"]["data"][1], reply
         with open_store(studio["db"]) as store:
             episode_id = store.episodes.summaries()[0].id

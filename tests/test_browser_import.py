@@ -32,7 +32,9 @@ def poison(value, key: str = ""):
         return [poison(item) for item in value]
     if isinstance(value, dict):
         structural = key in ("", "steps", "candidates", "tokens") or {"index", "raw", "id", "text"} & set(value)
-        return {(k if structural or k in ("role", "content") else f"{MARKUP}{k}"): poison(v, k) for k, v in value.items()}
+        return {
+            (k if structural or k in ("role", "content") else f"{MARKUP}{k}"): poison(v, k) for k, v in value.items()
+        }
     return value
 
 
@@ -45,7 +47,13 @@ def hostile(tmp_path_factory: pytest.TempPathFactory):
     data["steps"] = [dict(step, index=number) for number, step in enumerate(data["steps"])]
     (folder / "hostile.jsonl").write_text(json.dumps(data) + "\n", encoding="utf-8")
     db = folder / "studio.db"
-    done = subprocess.run([sys.executable, "app.py", "import", str(folder / "hostile.jsonl"), "--db", str(db)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "app.py", "import", str(folder / "hostile.jsonl"), "--db", str(db)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     with open_store(db) as store:
         assert store.preferences.pairs_from_candidates().created > 0
@@ -77,7 +85,9 @@ def test_markup_from_an_imported_file_is_text_in_every_view(hostile) -> None:
             page.locator("#as-timeline .as-badge", has_text="read-only").wait_for(timeout=30_000)
             page.click("#as-show-prompt")
             page.locator("#as-prompt .as-msg").first.wait_for(timeout=30_000)
-            shown = page.inner_text("#as-timeline") + page.inner_text("#as-candidates-view") + page.inner_text("#as-prompt")
+            shown = (
+                page.inner_text("#as-timeline") + page.inner_text("#as-candidates-view") + page.inner_text("#as-prompt")
+            )
             assert shown.count("window.__xss=1") >= 10  # the markup is there, as text
             page.get_by_role("tab", name="Plots").click()
             page.wait_for_timeout(2_000)
@@ -87,7 +97,9 @@ def test_markup_from_an_imported_file_is_text_in_every_view(hostile) -> None:
             name.fill("bo")
             name.press("Enter")
             page.locator("#as-progress", has_text="bo: 0 judged").wait_for(timeout=30_000)
-            assert "window.__xss=1" in page.inner_text("#as-left") + page.inner_text("#as-right") + page.inner_text("#as-context")
+            assert "window.__xss=1" in page.inner_text("#as-left") + page.inner_text("#as-right") + page.inner_text(
+                "#as-context"
+            )
             page.get_by_role("tab", name="Step labels").click()
             labels = page.locator("#as-label-episode input, #as-label-episode textarea").first
             labels.fill(hostile["episode_id"])
@@ -96,9 +108,15 @@ def test_markup_from_an_imported_file_is_text_in_every_view(hostile) -> None:
             page.get_by_role("tab", name="Overview").click()
             page.get_by_role("button", name="Refresh").last.click()
             page.wait_for_timeout(1_000)
-            scripts_in_views = page.evaluate("document.querySelectorAll('.as-timeline script, .as-cands script, .as-prompt script, .as-side script, .as-context script').length")
-            where = page.evaluate("[...document.querySelectorAll('img[src=\"x\"]')].map(e => (e.parentElement?.className || '') + ' | ' + e.outerHTML)")
+            scripts_in_views = page.evaluate(
+                "document.querySelectorAll('.as-timeline script, .as-cands script, .as-prompt script, .as-side script, .as-context script').length"
+            )
+            where = page.evaluate(
+                "[...document.querySelectorAll('img[src=\"x\"]')].map(e => (e.parentElement?.className || '') + ' | ' + e.outerHTML)"
+            )
             assert page.evaluate("window.__xss") is None and dialogs == []
-            assert scripts_in_views == 0 and where == []  # not even an inert <img> made it into the page (a toast once did)
+            assert (
+                scripts_in_views == 0 and where == []
+            )  # not even an inert <img> made it into the page (a toast once did)
         finally:
             browser.close()

@@ -31,5 +31,7 @@ def test_stop_mid_output_leaves_no_step(slow_studio) -> None:
     assert page.locator("#as-timeline .as-step").count() == 1  # the cut-off output is not a step
     stored = sqlite3.connect(slow_studio["db"]).execute("SELECT COUNT(*) FROM steps").fetchone()[0]
     assert stored == 1
-    assert page.evaluate("getComputedStyle(document.querySelector('#as-step')).pointerEvents") != "none"  # the controls are back
+    assert (
+        page.evaluate("getComputedStyle(document.querySelector('#as-step')).pointerEvents") != "none"
+    )  # the controls are back
     page.close()

@@ -17,6 +17,7 @@ def studio(tmp_path_factory: pytest.TempPathFactory):
     with studio_in_chromium(tmp_path_factory.mktemp("browser") / "studio.db") as studio:
         yield studio
 
+
 def open_page(studio, width: int = 1280, height: int = 800):
     page = studio["browser"].new_context(viewport={"width": width, "height": height}).new_page()
     page.goto(studio["url"])
@@ -48,7 +49,9 @@ def reset_to_the_default_model(page) -> None:
 
 
 def signals_points(page) -> int:
-    return page.evaluate("() => { const p = document.querySelector('#as-signals .js-plotly-plot'); return p ? p.data.find(t => t.name.startsWith('reward')).x.length : -1; }")
+    return page.evaluate(
+        "() => { const p = document.querySelector('#as-signals .js-plotly-plot'); return p ? p.data.find(t => t.name.startsWith('reward')).x.length : -1; }"
+    )
 
 
 def test_default_model_three_steps_trace_plots_and_fork(studio) -> None:
@@ -71,13 +74,19 @@ def test_default_model_three_steps_trace_plots_and_fork(studio) -> None:
     assert page.locator("#as-frame img").count() == 1
 
     page.get_by_role("tab", name="Plots").click()
-    page.wait_for_function("() => { const p = document.querySelector('#as-signals .js-plotly-plot'); return p && p.data.length > 0; }", timeout=30_000)
+    page.wait_for_function(
+        "() => { const p = document.querySelector('#as-signals .js-plotly-plot'); return p && p.data.length > 0; }",
+        timeout=30_000,
+    )
     assert signals_points(page) == 3
     page.get_by_role("tab", name="Episode", exact=True).click()
     page.click("#as-step")
     wait_steps(page, 4)
     page.get_by_role("tab", name="Plots").click()
-    page.wait_for_function("() => document.querySelector('#as-signals .js-plotly-plot').data.find(t => t.name.startsWith('reward')).x.length === 4", timeout=30_000)
+    page.wait_for_function(
+        "() => document.querySelector('#as-signals .js-plotly-plot').data.find(t => t.name.startsWith('reward')).x.length === 4",
+        timeout=30_000,
+    )
 
     # Fork from step 1: steps 0 stays, the next step is a new step 1.
     page.get_by_role("tab", name="Episode", exact=True).click()
@@ -105,7 +114,11 @@ def test_model_and_user_text_is_shown_as_text_and_runs_nothing(studio) -> None:
     text = timeline.inner_text()
     assert '<img src=x onerror="window.__xss=1">' in text.replace("\u200b", "") or "onerror" in text
     assert "<script>window.__xss=2</script>" in text
-    assert timeline.locator("img").count() == 0 and timeline.locator("script").count() == 0 and timeline.locator("b").count() == 0
+    assert (
+        timeline.locator("img").count() == 0
+        and timeline.locator("script").count() == 0
+        and timeline.locator("b").count() == 0
+    )
     # A person's typed action with markup: recorded as an invalid action, shown as text.
     policy = page.locator("#as-policy input")
     policy.click()
@@ -172,7 +185,10 @@ def test_attention_view_for_a_step_of_the_default_model(studio) -> None:
     page.click("#as-attention-show")
     page.locator("#as-attention-strip .as-att").first.wait_for(timeout=120_000)
     assert page.locator("#as-attention-strip .as-seg", has_text="observation").count() >= 1
-    page.wait_for_function("() => { const p = document.querySelector('#as-attention-grid .js-plotly-plot'); return p && p.data.length >= 2; }", timeout=30_000)  # observation and instruction (no history at step 0)
+    page.wait_for_function(
+        "() => { const p = document.querySelector('#as-attention-grid .js-plotly-plot'); return p && p.data.length >= 2; }",
+        timeout=30_000,
+    )  # observation and instruction (no history at step 0)
     assert page.locator("#as-attention-frame img").count() == 1  # the heatmap over the gridworld frame
     assert "on the current observation" in page.inner_text("#as-attention-perception")
     assert "30 layers × 9 heads" in page.inner_text("#as-attention .as-message")
@@ -190,7 +206,10 @@ def test_episode_browser_opens_read_only_and_forks(studio) -> None:
     id_cell = page.locator("#as-episodes .body-cell").filter(has_text=re.compile(r"[0-9a-f]{32}")).first
     id_cell.wait_for(timeout=30_000)
     id_cell.click()
-    page.wait_for_function("() => (document.querySelector('#as-episode-id input, #as-episode-id textarea')?.value || '').length === 32", timeout=30_000)
+    page.wait_for_function(
+        "() => (document.querySelector('#as-episode-id input, #as-episode-id textarea')?.value || '').length === 32",
+        timeout=30_000,
+    )
     page.click("#as-open")
     page.locator("#as-timeline .as-badge", has_text="read-only").wait_for(timeout=30_000)
     page.click("#as-step")  # a stored episode cannot be stepped: it says to fork

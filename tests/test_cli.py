@@ -40,7 +40,9 @@ def test_single_seed_flag_as_in_the_readme() -> None:
 
 def test_frozenlake_runs_with_the_random_policy_and_writes_episodes(tmp_path: Path) -> None:
     out = tmp_path / "runs" / "frozen.jsonl"
-    result = cli("run", "--env", "gym:FrozenLake-v1", "--policy", "random", "--episodes", "3", "--out", str(out), "--frames")
+    result = cli(
+        "run", "--env", "gym:FrozenLake-v1", "--policy", "random", "--episodes", "3", "--out", str(out), "--frames"
+    )
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.splitlines()) == 3 and "gym:FrozenLake-v1 seed=0 policy=random" in result.stdout
     episodes = read_episodes_jsonl(str(out))
@@ -76,8 +78,14 @@ def test_envs_lists_every_environment() -> None:
         (["run", "--env", "gridworld", "--seed", "-1"], "a seed from 0 to 2147483647"),
         (["run", "--env", "gridworld", "--seed", "abc"], "a seed from 0 to 2147483647"),
         (["run", "--env", "gridworld", "--seed", str(2**63)], "a seed from 0 to 2147483647"),
-        (["run", "--env", "gym:FrozenLake-v1", "--policy", "random", "--env-opt", "map_name=99x99"], "does not accept these options"),
-        (["run", "--env", "gym:FrozenLake-v1", "--policy", "random", "--env-opt", "desc=[1,2]"], "does not accept these options"),
+        (
+            ["run", "--env", "gym:FrozenLake-v1", "--policy", "random", "--env-opt", "map_name=99x99"],
+            "does not accept these options",
+        ),
+        (
+            ["run", "--env", "gym:FrozenLake-v1", "--policy", "random", "--env-opt", "desc=[1,2]"],
+            "does not accept these options",
+        ),
         (["run", "--env", "gridworld", "--env-opt", "size=" + "[" * 3000 + "]" * 3000], "nested too deeply"),
         (["run", "--env", "gridworld", "--policy", "react", "--top-p", "nan"], "expected a number from 0.01 to 1"),
         (["run", "--env", "gridworld", "--policy", "react", "--temperature", "inf"], "expected a temperature"),
@@ -118,8 +126,12 @@ def test_serve_starts_with_the_default_model_and_the_first_step_needs_no_setup(t
 
 def test_runs_are_stored_and_become_trajectory_pairs(tmp_path: Path) -> None:
     db = str(tmp_path / "runs.db")
-    expert = cli("run", "--env", "gridworld", "--policy", "expert", "--seed", "3", "--episodes", "2", "--db", db, "--json")
-    random_run = cli("run", "--env", "gridworld", "--policy", "random", "--seed", "3", "--max-steps", "5", "--db", db, "--json")
+    expert = cli(
+        "run", "--env", "gridworld", "--policy", "expert", "--seed", "3", "--episodes", "2", "--db", db, "--json"
+    )
+    random_run = cli(
+        "run", "--env", "gridworld", "--policy", "random", "--seed", "3", "--max-steps", "5", "--db", db, "--json"
+    )
     assert expert.returncode == 0 and random_run.returncode == 0, expert.stderr + random_run.stderr
     ids = [json.loads(line)["episode_id"] for line in expert.stdout.splitlines() + random_run.stdout.splitlines()]
     result = cli("pairs", "--db", db, "--from", "episodes")
@@ -153,7 +165,22 @@ def test_store_command_errors_are_one_line(args: list[str], message: str, tmp_pa
 
 def test_import_stores_a_trace_file_and_refuses_a_bad_one(tmp_path: Path) -> None:
     runs, db = tmp_path / "runs.jsonl", str(tmp_path / "s.db")
-    assert cli("run", "--env", "household", "--policy", "expert", "--episodes", "2", "--out", str(runs), "--db", str(tmp_path / "other.db")).returncode == 0
+    assert (
+        cli(
+            "run",
+            "--env",
+            "household",
+            "--policy",
+            "expert",
+            "--episodes",
+            "2",
+            "--out",
+            str(runs),
+            "--db",
+            str(tmp_path / "other.db"),
+        ).returncode
+        == 0
+    )
     result = cli("import", str(runs), "--db", db)
     assert result.returncode == 0 and result.stdout.startswith("stored 2 episodes")
     assert cli("import", str(runs), "--db", db).returncode == 0  # again: replaced, not duplicated
@@ -161,7 +188,9 @@ def test_import_stores_a_trace_file_and_refuses_a_bad_one(tmp_path: Path) -> Non
     bad = tmp_path / "bad.jsonl"
     bad.write_text(runs.read_text().splitlines()[0] + "\n{not json\n")
     result = cli("import", str(bad), "--db", str(tmp_path / "fresh.db"))
-    assert result.returncode == 2 and "bad.jsonl, line 2" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert (
+        result.returncode == 2 and "bad.jsonl, line 2" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    )
     missing = cli("import", str(tmp_path / "nope.jsonl"), "--db", db)
     assert missing.returncode == 2 and "Cannot read" in missing.stderr
 
@@ -177,15 +206,30 @@ def test_files_that_cannot_be_written_or_read_are_one_line_before_anything_is_st
     db = tmp_path / "s.db"
     (tmp_path / "a-file").write_text("x")
     (tmp_path / "a-folder").mkdir()
-    hostile_index = json.dumps({"env": "gridworld", "seed": 0, "steps": [{"index": "<img src=x onerror=alert(1)>", "observation": "o", "action": None}]})
-    bad_frame = json.dumps({"env": "gridworld", "seed": 0, "steps": [{"index": 0, "observation": "o", "action": None, "frame": "iVBORw0KGgo="}]})
+    hostile_index = json.dumps(
+        {
+            "env": "gridworld",
+            "seed": 0,
+            "steps": [{"index": "<img src=x onerror=alert(1)>", "observation": "o", "action": None}],
+        }
+    )
+    bad_frame = json.dumps(
+        {
+            "env": "gridworld",
+            "seed": 0,
+            "steps": [{"index": 0, "observation": "o", "action": None, "frame": "iVBORw0KGgo="}],
+        }
+    )
     files = {
         "binary.jsonl": (bytes(range(256)) * 4, "not a UTF-8 text file"),
         "markup.jsonl": (hostile_index.encode(), "steps[0].index: expected an integer"),
         "frame.jsonl": (bad_frame.encode(), "steps[0].frame"),
         "seed.jsonl": (json.dumps({"env": "gridworld", "seed": "seven"}).encode(), "seed: expected an integer"),
-        "options.jsonl": (json.dumps({"env": "gridworld", "seed": 1, "env_options": [1, 2]}).encode(), "env_options: expected an object"),
-        "deep.jsonl": (("{\"env\": " + "[" * 100_000 + "]" * 100_000 + "}").encode(), "nested too deeply"),
+        "options.jsonl": (
+            json.dumps({"env": "gridworld", "seed": 1, "env_options": [1, 2]}).encode(),
+            "env_options: expected an object",
+        ),
+        "deep.jsonl": (('{"env": ' + "[" * 100_000 + "]" * 100_000 + "}").encode(), "nested too deeply"),
     }
     cases = [
         (["run", "--env", "gridworld", "--out", str(tmp_path / "a-folder")], "is a folder"),
@@ -213,7 +257,9 @@ def test_files_that_cannot_be_written_or_read_are_one_line_before_anything_is_st
     for args, message in cases:
         result = cli(*args, "--db", str(db))
         assert result.returncode == 2 and message in result.stderr, (args[:3], result.stderr[-500:])
-        said = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("[")]  # less the progress lines
+        said = [
+            line for line in result.stderr.splitlines() if line.strip() and not line.startswith("[")
+        ]  # less the progress lines
         assert len(said) == 1 and said[0].startswith("error: ") and "Traceback" not in result.stderr, result.stderr
     assert not (tmp_path / "ran").exists()
     if db.exists():

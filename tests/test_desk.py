@@ -18,7 +18,11 @@ from tests.store_helpers import OUTPUTS
 
 def stepped_store(tmp_path: Path, steps: int = 2):
     store = open_store(tmp_path / "s.db")
-    runner = EpisodeRunner("gridworld", ReActPolicy(ScriptedBackend(OUTPUTS), ReActConfig(candidates=3)), sinks=[store.episodes.sink(), CandidatePairSink(store.preferences)])
+    runner = EpisodeRunner(
+        "gridworld",
+        ReActPolicy(ScriptedBackend(OUTPUTS), ReActConfig(candidates=3)),
+        sinks=[store.episodes.sink(), CandidatePairSink(store.preferences)],
+    )
     runner.reset(seed=0)
     for expected in range(1, steps + 1):
         runner.step()

@@ -49,7 +49,15 @@ def judged(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         prefs.label_step(expert.id, index, "ada", label)
     prefs.label_step(expert.id, 4, "ada", "good")  # after a gap: not in the prm prefix
     prefs.label_step(react.id, 0, "ada", "erroneous")
-    return {"store": store, "react": react, "expert": expert, "random": random_run, "plan": plan, "trajectory": trajectory.id, "steps": step_pairs}
+    return {
+        "store": store,
+        "react": react,
+        "expert": expert,
+        "random": random_run,
+        "plan": plan,
+        "trajectory": trajectory.id,
+        "steps": step_pairs,
+    }
 
 
 def load_jsonl(path: Path) -> list[dict]:
@@ -82,17 +90,33 @@ def test_dpo_is_trl_conversational_preference_with_explicit_prompt(judged: dict,
     by_pair = {row["pair_id"]: row for row in rows}
     first = store.preferences.pair(judged["steps"][0].id)
     row = by_pair[first.id]
-    assert row["prompt"] == store.episodes.get(first.left.episode_id).steps[first.step_index].prompt  # what the model saw
-    assert row["chosen"] == [{"role": "assistant", "content": side_text(store, first.left.episode_id, first.step_index, first.left.candidate_id)}]
-    assert row["rejected"] == [{"role": "assistant", "content": side_text(store, first.right.episode_id, first.step_index, first.right.candidate_id)}]
+    assert (
+        row["prompt"] == store.episodes.get(first.left.episode_id).steps[first.step_index].prompt
+    )  # what the model saw
+    assert row["chosen"] == [
+        {
+            "role": "assistant",
+            "content": side_text(store, first.left.episode_id, first.step_index, first.left.candidate_id),
+        }
+    ]
+    assert row["rejected"] == [
+        {
+            "role": "assistant",
+            "content": side_text(store, first.right.episode_id, first.step_index, first.right.candidate_id),
+        }
+    ]
     assert row["rationales"] == ["<i>left</i> & more"]  # verbatim, markup and all
     second = store.preferences.pair(judged["steps"][1].id)
-    assert by_pair[second.id]["chosen"][0]["content"] == side_text(store, second.right.episode_id, second.step_index, second.right.candidate_id)
+    assert by_pair[second.id]["chosen"][0]["content"] == side_text(
+        store, second.right.episode_id, second.step_index, second.right.candidate_id
+    )
     # A trajectory: alternating assistant turns and observations, the chosen side the one judged better.
     trajectory = by_pair[judged["trajectory"]]
     pair = store.preferences.pair(judged["trajectory"])
     chosen_episode = store.episodes.get(pair.right.episode_id)
-    assert [m["role"] for m in trajectory["chosen"]] == ["assistant", "user"] * (chosen_episode.length - 1) + ["assistant"]
+    assert [m["role"] for m in trajectory["chosen"]] == ["assistant", "user"] * (chosen_episode.length - 1) + [
+        "assistant"
+    ]
     assert trajectory["chosen"][0]["content"] == f"Action: {chosen_episode.steps[0].action}"
     assert trajectory["chosen"][1]["content"] == f"Observation: {chosen_episode.steps[1].observation}"
 
@@ -121,8 +145,14 @@ def test_reward_is_trl_preference_with_implicit_prompt(judged: dict, tmp_path: P
     for row in load_jsonl(tmp_path / "reward.jsonl"):
         assert "prompt" not in row and is_conversational(row)
         explicit = dpo[row["pair_id"]]
-        assert row["chosen"] == explicit["prompt"] + explicit["chosen"] and row["rejected"] == explicit["prompt"] + explicit["rejected"]
-        assert set(apply_chat_template({"chosen": row["chosen"], "rejected": row["rejected"]}, tokenizer)) == {"chosen", "rejected"}
+        assert (
+            row["chosen"] == explicit["prompt"] + explicit["chosen"]
+            and row["rejected"] == explicit["prompt"] + explicit["rejected"]
+        )
+        assert set(apply_chat_template({"chosen": row["chosen"], "rejected": row["rejected"]}, tokenizer)) == {
+            "chosen",
+            "rejected",
+        }
     assert len(datasets.load_dataset("json", data_files=str(tmp_path / "reward.jsonl"), split="train")) == 3
 
 
@@ -136,12 +166,23 @@ def test_kto_is_trl_unpaired_preference(judged: dict, tmp_path: Path) -> None:
     assert [r["label"] for r in both_bad] == [False, False]
     labelled = {r["source"]: r["label"] for r in rows if r["source"].startswith("step:")}
     expert, react = judged["expert"].id, judged["react"].id
-    assert labelled == {f"step:{expert}:0": True, f"step:{expert}:1": False, f"step:{react}:0": False, f"step:{expert}:4": True}
+    assert labelled == {
+        f"step:{expert}:0": True,
+        f"step:{expert}:1": False,
+        f"step:{react}:0": False,
+        f"step:{expert}:4": True,
+    }
     tokenizer = tiny_tokenizer()
     for row in rows:
         assert isinstance(row["label"], bool) and is_conversational(row)
-        assert apply_chat_template({k: row[k] for k in ("prompt", "completion", "label")}, tokenizer)["label"] == row["label"]
-    assert datasets.load_dataset("json", data_files=str(tmp_path / "kto.jsonl"), split="train").features["label"].dtype == "bool"
+        assert (
+            apply_chat_template({k: row[k] for k in ("prompt", "completion", "label")}, tokenizer)["label"]
+            == row["label"]
+        )
+    assert (
+        datasets.load_dataset("json", data_files=str(tmp_path / "kto.jsonl"), split="train").features["label"].dtype
+        == "bool"
+    )
 
 
 def test_prm_is_trl_stepwise_supervision(judged: dict, tmp_path: Path) -> None:
@@ -156,7 +197,9 @@ def test_prm_is_trl_stepwise_supervision(judged: dict, tmp_path: Path) -> None:
     assert row["completions"][1] == f"Observation: {expert.steps[1].observation}\nAction: {expert.steps[1].action}"
     assert rows[judged["react"].id]["labels"] == [False]
     dataset = datasets.load_dataset("json", data_files=str(tmp_path / "prm.jsonl"), split="train")
-    assert dataset.features["labels"].feature.dtype == "bool" and dataset.features["completions"].feature.dtype == "string"
+    assert (
+        dataset.features["labels"].feature.dtype == "bool" and dataset.features["completions"].feature.dtype == "string"
+    )
 
 
 def test_episodes_export_is_the_trace_format(judged: dict, tmp_path: Path) -> None:
@@ -198,3 +241,11 @@ def test_every_line_is_its_record(judged: dict, tmp_path: Path) -> None:
             assert json.loads(row.line()) == row.record(), fmt
         export(store, fmt, out)
         assert out.read_bytes() == b"".join(row.line() + b"\n" for row in rows), fmt
+
+
+def test_the_readme_table_has_every_built_in_format() -> None:
+    """The README's export table lists every format the registry has out of the box."""
+    from storage.export import format_names
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    assert all(f"| `{name}` |" in readme for name in format_names()), format_names()

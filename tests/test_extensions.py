@@ -33,6 +33,7 @@ from studio.settings import EpisodeSettings, setting
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = ROOT / "tests" / "plugin"
 
+
 def _plugin_module():
     """The plugin's module, loaded from its file: not through sys.path, where its entry points
     would register it in every later test of this process."""
@@ -56,9 +57,22 @@ class TwoWords(Backend):
 
     @property
     def card(self) -> ModelCard:
-        return ModelCard(id=f"two-words:{self.action}", source="test", capabilities=Capabilities(), context_length=100_000)
+        return ModelCard(
+            id=f"two-words:{self.action}", source="test", capabilities=Capabilities(), context_length=100_000
+        )
 
-    def generate(self, messages, n=1, sampling=None, stop=None, images=None, session=None, should_stop=None, assistant_prefix="", on_token=None) -> GenerateResult:
+    def generate(
+        self,
+        messages,
+        n=1,
+        sampling=None,
+        stop=None,
+        images=None,
+        session=None,
+        should_stop=None,
+        assistant_prefix="",
+        on_token=None,
+    ) -> GenerateResult:
         self.prompts.append(messages[-1]["content"])
         text = f" I will {self.action}.\nAction: {self.action}"
         return GenerateResult([Generation(text=text, tokens=[], finish_reason="stop") for _ in range(n)], CacheStats())
@@ -66,7 +80,9 @@ class TwoWords(Backend):
 
 @pytest.fixture()
 def two_words_scheme():
-    register_backend("two-words", lambda request: TwoWords(request.target), summary="says one action", example="two-words:ACTION")
+    register_backend(
+        "two-words", lambda request: TwoWords(request.target), summary="says one action", example="two-words:ACTION"
+    )
     yield
     SCHEMES.pop("two-words", None)
 
@@ -75,9 +91,19 @@ def test_a_backend_defined_here_loads_by_its_scheme_and_drives_a_react_episode(t
     registry = ModelRegistry()
     backend = registry.load("two-words:go east")
     assert isinstance(backend, TwoWords) and registry.load("two-words:go east") is backend  # loaded once
-    assert {"scheme": "two-words:", "summary": "says one action", "example": "two-words:ACTION", "web": False} in describe_schemes()
+    assert {
+        "scheme": "two-words:",
+        "summary": "says one action",
+        "example": "two-words:ACTION",
+        "web": False,
+    } in describe_schemes()
 
-    runner = EpisodeRunner("gridworld", ReActPolicy(backend, ReActConfig()), {"size": 5, "difficulty": "easy"}, config=RunnerConfig(max_steps=4))
+    runner = EpisodeRunner(
+        "gridworld",
+        ReActPolicy(backend, ReActConfig()),
+        {"size": 5, "difficulty": "easy"},
+        config=RunnerConfig(max_steps=4),
+    )
     runner.reset(seed=0)
     episode = runner.run()
     assert episode.length >= 1 and all(step.action == "go east" and step.valid for step in episode.steps)
@@ -100,7 +126,11 @@ def test_the_models_tab_lists_every_scheme(two_words_scheme) -> None:
 
     with gr.Blocks():
         model_panel.build(gr.State(), ModelAccess())
-        tables = [block.value for block in gr.context.Context.root_block.blocks.values() if getattr(block, "elem_id", None) == "as-model-schemes"]
+        tables = [
+            block.value
+            for block in gr.context.Context.root_block.blocks.values()
+            if getattr(block, "elem_id", None) == "as-model-schemes"
+        ]
     assert len(tables) == 1 and "two-words:ACTION" in tables[0] and "scripted:FILE.json" in tables[0]
 
 
@@ -155,7 +185,9 @@ def test_the_episode_panel_offers_a_registered_environment() -> None:
 class MoreSettings(EpisodeSettings):
     """The schema with one more setting, as a change to studio/settings.py would add it."""
 
-    history_turns: int = setting(8, "History turns", "past turns the prompt keeps", widget="slider", minimum=1, maximum=64, step=1)
+    history_turns: int = setting(
+        8, "History turns", "past turns the prompt keeps", widget="slider", minimum=1, maximum=64, step=1
+    )
 
 
 def test_a_new_setting_becomes_a_cli_flag_a_widget_and_an_api_value() -> None:
@@ -167,7 +199,9 @@ def test_a_new_setting_becomes_a_cli_flag_a_widget_and_an_api_value() -> None:
     add_setting_flags(parser, parser, MoreSettings)
     args = parser.parse_args(["--history-turns", "12", "--candidates", "3"])
     settings = settings_from_args(args, MoreSettings)
-    assert settings.history_turns == 12 and settings.candidates == 3 and settings.temperature == 0.7  # the one K > 1 rule
+    assert (
+        settings.history_turns == 12 and settings.candidates == 3 and settings.temperature == 0.7
+    )  # the one K > 1 rule
     with pytest.raises(SystemExit):
         parser.parse_args(["--history-turns", "65"])
     assert "--history-turns" in parser.format_help()
@@ -176,9 +210,18 @@ def test_a_new_setting_becomes_a_cli_flag_a_widget_and_an_api_value() -> None:
         form = SettingsForm(MoreSettings)
         form.build("sampling")
     widget = form["history_turns"]
-    assert isinstance(widget, gr.Slider) and widget.label == "History turns" and (widget.minimum, widget.maximum, widget.value) == (1, 64, 8)
+    assert (
+        isinstance(widget, gr.Slider)
+        and widget.label == "History turns"
+        and (widget.minimum, widget.maximum, widget.value) == (1, 64, 8)
+    )
     assert widget.elem_id == "as-history-turns"
-    assert form.settings(*[4 if name == "history_turns" else widget_default(form, name) for name in form.widgets]).history_turns == 4
+    assert (
+        form.settings(
+            *[4 if name == "history_turns" else widget_default(form, name) for name in form.widgets]
+        ).history_turns
+        == 4
+    )
 
     assert settings_from({"history_turns": "9"}, MoreSettings).history_turns == 9  # as an API value arrives
     with pytest.raises(StudioError, match="History turns"):
@@ -209,7 +252,10 @@ def test_an_export_format_registered_here_is_offered_and_written(tmp_path: Path)
             episode = runner.run()
             summary = export(store, "lengths", tmp_path / "lengths.jsonl")
         assert summary.records == 1
-        assert json.loads((tmp_path / "lengths.jsonl").read_text()) == {"episode_id": episode.id, "steps": episode.length}
+        assert json.loads((tmp_path / "lengths.jsonl").read_text()) == {
+            "episode_id": episode.id,
+            "steps": episode.length,
+        }
         parser_help = run_cli("export", "--help").stdout  # another process does not see it: it was registered here only
         assert "lengths" not in parser_help
     finally:
@@ -219,21 +265,35 @@ def test_an_export_format_registered_here_is_offered_and_written(tmp_path: Path)
 # -- a published package, through entry points ------------------------------------------------------
 def run_cli(*args: str, plugin: bool = False) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(PLUGIN)} if plugin else dict(os.environ)
-    return subprocess.run([sys.executable, str(ROOT / "app.py"), *args], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "app.py"), *args], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env
+    )
 
 
 def test_a_package_with_entry_points_extends_the_cli(tmp_path: Path) -> None:
     db = str(tmp_path / "plugin.db")
     listed = [json.loads(line) for line in run_cli("envs", "--json", plugin=True).stdout.splitlines()]
     walk = next(row for row in listed if row["name"] == "linewalk")
-    assert walk["summary"] == "Walk right along a line of cells to the flag." and walk["expert"] and walk["default_max_steps"] == 30
+    assert (
+        walk["summary"] == "Walk right along a line of cells to the flag."
+        and walk["expert"]
+        and walk["default_max_steps"] == 30
+    )
     assert [row["name"] for row in listed][:3] == ["gridworld", "household", "wikihop"]  # the built-ins first
 
-    expert = run_cli("run", "--env", "linewalk", "--env-opt", "length=6", "--policy", "expert", "--json", "--db", db, plugin=True)
+    expert = run_cli(
+        "run", "--env", "linewalk", "--env-opt", "length=6", "--policy", "expert", "--json", "--db", db, plugin=True
+    )
     assert expert.returncode == 0, expert.stderr
-    assert json.loads(expert.stdout) | {"episode_id": None} == json.loads(expert.stdout) | {"episode_id": None, "success": True, "steps": 5}
+    assert json.loads(expert.stdout) | {"episode_id": None} == json.loads(expert.stdout) | {
+        "episode_id": None,
+        "success": True,
+        "steps": 5,
+    }
 
-    react = run_cli("run", "--env", "linewalk", "--policy", "react", "--model", "echo:fast", "--json", "--db", db, plugin=True)
+    react = run_cli(
+        "run", "--env", "linewalk", "--policy", "react", "--model", "echo:fast", "--json", "--db", db, plugin=True
+    )
     assert react.returncode == 0, react.stderr
     assert json.loads(react.stdout)["success"] is True
 
@@ -244,7 +304,11 @@ def test_a_package_with_entry_points_extends_the_cli(tmp_path: Path) -> None:
     exported = run_cli("export", "--format", "actions", "--out", str(out), "--db", db, plugin=True)
     assert exported.returncode == 0, exported.stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(rows) == 5 + 4 and {row["action"] for row in rows} == {"right"} and {row["env"] for row in rows} == {"linewalk"}
+    assert (
+        len(rows) == 5 + 4
+        and {row["action"] for row in rows} == {"right"}
+        and {row["env"] for row in rows} == {"linewalk"}
+    )
 
     without = run_cli("run", "--env", "linewalk", "--policy", "expert")
     assert without.returncode == 2 and "Unknown environment 'linewalk'" in without.stderr

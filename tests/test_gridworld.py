@@ -71,7 +71,9 @@ def test_frame_draws_agent_and_goal_in_their_cells() -> None:
     assert tuple(frame[(y0 + y1) // 2, (x0 + x1) // 2]) == COLOURS["agent"]
     x0, y0, x1, y1 = env.cell_box(*env.goal)
     assert tuple(frame[(y0 + y1) // 2, (x0 + x1) // 2]) == COLOURS["goal"]
-    wall = next((r, c) for r in range(env.size) for c in range(env.size) if env.walls[r][c] == "#" and (r, c) != env.door)
+    wall = next(
+        (r, c) for r in range(env.size) for c in range(env.size) if env.walls[r][c] == "#" and (r, c) != env.door
+    )
     x0, y0, x1, y1 = env.cell_box(*wall)
     assert tuple(frame[(y0 + y1) // 2, (x0 + x1) // 2]) == COLOURS["wall"]
 

@@ -100,7 +100,9 @@ def _with_attribute(pickled: bytes, name: str = "s") -> dict:
 HOSTILE_SNAPSHOTS = {
     "a 40-byte list of 20 million ints": pickle.dumps(_Reduce(list, (range(20_000_000),)), protocol=4),
     "a billion zero bytes": pickle.dumps(_Reduce(bytes, (10**9,)), protocol=4),
-    "an array of 10 GB": pickle.dumps(_Reduce(np._core.multiarray._reconstruct, (np.ndarray, (10**10,), b"b")), protocol=4),
+    "an array of 10 GB": pickle.dumps(
+        _Reduce(np._core.multiarray._reconstruct, (np.ndarray, (10**10,), b"b")), protocol=4
+    ),
     "a data type of 1 TB": pickle.dumps(_Reduce(np.dtype, ("V1000000000000",)), protocol=4),
     # BUILD on a module-level numpy function: would rewrite its defaults for the whole process.
     "a BUILD on numpy's own function": (
@@ -137,7 +139,13 @@ def test_malformed_snapshots_are_one_line() -> None:
     env = make_env("gym:FrozenLake-v1")
     env.reset(seed=0)
     good = env.get_state()
-    for broken in ({}, {**good, "elapsed_steps": "x"}, {**good, "seed": "7"}, {**good, "attributes": {"s": "%%%"}}, {**good, "attributes": {"s": "A" * 2_000_000}}):
+    for broken in (
+        {},
+        {**good, "elapsed_steps": "x"},
+        {**good, "seed": "7"},
+        {**good, "attributes": {"s": "%%%"}},
+        {**good, "attributes": {"s": "A" * 2_000_000}},
+    ):
         with pytest.raises(BadOption, match="cannot be restored") as error:
             env.set_state(broken)
         assert "\n" not in str(error.value)

@@ -46,7 +46,9 @@ def test_three_react_steps_on_gridworld(default_model) -> None:
 
 
 def test_score_mode_on_household(default_model) -> None:
-    policy = ReActPolicy(default_model, ReActConfig(action_mode="score", sampling=SamplingParams(temperature=0.0, max_new_tokens=24)))
+    policy = ReActPolicy(
+        default_model, ReActConfig(action_mode="score", sampling=SamplingParams(temperature=0.0, max_new_tokens=24))
+    )
     runner = EpisodeRunner("household", policy)
     runner.reset(seed=0)
     step = runner.step()
@@ -56,13 +58,32 @@ def test_score_mode_on_household(default_model) -> None:
 
 def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     environment = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "app.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=environment)
+    return subprocess.run(
+        [sys.executable, "app.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=environment
+    )
 
 
 def test_cli_react_run_with_candidates_is_stored_paired_and_exported(tmp_path: Path) -> None:
-    """The store issue's acceptance path, as a user types it."""
+    """Run, pairs, every export and stats on a real model, as a user types them."""
     db = str(tmp_path / "runs.db")
-    result = cli("run", "--env", "gridworld", "--policy", "react", "--model", "default", "--candidates", "3", "--seed", "0", "--max-steps", "3", "--db", db, "--json")
+    result = cli(
+        "run",
+        "--env",
+        "gridworld",
+        "--policy",
+        "react",
+        "--model",
+        "default",
+        "--candidates",
+        "3",
+        "--seed",
+        "0",
+        "--max-steps",
+        "3",
+        "--db",
+        db,
+        "--json",
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["policy"] == "react" and summary["steps"] == 3 and f"stored in sqlite:///{db}" in result.stderr

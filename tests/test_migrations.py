@@ -24,7 +24,9 @@ def test_a_first_schema_database_upgrades_to_head_with_its_data(tmp_path: Path) 
     upgrade(database, "0001")  # the first schema: episodes only
     assert current_revision(database) == "0001"
     old_store = EpisodeStore(database)
-    runner = EpisodeRunner("household", make_policy("expert"), sinks=[old_store.sink()], config=RunnerConfig(record_frames=True))
+    runner = EpisodeRunner(
+        "household", make_policy("expert"), sinks=[old_store.sink()], config=RunnerConfig(record_frames=True)
+    )
     runner.reset(seed=5)
     episode = runner.run()
     database.dispose()
@@ -53,7 +55,9 @@ def test_a_first_schema_database_upgrades_to_head_with_its_data(tmp_path: Path) 
 
 def test_migrations_create_exactly_the_models_schema(store_url: str) -> None:
     with open_store(store_url) as store, store.db.engine.connect() as connection:
-        differences = compare_metadata(MigrationContext.configure(connection, opts={"compare_type": True}), Base.metadata)
+        differences = compare_metadata(
+            MigrationContext.configure(connection, opts={"compare_type": True}), Base.metadata
+        )
     assert differences == []
 
 
@@ -91,8 +95,15 @@ def test_several_processes_opening_a_new_database_at_once_migrate_it_once(store_
     import sys
 
     root = Path(__file__).resolve().parent.parent
-    code = "import sys; from storage import open_store; s = open_store(sys.argv[1]); print(s.episodes.count()['episodes'])"
-    processes = [subprocess.Popen([sys.executable, "-c", code, store_url], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    code = (
+        "import sys; from storage import open_store; s = open_store(sys.argv[1]); print(s.episodes.count()['episodes'])"
+    )
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, store_url], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(4)
+    ]
     results = [p.communicate(timeout=120) for p in processes]
     assert [p.returncode for p in processes] == [0, 0, 0, 0], results
     assert all(out.strip() == "0" for out, _ in results)

@@ -34,13 +34,21 @@ def llava(tokenizer):
 
 
 def chat(turns: int) -> list[dict]:
-    messages = [{"role": "system", "content": "You are an agent in a grid."}, {"role": "user", "content": "Observation: #@.G#"}]
+    messages = [
+        {"role": "system", "content": "You are an agent in a grid."},
+        {"role": "user", "content": "Observation: #@.G#"},
+    ]
     for index in range(turns):
-        messages += [{"role": "assistant", "content": f"Thought: step {index}\nAction: go east"}, {"role": "user", "content": f"Observation: moved {index}"}]
+        messages += [
+            {"role": "assistant", "content": f"Thought: step {index}\nAction: go east"},
+            {"role": "user", "content": f"Observation: moved {index}"},
+        ]
     return messages
 
 
-def reference_signals(backend: TransformersBackend, prompt_ids: list[int], generated: list[int]) -> tuple[list[float], list[float]]:
+def reference_signals(
+    backend: TransformersBackend, prompt_ids: list[int], generated: list[int]
+) -> tuple[list[float], list[float]]:
     """Logprob and entropy of each generated token from one plain forward pass over everything."""
     with torch.no_grad():
         logits = backend.model(torch.tensor([prompt_ids + generated])).logits[0].float()
@@ -55,7 +63,9 @@ def test_token_logprobs_and_entropies_match_an_independent_forward_pass(backend)
     session = PrefixSession()
     backend.generate(chat(1), sampling=GREEDY, session=session)  # warm the cache: the next call reuses it
     messages = chat(2)
-    result = backend.generate(messages, n=3, sampling=SamplingParams(temperature=1.0, max_new_tokens=16, seed=3), session=session)
+    result = backend.generate(
+        messages, n=3, sampling=SamplingParams(temperature=1.0, max_new_tokens=16, seed=3), session=session
+    )
     assert result.cache.reused_tokens > 0
     prompt_ids, _ = backend.encode(messages)
     for generation in result.generations:
@@ -76,7 +86,9 @@ def test_greedy_with_cache_reuse_equals_full_reencoding(backend) -> None:
         assert [t.id for t in with_reuse.generations[0].tokens] == [t.id for t in from_scratch.generations[0].tokens]
         assert from_scratch.cache.full_encode
         if turns:
-            assert with_reuse.cache.reused_tokens > 0 and with_reuse.cache.encoded_tokens < with_reuse.cache.prompt_tokens
+            assert (
+                with_reuse.cache.reused_tokens > 0 and with_reuse.cache.encoded_tokens < with_reuse.cache.prompt_tokens
+            )
 
 
 def test_changed_prefix_falls_back_and_says_so(backend) -> None:
@@ -107,7 +119,9 @@ def test_generation_can_be_interrupted(backend) -> None:
         calls["n"] += 1
         return calls["n"] >= 2
 
-    result = backend.generate(chat(0), sampling=SamplingParams(temperature=0.0, max_new_tokens=200), should_stop=stop_after_two)
+    result = backend.generate(
+        chat(0), sampling=SamplingParams(temperature=0.0, max_new_tokens=200), should_stop=stop_after_two
+    )
     assert result.generations[0].finish_reason == "interrupted" and len(result.generations[0].tokens) <= 2
 
 
@@ -116,8 +130,13 @@ def test_seeded_sampling_is_reproducible_and_tiny_top_p_is_greedy(backend) -> No
     first = backend.generate(chat(0), n=2, sampling=params).generations
     second = backend.generate(chat(0), n=2, sampling=params).generations
     assert [g.text for g in first] == [g.text for g in second]
-    nucleus = backend.generate(chat(0), sampling=SamplingParams(temperature=1.0, top_p=1e-9, max_new_tokens=12, seed=1)).generations[0]
-    assert nucleus.text == backend.generate(chat(0), sampling=SamplingParams(temperature=0.0, max_new_tokens=12)).generations[0].text
+    nucleus = backend.generate(
+        chat(0), sampling=SamplingParams(temperature=1.0, top_p=1e-9, max_new_tokens=12, seed=1)
+    ).generations[0]
+    assert (
+        nucleus.text
+        == backend.generate(chat(0), sampling=SamplingParams(temperature=0.0, max_new_tokens=12)).generations[0].text
+    )
 
 
 def test_scoring_all_continuations_in_one_pass_matches_separate_passes(backend) -> None:
@@ -129,7 +148,9 @@ def test_scoring_all_continuations_in_one_pass_matches_separate_passes(backend) 
     prompt_ids, _ = backend.encode(messages, prefix)
     assert session.cache.get_seq_length() == len(prompt_ids)  # the packed tokens were dropped again
     for text, values, tokens in zip(continuations, result.token_logprobs, result.tokens):
-        expected_tokens = backend.tokenizer(text, add_special_tokens=False)["input_ids"] + [backend.tokenizer.eos_token_id]
+        expected_tokens = backend.tokenizer(text, add_special_tokens=False)["input_ids"] + [
+            backend.tokenizer.eos_token_id
+        ]
         assert tokens == expected_tokens
         expected, _ = reference_signals(backend, prompt_ids, tokens)
         np.testing.assert_allclose(values, expected, atol=1e-4)

@@ -41,7 +41,9 @@ def test_explicit_dtype_is_honoured(model_folder) -> None:
 def test_an_architecture_that_cannot_generate_is_refused(tmp_path) -> None:
     from transformers import ViTConfig
 
-    ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64).save_pretrained(tmp_path)
+    ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64).save_pretrained(
+        tmp_path
+    )
     with pytest.raises(StudioError, match="neither a causal LM nor an image-text-to-text model"):
         ModelRegistry().load(str(tmp_path))
 

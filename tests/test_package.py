@@ -32,9 +32,16 @@ def fresh_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     done = run([sys.executable, "-m", "venv", str(venv)], cwd=venv.parent)
     assert done.returncode == 0, done.stderr
     python = venv / "bin" / "python"
-    site = Path(run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=venv.parent).stdout.strip())
+    site = Path(
+        run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=venv.parent
+        ).stdout.strip()
+    )
     (site / "test_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    done = run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", "--disable-pip-version-check", "-e", str(ROOT)], cwd=venv.parent)
+    done = run(
+        [str(python), "-m", "pip", "install", "--quiet", "--no-deps", "--disable-pip-version-check", "-e", str(ROOT)],
+        cwd=venv.parent,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return venv
 
@@ -48,7 +55,9 @@ def test_the_command_works_from_another_folder(fresh_venv: Path, tmp_path: Path)
     assert "gridworld" in [json.loads(line)["name"] for line in listed.stdout.splitlines()]
 
     db = tmp_path / "here.db"
-    ran = run([str(command), "run", "--env", "gridworld", "--policy", "expert", "--json", "--db", str(db)], cwd=tmp_path)
+    ran = run(
+        [str(command), "run", "--env", "gridworld", "--policy", "expert", "--json", "--db", str(db)], cwd=tmp_path
+    )
     assert ran.returncode == 0, ran.stderr
     assert json.loads(ran.stdout)["success"] is True and db.exists()
 
@@ -58,7 +67,10 @@ def test_python_dash_m_runs_the_same_command_line(fresh_venv: Path, tmp_path: Pa
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"agent-studio {__version__}"
     # It is the installed project that answers, not a copy in the current folder.
-    where = run([str(fresh_venv / "bin" / "python"), "-c", "import app, studio; print(app.__file__, studio.__file__)"], cwd=tmp_path)
+    where = run(
+        [str(fresh_venv / "bin" / "python"), "-c", "import app, studio; print(app.__file__, studio.__file__)"],
+        cwd=tmp_path,
+    )
     assert where.stdout.split() == [str(ROOT / "app.py"), str(ROOT / "studio" / "__init__.py")]
 
 
@@ -75,8 +87,14 @@ def test_serve_reads_gradio_server_name_and_port_and_refuses_a_bad_one(tmp_path:
         del os.environ["GRADIO_SERVER_NAME"], os.environ["GRADIO_SERVER_PORT"]
     assert listen_address(build_parser().parse_args(["serve"])) == ("127.0.0.1", 7860)
 
-    refused = run([sys.executable, str(ROOT / "app.py"), "serve", "--model", "none"], cwd=tmp_path, GRADIO_SERVER_PORT="seventy")
-    assert refused.returncode == 2 and refused.stderr.strip().splitlines() == ["error: GRADIO_SERVER_PORT: expected a port between 0 and 65535, got 'seventy'."]
+    refused = run(
+        [sys.executable, str(ROOT / "app.py"), "serve", "--model", "none"], cwd=tmp_path, GRADIO_SERVER_PORT="seventy"
+    )
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines() == [
+        "error: GRADIO_SERVER_PORT: expected a port between 0 and 65535, got 'seventy'."
+    ]
     # Beyond loopback by the variable is still beyond loopback: logins required.
-    open_to_all = run([sys.executable, str(ROOT / "app.py"), "serve", "--model", "none"], cwd=tmp_path, GRADIO_SERVER_NAME="0.0.0.0")
+    open_to_all = run(
+        [sys.executable, str(ROOT / "app.py"), "serve", "--model", "none"], cwd=tmp_path, GRADIO_SERVER_NAME="0.0.0.0"
+    )
     assert open_to_all.returncode == 2 and "without authentication" in open_to_all.stderr

@@ -11,9 +11,17 @@ from studio.agents.parsing import parse_react
     ("text", "thought", "action"),
     [
         ("Thought: the key is north.\nAction: go north", "the key is north.", "go north"),
-        ("Thought 2: I need the founder.\nAction 2: search[Quint Atlas Company]", "I need the founder.", "search[Quint Atlas Company]"),
+        (
+            "Thought 2: I need the founder.\nAction 2: search[Quint Atlas Company]",
+            "I need the founder.",
+            "search[Quint Atlas Company]",
+        ),
         ("**Thought:** hmm\n**Action:** `take mug 1 from cabinet 1`.", "hmm", "take mug 1 from cabinet 1"),
-        ("Thought: a\nmulti-line thought\nAction: look\nObservation: You see a cat.\nThought: next\nAction: go to bed 1", "a\nmulti-line thought", "look"),
+        (
+            "Thought: a\nmulti-line thought\nAction: look\nObservation: You see a cat.\nThought: next\nAction: go to bed 1",
+            "a\nmulti-line thought",
+            "look",
+        ),
         ("Action: finish[Umtavia].", None, "finish[Umtavia]"),
         ("thought: lower case\naction: go west", "lower case", "go west"),
         ("Thought: x\nAction: go north\nAction: go south", "x", "go north"),

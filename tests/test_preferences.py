@@ -19,7 +19,9 @@ def test_candidates_make_every_two_way_pair_once(store: Store) -> None:
     again = store.preferences.pairs_from_candidates()
     assert again.to_dict() == {"created": 0, "already_there": 9, "identical": 0}
     pairs = store.preferences.pairs()
-    assert {p.step_index for p in pairs} == {0, 1, 2} and all(p.kind == "step" and p.source == "candidates" for p in pairs)
+    assert {p.step_index for p in pairs} == {0, 1, 2} and all(
+        p.kind == "step" and p.source == "candidates" for p in pairs
+    )
     step0 = [p for p in pairs if p.step_index == 0]
     sides = {s.candidate_id for p in step0 for s in (p.left, p.right)}
     assert sides == {None, *(c.id for c in episode.steps[0].candidates)}  # the taken output and both candidates
@@ -29,14 +31,22 @@ def test_identical_outputs_make_no_pair(store: Store) -> None:
     same = ["Thought: east.\nAction: go east"]
     run_react(store, seed=0, steps=2, candidates=3, outputs=same)
     assert store.preferences.pairs_from_candidates().to_dict() == {"created": 0, "already_there": 0, "identical": 6}
-    run_react(store, seed=1, steps=1, candidates=2, outputs=["Thought: a.\nAction: go east", "Thought: b.\nAction: go east"])
+    run_react(
+        store, seed=1, steps=1, candidates=2, outputs=["Thought: a.\nAction: go east", "Thought: b.\nAction: go east"]
+    )
     assert store.preferences.pairs_from_candidates(different_actions=True).created == 0
     assert store.preferences.pairs_from_candidates().created == 1
 
 
 def test_filters_on_environment_and_episode(store: Store) -> None:
     grid = run_react(store, seed=0, steps=1)
-    run_react(store, seed=0, steps=1, env="household", outputs=["Thought: a.\nAction: look", "Thought: b.\nAction: inventory", "Thought: c.\nAction: fly"])
+    run_react(
+        store,
+        seed=0,
+        steps=1,
+        env="household",
+        outputs=["Thought: a.\nAction: look", "Thought: b.\nAction: inventory", "Thought: c.\nAction: fly"],
+    )
     assert store.preferences.pairs_from_candidates(episode_ids=[grid.id]).created == 3
     assert store.preferences.pairs_from_candidates(env="household").created == 3
     assert {p.env for p in store.preferences.pairs()} == {"gridworld", "household"}
@@ -47,7 +57,9 @@ def test_episodes_on_the_same_task_make_trajectory_pairs(store: Store) -> None:
     expert = run_scripted(store, "expert", seed=3)
     random_run = run_scripted(store, "random", seed=3, max_steps=4)
     run_scripted(store, "expert", seed=4)  # another seed: no partner
-    runner = EpisodeRunner("gridworld", make_policy("random"), sinks=[store.episodes.sink()], config=RunnerConfig(max_steps=6))
+    runner = EpisodeRunner(
+        "gridworld", make_policy("random"), sinks=[store.episodes.sink()], config=RunnerConfig(max_steps=6)
+    )
     runner.reset(seed=3)
     unfinished = runner.step()  # not finished: not paired
     fork = runner.fork(expert, at=1)
@@ -91,7 +103,9 @@ def test_the_queue_is_blind_stable_and_per_annotator(store: Store) -> None:
     item = first_page[0]
     pair = store.preferences.pair(item.pair_id)
     assert item.step_index == pair.step_index and len(item.history) == pair.step_index
-    assert all(step.actor == "" and step.prompt is None and step.extra == {} for step in item.history)  # nothing names the policy
+    assert all(
+        step.actor == "" and step.prompt is None and step.extra == {} for step in item.history
+    )  # nothing names the policy
     assert item.frame is not None and item.instruction.startswith("You are @")
     # The store remembers the side mapping: "left as shown" is stored as the pair's real side.
     record = store.preferences.annotate(item.pair_id, "ada", "left")
@@ -118,14 +132,28 @@ def test_judging_again_updates_and_undo_restores(store: Store) -> None:
     run_react(store, seed=0, steps=1)
     store.preferences.pairs_from_candidates()
     first, second = store.preferences.queue("ada", limit=2)
-    store.preferences.annotate(first.pair_id, "ada", "left", rationale="<script>alert(1)</script> clearer", tags=["correct"], confidence=0.9, seconds=3.5, as_shown=False)
+    store.preferences.annotate(
+        first.pair_id,
+        "ada",
+        "left",
+        rationale="<script>alert(1)</script> clearer",
+        tags=["correct"],
+        confidence=0.9,
+        seconds=3.5,
+        as_shown=False,
+    )
     store.preferences.annotate(second.pair_id, "ada", "tie", as_shown=False)
     store.preferences.annotate(first.pair_id, "ada", "both-bad", as_shown=False)  # a re-submit updates
     records = store.preferences.annotations(annotator="ada")
     assert [(r.pair_id, r.choice) for r in records] == [(second.pair_id, "tie"), (first.pair_id, "both_bad")]
     assert store.preferences.undo("ada") == first.pair_id  # restores the earlier judgement
     (restored,) = store.preferences.annotations(pair_id=first.pair_id)
-    assert (restored.choice, restored.rationale, restored.tags, restored.confidence) == ("left", "<script>alert(1)</script> clearer", ["correct"], 0.9)
+    assert (restored.choice, restored.rationale, restored.tags, restored.confidence) == (
+        "left",
+        "<script>alert(1)</script> clearer",
+        ["correct"],
+        0.9,
+    )
     # Undo walks back in time: next the judgement of the second pair, then the first one's.
     assert store.preferences.undo("ada") == second.pair_id
     assert [r.pair_id for r in store.preferences.annotations()] == [first.pair_id]
@@ -157,7 +185,10 @@ def test_step_labels_upsert_per_annotator(store: Store) -> None:
     store.preferences.label_step(episode.id, 0, "ada", "Redundant", note="loops back")
     store.preferences.label_step(episode.id, 0, "bob", "neutral")
     labels = store.preferences.step_labels(episode.id)
-    assert [(l.annotator, l.label, l.note) for l in labels] == [("ada", "redundant", "loops back"), ("bob", "neutral", "")]
+    assert [(l.annotator, l.label, l.note) for l in labels] == [
+        ("ada", "redundant", "loops back"),
+        ("bob", "neutral", ""),
+    ]
     with pytest.raises(StudioError, match="Unknown step label"):
         store.preferences.label_step(episode.id, 0, "ada", "meh")
     with pytest.raises(StudioError, match="No stored step 99"):
@@ -204,10 +235,20 @@ def test_a_judgement_that_races_another_writer_for_the_same_row_is_kept(store: S
         with other.writing() as session:
             ada = session.scalar(select(AnnotatorRow.id).where(AnnotatorRow.name == "ada"))
             now = "2026-01-01T00:00:00.000000+00:00"
-            row = dict(pair_id=first.id, annotator_id=ada, choice="right", rationale="other", tags=[], created_at=now, updated_at=now)
+            row = dict(
+                pair_id=first.id,
+                annotator_id=ada,
+                choice="right",
+                rationale="other",
+                tags=[],
+                created_at=now,
+                updated_at=now,
+            )
             session.execute(insert(AnnotationRow).values(**row))
             session.flush()
-            worker = threading.Thread(target=lambda: results.append(store.preferences.annotate(first.id, "ada", "left", as_shown=False)))
+            worker = threading.Thread(
+                target=lambda: results.append(store.preferences.annotate(first.id, "ada", "left", as_shown=False))
+            )
             worker.start()
             time.sleep(1.5)  # the worker now waits on our uncommitted row
         worker.join(timeout=60)

@@ -64,4 +64,9 @@ def test_patch_to_pixel_mapping_on_a_known_case() -> None:
     weights[6] = 1.0
     overlay = patch_overlay(frame, weights, (4, 4))
     changed = np.argwhere(np.abs(overlay.astype(int) - 128).sum(axis=2) > 0)
-    assert changed[:, 0].min() == 40 and changed[:, 0].max() == 79 and changed[:, 1].min() == 80 and changed[:, 1].max() == 119
+    assert (
+        changed[:, 0].min() == 40
+        and changed[:, 0].max() == 79
+        and changed[:, 1].min() == 80
+        and changed[:, 1].max() == 119
+    )

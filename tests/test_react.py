@@ -75,7 +75,9 @@ def test_score_mode_falls_back_to_generation_without_a_finite_action_set(tiny) -
 
 
 def test_candidates_are_sampled_in_one_batch_and_kept(tiny) -> None:
-    runner = run_steps(tiny, "gridworld", 1, candidates=3, sampling=SamplingParams(temperature=1.0, max_new_tokens=10, seed=0))
+    runner = run_steps(
+        tiny, "gridworld", 1, candidates=3, sampling=SamplingParams(temperature=1.0, max_new_tokens=10, seed=0)
+    )
     step = runner.episode.steps[0]
     assert len(step.candidates) == 2
     assert all(c.raw.startswith("Thought:") and c.tokens is not None for c in step.candidates)
@@ -125,7 +127,11 @@ def test_scripted_backend_drives_parsing_nudging_and_candidate_choice() -> None:
     assert first.candidates[0].action == "fly" and not first.candidates[0].valid
     policy.config = ReActConfig(candidates=1, few_shot=False)
     second = runner.step()
-    assert second.extra["action_nudged"] and second.action == "go north" and second.raw == "Thought: I will go north\nAction: go north"
+    assert (
+        second.extra["action_nudged"]
+        and second.action == "go north"
+        and second.raw == "Thought: I will go north\nAction: go north"
+    )
 
 
 def test_fork_starts_the_model_afresh(tiny) -> None:

@@ -54,21 +54,27 @@ def test_expert_episode_records_every_step() -> None:
 
 
 def test_malformed_and_invalid_actions_are_recorded_and_the_episode_goes_on() -> None:
-    policy = ScriptedTextPolicy(["I think I will wander.", "Thought: up\nAction: fly north", "Thought: ok\nAction: go north"])
+    policy = ScriptedTextPolicy(
+        ["I think I will wander.", "Thought: up\nAction: fly north", "Thought: ok\nAction: go north"]
+    )
     runner = EpisodeRunner("gridworld", policy, config=RunnerConfig(max_steps=3))
     runner.reset(seed=0)
     episode = runner.run()
     unparsed, refused, fine = episode.steps
     assert not unparsed.valid and unparsed.action is None and "no 'Action:' line" in unparsed.invalid_reason
     assert unparsed.next_observation.startswith("Invalid action:") and unparsed.raw == "I think I will wander."
-    assert not refused.valid and refused.action == "fly north" and "not one of the valid actions" in refused.invalid_reason
+    assert (
+        not refused.valid and refused.action == "fly north" and "not one of the valid actions" in refused.invalid_reason
+    )
     assert refused.thought == "up"
     assert fine.valid and fine.action == "go north"
     assert episode.end_reason == "step limit" and fine.truncated and episode.success is False
 
 
 def test_too_many_invalid_actions_truncate_the_episode() -> None:
-    runner = EpisodeRunner("household", ScriptedTextPolicy(["Action: dance"]), config=RunnerConfig(max_invalid_actions=4))
+    runner = EpisodeRunner(
+        "household", ScriptedTextPolicy(["Action: dance"]), config=RunnerConfig(max_invalid_actions=4)
+    )
     runner.reset(seed=0)
     episode = runner.run()
     assert episode.length == 4 and episode.end_reason == "too many invalid actions" and episode.steps[-1].truncated
@@ -99,7 +105,11 @@ def test_human_takes_over_and_hands_back() -> None:
 
 
 def test_stop_interrupts_a_running_episode() -> None:
-    runner = EpisodeRunner("gridworld", ScriptedTextPolicy(["Action: go north"], delay=0.05), config=RunnerConfig(max_steps=1000, max_invalid_actions=1000))
+    runner = EpisodeRunner(
+        "gridworld",
+        ScriptedTextPolicy(["Action: go north"], delay=0.05),
+        config=RunnerConfig(max_steps=1000, max_invalid_actions=1000),
+    )
     runner.reset(seed=0)
     worker = threading.Thread(target=runner.run)
     worker.start()
@@ -139,7 +149,9 @@ def test_fork_restores_the_state_and_shares_the_prefix() -> None:
 
 def test_fork_an_episode_read_back_from_jsonl(tmp_path) -> None:
     path = tmp_path / "episodes.jsonl"
-    writer = EpisodeRunner("gym:FrozenLake-v1", RandomPolicy(seed=3), env_options={"is_slippery": True}, sinks=[JsonlSink(path)])
+    writer = EpisodeRunner(
+        "gym:FrozenLake-v1", RandomPolicy(seed=3), env_options={"is_slippery": True}, sinks=[JsonlSink(path)]
+    )
     for seed in range(3):
         writer.reset(seed=seed)
         writer.run()
@@ -151,7 +163,11 @@ def test_fork_an_episode_read_back_from_jsonl(tmp_path) -> None:
     runner.fork(longest, at=at)
     replayed = runner.step(action=longest.steps[at].action)
     original = longest.steps[at]
-    assert (replayed.next_observation, replayed.reward, replayed.terminated) == (original.next_observation, original.reward, original.terminated)
+    assert (replayed.next_observation, replayed.reward, replayed.terminated) == (
+        original.next_observation,
+        original.reward,
+        original.terminated,
+    )
 
 
 def test_fork_out_of_range_is_a_user_error() -> None:
@@ -195,13 +211,17 @@ def test_a_fork_of_steps_with_candidates_is_stored(tmp_path) -> None:
 
     with open_store(tmp_path / "forks.db") as store:
         parent = run_react(store, seed=0, steps=3, candidates=3)
-        runner = EpisodeRunner("gridworld", ReActPolicy(ScriptedBackend(OUTPUTS), ReActConfig(candidates=3)), sinks=[store.episodes.sink()])
+        runner = EpisodeRunner(
+            "gridworld", ReActPolicy(ScriptedBackend(OUTPUTS), ReActConfig(candidates=3)), sinks=[store.episodes.sink()]
+        )
         fork = runner.fork(parent, 2)
         runner.step()
         stored = store.episodes.get(fork.id)
         assert [s.raw for s in stored.steps[:2]] == [s.raw for s in parent.steps[:2]]
         parent_ids = {c.id for s in parent.steps for c in s.candidates}
-        assert len(stored.steps[0].candidates) == 2 and not parent_ids & {c.id for s in stored.steps for c in s.candidates}
+        assert len(stored.steps[0].candidates) == 2 and not parent_ids & {
+            c.id for s in stored.steps for c in s.candidates
+        }
 
 
 def test_stop_during_generation_records_no_step_and_leaves_the_environment_alone() -> None:
@@ -214,13 +234,30 @@ def test_stop_during_generation_records_no_step_and_leaves_the_environment_alone
 
         stop_next = True
 
-        def generate(self, messages, n=1, sampling=None, stop=None, images=None, session=None, should_stop=None, assistant_prefix="", on_token=None):
+        def generate(
+            self,
+            messages,
+            n=1,
+            sampling=None,
+            stop=None,
+            images=None,
+            session=None,
+            should_stop=None,
+            assistant_prefix="",
+            on_token=None,
+        ):
             if self.stop_next:
                 runner.stop()
-            result = super().generate(messages, n, sampling, stop, images, session, should_stop, assistant_prefix, on_token)
+            result = super().generate(
+                messages, n, sampling, stop, images, session, should_stop, assistant_prefix, on_token
+            )
             if should_stop is not None and should_stop():
                 for generation in result.generations:
-                    generation.text, generation.tokens, generation.finish_reason = generation.text[:4], generation.tokens[:4], "interrupted"
+                    generation.text, generation.tokens, generation.finish_reason = (
+                        generation.text[:4],
+                        generation.tokens[:4],
+                        "interrupted",
+                    )
             return result
 
     backend = StoppedMidway(["Thought: east.\nAction: go east"])
@@ -250,7 +287,9 @@ def test_a_step_that_cannot_be_stored_stops_the_episode_without_a_gap(tmp_path, 
     monkeypatch.setattr(storage.db, "BUSY_TIMEOUT_S", 1)
     path = tmp_path / "studio.db"
     store = open_store(path)
-    runner = EpisodeRunner("gridworld", make_policy("expert"), sinks=[store.episodes.sink()], config=RunnerConfig(record_frames=False))
+    runner = EpisodeRunner(
+        "gridworld", make_policy("expert"), sinks=[store.episodes.sink()], config=RunnerConfig(record_frames=False)
+    )
     episode = runner.reset(seed=1)
     runner.step()
     runner.step()
@@ -302,7 +341,12 @@ def test_environment_info_is_kept_as_standard_json() -> None:
 
     from studio.runner import _json_safe
 
-    assert _json_safe({"a": math.nan, "b": [1, math.inf], "c": 1.5, 3: object}) == {"a": "nan", "b": "[1, inf]", "c": 1.5, "3": repr(object)}
+    assert _json_safe({"a": math.nan, "b": [1, math.inf], "c": 1.5, 3: object}) == {
+        "a": "nan",
+        "b": "[1, inf]",
+        "c": 1.5,
+        "3": repr(object),
+    }
 
 
 def test_a_sink_that_fails_after_the_step_was_stored_keeps_the_step() -> None:
@@ -316,7 +360,9 @@ def test_a_sink_that_fails_after_the_step_was_stored_keeps_the_step() -> None:
                 raise StudioError("Step stored, but its pairs could not be queued.")
 
     kept = ListSink()
-    runner = EpisodeRunner("gridworld", make_policy("expert"), sinks=[kept, Grumpy()], config=RunnerConfig(record_frames=False))
+    runner = EpisodeRunner(
+        "gridworld", make_policy("expert"), sinks=[kept, Grumpy()], config=RunnerConfig(record_frames=False)
+    )
     runner.reset(seed=0)
     with pytest.raises(StudioError, match="pairs could not be queued"):
         runner.step()

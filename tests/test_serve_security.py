@@ -18,7 +18,13 @@ from tests.raw_client import call, handler_index
 
 
 def serve(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "app.py", "serve", "--model", "none", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "app.py", "serve", "--model", "none", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def one_line_refusal(done: subprocess.CompletedProcess, *words: str) -> None:
@@ -57,7 +63,10 @@ def hostile_model(folder: Path, marker: Path, code_home: Path) -> Path:
         encoding="utf-8",
     )
     target = "configuration_x.XConfig" if code_home == folder else f"{code_home}--configuration_x.XConfig"
-    (folder / "config.json").write_text(json.dumps({"model_type": "x", "auto_map": {"AutoConfig": target, "AutoModelForCausalLM": target}}), encoding="utf-8")
+    (folder / "config.json").write_text(
+        json.dumps({"model_type": "x", "auto_map": {"AutoConfig": target, "AutoModelForCausalLM": target}}),
+        encoding="utf-8",
+    )
     return folder
 
 
@@ -74,7 +83,9 @@ def test_no_web_client_can_make_the_server_run_code(tmp_path: Path) -> None:
         assert not any("trust" in label.lower() for label in labels)  # no widget offers it
         with httpx.Client(timeout=60) as client:
             # 1. Nothing can be uploaded (no panel takes a file).
-            upload = client.post(f"{url}gradio_api/upload", files={"files": ("modeling_x.py", b"import os\nos.system('touch /tmp/x')\n")})
+            upload = client.post(
+                f"{url}gradio_api/upload", files={"files": ("modeling_x.py", b"import os\nos.system('touch /tmp/x')\n")}
+            )
             assert upload.status_code == 413, upload.text
             # 2. The Models tab's own handler (called as the browser does), with every path.
             load = handler_index(config, "load")
@@ -95,14 +106,38 @@ def test_no_web_client_can_make_the_server_run_code(tmp_path: Path) -> None:
                 assert refusal in api.predict("A", name, "auto", "auto", api_name="/load_model")["error"]
     assert not marker.exists()
     # The operator's own command line still decides for itself: without --trust-remote-code nothing runs there either.
-    refused = subprocess.run([sys.executable, "app.py", "run", "--env", "gridworld", "--policy", "react", "--model", str(local_code), "--max-steps", "1"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    refused = subprocess.run(
+        [
+            sys.executable,
+            "app.py",
+            "run",
+            "--env",
+            "gridworld",
+            "--policy",
+            "react",
+            "--model",
+            str(local_code),
+            "--max-steps",
+            "1",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert refused.returncode == 2 and not marker.exists(), refused.stderr
 
 
 def test_sigterm_stops_the_server_after_a_gymnasium_frame() -> None:
     """pygame (SDL) takes over SIGTERM when it starts; the studio must still stop (docker stop, systemd)."""
     port = free_port()
-    server = subprocess.Popen([sys.executable, "app.py", "serve", "--model", "none", "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "app.py", "serve", "--model", "none", "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         url = f"http://127.0.0.1:{port}/"
         deadline = time.time() + 120

@@ -33,7 +33,9 @@ def test_reset_step_run_and_every_step_is_stored(registry: ModelRegistry, tmp_pa
     store = open_store(tmp_path / "s.db")
     session = session_with_model(registry, sinks=[store.episodes.sink()])
     episode = session.reset()
-    assert session.current_observation() and session.current_frame().shape[2] == 3 and "go east" in session.valid_actions()
+    assert (
+        session.current_observation() and session.current_frame().shape[2] == 3 and "go east" in session.valid_actions()
+    )
     assert store.episodes.count()["episodes"] == 0  # nothing stored until something happens
     step = session.step()
     assert step.actor == "react" and step.action == "go east"
@@ -132,7 +134,9 @@ def test_attention_of_a_step_for_candidates_and_both_models(registry: ModelRegis
 
     tokenizer = tiny_tokenizer()
     model_a = registry.add("tiny-llama", TransformersBackend(tiny_llama(tokenizer), tokenizer))
-    session = StudioSession(registry, model_a=model_a, settings=EpisodeSettings(candidates=2, temperature=0.7, max_new_tokens=12))
+    session = StudioSession(
+        registry, model_a=model_a, settings=EpisodeSettings(candidates=2, temperature=0.7, max_new_tokens=12)
+    )
     session.reset()
     session.step()
     first = session.attention(0, "taken", "A")
@@ -141,7 +145,9 @@ def test_attention_of_a_step_for_candidates_and_both_models(registry: ModelRegis
     assert candidate.length != first.length or candidate.text != first.text or candidate is not first
     session.models["B"] = registry.add("tiny-gpt2", TransformersBackend(tiny_gpt2(tokenizer), tokenizer))
     other = session.attention(0, "taken", "B")
-    assert other.text == first.text and other.weights.shape[2:] == first.weights.shape[2:]  # same prompt and output, another model
+    assert (
+        other.text == first.text and other.weights.shape[2:] == first.weights.shape[2:]
+    )  # same prompt and output, another model
     with pytest.raises(StudioError, match="has no candidate 5"):
         session.attention(0, "candidate 5", "A")
     for junk in ("   ", "candidate", "candidate x", "<b>1</b>", "taken 1"):  # what a hand-written client may send
@@ -174,7 +180,9 @@ def test_live_steps_hand_out_the_output_as_it_is_written(registry: ModelRegistry
     session = session_with_model(registry)
     session.reset()
     items = list(session.step_live())
-    assert isinstance(items[0], LiveOutput) and items[0].index == 0 and items[0].tokens == []  # the card appears at once
+    assert (
+        isinstance(items[0], LiveOutput) and items[0].index == 0 and items[0].tokens == []
+    )  # the card appears at once
     steps = [i for i in items if not isinstance(i, LiveOutput)]
     assert len(steps) == 1 and steps[0].raw == OUTPUTS[0] and session.episode.length == 1
     taken = list(session.run_live(2))
@@ -188,7 +196,9 @@ def test_a_stop_while_watching_drops_the_output(registry: ModelRegistry) -> None
     from studio.errors import Interrupted
     from studio.live import LiveOutput
 
-    model = registry.add("slow", ScriptedBackend(["Thought: a long way west and then north.\nAction: go west"], token_seconds=0.01))
+    model = registry.add(
+        "slow", ScriptedBackend(["Thought: a long way west and then north.\nAction: go west"], token_seconds=0.01)
+    )
     session = StudioSession(registry, model_a=model)
     session.reset()
     watched = session.step_live()

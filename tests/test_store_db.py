@@ -93,7 +93,7 @@ def test_a_database_from_a_newer_studio_is_refused_and_left_alone(tmp_path: Path
         connection.execute("UPDATE alembic_version SET version_num = '9999_future'")
     connection.close()
     before = content(path)
-    assert "INSERT INTO \"steps\"" in before
+    assert 'INSERT INTO "steps"' in before
     with pytest.raises(StudioError, match=r"newer Agent Studio \(schema 9999_future"):
         open_store(path)
     assert content(path) == before
@@ -123,7 +123,16 @@ def test_a_file_that_is_not_a_database_is_one_clear_error(tmp_path: Path) -> Non
     assert digest(path) == before
 
 
-@pytest.mark.parametrize("command", [["run", "--env", "gridworld"], ["pairs", "--from", "candidates"], ["export", "--format", "dpo", "--out", "x.jsonl"], ["stats"], ["serve"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["run", "--env", "gridworld"],
+        ["pairs", "--from", "candidates"],
+        ["export", "--format", "dpo", "--out", "x.jsonl"],
+        ["stats"],
+        ["serve"],
+    ],
+)
 def test_every_command_reports_a_bad_database_in_one_line(command: list[str], tmp_path: Path) -> None:
     result = cli(*command, "--db", "nosuchdialect://nowhere")
     assert result.returncode == 2, result.stderr
@@ -183,9 +192,15 @@ def test_a_damaged_database_is_refused_and_not_written_to(tmp_path: Path) -> Non
     with pytest.raises(StudioError, match="is damaged") as error:
         open_store(path)
     assert "\n" not in str(error.value)
-    for command in (["stats"], ["export", "--format", "episodes", "--out", str(tmp_path / "x.jsonl")], ["run", "--env", "gridworld"]):
+    for command in (
+        ["stats"],
+        ["export", "--format", "episodes", "--out", str(tmp_path / "x.jsonl")],
+        ["run", "--env", "gridworld"],
+    ):
         result = cli(*command, "--db", str(path))
-        assert result.returncode == 2 and "is damaged" in result.stderr and result.stderr.count("\n") == 1, result.stderr
+        assert result.returncode == 2 and "is damaged" in result.stderr and result.stderr.count("\n") == 1, (
+            result.stderr
+        )
     assert digest(path) == before
 
 
@@ -194,5 +209,7 @@ def test_commands_that_only_read_refuse_a_database_that_does_not_exist(tmp_path:
     for command in (["stats"], ["export", "--format", "dpo", "--out", str(tmp_path / "out.jsonl")]):
         for target in (str(missing), f"sqlite:///{missing}"):
             result = cli(*command, "--db", target)
-            assert result.returncode == 2 and "No database at" in result.stderr and result.stderr.count("\n") == 1, result.stderr
+            assert result.returncode == 2 and "No database at" in result.stderr and result.stderr.count("\n") == 1, (
+                result.stderr
+            )
     assert not (tmp_path / "no").exists() and not (tmp_path / "out.jsonl").exists()

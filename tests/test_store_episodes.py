@@ -28,15 +28,23 @@ def test_an_episode_reads_back_exactly_as_it_was_run(store_url: str) -> None:
 
 def test_each_step_is_committed_as_it_happens(tmp_path: Path) -> None:
     store = new_store(tmp_path)
-    runner = EpisodeRunner("gridworld", make_policy("expert"), sinks=[store.episodes.sink()], config=RunnerConfig(record_frames=False))
+    runner = EpisodeRunner(
+        "gridworld", make_policy("expert"), sinks=[store.episodes.sink()], config=RunnerConfig(record_frames=False)
+    )
     episode = runner.reset(seed=1)
     db_file = tmp_path / "studio.db"
     for expected in range(1, 4):
         runner.step()
         # Another connection (as another process would) sees the step at once.
         with sqlite3.connect(db_file) as other:
-            assert other.execute("select count(*) from steps where episode_id = ?", (episode.id,)).fetchone()[0] == expected
-            assert other.execute("select length, ended_at from episodes where id = ?", (episode.id,)).fetchone() == (expected, None)
+            assert (
+                other.execute("select count(*) from steps where episode_id = ?", (episode.id,)).fetchone()[0]
+                == expected
+            )
+            assert other.execute("select length, ended_at from episodes where id = ?", (episode.id,)).fetchone() == (
+                expected,
+                None,
+            )
     runner.run()
     summary = store.episodes.summaries()[0]
     assert summary.success is True and summary.steps == episode.length and summary.ended_at is not None
@@ -44,7 +52,9 @@ def test_each_step_is_committed_as_it_happens(tmp_path: Path) -> None:
 
 def test_a_fork_is_stored_with_its_parent_and_copied_prefix(store_url: str) -> None:
     store = open_store(store_url)
-    runner = EpisodeRunner("household", make_policy("expert"), sinks=[store.episodes.sink()], config=RunnerConfig(record_frames=False))
+    runner = EpisodeRunner(
+        "household", make_policy("expert"), sinks=[store.episodes.sink()], config=RunnerConfig(record_frames=False)
+    )
     runner.reset(seed=3)
     parent = runner.run()
     fork = runner.fork(parent, at=2)
@@ -67,7 +77,12 @@ def test_summaries_filter_by_env_policy_model_and_outcome(store_url: str) -> Non
     assert {s.id for s in store.episodes.summaries(model="scripted")} == {react.id}
     assert {s.id for s in store.episodes.summaries(success=True)} == {expert.id, household.id}
     assert store.episodes.summaries(since="2999-01-01") == []
-    assert store.episodes.count() == {"episodes": 4, "finished_episodes": 4, "steps": sum(e.length for e in (expert, random_run, react, household)), "candidates": 4}
+    assert store.episodes.count() == {
+        "episodes": 4,
+        "finished_episodes": 4,
+        "steps": sum(e.length for e in (expert, random_run, react, household)),
+        "candidates": 4,
+    }
 
 
 def test_episodes_from_a_jsonl_file_can_be_stored_whole(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ def judged_episode(store: Store) -> Episode:
     """A 3-step episode with candidate pairs, two judgements and two step labels."""
     episode = run_react(store, seed=0, steps=3, candidates=3)
     store.preferences.pairs_from_candidates()
-    for pair in store.preferences.pairs()[:: 4]:
+    for pair in store.preferences.pairs()[::4]:
         store.preferences.annotate(pair.id, "ada", "left")
     store.preferences.label_step(episode.id, 0, "ada", "good")
     store.preferences.label_step(episode.id, 2, "ada", "bad")
@@ -108,4 +108,8 @@ def test_the_cli_import_is_idempotent_and_replace_says_what_it_kept(tmp_path: Pa
     refused = cli("import", str(path), "--db", str(db))
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "--replace" in refused.stderr
     replaced = cli("import", str(path), "--db", str(db), "--replace")
-    assert replaced.returncode == 0 and "kept steps 0-0" in replaced.stdout and "dropped 6 pairs and 1 step label" in replaced.stdout, replaced
+    assert (
+        replaced.returncode == 0
+        and "kept steps 0-0" in replaced.stdout
+        and "dropped 6 pairs and 1 step label" in replaced.stdout
+    ), replaced

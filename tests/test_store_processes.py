@@ -40,7 +40,10 @@ def test_processes_annotating_at_once_lose_nothing_and_duplicate_nothing(store_u
     processes = [
         subprocess.Popen(
             [sys.executable, "-c", ANNOTATE, store_url, f"worker{n}", ",".join(pair_ids), str(start)],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for n in range(workers)
     ]
@@ -91,7 +94,10 @@ def test_a_process_killed_mid_work_loses_no_committed_step_or_judgement(tmp_path
     store.close()
     process = subprocess.Popen(
         [sys.executable, "-c", WORK_UNTIL_KILLED, str(tmp_path / "studio.db"), ",".join(pair_ids)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     committed: list[list[str]] = []
     deadline = time.monotonic() + 120

@@ -121,7 +121,11 @@ def test_an_unknown_token_origin_in_a_file_is_one_line() -> None:
     from studio.errors import StudioError
     from studio.trace import Episode, Step, TokenInfo
 
-    episode = Episode(env="gridworld", seed=0, steps=[Step(index=0, observation="o", action="a", raw="a", tokens=[TokenInfo(1, "a", -0.1, origin="model")])])
+    episode = Episode(
+        env="gridworld",
+        seed=0,
+        steps=[Step(index=0, observation="o", action="a", raw="a", tokens=[TokenInfo(1, "a", -0.1, origin="model")])],
+    )
     data = episode.to_dict()
     data["steps"][0]["tokens"][0]["origin"] = "<b>me</b>"
     with pytest.raises(StudioError, match="origin: expected one of model, forced, inserted, scored"):

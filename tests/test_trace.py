@@ -14,7 +14,10 @@ from studio.trace import SCHEMA_VERSION, Candidate, Episode, Step, TokenInfo, re
 def full_episode() -> Episode:
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 256, size=(17, 23, 3), dtype=np.uint8)  # odd sizes, random pixels
-    tokens = [TokenInfo(id=5, text=" go", logprob=-0.1 - 0.2, entropy=1.2345678901234567), TokenInfo(id=9, text="\u00e9\u6f22", logprob=-3e-12, entropy=None)]
+    tokens = [
+        TokenInfo(id=5, text=" go", logprob=-0.1 - 0.2, entropy=1.2345678901234567),
+        TokenInfo(id=9, text="\u00e9\u6f22", logprob=-3e-12, entropy=None),
+    ]
     step = Step(
         index=0,
         observation="#@.\n<b>map</b>",
@@ -34,7 +37,10 @@ def full_episode() -> Episode:
         timing={"policy_s": 0.123456789, "env_s": 1e-7},
         tokens=tokens,
         action_logprobs={"go north": -0.01, "go south": -4.6},
-        candidates=[Candidate(raw="Action: go south", thought=None, action="go south", tokens=tokens[:1]), Candidate(raw="??", action=None, valid=False, invalid_reason="no action")],
+        candidates=[
+            Candidate(raw="Action: go south", thought=None, action="go south", tokens=tokens[:1]),
+            Candidate(raw="??", action=None, valid=False, invalid_reason="no action"),
+        ],
         extra={"cache": {"reused_tokens": 120, "full_encode": False}},
         state={"agent": [1, 2], "done": False},
     )

@@ -18,9 +18,20 @@ ATTACK = '<img src=x onerror="alert(1)"><script>alert(2)</script>'
 def hostile_episode() -> Episode:
     tokens = [TokenInfo(1, "<script>", -0.1, 0.5), TokenInfo(2, "alert(3)</script>", -3.0, 2.0)]
     step = Step(
-        index=0, observation=ATTACK, action=ATTACK, actor=ATTACK, raw=ATTACK, thought=ATTACK, valid=False,
-        invalid_reason=ATTACK, next_observation=ATTACK, tokens=tokens,
-        prompt=[{"role": "system", "content": ATTACK}, {"role": ATTACK, "content": [{"type": "image"}, {"type": "text", "text": ATTACK}]}],
+        index=0,
+        observation=ATTACK,
+        action=ATTACK,
+        actor=ATTACK,
+        raw=ATTACK,
+        thought=ATTACK,
+        valid=False,
+        invalid_reason=ATTACK,
+        next_observation=ATTACK,
+        tokens=tokens,
+        prompt=[
+            {"role": "system", "content": ATTACK},
+            {"role": ATTACK, "content": [{"type": "image"}, {"type": "text", "text": ATTACK}]},
+        ],
         candidates=[Candidate(raw=ATTACK, thought=ATTACK, action=ATTACK, valid=False, invalid_reason=ATTACK)],
     )
     return Episode(env=ATTACK, seed=0, policy=ATTACK, model={"id": ATTACK}, steps=[step])
@@ -47,11 +58,16 @@ def test_everything_untrusted_is_escaped() -> None:
 
 def test_tokens_are_coloured_by_probability_or_entropy() -> None:
     sure, unsure = TokenInfo(1, "a", 0.0, 0.1), TokenInfo(2, "b", math.log(0.01), 3.9)
-    assert token_colour(sure, "logprob").startswith("hsla(120,") and token_colour(unsure, "logprob").startswith("hsla(1,")
+    assert token_colour(sure, "logprob").startswith("hsla(120,") and token_colour(unsure, "logprob").startswith(
+        "hsla(1,"
+    )
     low, high = token_colour(sure, "entropy"), token_colour(unsure, "entropy")
     assert float(re.findall(r"[\d.]+\)$", low)[0][:-1]) < float(re.findall(r"[\d.]+\)$", high)[0][:-1])
     html = tokens_html([sure, unsure])
-    assert html.count('class="as-tok"') == 2 and 'data-tip="&#x27;b&#x27; · p=0.010 · logprob=-4.605 · entropy=3.900"' in html
+    assert (
+        html.count('class="as-tok"') == 2
+        and 'data-tip="&#x27;b&#x27; · p=0.010 · logprob=-4.605 · entropy=3.900"' in html
+    )
     forced = tokens_html([TokenInfo(3, "Thought:", -2.0, 1.0, origin="forced")])
     assert 'class="as-tok as-tok-forced"' in forced and "written by the policy" in forced
 
@@ -76,7 +92,10 @@ def test_signal_plots_have_a_point_per_step_and_overlay_dashed() -> None:
     figure = signals_figure(a, b)
     rewards = [t for t in figure.data if t.name.startswith("reward")]
     assert [len(t.x) for t in rewards] == [a.length, b.length]
-    assert {t.line.dash for t in figure.data if t.type == "scatter" and t.name.startswith("return")} == {"solid", "dash"}
+    assert {t.line.dash for t in figure.data if t.type == "scatter" and t.name.startswith("return")} == {
+        "solid",
+        "dash",
+    }
     assert signals_figure(None).layout.annotations  # the empty state says what to do
 
 
@@ -97,10 +116,15 @@ def test_the_path_follows_the_agent_over_the_map() -> None:
 
 
 def test_action_distribution_of_a_scored_step() -> None:
-    step = Step(index=0, observation="", action="go east", action_logprobs={"go east": math.log(0.7), "go west": math.log(0.3)})
+    step = Step(
+        index=0, observation="", action="go east", action_logprobs={"go east": math.log(0.7), "go west": math.log(0.3)}
+    )
     figure = action_distribution_figure(step)
     assert sorted(figure.data[0].x) == [0.3, 0.7] or [round(x, 6) for x in sorted(figure.data[0].x)] == [0.3, 0.7]
-    assert list(figure.layout.yaxis.ticktext) == ["go west", "go east (taken)"]  # every bar labelled, the taken one marked
+    assert list(figure.layout.yaxis.ticktext) == [
+        "go west",
+        "go east (taken)",
+    ]  # every bar labelled, the taken one marked
     assert list(figure.layout.yaxis.tickvals) == list(figure.data[0].y)
     many = Step(index=0, observation="", action="a7", action_logprobs={f"a{i}": math.log(1 / 30) for i in range(30)})
     assert len(action_distribution_figure(many).layout.yaxis.ticktext) == 30
@@ -128,8 +152,13 @@ def test_numbers_are_escaped_too() -> None:
     side = SimpleNamespace(steps=[step], success=None, total_return=ATTACK, end_reason=ATTACK)
     past = SimpleNamespace(index=ATTACK, reward=ATTACK, observation=ATTACK, thought=ATTACK, action=ATTACK)
     views = [
-        timeline_html(episode, 0), candidates_html(step), prompt_html(step), episode_header(episode),
-        history_step_html(past), context_html(ATTACK, [past, past, past], ATTACK, ATTACK), side_html(ATTACK, side),
+        timeline_html(episode, 0),
+        candidates_html(step),
+        prompt_html(step),
+        episode_header(episode),
+        history_step_html(past),
+        context_html(ATTACK, [past, past, past], ATTACK, ATTACK),
+        side_html(ATTACK, side),
         labels_html(episode, {0: ATTACK}, 0),
     ]
     for html in views:

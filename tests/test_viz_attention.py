@@ -20,9 +20,18 @@ def synthetic_map(observation: str, prefix: str = "<b>Task</b>: reach G\nObserva
     weights[..., at] = 0.5
     observation_span = (len(prefix), len(prefix) + len(observation))
     return AttentionMap(
-        tokens=list(text), prompt_length=len(prefix) + len(observation), rows=[length - 1], weights=weights,
-        segments={"task": list(range(0, 11)), "observation": list(range(*observation_span)), "output": list(range(observation_span[1], length))},
-        offsets=[(i, i + 1) for i in range(length)], text=text, observation_span=observation_span,
+        tokens=list(text),
+        prompt_length=len(prefix) + len(observation),
+        rows=[length - 1],
+        weights=weights,
+        segments={
+            "task": list(range(0, 11)),
+            "observation": list(range(*observation_span)),
+            "output": list(range(observation_span[1], length)),
+        },
+        offsets=[(i, i + 1) for i in range(length)],
+        text=text,
+        observation_span=observation_span,
         span_rows={"action": [0], "thought": [0], "generated": [0]},
     )
 
@@ -32,7 +41,7 @@ def test_the_strip_escapes_tokens_and_marks_segments() -> None:
     html = token_strip_html(amap, amap.aggregate("mean"), "action")
     assert "<b>" not in html and html.count("&lt;") == 2 and html.count("&gt;") == 2
     assert html.count('class="as-seg"') == 3  # task, observation, output
-    assert 'rgba(234,88,12,0.850)' in html  # the '@' is the hottest token (the sink is off the scale)
+    assert "rgba(234,88,12,0.850)" in html  # the '@' is the hottest token (the sink is off the scale)
 
 
 def test_the_grid_shows_the_observation_share_per_layer_and_head() -> None:
@@ -52,6 +61,11 @@ def test_attention_on_the_agent_lands_on_the_agent_cell() -> None:
     changed = np.argwhere(np.abs(picture.astype(int) - frame.astype(int)).sum(axis=2) > 0)
     row, column = env.get_state()["agent"]
     x0, y0, x1, y1 = env.cell_box(row, column)
-    assert changed[:, 0].min() >= y0 and changed[:, 0].max() < y1 and changed[:, 1].min() >= x0 and changed[:, 1].max() < x1
+    assert (
+        changed[:, 0].min() >= y0
+        and changed[:, 0].max() < y1
+        and changed[:, 1].min() >= x0
+        and changed[:, 1].max() < x1
+    )
     assert projection_image(amap, amap.aggregate("mean"), make_env("wikihop"), "no map here", frame) is None
     assert "50.0% on the observation" in perception_html(amap)

@@ -61,7 +61,11 @@ def test_the_named_api_answers_hostile_inputs_in_one_line(studio) -> None:
 
 def raw(url: str, fn_index: int, data_json: str, session: str) -> dict:
     """Send JSON text as it is (NaN, Infinity, wrong types): what a hand-written client can do."""
-    body = '{"data": %s, "fn_index": %d, "session_hash": "%s", "event_data": null, "trigger_id": null}' % (data_json, fn_index, session)
+    body = '{"data": %s, "fn_index": %d, "session_hash": "%s", "event_data": null, "trigger_id": null}' % (
+        data_json,
+        fn_index,
+        session,
+    )
     with httpx.Client(timeout=60) as client:
         joined = client.post(f"{url}gradio_api/queue/join", content=body, headers={"content-type": "application/json"})
         assert joined.status_code == 200, joined.text
@@ -74,14 +78,38 @@ def raw(url: str, fn_index: int, data_json: str, session: str) -> dict:
 
 UI_CASES = {  # button -> (inputs after the session state, what the answer must say)
     "seed NaN": ("as-reset", '"logprob", "gridworld", "{}", NaN, "react-a", "generate", 0, 0.95, 64, 1, 0, true', None),
-    "seed text": ("as-reset", '"logprob", "gridworld", "{}", "<b>", "react-a", "generate", 0, 0.95, 64, 1, 0, true', None),
-    "temperature infinite": ("as-reset", '"logprob", "gridworld", "{}", 0, "react-a", "generate", Infinity, 0.95, 64, 1, 0, true', None),
-    "options not text": ("as-reset", '"logprob", "gridworld", {"size": 9}, 0, "react-a", "generate", 0, 0.95, 64, 1, 0, true', "not valid JSON"),
-    "options deep": ("as-reset", f'"logprob", "gridworld", {json.dumps("[" * 400 + "]" * 400)}, 0, "react-a", "generate", 0, 0.95, 64, 1, 0, true', "nested"),
-    "K huge": ("as-reset", '"logprob", "gridworld", "{}", 0, "react-a", "generate", 0, 0.95, 64, 1000000000, 0, true', None),
+    "seed text": (
+        "as-reset",
+        '"logprob", "gridworld", "{}", "<b>", "react-a", "generate", 0, 0.95, 64, 1, 0, true',
+        None,
+    ),
+    "temperature infinite": (
+        "as-reset",
+        '"logprob", "gridworld", "{}", 0, "react-a", "generate", Infinity, 0.95, 64, 1, 0, true',
+        None,
+    ),
+    "options not text": (
+        "as-reset",
+        '"logprob", "gridworld", {"size": 9}, 0, "react-a", "generate", 0, 0.95, 64, 1, 0, true',
+        "not valid JSON",
+    ),
+    "options deep": (
+        "as-reset",
+        f'"logprob", "gridworld", {json.dumps("[" * 400 + "]" * 400)}, 0, "react-a", "generate", 0, 0.95, 64, 1, 0, true',
+        "nested",
+    ),
+    "K huge": (
+        "as-reset",
+        '"logprob", "gridworld", "{}", 0, "react-a", "generate", 0, 0.95, 64, 1000000000, 0, true',
+        None,
+    ),
     "fork at NaN": ("as-fork", f'"logprob", NaN, {SETTINGS}', "whole number"),
     "run N text": ("as-run-n", f'"logprob", "x", {SETTINGS}', None),
-    "5 MB action": ("as-take-action", f'"logprob", "{"x" * 5_000_000}", "gridworld", "{{}}", 0, "human", "generate", 0, 0.95, 64, 1, 0, true', "at most 1,000 characters"),
+    "5 MB action": (
+        "as-take-action",
+        f'"logprob", "{"x" * 5_000_000}", "gridworld", "{{}}", 0, "human", "generate", 0, 0.95, 64, 1, 0, true',
+        "at most 1,000 characters",
+    ),
     "colour markup": ("as-step", f'"<script>", {SETTINGS}', None),
 }
 

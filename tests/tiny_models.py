@@ -87,10 +87,24 @@ def tiny_gpt2(tokenizer, seed: int = 0):
 
 def tiny_llava(tokenizer, seed: int = 0, image_size: int = 32, patch_size: int = 8):
     """A LLaVA-style image-text model (tiny CLIP vision tower + tiny Llama) and its processor."""
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
 
     _seeded(seed)
-    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=image_size, patch_size=patch_size, projection_dim=32)
+    vision = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=image_size,
+        patch_size=patch_size,
+        projection_dim=32,
+    )
     text = tiny_llama_config(tokenizer)
     config = LlavaConfig(
         vision_config=vision,

@@ -3,7 +3,14 @@
 from studio.agents.base import Decision, Observation, Policy
 from studio.agents.parsing import ParsedOutput, parse_react
 from studio.agents.react import ReActConfig, ReActPolicy
-from studio.agents.scripted import SCRIPTED_POLICIES, ExpertPolicy, HumanPolicy, RandomPolicy, WaitingForHuman, make_policy
+from studio.agents.scripted import (
+    SCRIPTED_POLICIES,
+    ExpertPolicy,
+    HumanPolicy,
+    RandomPolicy,
+    WaitingForHuman,
+    make_policy,
+)
 
 __all__ = [
     "Decision",

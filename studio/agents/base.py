@@ -1,7 +1,7 @@
 """The Policy protocol: given the episode so far and the current observation, decide.
 
-Scripted policies (expert, random, human) and model-driven ones (ReAct, with the model
-issue) implement the same two calls: ``reset(env, seed)`` when an episode starts or is
+Scripted policies (expert, random, human) and model-driven ones (ReAct over any backend)
+implement the same two calls: ``reset(env, seed)`` when an episode starts or is
 forked (the policy may read the environment, e.g. the expert asks its oracle), and
 ``act(episode, observation)`` once per step. ``act`` never raises for a bad model output:
 an unparseable answer is a Decision with ``parse_error`` set, which the runner records as

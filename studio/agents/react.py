@@ -32,7 +32,15 @@ from studio.agents.base import Decision, Observation, StopCheck, never_stop
 from studio.agents.parsing import parse_react
 from studio.envs.base import StudioEnv
 from studio.errors import StudioError
-from studio.models.base import Backend, CacheStats, GenerateResult, Generation, PrefixSession, SamplingParams, TokenListener
+from studio.models.base import (
+    Backend,
+    CacheStats,
+    GenerateResult,
+    Generation,
+    PrefixSession,
+    SamplingParams,
+    TokenListener,
+)
 from studio.settings import default_temperature
 from studio.trace import Candidate, Episode, Step, TokenInfo
 
@@ -85,7 +93,9 @@ class ReActPolicy:
         self.backend = backend
         self.config = config or ReActConfig()
         if self.config.action_mode == "score" and not backend.capabilities.scoring:
-            raise StudioError(f"Model {backend.card.id} cannot score actions (its backend has no scoring): use action mode generate.")
+            raise StudioError(
+                f"Model {backend.card.id} cannot score actions (its backend has no scoring): use action mode generate."
+            )
         self.session = PrefixSession()
         self.env: StudioEnv | None = None
         self.example = ""
@@ -164,7 +174,11 @@ class ReActPolicy:
         if self.fixed_actions is not None:
             parts.append("Valid actions: " + ", ".join(self.fixed_actions))
         if self.example:
-            title = "Here is an example of the format on a different task:" if self.example.startswith("Task:") else "Here is an example of one turn (made up):"
+            title = (
+                "Here is an example of the format on a different task:"
+                if self.example.startswith("Task:")
+                else "Here is an example of one turn (made up):"
+            )
             parts.append(f"{title}\n{self.example}")
         return "\n\n".join(parts)
 
@@ -193,12 +207,21 @@ class ReActPolicy:
             valid = step.extra.get("valid_actions") if step.actor == self.name else None
             messages.append({"role": "user", "content": self._content(self._user_text(step.observation, valid))})
             messages.append({"role": "assistant", "content": self._content(self._assistant_text(step))})
-        messages.append({"role": "user", "content": self._content(self._user_text(observation.text, observation.valid_actions), image=with_image)})
+        messages.append(
+            {
+                "role": "user",
+                "content": self._content(
+                    self._user_text(observation.text, observation.valid_actions), image=with_image
+                ),
+            }
+        )
         return messages
 
     def _fit(self, episode: Episode, observation: Observation) -> list[dict[str, Any]]:
         """Messages within the token budget, dropping the oldest half of the history when needed."""
-        budget = min(self.config.max_prompt_tokens, self.backend.context_length - self.config.sampling.max_new_tokens - 16)
+        budget = min(
+            self.config.max_prompt_tokens, self.backend.context_length - self.config.sampling.max_new_tokens - 16
+        )
         while True:
             messages = self.build_messages(episode, observation)
             remaining = len(episode.steps) - self.history_start
@@ -210,7 +233,11 @@ class ReActPolicy:
     def act(self, episode: Episode, observation: Observation, should_stop: StopCheck = never_stop) -> Decision:
         base_seed = self.config.sampling.seed
         # A fixed seed must not give every step the same random draws: derive one per step.
-        step_seed = None if base_seed is None else (base_seed * 1_000_003 + self.episode_seed * 10_007 + observation.step_index) % 2**63
+        step_seed = (
+            None
+            if base_seed is None
+            else (base_seed * 1_000_003 + self.episode_seed * 10_007 + observation.step_index) % 2**63
+        )
         self.step_sampling = replace(self.config.sampling, seed=step_seed)
         self._act_started = time.perf_counter()
         messages = self._fit(episode, observation)
@@ -229,10 +256,14 @@ class ReActPolicy:
             decision.extra["valid_actions"] = list(observation.valid_actions)  # so history re-renders identically
         return decision
 
-    def _generate(self, messages, images, should_stop, stop, assistant_prefix="") -> tuple[GenerateResult, list[TokenInfo]]:
+    def _generate(
+        self, messages, images, should_stop, stop, assistant_prefix=""
+    ) -> tuple[GenerateResult, list[TokenInfo]]:
         """Sample the turn after ``assistant_prefix``; also the prefix's own tokens, with the
         model's logprobs (the policy wrote them: marked ``forced``)."""
-        forced, prompt_cache = self._written(messages, images, assistant_prefix, "", "forced") if assistant_prefix else ([], None)
+        forced, prompt_cache = (
+            self._written(messages, images, assistant_prefix, "", "forced") if assistant_prefix else ([], None)
+        )
         # The forced prefix is the first thing a live view shows: the model's time to it.
         self._first_token_s = time.perf_counter() - self._act_started if forced else None
         result = self.backend.generate(
@@ -254,7 +285,9 @@ class ReActPolicy:
         if self.token_listener is not None:
             self.token_listener(row, token)
 
-    def _written(self, messages, images, text: str, before: str, origin: str, shown: bool = True) -> tuple[list[TokenInfo], CacheStats | None]:
+    def _written(
+        self, messages, images, text: str, before: str, origin: str, shown: bool = True
+    ) -> tuple[list[TokenInfo], CacheStats | None]:
         """The tokens of ``text``, which the policy writes into the turn after ``before``, with
         the model's log-probabilities of them there (one scoring pass over the cached prompt),
         and how much of the prompt that pass found cached. ``shown``: they go to the live view
@@ -284,7 +317,12 @@ class ReActPolicy:
     def _interrupted(result: GenerateResult) -> Decision | None:
         """A Stop mid-generation: the cut-off text is not an output of the model, so no decision."""
         if any(g.finish_reason == "interrupted" for g in result.generations):
-            return Decision(action=None, raw=THOUGHT + result.generations[0].text, interrupted=True, parse_error="Stopped before the output was finished.")
+            return Decision(
+                action=None,
+                raw=THOUGHT + result.generations[0].text,
+                interrupted=True,
+                parse_error="Stopped before the output was finished.",
+            )
         return None
 
     def _act_by_generating(self, messages, images, should_stop) -> Decision:
@@ -298,12 +336,24 @@ class ReActPolicy:
         nudged = all(p.action is None for p in parsed) and not should_stop()
         if nudged:  # nobody wrote "Action:": ask the first sample for its action line
             texts[0], tokens[0] = self._nudge(messages, images, texts[0], tokens[0])
-            result.generations[0] = Generation(text=texts[0][len(THOUGHT):], tokens=tokens[0][len(forced):], finish_reason="nudged")
+            result.generations[0] = Generation(
+                text=texts[0][len(THOUGHT) :], tokens=tokens[0][len(forced) :], finish_reason="nudged"
+            )
             parsed[0] = parse_react(texts[0])
-        checks = [self.env.validate_action(p.action) if p.action is not None and self.env is not None else None for p in parsed]
+        checks = [
+            self.env.validate_action(p.action) if p.action is not None and self.env is not None else None
+            for p in parsed
+        ]
         chosen = next((i for i, c in enumerate(checks) if c is not None and c.valid), 0)
         candidates = [
-            Candidate(raw=text, thought=p.thought, action=(c.action if c and c.valid else p.action), valid=bool(c and c.valid), invalid_reason=p.error or (c.reason if c else None), tokens=self._kept(t))
+            Candidate(
+                raw=text,
+                thought=p.thought,
+                action=(c.action if c and c.valid else p.action),
+                valid=bool(c and c.valid),
+                invalid_reason=p.error or (c.reason if c else None),
+                tokens=self._kept(t),
+            )
             for i, (t, text, p, c) in enumerate(zip(tokens, texts, parsed, checks))
             if i != chosen
         ]
@@ -331,7 +381,15 @@ class ReActPolicy:
         inserted, _cache = self._written(messages, images, marker, text, "inserted")
         sampling = SamplingParams(temperature=0.0, top_p=1.0, max_new_tokens=32)
         listener = (lambda _row, token: self._tell(0, token)) if self.token_listener is not None else None
-        follow = self.backend.generate(messages, sampling=sampling, stop=["\n"], images=images, session=self.session, assistant_prefix=text + marker, on_token=listener)
+        follow = self.backend.generate(
+            messages,
+            sampling=sampling,
+            stop=["\n"],
+            images=images,
+            session=self.session,
+            assistant_prefix=text + marker,
+            on_token=listener,
+        )
         line = follow.generations[0]
         return text + marker + line.text, tokens + inserted + line.tokens
 
@@ -353,7 +411,9 @@ class ReActPolicy:
             action_scores_raw=first.totals,
         )
         candidates = [
-            Candidate(raw=s.text(s.best), thought=g.text.strip(), action=s.best, tokens=forced + g.tokens + s.tokens(s.best))
+            Candidate(
+                raw=s.text(s.best), thought=g.text.strip(), action=s.best, tokens=forced + g.tokens + s.tokens(s.best)
+            )
             for g, s in zip(result.generations[1:], scored[1:])
         ]
         return Decision(
@@ -374,12 +434,22 @@ class ReActPolicy:
         marker = _action_marker(before)
         inserted, _cache = self._written(messages, images, marker, before, "inserted", shown=False)
         continuations = [f" {a}" for a in valid_actions]
-        result = self.backend.score(messages, continuations, images=images, session=self.session, assistant_prefix=before + marker, end_with_eos=True)
+        result = self.backend.score(
+            messages,
+            continuations,
+            images=images,
+            session=self.session,
+            assistant_prefix=before + marker,
+            end_with_eos=True,
+        )
         totals = dict(zip(valid_actions, result.totals))
         top = max(totals.values())
         log_norm = top + math.log(sum(math.exp(v - top) for v in totals.values()))
         # The end-of-turn token closes each action in the score, but is not part of the text.
-        action_tokens = {a: _token_records(result, i, c, "scored", drop_last=True) for i, (a, c) in enumerate(zip(valid_actions, continuations))}
+        action_tokens = {
+            a: _token_records(result, i, c, "scored", drop_last=True)
+            for i, (a, c) in enumerate(zip(valid_actions, continuations))
+        }
         return ActionScores(
             prefix=before + marker,
             prefix_tokens=inserted,
@@ -430,6 +500,11 @@ def _token_records(result: Any, row: int, text: str, origin: str, drop_last: boo
     entropies = list(result.entropies[row]) if result.entropies else [None] * len(ids)
     if drop_last and len(ids) > 1 and "".join(texts[:-1]) == text:
         ids, logprobs, texts, entropies = ids[:-1], logprobs[:-1], texts[:-1], entropies[:-1]
-    if "".join(texts) != text or len(texts) != len(ids):  # a backend that cannot split the text: the first token carries it
+    if "".join(texts) != text or len(texts) != len(
+        ids
+    ):  # a backend that cannot split the text: the first token carries it
         texts = [text] + [""] * (len(ids) - 1)
-    return [TokenInfo(id=i, text=t, logprob=lp, entropy=h, origin=origin) for i, t, lp, h in zip(ids, texts, logprobs, entropies)]
+    return [
+        TokenInfo(id=i, text=t, logprob=lp, entropy=h, origin=origin)
+        for i, t, lp, h in zip(ids, texts, logprobs, entropies)
+    ]

@@ -79,7 +79,9 @@ class AttentionMap:
             raise missing_span(span)
         return chosen
 
-    def aggregate(self, mode: str = "mean", layer: int | None = None, head: int | None = None, span: str | None = None) -> np.ndarray:
+    def aggregate(
+        self, mode: str = "mean", layer: int | None = None, head: int | None = None, span: str | None = None
+    ) -> np.ndarray:
         """Attention from a span's rows to every position (T,), averaged over those rows."""
         indices = self._indices(span)
         weights = self.weights[:, :, indices]
@@ -124,7 +126,9 @@ def attention_modules(model: Any) -> list[Any]:
     return found
 
 
-def capture_rows(model: Any, inputs: dict[str, Any], rows: list[int], rollout: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+def capture_rows(
+    model: Any, inputs: dict[str, Any], rows: list[int], rollout: bool = False
+) -> tuple[np.ndarray, np.ndarray | None]:
     """One forward pass keeping only ``rows`` of every layer's attention: (L, H, Q, T) and the rollout.
 
     Eager attention is switched on for this pass only (SDPA returns no weights) and the
@@ -183,7 +187,9 @@ class PromptParts:
     output: tuple[int, int] | None = None
 
 
-def locate_parts(text: str, messages: list[dict[str, Any]], instruction: str, observation: str, output_start: int) -> PromptParts:
+def locate_parts(
+    text: str, messages: list[dict[str, Any]], instruction: str, observation: str, output_start: int
+) -> PromptParts:
     """Find the system message, the task, the history and the current observation in ``text``."""
     parts = PromptParts(output=(output_start, len(text)))
 
@@ -217,7 +223,9 @@ def locate_parts(text: str, messages: list[dict[str, Any]], instruction: str, ob
     return parts
 
 
-def assign_segments(offsets: list[tuple[int, int] | None], parts: PromptParts, image_positions: list[int]) -> dict[str, list[int]]:
+def assign_segments(
+    offsets: list[tuple[int, int] | None], parts: PromptParts, image_positions: list[int]
+) -> dict[str, list[int]]:
     """Positions of each segment; a token belongs to the segment its characters overlap most."""
     segments: dict[str, list[int]] = {name: [] for name in SEGMENTS}
     # The task sits inside the system message: it wins where both overlap.
@@ -240,7 +248,13 @@ def missing_span(span: str) -> StudioError:
     return StudioError(f"This output has {what}: look at another span.")
 
 
-def query_rows(output_offsets: list[tuple[int, int]], output_text: str, span: str, first_position: int, written: list[tuple[int, int]] = ()) -> list[int]:
+def query_rows(
+    output_offsets: list[tuple[int, int]],
+    output_text: str,
+    span: str,
+    first_position: int,
+    written: list[tuple[int, int]] = (),
+) -> list[int]:
     """Positions of the output's tokens in ``span``: ``action`` (after "Action:"), ``thought``
     (before it) or ``generated`` (all). Tokens inside ``written`` (character ranges the policy
     wrote, such as the forced ``Thought:``) are in no span: the model did not choose them.
@@ -257,7 +271,7 @@ def query_rows(output_offsets: list[tuple[int, int]], output_text: str, span: st
         return [] if span == "action" else [p for p, _, _ in tokens]
     action_start = marker + len("Action:")
     if span == "action":
-        chosen = [(p, output_text[max(s, action_start):e]) for p, s, e in tokens if e > action_start]
+        chosen = [(p, output_text[max(s, action_start) : e]) for p, s, e in tokens if e > action_start]
         while chosen and not chosen[0][1].strip():  # the space after "Action:" is not the action
             chosen.pop(0)
         return [p for p, _ in chosen]

@@ -46,7 +46,12 @@ def patch_box(index: int, grid: tuple[int, int], frame_shape: tuple[int, ...]) -
     rows, columns = grid
     height, width = frame_shape[:2]
     row, column = divmod(index, columns)
-    return (round(column * width / columns), round(row * height / rows), round((column + 1) * width / columns), round((row + 1) * height / rows))
+    return (
+        round(column * width / columns),
+        round(row * height / rows),
+        round((column + 1) * width / columns),
+        round((row + 1) * height / rows),
+    )
 
 
 def blend(frame: np.ndarray, heat: np.ndarray, alpha: float = 0.6) -> np.ndarray:

@@ -90,9 +90,7 @@ class OptionSpec:
             else:
                 parsed = self.type(value)
         except (TypeError, ValueError):
-            raise BadOption(
-                f"Option '{self.name}' must be {self.type.__name__}, got {value!r}."
-            ) from None
+            raise BadOption(f"Option '{self.name}' must be {self.type.__name__}, got {value!r}.") from None
         if self.choices is not None and parsed not in self.choices:
             allowed = ", ".join(str(c) for c in self.choices)
             raise BadOption(f"Option '{self.name}' must be one of {allowed}, got {parsed!r}.")
@@ -261,10 +259,18 @@ class StudioEnv(gym.Env):
     def set_state(self, state: dict[str, Any]) -> None:
         """Restore a snapshot taken by :meth:`get_state` on an environment made with the same options."""
         if not isinstance(state, dict) or not {"seed", "done", "instruction"} <= set(state):
-            raise BadOption(f"This snapshot of {self.name} cannot be restored: it has no seed, done flag or instruction.")
+            raise BadOption(
+                f"This snapshot of {self.name} cannot be restored: it has no seed, done flag or instruction."
+            )
         seed, done, instruction = state["seed"], state["done"], state["instruction"]
-        if not (seed is None or (isinstance(seed, int) and not isinstance(seed, bool))) or not isinstance(done, bool) or not isinstance(instruction, str):
-            raise BadOption(f"This snapshot of {self.name} cannot be restored: its seed, done flag or instruction has the wrong type.")
+        if (
+            not (seed is None or (isinstance(seed, int) and not isinstance(seed, bool)))
+            or not isinstance(done, bool)
+            or not isinstance(instruction, str)
+        ):
+            raise BadOption(
+                f"This snapshot of {self.name} cannot be restored: its seed, done flag or instruction has the wrong type."
+            )
         self._set_state(state)  # before the seed changes: an environment may regenerate its world when it does
         self.seed_used, self.done, self.instruction = seed, done, instruction
 
@@ -297,7 +303,9 @@ class StudioEnv(gym.Env):
             raise
         except Exception as exc:  # whatever an environment raises on a state it cannot hold: a refusal
             self.set_state(own)
-            raise BadOption(f"This snapshot of {self.name} cannot be restored: {str(exc).rstrip('.') or type(exc).__name__}.") from None
+            raise BadOption(
+                f"This snapshot of {self.name} cannot be restored: {str(exc).rstrip('.') or type(exc).__name__}."
+            ) from None
 
     # -- subclass hooks ---------------------------------------------------------------
     def _get_state(self) -> dict[str, Any]:
@@ -363,9 +371,17 @@ def check_env(env: StudioEnv, seed: int = 0, steps: int = 30) -> None:
 
     before = json.dumps(env.get_state(), sort_keys=True)
     observation, reward, terminated, truncated, info = env.step("this is not an action @@@")
-    _require("invalid_action" in info and isinstance(info["invalid_action"], str), "a refused action must set info['invalid_action']")
-    _require(reward == 0.0 and not terminated and not truncated, "a refused action must give no reward and not end the episode")
-    _require(observation.startswith("Invalid action"), "a refused action must answer with an 'Invalid action' observation")
+    _require(
+        "invalid_action" in info and isinstance(info["invalid_action"], str),
+        "a refused action must set info['invalid_action']",
+    )
+    _require(
+        reward == 0.0 and not terminated and not truncated,
+        "a refused action must give no reward and not end the episode",
+    )
+    _require(
+        observation.startswith("Invalid action"), "a refused action must answer with an 'Invalid action' observation"
+    )
     _require(json.dumps(env.get_state(), sort_keys=True) == before, "a refused action must not change the state")
 
     for _ in range(steps):

@@ -82,7 +82,11 @@ class GridWorld(StudioEnv):
     def _reset(self, seed: int, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         self.seed_used = seed
         self._generate(np.random.default_rng(seed))
-        door_text = " The door D is locked: pick up the key K, then open the door from a cell next to it." if self.has_door else ""
+        door_text = (
+            " The door D is locked: pick up the key K, then open the door from a cell next to it."
+            if self.has_door
+            else ""
+        )
         self.instruction = (
             f"You are @ in a {self.size}x{self.size} grid. Reach the goal G.{door_text} "
             f"Moves: go north (up), go south (down), go east (right), go west (left). Legend: {LEGEND}."
@@ -187,7 +191,8 @@ class GridWorld(StudioEnv):
         if self.door is not None:
             door = " The door is open." if self.door_open else " The door is locked."
         return (
-            f"{message}\n" + "\n".join("".join(r) for r in rows)
+            f"{message}\n"
+            + "\n".join("".join(r) for r in rows)
             + f"\nYou are at row {self.agent[0]}, column {self.agent[1]}. Inventory: {inventory}.{door}"
         )
 
@@ -262,7 +267,11 @@ class GridWorld(StudioEnv):
         for first in range(len(lines) - self.size + 1):
             block = lines[first : first + self.size]
             if all(len(line) == self.size and set(line) <= symbols for _, line in block):
-                return [(offset + column, row, column) for row, (offset, line) in enumerate(block) for column in range(self.size)]
+                return [
+                    (offset + column, row, column)
+                    for row, (offset, line) in enumerate(block)
+                    for column in range(self.size)
+                ]
         return []
 
     def agent_xy(self, state: dict[str, Any]) -> tuple[float, float] | None:
@@ -301,4 +310,6 @@ class GridWorld(StudioEnv):
         cv2.rectangle(frame, (x0 + inset, y0 + inset), (x1 - 1 - inset, y1 - 1 - inset), colour, thickness=-1)
 
 
-register_env("gridworld", GridWorld, summary="Walk to the goal through walls; a key opens a locked door.", default_max_steps=100)
+register_env(
+    "gridworld", GridWorld, summary="Walk to the goal through walls; a key opens a locked door.", default_max_steps=100
+)

@@ -84,9 +84,27 @@ _SAFE_GLOBALS = {
     ("numpy.random._pickle", "__randomstate_ctor"),
     ("numpy.random.bit_generator", "SeedSequence"),
     ("numpy.random.bit_generator", "__pyx_unpickle_SeedSequence"),
-} | {("numpy.random._" + module, name) for module, name in (("pcg64", "PCG64"), ("pcg64", "PCG64DXSM"), ("mt19937", "MT19937"), ("philox", "Philox"), ("sfc64", "SFC64"), ("generator", "Generator"))}
+} | {
+    ("numpy.random._" + module, name)
+    for module, name in (
+        ("pcg64", "PCG64"),
+        ("pcg64", "PCG64DXSM"),
+        ("mt19937", "MT19937"),
+        ("philox", "Philox"),
+        ("sfc64", "SFC64"),
+        ("generator", "Generator"),
+    )
+}
 #: Of those, what a snapshot may call (REDUCE); the classes are only arguments.
-_CALLABLE = {"_reconstruct", "scalar", "dtype", "__generator_ctor", "__bit_generator_ctor", "__randomstate_ctor", "__pyx_unpickle_SeedSequence"}
+_CALLABLE = {
+    "_reconstruct",
+    "scalar",
+    "dtype",
+    "__generator_ctor",
+    "__bit_generator_ctor",
+    "__randomstate_ctor",
+    "__pyx_unpickle_SeedSequence",
+}
 #: Attributes that describe how the environment is set up, never its state.
 _NEVER_RESTORED = frozenset({"render_mode", "spec", "metadata", "np_random", "action_space", "observation_space"})
 #: Bytes of one snapshot attribute as pickled, and of any array it may create.
@@ -114,7 +132,9 @@ class _SnapshotUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its o
         args = self.stack.pop()
         func = self.stack[-1]
         if getattr(func, "__name__", None) not in _CALLABLE or not isinstance(args, tuple):
-            raise pickle.UnpicklingError(f"snapshot calls {getattr(func, '__name__', type(func).__name__)}, which is not allowed")
+            raise pickle.UnpicklingError(
+                f"snapshot calls {getattr(func, '__name__', type(func).__name__)}, which is not allowed"
+            )
         if func.__name__ == "_reconstruct":  # ndarray.__new__(cls, shape, dtype): numpy pickles an empty (0,) shell
             if len(args) != 3 or args[0] is not np.ndarray or _elements(args[1]) > 1:
                 raise pickle.UnpicklingError("snapshot builds an array in a way numpy never pickles")
@@ -143,7 +163,17 @@ class _SnapshotUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its o
     def _refuse(self) -> None:
         raise pickle.UnpicklingError("snapshot creates objects in a way gym snapshots never do")
 
-    for _opcode in (pickle.NEWOBJ, pickle.NEWOBJ_EX, pickle.OBJ, pickle.INST, pickle.EXT1, pickle.EXT2, pickle.EXT4, pickle.PERSID, pickle.BINPERSID):
+    for _opcode in (
+        pickle.NEWOBJ,
+        pickle.NEWOBJ_EX,
+        pickle.OBJ,
+        pickle.INST,
+        pickle.EXT1,
+        pickle.EXT2,
+        pickle.EXT4,
+        pickle.PERSID,
+        pickle.BINPERSID,
+    ):
         dispatch[_opcode[0]] = _refuse
     del _opcode
 
@@ -191,9 +221,15 @@ class GymAdapter(StudioEnv):
         except gym.error.Error as exc:
             raise UnknownEnvironment(f"Gymnasium could not make '{gym_id}': {_first_line(exc)}") from None
         except ImportError as exc:
-            raise UnknownEnvironment(f"gym:{gym_id} needs a package that is not installed: {_first_line(exc)}") from None
-        except Exception as exc:  # an environment's constructor rejects its options in its own way (KeyError, ValueError, ...)
-            raise BadOption(f"gym:{gym_id} does not accept these options ({type(exc).__name__}: {_first_line(exc)[:160]}).") from None
+            raise UnknownEnvironment(
+                f"gym:{gym_id} needs a package that is not installed: {_first_line(exc)}"
+            ) from None
+        except (
+            Exception
+        ) as exc:  # an environment's constructor rejects its options in its own way (KeyError, ValueError, ...)
+            raise BadOption(
+                f"gym:{gym_id} does not accept these options ({type(exc).__name__}: {_first_line(exc)[:160]})."
+            ) from None
         if not isinstance(self.env.action_space, spaces.Discrete):
             raise UnknownEnvironment(
                 f"gym:{gym_id} has a {type(self.env.action_space).__name__} action space; only Discrete action spaces are supported."
@@ -261,7 +297,13 @@ class GymAdapter(StudioEnv):
         self.raw_observation, reward, terminated, truncated, info = self.env.step(self.action_names.index(action))
         self.done = bool(terminated or truncated)
         success = bool(info.get("success", terminated and reward > 0))
-        return self._text(f"You chose {action}."), float(reward), bool(terminated), bool(truncated), {**_jsonable(info), "success": success}
+        return (
+            self._text(f"You chose {action}."),
+            float(reward),
+            bool(terminated),
+            bool(truncated),
+            {**_jsonable(info), "success": success},
+        )
 
     def _render_frame(self) -> np.ndarray:
         frame = self.env.render()
@@ -315,8 +357,20 @@ class GymAdapter(StudioEnv):
                 self._check_attribute(name)
             restored = {name: _load(data) for name, data in attributes.items()}
             raw_observation = _load(state["raw_observation"])
-        except (pickle.UnpicklingError, ValueError, TypeError, KeyError, EOFError, AttributeError, IndexError, struct.error, MemoryError) as exc:
-            raise BadOption(f"This snapshot of {self.name} cannot be restored: {str(exc).rstrip('.') or type(exc).__name__}.") from None
+        except (
+            pickle.UnpicklingError,
+            ValueError,
+            TypeError,
+            KeyError,
+            EOFError,
+            AttributeError,
+            IndexError,
+            struct.error,
+            MemoryError,
+        ) as exc:
+            raise BadOption(
+                f"This snapshot of {self.name} cannot be restored: {str(exc).rstrip('.') or type(exc).__name__}."
+            ) from None
         for name, data in self._baseline.items():  # attributes not in the snapshot are as when made
             if data is not None and name not in restored:
                 setattr(unwrapped, name, pickle.loads(data))  # our own pickles, made in this process

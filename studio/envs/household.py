@@ -51,7 +51,18 @@ RECEPTACLES = {
 
 #: Receptacle kinds per room; the kitchen always exists and holds the three appliances.
 ROOMS: dict[str, list[str]] = {
-    "kitchen": ["fridge", "microwave", "sinkbasin", "countertop", "countertop", "cabinet", "cabinet", "cabinet", "drawer", "diningtable"],
+    "kitchen": [
+        "fridge",
+        "microwave",
+        "sinkbasin",
+        "countertop",
+        "countertop",
+        "cabinet",
+        "cabinet",
+        "cabinet",
+        "drawer",
+        "diningtable",
+    ],
     "living room": ["sofa", "coffeetable", "shelf", "shelf", "drawer", "cabinet"],
     "bedroom": ["bed", "desk", "dresser", "shelf", "drawer"],
 }
@@ -93,7 +104,9 @@ class Household(StudioEnv):
     actions_depend_on_state = True
     option_specs = (
         OptionSpec("rooms", int, 2, "Number of rooms (the kitchen plus living room, bedroom).", minimum=1, maximum=3),
-        OptionSpec("task", str, "any", "Goal type: pick (place an object), clean, heat, cool, or any.", choices=("any", *TASKS)),
+        OptionSpec(
+            "task", str, "any", "Goal type: pick (place an object), clean, heat, cool, or any.", choices=("any", *TASKS)
+        ),
     )
 
     def __init__(self, **options: Any) -> None:
@@ -144,7 +157,11 @@ class Household(StudioEnv):
                 object_counts[kind] = object_counts.get(kind, 0) + 1
                 name = f"{kind} {object_counts[kind]}"
                 self.objects[name] = {"kind": str(kind), "clean": False, "heat": False, "cool": False}
-                homes = [r for r in self.receptacles if r["room"] in OBJECTS[kind][1] and RECEPTACLES[r["kind"]].appliance is None]
+                homes = [
+                    r
+                    for r in self.receptacles
+                    if r["room"] in OBJECTS[kind][1] and RECEPTACLES[r["kind"]].appliance is None
+                ]
                 homes[int(rng.integers(len(homes)))]["contents"].append(name)
         task_options = TASKS if self.options["task"] == "any" else (self.options["task"],)
         task = str(task_options[int(rng.integers(len(task_options)))])
@@ -176,7 +193,8 @@ class Household(StudioEnv):
 
     def _goal_satisfied(self) -> bool:
         return any(
-            r["kind"] == self.goal["target"] and any(self._fits_goal(o) for o in r["contents"]) for r in self.receptacles
+            r["kind"] == self.goal["target"] and any(self._fits_goal(o) for o in r["contents"])
+            for r in self.receptacles
         )
 
     @staticmethod
@@ -228,7 +246,7 @@ class Household(StudioEnv):
             return "The task is already done.", 0.0, True, False, {"success": True}
         verb, _, rest = action.partition(" ")
         if verb == "go":
-            target = self._receptacle(rest[len("to "):])
+            target = self._receptacle(rest[len("to ") :])
             moved_room = target["room"] != self.room
             self.location, self.room = target["name"], target["room"]
             prefix = f"You walk to the {self.room}. " if moved_room else ""
@@ -236,7 +254,9 @@ class Household(StudioEnv):
         elif verb in ("open", "close"):
             target = self._receptacle(rest)
             target["open"] = verb == "open"
-            observation = f"You open the {rest}. " + self._describe(target) if verb == "open" else f"You close the {rest}."
+            observation = (
+                f"You open the {rest}. " + self._describe(target) if verb == "open" else f"You close the {rest}."
+            )
         elif verb == "take":
             obj, _, source = rest.partition(" from ")
             self._receptacle(source)["contents"].remove(obj)
@@ -300,7 +320,10 @@ class Household(StudioEnv):
             preposition = "in" if RECEPTACLES[target["kind"]].container else "on"
             return self._open_or(target, f"put {obj} {preposition} {target['name']}")
         # Not holding: fetch an object of the goal kind (one that already has the property first).
-        matching = sorted((o for o in self.objects if self.objects[o]["kind"] == self.goal["object"]), key=lambda o: (not self._fits_goal(o), o))
+        matching = sorted(
+            (o for o in self.objects if self.objects[o]["kind"] == self.goal["object"]),
+            key=lambda o: (not self._fits_goal(o), o),
+        )
         for obj in matching:
             source = self._where(obj)
             if source is not None and source["kind"] != self.goal["target"]:
@@ -362,4 +385,9 @@ class Household(StudioEnv):
         return frame
 
 
-register_env("household", Household, summary="ALFWorld-style household: find, clean, heat, cool and place objects.", default_max_steps=50)
+register_env(
+    "household",
+    Household,
+    summary="ALFWorld-style household: find, clean, heat, cool and place objects.",
+    default_max_steps=50,
+)

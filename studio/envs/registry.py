@@ -67,9 +67,11 @@ class EnvInfo:
     def make(self, name: str, options: dict[str, Any]) -> StudioEnv:
         if not self.family:
             return self.factory(**options)
-        member = name[len(self.name):].strip()
+        member = name[len(self.name) :].strip()
         if not member:
-            raise UnknownEnvironment(f"Give {self.member} after '{self.name}', e.g. {self.examples[0] if self.examples else self.name + 'NAME'}.")
+            raise UnknownEnvironment(
+                f"Give {self.member} after '{self.name}', e.g. {self.examples[0] if self.examples else self.name + 'NAME'}."
+            )
         return self.factory(member, **options)
 
     def describe(self) -> dict[str, Any]:
@@ -99,7 +101,9 @@ class EnvRegistry:
         self._load()  # the built-ins come first, whoever registers first
         with self._lock:
             if info.name in self._infos and not replace and self._infos[info.name].factory is not info.factory:
-                raise ValueError(f"An environment named {info.name!r} is already registered (pass replace=True to replace it).")
+                raise ValueError(
+                    f"An environment named {info.name!r} is already registered (pass replace=True to replace it)."
+                )
             self._infos[info.name] = info
         return info
 
@@ -212,7 +216,9 @@ def env_info(name: str) -> EnvInfo:
     if info is None:
         known = ", ".join(env_names()) or "none"
         families = " or ".join(f"{i.name}<id>" for i in REGISTRY.infos() if i.family)
-        raise UnknownEnvironment(f"Unknown environment '{name[:80]}'. Known: {known}" + (f", or {families}." if families else "."))
+        raise UnknownEnvironment(
+            f"Unknown environment '{name[:80]}'. Known: {known}" + (f", or {families}." if families else ".")
+        )
     return info
 
 

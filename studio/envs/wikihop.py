@@ -28,10 +28,59 @@ from studio.envs.registry import register_env
 
 ACTION_PATTERN = re.compile(r"^\s*(search|lookup|finish)\s*\[(.*)\]\s*$", re.IGNORECASE | re.DOTALL)
 SUMMARY_SENTENCES = 3
-SYLLABLES = ["ka", "lo", "mir", "ven", "ta", "ro", "sel", "dan", "quo", "bri", "na", "tor", "el", "vas", "um", "cor", "li", "zen", "pa", "dro", "fen", "mar", "is", "tav", "or", "gla", "hew", "yn"]
-OCCUPATIONS = ["cartographer", "composer", "engineer", "botanist", "painter", "architect", "astronomer", "novelist", "chemist", "sculptor"]
+SYLLABLES = [
+    "ka",
+    "lo",
+    "mir",
+    "ven",
+    "ta",
+    "ro",
+    "sel",
+    "dan",
+    "quo",
+    "bri",
+    "na",
+    "tor",
+    "el",
+    "vas",
+    "um",
+    "cor",
+    "li",
+    "zen",
+    "pa",
+    "dro",
+    "fen",
+    "mar",
+    "is",
+    "tav",
+    "or",
+    "gla",
+    "hew",
+    "yn",
+]
+OCCUPATIONS = [
+    "cartographer",
+    "composer",
+    "engineer",
+    "botanist",
+    "painter",
+    "architect",
+    "astronomer",
+    "novelist",
+    "chemist",
+    "sculptor",
+]
 INDUSTRIES = ["shipping", "textile", "publishing", "glassworks", "railway", "observatory", "seed bank", "clockmaking"]
-KNOWN_FOR = ["a series of tidal maps", "an unfinished symphony", "a collapsible bridge", "a catalogue of mosses", "murals of the old harbour", "a treatise on bells", "a lighthouse design", "a dictionary of knots"]
+KNOWN_FOR = [
+    "a series of tidal maps",
+    "an unfinished symphony",
+    "a collapsible bridge",
+    "a catalogue of mosses",
+    "murals of the old harbour",
+    "a treatise on bells",
+    "a lighthouse design",
+    "a dictionary of knots",
+]
 RIVERS = ["Amber", "Silt", "Heron", "Copper", "Willow", "Slate", "Otter", "Fennel"]
 CURRENCIES = ["crown", "mark", "florin", "drachma", "thaler", "guilder"]
 LOOKUP_WORDS = ["born", "founded", "capital", "mayor", "headquarters", "located", "married", "river", "known"]
@@ -73,9 +122,19 @@ def _build_world(seed: int) -> dict[str, dict[str, Any]]:
     for country in countries:
         members = [names.word() + suffix for suffix in rng.choice(["port", "holm", "ford", "gate", "mere"], size=3)]
         cities += members
-        world[country] = {"kind": "country", "capital": members[0], "currency": str(rng.choice(CURRENCIES)), "cities": members}
+        world[country] = {
+            "kind": "country",
+            "capital": members[0],
+            "currency": str(rng.choice(CURRENCIES)),
+            "cities": members,
+        }
         for city in members:
-            world[city] = {"kind": "city", "country": country, "founded": int(rng.integers(900, 1700)), "river": str(rng.choice(RIVERS))}
+            world[city] = {
+                "kind": "city",
+                "country": country,
+                "founded": int(rng.integers(900, 1700)),
+                "river": str(rng.choice(RIVERS)),
+            }
     people = [f"{names.word(2, 2)} {names.word()}" for _ in range(12)]
     for person in people:
         world[person] = {
@@ -94,7 +153,13 @@ def _build_world(seed: int) -> dict[str, dict[str, Any]]:
         industry = str(rng.choice(INDUSTRIES))
         org = f"{founder.split()[1]} {industry.title()} Company"
         year = world[founder]["born"] + int(rng.integers(20, 50))
-        world[org] = {"kind": "organisation", "industry": industry, "founder": str(founder), "headquarters": str(rng.choice(cities)), "founded": year}
+        world[org] = {
+            "kind": "organisation",
+            "industry": industry,
+            "founder": str(founder),
+            "headquarters": str(rng.choice(cities)),
+            "founded": year,
+        }
         world[str(founder)]["founded_org"] = org
     return world
 
@@ -153,32 +218,60 @@ def _question(world: dict[str, dict[str, Any]], hops: int, rng: np.random.Genera
         if template == 0:
             org = pick(orgs)
             founder = world[org]["founder"]
-            return {"text": f"In which city was the founder of the {org} born?", "answer": world[founder]["born_in"], "chain": [[org, "founded"], [founder, "born"]]}
+            return {
+                "text": f"In which city was the founder of the {org} born?",
+                "answer": world[founder]["born_in"],
+                "chain": [[org, "founded"], [founder, "born"]],
+            }
         if template == 1:
             org = pick(orgs)
             city = world[org]["headquarters"]
-            return {"text": f"In which country does the {org} have its headquarters?", "answer": world[city]["country"], "chain": [[org, "headquarters"], [city, "located"]]}
+            return {
+                "text": f"In which country does the {org} have its headquarters?",
+                "answer": world[city]["country"],
+                "chain": [[org, "headquarters"], [city, "located"]],
+            }
         if template == 2:
             city = pick(cities)
             mayor = world[city]["mayor"]
-            return {"text": f"In which city was the mayor of {city} born?", "answer": world[mayor]["born_in"], "chain": [[city, "mayor"], [mayor, "born"]]}
+            return {
+                "text": f"In which city was the mayor of {city} born?",
+                "answer": world[mayor]["born_in"],
+                "chain": [[city, "mayor"], [mayor, "born"]],
+            }
         founder = pick([p for p in people if "founded_org" in world[p]])
         org = world[founder]["founded_org"]
-        return {"text": f"In what year was the company founded by {founder} established?", "answer": str(world[org]["founded"]), "chain": [[founder, "founded"], [org, "founded"]]}
+        return {
+            "text": f"In what year was the company founded by {founder} established?",
+            "answer": str(world[org]["founded"]),
+            "chain": [[founder, "founded"], [org, "founded"]],
+        }
     if template == 0:
         org = pick(orgs)
         founder = world[org]["founder"]
         city = world[founder]["born_in"]
-        return {"text": f"In which country was the founder of the {org} born?", "answer": world[city]["country"], "chain": [[org, "founded"], [founder, "born"], [city, "located"]]}
+        return {
+            "text": f"In which country was the founder of the {org} born?",
+            "answer": world[city]["country"],
+            "chain": [[org, "founded"], [founder, "born"], [city, "located"]],
+        }
     if template == 1:
         person = pick(people)
         city = world[person]["born_in"]
         country = world[city]["country"]
-        return {"text": f"What is the capital of the country where {person} was born?", "answer": world[country]["capital"], "chain": [[person, "born"], [city, "located"], [country, "capital"]]}
+        return {
+            "text": f"What is the capital of the country where {person} was born?",
+            "answer": world[country]["capital"],
+            "chain": [[person, "born"], [city, "located"], [country, "capital"]],
+        }
     country = pick(countries)
     capital = world[country]["capital"]
     mayor = world[capital]["mayor"]
-    return {"text": f"In which city was the mayor of the capital of {country} born?", "answer": world[mayor]["born_in"], "chain": [[country, "capital"], [capital, "mayor"], [mayor, "born"]]}
+    return {
+        "text": f"In which city was the mayor of the capital of {country} born?",
+        "answer": world[mayor]["born_in"],
+        "chain": [[country, "capital"], [capital, "mayor"], [mayor, "born"]],
+    }
 
 
 class WikiHop(StudioEnv):
@@ -231,7 +324,9 @@ class WikiHop(StudioEnv):
             return ActionCheck(None, "The action is empty.")
         match = ACTION_PATTERN.match(action)
         if match is None:
-            return ActionCheck(None, f"'{_shorten(action)}' is not of the form search[...], lookup[...] or finish[...].")
+            return ActionCheck(
+                None, f"'{_shorten(action)}' is not of the form search[...], lookup[...] or finish[...]."
+            )
         verb, argument = match.group(1).lower(), " ".join(match.group(2).split())
         if not argument:
             return ActionCheck(None, f"{verb}[...] needs a non-empty argument.")
@@ -272,7 +367,13 @@ class WikiHop(StudioEnv):
             self.done = True
             reward = 1.0 if correct else 0.0
             verdict = "correct" if correct else "incorrect"
-            return f"Episode finished: your answer is {verdict}. Reward = {reward:g}.", reward, True, False, {"success": correct, "answer": self.question["answer"]}
+            return (
+                f"Episode finished: your answer is {verdict}. Reward = {reward:g}.",
+                reward,
+                True,
+                False,
+                {"success": correct, "answer": self.question["answer"]},
+            )
         self.last_result = observation
         return observation, 0.0, False, False, {"success": False}
 
@@ -315,7 +416,11 @@ class WikiHop(StudioEnv):
     def _set_state(self, state: dict[str, Any]) -> None:
         if state["seed"] != self.seed_used:
             self._generate(state["seed"])
-        self.page, self.lookup_keyword, self.lookup_index = state["page"], state["lookup_keyword"], state["lookup_index"]
+        self.page, self.lookup_keyword, self.lookup_index = (
+            state["page"],
+            state["lookup_keyword"],
+            state["lookup_index"],
+        )
         self.searched = list(state["searched"])
         self.looked_up = [list(pair) for pair in state["looked_up"]]
         self.last_result = state["last_result"]
@@ -357,4 +462,9 @@ def _wrap(text: str, width: int) -> list[str]:
     return lines + ([line] if line else [])
 
 
-register_env("wikihop", WikiHop, summary="Multi-hop questions over a fictional encyclopedia: search, lookup, finish.", default_max_steps=20)
+register_env(
+    "wikihop",
+    WikiHop,
+    summary="Multi-hop questions over a fictional encyclopedia: search, lookup, finish.",
+    default_max_steps=20,
+)

@@ -3,7 +3,15 @@
 Importing this package does not import torch; ``studio.models.hf`` does.
 """
 
-from studio.models.base import Backend, Capabilities, Generation, GenerateResult, PrefixSession, SamplingParams, ScoreResult
+from studio.models.base import (
+    Backend,
+    Capabilities,
+    Generation,
+    GenerateResult,
+    PrefixSession,
+    SamplingParams,
+    ScoreResult,
+)
 from studio.models.registry import ModelRegistry
 
 __all__ = [

@@ -57,14 +57,16 @@ class ModelAccess:
             if not folder.is_dir():
                 raise StudioError(f"--models-dir {folder} is not a folder.")
             if uploads == folder or uploads.is_relative_to(folder):
-                raise StudioError(f"--models-dir {folder} contains Gradio's upload folder {uploads}: anyone could place a model there; pick a narrower folder.")
+                raise StudioError(
+                    f"--models-dir {folder} contains Gradio's upload folder {uploads}: anyone could place a model there; pick a narrower folder."
+                )
         object.__setattr__(self, "model_dirs", resolved)
 
     def check(self, name: str) -> str:
         """``name`` if a web client may load it; otherwise a one-line refusal saying what is allowed."""
         name = check_model_name(name)
         if name.startswith(SCRIPTED):
-            self._check_path(Path(name[len(SCRIPTED):]), name)
+            self._check_path(Path(name[len(SCRIPTED) :]), name)
             return name
         path = Path(name).expanduser()
         if name.startswith(("/", ".", "~")) or path.exists():
@@ -77,7 +79,9 @@ class ModelAccess:
             raise StudioError("Files uploaded to the studio cannot be loaded as models.")
         if not any(resolved.is_relative_to(folder) for folder in self.model_dirs):
             if not self.model_dirs:
-                raise StudioError(f"Loading local files from the browser is off ({name[:80]!r}): start the studio with --models-dir DIR to allow models under DIR, or use a hub id.")
+                raise StudioError(
+                    f"Loading local files from the browser is off ({name[:80]!r}): start the studio with --models-dir DIR to allow models under DIR, or use a hub id."
+                )
             allowed = ", ".join(str(d) for d in self.model_dirs)
             raise StudioError(f"{name[:80]!r} is not under a folder the studio allows ({allowed}).")
 
@@ -92,7 +96,9 @@ class ModelAccess:
                 continue
             for target in _auto_map_targets(data):
                 if "--" in target:
-                    raise StudioError(f"{config.name} points its code at another repository or folder ({target[:80]!r}); the studio does not load it from the web.")
+                    raise StudioError(
+                        f"{config.name} points its code at another repository or folder ({target[:80]!r}); the studio does not load it from the web."
+                    )
 
 
 def _auto_map_targets(data: Any) -> list[str]:

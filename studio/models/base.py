@@ -267,9 +267,13 @@ class Backend(ABC):
         end_with_eos: bool = False,
     ) -> ScoreResult:
         """Per-token logprobs of each continuation after the chat's generation prompt (``capabilities.scoring``)."""
-        raise StudioError(f"Model {self.card.id} cannot score given text (its backend has no scoring): use action mode generate.")
+        raise StudioError(
+            f"Model {self.card.id} cannot score given text (its backend has no scoring): use action mode generate."
+        )
 
-    def encode(self, messages: list[Message], assistant_prefix: str = "", images: list[np.ndarray] | None = None) -> tuple[list[int], dict[str, Any]]:
+    def encode(
+        self, messages: list[Message], assistant_prefix: str = "", images: list[np.ndarray] | None = None
+    ) -> tuple[list[int], dict[str, Any]]:
         """Token ids of the rendered chat (and model inputs for its images), for prompt budgets.
 
         The default counts UTF-8 bytes: never fewer than a byte-level tokenizer's tokens, so a
@@ -277,7 +281,9 @@ class Backend(ABC):
         text = "".join(message_text(m.get("content", "")) for m in messages) + assistant_prefix
         return list(text.encode("utf-8")), {}
 
-    def attention(self, messages: list[Message], output: str, images: list[np.ndarray] | None = None, **options: Any) -> Any:
+    def attention(
+        self, messages: list[Message], output: str, images: list[np.ndarray] | None = None, **options: Any
+    ) -> Any:
         """What the model attended to while producing ``output`` (``capabilities.attention``)."""
         raise StudioError(f"Model {self.card.id} cannot show its attention (it is not a local transformers model).")
 
@@ -289,4 +295,8 @@ def message_text(content: Any) -> str:
     """A message's text (a string, or the text parts of a multimodal content list)."""
     if isinstance(content, str):
         return content
-    return " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict)) if isinstance(content, list) else str(content)
+    return (
+        " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+        if isinstance(content, list)
+        else str(content)
+    )

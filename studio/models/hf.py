@@ -63,7 +63,9 @@ def pick_device(requested: str = "auto") -> str:
         return "cpu"
     if requested.startswith("cuda") and not torch.cuda.is_available():
         raise StudioError("CUDA was requested but no CUDA GPU is available; use --device cpu or auto.")
-    if requested == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+    if requested == "mps" and not (
+        getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    ):
         raise StudioError("MPS was requested but is not available on this machine; use --device cpu or auto.")
     if requested not in ("cpu", "mps") and not requested.startswith("cuda"):
         raise StudioError(f"Unknown device '{requested}': use auto, cpu, cuda, cuda:N or mps.")
@@ -105,7 +107,14 @@ class TransformersBackend(Backend):
         self.dtype = next(model.parameters()).dtype
         #: Serialises use of the device: concurrent sessions queue here instead of colliding.
         self.lock = lock or threading.Lock()
-        self.capabilities = Capabilities(logprobs=True, scoring=True, attention=True, images=processor is not None, prefix_reuse=True, local_device=True)
+        self.capabilities = Capabilities(
+            logprobs=True,
+            scoring=True,
+            attention=True,
+            images=processor is not None,
+            prefix_reuse=True,
+            local_device=True,
+        )
         self.eos_ids = self._eos_ids()
         self.image_token_id = getattr(model.config, "image_token_id", None) if processor is not None else None
         self._card = self._model_card()  # static: computed once, read at every step by policies
@@ -127,7 +136,13 @@ class TransformersBackend(Backend):
         lock: threading.Lock | None = None,
     ) -> TransformersBackend:
         """Load a causal LM or an image-text-to-text model from a folder (or a cached hub id)."""
-        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
+        from transformers import (
+            AutoConfig,
+            AutoModelForCausalLM,
+            AutoModelForImageTextToText,
+            AutoProcessor,
+            AutoTokenizer,
+        )
         from transformers.models.auto import modeling_auto
 
         started = time.perf_counter()
@@ -142,8 +157,14 @@ class TransformersBackend(Backend):
             config = AutoConfig.from_pretrained(path, **common)
             model_type = getattr(config, "model_type", "")
             image_text = model_type in modeling_auto.MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
-            if not image_text and model_type not in modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not trust_remote_code:
-                raise StudioError(f"Model '{name}' ({type(config).__name__}) is neither a causal LM nor an image-text-to-text model.")
+            if (
+                not image_text
+                and model_type not in modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+                and not trust_remote_code
+            ):
+                raise StudioError(
+                    f"Model '{name}' ({type(config).__name__}) is neither a causal LM nor an image-text-to-text model."
+                )
             progress(0.15, "loading the processor" if image_text else "loading the tokenizer")
             processor = AutoProcessor.from_pretrained(path, **common) if image_text else None
             tokenizer = processor.tokenizer if processor is not None else AutoTokenizer.from_pretrained(path, **common)
@@ -154,17 +175,37 @@ class TransformersBackend(Backend):
             model = model.to(device_name)
         except torch.OutOfMemoryError:
             gc.collect()
-            raise StudioError(f"Out of memory loading '{name}' on {device_name}: try a smaller dtype, a smaller model or --device cpu.") from None
+            raise StudioError(
+                f"Out of memory loading '{name}' on {device_name}: try a smaller dtype, a smaller model or --device cpu."
+            ) from None
         except pickle.UnpicklingError:  # torch.load(weights_only=True) met something other than tensors
-            raise StudioError(f"Could not load '{name}': its PyTorch weights file holds more than tensors, and loading it could run code; use a safetensors copy.") from None
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:  # missing files, unknown architecture, remote code refused, shape mismatch
+            raise StudioError(
+                f"Could not load '{name}': its PyTorch weights file holds more than tensors, and loading it could run code; use a safetensors copy."
+            ) from None
+        except (
+            OSError,
+            ValueError,
+            KeyError,
+            RuntimeError,
+        ) as exc:  # missing files, unknown architecture, remote code refused, shape mismatch
             raise StudioError(f"Could not load '{name}': {_first_line(exc)}") from None
         progress(1.0, "ready")
-        return cls(model, tokenizer, processor, model_id=name, source=source, load_seconds=time.perf_counter() - started, lock=lock)
+        return cls(
+            model,
+            tokenizer,
+            processor,
+            model_id=name,
+            source=source,
+            load_seconds=time.perf_counter() - started,
+            lock=lock,
+        )
 
     def _eos_ids(self) -> set[int]:
         ids: set[int] = set()
-        for value in (getattr(self.tokenizer, "eos_token_id", None), getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)):
+        for value in (
+            getattr(self.tokenizer, "eos_token_id", None),
+            getattr(getattr(self.model, "generation_config", None), "eos_token_id", None),
+        ):
             if isinstance(value, int):
                 ids.add(value)
             elif isinstance(value, (list, tuple)):
@@ -179,7 +220,9 @@ class TransformersBackend(Backend):
         text_config = self.model.config.get_text_config()
         parameters = sum(p.numel() for p in self.model.parameters())
         memory = sum(p.numel() * p.element_size() for p in self.model.parameters())
-        pick = lambda *names: next((getattr(text_config, n) for n in names if getattr(text_config, n, None) is not None), None)  # noqa: E731
+        pick = lambda *names: next(
+            (getattr(text_config, n) for n in names if getattr(text_config, n, None) is not None), None
+        )  # noqa: E731
         return ModelCard(
             id=self.model_id,
             source=self.source,
@@ -217,7 +260,9 @@ class TransformersBackend(Backend):
             text = "\n\n".join(lines) + "\n\nAssistant:"
         return text + assistant_prefix
 
-    def encode(self, messages: list[Message], assistant_prefix: str = "", images: list[np.ndarray] | None = None) -> tuple[list[int], dict[str, Any]]:
+    def encode(
+        self, messages: list[Message], assistant_prefix: str = "", images: list[np.ndarray] | None = None
+    ) -> tuple[list[int], dict[str, Any]]:
         """Token ids of the rendered chat, plus model inputs for its images (image-text models)."""
         text = self.render(messages, assistant_prefix)
         if self.processor is not None and images:
@@ -230,7 +275,9 @@ class TransformersBackend(Backend):
         """Start index of each run of image placeholder tokens."""
         if self.image_token_id is None:
             return []
-        return [i for i, t in enumerate(ids) if t == self.image_token_id and (i == 0 or ids[i - 1] != self.image_token_id)]
+        return [
+            i for i, t in enumerate(ids) if t == self.image_token_id and (i == 0 or ids[i - 1] != self.image_token_id)
+        ]
 
     # -- forward passes ------------------------------------------------------------------------------
     def generate(
@@ -255,10 +302,14 @@ class TransformersBackend(Backend):
         ids, extra = self.encode(messages, assistant_prefix, images)
         with self.lock, torch.inference_mode():
             try:
-                return decode(self, ids, extra, images, n, sampling, stop, session, should_stop or (lambda: False), on_token)
+                return decode(
+                    self, ids, extra, images, n, sampling, stop, session, should_stop or (lambda: False), on_token
+                )
             except torch.OutOfMemoryError:
                 session.reset()
-                raise StudioError(f"Out of memory while generating on {self.device}: lower the candidates, max new tokens or history.") from None
+                raise StudioError(
+                    f"Out of memory while generating on {self.device}: lower the candidates, max new tokens or history."
+                ) from None
 
     def score(
         self,
@@ -283,7 +334,9 @@ class TransformersBackend(Backend):
             return result
 
     # -- attention ---------------------------------------------------------------------------------
-    def attention(self, messages: list[Message], output: str, images: list[np.ndarray] | None = None, **options: Any) -> Any:
+    def attention(
+        self, messages: list[Message], output: str, images: list[np.ndarray] | None = None, **options: Any
+    ) -> Any:
         """What the model attended to while producing ``output``: :func:`studio.models.hf_attention.attention`."""
         from studio.models.hf_attention import attention
 

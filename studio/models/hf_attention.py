@@ -33,7 +33,15 @@ def attention(
     (``action``, ``thought`` or ``generated``) for every layer and head. ``written``: the
     character ranges of ``output`` the policy wrote (in no span).
     """
-    from studio.analysis.attention import AttentionMap, ROLLOUT_MAX_TOKENS, assign_segments, capture_rows, locate_parts, missing_span, query_rows
+    from studio.analysis.attention import (
+        AttentionMap,
+        ROLLOUT_MAX_TOKENS,
+        assign_segments,
+        capture_rows,
+        locate_parts,
+        missing_span,
+        query_rows,
+    )
 
     started = time.perf_counter()
     prompt = backend.render(messages)
@@ -46,21 +54,30 @@ def attention(
         expanded = batch["input_ids"][0].tolist()
         offsets = _expand_offsets(ids, offsets, expanded, backend.image_token_id)
         ids = expanded
-        inputs = {k: v.to(backend.device) if hasattr(v, "to") else v for k, v in batch.items() if k not in ("input_ids", "attention_mask")}
-    image_positions = [i for i, t in enumerate(ids) if backend.image_token_id is not None and t == backend.image_token_id]
+        inputs = {
+            k: v.to(backend.device) if hasattr(v, "to") else v
+            for k, v in batch.items()
+            if k not in ("input_ids", "attention_mask")
+        }
+    image_positions = [
+        i for i, t in enumerate(ids) if backend.image_token_id is not None and t == backend.image_token_id
+    ]
     first_output = next((i for i, o in enumerate(offsets) if o is not None and o[1] > len(prompt)), len(ids))
     output_offsets = [(max(o[0] - len(prompt), 0), o[1] - len(prompt)) for o in offsets[first_output:]]
     rows = query_rows(output_offsets, output, span, first_output, written)
     if not rows:
         raise missing_span(span)
-    span_rows = {name: [rows.index(p) for p in query_rows(output_offsets, output, name, first_output, written) if p in rows] for name in ("action", "thought", "generated")}
+    span_rows = {
+        name: [rows.index(p) for p in query_rows(output_offsets, output, name, first_output, written) if p in rows]
+        for name in ("action", "thought", "generated")
+    }
     if rollout and len(ids) > ROLLOUT_MAX_TOKENS:
         raise StudioError(f"Attention rollout is limited to {ROLLOUT_MAX_TOKENS} tokens; this step has {len(ids)}.")
     with backend.lock:
         inputs["input_ids"] = torch.tensor([ids], device=backend.device)
         weights, rolled = capture_rows(backend.model, inputs, rows, rollout=rollout)
     parts = locate_parts(text, messages, instruction, observation, len(prompt))
-    tokens = [text[o[0]:o[1]] if o is not None else "\u25a3" for o in offsets]
+    tokens = [text[o[0] : o[1]] if o is not None else "\u25a3" for o in offsets]
     return AttentionMap(
         tokens=tokens,
         prompt_length=first_output,
@@ -77,6 +94,7 @@ def attention(
         observation_span=parts.observation,
     )
 
+
 def _image_grid(image_tokens: int, images: int) -> tuple[int, int] | None:
     """(rows, columns) of patches per image, for square-patch vision towers."""
     if not image_tokens or not images:
@@ -86,7 +104,9 @@ def _image_grid(image_tokens: int, images: int) -> tuple[int, int] | None:
     return (side, side) if side * side == per_image else None
 
 
-def _expand_offsets(ids: list[int], offsets: list[tuple[int, int]], expanded: list[int], image_token: int | None) -> list[tuple[int, int] | None]:
+def _expand_offsets(
+    ids: list[int], offsets: list[tuple[int, int]], expanded: list[int], image_token: int | None
+) -> list[tuple[int, int] | None]:
     """Offsets for the processor's ids, where each image placeholder became a run of image tokens."""
     result: list[tuple[int, int] | None] = []
     position = 0

@@ -14,7 +14,15 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from studio.models.base import CacheStats, Generation, GenerateResult, PrefixSession, SamplingParams, ScoreResult, TokenListener
+from studio.models.base import (
+    CacheStats,
+    Generation,
+    GenerateResult,
+    PrefixSession,
+    SamplingParams,
+    ScoreResult,
+    TokenListener,
+)
 from studio.trace import TokenInfo
 
 
@@ -110,7 +118,9 @@ class TokenTexts:
         return [self.push(t) for t in tokens]
 
 
-def prefill(backend: Any, session: PrefixSession, ids: list[int], extra: dict[str, Any], images: list[np.ndarray] | None) -> tuple[torch.Tensor, CacheStats]:
+def prefill(
+    backend: Any, session: PrefixSession, ids: list[int], extra: dict[str, Any], images: list[np.ndarray] | None
+) -> tuple[torch.Tensor, CacheStats]:
     """Bring ``session``'s cache to ``ids`` (encoding only what is new); return the last logits (1, V)."""
     if session.owner is not backend:
         session.reset()
@@ -134,7 +144,9 @@ def prefill(backend: Any, session: PrefixSession, ids: list[int], extra: dict[st
     session.cache = out.past_key_values
     session.token_ids = list(ids)
     session.image_keys = image_keys
-    stats = CacheStats(prompt_tokens=len(ids), reused_tokens=reuse, encoded_tokens=len(ids) - reuse, prefix_changed=prefix_changed)
+    stats = CacheStats(
+        prompt_tokens=len(ids), reused_tokens=reuse, encoded_tokens=len(ids) - reuse, prefix_changed=prefix_changed
+    )
     return out.logits[:, -1, :], stats
 
 
@@ -176,7 +188,9 @@ def decode(
             if token in backend.eos_ids and not sampling.ignore_eos:
                 finish[row] = "eos"
                 continue
-            info = TokenInfo(id=token, text=texts[row].push(token), logprob=float(logprobs[row, token]), entropy=float(entropy[row]))
+            info = TokenInfo(
+                id=token, text=texts[row].push(token), logprob=float(logprobs[row, token]), entropy=float(entropy[row])
+            )
             drawn[row].append(info)
             if on_token is not None:
                 on_token(row, info)
@@ -200,7 +214,9 @@ def decode(
     generations = []
     for row in range(n):
         tokens = drawn[row][: cut[row]] if cut[row] is not None else drawn[row]
-        generations.append(Generation(text="".join(t.text for t in tokens), tokens=tokens, finish_reason=finish[row] or "length"))
+        generations.append(
+            Generation(text="".join(t.text for t in tokens), tokens=tokens, finish_reason=finish[row] or "length")
+        )
     if n == 1:  # the cache holds the prompt and the tokens fed after it: keep them for the next prompt
         usable = min(len(generations[0].tokens), fed)
         session.token_ids = ids + [t.id for t in generations[0].tokens[:usable]]
@@ -225,16 +241,28 @@ def decode_packed(backend: Any, chosen: torch.Tensor, cache: Any, prompt_len: in
     total = prompt_len + n * (step + 1)
     allowed = torch.zeros(n, total, dtype=torch.bool, device=backend.device)
     allowed[:, :prompt_len] = True
-    own = prompt_len + torch.arange(step + 1, device=backend.device)[None, :] * n + torch.arange(n, device=backend.device)[:, None]  # (n, step+1)
+    own = (
+        prompt_len
+        + torch.arange(step + 1, device=backend.device)[None, :] * n
+        + torch.arange(n, device=backend.device)[:, None]
+    )  # (n, step+1)
     allowed.scatter_(1, own, True)
     mask = torch.zeros(allowed.shape, dtype=backend.dtype, device=backend.device)
     mask[~allowed] = torch.finfo(backend.dtype).min
     positions = torch.full((1, n), prompt_len + step, device=backend.device)
-    out = backend.model(input_ids=chosen.view(1, n), position_ids=positions, attention_mask=mask[None, None], past_key_values=cache, use_cache=True)
+    out = backend.model(
+        input_ids=chosen.view(1, n),
+        position_ids=positions,
+        attention_mask=mask[None, None],
+        past_key_values=cache,
+        use_cache=True,
+    )
     return out.logits[0]  # (n, V)
 
 
-def score_packed(backend: Any, session: PrefixSession, prompt_len: int, first_logits: torch.Tensor, pieces: list[list[int]]) -> ScoreResult:
+def score_packed(
+    backend: Any, session: PrefixSession, prompt_len: int, first_logits: torch.Tensor, pieces: list[list[int]]
+) -> ScoreResult:
     first, first_entropy = _signals(first_logits[:1])  # (1, V): predicts every continuation's first token
     feed = [piece[:-1] for piece in pieces]  # a continuation's last token predicts nothing we need
     total = sum(len(f) for f in feed)
@@ -253,7 +281,13 @@ def score_packed(backend: Any, session: PrefixSession, prompt_len: int, first_lo
             start += len(f)
         mask = torch.zeros(allowed.shape, dtype=backend.dtype, device=backend.device)
         mask[~allowed] = torch.finfo(backend.dtype).min
-        out = backend.model(input_ids=packed, position_ids=positions, attention_mask=mask[None, None], past_key_values=session.cache, use_cache=True)
+        out = backend.model(
+            input_ids=packed,
+            position_ids=positions,
+            attention_mask=mask[None, None],
+            past_key_values=session.cache,
+            use_cache=True,
+        )
         logprobs, entropy = _signals(out.logits[0])  # (Q, V), (Q,)
         start = 0
         for row, (piece, f) in enumerate(zip(pieces, feed)):

@@ -66,7 +66,12 @@ class BackendScheme:
     is for the operator's command line only."""
 
     def describe(self) -> dict[str, Any]:
-        return {"scheme": f"{self.scheme}:" if self.scheme else "(none)", "summary": self.summary, "example": self.example, "web": self.web_check is not None}
+        return {
+            "scheme": f"{self.scheme}:" if self.scheme else "(none)",
+            "summary": self.summary,
+            "example": self.example,
+            "web": self.web_check is not None,
+        }
 
 
 #: Name schemes, filled at import (the built-ins below) and by :func:`register_backend`; the
@@ -249,11 +254,13 @@ class ModelRegistry:
         if access is not None:
             trust_remote_code = access.trust_remote_code
         scheme = backend_scheme(name)
-        target = name[len(scheme.scheme) + 1:] if scheme.scheme else name
+        target = name[len(scheme.scheme) + 1 :] if scheme.scheme else name
         request = LoadRequest(name, target, device, dtype, trust_remote_code, progress, access, self.device_lock)
         if access is not None:
             if scheme.web_check is None:
-                raise StudioError(f"Models of the {scheme.scheme}: kind load only from the command line (serve --model), not from the browser.")
+                raise StudioError(
+                    f"Models of the {scheme.scheme}: kind load only from the command line (serve --model), not from the browser."
+                )
             scheme.web_check(request)
         prepared = scheme.prepare(request)
         with self._loading:

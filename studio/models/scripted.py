@@ -15,14 +15,32 @@ from typing import Any, Callable
 
 import numpy as np
 
-from studio.models.base import Backend, CacheStats, Capabilities, ModelCard, Generation, GenerateResult, Message, PrefixSession, SamplingParams, ScoreResult, TokenListener
+from studio.models.base import (
+    Backend,
+    CacheStats,
+    Capabilities,
+    ModelCard,
+    Generation,
+    GenerateResult,
+    Message,
+    PrefixSession,
+    SamplingParams,
+    ScoreResult,
+    TokenListener,
+)
 from studio.trace import TokenInfo
 
 
 class ScriptedBackend(Backend):
     """Replays ``outputs`` in order (cycling)."""
 
-    def __init__(self, outputs: list[str], preferences: list[str] | None = None, name: str = "scripted", token_seconds: float = 0.0) -> None:
+    def __init__(
+        self,
+        outputs: list[str],
+        preferences: list[str] | None = None,
+        name: str = "scripted",
+        token_seconds: float = 0.0,
+    ) -> None:
         if not outputs:
             raise ValueError("a scripted backend needs at least one output")
         #: Seconds per token: replay at a model's pace (a demo of live steps; Stop interrupts between tokens).
@@ -35,9 +53,23 @@ class ScriptedBackend(Backend):
 
     @property
     def card(self) -> ModelCard:
-        return ModelCard(id=self.name, source="scripted", capabilities=self.capabilities, architecture="ScriptedBackend", kind="scripted", parameters=0, layers=0, heads=0, kv_heads=0, context_length=1_000_000, vocab_size=0)
+        return ModelCard(
+            id=self.name,
+            source="scripted",
+            capabilities=self.capabilities,
+            architecture="ScriptedBackend",
+            kind="scripted",
+            parameters=0,
+            layers=0,
+            heads=0,
+            kv_heads=0,
+            context_length=1_000_000,
+            vocab_size=0,
+        )
 
-    def encode(self, messages: list[Message], assistant_prefix: str = "", images: list[np.ndarray] | None = None) -> tuple[list[int], dict[str, Any]]:
+    def encode(
+        self, messages: list[Message], assistant_prefix: str = "", images: list[np.ndarray] | None = None
+    ) -> tuple[list[int], dict[str, Any]]:
         text = "".join(str(m.get("content", "")) for m in messages) + assistant_prefix
         return [ord(ch) % 256 for ch in text], {}
 
@@ -62,7 +94,7 @@ class ScriptedBackend(Backend):
             text = self.outputs[self.calls % len(self.outputs)]
             self.calls += 1
             if assistant_prefix and text.startswith(assistant_prefix):
-                text = text[len(assistant_prefix):]  # the prompt already holds it
+                text = text[len(assistant_prefix) :]  # the prompt already holds it
             finish = "eos"
             for marker in stop or []:
                 if marker and marker in text:
@@ -73,9 +105,15 @@ class ScriptedBackend(Backend):
                 text = "".join(t.text for t in tokens)
             generations.append(Generation(text=text, tokens=tokens, finish_reason=finish))
         prompt = len(self.encode(messages, assistant_prefix)[0])
-        return GenerateResult(generations=generations, cache=CacheStats(prompt_tokens=prompt, encoded_tokens=prompt), timing={"total_s": 0.0})
+        return GenerateResult(
+            generations=generations,
+            cache=CacheStats(prompt_tokens=prompt, encoded_tokens=prompt),
+            timing={"total_s": 0.0},
+        )
 
-    def _replay(self, row: int, tokens: list[TokenInfo], finish: str, on_token: Any, should_stop: Any) -> tuple[list[TokenInfo], str]:
+    def _replay(
+        self, row: int, tokens: list[TokenInfo], finish: str, on_token: Any, should_stop: Any
+    ) -> tuple[list[TokenInfo], str]:
         """Hand out tokens one by one at ``token_seconds`` each; a Stop cuts the output there."""
         for count, token in enumerate(tokens):
             if should_stop is not None and should_stop():
@@ -98,13 +136,21 @@ class ScriptedBackend(Backend):
         values, tokens, texts = [], [], []
         for text in continuations:
             stripped = text.strip()
-            bonus = 5.0 * (len(self.preferences) - self.preferences.index(stripped)) if stripped in self.preferences else 0.0
+            bonus = (
+                5.0 * (len(self.preferences) - self.preferences.index(stripped))
+                if stripped in self.preferences
+                else 0.0
+            )
             total = -0.5 * len(stripped) + bonus
             chars = list(text) or [""]
-            values.append([total / len(chars)] * len(chars) + ([0.0] if end_with_eos else []))  # one made-up token per character
+            values.append(
+                [total / len(chars)] * len(chars) + ([0.0] if end_with_eos else [])
+            )  # one made-up token per character
             tokens.append([ord(c) % 256 for c in chars] + ([0] if end_with_eos else []))
             texts.append(chars + ([""] if end_with_eos else []))
-        return ScoreResult(token_logprobs=values, tokens=tokens, texts=texts, entropies=[[1.0] * len(v) for v in values])
+        return ScoreResult(
+            token_logprobs=values, tokens=tokens, texts=texts, entropies=[[1.0] * len(v) for v in values]
+        )
 
     def unload(self) -> None:
         """Nothing to free."""
@@ -124,7 +170,13 @@ def load_scripted(path: str) -> ScriptedBackend:
         raise StudioError(f"Cannot read the scripted model {file}: {exc.strerror or exc}.") from None
     except json.JSONDecodeError as exc:
         raise StudioError(f"The scripted model {file} is not valid JSON: {exc.msg} at line {exc.lineno}.") from None
-    outputs, preferences = (data, None) if isinstance(data, list) else (data.get("outputs"), data.get("preferences")) if isinstance(data, dict) else (None, None)
+    outputs, preferences = (
+        (data, None)
+        if isinstance(data, list)
+        else (data.get("outputs"), data.get("preferences"))
+        if isinstance(data, dict)
+        else (None, None)
+    )
     if not outputs or not all(isinstance(o, str) for o in outputs):
         raise StudioError(f"The scripted model {file} needs a non-empty list of output strings.")
     pace = data.get("token_seconds", 0.0) if isinstance(data, dict) else 0.0

@@ -13,7 +13,14 @@ from studio.analysis.attention import AttentionMap
 from studio.analysis.projection import cell_mass, grid_overlay, patch_overlay
 from studio.viz.html import esc, num
 
-SEGMENT_COLOURS = {"system": "#64748b", "task": "#2563eb", "history": "#a16207", "observation": "#16a34a", "image": "#16a34a", "output": "#9333ea"}
+SEGMENT_COLOURS = {
+    "system": "#64748b",
+    "task": "#2563eb",
+    "history": "#a16207",
+    "observation": "#16a34a",
+    "image": "#16a34a",
+    "output": "#9333ea",
+}
 GRID_SEGMENTS = (("observation", "current observation"), ("task", "instruction"), ("history", "history"))
 
 
@@ -39,10 +46,12 @@ def token_strip_html(amap: AttentionMap, values: np.ndarray, span: str = "action
         segment = owner.get(position)
         if segment != current:
             if segment is not None:
-                pieces.append(f'<span class="as-seg" style="border-color:{SEGMENT_COLOURS[segment]};color:{SEGMENT_COLOURS[segment]}">{esc(segment)}</span>')
+                pieces.append(
+                    f'<span class="as-seg" style="border-color:{SEGMENT_COLOURS[segment]};color:{SEGMENT_COLOURS[segment]}">{esc(segment)}</span>'
+                )
             current = segment
         level = min(float(values[position]) / peak, 1.0) if position < len(values) else 0.0
-        border = ' as-query' if position in chosen else ""
+        border = " as-query" if position in chosen else ""
         pieces.append(
             f'<span class="as-att{border}" style="background:rgba(234,88,12,{num(0.85 * level, ".3f")})" title="{num(float(values[position]), ".4f") if position < len(values) else ""}">{esc(token)}</span>'
         )
@@ -55,26 +64,47 @@ def segment_grid_figure(amap: AttentionMap, span: str = "action") -> go.Figure:
     names = [(key, label) for key, label in GRID_SEGMENTS if key in shares]
     if "image" in shares and "observation" not in shares:
         names.insert(0, ("image", "image"))
-    figure = make_subplots(rows=1, cols=max(len(names), 1), subplot_titles=[label for _, label in names] or ["no segments"], horizontal_spacing=0.08)
+    figure = make_subplots(
+        rows=1,
+        cols=max(len(names), 1),
+        subplot_titles=[label for _, label in names] or ["no segments"],
+        horizontal_spacing=0.08,
+    )
     for column, (key, label) in enumerate(names, start=1):
         figure.add_heatmap(
-            z=shares[key], zmin=0, zmax=1, colorscale="Inferno", showscale=column == len(names), name=label,
-            hovertemplate=f"{esc(label)}<br>layer %{{y}} head %{{x}}<br>share %{{z:.3f}}<extra></extra>", row=1, col=column,
+            z=shares[key],
+            zmin=0,
+            zmax=1,
+            colorscale="Inferno",
+            showscale=column == len(names),
+            name=label,
+            hovertemplate=f"{esc(label)}<br>layer %{{y}} head %{{x}}<br>share %{{z:.3f}}<extra></extra>",
+            row=1,
+            col=column,
         )
         figure.update_xaxes(title_text="head", row=1, col=column)
     figure.update_yaxes(title_text="layer", row=1, col=1)
-    figure.update_layout(template="plotly_white", height=420, margin=dict(l=50, r=20, t=70, b=40), title=f"share of the {esc(span)} tokens' attention, per layer and head")
+    figure.update_layout(
+        template="plotly_white",
+        height=420,
+        margin=dict(l=50, r=20, t=70, b=40),
+        title=f"share of the {esc(span)} tokens' attention, per layer and head",
+    )
     return figure
 
 
-def projection_image(amap: AttentionMap, values: np.ndarray, env: Any, observation: str, frame: np.ndarray | None) -> np.ndarray | None:
+def projection_image(
+    amap: AttentionMap, values: np.ndarray, env: Any, observation: str, frame: np.ndarray | None
+) -> np.ndarray | None:
     """The attention over the frame: per grid cell for text maps, per patch for image inputs; None when neither."""
     if frame is None:
         return None
     if amap.image_grid is not None and amap.segments.get("image"):
         positions = amap.segments["image"]
         per_image = amap.image_grid[0] * amap.image_grid[1]
-        return patch_overlay(frame, values[positions[-per_image:]], amap.image_grid)  # the latest image is the current frame
+        return patch_overlay(
+            frame, values[positions[-per_image:]], amap.image_grid
+        )  # the latest image is the current frame
     cells = env.text_cells(observation) if env is not None else []
     if not cells or amap.observation_span is None or amap.offsets is None:
         return None
@@ -90,6 +120,8 @@ def perception_html(amap: AttentionMap) -> str:
     pieces = []
     for index, position in enumerate(amap.rows):
         share = float(shares[index])
-        pieces.append(f'<span class="as-att" style="background:rgba(22,163,74,{num(min(share * 1.5, 0.9), ".3f")})" title="{num(share, ".1%")} on the observation">{esc(amap.tokens[position])}</span>')
+        pieces.append(
+            f'<span class="as-att" style="background:rgba(22,163,74,{num(min(share * 1.5, 0.9), ".3f")})" title="{num(share, ".1%")} on the observation">{esc(amap.tokens[position])}</span>'
+        )
     mean = float(shares.mean()) if len(shares) else 0.0
     return f'<div class="as-muted">Share of each generated token\'s attention on the current observation (mean {num(mean, ".1%")}).</div><div class="as-strip as-perception">{"".join(pieces)}</div>'

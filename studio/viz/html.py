@@ -88,7 +88,15 @@ def token_legend(mode: str = "logprob") -> str:
     return f'<div class="as-legend">Token colour: {scale} · <span class="as-tok as-tok-forced">underlined</span>: written by the policy, not sampled · hover a token for its numbers</div>'
 
 
-def output_html(raw: str, thought: str | None, action: str | None, tokens: list[TokenInfo] | None, valid: bool, invalid_reason: str | None, mode: str) -> str:
+def output_html(
+    raw: str,
+    thought: str | None,
+    action: str | None,
+    tokens: list[TokenInfo] | None,
+    valid: bool,
+    invalid_reason: str | None,
+    mode: str,
+) -> str:
     """What a policy produced: its tokens coloured (or its text), the action, and why it was invalid."""
     if tokens:
         spelled = "".join(t.text for t in tokens)
@@ -97,7 +105,11 @@ def output_html(raw: str, thought: str | None, action: str | None, tokens: list[
         body = f'<span class="as-text">{esc(written)}</span>{tokens_html(tokens, mode)}'
     else:
         body = f'<span class="as-text">{esc(raw if raw and raw != action else (thought or ""))}</span>'
-    badge = "" if valid else f'<div class="as-invalid"><span class="as-badge as-bad">invalid</span> {esc(invalid_reason or "")}</div>'
+    badge = (
+        ""
+        if valid
+        else f'<div class="as-invalid"><span class="as-badge as-bad">invalid</span> {esc(invalid_reason or "")}</div>'
+    )
     shown_action = esc(action) if action is not None else '<span class="as-muted">(no action parsed)</span>'
     return (
         f'<div class="as-output"><div class="as-generated">{body}</div>'
@@ -133,7 +145,11 @@ def step_card(step: Step, selected: bool = False, mode: str = "logprob", open_ob
         meta.append(f"{num(len(step.candidates) + 1)} outputs")
     if step.terminated or step.truncated:
         meta.append("terminated" if step.terminated else "truncated")
-    thought = f'<div class="as-thought"><span class="as-label">Thought</span> {esc(step.thought)}</div>' if step.thought and not step.tokens else ""
+    thought = (
+        f'<div class="as-thought"><span class="as-label">Thought</span> {esc(step.thought)}</div>'
+        if step.thought and not step.tokens
+        else ""
+    )
     change = "unchanged" if step.next_observation == step.observation else "changed"
     observation = (
         f'<div class="as-obs"><span class="as-label">Observation</span><pre>{esc(step.next_observation)}</pre></div>'
@@ -155,7 +171,11 @@ def empty_state(episode: Episode | None) -> str:
         ready = "no episode is open yet"
     else:
         model = (episode.model or {}).get("id")
-        actor = f"the {esc(episode.policy)} policy with the model {esc(model)}" if model else f"the {esc(episode.policy)} policy"
+        actor = (
+            f"the {esc(episode.policy)} policy with the model {esc(model)}"
+            if model
+            else f"the {esc(episode.policy)} policy"
+        )
         ready = f"<b>{esc(episode.env)}</b> (seed {num(episode.seed)}) is ready for {actor}"
     return (
         '<div class="as-empty"><h3>Nothing has happened yet</h3>'
@@ -167,8 +187,24 @@ def empty_state(episode: Episode | None) -> str:
 
 def episode_header(episode: Episode, read_only: bool = False) -> str:
     model = (episode.model or {}).get("id")
-    status = "running" if not episode.done else "success" if episode.success else "failure" if episode.success is False else "ended"
-    parts = [esc(episode.env), f"seed {esc(episode.seed)}", esc(episode.policy), *([esc(model)] if model else []), f"{num(episode.length)} steps", f"return {num(episode.total_return, 'g')}", status]
+    status = (
+        "running"
+        if not episode.done
+        else "success"
+        if episode.success
+        else "failure"
+        if episode.success is False
+        else "ended"
+    )
+    parts = [
+        esc(episode.env),
+        f"seed {esc(episode.seed)}",
+        esc(episode.policy),
+        *([esc(model)] if model else []),
+        f"{num(episode.length)} steps",
+        f"return {num(episode.total_return, 'g')}",
+        status,
+    ]
     if episode.end_reason:
         parts.append(esc(episode.end_reason))
     if episode.parent_id:
@@ -177,13 +213,17 @@ def episode_header(episode: Episode, read_only: bool = False) -> str:
     return f'<div class="as-episode-head">{badge}{" · ".join(parts)}</div>'
 
 
-def timeline_html(episode: Episode | None, selected: int | None = None, mode: str = "logprob", read_only: bool = False) -> str:
+def timeline_html(
+    episode: Episode | None, selected: int | None = None, mode: str = "logprob", read_only: bool = False
+) -> str:
     """The whole episode as a timeline of step cards (newest last) under its task, or the empty state."""
     if episode is None or not episode.steps:
         head = episode_header(episode, read_only) + task_line(episode) if episode is not None else ""
         return f'<div class="as-timeline">{head}{empty_state(episode)}</div>'
     last = episode.length - 1
-    cards = "".join(step_card(step, step.index == selected, mode, step.index in (selected, last)) for step in episode.steps)
+    cards = "".join(
+        step_card(step, step.index == selected, mode, step.index in (selected, last)) for step in episode.steps
+    )
     legend = token_legend(mode) if any(step.tokens for step in episode.steps) else ""
     head = f'<div class="as-trace-head">{episode_header(episode, read_only)}{task_line(episode)}{legend}</div>'  # stays in view (sticky)
     return f'<div class="as-timeline" data-steps="{num(episode.length)}">{head}{cards}</div>'
@@ -191,7 +231,11 @@ def timeline_html(episode: Episode | None, selected: int | None = None, mode: st
 
 def task_line(episode: Episode) -> str:
     """The task, always in view above the trace (it is in the first observation only)."""
-    return f'<div class="as-task-line"><span class="as-label">Task</span> {esc(episode.instruction)}</div>' if episode.instruction else ""
+    return (
+        f'<div class="as-task-line"><span class="as-label">Task</span> {esc(episode.instruction)}</div>'
+        if episode.instruction
+        else ""
+    )
 
 
 def candidate_html(output: Output, mode: str) -> str:
@@ -222,8 +266,12 @@ def prompt_html(step: Step | None) -> str:
     for message in step.prompt:
         content = message.get("content")
         if isinstance(content, list):  # image-text models: parts
-            content = "".join("[image]" if part.get("type") == "image" else str(part.get("text", "")) for part in content)
-        blocks.append(f'<div class="as-msg as-{esc(message.get("role", ""))}"><div class="as-role">{esc(message.get("role", ""))}</div><pre>{esc(content)}</pre></div>')
+            content = "".join(
+                "[image]" if part.get("type") == "image" else str(part.get("text", "")) for part in content
+            )
+        blocks.append(
+            f'<div class="as-msg as-{esc(message.get("role", ""))}"><div class="as-role">{esc(message.get("role", ""))}</div><pre>{esc(content)}</pre></div>'
+        )
     return f'<div class="as-prompt">{"".join(blocks)}</div>'
 
 
@@ -249,7 +297,9 @@ def schemes_html(schemes: list[dict[str, Any]]) -> str:
         f"<tr><td><code>{esc(row['example'])}</code></td><td>{esc(row['summary'])}</td><td>{'yes' if row['web'] else 'command line only'}</td></tr>"
         for row in schemes
     )
-    return f'<table class="as-card as-schemes"><tr><th>name</th><th>loads</th><th>from the browser</th></tr>{rows}</table>'
+    return (
+        f'<table class="as-card as-schemes"><tr><th>name</th><th>loads</th><th>from the browser</th></tr>{rows}</table>'
+    )
 
 
 def model_card_html(info: dict[str, Any] | None, slot: str) -> str:
@@ -266,7 +316,9 @@ def model_card_html(info: dict[str, Any] | None, slot: str) -> str:
         rows.append(f"<tr><th>{esc(label)}</th><td>{esc(value)}</td></tr>")
     capabilities = ", ".join(name for name, on in (info.get("capabilities") or {}).items() if on) or "none"
     rows.append(f"<tr><th>capabilities</th><td>{esc(capabilities)}</td></tr>")
-    return f'<div class="as-card"><div class="as-card-title">Model {esc(slot)}</div><table>{"".join(rows)}</table></div>'
+    return (
+        f'<div class="as-card"><div class="as-card-title">Model {esc(slot)}</div><table>{"".join(rows)}</table></div>'
+    )
 
 
 MESSAGE_KINDS = ("error", "warning", "info", "success")
@@ -280,7 +332,11 @@ def message_html(text: str, kind: str = "error") -> str:
 
 # -- annotation ------------------------------------------------------------------------------------
 def history_step_html(step: Step) -> str:
-    thought = f'<div class="as-thought"><span class="as-label">Thought</span> {esc(step.thought)}</div>' if step.thought else ""
+    thought = (
+        f'<div class="as-thought"><span class="as-label">Thought</span> {esc(step.thought)}</div>'
+        if step.thought
+        else ""
+    )
     return (
         f'<div class="as-hist"><div class="as-head"><span class="as-index">Step {num(step.index)}</span> <span class="as-meta">reward {num(step.reward, "+g")}</span></div>'
         f'<div class="as-obs"><span class="as-label">Observation</span><pre>{esc(step.observation)}</pre></div>{thought}'
@@ -288,7 +344,9 @@ def history_step_html(step: Step) -> str:
     )
 
 
-def context_html(instruction: str, history: list[Step], observation: str, step_index: int | None, open_latest: int = 2) -> str:
+def context_html(
+    instruction: str, history: list[Step], observation: str, step_index: int | None, open_latest: int = 2
+) -> str:
     """What both sides of a pair share, shown once and collapsible: the task and the observation
     they answer first, then the history (the latest steps open, older ones folded)."""
     where = f"at step {step_index}" if step_index is not None else "at the start"
@@ -325,6 +383,14 @@ def labels_html(episode: Episode | None, labels: dict[int, str], selected: int |
     cards = []
     for step in episode.steps:
         label = labels.get(step.index)
-        badge = f'<span class="as-badge as-label-{esc(label)}">{esc(label)}</span>' if label else '<span class="as-badge as-unlabelled">unlabelled</span>'
-        cards.append(f'<div class="as-labelled">{badge}{step_card(step, step.index == selected, mode, step.index == selected)}</div>')
-    return f'<div class="as-timeline" data-steps="{num(episode.length)}">{episode_header(episode)}{"".join(cards)}</div>'
+        badge = (
+            f'<span class="as-badge as-label-{esc(label)}">{esc(label)}</span>'
+            if label
+            else '<span class="as-badge as-unlabelled">unlabelled</span>'
+        )
+        cards.append(
+            f'<div class="as-labelled">{badge}{step_card(step, step.index == selected, mode, step.index == selected)}</div>'
+        )
+    return (
+        f'<div class="as-timeline" data-steps="{num(episode.length)}">{episode_header(episode)}{"".join(cards)}</div>'
+    )

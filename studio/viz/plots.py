@@ -18,10 +18,21 @@ from studio.viz.html import esc, num
 COLOURS = ("#2563eb", "#ea580c")
 #: One colour per signal (an overlaid second episode is drawn dashed in the same colours).
 SIGNAL_COLOURS = {
-    "reward": "#93c5fd", "return": "#1d4ed8", "entropy": "#7c3aed", "chosen_probability": "#16a34a",
-    "mean_logprob": "#ea580c", "policy_s": "#0891b2", "env_s": "#db2777", "tokens": "#64748b",
+    "reward": "#93c5fd",
+    "return": "#1d4ed8",
+    "entropy": "#7c3aed",
+    "chosen_probability": "#16a34a",
+    "mean_logprob": "#ea580c",
+    "policy_s": "#0891b2",
+    "env_s": "#db2777",
+    "tokens": "#64748b",
 }
-LAYOUT = dict(template="plotly_white", margin=dict(l=40, r=16, t=40, b=32), legend=dict(orientation="h", y=-0.08), font=dict(size=12))
+LAYOUT = dict(
+    template="plotly_white",
+    margin=dict(l=40, r=16, t=40, b=32),
+    legend=dict(orientation="h", y=-0.08),
+    font=dict(size=12),
+)
 
 
 def step_signals(step: Step) -> dict[str, float | None]:
@@ -34,7 +45,9 @@ def step_signals(step: Step) -> dict[str, float | None]:
         "reward": float(step.reward),
         # Score mode stores the entropy of the distribution over valid actions; otherwise the
         # mean entropy of the generated tokens stands in.
-        "entropy": float(action_entropy) if action_entropy is not None else (sum(entropies) / len(entropies) if entropies else None),
+        "entropy": float(action_entropy)
+        if action_entropy is not None
+        else (sum(entropies) / len(entropies) if entropies else None),
         "chosen_probability": step.extra.get("chosen_action_probability"),
         "mean_logprob": sum(logprobs) / len(logprobs) if logprobs else None,
         "policy_s": step.timing.get("policy_s"),
@@ -51,8 +64,16 @@ def _series(episode: Episode, name: str) -> tuple[list[int], list[float | None]]
 def signals_figure(episode: Episode | None, overlay: Episode | None = None) -> go.Figure:
     """Reward and return; entropy, chosen-action probability and mean token logprob; latency; tokens."""
     figure = make_subplots(
-        rows=4, cols=1, shared_xaxes=True, vertical_spacing=0.06,
-        subplot_titles=("reward and return", "entropy · chosen-action probability · mean token logprob", "latency (s)", "tokens generated"),
+        rows=4,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.06,
+        subplot_titles=(
+            "reward and return",
+            "entropy · chosen-action probability · mean token logprob",
+            "latency (s)",
+            "tokens generated",
+        ),
     )
     episodes = [e for e in (episode, overlay) if e is not None and e.steps]
     for number, item in enumerate(episodes):
@@ -63,22 +84,62 @@ def signals_figure(episode: Episode | None, overlay: Episode | None = None) -> g
         for value in rewards:
             total += value or 0.0
             returns.append(total)
-        figure.add_bar(x=x, y=rewards, name=f"reward · {label}", marker_color=SIGNAL_COLOURS["reward"], opacity=0.8 if number == 0 else 0.45, row=1, col=1)
-        figure.add_scatter(x=x, y=returns, name=f"return · {label}", line=dict(color=SIGNAL_COLOURS["return"], dash=dash), row=1, col=1)
+        figure.add_bar(
+            x=x,
+            y=rewards,
+            name=f"reward · {label}",
+            marker_color=SIGNAL_COLOURS["reward"],
+            opacity=0.8 if number == 0 else 0.45,
+            row=1,
+            col=1,
+        )
+        figure.add_scatter(
+            x=x, y=returns, name=f"return · {label}", line=dict(color=SIGNAL_COLOURS["return"], dash=dash), row=1, col=1
+        )
         for name, symbol in (("entropy", "circle"), ("chosen_probability", "diamond"), ("mean_logprob", "square")):
             xs, ys = _series(item, name)
             if any(v is not None for v in ys):
-                figure.add_scatter(x=xs, y=ys, mode="lines+markers", name=f"{name.replace('_', ' ')} · {label}", marker_symbol=symbol, line=dict(color=SIGNAL_COLOURS[name], dash=dash), row=2, col=1)
+                figure.add_scatter(
+                    x=xs,
+                    y=ys,
+                    mode="lines+markers",
+                    name=f"{name.replace('_', ' ')} · {label}",
+                    marker_symbol=symbol,
+                    line=dict(color=SIGNAL_COLOURS[name], dash=dash),
+                    row=2,
+                    col=1,
+                )
         for name, symbol in (("policy_s", "circle"), ("env_s", "x")):
             xs, ys = _series(item, name)
-            figure.add_scatter(x=xs, y=ys, mode="lines+markers", name=f"{name} · {label}", marker_symbol=symbol, line=dict(color=SIGNAL_COLOURS[name], dash=dash), row=3, col=1)
+            figure.add_scatter(
+                x=xs,
+                y=ys,
+                mode="lines+markers",
+                name=f"{name} · {label}",
+                marker_symbol=symbol,
+                line=dict(color=SIGNAL_COLOURS[name], dash=dash),
+                row=3,
+                col=1,
+            )
         xs, ys = _series(item, "tokens")
         if any(v is not None for v in ys):
-            figure.add_bar(x=xs, y=ys, name=f"tokens · {label}", marker_color=SIGNAL_COLOURS["tokens"], opacity=0.7 if number == 0 else 0.4, row=4, col=1)
+            figure.add_bar(
+                x=xs,
+                y=ys,
+                name=f"tokens · {label}",
+                marker_color=SIGNAL_COLOURS["tokens"],
+                opacity=0.7 if number == 0 else 0.4,
+                row=4,
+                col=1,
+            )
     figure.update_layout(**LAYOUT, height=720, barmode="group", showlegend=True)
-    figure.update_xaxes(title_text="step", row=4, col=1, dtick=1 if episode is not None and episode.length <= 30 else None)
+    figure.update_xaxes(
+        title_text="step", row=4, col=1, dtick=1 if episode is not None and episode.length <= 30 else None
+    )
     if not episodes:
-        figure.add_annotation(text="No steps yet: press Step", showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
+        figure.add_annotation(
+            text="No steps yet: press Step", showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5
+        )
     return figure
 
 
@@ -86,7 +147,9 @@ def path_figure(env: Any, episode: Episode | None, overlay: Episode | None = Non
     """The agent's path drawn over the map (environments that know where the agent is), else None."""
     if episode is None or not episode.steps or episode.steps[0].state is None:
         return None
-    env.rewind(episode.seed, episode.steps[0].state)  # the episode may come from a file: checked, one line if it does not fit
+    env.rewind(
+        episode.seed, episode.steps[0].state
+    )  # the episode may come from a file: checked, one line if it does not fit
     if _agent_xy(env, episode.steps[0].state) is None:
         return None
     figure = go.Figure()
@@ -95,9 +158,14 @@ def path_figure(env: Any, episode: Episode | None, overlay: Episode | None = Non
         points = path_points(env, item)
         offset = 4 * number  # two paths over the same cells stay apart
         figure.add_scatter(
-            x=[p[0] + offset for p in points], y=[p[1] + offset for p in points], mode="lines+markers",
-            name=_label(item), line=dict(color=COLOURS[number], width=3, dash="solid" if number == 0 else "dash"),
-            marker=dict(size=7), text=[f"step {i}" for i in range(len(points))], hoverinfo="text",
+            x=[p[0] + offset for p in points],
+            y=[p[1] + offset for p in points],
+            mode="lines+markers",
+            name=_label(item),
+            line=dict(color=COLOURS[number], width=3, dash="solid" if number == 0 else "dash"),
+            marker=dict(size=7),
+            text=[f"step {i}" for i in range(len(points))],
+            hoverinfo="text",
         )
     figure.update_layout(**LAYOUT, height=480, title="path (start: step 0)")
     figure.update_xaxes(visible=False)
@@ -137,11 +205,22 @@ def action_distribution_figure(step: Step | None) -> go.Figure | None:
     positions = list(range(len(ranked)))
     figure = go.Figure(
         go.Bar(
-            x=probabilities, y=positions, orientation="h", marker_color=colours,
-            text=[f"{p:.3f}" for p in probabilities], textposition="outside", cliponaxis=False, hovertext=labels, hoverinfo="text+x",
+            x=probabilities,
+            y=positions,
+            orientation="h",
+            marker_color=colours,
+            text=[f"{p:.3f}" for p in probabilities],
+            textposition="outside",
+            cliponaxis=False,
+            hovertext=labels,
+            hoverinfo="text+x",
         )
     )
-    figure.update_layout(**{**LAYOUT, "margin": dict(l=8, r=40, t=40, b=32)}, height=max(220, 24 * len(ranked) + 90), title=f"step {num(step.index)}: probability of each valid action (taken in orange)")
+    figure.update_layout(
+        **{**LAYOUT, "margin": dict(l=8, r=40, t=40, b=32)},
+        height=max(220, 24 * len(ranked) + 90),
+        title=f"step {num(step.index)}: probability of each valid action (taken in orange)",
+    )
     figure.update_yaxes(tickmode="array", tickvals=positions, ticktext=labels, automargin=True)
     figure.update_xaxes(range=[0, 1.1], title_text="probability")
     return figure

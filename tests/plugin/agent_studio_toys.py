@@ -62,11 +62,26 @@ class EchoBackend(Backend):
 
     @property
     def card(self) -> ModelCard:
-        return ModelCard(id=f"echo:{self.name}", source="agent_studio_toys", capabilities=Capabilities(), architecture="Echo")
+        return ModelCard(
+            id=f"echo:{self.name}", source="agent_studio_toys", capabilities=Capabilities(), architecture="Echo"
+        )
 
-    def generate(self, messages, n=1, sampling=None, stop=None, images=None, session=None, should_stop=None, assistant_prefix="", on_token=None) -> GenerateResult:
+    def generate(
+        self,
+        messages,
+        n=1,
+        sampling=None,
+        stop=None,
+        images=None,
+        session=None,
+        should_stop=None,
+        assistant_prefix="",
+        on_token=None,
+    ) -> GenerateResult:
         text = " The flag is to the right.\nAction: right"
-        return GenerateResult(generations=[Generation(text=text, tokens=[], finish_reason="stop") for _ in range(n)], cache=CacheStats())
+        return GenerateResult(
+            generations=[Generation(text=text, tokens=[], finish_reason="stop") for _ in range(n)], cache=CacheStats()
+        )
 
 
 def load_echo(request: Any) -> EchoBackend:
