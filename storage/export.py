@@ -46,9 +46,9 @@ from typing import Any
 from sqlalchemy import LargeBinary, select, type_coerce
 
 from storage.orm import AnnotationRow, CandidateRow, EpisodeRow, PairRow, StepLabelRow, StepRow
-from storage.preferences import majority
 from storage.records import STEP_LABELS
 from storage.store import Store
+from storage.vocab import majority
 from studio.errors import StudioError
 
 log = logging.getLogger(__name__)
