@@ -63,9 +63,10 @@ class AttentionPanel:
             self.head,
         ]
 
-    def cleared(self) -> list[Any]:
-        """Values for :attr:`outputs` that empty every view (another episode is shown)."""
-        return ["", "", None, None, "", "", gr.Image(value=None, visible=False), gr.skip(), gr.skip()]
+    def cleared(self) -> dict[Any, Any]:
+        """Values that empty every view (another episode is shown), by component."""
+        values = ["", "", None, None, "", "", gr.Image(value=None, visible=False)]
+        return dict(zip(self.outputs, values))  # the views first in outputs; the rest stay
 
 
 def build() -> AttentionPanel:

@@ -27,6 +27,10 @@ from studio.viz.html import candidates_html, live_card, message_html, prompt_htm
 from studio.viz.plots import action_distribution_figure
 
 
+#: Values by component: a handler that returns one fills those components and leaves the rest.
+Views = dict[Any, Any]
+
+
 @dataclass
 class EpisodePanel:
     form: SettingsForm
@@ -62,7 +66,7 @@ class EpisodePanel:
 
     @property
     def outputs(self) -> list[gr.components.Component]:
-        """What :meth:`render` fills, in order."""
+        """What :meth:`render` fills (it answers by component: no order to keep)."""
         return [
             self.frame,
             self.observation,
@@ -84,25 +88,30 @@ class EpisodePanel:
         kind: str = "error",
         selected: int | None = None,
         mode: str = "logprob",
-    ) -> list[Any]:
+    ) -> Views:
+        """Every view of the episode shown, by component."""
         episode = session.episode
         count = episode.length if episode is not None else 0
         index = count - 1 if selected is None else max(0, min(int(selected), count - 1))
         step = episode.steps[index] if count else None
         actions = session.valid_actions() or []
         status = message or _status_line(session)
-        return [
-            session.current_frame(),
-            session.current_observation(),
-            message_html(status, kind if message else "info"),
-            gr.Dropdown(choices=actions, value=None),
-            timeline_html(episode, index if count else None, mode, session.read_only),
-            gr.Slider(minimum=0, maximum=max(count - 1, 1), value=max(index, 0), step=1, interactive=count > 1),
-            candidates_html(step, mode),
-            _distribution(step),
-            "",
-            *output_choices(step),
-        ]
+        first, second = output_choices(step)
+        return {
+            self.frame: session.current_frame(),
+            self.observation: session.current_observation(),
+            self.status: message_html(status, kind if message else "info"),
+            self.human_action: gr.Dropdown(choices=actions, value=None),
+            self.timeline: timeline_html(episode, index if count else None, mode, session.read_only),
+            self.selected: gr.Slider(
+                minimum=0, maximum=max(count - 1, 1), value=max(index, 0), step=1, interactive=count > 1
+            ),
+            self.candidates: candidates_html(step, mode),
+            self.distribution: _distribution(step),
+            self.prompt: "",
+            self.first_output: first,
+            self.second_output: second,
+        }
 
 
 def _distribution(step: Any) -> Any:
@@ -281,7 +290,7 @@ def build(state: gr.State, sample_env: str = "gridworld") -> EpisodePanel:
     )
 
 
-Render = Callable[..., list[Any]]
+Render = Callable[..., Views]
 
 
 def wire(panel: EpisodePanel, state: gr.State, render: Render) -> None:
@@ -291,13 +300,16 @@ def wire(panel: EpisodePanel, state: gr.State, render: Render) -> None:
     outputs = [state, *render.outputs]  # type: ignore[attr-defined]
     private = dict(api_visibility="private", concurrency_limit=None)
 
-    def guarded(action: Callable[..., str | None]) -> Callable[..., list[Any]]:
+    def guarded(action: Callable[..., str | None]) -> Callable[..., Views]:
         @refusal(
-            lambda error, session, mode, *values: [session, *render(session, str(error), _kind(error), None, mode)]
+            lambda error, session, mode, *values: {
+                state: session,
+                **render(session, str(error), _kind(error), None, mode),
+            }
         )
-        def handler(session: StudioSession, mode: str, *values: Any) -> list[Any]:
+        def handler(session: StudioSession, mode: str, *values: Any) -> Views:
             note = action(session, *values)
-            return [session, *render(session, note or "", "info", None, mode)]
+            return {state: session, **render(session, note or "", "info", None, mode)}
 
         return handler
 
@@ -305,14 +317,13 @@ def wire(panel: EpisodePanel, state: gr.State, render: Render) -> None:
     # widgets show the episode that is open.
     renewed = [*outputs, *renewed_outputs(panel)]
 
-    def renewing(action: Callable[..., str | None]) -> Callable[..., list[Any]]:
+    def renewing(action: Callable[..., str | None]) -> Callable[..., Views]:
         plain = guarded(action)
 
-        def handler(session: StudioSession, mode: str, *values: Any) -> list[Any]:
+        def handler(session: StudioSession, mode: str, *values: Any) -> Views:
             before = session.episode
             shown = plain(session, mode, *values)
-            changed = session.episode is not before
-            return [*shown, *(renewed_values(panel, session) if changed else [gr.skip()] * len(renewed_outputs(panel)))]
+            return {**shown, **(renewed_values(panel, session) if session.episode is not before else {})}
 
         return handler
 
@@ -339,32 +350,31 @@ def wire(panel: EpisodePanel, state: gr.State, render: Render) -> None:
     # that must wait are off (assets/studio.css and the S key check it): no round trip to turn
     # them off and on again.
     streamed = [state, *render.outputs, panel.live]
-    unchanged = [gr.skip()] * len(render.outputs)
 
     def watch(
         session: StudioSession, mode: str, start: Callable[[], Iterator[Any]], several: bool = True
-    ) -> Iterator[list[Any]]:
+    ) -> Iterator[Views]:
         note, kind = "", "info"
         try:
             for item in start():
                 if isinstance(item, LiveOutput):
-                    yield [gr.skip(), *unchanged, live_card(item, mode)]
+                    yield {panel.live: live_card(item, mode)}  # everything else stays as it is
                 else:
                     note, kind = _step_note(item), "info" if item.valid else "warning"
                     if several:  # a run shows each step as it comes; a single step shows once, ready for the next
-                        yield [session, *render(session, note, kind, None, mode), gr.skip()]
-            yield [session, *render(session, note, kind, None, mode), ""]
+                        yield {state: session, **render(session, note, kind, None, mode)}
+            yield {state: session, **render(session, note, kind, None, mode), panel.live: ""}
         except StudioError as exc:
-            yield [session, *render(session, str(exc), _kind(exc), None, mode), ""]
+            yield {state: session, **render(session, str(exc), _kind(exc), None, mode), panel.live: ""}
 
-    def step_watched(session: StudioSession, mode: str, *values: Any) -> Iterator[list[Any]]:
+    def step_watched(session: StudioSession, mode: str, *values: Any) -> Iterator[Views]:
         def start() -> Iterator[Any]:
             session.update(form.settings(*values))
             return session.step_live()
 
         yield from watch(session, mode, start, several=False)
 
-    def run(session: StudioSession, mode: str, count: Any, *values: Any) -> Iterator[list[Any]]:
+    def run(session: StudioSession, mode: str, count: Any, *values: Any) -> Iterator[Views]:
         def start() -> Iterator[Any]:
             session.update(form.settings(*values))
             limit = None if count is None else whole_number(count, "N", 1, MAX_ITEMS)
@@ -372,7 +382,7 @@ def wire(panel: EpisodePanel, state: gr.State, render: Render) -> None:
 
         yield from watch(session, mode, start)
 
-    def run_to_end(session: StudioSession, mode: str, *values: Any) -> Iterator[list[Any]]:
+    def run_to_end(session: StudioSession, mode: str, *values: Any) -> Iterator[Views]:
         yield from run(session, mode, None, *values)
 
     quiet = dict(private, show_progress="hidden")
@@ -387,16 +397,18 @@ def wire(panel: EpisodePanel, state: gr.State, render: Render) -> None:
     # Stop must run while a run holds the session: no queue, no lock.
     panel.stop.click(lambda session: session.stop(), [state], None, queue=False, api_visibility="private")
 
-    def select(session: StudioSession, at: float, mode: str) -> list[Any]:
+    def select(session: StudioSession, at: float, mode: str) -> Views:
         episode = session.episode
         step = session.step_at(at)
-        return [
-            timeline_html(episode, step.index if step else None, mode, session.read_only),
-            candidates_html(step, mode),
-            _distribution(step),
-            "",
-            *output_choices(step),
-        ]
+        first, second = output_choices(step)
+        return {
+            panel.timeline: timeline_html(episode, step.index if step else None, mode, session.read_only),
+            panel.candidates: candidates_html(step, mode),
+            panel.distribution: _distribution(step),
+            panel.prompt: "",
+            panel.first_output: first,
+            panel.second_output: second,
+        }
 
     views = [
         panel.timeline,
@@ -455,12 +467,18 @@ def renewed_outputs(panel: EpisodePanel) -> list[Any]:
     return [*panel.attention.outputs, panel.form["env"], panel.form["env_options"], panel.form["seed"]]
 
 
-def renewed_values(panel: EpisodePanel, session: StudioSession) -> list[Any]:
+def renewed_values(panel: EpisodePanel, session: StudioSession) -> Views:
     """Values for :func:`renewed_outputs`: empty attention, the shown episode's environment, options and seed."""
     episode = session.episode
     if episode is None:
-        return [*panel.attention.cleared(), gr.skip(), gr.skip(), gr.skip()]
-    return [*panel.attention.cleared(), episode.env, json.dumps(episode.env_options), episode.seed or 0]
+        return panel.attention.cleared()
+    form = panel.form
+    return {
+        **panel.attention.cleared(),
+        form["env"]: episode.env,
+        form["env_options"]: json.dumps(episode.env_options),
+        form["seed"]: episode.seed or 0,
+    }
 
 
 class InvalidAction(StudioError):

@@ -54,6 +54,7 @@ class Renderer:
         database: gr.Markdown,
     ) -> None:
         self.episode, self.plots, self.store = episode, plots, store
+        self.database = database
         self.outputs = [*episode.outputs, *plots.outputs, database]
         self._plots_open: weakref.WeakKeyDictionary[StudioSession, bool] = weakref.WeakKeyDictionary()
 
@@ -68,15 +69,16 @@ class Renderer:
         kind: str = "error",
         selected: int | None = None,
         mode: str = "logprob",
-    ) -> list[Any]:
+    ) -> dict[Any, Any]:
+        """Every view of the episode panel and the plots, and the database line, by component."""
         # Figures cost tens of milliseconds to build and to draw: only while the Plots tab is open.
-        plots = (
-            self.plots.render(session, self.store)
-            if self._plots_open.get(session, False)
-            else [gr.skip()] * len(self.plots.outputs)
-        )
+        plots = self.plots.render(session, self.store) if self._plots_open.get(session, False) else {}
         # The header's count follows every action that stores (one count over the episodes table).
-        return [*self.episode.render(session, message, kind, selected, mode), *plots, _database_line(self.store)]
+        return {
+            **self.episode.render(session, message, kind, selected, mode),
+            **plots,
+            self.database: _database_line(self.store),
+        }
 
 
 def new_session(services: Services) -> StudioSession:
@@ -126,9 +128,9 @@ def build_app(services: Services) -> gr.Blocks:
         model_panel.wire(slots, state)
         _wire_browser(browser, state, render, tabs, services.store, episode)
 
-        def show_plots(session: StudioSession, visible: bool) -> list[Any]:
+        def show_plots(session: StudioSession, visible: bool) -> dict[Any, Any]:
             render.show_plots(session, visible)
-            return [session, *(plots.render(session, services.store) if visible else [gr.skip()] * len(plots.outputs))]
+            return {state: session, **(plots.render(session, services.store) if visible else {})}
 
         for tab in (episode_tab, models_tab, episodes_tab, *([annotate_tab] if annotate is not None else [])):
             tab.select(
@@ -153,9 +155,8 @@ def build_app(services: Services) -> gr.Blocks:
             concurrency_limit=None,
         )
 
-        def on_load(session: StudioSession) -> list[Any]:
-            cards = [model_panel.render(session, slot) for slot in slots]
-            return [*render(session), *cards]
+        def on_load(session: StudioSession) -> dict[Any, Any]:
+            return {**render(session), **{slot.card: model_panel.render(session, slot) for slot in slots}}
 
         app.load(on_load, [state], [*render.outputs, *(s.card for s in slots)], api_visibility="private")
         if annotate is not None:
@@ -215,7 +216,7 @@ def _wire_browser(
 
     panel.table.select(pick, None, [panel.episode_id], **private)
 
-    def open_episode(session: StudioSession, episode_id: str, fork_at: float | None, fork: bool) -> list[Any]:
+    def open_episode(session: StudioSession, episode_id: str, fork_at: float | None, fork: bool) -> dict[Any, Any]:
         try:
             if store is None:
                 raise StudioError("No database: start the studio with --db to browse episodes.")
@@ -224,21 +225,15 @@ def _wire_browser(
             if fork:
                 forked = session.fork(int(fork_at or 0))
                 message = f"Forked at step {forked.forked_at}: press Step to continue."
-            return [
-                session,
-                *render(session, message, "info"),
-                "",
-                gr.Tabs(selected="episode"),
-                *episode_panel.renewed_values(episode, session),
-            ]
+            return {
+                state: session,
+                **render(session, message, "info"),
+                panel.message: "",
+                tabs: gr.Tabs(selected="episode"),
+                **episode_panel.renewed_values(episode, session),
+            }
         except StudioError as exc:
-            return [
-                session,
-                *render(session),
-                message_html(str(exc)),
-                gr.Tabs(),
-                *[gr.skip()] * len(episode_panel.renewed_outputs(episode)),
-            ]
+            return {state: session, **render(session), panel.message: message_html(str(exc))}
 
     outputs = [state, *render.outputs, panel.message, tabs, *episode_panel.renewed_outputs(episode)]
     panel.open.click(lambda s, i: open_episode(s, i, None, False), [state, panel.episode_id], outputs, **private)

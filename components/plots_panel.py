@@ -27,7 +27,8 @@ class PlotsPanel:
     def outputs(self) -> list[Any]:
         return [self.overlay, self.path, self.signals, self.note]
 
-    def render(self, session: StudioSession, store: Store | None) -> list[Any]:
+    def render(self, session: StudioSession, store: Store | None) -> dict[Any, Any]:
+        """The plots of the episode shown (and its overlay), by component."""
         episode = session.episode
         overlay = (
             session.overlay
@@ -42,12 +43,12 @@ class PlotsPanel:
                 note = message_html(f"No path: {exc}", "warning")
             if path is None and not note:
                 note = message_html(f"{episode.env} has no map to draw a path on; the signals are below.", "info")
-        return [
-            gr.Dropdown(choices=overlay_choices(store, episode), value=overlay.id if overlay else None),
-            path,
-            signals_figure(episode, overlay),
-            note,
-        ]
+        return {
+            self.overlay: gr.Dropdown(choices=overlay_choices(store, episode), value=overlay.id if overlay else None),
+            self.path: path,
+            self.signals: signals_figure(episode, overlay),
+            self.note: note,
+        }
 
 
 def overlay_choices(store: Store | None, episode: Any) -> list[tuple[str, str]]:
@@ -83,12 +84,12 @@ def build() -> PlotsPanel:
 
 
 def wire(panel: PlotsPanel, state: gr.State, store: Store | None) -> None:
-    def choose(session: StudioSession, episode_id: str | None) -> list[Any]:
+    def choose(session: StudioSession, episode_id: str | None) -> dict[Any, Any]:
         try:
             session.overlay = store.episodes.get(episode_id) if episode_id and store is not None else None
         except StudioError:
             session.overlay = None
-        return [session, *panel.render(session, store)]
+        return {state: session, **panel.render(session, store)}
 
     panel.overlay.input(
         choose, [state, panel.overlay], [state, *panel.outputs], api_visibility="private", concurrency_limit=None
