@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from storage import open_store
+from studio.envs.registry import builtin_names
 from studio.trace import read_episodes_jsonl
 from tests.live_server import running_studio
 
@@ -22,7 +23,7 @@ def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "app.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.mark.parametrize("env", ["gridworld", "household", "wikihop"])
+@pytest.mark.parametrize("env", builtin_names())
 def test_expert_succeeds_on_seeds_0_to_19(env: str) -> None:
     result = cli("run", "--env", env, "--policy", "expert", "--seed", "0", "--episodes", "20", "--json")
     assert result.returncode == 0, result.stderr
@@ -59,7 +60,11 @@ def test_env_options_are_applied() -> None:
 def test_envs_lists_every_environment() -> None:
     result = cli("envs", "--json")
     described = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [d["name"] for d in described] == ["gridworld", "household", "wikihop", "gym:<id>"]
+    assert (
+        [d["name"] for d in described]
+        == [*builtin_names(), "gym:<id>"]
+        == ["gridworld", "household", "wikihop", "gym:<id>"]
+    )
     gridworld = described[0]
     assert {o["name"] for o in gridworld["options"]} == {"size", "difficulty"} and gridworld["expert"] is True
     assert "go north" in gridworld["action_space"]

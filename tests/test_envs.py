@@ -9,6 +9,7 @@ import pytest
 
 from studio.envs import check_env, make_env
 from studio.envs.base import EnvCheckError, StudioEnv
+from studio.envs.registry import builtin_names
 
 ENVIRONMENTS = [
     ("gridworld", {}),
@@ -65,7 +66,7 @@ def test_same_seed_same_task_and_frames(name: str, options: dict) -> None:
     assert np.array_equal(a.render(), b.render())
 
 
-@pytest.mark.parametrize("name", ["gridworld", "household", "wikihop"])
+@pytest.mark.parametrize("name", builtin_names())
 def test_seeds_generate_different_tasks(name: str) -> None:
     env = make_env(name)
     tasks = set()

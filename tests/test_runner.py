@@ -11,6 +11,7 @@ import pytest
 from studio.agents.base import Decision
 from studio.agents.parsing import parse_react
 from studio.agents.scripted import ExpertPolicy, HumanPolicy, RandomPolicy, WaitingForHuman
+from studio.envs.registry import builtin_names
 from studio.errors import EpisodeOver, StudioError
 from studio.runner import EpisodeRunner, JsonlSink, ListSink, RunnerConfig
 from studio.trace import read_episodes_jsonl
@@ -191,7 +192,7 @@ def test_expert_on_an_env_without_oracle_is_a_user_error() -> None:
         runner.reset(seed=0)
 
 
-@pytest.mark.parametrize("env", ["gridworld", "household", "wikihop", "gym:FrozenLake-v1", "gym:Taxi-v4"])
+@pytest.mark.parametrize("env", [*builtin_names(), "gym:FrozenLake-v1", "gym:Taxi-v4"])
 def test_random_policy_runs_every_environment_reproducibly(env: str) -> None:
     runs = []
     for _ in range(2):
@@ -205,9 +206,9 @@ def test_random_policy_runs_every_environment_reproducibly(env: str) -> None:
 
 def test_a_fork_of_steps_with_candidates_is_stored(tmp_path) -> None:
     from storage import open_store
-    from tests.store_helpers import OUTPUTS, run_react
     from studio.agents.react import ReActConfig, ReActPolicy
     from studio.models.scripted import ScriptedBackend
+    from tests.store_helpers import OUTPUTS, run_react
 
     with open_store(tmp_path / "forks.db") as store:
         parent = run_react(store, seed=0, steps=3, candidates=3)
@@ -311,7 +312,7 @@ def test_a_step_that_cannot_be_stored_stops_the_episode_without_a_gap(tmp_path, 
     assert stored.end_reason == episode.end_reason and stored.success is False
 
 
-@pytest.mark.parametrize("env", ["gridworld", "household", "wikihop", "gym:FrozenLake-v1"])
+@pytest.mark.parametrize("env", [*builtin_names(), "gym:FrozenLake-v1"])
 def test_a_fork_from_a_malformed_snapshot_is_one_line(env: str) -> None:
     """A snapshot from someone else's file: wrong fields, wrong types, or a state the environment cannot hold."""
     import copy

@@ -254,6 +254,11 @@ def env_names() -> list[str]:
     return [i.name for i in infos if not i.family] + [example for i in infos if i.family for example in i.examples]
 
 
+def builtin_names() -> list[str]:
+    """The environments this package ships (not families, not plugins): what the tests cover."""
+    return [i.name for i in REGISTRY.infos() if not i.family and _builtin_rank(i.factory) < len(BUILTIN_MODULES)]
+
+
 def describe_all() -> list[dict[str, Any]]:
     """Descriptions of every registered environment and family."""
     return [info.describe() for info in REGISTRY.infos()]
