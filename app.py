@@ -387,7 +387,7 @@ def cmd_models(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps(scheme))
             else:
-                print(f"{scheme['example']}: {scheme['summary']}{'' if scheme['web'] else ' (command line only)'}")
+                print(f"{scheme['example']}: {scheme['summary']} (from the browser: {scheme['from_the_browser']})")
         return 0
     if args.prepare:
         resolved = resolve_default(progress=lambda f, m: print(f"[{f:4.0%}] {m}", file=sys.stderr, flush=True))

@@ -96,6 +96,7 @@ def test_a_backend_defined_here_loads_by_its_scheme_and_drives_a_react_episode(t
         "summary": "says one action",
         "example": "two-words:ACTION",
         "web": False,
+        "from_the_browser": "no: command line only",
     } in describe_schemes()
 
     runner = EpisodeRunner(
@@ -298,7 +299,7 @@ def test_a_package_with_entry_points_extends_the_cli(tmp_path: Path) -> None:
     assert json.loads(react.stdout)["success"] is True
 
     schemes = run_cli("models", "--schemes", plugin=True).stdout
-    assert "echo:NAME: A model that always goes right (echo:ANY_NAME)." in schemes.splitlines()
+    assert "echo:NAME: A model that always goes right (echo:ANY_NAME). (from the browser: yes)" in schemes.splitlines()
     assert "actions" in run_cli("export", "--help", plugin=True).stdout
     out = tmp_path / "actions.jsonl"
     exported = run_cli("export", "--format", "actions", "--out", str(out), "--db", db, plugin=True)

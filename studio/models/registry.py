@@ -64,13 +64,17 @@ class BackendScheme:
     web_check: Callable[[LoadRequest], None] | None = None
     """Checks a name sent by a web client (raises a one-line StudioError); None: this scheme
     is for the operator's command line only."""
+    web_note: str = ""
+    """What the browser may load of this scheme, in words (empty: all of it, or nothing)."""
 
     def describe(self) -> dict[str, Any]:
+        web = self.web_check is not None
         return {
             "scheme": f"{self.scheme}:" if self.scheme else "(none)",
             "summary": self.summary,
             "example": self.example,
-            "web": self.web_check is not None,
+            "web": web,
+            "from_the_browser": self.web_note or ("yes" if web else "no: command line only"),
         }
 
 
@@ -92,6 +96,7 @@ def register_backend(
     summary: str = "",
     example: str = "",
     web: bool | Callable[[LoadRequest], None] = False,
+    web_note: str = "",
     replace: bool = False,
 ) -> BackendScheme:
     """Make names ``scheme:...`` load with ``load(request) -> Backend``.
@@ -114,7 +119,9 @@ def register_backend(
             return Prepared(key=(scheme, request.target, request.device, request.dtype), load=lambda: loader(request))
 
     web_check = (lambda request: None) if web is True else (web or None)
-    entry = BackendScheme(scheme, prepare, summary or f"{scheme}: backend", example or f"{scheme}:NAME", web_check)
+    entry = BackendScheme(
+        scheme, prepare, summary or f"{scheme}: backend", example or f"{scheme}:NAME", web_check, web_note
+    )
     if scheme in SCHEMES and not replace:
         raise ValueError(f"A backend scheme {scheme!r} is already registered (pass replace=True to replace it).")
     SCHEMES[scheme] = entry
@@ -203,8 +210,9 @@ register_backend(
     "",
     prepare=_prepare_transformers,
     summary="default (the embedded SmolLM2-135M-Instruct), a Hugging Face hub id, a local model folder or .gguf file: transformers, in this process",
-    example="Qwen/Qwen2.5-0.5B-Instruct",
+    example="default, ORG/NAME or a folder",
     web=_web_transformers,
+    web_note="default and hub ids; folders only under serve --models-dir",
 )
 register_backend(
     "scripted",
@@ -212,6 +220,7 @@ register_backend(
     summary="replays the outputs in a JSON file (demos and tests without a model)",
     example="scripted:FILE.json",
     web=_web_scripted,
+    web_note="files under serve --models-dir only",
 )
 
 

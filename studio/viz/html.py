@@ -294,7 +294,7 @@ CARD_FIELDS = [
 def schemes_html(schemes: list[dict[str, Any]]) -> str:
     """The model name schemes this studio knows (a table), and whether the browser may use each."""
     rows = "".join(
-        f"<tr><td><code>{esc(row['example'])}</code></td><td>{esc(row['summary'])}</td><td>{'yes' if row['web'] else 'command line only'}</td></tr>"
+        f"<tr><td><code>{esc(row['example'])}</code></td><td>{esc(row['summary'])}</td><td>{esc(row.get('from_the_browser', 'yes' if row['web'] else 'no'))}</td></tr>"
         for row in schemes
     )
     return (
