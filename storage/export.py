@@ -301,41 +301,61 @@ def prompt_json(source: StepView | list[Message], cache: EpisodeCache) -> bytes:
     return source.prompt_json if isinstance(source, StepView) else cache.encode(source)
 
 
+#: ``"key":`` as JSON bytes, by field name: a format has a handful of names, encoded once per process.
+_FIELD_NAMES: dict[str, bytes] = {}
+
+
+def _field_name(key: str) -> bytes:
+    found = _FIELD_NAMES.get(key)
+    if found is None:
+        found = _FIELD_NAMES[key] = dumps(key).encode("utf-8") + b":"
+    return found
+
+
 class ExportRow:
     """One exported record as named fields, each a value or its JSON already encoded.
 
     The JSON line and the record (a dict, for ``--hf-dataset`` and tests) come from the same
     fields, so they cannot disagree; pairwise rows splice stored prompt JSON into fields
-    without decoding it (most of an export's work otherwise).
+    without decoding it (most of an export's work otherwise). A row made from a plain dict
+    (:meth:`of`) keeps it: its line is one ``dumps`` of it.
     """
 
-    __slots__ = ("fields",)
+    __slots__ = ("fields", "plain")
 
     def __init__(self) -> None:
         self.fields: list[tuple[str, Any, bytes | None]] = []
+        self.plain: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, record: dict[str, Any]) -> ExportRow:
+        """A row of plain values (what most formats and plugins yield)."""
         row = cls()
-        for key, value in record.items():
-            row.add(key, value)
+        row.plain = record
         return row
 
     def add(self, key: str, value: Any = None, *, encoded: bytes | None = None) -> ExportRow:
         """A field: ``value``, or its compact JSON ``encoded`` already (as :func:`dumps` writes it)."""
+        if self.plain is not None:  # from now on, fields
+            self.fields, self.plain = [(k, v, None) for k, v in self.plain.items()], None
         self.fields.append((key, value, encoded))
         return self
 
     def line(self) -> bytes:
         """The record as one compact JSON line (without the newline)."""
-        parts = (
-            dumps(key).encode("utf-8") + b":" + (encoded if encoded is not None else dumps(value).encode("utf-8"))
+        if self.plain is not None:
+            return dumps(self.plain).encode("utf-8")
+        names = _FIELD_NAMES
+        parts = [
+            (names.get(key) or _field_name(key)) + (encoded if encoded is not None else dumps(value).encode("utf-8"))
             for key, value, encoded in self.fields
-        )
+        ]
         return b"{" + b",".join(parts) + b"}"
 
     def record(self) -> dict[str, Any]:
         """The record as a dict: the same fields, encoded ones decoded."""
+        if self.plain is not None:
+            return dict(self.plain)
         return {key: json.loads(encoded) if encoded is not None else value for key, value, encoded in self.fields}
 
 
