@@ -380,27 +380,6 @@ class Episode:
             "end_reason": self.end_reason,
         }
 
-    def outputs(self) -> list[Output]:
-        """The output taken, then each candidate, as :class:`Output` records."""
-        taken = Output(TAKEN, self.raw, self.thought, self.action, self.valid, self.invalid_reason, self.tokens)
-        return [
-            taken,
-            *(
-                Output(f"candidate {number}", c.raw, c.thought, c.action, c.valid, c.invalid_reason, c.tokens, c.id)
-                for number, c in enumerate(self.candidates, 1)
-            ),
-        ]
-
-    def output(self, name: str) -> Output:
-        """The output called ``name``; a one-line StudioError naming the step's outputs if none is."""
-        from studio.errors import StudioError
-
-        found = next((output for output in self.outputs() if output.name == name), None)
-        if found is None:
-            others = f" or candidate 1 to {len(self.candidates)}" if self.candidates else ""
-            raise StudioError(f"Step {self.index} has no {str(name)[:40]}: pick {TAKEN}{others}.")
-        return found
-
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {}
         for f in fields(self):

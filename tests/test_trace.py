@@ -106,3 +106,24 @@ def test_summary_has_cli_fields() -> None:
     summary = full_episode().summary()
     assert {"episode_id", "env", "seed", "policy", "success", "return", "steps"} <= set(summary)
     assert summary["return"] == 0.25 and summary["steps"] == 2
+
+
+def test_a_steps_outputs_are_named_once_taken_then_candidate_n() -> None:
+    step = Step(
+        index=2,
+        observation="o",
+        action="go east",
+        raw="Action: go east",
+        candidates=[Candidate(raw="Action: x", action="x", valid=False)],
+    )
+    taken, first = step.outputs()
+    assert (taken.name, taken.action, taken.candidate_id) == ("taken", "go east", None)
+    assert (first.name, first.action, first.valid, first.candidate_id) == (
+        "candidate 1",
+        "x",
+        False,
+        step.candidates[0].id,
+    )
+    assert step.output("candidate 1") == first
+    with pytest.raises(StudioError, match="Step 2 has no candidate 2: pick taken or candidate 1 to 1."):
+        step.output("candidate 2")
