@@ -454,6 +454,19 @@ def wire(panel: EpisodePanel, state: gr.State, render: Render) -> None:
 
     for name in ("env", "env_options", "seed"):
         form[name].input(pending, [state, *settings], [panel.status], **private)
+    form["policy"].input(action_modes, [state, form["policy"], form["action_mode"]], [form["action_mode"]], **private)
+
+
+def action_modes(session: StudioSession, policy: str, mode: str) -> Any:
+    """The action modes the policy's model can do (LIT's habit: offer only what the backend declares):
+    a model without scoring gets ``generate`` only, with the reason under the choice."""
+    slot = str(policy or "")[-1:].upper() if str(policy or "").startswith("react") else None
+    backend = session.models.get(slot) if slot else None
+    if backend is None or backend.capabilities.scoring:
+        return gr.Radio(choices=["generate", "score"], info=None)
+    return gr.Radio(
+        choices=["generate"], value="generate", info=f"{backend.card.id} cannot score actions: generate only."
+    )
 
 
 def _temperature_for(k: float, temperature: float) -> Any:

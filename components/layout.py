@@ -125,7 +125,13 @@ def build_app(services: Services) -> gr.Blocks:
         render = Renderer(episode, plots, services.store, database)
         episode_panel.wire(episode, state, render)
         plots_panel.wire(plots, state, services.store)
-        model_panel.wire(slots, state)
+        for change in model_panel.wire(slots, state):  # the Episode panel offers what the new model can do
+            change.then(
+                episode_panel.action_modes,
+                [state, episode.form["policy"], episode.form["action_mode"]],
+                [episode.form["action_mode"]],
+                api_visibility="private",
+            )
         _wire_browser(browser, state, render, tabs, services.store, episode)
 
         def show_plots(session: StudioSession, visible: bool) -> dict[Any, Any]:
@@ -155,10 +161,17 @@ def build_app(services: Services) -> gr.Blocks:
             concurrency_limit=None,
         )
 
-        def on_load(session: StudioSession) -> dict[Any, Any]:
-            return {**render(session), **{slot.card: model_panel.render(session, slot) for slot in slots}}
+        modes = episode.form["action_mode"]
 
-        app.load(on_load, [state], [*render.outputs, *(s.card for s in slots)], api_visibility="private")
+        def on_load(session: StudioSession) -> dict[Any, Any]:
+            settings = session.settings
+            return {
+                **render(session),
+                **{slot.card: model_panel.render(session, slot) for slot in slots},
+                modes: episode_panel.action_modes(session, settings.policy, settings.action_mode),
+            }
+
+        app.load(on_load, [state], [*render.outputs, *(s.card for s in slots), modes], api_visibility="private")
         if annotate is not None:
             desk = gr.State(lambda: AnnotationDesk(services.store))
             remembered = gr.BrowserState("", storage_key="agent-studio-annotator")

@@ -81,7 +81,9 @@ def render(session: StudioSession, slot: ModelSlot) -> str:
     return model_card_html(session.model_info(slot.slot), slot.slot)
 
 
-def wire(slots: list[ModelSlot], state: gr.State) -> None:
+def wire(slots: list[ModelSlot], state: gr.State) -> list[Any]:
+    """Connect load and unload; returns their events, so other panels can follow a model change (``.then``)."""
+    changed: list[Any] = []
     for slot in slots:
 
         @refusal(
@@ -113,13 +115,15 @@ def wire(slots: list[ModelSlot], state: gr.State) -> None:
             session.unload_model(slot.slot)
             return [session, message_html(f"Slot {slot.slot} is empty.", "info"), render(session, slot)]
 
-        slot.load.click(
+        loaded = slot.load.click(
             load,
             [state, slot.name, slot.device, slot.dtype],
             [state, slot.message, slot.card],
             api_visibility="private",
             concurrency_limit=None,
         )
-        slot.unload.click(
+        emptied = slot.unload.click(
             unload, [state], [state, slot.message, slot.card], api_visibility="private", concurrency_limit=None
         )
+        changed.extend((loaded, emptied))
+    return changed

@@ -27,8 +27,12 @@ def test_the_plugins_environment_model_and_export_in_the_browser(tmp_path: Path)
         page.click("#as-load-a")
         page.locator("#as-model-message-a", has_text="Loaded echo:walker").wait_for(timeout=60_000)
 
-        # The environment: offered by the dropdown, stepped by that model.
+        # The environment: offered by the dropdown, stepped by that model; which cannot score, so the
+        # Episode panel offers the generate mode only (the backend's capabilities say so).
         page.get_by_role("tab", name="Episode", exact=True).click()
+        modes = page.locator("#as-action-mode")
+        modes.get_by_text("cannot score actions").wait_for(timeout=30_000)
+        assert modes.get_by_label("score").count() == 0 and modes.get_by_label("generate").count() == 1
         page.locator("#as-env input").click()
         page.get_by_role("option", name="linewalk").click()
         page.click("#as-reset")

@@ -313,3 +313,18 @@ def test_a_package_with_entry_points_extends_the_cli(tmp_path: Path) -> None:
 
     without = run_cli("run", "--env", "linewalk", "--policy", "expert")
     assert without.returncode == 2 and "Unknown environment 'linewalk'" in without.stderr
+
+
+def test_the_episode_panel_offers_the_action_modes_the_model_can_do(two_words_scheme) -> None:
+    from components.episode_panel import action_modes
+    from studio.models.scripted import ScriptedBackend
+    from studio.session import StudioSession
+
+    registry = ModelRegistry()
+    session = StudioSession(registry, model_a=registry.load("two-words:go east"))
+    session.models["B"] = ScriptedBackend(["Thought: x\nAction: go east"])
+    only_generate = action_modes(session, "react-a", "score")
+    assert only_generate.choices == [("generate", "generate")] and only_generate.value == "generate"
+    assert "cannot score actions" in only_generate.info
+    assert action_modes(session, "react-b", "score").choices == [("generate", "generate"), ("score", "score")]
+    assert action_modes(session, "expert", "generate").choices == [("generate", "generate"), ("score", "score")]
