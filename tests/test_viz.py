@@ -132,10 +132,12 @@ def test_action_distribution_of_a_scored_step() -> None:
 
 
 def test_text_written_before_generation_is_shown_plain_before_the_tokens() -> None:
+    from studio.trace import Output
     from studio.viz.html import output_html
 
     tokens = [TokenInfo(1, " east", -0.2, 0.3), TokenInfo(2, ".\nAction: go east", -0.1, 0.2)]
-    html = output_html("Thought: east.\nAction: go east", "east.", "go east", tokens, True, None, "logprob")
+    output = Output("taken", "Thought: east.\nAction: go east", "east.", "go east", True, None, tokens)
+    html = output_html(output, "logprob")
     assert '<span class="as-text">Thought:</span><span class="as-tokens">' in html
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from studio.trace import Episode, Output, Step, TokenInfo
 
@@ -88,16 +88,21 @@ def token_legend(mode: str = "logprob") -> str:
     return f'<div class="as-legend">Token colour: {scale} · <span class="as-tok as-tok-forced">underlined</span>: written by the policy, not sampled · hover a token for its numbers</div>'
 
 
-def output_html(
-    raw: str,
-    thought: str | None,
-    action: str | None,
-    tokens: list[TokenInfo] | None,
-    valid: bool,
-    invalid_reason: str | None,
-    mode: str,
-) -> str:
+class OutputLike(Protocol):
+    """What every output record has (:class:`~studio.trace.Output`, a Step, a Candidate, an annotation side)."""
+
+    raw: str
+    thought: str | None
+    action: str | None
+    tokens: list[TokenInfo] | None
+    valid: bool
+    invalid_reason: str | None
+
+
+def output_html(output: OutputLike, mode: str) -> str:
     """What a policy produced: its tokens coloured (or its text), the action, and why it was invalid."""
+    raw, thought, action, tokens = output.raw, output.thought, output.action, output.tokens
+    valid, invalid_reason = output.valid, output.invalid_reason
     if tokens:
         spelled = "".join(t.text for t in tokens)
         # Records made before token origins: the text the policy wrote first (e.g. "Thought:") is shown plain.
@@ -160,7 +165,7 @@ def step_card(step: Step, selected: bool = False, mode: str = "logprob", open_ob
         f'<div class="{classes}" data-step="{num(step.index)}" data-policy-ms="{num(1000 * (seconds or 0), ".1f")}" '
         f'data-first-token-ms="{num(1000 * step.timing.get("first_token_s", 0.0), ".1f")}">'
         f'<div class="as-head"><span class="as-index">Step {num(step.index)}</span> <span class="as-meta">{" · ".join(meta)}</span></div>'
-        f"{thought}{output_html(step.raw, step.thought, step.action, step.tokens, step.valid, step.invalid_reason, mode)}"
+        f"{thought}{output_html(step, mode)}"
         f"{observation}</div>"
     )
 
@@ -240,10 +245,7 @@ def task_line(episode: Episode) -> str:
 
 def candidate_html(output: Output, mode: str) -> str:
     """One output of a step, titled by its name."""
-    return (
-        f'<div class="as-cand"><div class="as-cand-title">{esc(output.name)}</div>'
-        f"{output_html(output.raw, output.thought, output.action, output.tokens, output.valid, output.invalid_reason, mode)}</div>"
-    )
+    return f'<div class="as-cand"><div class="as-cand-title">{esc(output.name)}</div>{output_html(output, mode)}</div>'
 
 
 def candidates_html(step: Step | None, mode: str = "logprob") -> str:
@@ -372,7 +374,7 @@ def side_html(title: str, side: Any, mode: str = "logprob") -> str:
         steps = "".join(step_card(step, False, mode) for step in side.steps)
         body = f'<div class="as-outcome">{esc(outcome)} · return {num(side.total_return or 0, "g")} · {num(len(side.steps))} steps · {esc(side.end_reason or "")}</div><div class="as-timeline">{steps}</div>'
     else:
-        body = output_html(side.raw, side.thought, side.action, side.tokens, side.valid, side.invalid_reason, mode)
+        body = output_html(side, mode)
     return f'<div class="as-side"><div class="as-side-title">{esc(title)}</div>{body}</div>'
 
 
