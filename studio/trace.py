@@ -28,7 +28,8 @@ from studio.errors import StudioError
 from studio.validation import MAX_FRAME_SIDE, MAX_ITEMS, MAX_NAME, MAX_SEED, ID_PATTERN, check_record, fail, limits
 
 #: Bump when a field is added, renamed or changes meaning; add a migration in ``from_dict``.
-SCHEMA_VERSION = 1
+#: 2: token records may carry ``top`` (the model's most likely alternatives); 1 reads unchanged.
+SCHEMA_VERSION = 2
 
 
 def new_id() -> str:
@@ -104,6 +105,29 @@ ABANDONED = "abandoned"
 TOKEN_ORIGINS = ("model", "forced", "inserted", "scored")
 
 
+@dataclass(frozen=True)
+class TokenAlternative:
+    """One of the model's most likely tokens at a position: what it could have written there."""
+
+    id: int = field(metadata=limits(minimum=0))
+    """Token id in the model's vocabulary."""
+    text: str = field(metadata=limits(max_length=1_000))
+    """The token's text on its own."""
+    logprob: float = field(metadata=limits(negative_infinity=True))
+    """Its log-probability at that position (raw distribution, as :attr:`TokenInfo.logprob`)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "text": self.text, "logprob": self.logprob}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TokenAlternative:
+        return cls(id=data["id"], text=data["text"], logprob=data["logprob"])
+
+
+#: Alternatives kept per token (the most likely first).
+MAX_ALTERNATIVES = 20
+
+
 @dataclass
 class TokenInfo:
     """One token of a stored output, with the model's confidence in it.
@@ -126,6 +150,9 @@ class TokenInfo:
         ),
     )
     """Who wrote it: one of :data:`TOKEN_ORIGINS`."""
+    top: list[TokenAlternative] | None = field(default=None, metadata=limits(max_items=MAX_ALTERNATIVES))
+    """The model's most likely tokens at this position, most likely first (None where the backend
+    does not report them)."""
 
     @property
     def generated(self) -> bool:
@@ -136,6 +163,8 @@ class TokenInfo:
         data = {"id": self.id, "text": self.text, "logprob": self.logprob, "entropy": self.entropy}
         if self.origin != "model":  # absent means sampled by the model (and records written before origins)
             data["origin"] = self.origin
+        if self.top is not None:  # absent: not reported (and records written before schema 2)
+            data["top"] = [alternative.to_dict() for alternative in self.top]
         return data
 
     @classmethod
@@ -146,6 +175,7 @@ class TokenInfo:
             logprob=data["logprob"],
             entropy=data.get("entropy"),
             origin=data.get("origin", "model"),
+            top=None if data.get("top") is None else [TokenAlternative.from_dict(a) for a in data["top"]],
         )
 
 

@@ -130,3 +130,51 @@ def test_an_unknown_token_origin_in_a_file_is_one_line() -> None:
     data["steps"][0]["tokens"][0]["origin"] = "<b>me</b>"
     with pytest.raises(StudioError, match="origin: expected one of model, forced, inserted, scored"):
         Episode.from_dict(data).validate()
+
+
+def test_every_token_carries_the_models_top_alternatives_as_a_forward_pass_gives_them(tiny) -> None:
+    """Generated, forced, inserted and scored tokens: the top-k of the same distribution their own
+    logprob comes from (independent pass), most likely first; greedy picks the first."""
+    ep = episode(tiny, "gridworld", 2, sampling=SAMPLED)
+    step = ep.steps[1]
+    assert all(t.top is not None and len(t.top) == tiny.top_k for t in step.tokens)
+    prompt = tiny.tokenizer(tiny.render(step.prompt), add_special_tokens=False)["input_ids"]
+    first = []
+    for token in step.tokens:
+        if token.origin == "inserted":
+            break
+        first.append(token)
+    ids = torch.tensor([prompt + [t.id for t in first]])
+    with torch.no_grad():
+        logprobs = torch.log_softmax(tiny.model(input_ids=ids).logits[0].double(), dim=-1)
+    for offset, token in enumerate(first):
+        values, expected_ids = logprobs[len(prompt) + offset - 1].topk(tiny.top_k)
+        assert [a.id for a in token.top] == expected_ids.tolist(), (offset, token)
+        assert [a.logprob for a in token.top] == pytest.approx(values.tolist(), abs=1e-4)
+        assert token.top[0].logprob >= token.logprob - 1e-9 and token.top[0].text == tiny.token_text(token.top[0].id)
+    scored = episode(tiny, "gridworld", 1, action_mode="score", sampling=SAMPLED).steps[0]
+    assert all(t.top for t in scored.tokens if t.origin in ("forced", "scored"))
+    greedy = episode(tiny, "gridworld", 1, sampling=SamplingParams(temperature=0.0, max_new_tokens=8)).steps[0]
+    assert all(t.id == t.top[0].id for t in greedy.tokens if t.origin == "model")
+
+
+def test_alternatives_round_trip_and_a_hostile_one_is_text() -> None:
+    from studio.trace import Episode as Record
+    from studio.trace import Step, TokenAlternative, TokenInfo
+    from studio.viz.html import tokens_html
+
+    hostile = TokenInfo(1, "a", -0.1, 0.5, top=[TokenAlternative(2, '<img src=x onerror="alert(1)">', -0.3)])
+    record = Record(
+        env="gridworld", seed=0, steps=[Step(index=0, observation="o", action="a", raw="a", tokens=[hostile])]
+    )
+    again = Record.from_dict(record.to_dict())
+    again.validate()
+    assert again.steps[0].tokens[0].top == hostile.top
+    html = tokens_html([hostile])
+    assert "<img" not in html and "&lt;img src=x onerror=" in html and "most likely here" in html
+    data = record.to_dict()
+    data["steps"][0]["tokens"][0]["top"] = [{"id": 1, "text": "x", "logprob": -1.0}] * 21
+    from studio.errors import StudioError
+
+    with pytest.raises(StudioError, match="top"):
+        Record.from_dict(data).validate()

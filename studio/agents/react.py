@@ -498,13 +498,14 @@ def _token_records(result: Any, row: int, text: str, origin: str, drop_last: boo
     ids, logprobs = list(result.tokens[row]), list(result.token_logprobs[row])
     texts = list(result.texts[row]) if result.texts else []
     entropies = list(result.entropies[row]) if result.entropies else [None] * len(ids)
+    tops = list(result.alternatives[row]) if result.alternatives else [None] * len(ids)
     if drop_last and len(ids) > 1 and "".join(texts[:-1]) == text:
-        ids, logprobs, texts, entropies = ids[:-1], logprobs[:-1], texts[:-1], entropies[:-1]
+        ids, logprobs, texts, entropies, tops = ids[:-1], logprobs[:-1], texts[:-1], entropies[:-1], tops[:-1]
     if "".join(texts) != text or len(texts) != len(
         ids
     ):  # a backend that cannot split the text: the first token carries it
         texts = [text] + [""] * (len(ids) - 1)
     return [
-        TokenInfo(id=i, text=t, logprob=lp, entropy=h, origin=origin)
-        for i, t, lp, h in zip(ids, texts, logprobs, entropies)
+        TokenInfo(id=i, text=t, logprob=lp, entropy=h, origin=origin, top=top)
+        for i, t, lp, h, top in zip(ids, texts, logprobs, entropies, tops)
     ]

@@ -24,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 
 from studio.errors import StudioError
-from studio.trace import TokenInfo
+from studio.trace import TokenAlternative, TokenInfo
 
 #: Dtypes a model can be loaded in (``auto``: bfloat16 on a GPU, float32 on a CPU).
 DTYPE_NAMES = ("auto", "float32", "bfloat16", "float16")
@@ -186,6 +186,8 @@ class ScoreResult:
     """Entropy (nats) of the model's distribution at each token's position, where the backend knows."""
     cache: CacheStats | None = None
     """How much of the prompt came from the session's cache, where the backend keeps one."""
+    alternatives: list[list[list[TokenAlternative]]] | None = None
+    """The model's most likely tokens at each token's position, where the backend reports them."""
 
     @property
     def totals(self) -> list[float]:

@@ -50,6 +50,8 @@ from studio.models.base import (
 )
 from studio.models.hf_decode import decode, prefill, score_packed
 
+#: Alternatives stored per token by default (the most likely first).
+TOP_K = 5
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -108,6 +110,7 @@ class TransformersBackend(Backend):
         #: Serialises use of the device: concurrent sessions queue here instead of colliding.
         self.lock = lock or threading.Lock()
         self.capabilities = Capabilities(
+            top_alternatives=True,
             logprobs=True,
             scoring=True,
             attention=True,
@@ -116,6 +119,9 @@ class TransformersBackend(Backend):
             local_device=True,
         )
         self.eos_ids = self._eos_ids()
+        #: Alternatives kept per generated or scored token (the trace's hover shows them).
+        self.top_k = TOP_K
+        self._token_texts: dict[int, str] = {}  # token id -> its text alone, for alternatives
         self.image_token_id = getattr(model.config, "image_token_id", None) if processor is not None else None
         self._card = self._model_card()  # static: computed once, read at every step by policies
 
@@ -332,6 +338,13 @@ class TransformersBackend(Backend):
             result = score_packed(self, session, len(ids), first_logits, pieces)
             result.cache = stats
             return result
+
+    def token_text(self, token_id: int) -> str:
+        """The text of one token on its own (cached: the vocabulary does not change)."""
+        text = self._token_texts.get(token_id)
+        if text is None:
+            text = self._token_texts[token_id] = self.tokenizer.decode([token_id])
+        return text
 
     # -- attention ---------------------------------------------------------------------------------
     def attention(

@@ -23,7 +23,7 @@ from studio.models.base import (
     ScoreResult,
     TokenListener,
 )
-from studio.trace import TokenInfo
+from studio.trace import TokenAlternative, TokenInfo
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
@@ -69,6 +69,18 @@ def _signals(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     float32 sums drift by ~1e-4 nats, more than the differences people read off these numbers."""
     logprobs = torch.log_softmax(logits.double(), dim=-1)
     return logprobs, -(logprobs.exp() * logprobs).sum(dim=-1)
+
+
+def alternatives(backend: Any, logprobs: torch.Tensor) -> list[list[TokenAlternative]]:
+    """The ``backend.top_k`` most likely tokens of each row of ``logprobs`` (R, V): one topk for all rows."""
+    k = min(int(getattr(backend, "top_k", 0)), logprobs.shape[-1])
+    if k <= 0:
+        return [[] for _ in range(logprobs.shape[0])]
+    values, ids = logprobs.topk(k, dim=-1)  # (R, k) each
+    return [
+        [TokenAlternative(id=i, text=backend.token_text(i), logprob=v) for i, v in zip(row_ids, row_values)]
+        for row_ids, row_values in zip(ids.tolist(), values.tolist())
+    ]
 
 
 def _stop_cut(tokens: list[TokenInfo], stop: list[str]) -> int | None:
@@ -181,6 +193,7 @@ def decode(
     for position in range(sampling.max_new_tokens):
         logprobs, entropy = _signals(logits)
         chosen = _sample(logits, sampling, generator)
+        top = alternatives(backend, logprobs)
         for row in range(n):
             if finish[row] is not None:
                 continue
@@ -189,7 +202,11 @@ def decode(
                 finish[row] = "eos"
                 continue
             info = TokenInfo(
-                id=token, text=texts[row].push(token), logprob=float(logprobs[row, token]), entropy=float(entropy[row])
+                id=token,
+                text=texts[row].push(token),
+                logprob=float(logprobs[row, token]),
+                entropy=float(entropy[row]),
+                top=top[row],
             )
             drawn[row].append(info)
             if on_token is not None:
@@ -268,6 +285,8 @@ def score_packed(
     total = sum(len(f) for f in feed)
     results: list[list[float]] = [[float(first[0, piece[0]])] for piece in pieces]
     entropies: list[list[float]] = [[float(first_entropy[0])] for _ in pieces]
+    first_top = alternatives(backend, first)[0]
+    tops: list[list[list[TokenAlternative]]] = [[first_top] for _ in pieces]
     if total:
         packed = torch.tensor([[t for f in feed for t in f]], device=backend.device)
         positions = torch.tensor([[prompt_len + i for f in feed for i in range(len(f))]], device=backend.device)
@@ -289,13 +308,15 @@ def score_packed(
             use_cache=True,
         )
         logprobs, entropy = _signals(out.logits[0])  # (Q, V), (Q,)
+        packed_top = alternatives(backend, logprobs)
         start = 0
         for row, (piece, f) in enumerate(zip(pieces, feed)):
             for offset in range(len(f)):
                 results[row].append(float(logprobs[start + offset, piece[offset + 1]]))
                 entropies[row].append(float(entropy[start + offset]))
+                tops[row].append(packed_top[start + offset])
             start += len(f)
         if not _crop_to(session.cache, prompt_len):  # drop the packed tokens: the prompt stays cached
             session.reset()
     texts = [TokenTexts(backend.tokenizer.decode).texts(piece) for piece in pieces]
-    return ScoreResult(token_logprobs=results, tokens=pieces, texts=texts, entropies=entropies)
+    return ScoreResult(token_logprobs=results, tokens=pieces, texts=texts, entropies=entropies, alternatives=tops)

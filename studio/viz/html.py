@@ -59,12 +59,16 @@ ORIGIN_NOTES = {
 
 
 def token_title(token: TokenInfo) -> str:
-    """The hover text of a token: the token, its probability, logprob and entropy, and who wrote it."""
+    """The hover text of a token: the token, its probability, logprob and entropy, who wrote it, and
+    the model's most likely tokens at its position (where the backend reports them)."""
     parts = [repr(token.text), f"p={math.exp(min(token.logprob, 0.0)):.3f}", f"logprob={token.logprob:.3f}"]
     if token.entropy is not None:
         parts.append(f"entropy={token.entropy:.3f}")
     if token.origin in ORIGIN_NOTES:
         parts.append(ORIGIN_NOTES[token.origin])
+    if token.top:
+        shown = ", ".join(f"{a.text!r} {math.exp(min(a.logprob, 0.0)):.3f}" for a in token.top)
+        parts.append(f"most likely here: {shown}")
     return " · ".join(parts)
 
 
