@@ -66,10 +66,11 @@ def token_title(token: TokenInfo) -> str:
         parts.append(f"entropy={token.entropy:.3f}")
     if token.origin in ORIGIN_NOTES:
         parts.append(ORIGIN_NOTES[token.origin])
-    if token.top:
-        shown = ", ".join(f"{a.text!r} {math.exp(min(a.logprob, 0.0)):.3f}" for a in token.top)
-        parts.append(f"most likely here: {shown}")
-    return " · ".join(parts)
+    title = " · ".join(parts)
+    if token.top:  # one line each (the tooltip keeps line breaks)
+        shown = "\n".join(f"  {a.text!r}  p={math.exp(min(a.logprob, 0.0)):.3f}" for a in token.top)
+        title += f"\nmost likely here:\n{shown}"
+    return title
 
 
 def tokens_html(tokens: list[TokenInfo], mode: str = "logprob") -> str:
