@@ -40,9 +40,7 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_USER_ERROR, f"error: {message} (see: {self.prog} --help)\n")
 
 
-def _number(
-    kind: type, low: float | None = None, high: float | None = None, low_open: bool = False, what: str = "a number"
-) -> Any:
+def _number(kind: type, low: float | None = None, high: float | None = None, what: str = "a number") -> Any:
     """An argparse type: ``kind`` parsed from the text and checked against the bounds."""
 
     def parse(text: str) -> Any:
@@ -52,7 +50,7 @@ def _number(
             raise argparse.ArgumentTypeError(f"expected {what}, got {text[:40]!r}") from None
         if isinstance(value, float) and not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"expected {what}, got {text[:40]!r}")
-        too_low = low is not None and (value <= low if low_open else value < low)
+        too_low = low is not None and value < low
         if too_low or (high is not None and value > high):
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
         return value
@@ -60,7 +58,6 @@ def _number(
     return parse
 
 
-_non_negative_int = _number(int, 0, what="a non-negative integer")
 _positive_int = _number(int, 1, what="a positive integer")
 _port = _number(int, 0, 65535, what="a port between 0 and 65535")
 

@@ -38,11 +38,6 @@ class SettingsForm:
         """The settings the widgets show: every value checked (one line for a bad one)."""
         return settings_from(self.named(*values), self.cls)
 
-    def values_of(self, settings: EpisodeSettings, names: list[str]) -> list[Any]:
-        """What widgets ``names`` show for ``settings``."""
-        specs = {spec.name: setting for spec, setting in schema(self.cls)}
-        return [widget_value(specs[name], getattr(settings, name)) for name in names]
-
     def build(self, group: str, per_row: int = 2) -> None:
         """The generated widgets of ``group`` (in rows of ``per_row``), where this is called in the layout."""
         generated = [

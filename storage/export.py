@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -50,8 +49,8 @@ from storage.records import STEP_LABELS
 from storage.store import Store
 from storage.vocab import majority
 from studio.errors import StudioError
+from studio.plugins import first_doc_line, load_entry_points
 
-log = logging.getLogger(__name__)
 EPISODE_CHUNK = 200
 Message = dict[str, Any]
 
@@ -527,18 +526,16 @@ def export_formats() -> list[ExportFormat]:
     """Every registered format (built-ins first, then installed packages' entry points)."""
     if not _plugins_loaded:
         _plugins_loaded.append(True)
-        from importlib.metadata import entry_points
-
-        for point in entry_points(group=ENTRY_POINT_GROUP):
-            try:
-                target = point.load()
-                if isinstance(target, ExportFormat):
-                    EXPORT_FORMATS.setdefault(target.name, target)
-                elif point.name not in EXPORT_FORMATS:
-                    register_export(point.name, target, (target.__doc__ or point.name).strip().splitlines()[0])
-            except Exception as exc:  # a broken plugin must not take the studio down: say which
-                log.warning("export format %r from %s did not register: %s", point.name, point.value, exc)
+        load_entry_points(ENTRY_POINT_GROUP, _register_plugin)
     return list(EXPORT_FORMATS.values())
+
+
+def _register_plugin(point: Any, target: Any) -> None:
+    """An entry point names a row function (``name = "pkg.module:rows"``) or a whole :class:`ExportFormat`."""
+    if isinstance(target, ExportFormat):
+        EXPORT_FORMATS.setdefault(target.name, target)
+    elif point.name not in EXPORT_FORMATS:
+        register_export(point.name, target, first_doc_line(target, point.name))
 
 
 def format_names() -> list[str]:

@@ -22,10 +22,10 @@ from typing import Any, Iterator, Literal, Protocol
 
 from studio.agents.base import Decision, Observation, Policy
 from studio.envs.base import StudioEnv, invalid_observation
-from studio.validation import MAX_ACTION, MAX_SEED, check_text
-from studio.envs.registry import REGISTRY, make_env
+from studio.envs.registry import default_max_steps, make_env
 from studio.errors import EpisodeOver, Interrupted, NotStored, StudioError
 from studio.trace import ABANDONED, Episode, Step, new_id, utc_now
+from studio.validation import MAX_ACTION, MAX_SEED, check_text
 
 
 @dataclass
@@ -102,7 +102,7 @@ class EpisodeRunner:
         self.policy = policy
         self.sinks: list[Sink] = list(sinks or [])
         self.config = config or RunnerConfig()
-        self.max_steps = self.config.max_steps or _step_limit(self.env)
+        self.max_steps = self.config.max_steps or default_max_steps(self.env)
         self._episode: Episode | None = None
         self._observation = ""
         self._stop = threading.Event()
@@ -326,7 +326,7 @@ class EpisodeRunner:
         if episode.env != self.env_name or episode.env_options != self.env.options:
             self.env = make_env(episode.env, episode.env_options)
             self.env_name = episode.env
-            self.max_steps = self.config.max_steps or _step_limit(self.env)
+            self.max_steps = self.config.max_steps or default_max_steps(self.env)
         self.env.rewind(episode.seed, state)  # the episode may come from a file: checked, one line if it does not fit
         self._observation = episode.steps[at].observation
         self.policy.reset(self.env, episode.seed)
@@ -366,9 +366,3 @@ def _json_safe(info: dict[str, Any]) -> dict[str, Any]:
             value = repr(value)
         safe[str(key)] = value
     return safe
-
-
-def _step_limit(env: StudioEnv) -> int:
-    """The registered step limit of ``env``'s name, else its class's own."""
-    info = REGISTRY.find(env.name)
-    return info.default_max_steps if info is not None else env.default_max_steps

@@ -76,21 +76,25 @@ def test_a_nudged_step_from_a_scripted_model_is_spelled_too() -> None:
     assert step.raw == "Thought: the door is north.\n\nAction:go north"
 
 
-def test_stored_logprobs_are_what_an_independent_forward_pass_gives(tiny) -> None:
-    """The decode loop (cached, float64 log-softmax) against one plain pass over prompt + output."""
-    ep = episode(tiny, "gridworld", 2, sampling=SAMPLED)
-    step = ep.steps[1]
+def first_sample_and_reference(tiny):
+    """Step 1 of a sampled episode: its prompt ids, its tokens up to the inserted "Action:" (the
+    forced prefix and the first sample, as the model saw them), and the log-softmax of one plain
+    forward pass over both (float64), to check stored numbers against; and the step."""
+    step = episode(tiny, "gridworld", 2, sampling=SAMPLED).steps[1]
     prompt = tiny.tokenizer(tiny.render(step.prompt), add_special_tokens=False)["input_ids"]
-    # The forced prefix and the first sample (up to the inserted "Action:"), as the model saw them.
     first = []
     for token in step.tokens:
         if token.origin == "inserted":
             break
         first.append(token)
-    ids = torch.tensor([prompt + [t.id for t in first]])
     with torch.no_grad():
-        logits = tiny.model(input_ids=ids).logits[0].double()
-    logprobs = torch.log_softmax(logits, dim=-1)
+        logits = tiny.model(input_ids=torch.tensor([prompt + [t.id for t in first]])).logits[0].double()
+    return step, prompt, first, torch.log_softmax(logits, dim=-1)
+
+
+def test_stored_logprobs_are_what_an_independent_forward_pass_gives(tiny) -> None:
+    """The decode loop (cached, float64 log-softmax) against one plain pass over prompt + output."""
+    _step, prompt, first, logprobs = first_sample_and_reference(tiny)
     for offset, token in enumerate(first):
         expected = float(logprobs[len(prompt) + offset - 1, token.id])
         assert token.logprob == pytest.approx(expected, abs=1e-4), (offset, token)
@@ -135,18 +139,8 @@ def test_an_unknown_token_origin_in_a_file_is_one_line() -> None:
 def test_every_token_carries_the_models_top_alternatives_as_a_forward_pass_gives_them(tiny) -> None:
     """Generated, forced, inserted and scored tokens: the top-k of the same distribution their own
     logprob comes from (independent pass), most likely first; greedy picks the first."""
-    ep = episode(tiny, "gridworld", 2, sampling=SAMPLED)
-    step = ep.steps[1]
+    step, prompt, first, logprobs = first_sample_and_reference(tiny)
     assert all(t.top is not None and len(t.top) == tiny.top_k for t in step.tokens)
-    prompt = tiny.tokenizer(tiny.render(step.prompt), add_special_tokens=False)["input_ids"]
-    first = []
-    for token in step.tokens:
-        if token.origin == "inserted":
-            break
-        first.append(token)
-    ids = torch.tensor([prompt + [t.id for t in first]])
-    with torch.no_grad():
-        logprobs = torch.log_softmax(tiny.model(input_ids=ids).logits[0].double(), dim=-1)
     for offset, token in enumerate(first):
         values, expected_ids = logprobs[len(prompt) + offset - 1].topk(tiny.top_k)
         assert [a.id for a in token.top] == expected_ids.tolist(), (offset, token)

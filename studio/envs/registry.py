@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import importlib
 import json
-import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from typing import Any
 
 from studio.envs.base import OptionSpec, StudioEnv
 from studio.errors import BadOption, UnknownEnvironment
+from studio.plugins import first_doc_line, load_entry_points
 from studio.validation import MAX_OPTIONS_CHARS, check_json
 
 #: Entry point group other packages register environments under.
@@ -34,8 +33,6 @@ ENTRY_POINT_GROUP = "agent_studio.envs"
 #: Modules whose import registers the built-in environments (and the gym: family).
 BUILTIN_MODULES = ("studio.envs.gridworld", "studio.envs.household", "studio.envs.wikihop", "studio.envs.gym_adapter")
 DEFAULT_MAX_STEPS = 100
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -136,11 +133,7 @@ class EnvRegistry:
             self._loaded = True
             for module in BUILTIN_MODULES:
                 importlib.import_module(module)
-            for point in entry_points(group=ENTRY_POINT_GROUP):
-                try:
-                    register_env(point.name, point.load())
-                except Exception as exc:  # a broken plugin must not take the studio down: say which
-                    log.warning("environment %r from %s did not register: %s", point.name, point.value, exc)
+            load_entry_points(ENTRY_POINT_GROUP, lambda point, factory: register_env(point.name, factory))
 
 
 def _builtin_rank(factory: Callable[..., StudioEnv]) -> int:
@@ -175,12 +168,11 @@ def register_env(
     cls = factory if isinstance(factory, type) else None
     if cls is not None and issubclass(cls, StudioEnv) and not cls.name:
         cls.name = name  # its messages and episodes say the name it is known by
-    doc = (cls.__doc__ or "").strip().splitlines() if cls else []
     return REGISTRY.register(
         EnvInfo(
             name=name,
             factory=factory,
-            summary=summary or (doc[0] if doc else name),
+            summary=summary or (first_doc_line(cls, name) if cls else name),
             default_max_steps=int(default_max_steps or getattr(cls, "default_max_steps", DEFAULT_MAX_STEPS)),
             option_specs=tuple(getattr(cls, "option_specs", ())),
             action_summary=str(getattr(cls, "action_summary", "")),
@@ -242,10 +234,14 @@ def env_at(name: str, options: dict[str, Any] | None, seed: int | None, state: A
     return env
 
 
-def default_max_steps(name: str) -> int:
-    """The registered step limit of ``name`` (unknown names get the general default)."""
+def default_max_steps(env: str | StudioEnv) -> int:
+    """The registered step limit of an environment (by name, or of an environment made); one the
+    registry does not know gets its class's own limit (a name alone: the general default)."""
+    name = env if isinstance(env, str) else env.name
     info = REGISTRY.find(name)
-    return info.default_max_steps if info else DEFAULT_MAX_STEPS
+    if info is not None:
+        return info.default_max_steps
+    return DEFAULT_MAX_STEPS if isinstance(env, str) else env.default_max_steps
 
 
 def env_names() -> list[str]:

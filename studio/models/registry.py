@@ -13,7 +13,6 @@ so concurrent sessions queue on the device instead of colliding.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -22,8 +21,7 @@ from typing import Any
 from studio.errors import StudioError
 from studio.models.access import ModelAccess, check_model_name
 from studio.models.base import Backend, ProgressCallback, no_progress
-
-log = logging.getLogger(__name__)
+from studio.plugins import first_doc_line, load_entry_points
 
 
 @dataclass(frozen=True)
@@ -148,18 +146,15 @@ def _load_plugins() -> None:
         if _plugins_loaded:
             return
         _plugins_loaded.append(True)
-        from importlib.metadata import entry_points
+        load_entry_points(ENTRY_POINT_GROUP, _register_plugin)
 
-        for point in entry_points(group=ENTRY_POINT_GROUP):
-            try:
-                target = point.load()
-                if isinstance(target, BackendScheme):
-                    SCHEMES.setdefault(target.scheme, target)
-                elif point.name not in SCHEMES:
-                    summary = (target.__doc__ or "").strip().splitlines()
-                    register_backend(point.name, target, summary=summary[0] if summary else "", web=True)
-            except Exception as exc:  # a broken plugin must not take the studio down: say which
-                log.warning("backend scheme %r from %s did not register: %s", point.name, point.value, exc)
+
+def _register_plugin(point: Any, target: Any) -> None:
+    """An entry point names a loader (``scheme = "pkg.module:load"``) or a whole :class:`BackendScheme`."""
+    if isinstance(target, BackendScheme):
+        SCHEMES.setdefault(target.scheme, target)
+    elif point.name not in SCHEMES:
+        register_backend(point.name, target, summary=first_doc_line(target), web=True)
 
 
 # -- the built-in schemes ------------------------------------------------------------------------
@@ -190,7 +185,8 @@ def _prepare_transformers(request: LoadRequest) -> Prepared:
     return Prepared(key=("transformers", resolved.path, resolved.gguf_file, device, request.dtype), load=load)
 
 
-def _web_transformers(request: LoadRequest) -> None:
+def _web_access_rules(request: LoadRequest) -> None:
+    """The operator's ModelAccess decides (folders and files only under --models-dir)."""
     assert request.access is not None
     request.access.check(request.name)
 
@@ -201,17 +197,12 @@ def _load_scripted(request: LoadRequest) -> Backend:
     return load_scripted(request.target)
 
 
-def _web_scripted(request: LoadRequest) -> None:
-    assert request.access is not None
-    request.access.check(request.name)
-
-
 register_backend(
     "",
     prepare=_prepare_transformers,
     summary="default (the embedded SmolLM2-135M-Instruct), a Hugging Face hub id, a local model folder or .gguf file: transformers, in this process",
     example="default, ORG/NAME or a folder",
-    web=_web_transformers,
+    web=_web_access_rules,
     web_note="default and hub ids; folders only under serve --models-dir",
 )
 register_backend(
@@ -219,7 +210,7 @@ register_backend(
     prepare=lambda request: Prepared(key=("scripted", request.target), load=lambda: _load_scripted(request)),
     summary="replays the outputs in a JSON file (demos and tests without a model)",
     example="scripted:FILE.json",
-    web=_web_scripted,
+    web=_web_access_rules,
     web_note="files under serve --models-dir only",
 )
 
