@@ -183,8 +183,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_db_argument(load)
 
-    from storage.records import PAIR_SOURCES
-
     pairs = commands.add_parser(
         "pairs", help="make preference pairs from stored candidates or episodes, or one pair by hand"
     )
@@ -193,7 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument(
         "--from",
         dest="source",
-        choices=[s for s in PAIR_SOURCES if s != "manual"],
+        choices=[
+            "candidates",
+            "episodes",
+        ],  # PAIR_SOURCES less "manual"; not imported: the parser starts without the store
         help="candidates: the outputs sampled at each step; episodes: finished episodes on the same env, options and seed",
     )
     source.add_argument(
@@ -214,19 +215,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip two outputs with the same action (with --from candidates)",
     )
 
-    from storage.export import export_formats
-
-    formats = export_formats()  # the registry: built-ins and installed packages' formats
     export = commands.add_parser(
-        "export", help="write training data in a registered format (TRL's dpo, reward, prm, kto; episodes; ...)"
+        "export",
+        help="write training data in a registered format (TRL's dpo, reward, prm, kto; episodes; ...)",
+        formatter_class=ExportHelp,
     )
     _add_db_argument(export)
-    export.add_argument(
-        "--format",
-        required=True,
-        choices=[f.name for f in formats],
-        help="; ".join(f"{f.name}: {f.summary}" for f in formats).replace("%", "%%"),
-    )
+    # The registry (built-ins and installed packages' formats) is read when an export is parsed or
+    # its help shown, not to build the parser: every other command starts without the store.
+    export.add_argument("--format", required=True, choices=RegisteredFormats(), metavar="FORMAT", help="formats")
     export.add_argument(
         "--out", type=_output_file, required=True, metavar="FILE.jsonl", help="JSONL file to write (replaced)"
     )
@@ -304,6 +301,33 @@ def settings_from_args(args: argparse.Namespace, cls: type | None = None) -> Any
     if "temperature" not in given:
         settings = settings_from({"temperature": default_temperature(settings.candidates)}, cls, base=settings)
     return settings
+
+
+class RegisteredFormats:
+    """``--format``'s choices: the export registry's names, read when argparse first asks."""
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names()
+
+    def __iter__(self) -> Any:
+        return iter(self._names())
+
+    @staticmethod
+    def _names() -> list[str]:
+        from storage.export import format_names
+
+        return format_names()
+
+
+class ExportHelp(argparse.HelpFormatter):
+    """``export --help`` lists each registered format with its one-line summary."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.dest != "format":
+            return action.help
+        from storage.export import export_formats
+
+        return "; ".join(f"{f.name}: {f.summary}" for f in export_formats()).replace("%", "%%")
 
 
 def _add_db_argument(parser: argparse.ArgumentParser) -> None:

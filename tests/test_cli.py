@@ -270,3 +270,15 @@ def test_files_that_cannot_be_written_or_read_are_one_line_before_anything_is_st
     if db.exists():
         with open_store(db) as store:
             assert store.episodes.count()["steps"] == 0
+
+
+def test_the_cli_offers_the_stores_pair_sources_and_starts_without_the_store() -> None:
+    """``pairs --from`` lists the store's sources made automatically; building the parser (every
+    command) imports no database code."""
+    from storage.records import PAIR_SOURCES
+
+    pairs = cli("pairs", "--help").stdout
+    assert "{candidates,episodes}" in pairs and set(PAIR_SOURCES) - {"candidates", "episodes"} == {"manual"}
+    code = "import sys, app; app.build_parser(); print(sorted(m for m in ('sqlalchemy', 'storage', 'gradio') if m in sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert loaded.stdout.strip() == "[]", loaded.stderr
