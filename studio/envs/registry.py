@@ -206,7 +206,7 @@ def env_info(name: str) -> EnvInfo:
     """The registry entry for ``name``; UnknownEnvironment (one line, naming what is known) if none."""
     info = REGISTRY.find(name)
     if info is None:
-        known = ", ".join(env_names()) or "none"
+        known = ", ".join(i.name for i in REGISTRY.infos() if not i.family) or "none"
         families = " or ".join(f"{i.name}<id>" for i in REGISTRY.infos() if i.family)
         raise UnknownEnvironment(
             f"Unknown environment '{name[:80]}'. Known: {known}" + (f", or {families}." if families else ".")
