@@ -116,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="list the kinds of model names instead (registered backends: scripted:, plugins...)",
     )
     models.add_argument(
+        "--probe",
+        metavar="URL",
+        default=None,
+        help="ask an inference server (http://HOST:PORT/v1) what it serves and supports, and print it",
+    )
+    models.add_argument(
         "--prepare",
         action="store_true",
         help="make the default model ready offline first (converts the shipped GGUF once)",
@@ -352,6 +358,12 @@ def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="model A of every session: default, a hub id, a local folder, scripted:FILE.json, or none",
     )
     parser.add_argument("--device", default="auto", help="device for that model: auto, cpu, cuda, mps")
+    parser.add_argument(
+        "--engine",
+        choices=["vllm"],
+        default=None,
+        help="serve --model through an inference engine the studio starts (vLLM from .venv-vllm, on loopback) instead of in this process",
+    )
     _add_db_argument(parser)
     access = parser.add_argument_group("who may load what, and who may log in")
     access.add_argument(
@@ -365,6 +377,13 @@ def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="DIR",
         help="a folder whose models the browser may load (repeatable); without it the browser loads only default and hub ids",
+    )
+    access.add_argument(
+        "--allow-server",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="an inference server (http://HOST:PORT/v1) whose models the browser may load (repeatable); off by default",
     )
     access.add_argument(
         "--auth",
@@ -401,6 +420,20 @@ def cmd_envs(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     from studio.models.resolve import offline_models, resolve_default
 
+    if args.probe:
+        from studio.models.remote import probe
+
+        report = probe(args.probe)
+        if args.json:
+            print(json.dumps(report))
+        else:
+            print(f"{report['url']}: {report['engine']} {report['version']}".rstrip())
+            for model in report["models"]:
+                print(f"  serves {model['id']} (context {model.get('max_model_len') or 'unknown'})")
+            for name, value in report["supports"].items():
+                print(f"  {name}: {'yes' if value is True else 'no' if value is False else value}")
+            print(f"  tokenizer: {report['tokenizer']}")
+        return 0
     if args.schemes:
         from studio.models.registry import describe_schemes
 
@@ -625,8 +658,40 @@ def cmd_serve(args: argparse.Namespace) -> int:
     credentials = load_credentials(args.auth, args.auth_file)
     check_listen_address(args.host, args.port)
     require_auth_beyond_loopback(args.host, credentials)
-    access = ModelAccess(trust_remote_code=args.trust_remote_code, model_dirs=tuple(args.models_dir))
+    access = ModelAccess(
+        trust_remote_code=args.trust_remote_code, model_dirs=tuple(args.models_dir), servers=tuple(args.allow_server)
+    )
     store = open_cli_store(args)
+    engine = start_engine(args) if args.engine else None
+    try:
+        return _serve(args, access, store, credentials)
+    finally:
+        if engine is not None:
+            engine.stop()
+
+
+def start_engine(args: argparse.Namespace) -> Any:
+    """``serve --engine vllm``: start vLLM on ``--model`` (its folder) and make model A its URL."""
+    from studio.models.engines import start_vllm
+    from studio.models.resolve import resolve
+
+    if args.model == "none":
+        raise StudioError("--engine needs a model to serve: give --model.")
+    resolved = resolve(args.model)
+    if resolved.gguf_file:
+        raise StudioError(f"--engine vllm serves model folders, not a single .gguf file ({args.model}).")
+    print(f"starting vLLM on {resolved.path} (on a CPU this takes 30-70 s)", file=sys.stderr, flush=True)
+    import torch
+
+    # float32 on a CPU (bf16 is slower there and the CPU build was measured in float32); the engine picks on a GPU
+    dtype = "auto" if torch.cuda.is_available() else "float32"
+    server = start_vllm(resolved.path, served_name=resolved.repo or args.model, dtype=dtype)
+    print(f"vLLM ready at {server.url} after {server.started_s:.0f} s", file=sys.stderr, flush=True)
+    args.model = server.url
+    return server
+
+
+def _serve(args: argparse.Namespace, access: Any, store: Any, credentials: Any) -> int:
     from studio.models.registry import ModelRegistry
 
     registry = ModelRegistry()

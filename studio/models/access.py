@@ -49,6 +49,8 @@ class ModelAccess:
     """``serve --trust-remote-code``: model repositories' own Python may run."""
     model_dirs: tuple[Path, ...] = ()
     """``serve --models-dir``: folders whose models (and scripted files) the web may load."""
+    servers: tuple[str, ...] = ()
+    """``serve --allow-server``: inference servers (base URLs) whose models the web may load."""
 
     def __post_init__(self) -> None:
         uploads = upload_folder()
@@ -61,6 +63,22 @@ class ModelAccess:
                     f"--models-dir {folder} contains Gradio's upload folder {uploads}: anyone could place a model there; pick a narrower folder."
                 )
         object.__setattr__(self, "model_dirs", resolved)
+        from studio.models.remote import parse_server_url
+
+        object.__setattr__(self, "servers", tuple(dict.fromkeys(parse_server_url(u).base for u in self.servers)))
+
+    def check_server(self, name: str) -> str:
+        """``name`` (a server URL) if the operator listed its server; otherwise one line saying how to."""
+        from studio.models.remote import parse_server_url
+
+        base = parse_server_url(name).base
+        if base not in self.servers:
+            if not self.servers:
+                raise StudioError(
+                    f"Loading models from servers in the browser is off ({base[:80]!r}): start the studio with --allow-server URL to allow a server."
+                )
+            raise StudioError(f"{base[:80]!r} is not a server the studio allows ({', '.join(self.servers)}).")
+        return name
 
     def check(self, name: str) -> str:
         """``name`` if a web client may load it; otherwise a one-line refusal saying what is allowed."""

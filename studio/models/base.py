@@ -148,6 +148,9 @@ class CacheStats:
     """Tokens run through the model for this prompt."""
     prefix_changed: bool = False
     """The cached prompt was not a prefix of this one (its tail had to be dropped)."""
+    source: str = "session"
+    """Whose cache: ``session`` (the caller's :class:`PrefixSession`), ``engine`` (a server's
+    prefix cache, as it reported), ``unreported`` (a server that did not say)."""
 
     @property
     def full_encode(self) -> bool:
@@ -161,6 +164,7 @@ class CacheStats:
             "encoded_tokens": self.encoded_tokens,
             "prefix_changed": self.prefix_changed,
             "full_encode": self.full_encode,
+            "source": self.source,
         }
 
 

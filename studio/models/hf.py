@@ -37,7 +37,6 @@ from studio.errors import StudioError
 from studio.models.base import (
     Backend,
     ModelCard,
-    message_text,
     Capabilities,
     GenerateResult,
     Message,
@@ -49,6 +48,7 @@ from studio.models.base import (
     no_progress,
 )
 from studio.models.hf_decode import decode, prefill, score_packed
+from studio.models.tokens import eos_ids, render_chat
 
 #: Alternatives stored per token by default (the most likely first).
 TOP_K = 5
@@ -207,16 +207,7 @@ class TransformersBackend(Backend):
         )
 
     def _eos_ids(self) -> set[int]:
-        ids: set[int] = set()
-        for value in (
-            getattr(self.tokenizer, "eos_token_id", None),
-            getattr(getattr(self.model, "generation_config", None), "eos_token_id", None),
-        ):
-            if isinstance(value, int):
-                ids.add(value)
-            elif isinstance(value, (list, tuple)):
-                ids.update(int(v) for v in value)
-        return ids
+        return eos_ids(self.tokenizer, getattr(self.model, "generation_config", None))
 
     @property
     def card(self) -> ModelCard:
@@ -258,13 +249,7 @@ class TransformersBackend(Backend):
     # -- prompts --------------------------------------------------------------------------------
     def render(self, messages: list[Message], assistant_prefix: str = "") -> str:
         """The chat as the model sees it, ending with the generation prompt (and ``assistant_prefix``)."""
-        owner = self.processor if self.processor is not None else self.tokenizer
-        if getattr(owner, "chat_template", None) or getattr(self.tokenizer, "chat_template", None):
-            text = owner.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        else:  # a base model without a template: a plain transcript
-            lines = [f"{m['role'].capitalize()}: {message_text(m['content'])}" for m in messages]
-            text = "\n\n".join(lines) + "\n\nAssistant:"
-        return text + assistant_prefix
+        return render_chat(self.tokenizer, messages, assistant_prefix, owner=self.processor)
 
     def encode(
         self, messages: list[Message], assistant_prefix: str = "", images: list[np.ndarray] | None = None

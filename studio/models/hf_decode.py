@@ -23,6 +23,7 @@ from studio.models.base import (
     ScoreResult,
     TokenListener,
 )
+from studio.models.tokens import TokenTexts, stop_cut
 from studio.trace import TokenAlternative, TokenInfo
 
 
@@ -81,53 +82,6 @@ def alternatives(backend: Any, logprobs: torch.Tensor) -> list[list[TokenAlterna
         [TokenAlternative(id=i, text=backend.token_text(i), logprob=v) for i, v in zip(row_ids, row_values)]
         for row_ids, row_values in zip(ids.tolist(), values.tolist())
     ]
-
-
-def _stop_cut(tokens: list[TokenInfo], stop: list[str]) -> int | None:
-    """If the tokens' text contains a stop string, how many tokens to keep (those wholly before it)."""
-    text = "".join(t.text for t in tokens)
-    hits = [text.find(s) for s in stop if s in text]
-    if not hits:
-        return None
-    boundary, length, keep = min(hits), 0, 0
-    for token in tokens:
-        length += len(token.text)
-        if length > boundary:
-            break
-        keep += 1
-    return keep
-
-
-class TokenTexts:
-    """Each token's share of the decoded text, as tokens arrive.
-
-    Decoding tokens one by one does not spell the sequence (a character split across byte
-    tokens, a SentencePiece space); decoding a short window before and after each new token
-    and keeping the difference does, so the texts of a sequence's tokens join to its decoded
-    text. A token that ends in the middle of a character adds "" and the next one adds the
-    whole character.
-    """
-
-    WINDOW = 6
-
-    def __init__(self, decode: Callable[[list[int]], str]) -> None:
-        self.decode = decode
-        self.ids: list[int] = []
-        self.start = 0  # the window's first token (decoded as context only)
-        self.read = 0  # tokens whose text has been handed out
-
-    def push(self, token: int) -> str:
-        self.ids.append(token)
-        before = self.decode(self.ids[self.start : self.read])
-        after = self.decode(self.ids[self.start :])
-        if len(after) <= len(before) or after.endswith("\ufffd"):
-            return ""  # nothing new yet (part of a character)
-        self.start, self.read = max(self.read - self.WINDOW, 0), len(self.ids)
-        return after[len(before) :]
-
-    def texts(self, tokens: list[int]) -> list[str]:
-        """The texts of a whole sequence (a fresh instance's pushes)."""
-        return [self.push(t) for t in tokens]
 
 
 def prefill(
@@ -212,7 +166,7 @@ def decode(
             if on_token is not None:
                 on_token(row, info)
             if stop:
-                kept = _stop_cut(drawn[row], stop)
+                kept = stop_cut(drawn[row], stop)
                 if kept is not None:
                     finish[row], cut[row] = "stop", kept
         if position == 0:

@@ -215,6 +215,35 @@ register_backend(
 )
 
 
+def _prepare_server(request: LoadRequest) -> Prepared:
+    """``http(s)://HOST:PORT/v1[#MODEL]``: a model served by vLLM or SGLang (no device lock: the engine batches)."""
+    from studio.models.remote import OpenAIBackend, parse_server_url
+
+    address = parse_server_url(request.name)
+    return Prepared(
+        key=("server", address.base, address.model),
+        load=lambda: OpenAIBackend.connect(request.name, progress=request.progress),
+    )
+
+
+def _web_servers(request: LoadRequest) -> None:
+    """Only servers the operator listed (serve --allow-server): a browser must not make the
+    studio send requests to any address it names."""
+    assert request.access is not None
+    request.access.check_server(request.name)
+
+
+for _scheme in ("http", "https"):
+    register_backend(
+        _scheme,
+        prepare=_prepare_server,
+        summary="a model served by vLLM or SGLang over the OpenAI-compatible API (its tokenizer loaded here)",
+        example=f"{_scheme}://HOST:PORT/v1 or {_scheme}://HOST:PORT/v1#SERVED-ID",
+        web=_web_servers,
+        web_note="servers listed with serve --allow-server URL only",
+    )
+
+
 class ModelRegistry:
     """Loaded models by key, with one lock per device."""
 

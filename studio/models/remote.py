@@ -1,0 +1,677 @@
+"""A model served by an inference engine over the OpenAI-compatible API (vLLM, SGLang).
+
+The model is named by its server's URL: ``http://HOST:PORT/v1`` (the first served model) or
+``http://HOST:PORT/v1#SERVED-ID``. An API key, where the server wants one, comes from the
+environment (``AGENT_STUDIO_API_KEY``, else ``OPENAI_API_KEY``) and never from a name.
+
+What the studio controls stays exact: the prompt is rendered here with the model's own
+tokenizer and chat template (found from the served model's folder, or its hub id in the
+local cache) and sent as token ids to ``/v1/completions``, so the tokens the engine runs are
+the ones the in-process backend would run. What comes back:
+
+- ``generate``: ``n`` candidates in one request (the engine batches them, and batches every
+  session's requests: there is no device lock here), each token with its logprob and the
+  engine's top-k alternatives, streamed so the live view and Stop work as in-process. An
+  engine reports only the top k, so a token's entropy is unknown (None); the trace shows the
+  top-k mass and the entropy over the top k instead, named as such.
+- ``score``: every continuation in one request (a list of token-id prompts with ``echo`` and
+  no new tokens): the prompt-token logprobs of each continuation's tokens, mapped back
+  exactly like the in-process ``score``.
+- Prefix reuse is the engine's (vLLM's automatic prefix caching, SGLang's radix cache); the
+  cached-token count is recorded on the step where the engine reports it.
+
+The request fields beyond OpenAI's (``return_tokens_as_token_ids``, ``ignore_eos``, ``echo`` with
+``max_tokens=0``) are vLLM's; SGLang's OpenAI endpoint takes the same shape.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from studio.errors import StudioError
+from studio.models.base import (
+    Backend,
+    CacheStats,
+    Capabilities,
+    Generation,
+    GenerateResult,
+    Message,
+    ModelCard,
+    PrefixSession,
+    ProgressCallback,
+    SamplingParams,
+    ScoreResult,
+    TokenListener,
+    no_progress,
+)
+from studio.models.tokens import TokenTexts, eos_ids, render_chat, stop_cut
+from studio.trace import TokenAlternative, TokenInfo
+
+#: Alternatives asked for per token (vLLM's default cap is 20).
+TOP_K = 5
+#: Environment variables an API key is read from, in order.
+API_KEY_VARIABLES = ("AGENT_STUDIO_API_KEY", "OPENAI_API_KEY")
+#: Seconds to wait for a connection, and for a whole answer (a long generation on a busy engine).
+CONNECT_TIMEOUT = 5.0
+READ_TIMEOUT = float(os.environ.get("AGENT_STUDIO_REMOTE_TIMEOUT", "300"))
+#: Tokenizer files fetched for a hub id (never the weights: a 70B model's tokenizer is a few MB).
+TOKENIZER_PATTERNS = ["*.json", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
+TOKEN_ID_PREFIX = "token_id:"
+
+
+@dataclass(frozen=True)
+class ServerAddress:
+    """Where a served model lives: the API's base URL and, optionally, the served model's id."""
+
+    base: str
+    """``http://HOST:PORT/v1`` (no trailing slash)."""
+    model: str | None = None
+
+    @property
+    def root(self) -> str:
+        """The server's own root (``/health``, ``/version``, ``/metrics`` live there for vLLM)."""
+        parts = urllib.parse.urlsplit(self.base)
+        return urllib.parse.urlunsplit((parts.scheme, parts.netloc, "", "", ""))
+
+
+def parse_server_url(name: str) -> ServerAddress:
+    """``http(s)://HOST[:PORT][/PATH][#MODEL]`` as a :class:`ServerAddress`; anything else is one line."""
+    text = name.strip()
+    try:
+        parts = urllib.parse.urlsplit(text)
+        port = parts.port
+    except ValueError as exc:
+        raise StudioError(f"Not a server URL: {text[:100]!r} ({exc}).") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise StudioError(f"Not a server URL: {text[:100]!r} (expected http://HOST:PORT/v1).")
+    if parts.username or parts.password:
+        raise StudioError(
+            "Put no credentials in a server URL: the studio reads an API key from AGENT_STUDIO_API_KEY (or OPENAI_API_KEY)."
+        )
+    if parts.query:
+        raise StudioError(f"A server URL takes no query string: {text[:100]!r}.")
+    path = parts.path.rstrip("/") or "/v1"
+    netloc = parts.hostname if port is None else f"{parts.hostname}:{port}"
+    if ":" in parts.hostname:  # an IPv6 literal keeps its brackets
+        netloc = f"[{parts.hostname}]" + ("" if port is None else f":{port}")
+    base = urllib.parse.urlunsplit((parts.scheme, netloc, path, "", ""))
+    return ServerAddress(base=base, model=urllib.parse.unquote(parts.fragment) or None)
+
+
+def api_key() -> str | None:
+    return next((os.environ[v] for v in API_KEY_VARIABLES if os.environ.get(v)), None)
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+class ServerClient:
+    """HTTP to one server, every failure as one line naming it. Thread-safe (one connection pool)."""
+
+    def __init__(self, address: ServerAddress, timeout: float = READ_TIMEOUT) -> None:
+        import httpx
+
+        self.address = address
+        self.timeout = timeout
+        headers = {"Authorization": f"Bearer {key}"} if (key := api_key()) else {}
+        self._client = httpx.Client(
+            headers=headers,
+            timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT),
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+            follow_redirects=False,
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def get(self, path: str, *, root: bool = False) -> Any:
+        url = (self.address.root if root else self.address.base) + path
+        with self._errors(url):
+            response = self._client.get(url)
+            return self._json(response, url)
+
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        url = self.address.base + path
+        with self._errors(url):
+            response = self._client.post(url, json=body)
+            return self._json(response, url)
+
+    def stream(self, path: str, body: dict[str, Any], should_stop: Callable[[], bool]) -> Iterator[dict[str, Any]]:
+        """The server-sent events of a streamed request, as JSON objects; closes the stream (the
+        engine then aborts the request) as soon as ``should_stop()`` is true."""
+        url = self.address.base + path
+        with self._errors(url):
+            with self._client.stream("POST", url, json=body) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    self._json(response, url)  # raises the server's message
+                for line in response.iter_lines():
+                    if should_stop():
+                        return
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        return
+                    try:
+                        event = json.loads(data)
+                    except ValueError:
+                        raise StudioError(f"{self.address.base} sent a stream line that is not JSON.") from None
+                    if isinstance(event, dict) and "error" in event:
+                        raise StudioError(f"{self.address.base} failed mid-answer: {_error_message(event)}")
+                    yield event
+
+    def _errors(self, url: str) -> Any:
+        return _HttpErrors(self.address.base, url, self.timeout)
+
+    def _json(self, response: Any, url: str) -> Any:
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if response.status_code >= 400:
+            detail = _error_message(data) if data is not None else _one_line(response.text, 200)
+            if response.status_code in (401, 403):
+                raise StudioError(
+                    f"{self.address.base} refused the request (HTTP {response.status_code}): set its API key in AGENT_STUDIO_API_KEY. {detail}".rstrip()
+                )
+            raise StudioError(f"{self.address.base} answered HTTP {response.status_code}: {detail or 'no message'}")
+        if data is None:
+            raise StudioError(f"{url} did not answer with JSON: is it an OpenAI-compatible server?")
+        return data
+
+
+class _HttpErrors:
+    """Turns httpx's exceptions into one-line StudioErrors naming the server."""
+
+    def __init__(self, base: str, url: str, timeout: float) -> None:
+        self.base, self.url, self.timeout = base, url, timeout
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: Any, traceback: Any) -> bool:
+        import httpx
+
+        if exc is None or isinstance(exc, StudioError):
+            return False
+        if isinstance(exc, httpx.ConnectError):
+            raise StudioError(
+                f"Cannot reach {self.base}: {_one_line(str(exc) or 'connection failed', 120)} (is the server running?)."
+            ) from None
+        if isinstance(exc, httpx.TimeoutException):
+            raise StudioError(f"{self.base} did not answer within {self.timeout:g} s.") from None
+        if isinstance(exc, (httpx.HTTPError, httpx.InvalidURL)):
+            raise StudioError(
+                f"Talking to {self.base} failed: {_one_line(str(exc) or type(exc).__name__, 160)}"
+            ) from None
+        return False
+
+
+def _error_message(data: Any) -> str:
+    """The message of an OpenAI-style error body (``{"error": {"message": ...}}``), or of FastAPI's ``detail``."""
+    if isinstance(data, dict):
+        error = data.get("error", data.get("detail", data.get("message")))
+        if isinstance(error, dict):
+            error = error.get("message", error)
+        if isinstance(error, list) and error and isinstance(error[0], dict):
+            error = error[0].get("msg", error[0])
+        if error is not None:
+            return _one_line(str(error))
+    return _one_line(json.dumps(data)[:300])
+
+
+# -- probing a server ---------------------------------------------------------------------------
+def served_models(client: ServerClient) -> list[dict[str, Any]]:
+    """The server's ``/v1/models`` list (each with ``id``; vLLM adds ``root`` and ``max_model_len``)."""
+    data = client.get("/models")
+    models = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(models, list) or not all(isinstance(m, dict) and isinstance(m.get("id"), str) for m in models):
+        raise StudioError(f"{client.address.base}/models did not list models: is it an OpenAI-compatible server?")
+    return models
+
+
+def engine_of(client: ServerClient) -> dict[str, str]:
+    """Which engine answers: vLLM (``/version``), SGLang (``/get_model_info``), else unknown."""
+    for path, engine in (("/version", "vllm"), ("/get_model_info", "sglang")):
+        try:
+            data = client.get(path, root=True)
+        except StudioError:
+            continue
+        if engine == "vllm" and isinstance(data, dict) and isinstance(data.get("version"), str):
+            return {"engine": "vLLM", "version": _one_line(data["version"], 40)}
+        if engine == "sglang" and isinstance(data, dict) and "model_path" in data:
+            return {"engine": "SGLang", "version": ""}
+    return {"engine": "OpenAI-compatible", "version": ""}
+
+
+def pick_served_model(models: list[dict[str, Any]], wanted: str | None, base: str) -> dict[str, Any]:
+    if wanted is None:
+        if not models:
+            raise StudioError(f"{base} serves no model.")
+        return models[0]
+    for model in models:
+        if model["id"] == wanted:
+            return model
+    names = ", ".join(_one_line(m["id"], 80) for m in models[:10]) or "none"
+    raise StudioError(f"{base} does not serve {wanted[:100]!r} (it serves: {names}).")
+
+
+def find_tokenizer(served: dict[str, Any], progress: ProgressCallback = no_progress) -> Any:
+    """The served model's tokenizer, loaded here: from its folder (vLLM's ``root``, when this
+    machine has it) or its hub id (tokenizer files only, from the cache, or downloaded when online)."""
+    from transformers import AutoTokenizer
+
+    tried: list[str] = []
+    for name in dict.fromkeys(str(n) for n in (served.get("root"), served.get("id")) if n):
+        path = Path(name).expanduser()
+        if path.is_dir():
+            folder: str | None = str(path)
+        else:
+            folder = _tokenizer_from_hub(name)
+        tried.append(name)
+        if folder is None:
+            continue
+        progress(0.6, f"loading the tokenizer from {folder}")
+        try:
+            return AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        except (OSError, ValueError, KeyError) as exc:
+            raise StudioError(f"Could not load the tokenizer of {name[:100]!r}: {_one_line(str(exc), 160)}") from None
+    shown = " or ".join(repr(t[:100]) for t in tried) or "nothing"
+    raise StudioError(
+        f"Cannot find the tokenizer of the served model here (tried {shown}): serve it under its hub id "
+        "(--served-model-name ORG/NAME) with the tokenizer in the local Hugging Face cache, or run the studio where its folder is."
+    )
+
+
+def _tokenizer_from_hub(name: str) -> str | None:
+    from studio.models.resolve import HUB_ID
+
+    if not HUB_ID.match(name) or "/" not in name:
+        return None
+    from huggingface_hub import snapshot_download
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    for local_only in (True,) if offline else (True, False):
+        try:
+            folder = snapshot_download(name, allow_patterns=TOKENIZER_PATTERNS, local_files_only=local_only)
+        except Exception:  # noqa: BLE001 - not cached / not on the hub / offline: try the next way
+            continue
+        if any(Path(folder).glob("tokenizer*")):
+            return folder
+    return None
+
+
+# -- the backend ------------------------------------------------------------------------------
+class OpenAIBackend(Backend):
+    """A model served over the OpenAI-compatible completions API, with its tokenizer loaded here."""
+
+    def __init__(
+        self,
+        client: ServerClient,
+        served: dict[str, Any],
+        tokenizer: Any,
+        *,
+        name: str,
+        engine: dict[str, str] | None = None,
+        load_seconds: float = 0.0,
+    ) -> None:
+        self.client = client
+        self.served_id = str(served["id"])
+        self.tokenizer = tokenizer
+        self.engine = engine or {"engine": "OpenAI-compatible", "version": ""}
+        self.top_k = TOP_K
+        self.eos_ids = eos_ids(tokenizer)
+        self.capabilities = Capabilities(logprobs=True, scoring=True, top_alternatives=True)
+        self._token_texts: dict[int, str] = {}
+        max_len = served.get("max_model_len")
+        context = (
+            int(max_len)
+            if isinstance(max_len, int) and max_len > 0
+            else int(
+                getattr(tokenizer, "model_max_length", 2048)
+                if getattr(tokenizer, "model_max_length", 0) < 10**7
+                else 2048
+            )
+        )
+        engine_name = self.engine["engine"] + (f" {self.engine['version']}" if self.engine.get("version") else "")
+        self._card = ModelCard(
+            id=name,
+            source=client.address.base,
+            capabilities=self.capabilities,
+            architecture=f"served by {engine_name}: {self.served_id}",
+            kind="served",
+            context_length=context,
+            vocab_size=len(tokenizer),
+            device=client.address.base,
+            dtype="server's",
+            load_seconds=round(load_seconds, 2),
+        )
+
+    @classmethod
+    def connect(cls, name: str, progress: ProgressCallback = no_progress) -> OpenAIBackend:
+        """Connect to the server ``name`` names, pick the served model and load its tokenizer."""
+        started = time.perf_counter()
+        address = parse_server_url(name)
+        client = ServerClient(address)
+        try:
+            progress(0.1, f"asking {address.base} what it serves")
+            served = pick_served_model(served_models(client), address.model, address.base)
+            engine = engine_of(client)
+            tokenizer = find_tokenizer(served, progress)
+        except BaseException:
+            client.close()
+            raise
+        progress(1.0, "ready")
+        return cls(client, served, tokenizer, name=name, engine=engine, load_seconds=time.perf_counter() - started)
+
+    @property
+    def card(self) -> ModelCard:
+        return self._card
+
+    @property
+    def info(self) -> dict[str, Any]:
+        data = self._card.to_dict()
+        data.update(
+            engine=self.engine["engine"], engine_version=self.engine.get("version", ""), served_model=self.served_id
+        )
+        return data
+
+    def unload(self) -> None:
+        self.client.close()
+
+    # -- prompts ----------------------------------------------------------------------------
+    def render(self, messages: list[Message], assistant_prefix: str = "") -> str:
+        return render_chat(self.tokenizer, messages, assistant_prefix)
+
+    def encode(
+        self, messages: list[Message], assistant_prefix: str = "", images: list[np.ndarray] | None = None
+    ) -> tuple[list[int], dict[str, Any]]:
+        return self.tokenizer(self.render(messages, assistant_prefix), add_special_tokens=False)["input_ids"], {}
+
+    def token_text(self, token_id: int) -> str:
+        text = self._token_texts.get(token_id)
+        if text is None:
+            text = self._token_texts[token_id] = self.tokenizer.decode([token_id])
+        return text
+
+    def _check_images(self, images: list[np.ndarray] | None) -> None:
+        if images:
+            raise StudioError(
+                f"Model {self._card.id} takes text only through the studio (images are not sent to servers yet)."
+            )
+
+    # -- generation ---------------------------------------------------------------------------
+    def generate(
+        self,
+        messages: list[Message],
+        n: int = 1,
+        sampling: SamplingParams | None = None,
+        stop: list[str] | None = None,
+        images: list[np.ndarray] | None = None,
+        session: PrefixSession | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        assistant_prefix: str = "",
+        on_token: TokenListener | None = None,
+    ) -> GenerateResult:
+        """``n`` continuations in one streamed request; each token with its logprob and the top k."""
+        self._check_images(images)
+        sampling = sampling or SamplingParams()
+        stop = [s for s in (stop or []) if s]
+        should_stop = should_stop or (lambda: False)
+        ids, _ = self.encode(messages, assistant_prefix)
+        body: dict[str, Any] = {
+            "model": self.served_id,
+            "prompt": ids,
+            "n": n,
+            "max_tokens": sampling.max_new_tokens,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "logprobs": self.top_k,
+            "return_tokens_as_token_ids": True,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if stop:
+            body["stop"] = stop
+        if sampling.seed is not None:
+            body["seed"] = int(sampling.seed)
+        if sampling.ignore_eos:
+            body["ignore_eos"] = True
+        started = time.perf_counter()
+        rows = [_Row(TokenTexts(self.tokenizer.decode)) for _ in range(n)]
+        first_token_s: float | None = None
+        usage: dict[str, Any] = {}
+        interrupted = False
+        for event in self.client.stream("/completions", body, should_stop):
+            if isinstance(event.get("usage"), dict):
+                usage = event["usage"]
+            for choice in event.get("choices") or []:
+                index = _choice_index(choice, n, self.client.address.base)
+                row = rows[index]
+                for info in self._choice_tokens(choice, row.texts):
+                    row.tokens.append(info)
+                    if on_token is not None:
+                        on_token(index, info)
+                    if first_token_s is None:
+                        first_token_s = time.perf_counter() - started
+                if choice.get("finish_reason"):
+                    row.finish = str(choice["finish_reason"])
+        if should_stop() and any(row.finish is None for row in rows):
+            interrupted = True
+        generations = [row.generation(stop, self.eos_ids, interrupted, sampling.ignore_eos) for row in rows]
+        total = time.perf_counter() - started
+        first = first_token_s if first_token_s is not None else total
+        timing = {"prefill_s": first, "first_token_s": first, "decode_s": total - first, "total_s": total}
+        return GenerateResult(generations=generations, cache=_engine_cache(len(ids), usage), timing=timing)
+
+    def _choice_tokens(self, choice: dict[str, Any], texts: TokenTexts) -> list[TokenInfo]:
+        logprobs = choice.get("logprobs") or {}
+        tokens, values = logprobs.get("tokens") or [], logprobs.get("token_logprobs") or []
+        tops = logprobs.get("top_logprobs") or [None] * len(tokens)
+        if not (len(tokens) == len(values) == len(tops)):
+            raise StudioError(f"{self.client.address.base} sent logprobs of uneven lengths.")
+        out = []
+        for token, value, top in zip(tokens, values, tops):
+            token_id = self._token_id(token)
+            out.append(
+                TokenInfo(
+                    id=token_id,
+                    text=texts.push(token_id),
+                    logprob=_logprob(value, self.client.address.base),
+                    entropy=None,  # an engine reports the top k only: see TokenInfo.top
+                    top=self._alternatives(top),
+                )
+            )
+        return out
+
+    def _token_id(self, token: Any) -> int:
+        text = str(token)
+        if not text.startswith(TOKEN_ID_PREFIX) or not text[len(TOKEN_ID_PREFIX) :].isdigit():
+            raise StudioError(
+                f"{self.client.address.base} did not return token ids (return_tokens_as_token_ids): the studio needs vLLM or SGLang."
+            )
+        return int(text[len(TOKEN_ID_PREFIX) :])
+
+    def _alternatives(self, top: Any) -> list[TokenAlternative] | None:
+        if not isinstance(top, dict):
+            return None
+        ranked = sorted(
+            ((self._token_id(token), _logprob(value, self.client.address.base)) for token, value in top.items()),
+            key=lambda pair: -pair[1],
+        )[: self.top_k]
+        return [TokenAlternative(id=i, text=self.token_text(i), logprob=v) for i, v in ranked]
+
+    # -- scoring -----------------------------------------------------------------------------------
+    def score(
+        self,
+        messages: list[Message],
+        continuations: list[str],
+        images: list[np.ndarray] | None = None,
+        session: PrefixSession | None = None,
+        assistant_prefix: str = "",
+        end_with_eos: bool = False,
+    ) -> ScoreResult:
+        """Every continuation in one request: the engine's logprobs of their tokens after the prompt."""
+        self._check_images(images)
+        ids, _ = self.encode(messages, assistant_prefix)
+        eos = sorted(self.eos_ids)[:1] if end_with_eos else []
+        pieces = [self.tokenizer(text, add_special_tokens=False)["input_ids"] + eos for text in continuations]
+        if any(not piece for piece in pieces):
+            raise StudioError("Cannot score an empty continuation.")
+        body = {
+            "model": self.served_id,
+            "prompt": [ids + piece for piece in pieces],
+            "max_tokens": 0,
+            "echo": True,
+            "logprobs": self.top_k,
+            "temperature": 0.0,
+            "return_tokens_as_token_ids": True,
+        }
+        data = self.client.post("/completions", body)
+        choices = data.get("choices") if isinstance(data, dict) else None
+        if not isinstance(choices, list) or len(choices) != len(pieces):
+            raise StudioError(
+                f"{self.client.address.base} answered {len(choices or [])} scores for {len(pieces)} continuations."
+            )
+        results, tops = [], []
+        for choice in sorted(choices, key=lambda c: int(c.get("index", 0))):
+            logprobs = choice.get("logprobs") or {}
+            tokens = logprobs.get("tokens") or []
+            if len(tokens) < len(ids) + 1:
+                raise StudioError(
+                    f"{self.client.address.base} did not echo the prompt's logprobs (echo with max_tokens 0)."
+                )
+            piece_values = (logprobs.get("token_logprobs") or [])[len(ids) :]
+            piece_tops = (logprobs.get("top_logprobs") or [])[len(ids) :]
+            results.append([_logprob(v, self.client.address.base) for v in piece_values])
+            tops.append([self._alternatives(t) or [] for t in piece_tops])
+        for piece, values in zip(pieces, results):
+            if len(values) != len(piece):
+                raise StudioError(
+                    f"{self.client.address.base} scored {len(values)} tokens of a {len(piece)}-token continuation."
+                )
+        texts = [TokenTexts(self.tokenizer.decode).texts(piece) for piece in pieces]
+        cache = _engine_cache(len(ids), data.get("usage") if isinstance(data.get("usage"), dict) else {})
+        return ScoreResult(
+            token_logprobs=results, tokens=pieces, texts=texts, entropies=None, cache=cache, alternatives=tops
+        )
+
+
+@dataclass
+class _Row:
+    """One candidate being streamed."""
+
+    texts: TokenTexts
+    tokens: list[TokenInfo] = field(default_factory=list)
+    finish: str | None = None
+
+    def generation(self, stop: list[str], eos: set[int], interrupted: bool, ignore_eos: bool) -> Generation:
+        tokens = self.tokens
+        reason = "length" if self.finish == "length" else "eos"
+        if tokens and tokens[-1].id in eos and not ignore_eos:
+            tokens, reason = tokens[:-1], "eos"
+        kept = stop_cut(tokens, stop) if stop else None
+        if kept is not None:
+            tokens, reason = tokens[:kept], "stop"
+        elif self.finish is None:
+            reason = "interrupted" if interrupted else "length"
+        return Generation(text="".join(t.text for t in tokens), tokens=tokens, finish_reason=reason)
+
+
+def _choice_index(choice: dict[str, Any], n: int, base: str) -> int:
+    index = choice.get("index")
+    if not isinstance(index, int) or not 0 <= index < n:
+        raise StudioError(f"{base} answered for a candidate that was not asked for ({index!r}).")
+    return index
+
+
+def _logprob(value: Any, base: str) -> float:
+    """A logprob from the server, checked (None: the engine's way of saying probability 0)."""
+    if value is None:
+        return float("-inf")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and not np.isnan(value) and value <= 1e-4:
+        return min(float(value), 0.0)  # log-softmax rounding can land a hair above 0
+    raise StudioError(f"{base} sent a logprob that is not a number <= 0: {str(value)[:40]!r}.")
+
+
+def _engine_cache(prompt_tokens: int, usage: dict[str, Any]) -> CacheStats:
+    """The engine's own prefix-cache report (``usage.prompt_tokens_details.cached_tokens``) where it gives one."""
+    details = usage.get("prompt_tokens_details") if isinstance(usage, dict) else None
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    if isinstance(cached, int) and 0 <= cached <= prompt_tokens:
+        return CacheStats(
+            prompt_tokens=prompt_tokens, reused_tokens=cached, encoded_tokens=prompt_tokens - cached, source="engine"
+        )
+    return CacheStats(prompt_tokens=prompt_tokens, reused_tokens=0, encoded_tokens=prompt_tokens, source="unreported")
+
+
+def probe(url: str) -> dict[str, Any]:
+    """What a server supports, for ``agent-studio models --probe URL``: its engine, the models it
+    serves, their context, and whether token logprobs, top alternatives and scoring work."""
+    address = parse_server_url(url)
+    client = ServerClient(address, timeout=60.0)
+    try:
+        models = served_models(client)
+        served = pick_served_model(models, address.model, address.base)
+        report: dict[str, Any] = {
+            "url": address.base,
+            **engine_of(client),
+            "models": [{"id": m["id"], "max_model_len": m.get("max_model_len"), "root": m.get("root")} for m in models],
+            "model": served["id"],
+        }
+        checks: dict[str, Any] = {}
+        try:
+            data = client.post(
+                "/completions",
+                {
+                    "model": served["id"],
+                    "prompt": "Hello",
+                    "max_tokens": 1,
+                    "logprobs": 2,
+                    "temperature": 0,
+                    "return_tokens_as_token_ids": True,
+                },
+            )
+            logprobs = (data.get("choices") or [{}])[0].get("logprobs") or {}
+            checks["logprobs"] = bool(logprobs.get("token_logprobs"))
+            checks["top_alternatives"] = bool(logprobs.get("top_logprobs"))
+            checks["token_ids"] = all(str(t).startswith(TOKEN_ID_PREFIX) for t in logprobs.get("tokens") or [""])
+        except StudioError as exc:
+            checks["logprobs"] = f"no: {exc}"
+        try:
+            data = client.post(
+                "/completions",
+                {
+                    "model": served["id"],
+                    "prompt": "Hello there",
+                    "max_tokens": 0,
+                    "echo": True,
+                    "logprobs": 1,
+                    "temperature": 0,
+                },
+            )
+            echoed = (data.get("choices") or [{}])[0].get("logprobs") or {}
+            checks["scoring"] = len(echoed.get("token_logprobs") or []) >= 2
+        except StudioError as exc:
+            checks["scoring"] = f"no: {exc}"
+        checks["attention"] = "no: not available from a remote engine"
+        report["supports"] = checks
+        try:
+            find_tokenizer(served)
+            report["tokenizer"] = "found here"
+        except StudioError as exc:
+            report["tokenizer"] = f"not found: {exc}"
+        return report
+    finally:
+        client.close()
