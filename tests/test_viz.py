@@ -165,3 +165,30 @@ def test_numbers_are_escaped_too() -> None:
     ]
     for html in views:
         assert "<img" not in html and "<script" not in html, html
+
+
+def test_a_served_tokens_hover_says_what_the_top_k_cover_and_its_card_what_is_missing() -> None:
+    from studio.trace import TokenAlternative
+    from studio.viz.html import token_title, top_k_summary
+
+    top = [TokenAlternative(5, "east", math.log(0.5)), TokenAlternative(6, "west", math.log(0.3))]
+    mass, entropy = top_k_summary(top)
+    assert math.isclose(mass, 0.8) and math.isclose(entropy, -(0.625 * math.log(0.625) + 0.375 * math.log(0.375)))
+    title = token_title(TokenInfo(5, "east", math.log(0.5), None, top=top))
+    assert "top-2 mass=0.800 · entropy over the top 2=0.662" in title and "entropy=" not in title.split("·")[2]
+    # An in-process token keeps its full entropy and shows no top-k estimate.
+    assert "top-2 mass" not in token_title(TokenInfo(5, "east", math.log(0.5), 1.25, top=top))
+    card = model_card_html(
+        {
+            "id": "http://gpu:8000/v1",
+            "engine": "vLLM",
+            "served_model": "Qwen/Qwen3-32B",
+            "kind": "served",
+            "parameters": None,
+            "capabilities": {"logprobs": True, "scoring": True, "top_alternatives": True, "attention": False},
+        },
+        "B",
+    )
+    assert "<th>engine</th><td>vLLM</td>" in card and "<th>served model</th><td>Qwen/Qwen3-32B</td>" in card
+    assert "<th>not available</th><td>attention</td>" in card and "parameters" not in card
+    assert "entropy is shown over the top k" in card

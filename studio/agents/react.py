@@ -118,7 +118,10 @@ class ReActPolicy:
     def model_description(self) -> dict[str, Any]:
         """Recorded on every episode this policy runs."""
         info = self.backend.info
-        return {key: info.get(key) for key in ("id", "source", "architecture", "parameters", "device", "dtype")}
+        described = {key: info.get(key) for key in ("id", "source", "architecture", "parameters", "device", "dtype")}
+        # A served model: which engine and which of its models (absent for in-process models).
+        described.update({key: info[key] for key in ("engine", "engine_version", "served_model") if info.get(key)})
+        return described
 
     def describe(self) -> dict[str, Any]:
         sampling = self.config.sampling

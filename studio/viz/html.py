@@ -64,6 +64,9 @@ def token_title(token: TokenInfo) -> str:
     parts = [repr(token.text), f"p={math.exp(min(token.logprob, 0.0)):.3f}", f"logprob={token.logprob:.3f}"]
     if token.entropy is not None:
         parts.append(f"entropy={token.entropy:.3f}")
+    elif token.top:  # a server's answer: only the top k are known, so say what is and what it covers
+        mass, entropy = top_k_summary(token.top)
+        parts.append(f"top-{len(token.top)} mass={mass:.3f} · entropy over the top {len(token.top)}={entropy:.3f}")
     if token.origin in ORIGIN_NOTES:
         parts.append(ORIGIN_NOTES[token.origin])
     title = " · ".join(parts)
@@ -71,6 +74,18 @@ def token_title(token: TokenInfo) -> str:
         shown = "\n".join(f"  {a.text!r}  p={math.exp(min(a.logprob, 0.0)):.3f}" for a in token.top)
         title += f"\nmost likely here:\n{shown}"
     return title
+
+
+def top_k_summary(top: list[Any]) -> tuple[float, float]:
+    """The probability mass of the top-k alternatives and the entropy (nats) of the top k renormalised:
+    what a server's top-k logprobs tell about the distribution (the full entropy is at least as high
+    when the rest of the vocabulary holds mass)."""
+    probabilities = [math.exp(min(a.logprob, 0.0)) for a in top]
+    mass = sum(probabilities)
+    if mass <= 0:
+        return 0.0, 0.0
+    shares = [p / mass for p in probabilities if p > 0]
+    return mass, -sum(p * math.log(p) for p in shares)
 
 
 def tokens_html(tokens: list[TokenInfo], mode: str = "logprob") -> str:
@@ -284,6 +299,8 @@ def prompt_html(step: Step | None) -> str:
 
 CARD_FIELDS = [
     ("id", "model"),
+    ("engine", "engine"),
+    ("served_model", "served model"),
     ("architecture", "architecture"),
     ("parameters", "parameters"),
     ("layers", "layers"),
@@ -316,13 +333,22 @@ def model_card_html(info: dict[str, Any] | None, slot: str) -> str:
     rows = []
     for key, label in CARD_FIELDS:
         value = info.get(key)
+        if value is None or value == "":
+            continue  # not known for this kind of model (a served model has no local parameter count)
         if isinstance(value, float):
             value = f"{value:,.1f}"
         elif isinstance(value, int) and key == "parameters":
             value = f"{value:,}"
         rows.append(f"<tr><th>{esc(label)}</th><td>{esc(value)}</td></tr>")
-    capabilities = ", ".join(name for name, on in (info.get("capabilities") or {}).items() if on) or "none"
+    flags = info.get("capabilities") or {}
+    capabilities = ", ".join(name for name, on in flags.items() if on) or "none"
     rows.append(f"<tr><th>capabilities</th><td>{esc(capabilities)}</td></tr>")
+    missing = ", ".join(name for name, on in flags.items() if not on)
+    if missing:
+        rows.append(f"<tr><th>not available</th><td>{esc(missing)}</td></tr>")
+    if info.get("kind") == "served":
+        note = "a server reports each token's top alternatives, not its whole distribution: entropy is shown over the top k, marked as such"
+        rows.append(f"<tr><th>token signals</th><td>{esc(note)}</td></tr>")
     return (
         f'<div class="as-card"><div class="as-card-title">Model {esc(slot)}</div><table>{"".join(rows)}</table></div>'
     )
