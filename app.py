@@ -663,6 +663,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     store = open_cli_store(args)
     engine = start_engine(args) if args.engine else None
+    if engine is not None:  # SIGTERM must end the engine too: exit through the finally below
+        import signal
+
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         return _serve(args, access, store, credentials)
     finally:
@@ -685,7 +689,10 @@ def start_engine(args: argparse.Namespace) -> Any:
 
     # float32 on a CPU (bf16 is slower there and the CPU build was measured in float32); the engine picks on a GPU
     dtype = "auto" if torch.cuda.is_available() else "float32"
-    server = start_vllm(resolved.path, served_name=resolved.repo or args.model, dtype=dtype)
+    cpu = not torch.cuda.is_available()
+    server = start_vllm(
+        resolved.path, served_name=resolved.repo or args.model, dtype=dtype, block_size=32 if cpu else None
+    )
     print(f"vLLM ready at {server.url} after {server.started_s:.0f} s", file=sys.stderr, flush=True)
     args.model = server.url
     return server

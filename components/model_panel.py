@@ -40,14 +40,19 @@ def access_note(access: ModelAccess) -> str:
         if access.trust_remote_code
         else "Remote code is off: model repositories' own Python never runs."
     )
-    return f"This studio loads `default`, Hugging Face ids, and {local}. {code}"
+    servers = (
+        "models served by " + ", ".join(f"`{url}`" for url in access.servers)
+        if access.servers
+        else "no inference servers (the operator can allow one with `serve --allow-server URL`)"
+    )
+    return f"This studio loads `default`, Hugging Face ids, {local}, and {servers}. {code}"
 
 
 def build(state: gr.State, access: ModelAccess) -> list[ModelSlot]:
     gr.Markdown(
         "Load a model into slot **A** or **B**: `default` (SmolLM2-135M-Instruct, offline), a Hugging Face id "
         "(e.g. `Qwen/Qwen2.5-0.5B-Instruct`, `HuggingFaceTB/SmolVLM-256M-Instruct`), a local folder, or "
-        "`scripted:FILE.json` (replays given outputs). Pick *ReAct with model A/B* in the Episode tab to use it."
+        "`scripted:FILE.json` (replays given outputs), or a vLLM/SGLang server's URL (`http://HOST:PORT/v1`). Pick *ReAct with model A/B* in the Episode tab to use it."
     )
     gr.Markdown(access_note(access), elem_id="as-model-access")
     with gr.Accordion("Kinds of model names (registered backends)", open=False):

@@ -88,17 +88,17 @@ SLOW_MODEL = ROOT / "tests" / "data" / "slow_model.json"
 
 @contextlib.contextmanager
 def studio_in_chromium(
-    db: Path, model: str = f"scripted:{XSS_MODEL}", env: dict[str, str] | None = None
+    db: Path, model: str = f"scripted:{XSS_MODEL}", env: dict[str, str] | None = None, args: tuple[str, ...] = ()
 ) -> Iterator[dict]:
     """A studio whose new sessions get ``model`` in slot A (by default the scripted XSS model: fast
-    to start), and Chromium to drive it."""
+    to start), started with ``args`` added to ``serve``, and Chromium to drive it."""
     import pytest
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: run `bash scripts/setup.sh --test` (it installs Chromium)")
     with (
-        running_studio("--model", model, "--db", str(db), timeout=300, env=env) as url,
+        running_studio("--model", model, "--db", str(db), *args, timeout=300, env=env) as url,
         sync_playwright() as playwright,
     ):
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)

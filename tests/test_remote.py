@@ -314,3 +314,73 @@ def test_an_episode_from_the_server_round_trips(remote, tmp_path: Path) -> None:
     runner.step()
     data = json.loads(json.dumps(runner.episode.to_dict()))
     assert Episode.from_dict(data).to_dict() == runner.episode.to_dict()
+
+
+@pytest.mark.browser
+def test_a_served_model_in_slot_b_in_the_browser(server, tmp_path: Path) -> None:
+    """Slot A local (the scripted model), slot B the server: step with B, hover a token for its top
+    alternatives, and the attention panel says B's attention is not available."""
+    from tests.live_server import studio_in_chromium
+
+    with studio_in_chromium(tmp_path / "studio.db", args=("--allow-server", server.url)) as studio:
+        page = studio["browser"].new_context(viewport={"width": 1280, "height": 800}).new_page()
+        page.goto(studio["url"])
+        page.locator("#as-timeline .as-empty").wait_for(timeout=60_000)
+        page.get_by_role("tab", name="Models").click()
+        page.locator("#as-model-b input, #as-model-b textarea").first.fill(server.url)
+        page.click("#as-load-b")
+        page.locator("#as-model-message-b", has_text="on vLLM server").wait_for(timeout=120_000)
+        card = page.inner_text("#as-card-b")
+        assert "smollm2" in card and "vLLM" in card and "attention" in card
+        assert server.url in page.inner_text("#as-model-access")
+
+        page.get_by_role("tab", name="Episode", exact=True).click()
+        page.locator("#as-policy input").click()
+        page.get_by_role("option", name="ReAct with model B").click()
+        page.click("#as-reset")
+        page.locator("#as-timeline .as-episode-head", has_text=server.url).wait_for(timeout=60_000)
+        page.click("#as-step")
+        page.wait_for_function("document.querySelectorAll('#as-timeline .as-step').length === 1", timeout=120_000)
+        token = page.locator("#as-trace .as-tok:not(.as-tok-forced)").first
+        token.hover()
+        tip = page.evaluate(
+            "el => getComputedStyle(el, '::after').content", token.element_handle()
+        )  # what the hover shows
+        assert "most likely here:" in tip and "top-5 mass=" in tip and "entropy over the top 5" in tip
+
+        page.get_by_text("Attention: what the model looked at").click()
+        page.locator("#as-attention").get_by_label("B", exact=True).check()
+        page.click("#as-attention-show")
+        page.locator("#as-attention .as-message", has_text="not available from a remote engine").wait_for(
+            timeout=30_000
+        )
+        page.screenshot(path=str(tmp_path / "served-slot-b.png"), full_page=True)
+        page.close()
+
+
+def test_serve_engine_vllm_starts_the_engine_and_stops_it_with_the_studio(tmp_path: Path) -> None:
+    """``serve --engine vllm``: the studio starts vLLM on its model, answers with it as model A,
+    and a SIGTERM to the studio ends vLLM too (no engine left behind)."""
+    import re
+    import time
+    import urllib.request
+
+    import httpx
+
+    from tests.live_server import running_studio, server_log
+
+    with running_studio("--engine", "vllm", "--db", str(tmp_path / "s.db"), timeout=300) as url:
+        log = server_log(url)
+        engine = re.search(r"vLLM ready at (http://127\.0\.0\.1:\d+/v1)", log)
+        assert engine, log
+        assert "did not load" not in log  # model A is the engine's model
+        assert httpx.get(engine.group(1).removesuffix("/v1") + "/health", timeout=5).status_code == 200
+        urllib.request.urlopen(url, timeout=10).close()
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            httpx.get(engine.group(1).removesuffix("/v1") + "/health", timeout=2)
+        except httpx.HTTPError:
+            return  # the engine is gone
+        time.sleep(1)
+    raise AssertionError(f"vLLM still answers after the studio stopped:\n{server_log(url)}")

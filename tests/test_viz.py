@@ -192,3 +192,13 @@ def test_a_served_tokens_hover_says_what_the_top_k_cover_and_its_card_what_is_mi
     assert "<th>engine</th><td>vLLM</td>" in card and "<th>served model</th><td>Qwen/Qwen3-32B</td>" in card
     assert "<th>not available</th><td>attention</td>" in card and "parameters" not in card
     assert "entropy is shown over the top k" in card
+
+
+def test_a_served_token_is_coloured_by_the_entropy_over_its_top_k() -> None:
+    from studio.trace import TokenAlternative
+
+    even = [TokenAlternative(i, str(i), math.log(0.2)) for i in range(5)]
+    sure = [TokenAlternative(0, "0", math.log(0.99)), TokenAlternative(1, "1", math.log(0.01))]
+    assert token_colour(TokenInfo(0, "0", math.log(0.2), None, top=even), "entropy") != token_colour(
+        TokenInfo(0, "0", math.log(0.99), None, top=sure), "entropy"
+    )

@@ -81,7 +81,7 @@ class ModelCard:
     capabilities: Capabilities
     architecture: str = ""
     kind: str = "causal-lm"
-    """``causal-lm``, ``image-text-to-text``, ``scripted``..."""
+    """``causal-lm``, ``image-text-to-text``, ``scripted``, ``served`` (by an inference engine)..."""
     parameters: int | None = None
     layers: int | None = None
     heads: int | None = None

@@ -100,13 +100,16 @@ def start_vllm(
     dtype: str = "float32",
     timeout_s: float = 240.0,
     log_path: Path | None = None,
+    block_size: int | None = 32,
     extra_args: list[str] | None = None,
 ) -> EngineServer:
     """Start vLLM's OpenAI server on ``model`` (a folder or hub id) on loopback and wait for ``/health``.
 
     CPU settings are the ones measured on the CI machine kind (``../shared/docs/ENVIRONMENT.md``):
-    eager mode (compiling takes minutes), a 1 GiB KV cache, float32. Failing to start is one
-    line with the end of vLLM's log.
+    eager mode (compiling takes minutes), a 1 GiB KV cache, float32, and KV blocks of 32 tokens
+    (the CPU default is 128: the prefix cache reuses whole blocks only, and an agent's prompt grows
+    by a step at a time; ``block_size=None`` keeps the engine's default, as on a GPU). Failing to
+    start is one line with the end of vLLM's log.
     """
     import httpx
 
@@ -130,6 +133,7 @@ def start_vllm(
         "--model", model, "--served-model-name", served_name,
         "--host", "127.0.0.1", "--port", str(port),
         "--dtype", dtype, "--enforce-eager", "--enable-prompt-tokens-details",
+        *(["--block-size", str(block_size)] if block_size else []),
         *(extra_args or []),
     ]  # fmt: skip
     log = open(log_path, "wb")

@@ -45,7 +45,10 @@ def num(value: Any, spec: str = "") -> str:
 def token_colour(token: TokenInfo, mode: str) -> str:
     """A background colour: probability red (unlikely) to green (likely), or entropy white to violet."""
     if mode == "entropy":
-        level = min(max((token.entropy or 0.0) / ENTROPY_FULL, 0.0), 1.0)
+        entropy = token.entropy
+        if entropy is None and token.top:  # a served token: the entropy over its top k (a lower bound)
+            entropy = top_k_summary(token.top)[1]
+        level = min(max((entropy or 0.0) / ENTROPY_FULL, 0.0), 1.0)
         return f"rgba(124, 58, 237, {num(0.08 + 0.6 * level, '.2f')})"
     probability = math.exp(min(token.logprob, 0.0))
     return f"hsla({num(120 * probability, '.0f')}, 75%, 50%, 0.30)"
