@@ -1,0 +1,177 @@
+"""Monte Carlo step values: Q(s, a) of each output of a step, estimated by rollouts from its snapshot.
+
+For a stored step and each of its outputs (the one taken and every candidate), the environment
+is restored to the step's snapshot (the state it acted in), the output's action is taken, and
+``rollouts`` continuations are run from there with a rollout policy (the expert, random, or a
+model) to the end of the episode or ``horizon`` steps. Q is the mean return from the step on
+(the action's own reward plus the rollout's), with its standard error; the hard label says
+whether any rollout succeeded and the soft label which fraction did (Math-Shepherd's two
+labels). Every estimate carries how it was made (policy, rollouts, horizon, the seeds) so it
+can be repeated exactly.
+
+Rollouts fork from snapshots (no replay) and are never stored as episodes: only their returns,
+successes and lengths are kept on the :class:`StepValue`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+from studio.agents.base import Policy
+from studio.errors import StudioError
+from studio.runner import EpisodeRunner, RunnerConfig
+from studio.trace import Episode
+
+#: Makes the rollout policy for rollout number ``index`` (each rollout its own seeded policy).
+PolicyFactory = Callable[[int], Policy]
+#: Called with (rollouts done, rollouts in all) as the estimate goes (a progress bar).
+ValueProgress = Callable[[int, int], None]
+
+
+@dataclass
+class StepValue:
+    """Q(s, a) of one output of one step, and how it was estimated."""
+
+    episode_id: str
+    step_index: int
+    output: str
+    """``taken`` or ``candidate N`` (the names every view uses)."""
+    action: str
+    q: float
+    """Mean return from this step on: the action's reward plus the rollout's rewards."""
+    stderr: float
+    """Standard error of ``q`` (sample standard deviation / sqrt(rollouts); 0 for one rollout)."""
+    hard: bool
+    """At least one rollout succeeded (Math-Shepherd's hard estimate)."""
+    soft: float
+    """The fraction of rollouts that succeeded (the soft estimate)."""
+    returns: list[float]
+    successes: list[bool]
+    lengths: list[int]
+    """Steps each rollout took after the action."""
+    rollout_policy: str
+    rollouts: int
+    horizon: int | None
+    """Steps a rollout may take after the action (None: to the episode's end or step limit)."""
+    seeds: list[int] = field(default_factory=list)
+    """The rollout policies' seeds, in order: the same seeds give the same rollouts."""
+    valid: bool = True
+    """The output's action was valid (an invalid action leaves the state as it was)."""
+
+    @property
+    def settings(self) -> str:
+        """The estimate's settings as a short name (``expert-m4-h5``): MC labels' annotator name."""
+        horizon = "end" if self.horizon is None else f"h{self.horizon}"
+        return f"{self.rollout_policy}-m{self.rollouts}-{horizon}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StepValue:
+        return cls(**{key: data[key] for key in cls.__dataclass_fields__ if key in data})
+
+
+def mean_and_stderr(values: list[float]) -> tuple[float, float]:
+    """The mean and its standard error (sample standard deviation over sqrt(n); 0 when n < 2)."""
+    if not values:
+        raise ValueError("no values")
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, 0.0
+    variance = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+    return mean, math.sqrt(variance / len(values))
+
+
+def estimate_step_values(
+    episode: Episode,
+    step_index: int,
+    policy_for: PolicyFactory,
+    *,
+    rollout_policy: str,
+    rollouts: int = 4,
+    horizon: int | None = None,
+    seed: int = 0,
+    outputs: list[str] | None = None,
+    max_steps: int | None = None,
+    progress: ValueProgress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> list[StepValue]:
+    """Q of each output of step ``step_index`` (or of ``outputs``, by name) by ``rollouts`` rollouts.
+
+    Rollout ``i`` of every output uses the policy ``policy_for(i)`` seeded ``seed + i``, so the
+    outputs are compared on the same rollout seeds (common random numbers: the differences
+    between outputs are estimated with less noise than the values themselves).
+    """
+    if not 0 <= step_index < episode.length:
+        raise StudioError(f"Episode {episode.id[:12]} has no step {step_index} (steps 0 to {episode.length - 1}).")
+    if not isinstance(rollouts, int) or not 1 <= rollouts <= 1000:
+        raise StudioError(f"Rollouts must be a whole number from 1 to 1000, got {str(rollouts)[:20]}.")
+    if horizon is not None and (not isinstance(horizon, int) or horizon < 0):
+        raise StudioError(f"The horizon must be a whole number of steps >= 0, got {str(horizon)[:20]}.")
+    step = episode.steps[step_index]
+    if step.state is None:
+        raise StudioError(f"Step {step_index} has no environment snapshot: its values cannot be estimated.")
+    named = {output.name: output for output in step.outputs()}
+    wanted = outputs or list(named)
+    for name in wanted:
+        if name not in named:
+            raise StudioError(f"Step {step_index} has no output {name!r} (it has: {', '.join(named)}).")
+    total, done = len(wanted) * rollouts, 0
+    values = []
+    for name in wanted:
+        action = named[name].action
+        returns, successes, lengths = [], [], []
+        valid = True
+        for index in range(rollouts):
+            if should_stop is not None and should_stop():
+                raise StudioError(f"Stopped after {done} of {total} rollouts: no values were kept.")
+            result = _rollout(episode, step_index, action, policy_for(index), horizon, max_steps)
+            valid = valid and result[3]
+            returns.append(result[0])
+            successes.append(result[1])
+            lengths.append(result[2])
+            done += 1
+            if progress is not None:
+                progress(done, total)
+        q, stderr = mean_and_stderr(returns)
+        values.append(
+            StepValue(
+                episode_id=episode.id,
+                step_index=step_index,
+                output=name,
+                action=action or "",
+                q=q,
+                stderr=stderr,
+                hard=any(successes),
+                soft=sum(successes) / len(successes),
+                returns=returns,
+                successes=successes,
+                lengths=lengths,
+                rollout_policy=rollout_policy,
+                rollouts=rollouts,
+                horizon=horizon,
+                seeds=[seed + i for i in range(rollouts)],
+                valid=valid,
+            )
+        )
+    return values
+
+
+def _rollout(
+    episode: Episode, step_index: int, action: str | None, policy: Policy, horizon: int | None, max_steps: int | None
+) -> tuple[float, bool, int, bool]:
+    """Return from the step on, success, steps after the action, and whether the action was valid."""
+    runner = EpisodeRunner(
+        episode.env, policy, env_options=dict(episode.env_options), config=RunnerConfig(max_steps=max_steps)
+    )
+    rollout = runner.fork(episode, step_index)
+    first = runner.step(action=action or "")  # the output's own action, as a person would take it
+    total = first.reward
+    taken = 0
+    while not rollout.done and (horizon is None or taken < horizon):
+        total += runner.step().reward
+        taken += 1
+    return float(total), bool(rollout.success), taken, bool(first.valid)
