@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(
         dest="command",
         parser_class=OneLineParser,
-        metavar="{serve,envs,models,run,import,pairs,export,stats,hash-password}",
+        metavar="{serve,envs,models,run,import,pairs,values,export,stats,hash-password}",
     )
 
     serve = commands.add_parser("serve", help="start the studio web app (the default command)")
@@ -200,8 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
         choices=[
             "candidates",
             "episodes",
-        ],  # PAIR_SOURCES less "manual"; not imported: the parser starts without the store
-        help="candidates: the outputs sampled at each step; episodes: finished episodes on the same env, options and seed",
+            "values",
+        ],  # PAIR_SOURCES less "manual" (values makes source mc); not imported: the parser starts without the store
+        help="candidates: the outputs sampled at each step; episodes: finished episodes on the same env, options and seed; "
+        "values: at each step with Monte Carlo values (agent-studio values), the best output against the worst (source mc)",
     )
     source.add_argument(
         "--left", metavar="ID", help="by hand: an episode id, a candidate id or EPISODE_ID:STEP (with --right)"
@@ -220,6 +222,42 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip two outputs with the same action (with --from candidates)",
     )
+    pairs.add_argument(
+        "--min-gap",
+        type=float,
+        default=0.0,
+        help="with --from values: the smallest Q gap that makes a pair (default 0)",
+    )
+    pairs.add_argument(
+        "--min-rollouts", type=int, default=1, help="with --from values: only estimates with this many rollouts or more"
+    )
+    pairs.add_argument("--settings", default=None, help="with --from values: only estimates with these settings")
+
+    values = commands.add_parser(
+        "values",
+        help="Monte Carlo step values: Q of each output of a stored step, by rollouts from its snapshot",
+    )
+    _add_db_argument(values)
+    values.add_argument("--episode", required=True, metavar="ID", help="a stored episode")
+    values.add_argument("--step", type=int, default=None, help="one step (default: every step)")
+    values.add_argument("--rollouts", type=int, default=4, help="rollouts per output (default 4)")
+    values.add_argument(
+        "--rollout-policy",
+        choices=["expert", "random", "react"],
+        default="expert",
+        help="who acts in the rollouts (react: --model)",
+    )
+    values.add_argument("--horizon", type=int, default=None, help="steps a rollout may take (default: to the end)")
+    values.add_argument("--seed", type=int, default=0, help="rollout i uses seed+i (default 0)")
+    values.add_argument(
+        "--mc-labels",
+        type=float,
+        default=None,
+        metavar="THRESHOLD",
+        help="also label each step good/bad by its taken output's success fraction (annotator mc:SETTINGS)",
+    )
+    values.add_argument("--model", default="default", help="with --rollout-policy react: the model")
+    values.add_argument("--json", action="store_true", help="one JSON object per estimate")
 
     export = commands.add_parser(
         "export",
@@ -566,9 +604,75 @@ def cmd_pairs(args: argparse.Namespace) -> int:
         made = preferences.pairs_from_candidates(
             env=args.env, episode_ids=args.episode, different_actions=args.different_actions
         )
+    elif args.source == "values":
+        episode = args.episode[0] if args.episode and len(args.episode) == 1 else None
+        if args.episode and len(args.episode) > 1:
+            raise StudioError("--from values takes at most one --episode.")
+        made = preferences.pairs_from_values(
+            min_gap=args.min_gap,
+            min_rollouts=args.min_rollouts,
+            settings=args.settings,
+            env=args.env,
+            episode_id=episode,
+        )
     else:
         made = preferences.pairs_from_episodes(env=args.env)
     print(f"made {made.created} pairs ({made.already_there} already there, {made.identical} skipped as identical)")
+    return 0
+
+
+def rollout_policies(name: str, model: str, seed: int) -> Any:
+    """A factory of rollout policies: rollout ``i`` gets its own, seeded ``seed + i``."""
+    from studio.agents.scripted import make_policy
+
+    if name == "random":
+        return lambda index: make_policy("random", seed=seed + index)
+    if name == "expert":
+        return lambda index: make_policy("expert")
+    from studio.agents.react import ReActConfig, ReActPolicy
+    from studio.models.base import SamplingParams
+    from studio.models.registry import ModelRegistry
+
+    backend = ModelRegistry().load(model)
+    # Sampled (temperature 1), each rollout its own seed: greedy rollouts would all be the same.
+    return lambda index: ReActPolicy(
+        backend, ReActConfig(sampling=SamplingParams(temperature=1.0, max_new_tokens=64, seed=seed + index))
+    )
+
+
+def cmd_values(args: argparse.Namespace) -> int:
+    from studio.values import estimate_step_values
+
+    store = open_cli_store(args, create=False)
+    episode = store.episodes.get(args.episode)
+    steps = [args.step] if args.step is not None else list(range(episode.length))
+    policies = rollout_policies(args.rollout_policy, args.model, args.seed)
+    stored = []
+    for index in steps:
+        values = estimate_step_values(
+            episode,
+            index,
+            policies,
+            rollout_policy=args.rollout_policy,
+            rollouts=args.rollouts,
+            horizon=args.horizon,
+            seed=args.seed,
+        )
+        store.preferences.save_values(values)
+        stored += values
+        for value in values:
+            if args.json:
+                print(json.dumps(value.to_dict()))
+            else:
+                print(
+                    f"step {value.step_index} {value.output:<12} Q={value.q:+.3f} ± {value.stderr:.3f}  "
+                    f"success {sum(value.successes)}/{value.rollouts}  {value.action}"
+                )
+    if args.mc_labels is not None and stored:
+        labelled = store.preferences.labels_from_values(
+            args.mc_labels, settings=stored[0].settings, episode_id=episode.id
+        )
+        print(f"labelled {labelled} steps as mc:{stored[0].settings}", file=sys.stderr)
     return 0
 
 
@@ -761,6 +865,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "run": cmd_run,
         "import": cmd_import,
         "pairs": cmd_pairs,
+        "values": cmd_values,
         "export": cmd_export,
         "stats": cmd_stats,
         "hash-password": cmd_hash_password,

@@ -199,3 +199,27 @@ class StepLabelRow(Base):
     note: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[str] = mapped_column(TIME)
     updated_at: Mapped[str] = mapped_column(TIME)
+
+
+class StepValueRow(Base):
+    """A Monte Carlo value of one output of one step (:class:`studio.values.StepValue`): one per
+    output and estimate settings; estimating again with the same settings replaces it."""
+
+    __tablename__ = "step_values"
+    __table_args__ = (UniqueConstraint("step_id", "output", "settings"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    step_id: Mapped[int] = mapped_column(ForeignKey("steps.id", ondelete="CASCADE"), index=True)
+    output: Mapped[str] = mapped_column(String(40))  # taken | candidate N
+    candidate_id: Mapped[str | None] = mapped_column(ForeignKey("candidates.id", ondelete="CASCADE"))
+    settings: Mapped[str] = mapped_column(String(200))  # expert-m4-h5
+    action: Mapped[str] = mapped_column(Text)
+    q: Mapped[float] = mapped_column(Float)
+    stderr: Mapped[float] = mapped_column(Float)
+    hard: Mapped[bool] = mapped_column(Boolean)
+    soft: Mapped[float] = mapped_column(Float)
+    valid: Mapped[bool] = mapped_column(Boolean)
+    rollout_policy: Mapped[str] = mapped_column(Text)
+    rollouts: Mapped[int] = mapped_column(Integer)
+    horizon: Mapped[int | None] = mapped_column(Integer)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON)  # returns, successes, lengths, seeds
+    created_at: Mapped[str] = mapped_column(TIME)

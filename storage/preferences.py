@@ -26,6 +26,7 @@ from storage.db import Database, first_line
 from storage.episodes import EpisodeStore
 from storage.judging import Judging
 from storage.labels import StepLabelling
+from storage.values import ValueKeeping
 from storage.orm import AnnotationRow, AnnotatorRow, PairRow, StepLabelRow
 from storage.pairing import PairMaking
 from storage.records import (
@@ -37,8 +38,8 @@ from studio.errors import StudioError
 __all__ = ["CandidatePairSink", "PreferenceStore", "majority", "normalize_annotator", "normalize_choice"]
 
 
-class PreferenceStore(PairMaking, Judging, StepLabelling):
-    """Pairs, the annotation queue, annotations, step labels and agreement."""
+class PreferenceStore(PairMaking, Judging, StepLabelling, ValueKeeping):
+    """Pairs, the annotation queue, annotations, step labels, Monte Carlo step values and agreement."""
 
     def __init__(self, database: Database, episodes: EpisodeStore) -> None:
         self.db = database

@@ -13,7 +13,7 @@ import numpy as np
 from studio.trace import Step, TokenInfo
 
 PAIR_KINDS = ("step", "trajectory")
-PAIR_SOURCES = ("candidates", "episodes", "manual")
+PAIR_SOURCES = ("candidates", "episodes", "manual", "mc")  # mc: best vs worst Monte Carlo value at a step
 CHOICES = ("left", "right", "tie", "both_bad")
 #: Step labels and what they mean for process supervision (True: a good step).
 STEP_LABELS: dict[str, bool | None] = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -11,7 +12,7 @@ from studio.envs import make_env
 from studio.errors import StudioError
 from studio.runner import EpisodeRunner
 from studio.trace import Candidate
-from studio.values import estimate_step_values, mean_and_stderr
+from studio.values import StepValue, estimate_step_values, mean_and_stderr
 
 
 def expert_episode(seed: int = 0, steps: int = 3):
@@ -115,3 +116,91 @@ def test_errors_are_one_line() -> None:
     ]:
         with pytest.raises(StudioError, match=message):
             call()
+
+
+def stored_episode_with_candidates(store):
+    """An expert gridworld episode whose step 2 also has a candidate walking away, stored."""
+    episode = expert_episode(steps=4)
+    step = episode.steps[2]
+    away = next(a for a in ("go north", "go south", "go west", "go east") if a != step.action)
+    with_candidate(episode, 2, away)
+    with_candidate(episode, 2, step.action)  # the same action as taken: never paired against it
+    store.episodes.save(episode)
+    return episode, away
+
+
+def test_values_are_stored_replaced_and_read_back(store) -> None:
+    episode, _away = stored_episode_with_candidates(store)
+    expert = lambda i: make_policy("expert")  # noqa: E731
+    values = estimate_step_values(episode, 2, expert, rollout_policy="expert", rollouts=2, horizon=3)
+    assert store.preferences.save_values(values) == 3
+    assert store.preferences.save_values(values) == 3  # the same settings again: replaced, not added
+    back = store.preferences.step_values(episode.id)
+    assert [v.to_dict() for v in back] == [v.to_dict() for v in values]
+    other = estimate_step_values(episode, 2, expert, rollout_policy="expert", rollouts=1, horizon=None)
+    store.preferences.save_values(other)
+    assert len(store.preferences.step_values(episode.id, 2)) == 6
+    assert [v.output for v in store.preferences.step_values(episode.id, 2, settings="expert-m1-end")] == [
+        "taken",
+        "candidate 1",
+        "candidate 2",
+    ]
+    with pytest.raises(StudioError, match="No stored step 9"):
+        store.preferences.save_values([StepValue(**{**values[0].to_dict(), "step_index": 9})])
+
+
+def test_pairs_from_values_only_above_the_gap_and_labels_flow_into_exports(store, tmp_path) -> None:
+    from storage.export import export
+
+    episode, away = stored_episode_with_candidates(store)
+    taken_left = plan_length(episode, 2, episode.steps[2].action)[1]
+    away_left = plan_length(episode, 2, away)[1]
+    horizon = min(taken_left, away_left)  # the goal is within reach of exactly one of the two actions
+    values = estimate_step_values(
+        episode, 2, lambda i: make_policy("expert"), rollout_policy="expert", rollouts=2, horizon=horizon
+    )
+    store.preferences.save_values(values)
+    assert store.preferences.pairs_from_values(min_gap=1.5).created == 0  # the gap is 1: below 1.5
+    assert store.preferences.pairs_from_values(min_rollouts=3).created == 0  # too few rollouts
+    made = store.preferences.pairs_from_values(min_gap=1.0, min_rollouts=2)
+    assert made.created == 1
+    (pair,) = store.preferences.pairs(source="mc")
+    best = "taken" if taken_left <= horizon else "candidate 1"
+    assert pair.kind == "step" and pair.step_index == 2
+    assert (pair.left.candidate_id is None) == (best == "taken")
+    assert store.preferences.pairs_from_values(min_gap=1.0).already_there == 1
+
+    # MC labels: the taken output's success fraction against the threshold, as annotator mc:SETTINGS.
+    assert store.preferences.labels_from_values(threshold=0.5) == 1
+    (label,) = store.preferences.step_labels(episode.id)
+    assert label.annotator == f"mc:expert-m2-h{horizon}" and label.label == ("good" if best == "taken" else "bad")
+    export(store, "kto", tmp_path / "kto.jsonl")
+    rows = [json.loads(line) for line in (tmp_path / "kto.jsonl").read_text().splitlines()]
+    assert [row["label"] for row in rows if row["source"] == f"step:{episode.id}:2"] == [best == "taken"]
+    with pytest.raises(StudioError, match="threshold"):
+        store.preferences.labels_from_values(threshold=1.5)
+
+
+def test_the_values_command_estimates_stores_and_labels(tmp_path) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    db = str(tmp_path / "v.db")
+    cli = lambda *args: subprocess.run(  # noqa: E731
+        [sys.executable, "app.py", *args], cwd=root, capture_output=True, text=True, timeout=120
+    )
+    ran = cli("run", "--env", "gridworld", "--policy", "expert", "--db", db, "--json")
+    episode_id = json.loads(ran.stdout)["episode_id"]
+    result = cli("values", "--db", db, "--episode", episode_id, "--step", "1", "--rollouts", "2", "--mc-labels", "0.5")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("step 1 taken") and "Q=+1.000 ± 0.000  success 2/2" in result.stdout
+    assert "labelled 1 steps as mc:expert-m2-end" in result.stderr
+    from storage import open_store
+
+    with open_store(db) as store:
+        assert [v.q for v in store.preferences.step_values(episode_id)] == [1.0]
+        assert store.preferences.step_labels(episode_id)[0].label == "good"
+    missing = cli("values", "--db", db, "--episode", episode_id, "--step", "99")
+    assert missing.returncode == 2 and missing.stderr.startswith("error: Episode") and missing.stderr.count("\n") == 1
