@@ -250,6 +250,12 @@ def build_parser() -> argparse.ArgumentParser:
     values.add_argument("--horizon", type=int, default=None, help="steps a rollout may take (default: to the end)")
     values.add_argument("--seed", type=int, default=0, help="rollout i uses seed+i (default 0)")
     values.add_argument(
+        "--discount",
+        type=float,
+        default=1.0,
+        help="reward t steps after the action counts discount**t (default 1: none)",
+    )
+    values.add_argument(
         "--mc-labels",
         type=float,
         default=None,
@@ -615,6 +621,7 @@ def cmd_pairs(args: argparse.Namespace) -> int:
             env=args.env,
             episode_id=episode,
         )
+        print(f"{made.judged} pairs judged by the values (annotators mc:SETTINGS)", file=sys.stderr)
     else:
         made = preferences.pairs_from_episodes(env=args.env)
     print(f"made {made.created} pairs ({made.already_there} already there, {made.identical} skipped as identical)")
@@ -657,6 +664,7 @@ def cmd_values(args: argparse.Namespace) -> int:
             rollouts=args.rollouts,
             horizon=args.horizon,
             seed=args.seed,
+            discount=args.discount,
         )
         store.preferences.save_values(values)
         stored += values

@@ -105,7 +105,9 @@ def build() -> AnnotatePanel:
         env = gr.Dropdown(
             ["", *env_names()], value="", label="Environment", allow_custom_value=True, scale=1, min_width=130
         )
-        source = gr.Dropdown(["", *PAIR_SOURCES], value="", label="Source", scale=1, min_width=120)
+        source = gr.Dropdown(
+            ["", *PAIR_SOURCES], value="", label="Source", scale=1, min_width=120, elem_id="as-queue-source"
+        )
         refresh = gr.Button("Refresh", scale=1, elem_id="as-queue-refresh", min_width=90)
     with gr.Tabs():
         with gr.Tab("Pairs"):

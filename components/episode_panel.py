@@ -14,7 +14,7 @@ from typing import Any
 
 import gradio as gr
 
-from components import attention_panel
+from components import attention_panel, values_panel
 from components.errors import refusal
 from components.settings_form import SettingsForm
 from studio.envs.registry import env_names
@@ -62,6 +62,7 @@ class EpisodePanel:
     other_episode: gr.Textbox
     compare_episode: gr.Button
     pair_message: gr.HTML
+    values: values_panel.ValuesPanel
     attention: attention_panel.AttentionPanel
 
     @property
@@ -256,6 +257,7 @@ def build(state: gr.State, sample_env: str = "gridworld") -> EpisodePanel:
                     other_episode = gr.Textbox(label="Compare with episode (id)", scale=2, elem_id="as-other-episode")
                     compare_episode = gr.Button("Compare episodes", scale=1, elem_id="as-compare-episode")
                 pair_message = gr.HTML(elem_id="as-pair-message")
+            values = values_panel.build()
             attention = attention_panel.build()
     return EpisodePanel(
         form=form,
@@ -286,6 +288,7 @@ def build(state: gr.State, sample_env: str = "gridworld") -> EpisodePanel:
         other_episode=other_episode,
         compare_episode=compare_episode,
         pair_message=pair_message,
+        values=values,
         attention=attention,
     )
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import gradio as gr
 
-from components import annotate_panel, api, browser_panel, episode_panel, model_panel, plots_panel
+from components import annotate_panel, api, browser_panel, episode_panel, model_panel, plots_panel, values_panel
 from storage import Store
 from storage.desk import AnnotationDesk
 from storage.preferences import CandidatePairSink
@@ -177,6 +177,7 @@ def build_app(services: Services) -> gr.Blocks:
             remembered = gr.BrowserState("", storage_key="agent-studio-annotator")
             annotate_panel.wire(annotate, state, desk, remembered, services.store)
             annotate_panel.wire_pair_makers(episode, state, services.store)
+            values_panel.wire(episode.values, state, episode.selected, services.store)
             load_outputs = [desk, annotate.name, *annotate.outputs]
             app.load(annotate_panel.restore_name, [desk, remembered], load_outputs, api_visibility="private")
             annotate_tab.select(

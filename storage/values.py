@@ -5,6 +5,7 @@ annotator ``mc:<settings>``), both for people to verify and for the prm/kto/dpo 
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -22,6 +23,17 @@ from studio.values import StepValue
 MC_ANNOTATOR_PREFIX = "mc:"
 
 
+@dataclass
+class ValuePairsMade(PairsMade):
+    """What :meth:`ValueKeeping.pairs_from_values` did: pairs made, and the verdicts recorded."""
+
+    judged: int = 0
+    """Pairs (new or already queued) given the values' judgement as annotator ``mc:<settings>``."""
+
+    def to_dict(self) -> dict[str, int]:
+        return {**super().to_dict(), "judged": self.judged}
+
+
 class ValueKeeping:
     """Part of :class:`~storage.preferences.PreferenceStore`: step values, pairs and labels from them."""
 
@@ -29,6 +41,7 @@ class ValueKeeping:
     _insert_pairs: Callable[..., tuple[int, int]]
     _pair_row: Callable[..., dict[str, Any]]
     label_step: Callable[..., Any]
+    annotate: Callable[..., Any]
 
     def save_values(self, values: list[StepValue]) -> int:
         """Store estimates (one transaction); an estimate with the same output and settings replaces the old one."""
@@ -61,6 +74,7 @@ class ValueKeeping:
                     "successes": value.successes,
                     "lengths": value.lengths,
                     "seeds": value.seeds,
+                    "discount": value.discount,
                 }
                 row.created_at = precise_now()
             return len(values)
@@ -108,6 +122,7 @@ class ValueKeeping:
                 horizon=row.horizon,
                 seeds=list(detail.get("seeds", [])),
                 valid=row.valid,
+                discount=float(detail.get("discount", 1.0)),
             )
             yield value, env, row.candidate_id
 
@@ -118,13 +133,20 @@ class ValueKeeping:
         settings: str | None = None,
         env: str | None = None,
         episode_id: str | None = None,
-    ) -> PairsMade:
+    ) -> ValuePairsMade:
         """At each step with estimates, the output of highest Q against the one of lowest, when their
-        gap is at least ``min_gap`` (and above 0) and both had at least ``min_rollouts`` rollouts;
-        queued with ``source=mc`` for people to verify (Step-Level Q-Value Models' best-vs-worst)."""
+        gap is at least ``min_gap`` (and above 0) and both had at least ``min_rollouts`` rollouts
+        (Step-Level Q-Value Models' best-vs-worst).
+
+        A new pair is queued with ``source=mc``; a pair of the same two outputs already queued (the
+        studio queues every candidate pair as it steps) is kept as it is. Either way the values'
+        verdict is recorded on it as the judgement of annotator ``mc:<settings>`` (the higher-Q
+        side chosen, the two Qs as its rationale), so people verify it blind like any judgement
+        and the Overview's agreement compares them with it."""
         if not min_gap >= 0:
             raise StudioError(f"The minimum gap must be a number >= 0, got {str(min_gap)[:20]}.")
-        made = PairsMade()
+        made = ValuePairsMade()
+        verdicts: list[tuple[dict[str, Any], StepValue, StepValue]] = []
         with self.db.reading() as session:
             groups: dict[tuple[str, int, str], list[tuple[StepValue, str, str | None]]] = defaultdict(list)
             for value, value_env, candidate_id in self._value_rows(session, episode_id, None, settings):
@@ -145,12 +167,36 @@ class ValueKeeping:
                 if best[0].action == worst[0].action:  # the same action: only rollout noise between them
                     made.identical += 1
                     continue
-                yield self._pair_row(
+                row = self._pair_row(
                     "step", "mc", best[1], SideRef(episode, index, best[2]), SideRef(episode, index, worst[2])
                 )
+                verdicts.append((row, best[0], worst[0]))
+                yield row
 
         made.created, made.already_there = self._insert_pairs(rows())
+        for row, best_value, worst_value in verdicts:
+            self._record_verdict(row, best_value, worst_value)
+            made.judged += 1
         return made
+
+    def _record_verdict(self, row: dict[str, Any], best: StepValue, worst: StepValue) -> None:
+        """The values' judgement on the pair of ``row``'s two sides (the stored pair, whichever made it)."""
+        from storage.orm import PairRow
+
+        with self.db.reading() as session:
+            pair = session.scalars(select(PairRow).where(PairRow.key == row["key"])).one()
+            best_is_left = (pair.left_candidate_id, pair.left_episode_id) == (
+                row["left_candidate_id"],
+                row["left_episode_id"],
+            )
+            pair_id = pair.id
+        self.annotate(
+            pair_id,
+            MC_ANNOTATOR_PREFIX + best.settings,
+            "left" if best_is_left else "right",
+            rationale=f"Q {best.q:.4f} ({best.output}) vs {worst.q:.4f} ({worst.output}), {best.settings}",
+            as_shown=False,
+        )
 
     def labels_from_values(
         self, threshold: float = 0.5, settings: str | None = None, episode_id: str | None = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from studio.agents.base import Policy
 from studio.envs.registry import make_env
@@ -22,9 +22,14 @@ from studio.models.base import Backend, ProgressCallback, SamplingParams, no_pro
 from studio.runner import EpisodeRunner, RunnerConfig, Sink
 from studio.settings import EpisodeSettings
 from studio.trace import Episode, Step, new_id
-from studio.validation import whole_number
+from studio.validation import real_number, whole_number
+
+if TYPE_CHECKING:
+    from studio.values import StepValue
 
 SLOTS = ("A", "B")
+#: Who acts in the rollouts that estimate step values.
+ROLLOUT_POLICIES = ("expert", "random", "model A", "model B")
 POLICIES = {
     "react-a": "ReAct with model A",
     "react-b": "ReAct with model B",
@@ -184,6 +189,59 @@ class StudioSession:
         except StudioError:
             return None
         return episode.steps[index] if episode is not None and index < episode.length else None
+
+    def estimate_values(
+        self,
+        step_index: Any,
+        rollout_policy: str = "expert",
+        rollouts: Any = 4,
+        horizon: Any = None,
+        progress: Callable[[int, int], None] | None = None,
+        discount: Any = 1.0,
+    ) -> list[StepValue]:
+        """Monte Carlo Q of each output of the shown episode's step (:func:`studio.values.estimate_step_values`).
+
+        ``rollout_policy``: one of :data:`ROLLOUT_POLICIES` (a model slot's ReAct policy samples at
+        temperature 1, rollout i seeded i). ``horizon`` 0 or None: to the episode's end."""
+        from studio.agents.react import ReActConfig, ReActPolicy
+        from studio.agents.scripted import make_policy
+        from studio.values import estimate_step_values
+
+        episode = self.episode
+        index = whole_number(step_index, "The selected step", 0)
+        if episode is None or index >= episode.length:
+            raise StudioError("Select a step first.")
+        count = whole_number(rollouts, "Rollouts", 1, 64)
+        steps = whole_number(horizon if horizon not in (None, "") else 0, "The horizon", 0, 10_000) or None
+        if rollout_policy not in ROLLOUT_POLICIES:
+            raise StudioError(
+                f"Unknown rollout policy {str(rollout_policy)[:40]!r}: use one of {', '.join(ROLLOUT_POLICIES)}."
+            )
+        if rollout_policy in ("expert", "random"):
+            factory = (
+                (lambda i: make_policy("random", seed=i))
+                if rollout_policy == "random"
+                else (lambda i: make_policy("expert"))
+            )
+            name = rollout_policy
+        else:
+            backend = self.models[rollout_policy[-1]]
+            if backend is None:
+                raise StudioError(f"{rollout_policy.capitalize()} is not loaded.")
+            config = lambda i: ReActConfig(sampling=SamplingParams(temperature=1.0, max_new_tokens=64, seed=i))  # noqa: E731
+            factory = lambda i: ReActPolicy(backend, config(i))  # noqa: E731
+            name = f"react:{backend.card.id}"
+        gamma = real_number(discount, "The discount", 0.0, 1.0)
+        return estimate_step_values(
+            episode,
+            index,
+            factory,
+            rollout_policy=name,
+            rollouts=count,
+            horizon=steps,
+            discount=gamma if gamma > 0 else 1.0,
+            progress=progress,
+        )
 
     def current_frame(self) -> Any:
         if self.viewing is None and self.runner is not None and self.runner.has_episode:

@@ -40,7 +40,7 @@ class StepValue:
     """``taken`` or ``candidate N`` (the names every view uses)."""
     action: str
     q: float
-    """Mean return from this step on: the action's reward plus the rollout's rewards."""
+    """Mean return from this step on: the action's reward plus the rollout's (discounted) rewards."""
     stderr: float
     """Standard error of ``q`` (sample standard deviation / sqrt(rollouts); 0 for one rollout)."""
     hard: bool
@@ -59,12 +59,16 @@ class StepValue:
     """The rollout policies' seeds, in order: the same seeds give the same rollouts."""
     valid: bool = True
     """The output's action was valid (an invalid action leaves the state as it was)."""
+    discount: float = 1.0
+    """Returns are discounted: reward t steps after the action counts gamma**t (1: undiscounted,
+    below 1: a shorter way to the goal is worth more)."""
 
     @property
     def settings(self) -> str:
         """The estimate's settings as a short name (``expert-m4-h5``): MC labels' annotator name."""
         horizon = "end" if self.horizon is None else f"h{self.horizon}"
-        return f"{self.rollout_policy}-m{self.rollouts}-{horizon}"
+        discount = "" if self.discount == 1 else f"-g{self.discount:g}"
+        return f"{self.rollout_policy}-m{self.rollouts}-{horizon}{discount}"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,6 +98,7 @@ def estimate_step_values(
     rollouts: int = 4,
     horizon: int | None = None,
     seed: int = 0,
+    discount: float = 1.0,
     outputs: list[str] | None = None,
     max_steps: int | None = None,
     progress: ValueProgress | None = None,
@@ -111,6 +116,8 @@ def estimate_step_values(
         raise StudioError(f"Rollouts must be a whole number from 1 to 1000, got {str(rollouts)[:20]}.")
     if horizon is not None and (not isinstance(horizon, int) or horizon < 0):
         raise StudioError(f"The horizon must be a whole number of steps >= 0, got {str(horizon)[:20]}.")
+    if not (isinstance(discount, (int, float)) and 0 < discount <= 1):
+        raise StudioError(f"The discount must be a number in (0, 1], got {str(discount)[:20]}.")
     step = episode.steps[step_index]
     if step.state is None:
         raise StudioError(f"Step {step_index} has no environment snapshot: its values cannot be estimated.")
@@ -128,7 +135,7 @@ def estimate_step_values(
         for index in range(rollouts):
             if should_stop is not None and should_stop():
                 raise StudioError(f"Stopped after {done} of {total} rollouts: no values were kept.")
-            result = _rollout(episode, step_index, action, policy_for(index), horizon, max_steps)
+            result = _rollout(episode, step_index, action, policy_for(index), horizon, max_steps, float(discount))
             valid = valid and result[3]
             returns.append(result[0])
             successes.append(result[1])
@@ -155,13 +162,20 @@ def estimate_step_values(
                 horizon=horizon,
                 seeds=[seed + i for i in range(rollouts)],
                 valid=valid,
+                discount=float(discount),
             )
         )
     return values
 
 
 def _rollout(
-    episode: Episode, step_index: int, action: str | None, policy: Policy, horizon: int | None, max_steps: int | None
+    episode: Episode,
+    step_index: int,
+    action: str | None,
+    policy: Policy,
+    horizon: int | None,
+    max_steps: int | None,
+    discount: float,
 ) -> tuple[float, bool, int, bool]:
     """Return from the step on, success, steps after the action, and whether the action was valid."""
     runner = EpisodeRunner(
@@ -172,6 +186,6 @@ def _rollout(
     total = first.reward
     taken = 0
     while not rollout.done and (horizon is None or taken < horizon):
-        total += runner.step().reward
         taken += 1
+        total += discount**taken * runner.step().reward
     return float(total), bool(rollout.success), taken, bool(first.valid)

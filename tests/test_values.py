@@ -168,7 +168,11 @@ def test_pairs_from_values_only_above_the_gap_and_labels_flow_into_exports(store
     best = "taken" if taken_left <= horizon else "candidate 1"
     assert pair.kind == "step" and pair.step_index == 2
     assert (pair.left.candidate_id is None) == (best == "taken")
-    assert store.preferences.pairs_from_values(min_gap=1.0).already_there == 1
+    (verdict,) = store.preferences.annotations(pair.id)  # the values' own judgement, to be verified
+    assert verdict.annotator == f"mc:expert-m2-h{horizon}" and verdict.choice == "left"  # stored best-first
+    again = store.preferences.pairs_from_values(min_gap=1.0)
+    assert (again.created, again.already_there, again.judged) == (0, 1, 1)
+    assert len(store.preferences.annotations(pair.id)) == 1  # judged again: replaced, not added
 
     # MC labels: the taken output's success fraction against the threshold, as annotator mc:SETTINGS.
     assert store.preferences.labels_from_values(threshold=0.5) == 1
@@ -204,3 +208,20 @@ def test_the_values_command_estimates_stores_and_labels(tmp_path) -> None:
         assert store.preferences.step_labels(episode_id)[0].label == "good"
     missing = cli("values", "--db", db, "--episode", episode_id, "--step", "99")
     assert missing.returncode == 2 and missing.stderr.startswith("error: Episode") and missing.stderr.count("\n") == 1
+
+
+def test_a_discount_prefers_the_shorter_way_to_the_goal() -> None:
+    episode = expert_episode()
+    step = episode.steps[2]
+    away = next(a for a in ("go north", "go south", "go west", "go east") if a != step.action)
+    with_candidate(episode, 2, away)
+    values = estimate_step_values(
+        episode, 2, lambda i: make_policy("expert"), rollout_policy="expert", rollouts=1, discount=0.9
+    )
+    for value, action in zip(values, (step.action, away)):
+        reward, remaining = plan_length(episode, 2, action)
+        # The goal's reward of 1 comes `remaining` steps after the action: Q = 0.9 ** remaining.
+        assert value.q == pytest.approx(reward if remaining == 0 else 0.9**remaining)
+    assert values[0].settings == "expert-m1-end-g0.9"
+    with pytest.raises(StudioError, match="discount"):
+        estimate_step_values(episode, 2, lambda i: make_policy("expert"), rollout_policy="expert", discount=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
@@ -202,3 +203,19 @@ def test_a_served_token_is_coloured_by_the_entropy_over_its_top_k() -> None:
     assert token_colour(TokenInfo(0, "0", math.log(0.2), None, top=even), "entropy") != token_colour(
         TokenInfo(0, "0", math.log(0.99), None, top=sure), "entropy"
     )
+
+
+def test_values_figures_have_a_bar_per_output_and_escape_actions() -> None:
+    from studio.values import StepValue
+    from studio.viz.plots import value_curve_figure, values_figure
+
+    def value(output: str, action: str, q: float) -> StepValue:
+        return StepValue("e1", 0, output, action, q, 0.1, True, 1.0, [q], [True], [3], "expert", 1, None)
+
+    values = [value("taken", "go east", 0.9), value("candidate 1", ATTACK, 0.5)]
+    figure = values_figure(values)
+    assert list(figure.data[0].x) == [0.9, 0.5] and list(figure.data[0].error_x.array) == [0.1, 0.1]
+    assert "<img" not in json.dumps(figure.to_plotly_json()) and "&lt;img" in str(figure.layout.yaxis.ticktext)
+    assert values_figure([]) is None
+    curve = value_curve_figure(hostile_episode(), values)
+    assert list(curve.data[0].x) == [0] and list(curve.data[0].y) == [0.9]

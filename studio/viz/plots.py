@@ -226,6 +226,79 @@ def action_distribution_figure(step: Step | None) -> go.Figure | None:
     return figure
 
 
+def values_figure(values: list[Any]) -> go.Figure | None:
+    """Q ± standard error of each output of one step (:class:`studio.values.StepValue`), the taken
+    output in orange; None without values."""
+    if not values:
+        return None
+    labels = [esc(f"{v.output}: {v.action}"[:80]) for v in values]
+    positions = list(range(len(values)))
+    figure = go.Figure(
+        go.Bar(
+            x=[v.q for v in values],
+            y=positions,
+            orientation="h",
+            error_x=dict(type="data", array=[v.stderr for v in values], visible=True),
+            marker_color=[COLOURS[1] if v.output == "taken" else COLOURS[0] for v in values],
+            text=[f"Q {v.q:+.2f} ± {v.stderr:.2f} · {sum(v.successes)}/{v.rollouts} succeeded" for v in values],
+            textposition="inside",
+            insidetextanchor="start",
+            hovertext=labels,
+            hoverinfo="text+x",
+        )
+    )
+    first = values[0]
+    figure.update_layout(
+        **{**LAYOUT, "margin": dict(l=8, r=40, t=40, b=32)},
+        height=max(220, 28 * len(values) + 100),
+        title=esc(
+            f"step {first.step_index}: Q of each output ({first.rollouts} rollouts each, {first.rollout_policy})"
+        ),
+    )
+    figure.update_yaxes(tickmode="array", tickvals=positions, ticktext=labels, automargin=True)
+    figure.update_xaxes(title_text="mean return from this step (Q)")
+    return figure
+
+
+def value_curve_figure(episode: Episode | None, values: list[Any]) -> go.Figure | None:
+    """Q of the taken output along the episode (where estimated), with the entropy of each step's
+    action distribution beside it (exploration vs exploitation); None without values."""
+    taken = {v.step_index: v for v in values if v.output == "taken"}
+    if episode is None or not taken:
+        return None
+    figure = make_subplots(specs=[[{"secondary_y": True}]])
+    indexes = sorted(taken)
+    figure.add_trace(
+        go.Scatter(
+            x=indexes,
+            y=[taken[i].q for i in indexes],
+            error_y=dict(type="data", array=[taken[i].stderr for i in indexes], visible=True),
+            mode="lines+markers",
+            name="Q of the taken output",
+            line=dict(color=COLOURS[1]),
+        ),
+        secondary_y=False,
+    )
+    entropy = [(s.index, step_signals(s)["entropy"]) for s in episode.steps]
+    entropy = [(i, e) for i, e in entropy if e is not None]
+    if entropy:
+        figure.add_trace(
+            go.Scatter(
+                x=[i for i, _ in entropy],
+                y=[e for _, e in entropy],
+                mode="lines",
+                name="entropy (nats)",
+                line=dict(color=COLOURS[0], dash="dot"),
+            ),
+            secondary_y=True,
+        )
+    figure.update_layout(**LAYOUT, height=260, title="value of the taken path, and the policy's entropy")
+    figure.update_xaxes(title_text="step")
+    figure.update_yaxes(title_text="Q", secondary_y=False)
+    figure.update_yaxes(title_text="entropy", secondary_y=True)
+    return figure
+
+
 def png_data_uri(frame: Any) -> str:
     from studio.trace import encode_frame
 

@@ -1,0 +1,110 @@
+"""The Values view of the episode panel: Monte Carlo Q of each output of the selected step, the
+value of the taken path, and step pairs made from the values (queued with source ``mc``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from components.errors import as_message, refusal
+from storage import Store
+from studio.errors import StudioError
+from studio.session import ROLLOUT_POLICIES, StudioSession
+from studio.validation import real_number
+from studio.viz.html import message_html
+from studio.viz.plots import value_curve_figure, values_figure
+
+
+@dataclass
+class ValuesPanel:
+    rollout_policy: gr.Dropdown
+    rollouts: gr.Number
+    horizon: gr.Number
+    discount: gr.Number
+    estimate: gr.Button
+    make_pairs: gr.Button
+    min_gap: gr.Number
+    message: gr.HTML
+    bars: gr.Plot
+    curve: gr.Plot
+
+
+def build() -> ValuesPanel:
+    with gr.Accordion("Values: Monte Carlo Q of each output (rollouts from the step)", open=False, elem_id="as-values"):
+        with gr.Row():
+            rollout_policy = gr.Dropdown(
+                list(ROLLOUT_POLICIES), value="expert", label="Rollout policy", scale=2, elem_id="as-rollout-policy"
+            )
+            rollouts = gr.Number(value=4, minimum=1, maximum=64, precision=0, label="Rollouts per output", scale=1)
+            horizon = gr.Number(value=0, minimum=0, precision=0, label="Horizon (0: to the end)", scale=1)
+            discount = gr.Number(
+                value=0.95, minimum=0.01, maximum=1, label="Discount (1: none)", scale=1, elem_id="as-values-discount"
+            )
+        with gr.Row():
+            estimate = gr.Button(
+                "Estimate values for the selected step", variant="primary", scale=2, elem_id="as-values-estimate"
+            )
+            min_gap = gr.Number(
+                value=0.0, minimum=0, label="Minimum Q gap (0: any difference)", scale=1, elem_id="as-values-gap"
+            )
+            make_pairs = gr.Button("Make pairs from values", scale=2, elem_id="as-values-pairs")
+        message = gr.HTML(elem_id="as-values-message")
+        bars = gr.Plot(label="Q ± standard error of each output", elem_id="as-values-bars")
+        curve = gr.Plot(label="Value of the taken path", elem_id="as-values-curve")
+    return ValuesPanel(rollout_policy, rollouts, horizon, discount, estimate, make_pairs, min_gap, message, bars, curve)
+
+
+def wire(panel: ValuesPanel, state: gr.State, selected: gr.Slider, store: Store) -> None:
+    """Estimate (with a progress bar: rollouts done / total), store, draw; make pairs from the store's values."""
+    private = dict(api_visibility="private", concurrency_limit=None)
+
+    def stored_episode(session: StudioSession) -> Any:
+        episode = session.episode
+        if episode is None or not episode.steps:
+            raise StudioError("Take a step first.")
+        return episode
+
+    @refusal(lambda error, *args, **kwargs: [message_html(str(error)), gr.skip(), gr.skip()])
+    def estimate(
+        session: StudioSession,
+        at: Any,
+        policy: str,
+        rollouts: Any,
+        horizon: Any,
+        discount: Any,
+        progress=gr.Progress(),
+    ) -> list[Any]:
+        episode = stored_episode(session)
+        tick = lambda done, total: progress(done / total, desc=f"{done} of {total} rollouts")  # noqa: E731
+        values = session.estimate_values(at, policy, rollouts, horizon, progress=tick, discount=discount)
+        store.preferences.save_values(values)
+        best = max(values, key=lambda v: v.q)
+        note = (
+            f"Step {values[0].step_index}: {len(values)} outputs × {values[0].rollouts} rollouts "
+            f"({values[0].settings}); highest Q: {best.output}."
+        )
+        everything = store.preferences.step_values(episode.id)
+        return [message_html(note, "info"), values_figure(values), value_curve_figure(episode, everything)]
+
+    @as_message
+    def make_pairs(session: StudioSession, gap: Any) -> str:
+        episode = stored_episode(session)
+        made = store.preferences.pairs_from_values(
+            min_gap=real_number(gap, "The minimum gap", 0.0), episode_id=episode.id
+        )
+        return message_html(
+            f"{made.created} pairs queued from values (source mc), {made.already_there} already queued; "
+            f"{made.judged} judged by the values (annotator mc:…; {made.identical} with the same action skipped). "
+            "Verify them in Annotate.",
+            "info",
+        )
+
+    panel.estimate.click(
+        estimate,
+        [state, selected, panel.rollout_policy, panel.rollouts, panel.horizon, panel.discount],
+        [panel.message, panel.bars, panel.curve],
+        **private,
+    )
+    panel.make_pairs.click(make_pairs, [state, panel.min_gap], [panel.message], **private)

@@ -1,0 +1,60 @@
+"""The Values view in Chromium: estimate Q for a step's outputs, see the bars, make pairs from them,
+and find them in Annotate as source mc."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from storage import open_store
+from tests.live_server import server_log, studio_in_chromium
+from tests.test_browser_annotate import sample_candidates, start_annotating
+
+pytestmark = pytest.mark.browser
+
+
+def test_values_of_a_steps_outputs_become_pairs_to_verify(tmp_path: Path) -> None:
+    with studio_in_chromium(tmp_path / "studio.db") as studio:
+        page = studio["browser"].new_context(viewport={"width": 1440, "height": 900}).new_page()
+        page.goto(studio["url"])
+        page.locator("#as-timeline .as-empty").wait_for(timeout=60_000)
+        # Seed 4, where going east shortens the way to the goal (10 steps to 9).
+        page.locator("#as-seed input").fill("4")
+        page.click("#as-reset")
+        page.locator("#as-timeline .as-episode-head", has_text="seed 4").wait_for(timeout=30_000)
+        # The scripted model A: two outputs at the step, "go east" (taken) and an invalid one that
+        # leaves the agent where it is.
+        sample_candidates(page, 1, candidates=2)
+
+        page.get_by_text("Values: Monte Carlo Q").click()  # defaults: the expert, 4 rollouts, discount 0.95, gap 0
+        page.click("#as-values-estimate")
+        page.locator("#as-values-message", has_text="highest Q: taken").wait_for(timeout=60_000)
+        assert "2 outputs × 4 rollouts (expert-m4-end-g0.95)" in page.inner_text("#as-values-message")
+        page.wait_for_function(
+            "() => { const p = document.querySelector('#as-values-bars .js-plotly-plot'); return p && p.data[0].x.length === 2; }",
+            timeout=30_000,
+        )
+        bars = page.evaluate("() => document.querySelector('#as-values-bars .js-plotly-plot').data[0].x")
+        assert bars == pytest.approx([0.95**9, 0.95**10])  # the goal 9 steps after the action, or 10
+        assert page.locator("#as-values-curve .js-plotly-plot").count() == 1
+
+        page.click("#as-values-pairs")
+        # The studio queued the two outputs' pair as it stepped (source candidates): the values judge it.
+        page.locator("#as-values-message", has_text="1 judged by the values").wait_for(timeout=30_000)
+        assert "1 already queued" in page.inner_text("#as-values-message")
+        page.screenshot(path=str(tmp_path / "values.png"), full_page=True)
+
+        # A person sees the pair blind in Annotate, as any other.
+        start_annotating(page, "ada")
+        page.locator("#as-progress", has_text="0 judged of 1 pairs").wait_for(timeout=30_000)
+        page.close()
+    with open_store(studio["db"]) as store:
+        (pair,) = store.preferences.pairs()
+        assert pair.kind == "step" and pair.step_index == 0, server_log(studio["url"])
+        (verdict,) = store.preferences.annotations(pair.id)
+        assert verdict.annotator == "mc:expert-m4-end-g0.95" and "Q 0.6302 (taken)" in verdict.rationale
+        taken_side = "left" if pair.left.candidate_id is None else "right"
+        assert verdict.choice == taken_side  # the higher Q: the taken output
+        values = store.preferences.step_values()
+        assert [v.output for v in values] == ["taken", "candidate 1"] and values[0].q > values[1].q
