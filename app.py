@@ -621,7 +621,7 @@ def cmd_pairs(args: argparse.Namespace) -> int:
             env=args.env,
             episode_id=episode,
         )
-        print(f"{made.judged} pairs judged by the values (annotators mc:SETTINGS)", file=sys.stderr)
+        print(f"{made.judged} pairs judged by the values ({', '.join(made.annotators) or 'none'})", file=sys.stderr)
     else:
         made = preferences.pairs_from_episodes(env=args.env)
     print(f"made {made.created} pairs ({made.already_there} already there, {made.identical} skipped as identical)")

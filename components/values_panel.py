@@ -96,7 +96,8 @@ def wire(panel: ValuesPanel, state: gr.State, selected: gr.Slider, store: Store)
         )
         return message_html(
             f"{made.created} pairs queued from values (source mc), {made.already_there} already queued; "
-            f"{made.judged} judged by the values (annotator mc:…; {made.identical} with the same action skipped). "
+            f"{made.judged} judged by the values (annotator {', '.join(made.annotators) or 'mc'}; "
+            f"{made.identical} with the same action skipped). "
             "Verify them in Annotate.",
             "info",
         )

@@ -5,7 +5,7 @@ annotator ``mc:<settings>``), both for people to verify and for the prm/kto/dpo 
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -29,9 +29,11 @@ class ValuePairsMade(PairsMade):
 
     judged: int = 0
     """Pairs (new or already queued) given the values' judgement as annotator ``mc:<settings>``."""
+    annotators: list[str] = field(default_factory=list)
+    """The ``mc:<settings>`` annotators that judged."""
 
-    def to_dict(self) -> dict[str, int]:
-        return {**super().to_dict(), "judged": self.judged}
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "judged": self.judged, "annotators": self.annotators}
 
 
 class ValueKeeping:
@@ -177,6 +179,8 @@ class ValueKeeping:
         for row, best_value, worst_value in verdicts:
             self._record_verdict(row, best_value, worst_value)
             made.judged += 1
+            if MC_ANNOTATOR_PREFIX + best_value.settings not in made.annotators:
+                made.annotators.append(MC_ANNOTATOR_PREFIX + best_value.settings)
         return made
 
     def _record_verdict(self, row: dict[str, Any], best: StepValue, worst: StepValue) -> None:
