@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(
         dest="command",
         parser_class=OneLineParser,
-        metavar="{serve,envs,models,run,import,pairs,values,export,stats,hash-password}",
+        metavar="{serve,envs,models,run,import,pairs,values,judge,export,stats,hash-password}",
     )
 
     serve = commands.add_parser("serve", help="start the studio web app (the default command)")
@@ -232,6 +232,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-rollouts", type=int, default=1, help="with --from values: only estimates with this many rollouts or more"
     )
     pairs.add_argument("--settings", default=None, help="with --from values: only estimates with these settings")
+
+    judge = commands.add_parser(
+        "judge", help="a model judges the queued pairs it has not judged (blind), as annotator judge:MODEL"
+    )
+    _add_db_argument(judge)
+    judge.add_argument(
+        "--model", required=True, help="the judge: any model that can score text (default, a hub id, a URL...)"
+    )
+    judge.add_argument("--limit", type=int, default=None, help="at most this many pairs (default: all)")
+    judge.add_argument("--kind", choices=["step", "trajectory"], default=None, help="only pairs of this kind")
+    judge.add_argument("--env", default=None, help="only pairs on this environment")
+    judge.add_argument("--source", default=None, help="only pairs from this source (candidates, episodes, manual, mc)")
 
     values = commands.add_parser(
         "values",
@@ -684,6 +696,28 @@ def cmd_values(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_judge(args: argparse.Namespace) -> int:
+    from storage.judging import judge_queue
+    from studio.judge import judge_name
+    from studio.models.registry import ModelRegistry
+
+    store = open_cli_store(args, create=False)
+    backend = ModelRegistry().load(
+        args.model, progress=lambda f, m: print(f"[{f:4.0%}] {m}", file=sys.stderr, flush=True)
+    )
+    done = judge_queue(
+        store.preferences,
+        backend,
+        limit=args.limit,
+        kind=args.kind,
+        env=args.env,
+        source=args.source,
+        progress=lambda n, total: print(f"judged {n}/{total}", file=sys.stderr, flush=True),
+    )
+    print(json.dumps({"judge": judge_name(backend), "judged": done}))
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from storage.export import export
 
@@ -874,6 +908,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "import": cmd_import,
         "pairs": cmd_pairs,
         "values": cmd_values,
+        "judge": cmd_judge,
         "export": cmd_export,
         "stats": cmd_stats,
         "hash-password": cmd_hash_password,

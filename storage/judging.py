@@ -4,7 +4,7 @@ pair's bit, nothing that says who produced them), their choices, undo, and the a
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from sqlalchemy import and_, exists, func, or_, select
@@ -312,3 +312,35 @@ class Judging:
                 self._annotation_record(row, name)
                 for row, name in session.execute(query.order_by(AnnotationRow.updated_at, AnnotationRow.id))
             ]
+
+
+def judge_queue(
+    preferences: Any,
+    backend: Any,
+    limit: int | None = None,
+    kind: str | None = None,
+    env: str | None = None,
+    source: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """Model ``backend`` judges the pairs it has not judged yet (blind, as a person sees them),
+    stored as annotator ``judge:<model>`` with its probability as confidence. Returns how many."""
+    from studio.judge import judge_name, judge_pair
+
+    name = judge_name(backend)
+    judged, total = preferences.progress(name, kind, env, source)
+    todo = total - judged if limit is None else min(limit, total - judged)
+    done = 0
+    while done < todo:
+        items = preferences.queue(name, limit=min(10, todo - done), kind=kind, env=env, source=source)
+        if not items:
+            break
+        for item in items:
+            verdict = judge_pair(backend, item)
+            preferences.annotate(
+                item.pair_id, name, verdict.choice, rationale=verdict.rationale, confidence=verdict.confidence
+            )
+            done += 1
+            if progress is not None:
+                progress(done, todo)
+    return done
