@@ -18,9 +18,11 @@ from components.errors import as_message, refusal
 from storage import Store
 from storage.desk import DEFAULT_TAGS, AnnotationDesk
 from storage.export import export, format_names
+from storage.judging import judge_queue
 from storage.records import PAIR_KINDS, PAIR_SOURCES
 from studio.envs.registry import env_names
 from studio.errors import StudioError
+from studio.judge import judge_name
 from studio.session import StudioSession
 from studio.validation import whole_number
 from studio.viz.html import context_html, esc, labels_html, message_html, num, plural, side_html
@@ -74,6 +76,8 @@ class AnnotatePanel:
     export_format: gr.Radio
     export_button: gr.Button
     download: gr.DownloadButton
+    judge_button: gr.Button
+    judge_message: gr.HTML
 
     @property
     def filters(self) -> list[Any]:
@@ -168,6 +172,11 @@ def build() -> AnnotatePanel:
                 export_format = gr.Radio(format_names(), value="dpo", label="Export format")
                 export_button = gr.Button("Export", elem_id="as-export")
                 download = gr.DownloadButton("Download", visible=False, elem_id="as-download")
+            with gr.Row():
+                judge_button = gr.Button(
+                    "Judge the queue with model B (blind, both orders; annotator judge:MODEL)", elem_id="as-judge-queue"
+                )
+            judge_message = gr.HTML(elem_id="as-judge-message")
     return AnnotatePanel(
         name=name,
         kind=kind,
@@ -200,6 +209,8 @@ def build() -> AnnotatePanel:
         overview_refresh=overview_refresh,
         export_format=export_format,
         export_button=export_button,
+        judge_button=judge_button,
+        judge_message=judge_message,
         download=download,
     )
 
@@ -415,6 +426,20 @@ def wire(
         ]
 
     panel.export_button.click(make_export, [panel.export_format], [panel.download, panel.overview], **private)
+
+    @refusal(lambda error, *args, **kwargs: [message_html(str(error)), gr.skip()])
+    def judge_the_queue(session: StudioSession, progress=gr.Progress()) -> list[Any]:
+        backend = session.models["B"]
+        if backend is None:
+            raise StudioError("Load a judge into model B first (the Models tab).")
+        tick = lambda done, total: progress(done / total, desc=f"{done} of {total} pairs judged")  # noqa: E731
+        done = judge_queue(store.preferences, backend, progress=tick)
+        note = message_html(
+            f"{judge_name(backend)} judged {plural(done, 'pair')} (the ones it had not judged).", "info"
+        )
+        return [note, overview_html(store)]
+
+    panel.judge_button.click(judge_the_queue, [state], [panel.judge_message, panel.overview], **private)
 
 
 def refresh(desk: AnnotationDesk) -> list[Any]:

@@ -48,11 +48,25 @@ def test_values_of_a_steps_outputs_become_pairs_to_verify(tmp_path: Path) -> Non
         # A person sees the pair blind in Annotate, as any other.
         start_annotating(page, "ada")
         page.locator("#as-progress", has_text="0 judged of 1 pairs").wait_for(timeout=30_000)
+
+        # And a model judges it too: the default model in slot B, from the Overview.
+        page.get_by_role("tab", name="Models").click()
+        page.locator("#as-model-b input, #as-model-b textarea").first.fill("default")
+        page.click("#as-load-b")
+        page.locator("#as-model-message-b", has_text="Loaded").wait_for(timeout=180_000)
+        page.get_by_role("tab", name="Annotate").click()
+        page.get_by_role("tab", name="Overview").click()
+        page.click("#as-judge-queue")
+        page.locator("#as-judge-message", has_text="judged 1 pair").wait_for(timeout=120_000)
+        assert "judge:HuggingFaceTB/SmolLM2-135M-Instruct" in page.inner_text("#as-overview")
         page.close()
     with open_store(studio["db"]) as store:
         (pair,) = store.preferences.pairs()
         assert pair.kind == "step" and pair.step_index == 0, server_log(studio["url"])
-        (verdict,) = store.preferences.annotations(pair.id)
+        judged = {a.annotator: a for a in store.preferences.annotations(pair.id)}
+        assert set(judged) == {"mc:expert-m4-end-g0.95", "judge:HuggingFaceTB/SmolLM2-135M-Instruct"}
+        assert "p(left better)" in judged["judge:HuggingFaceTB/SmolLM2-135M-Instruct"].rationale
+        verdict = judged["mc:expert-m4-end-g0.95"]
         assert verdict.annotator == "mc:expert-m4-end-g0.95" and "Q 0.6302 (taken)" in verdict.rationale
         taken_side = "left" if pair.left.candidate_id is None else "right"
         assert verdict.choice == taken_side  # the higher Q: the taken output
