@@ -460,15 +460,9 @@ def wire_pair_makers(panel: Any, state: gr.State, store: Store) -> None:
     """The episode panel's buttons that queue pairs for annotation."""
     private = dict(api_visibility="private", concurrency_limit=None)
 
-    def current(session: StudioSession) -> Any:
-        episode = session.episode
-        if episode is None or not episode.steps:
-            raise StudioError("Take a step first.")
-        return episode
-
     @as_message
     def queue_step_pairs(session: StudioSession) -> str:
-        made = store.preferences.pairs_from_candidates(episode_ids=[current(session).id])
+        made = store.preferences.pairs_from_candidates(episode_ids=[session.stepped_episode().id])
         return message_html(
             f"{made.created} new pairs queued ({made.already_there} were already there, {made.identical} identical outputs skipped).",
             "info",
@@ -476,7 +470,7 @@ def wire_pair_makers(panel: Any, state: gr.State, store: Store) -> None:
 
     @as_message
     def compare_outputs(session: StudioSession, at: float, first: str, second: str) -> str:
-        episode = current(session)
+        episode = session.stepped_episode()
         index = whole_number(at, "The selected step")
         if not 0 <= index < episode.length:
             raise StudioError(f"The episode has steps 0 to {episode.length - 1}.")
@@ -489,7 +483,7 @@ def wire_pair_makers(panel: Any, state: gr.State, store: Store) -> None:
 
     @as_message
     def compare_episode(session: StudioSession, other: str) -> str:
-        pair = store.preferences.add_pair(current(session).id, (other or "").strip())
+        pair = store.preferences.add_pair(session.stepped_episode().id, (other or "").strip())
         return message_html(f"Pair {pair.id[:8]} queued: this episode vs {(other or '').strip()[:8]}.", "info")
 
     panel.queue_pairs.click(queue_step_pairs, [state], [panel.pair_message], **private)

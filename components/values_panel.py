@@ -10,7 +10,6 @@ import gradio as gr
 
 from components.errors import as_message, refusal
 from storage import Store
-from studio.errors import StudioError
 from studio.session import ROLLOUT_POLICIES, StudioSession
 from studio.validation import real_number
 from studio.viz.html import message_html
@@ -60,12 +59,6 @@ def wire(panel: ValuesPanel, state: gr.State, selected: gr.Slider, store: Store)
     """Estimate (with a progress bar: rollouts done / total), store, draw; make pairs from the store's values."""
     private = dict(api_visibility="private", concurrency_limit=None)
 
-    def stored_episode(session: StudioSession) -> Any:
-        episode = session.episode
-        if episode is None or not episode.steps:
-            raise StudioError("Take a step first.")
-        return episode
-
     @refusal(lambda error, *args, **kwargs: [message_html(str(error)), gr.skip(), gr.skip()])
     def estimate(
         session: StudioSession,
@@ -76,7 +69,7 @@ def wire(panel: ValuesPanel, state: gr.State, selected: gr.Slider, store: Store)
         discount: Any,
         progress=gr.Progress(),
     ) -> list[Any]:
-        episode = stored_episode(session)
+        episode = session.stepped_episode()
         tick = lambda done, total: progress(done / total, desc=f"{done} of {total} rollouts")  # noqa: E731
         values = session.estimate_values(at, policy, rollouts, horizon, progress=tick, discount=discount)
         store.preferences.save_values(values)
@@ -90,7 +83,7 @@ def wire(panel: ValuesPanel, state: gr.State, selected: gr.Slider, store: Store)
 
     @as_message
     def make_pairs(session: StudioSession, gap: Any) -> str:
-        episode = stored_episode(session)
+        episode = session.stepped_episode()
         made = store.preferences.pairs_from_values(
             min_gap=real_number(gap, "The minimum gap", 0.0), episode_id=episode.id
         )

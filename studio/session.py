@@ -177,6 +177,13 @@ class StudioSession:
             return self.viewing
         return self.runner.episode if self.runner is not None and self.runner.has_episode else None
 
+    def stepped_episode(self) -> Episode:
+        """The shown episode when it has steps (what pair makers and values work on); else one line."""
+        episode = self.episode
+        if episode is None or not episode.steps:
+            raise StudioError("Take a step first.")
+        return episode
+
     @property
     def read_only(self) -> bool:
         return self.viewing is not None
