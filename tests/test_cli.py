@@ -278,7 +278,11 @@ def test_the_cli_offers_the_stores_pair_sources_and_starts_without_the_store() -
     from storage.records import PAIR_SOURCES
 
     pairs = cli("pairs", "--help").stdout
-    assert "{candidates,episodes}" in pairs and set(PAIR_SOURCES) - {"candidates", "episodes"} == {"manual"}
+    # --from values makes pairs of source mc; manual pairs come from --left/--right.
+    assert "{candidates,episodes,values}" in pairs and set(PAIR_SOURCES) - {"candidates", "episodes"} == {
+        "manual",
+        "mc",
+    }
     code = "import sys, app; app.build_parser(); print(sorted(m for m in ('sqlalchemy', 'storage', 'gradio') if m in sys.modules))"
     loaded = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert loaded.stdout.strip() == "[]", loaded.stderr
