@@ -152,6 +152,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-invalid", type=_positive_int, default=10, help="invalid actions before an episode is cut (default 10)"
     )
     run.add_argument(
+        "--verifier",
+        choices=["first", "likelihood", "vote", "oracle"],
+        default="first",
+        help="with --policy react --candidates K: who picks the action among the K outputs (best-of-K): "
+        "first valid (default), likelihood (the model's mean token logprob), vote (the most chosen action), "
+        "oracle (the environment's expert rolled out after each action: a reference, needs the simulator)",
+    )
+    run.add_argument(
         "--out",
         type=_output_file,
         default=None,
@@ -543,7 +551,12 @@ def make_cli_policy(args: argparse.Namespace) -> Any:
         )
     except ValueError as exc:
         raise StudioError(str(exc)) from None
-    return ReActPolicy(backend, config)
+    policy = ReActPolicy(backend, config)
+    if args.verifier != "first":
+        from studio.verifiers import VerifiedPolicy
+
+        return VerifiedPolicy(policy, args.verifier)
+    return policy
 
 
 def open_cli_store(args: argparse.Namespace, create: bool = True) -> Any:
