@@ -49,15 +49,13 @@ class ValueKeeping:
         """Store estimates (one transaction); an estimate with the same output and settings replaces the old one."""
 
         def save(session: Session) -> int:
+            steps: dict[tuple[str, int], tuple[int, list[str]]] = {}  # a step's id and candidate ids, read once
             for value in values:
-                step_id = session.scalar(
-                    select(StepRow.id).where(StepRow.episode_id == value.episode_id, StepRow.index == value.step_index)
-                )
-                if step_id is None:
-                    raise StudioError(
-                        f"No stored step {value.step_index} in episode {str(value.episode_id)[:64]}: store the episode first."
-                    )
-                candidate_id = _candidate_id(session, step_id, value.output)
+                key = (value.episode_id, value.step_index)
+                if key not in steps:
+                    steps[key] = _step_and_candidates(session, *key)
+                step_id, candidate_ids = steps[key]
+                candidate_id = _candidate_id(candidate_ids, value.output)
                 row = session.scalars(
                     select(StepValueRow).where(
                         StepValueRow.step_id == step_id,
@@ -218,16 +216,24 @@ class ValueKeeping:
         return len(taken)
 
 
-def _candidate_id(session: Session, step_id: int, output: str) -> str | None:
+def _step_and_candidates(session: Session, episode_id: str, index: int) -> tuple[int, list[str]]:
+    """A stored step's row id and its candidates' ids in order; one line if it is not stored."""
+    step_id = session.scalar(select(StepRow.id).where(StepRow.episode_id == episode_id, StepRow.index == index))
+    if step_id is None:
+        raise StudioError(f"No stored step {index} in episode {str(episode_id)[:64]}: store the episode first.")
+    ids = session.scalars(
+        select(CandidateRow.id).where(CandidateRow.step_id == step_id).order_by(CandidateRow.position)
+    ).all()
+    return step_id, list(ids)
+
+
+def _candidate_id(ids: list[str], output: str) -> str | None:
     """The candidate an output name refers to (``candidate N`` is the N-th, 1-based); None for ``taken``."""
     if output == "taken":
         return None
     number = output.removeprefix("candidate ").strip()
     if not output.startswith("candidate ") or not number.isdigit():
         raise StudioError(f"Not an output name: {output[:40]!r} (taken or candidate N).")
-    ids = session.scalars(
-        select(CandidateRow.id).where(CandidateRow.step_id == step_id).order_by(CandidateRow.position)
-    ).all()
     if not 1 <= int(number) <= len(ids):
         raise StudioError(f"The step has no {output} ({len(ids)} candidates).")
     return ids[int(number) - 1]

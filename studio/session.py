@@ -379,12 +379,9 @@ class StudioSession:
         if backend is None:
             raise StudioError(f"Model {_slot(slot)} is not loaded.")
         if not backend.capabilities.attention:
-            why = (
-                "not available from a remote engine"
-                if backend.card.kind == "served"
-                else "it is not a local transformers model"
+            raise StudioError(
+                f"Model {_slot(slot)} ({backend.info.get('id')}) cannot show its attention: {backend.no_attention_reason}."
             )
-            raise StudioError(f"Model {_slot(slot)} ({backend.info.get('id')}) cannot show its attention: {why}.")
         if not step.prompt:
             raise StudioError(
                 f"Step {step.index} was taken by {step.actor or 'someone'} without a model prompt: nothing to look into."

@@ -228,6 +228,8 @@ class Backend(ABC):
     """
 
     capabilities: Capabilities = Capabilities()
+    #: Why :meth:`attention` is not available, when ``capabilities.attention`` is off (the panels say it).
+    no_attention_reason: str = "it is not a local transformers model"
 
     @property
     @abstractmethod
@@ -291,7 +293,7 @@ class Backend(ABC):
         self, messages: list[Message], output: str, images: list[np.ndarray] | None = None, **options: Any
     ) -> Any:
         """What the model attended to while producing ``output`` (``capabilities.attention``)."""
-        raise StudioError(f"Model {self.card.id} cannot show its attention (it is not a local transformers model).")
+        raise StudioError(f"Model {self.card.id} cannot show its attention: {self.no_attention_reason}.")
 
     def unload(self) -> None:
         """Free the weights (and device memory); nothing to do by default."""

@@ -48,7 +48,7 @@ from studio.models.base import (
     no_progress,
 )
 from studio.models.hf_decode import decode, prefill, score_packed
-from studio.models.tokens import eos_ids, render_chat
+from studio.models.tokens import SingleTokenTexts, eos_ids, render_chat
 
 #: Alternatives stored per token by default (the most likely first).
 TOP_K = 5
@@ -121,7 +121,7 @@ class TransformersBackend(Backend):
         self.eos_ids = self._eos_ids()
         #: Alternatives kept per generated or scored token (the trace's hover shows them).
         self.top_k = TOP_K
-        self._token_texts: dict[int, str] = {}  # token id -> its text alone, for alternatives
+        self.token_text = SingleTokenTexts(tokenizer.decode)  # a token's text alone, for alternatives
         self.image_token_id = getattr(model.config, "image_token_id", None) if processor is not None else None
         self._card = self._model_card()  # static: computed once, read at every step by policies
 
@@ -323,13 +323,6 @@ class TransformersBackend(Backend):
             result = score_packed(self, session, len(ids), first_logits, pieces)
             result.cache = stats
             return result
-
-    def token_text(self, token_id: int) -> str:
-        """The text of one token on its own (cached: the vocabulary does not change)."""
-        text = self._token_texts.get(token_id)
-        if text is None:
-            text = self._token_texts[token_id] = self.tokenizer.decode([token_id])
-        return text
 
     # -- attention ---------------------------------------------------------------------------------
     def attention(

@@ -52,7 +52,7 @@ from studio.models.base import (
     TokenListener,
     no_progress,
 )
-from studio.models.tokens import TokenTexts, eos_ids, render_chat, stop_cut
+from studio.models.tokens import SingleTokenTexts, TokenTexts, eos_ids, render_chat, stop_cut
 from studio.trace import TokenAlternative, TokenInfo
 
 #: Alternatives asked for per token (vLLM's default cap is 20).
@@ -316,6 +316,8 @@ def _tokenizer_from_hub(name: str) -> str | None:
 class OpenAIBackend(Backend):
     """A model served over the OpenAI-compatible completions API, with its tokenizer loaded here."""
 
+    no_attention_reason = "not available from a remote engine"
+
     def __init__(
         self,
         client: ServerClient,
@@ -333,17 +335,10 @@ class OpenAIBackend(Backend):
         self.top_k = TOP_K
         self.eos_ids = eos_ids(tokenizer)
         self.capabilities = Capabilities(logprobs=True, scoring=True, top_alternatives=True)
-        self._token_texts: dict[int, str] = {}
-        max_len = served.get("max_model_len")
-        context = (
-            int(max_len)
-            if isinstance(max_len, int) and max_len > 0
-            else int(
-                getattr(tokenizer, "model_max_length", 2048)
-                if getattr(tokenizer, "model_max_length", 0) < 10**7
-                else 2048
-            )
-        )
+        self.token_text = SingleTokenTexts(tokenizer.decode)
+        # vLLM says; else the tokenizer's limit when it states a real one (1e30 means none), else 2048
+        max_len, hint = served.get("max_model_len"), getattr(tokenizer, "model_max_length", 0)
+        context = max_len if isinstance(max_len, int) and max_len > 0 else int(hint) if 0 < hint < 10**7 else 2048
         engine_name = self.engine["engine"] + (f" {self.engine['version']}" if self.engine.get("version") else "")
         self._card = ModelCard(
             id=name,
@@ -398,12 +393,6 @@ class OpenAIBackend(Backend):
         self, messages: list[Message], assistant_prefix: str = "", images: list[np.ndarray] | None = None
     ) -> tuple[list[int], dict[str, Any]]:
         return self.tokenizer(self.render(messages, assistant_prefix), add_special_tokens=False)["input_ids"], {}
-
-    def token_text(self, token_id: int) -> str:
-        text = self._token_texts.get(token_id)
-        if text is None:
-            text = self._token_texts[token_id] = self.tokenizer.decode([token_id])
-        return text
 
     def _check_images(self, images: list[np.ndarray] | None) -> None:
         if images:
@@ -658,7 +647,7 @@ def probe(url: str) -> dict[str, Any]:
             "models": [{"id": m["id"], "max_model_len": m.get("max_model_len"), "root": m.get("root")} for m in models],
             "model": served["id"],
         }
-        checks: dict[str, Any] = {"attention": "no: not available from a remote engine"}
+        checks: dict[str, Any] = {"attention": f"no: {OpenAIBackend.no_attention_reason}"}
         try:
             tokenizer = find_tokenizer(served)
             report["tokenizer"] = "found here"

@@ -53,6 +53,22 @@ def stop_cut(tokens: list[TokenInfo], stop: list[str]) -> int | None:
     return keep
 
 
+class SingleTokenTexts:
+    """The text of one token on its own (a top alternative's), cached: the vocabulary does not change.
+
+    Backends hold one as ``token_text``; it is called for every alternative of every token."""
+
+    def __init__(self, decode: Callable[[list[int]], str]) -> None:
+        self.decode = decode
+        self._texts: dict[int, str] = {}
+
+    def __call__(self, token_id: int) -> str:
+        text = self._texts.get(token_id)
+        if text is None:
+            text = self._texts[token_id] = self.decode([token_id])
+        return text
+
+
 class TokenTexts:
     """Each token's share of the decoded text, as tokens arrive.
 
