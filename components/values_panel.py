@@ -36,18 +36,16 @@ def build() -> ValuesPanel:
             rollout_policy = gr.Dropdown(
                 list(ROLLOUT_POLICIES), value="expert", label="Rollout policy", scale=2, elem_id="as-rollout-policy"
             )
-            rollouts = gr.Number(value=4, minimum=1, maximum=64, precision=0, label="Rollouts per output", scale=1)
-            horizon = gr.Number(value=0, minimum=0, precision=0, label="Horizon (0: to the end)", scale=1)
-            discount = gr.Number(
-                value=0.95, minimum=0.01, maximum=1, label="Discount (1: none)", scale=1, elem_id="as-values-discount"
-            )
+            # No widget bounds: Gradio refuses an out-of-range number with a bare "Error"; the session
+            # checks every value and says what is allowed in one line.
+            rollouts = gr.Number(value=4, precision=0, label="Rollouts per output (1-64)", scale=1)
+            horizon = gr.Number(value=0, precision=0, label="Horizon (0: to the end)", scale=1)
+            discount = gr.Number(value=0.95, label="Discount (1: none)", scale=1, elem_id="as-values-discount")
         with gr.Row():
             estimate = gr.Button(
                 "Estimate values for the selected step", variant="primary", scale=2, elem_id="as-values-estimate"
             )
-            min_gap = gr.Number(
-                value=0.0, minimum=0, label="Minimum Q gap (0: any difference)", scale=1, elem_id="as-values-gap"
-            )
+            min_gap = gr.Number(value=0.0, label="Minimum Q gap (0: any difference)", scale=1, elem_id="as-values-gap")
             make_pairs = gr.Button("Make pairs from values", scale=2, elem_id="as-values-pairs")
         message = gr.HTML(elem_id="as-values-message")
         bars = gr.Plot(label="Q ± standard error of each output", elem_id="as-values-bars")

@@ -246,7 +246,7 @@ class StudioSession:
             rollout_policy=name,
             rollouts=count,
             horizon=steps,
-            discount=gamma if gamma > 0 else 1.0,
+            discount=gamma,
             progress=progress,
         )
 

@@ -225,3 +225,27 @@ def test_a_discount_prefers_the_shorter_way_to_the_goal() -> None:
     assert values[0].settings == "expert-m1-end-g0.9"
     with pytest.raises(StudioError, match="discount"):
         estimate_step_values(episode, 2, lambda i: make_policy("expert"), rollout_policy="expert", discount=0)
+
+
+def test_the_sessions_values_take_hostile_widget_values_in_one_line() -> None:
+    from studio.models.registry import ModelRegistry
+    from studio.session import StudioSession
+    from studio.settings import EpisodeSettings
+
+    session = StudioSession(ModelRegistry())
+    session.reset(EpisodeSettings(env="gridworld", seed=0, policy="expert"))
+    session.step()
+    for args, message in [
+        ((0, "expert", 1e300), "Rollouts"),
+        ((0, "expert", float("nan")), "Rollouts"),
+        ((0, "expert", 2, -1), "horizon"),
+        ((0, "expert", 2, 0, None, float("nan")), "discount"),
+        ((0, "expert", 2, 0, None, 0), "discount"),
+        ((0, "<script>", 2), "Unknown rollout policy"),
+        ((0, "model B", 2), "not loaded"),
+        ((7, "expert", 2), "Select a step"),
+    ]:
+        with pytest.raises(StudioError, match=message) as caught:
+            session.estimate_values(*args)
+        assert "\n" not in str(caught.value)
+    assert session.estimate_values(0, "expert", 2)[0].q == 1.0
