@@ -149,6 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--episodes", type=_positive_int, default=1, help="number of episodes (default 1)")
     run.add_argument(
+        "--parallel",
+        type=_positive_int,
+        default=1,
+        help="episodes run side by side (default 1); with --policy react their model calls decode in lockstep, "
+        "one batch per token (same episodes as one by one)",
+    )
+    run.add_argument(
         "--max-invalid", type=_positive_int, default=10, help="invalid actions before an episode is cut (default 10)"
     )
     run.add_argument(
@@ -283,6 +290,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also label each step good/bad by its taken output's success fraction (annotator mc:SETTINGS)",
     )
     values.add_argument("--model", default="default", help="with --rollout-policy react: the model")
+    values.add_argument(
+        "--parallel",
+        type=_positive_int,
+        default=1,
+        help="rollouts run side by side (default 1); a model's calls then decode in lockstep, one batch per token",
+    )
     values.add_argument("--json", action="store_true", help="one JSON object per estimate")
 
     export = commands.add_parser(
@@ -519,12 +532,13 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def make_cli_policy(args: argparse.Namespace) -> Any:
-    """The policy ``run`` asked for; a model policy loads its model (with progress on stderr)."""
+def cli_policy_factory(args: argparse.Namespace) -> tuple[Any, Any]:
+    """What makes ``run``'s policy for one episode, given the backend to act with, and that backend
+    (loaded here, with progress on stderr; None for the expert and random)."""
     from studio.agents.scripted import make_policy
 
     if args.policy != "react":
-        return make_policy(args.policy)
+        return (lambda _backend: make_policy(args.policy)), None
     from studio.agents.react import ReActConfig, ReActPolicy
     from studio.models.base import SamplingParams
     from studio.models.registry import ModelRegistry
@@ -551,12 +565,16 @@ def make_cli_policy(args: argparse.Namespace) -> Any:
         )
     except ValueError as exc:
         raise StudioError(str(exc)) from None
-    policy = ReActPolicy(backend, config)
-    if args.verifier != "first":
-        from studio.verifiers import VerifiedPolicy
 
-        return VerifiedPolicy(policy, args.verifier)
-    return policy
+    def factory(acting: Any) -> Any:
+        policy = ReActPolicy(acting, config)
+        if args.verifier != "first":
+            from studio.verifiers import VerifiedPolicy
+
+            return VerifiedPolicy(policy, args.verifier)
+        return policy
+
+    return factory, backend
 
 
 def open_cli_store(args: argparse.Namespace, create: bool = True) -> Any:
@@ -572,29 +590,57 @@ def open_cli_store(args: argparse.Namespace, create: bool = True) -> Any:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from studio.envs.registry import make_env
+    from studio.rollouts import LockedSink, run_parallel
     from studio.runner import EpisodeRunner, JsonlSink, RunnerConfig
 
     make_env(args.env, dict(args.env_opt))  # a bad environment fails before a model loads
     store = open_cli_store(args)  # so does a bad database
-    sinks = [store.episodes.sink()] + ([JsonlSink(args.out)] if args.out else [])
+    sinks = [LockedSink(store.episodes.sink())] + ([LockedSink(JsonlSink(args.out))] if args.out else [])
     settings = settings_from_args(args)
     config = RunnerConfig(max_steps=settings.max_steps, max_invalid_actions=args.max_invalid, record_frames=args.frames)
-    runner = EpisodeRunner(args.env, make_cli_policy(args), dict(args.env_opt), sinks=sinks, config=config)
-    for offset in range(args.episodes):
-        runner.reset(seed=settings.seed + offset)
-        episode = runner.run()
-        summary = episode.summary()
-        if args.json:
-            print(json.dumps(summary), flush=True)
-        else:
-            outcome = "success" if episode.success else "failure"
-            print(
-                f"{episode.id}  {episode.env} seed={episode.seed} policy={episode.policy}  "
-                f"{outcome}  return={episode.total_return:g}  steps={episode.length}  ({episode.end_reason})",
-                flush=True,
-            )
+    factory, backend = cli_policy_factory(args)
+
+    def episode_job(seed: int) -> Any:
+        def job(acting: Any) -> Any:
+            runner = EpisodeRunner(args.env, factory(acting), dict(args.env_opt), sinks=sinks, config=config)
+            runner.reset(seed=seed)
+            return runner.run()
+
+        return job
+
+    finished: dict[int, Any] = {}
+    failures = []
+    next_line = 0
+
+    def report(index: int, outcome: Any) -> None:  # lines in seed order, each as soon as it can be
+        nonlocal next_line
+        finished[index] = outcome
+        while next_line in finished:
+            done = finished.pop(next_line)
+            if isinstance(done, StudioError):
+                failures.append(done)
+                print(f"error: seed {settings.seed + next_line}: {done}", file=sys.stderr, flush=True)
+            else:
+                print_episode_line(done, args.json)
+            next_line += 1
+
+    jobs = [episode_job(settings.seed + offset) for offset in range(args.episodes)]
+    run_parallel(jobs, backend, args.parallel, on_done=report)
     print(f"stored in {store.url}", file=sys.stderr)
-    return 0
+    return 1 if failures else 0
+
+
+def print_episode_line(episode: Any, as_json: bool) -> None:
+    """``run``'s line for a finished episode (or its summary as one JSON object)."""
+    if as_json:
+        print(json.dumps(episode.summary()), flush=True)
+        return
+    outcome = "success" if episode.success else "failure"
+    print(
+        f"{episode.id}  {episode.env} seed={episode.seed} policy={episode.policy}  "
+        f"{outcome}  return={episode.total_return:g}  steps={episode.length}  ({episode.end_reason})",
+        flush=True,
+    )
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -653,23 +699,25 @@ def cmd_pairs(args: argparse.Namespace) -> int:
     return 0
 
 
-def rollout_policies(name: str, model: str, seed: int) -> Any:
-    """A factory of rollout policies: rollout ``i`` gets its own, seeded ``seed + i``."""
+def rollout_policies(name: str, model: str, seed: int) -> tuple[Any, Any]:
+    """A factory of rollout policies (rollout ``i`` gets its own, seeded ``seed + i``) and the
+    backend they act with (None for the expert and random)."""
     from studio.agents.scripted import make_policy
 
     if name == "random":
-        return lambda index: make_policy("random", seed=seed + index)
+        return (lambda index, _backend: make_policy("random", seed=seed + index)), None
     if name == "expert":
-        return lambda index: make_policy("expert")
+        return (lambda index, _backend: make_policy("expert")), None
     from studio.agents.react import ReActConfig, ReActPolicy
     from studio.models.base import SamplingParams
     from studio.models.registry import ModelRegistry
 
-    backend = ModelRegistry().load(model)
+    loaded = ModelRegistry().load(model)
     # Sampled (temperature 1), each rollout its own seed: greedy rollouts would all be the same.
-    return lambda index: ReActPolicy(
+    factory = lambda index, backend: ReActPolicy(  # noqa: E731
         backend, ReActConfig(sampling=SamplingParams(temperature=1.0, max_new_tokens=64, seed=seed + index))
     )
+    return factory, loaded
 
 
 def cmd_values(args: argparse.Namespace) -> int:
@@ -678,7 +726,7 @@ def cmd_values(args: argparse.Namespace) -> int:
     store = open_cli_store(args, create=False)
     episode = store.episodes.get(args.episode)
     steps = [args.step] if args.step is not None else list(range(episode.length))
-    policies = rollout_policies(args.rollout_policy, args.model, args.seed)
+    policies, backend = rollout_policies(args.rollout_policy, args.model, args.seed)
     stored = []
     for index in steps:
         values = estimate_step_values(
@@ -690,6 +738,8 @@ def cmd_values(args: argparse.Namespace) -> int:
             horizon=args.horizon,
             seed=args.seed,
             discount=args.discount,
+            model=backend,
+            parallel=args.parallel,
         )
         store.preferences.save_values(values)
         stored += values

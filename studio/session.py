@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 SLOTS = ("A", "B")
 #: Who acts in the rollouts that estimate step values.
 ROLLOUT_POLICIES = ("expert", "random", "model A", "model B")
+#: Rollouts of a model that run side by side in the Values view (one batch per token).
+VALUE_ROLLOUTS_AT_ONCE = 8
 POLICIES = {
     "react-a": "ReAct with model A",
     "react-b": "ReAct with model B",
@@ -224,11 +226,12 @@ class StudioSession:
             raise StudioError(
                 f"Unknown rollout policy {str(rollout_policy)[:40]!r}: use one of {', '.join(ROLLOUT_POLICIES)}."
             )
+        backend = None
         if rollout_policy in ("expert", "random"):
             factory = (
-                (lambda i: make_policy("random", seed=i))
+                (lambda i, _b: make_policy("random", seed=i))
                 if rollout_policy == "random"
-                else (lambda i: make_policy("expert"))
+                else (lambda i, _b: make_policy("expert"))
             )
             name = rollout_policy
         else:
@@ -236,7 +239,7 @@ class StudioSession:
             if backend is None:
                 raise StudioError(f"{rollout_policy.capitalize()} is not loaded.")
             config = lambda i: ReActConfig(sampling=SamplingParams(temperature=1.0, max_new_tokens=64, seed=i))  # noqa: E731
-            factory = lambda i: ReActPolicy(backend, config(i))  # noqa: E731
+            factory = lambda i, acting: ReActPolicy(acting, config(i))  # noqa: E731
             name = f"react:{backend.card.id}"
         gamma = real_number(discount, "The discount", 0.0, 1.0)
         return estimate_step_values(
@@ -248,6 +251,8 @@ class StudioSession:
             horizon=steps,
             discount=gamma,
             progress=progress,
+            model=backend,
+            parallel=VALUE_ROLLOUTS_AT_ONCE if backend is not None else 1,  # a model's rollouts decode in lockstep
         )
 
     def current_frame(self) -> Any:

@@ -10,7 +10,9 @@ labels). Every estimate carries how it was made (policy, rollouts, horizon, the 
 can be repeated exactly.
 
 Rollouts fork from snapshots (no replay) and are never stored as episodes: only their returns,
-successes and lengths are kept on the :class:`StepValue`.
+successes and lengths are kept on the :class:`StepValue`. With ``parallel`` > 1 they run side
+by side (:func:`studio.rollouts.run_parallel`): a model's calls decode in lockstep, and the
+forks share the step's history in the model's cache, encoded once.
 """
 
 from __future__ import annotations
@@ -21,11 +23,14 @@ from typing import Any, Callable
 
 from studio.agents.base import Policy
 from studio.errors import StudioError
+from studio.models.base import Backend
+from studio.rollouts import run_parallel
 from studio.runner import EpisodeRunner, RunnerConfig
 from studio.trace import Episode
 
-#: Makes the rollout policy for rollout number ``index`` (each rollout its own seeded policy).
-PolicyFactory = Callable[[int], Policy]
+#: Makes the rollout policy for rollout number ``index`` acting with ``backend`` (the model given to
+#: :func:`estimate_step_values`, or its lockstep member; None without a model): each rollout its own policy.
+PolicyFactory = Callable[[int, "Backend | None"], Policy]
 #: Called with (rollouts done, rollouts in all) as the estimate goes (a progress bar).
 ValueProgress = Callable[[int, int], None]
 
@@ -103,12 +108,16 @@ def estimate_step_values(
     max_steps: int | None = None,
     progress: ValueProgress | None = None,
     should_stop: Callable[[], bool] | None = None,
+    model: Backend | None = None,
+    parallel: int = 1,
 ) -> list[StepValue]:
     """Q of each output of step ``step_index`` (or of ``outputs``, by name) by ``rollouts`` rollouts.
 
-    Rollout ``i`` of every output uses the policy ``policy_for(i)`` seeded ``seed + i``, so the
-    outputs are compared on the same rollout seeds (common random numbers: the differences
-    between outputs are estimated with less noise than the values themselves).
+    Rollout ``i`` of every output uses the policy ``policy_for(i, backend)`` seeded ``seed + i``, so
+    the outputs are compared on the same rollout seeds (common random numbers: the differences
+    between outputs are estimated with less noise than the values themselves). ``model``: the
+    backend the policies act with; with ``parallel`` > 1, up to that many rollouts run in
+    lockstep on it, and each gets the same result as alone.
     """
     if not 0 <= step_index < episode.length:
         raise StudioError(f"Episode {episode.id[:12]} has no step {step_index} (steps 0 to {episode.length - 1}).")
@@ -127,45 +136,79 @@ def estimate_step_values(
         if name not in named:
             raise StudioError(f"Step {step_index} has no output {name!r} (it has: {', '.join(named)}).")
     total, done = len(wanted) * rollouts, 0
+    jobs = [
+        _rollout_job(
+            episode, step_index, named[name].action, policy_for, index, horizon, max_steps, float(discount), should_stop
+        )  # fmt: skip
+        for name in wanted
+        for index in range(rollouts)
+    ]
+
+    def counted(_index: int, _outcome: object) -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
+    outcomes = run_parallel(jobs, model, parallel, on_done=counted)
+    stopped = [o for o in outcomes if isinstance(o, _Stopped)]
+    if stopped:
+        finished = sum(1 for o in outcomes if isinstance(o, tuple))
+        raise StudioError(f"Stopped after {finished} of {total} rollouts: no values were kept.")
+    for outcome in outcomes:
+        if isinstance(outcome, StudioError):
+            raise outcome
     values = []
-    for name in wanted:
-        action = named[name].action
-        returns, successes, lengths = [], [], []
-        valid = True
-        for index in range(rollouts):
-            if should_stop is not None and should_stop():
-                raise StudioError(f"Stopped after {done} of {total} rollouts: no values were kept.")
-            result = _rollout(episode, step_index, action, policy_for(index), horizon, max_steps, float(discount))
-            valid = valid and result[3]
-            returns.append(result[0])
-            successes.append(result[1])
-            lengths.append(result[2])
-            done += 1
-            if progress is not None:
-                progress(done, total)
+    for number, name in enumerate(wanted):
+        mine = outcomes[number * rollouts : (number + 1) * rollouts]
+        returns = [o[0] for o in mine]
+        successes = [o[1] for o in mine]
         q, stderr = mean_and_stderr(returns)
         values.append(
             StepValue(
                 episode_id=episode.id,
                 step_index=step_index,
                 output=name,
-                action=action or "",
+                action=named[name].action or "",
                 q=q,
                 stderr=stderr,
                 hard=any(successes),
                 soft=sum(successes) / len(successes),
                 returns=returns,
                 successes=successes,
-                lengths=lengths,
+                lengths=[o[2] for o in mine],
                 rollout_policy=rollout_policy,
                 rollouts=rollouts,
                 horizon=horizon,
                 seeds=[seed + i for i in range(rollouts)],
-                valid=valid,
+                valid=all(o[3] for o in mine),
                 discount=float(discount),
             )
         )
     return values
+
+
+class _Stopped(StudioError):
+    """A rollout saw Stop before it started."""
+
+
+def _rollout_job(
+    episode: Episode,
+    step_index: int,
+    action: str | None,
+    policy_for: PolicyFactory,
+    index: int,
+    horizon: int | None,
+    max_steps: int | None,
+    discount: float,
+    should_stop: Callable[[], bool] | None,
+) -> Callable[[Backend | None], tuple[float, bool, int, bool]]:
+    def job(backend: Backend | None) -> tuple[float, bool, int, bool]:
+        if should_stop is not None and should_stop():
+            raise _Stopped("stopped")
+        return _rollout(episode, step_index, action, policy_for(index, backend), horizon, max_steps, discount)
+
+    return job
 
 
 def _rollout(

@@ -45,7 +45,7 @@ def test_expert_rollouts_give_the_exact_value_of_each_output() -> None:
     away = next(a for a in ("go north", "go south", "go west", "go east") if a != step.action)
     with_candidate(episode, 2, away)
     values = estimate_step_values(
-        episode, 2, lambda i: make_policy("expert"), rollout_policy="expert", rollouts=3, horizon=None
+        episode, 2, lambda i, _b: make_policy("expert"), rollout_policy="expert", rollouts=3, horizon=None
     )
     assert [v.output for v in values] == ["taken", "candidate 1"]
     for value, action in zip(values, (step.action, away)):
@@ -59,7 +59,7 @@ def test_expert_rollouts_give_the_exact_value_of_each_output() -> None:
     assert away_left != taken_left
     horizon = min(taken_left, away_left)
     short = estimate_step_values(
-        episode, 2, lambda i: make_policy("expert"), rollout_policy="expert", rollouts=1, horizon=horizon
+        episode, 2, lambda i, _b: make_policy("expert"), rollout_policy="expert", rollouts=1, horizon=horizon
     )
     assert [v.q for v in short] == [1.0 if taken_left <= horizon else 0.0, 1.0 if away_left <= horizon else 0.0]
     assert short[0].settings == f"expert-m1-h{horizon}"
@@ -70,7 +70,7 @@ def test_random_rollouts_are_reproducible_from_their_seeds_and_differ_between_ro
     run = lambda seed: estimate_step_values(  # noqa: E731
         episode,
         1,
-        lambda i: make_policy("random", seed=seed + i),
+        lambda i, _b: make_policy("random", seed=seed + i),
         rollout_policy="random",
         rollouts=6,
         horizon=8,
@@ -93,14 +93,14 @@ def test_an_invalid_output_keeps_the_state_and_is_marked() -> None:
     episode = with_candidate(expert_episode(), 1, "fly away")
     episode.steps[1].candidates[0].valid = False
     values = estimate_step_values(
-        episode, 1, lambda i: make_policy("expert"), rollout_policy="expert", rollouts=1, outputs=["candidate 1"]
+        episode, 1, lambda i, _b: make_policy("expert"), rollout_policy="expert", rollouts=1, outputs=["candidate 1"]
     )
     assert values[0].valid is False and values[0].q == 1.0  # the expert still reaches the goal afterwards
 
 
 def test_errors_are_one_line() -> None:
     episode = expert_episode()
-    policy = lambda i: make_policy("expert")  # noqa: E731
+    policy = lambda i, _b: make_policy("expert")  # noqa: E731
     for call, message in [
         (lambda: estimate_step_values(episode, 9, policy, rollout_policy="expert"), "has no step 9"),
         (lambda: estimate_step_values(episode, 0, policy, rollout_policy="expert", rollouts=0), "Rollouts must be"),
@@ -131,7 +131,7 @@ def stored_episode_with_candidates(store):
 
 def test_values_are_stored_replaced_and_read_back(store) -> None:
     episode, _away = stored_episode_with_candidates(store)
-    expert = lambda i: make_policy("expert")  # noqa: E731
+    expert = lambda i, _b: make_policy("expert")  # noqa: E731
     values = estimate_step_values(episode, 2, expert, rollout_policy="expert", rollouts=2, horizon=3)
     assert store.preferences.save_values(values) == 3
     assert store.preferences.save_values(values) == 3  # the same settings again: replaced, not added
@@ -157,7 +157,7 @@ def test_pairs_from_values_only_above_the_gap_and_labels_flow_into_exports(store
     away_left = plan_length(episode, 2, away)[1]
     horizon = min(taken_left, away_left)  # the goal is within reach of exactly one of the two actions
     values = estimate_step_values(
-        episode, 2, lambda i: make_policy("expert"), rollout_policy="expert", rollouts=2, horizon=horizon
+        episode, 2, lambda i, _b: make_policy("expert"), rollout_policy="expert", rollouts=2, horizon=horizon
     )
     store.preferences.save_values(values)
     assert store.preferences.pairs_from_values(min_gap=1.5).created == 0  # the gap is 1: below 1.5
@@ -216,7 +216,7 @@ def test_a_discount_prefers_the_shorter_way_to_the_goal() -> None:
     away = next(a for a in ("go north", "go south", "go west", "go east") if a != step.action)
     with_candidate(episode, 2, away)
     values = estimate_step_values(
-        episode, 2, lambda i: make_policy("expert"), rollout_policy="expert", rollouts=1, discount=0.9
+        episode, 2, lambda i, _b: make_policy("expert"), rollout_policy="expert", rollouts=1, discount=0.9
     )
     for value, action in zip(values, (step.action, away)):
         reward, remaining = plan_length(episode, 2, action)
@@ -224,7 +224,7 @@ def test_a_discount_prefers_the_shorter_way_to_the_goal() -> None:
         assert value.q == pytest.approx(reward if remaining == 0 else 0.9**remaining)
     assert values[0].settings == "expert-m1-end-g0.9"
     with pytest.raises(StudioError, match="discount"):
-        estimate_step_values(episode, 2, lambda i: make_policy("expert"), rollout_policy="expert", discount=0)
+        estimate_step_values(episode, 2, lambda i, _b: make_policy("expert"), rollout_policy="expert", discount=0)
 
 
 def test_the_sessions_values_take_hostile_widget_values_in_one_line() -> None:

@@ -59,6 +59,9 @@ class Capabilities:
     """A :class:`PrefixSession` keeps the prompt's KV cache between calls (steps encode only what is new)."""
     local_device: bool = False
     """Runs in this process on a local device: sessions queue on the device's lock, unloading frees memory."""
+    batched_generate: bool = False
+    """:meth:`Backend.generate_many` decodes several callers' prompts in one batch (lockstep rollouts);
+    without it, it answers them one after another."""
 
     def to_dict(self) -> dict[str, bool]:
         return asdict(self)
@@ -151,6 +154,9 @@ class CacheStats:
     source: str = "session"
     """Whose cache: ``session`` (the caller's :class:`PrefixSession`), ``engine`` (a server's
     prefix cache, as it reported), ``unreported`` (a server that did not say)."""
+    shared_tokens: int = 0
+    """Of ``reused_tokens``, those copied from a peer session's cache (lockstep rollouts that
+    share a prompt: forks of one step encode the common history once)."""
 
     @property
     def full_encode(self) -> bool:
@@ -165,7 +171,26 @@ class CacheStats:
             "prefix_changed": self.prefix_changed,
             "full_encode": self.full_encode,
             "source": self.source,
+            "shared_tokens": self.shared_tokens,
         }
+
+
+@dataclass
+class GenerateCall:
+    """The arguments of one :meth:`Backend.generate` call, for :meth:`Backend.generate_many`."""
+
+    messages: list[Message]
+    n: int = 1
+    sampling: SamplingParams | None = None
+    stop: list[str] | None = None
+    images: list[np.ndarray] | None = None
+    session: PrefixSession | None = None
+    should_stop: Callable[[], bool] | None = None
+    assistant_prefix: str = ""
+    on_token: TokenListener | None = None
+
+    def kwargs(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
 @dataclass
@@ -215,8 +240,12 @@ class PrefixSession:
         """Fingerprints of the images among ``token_ids``, in order (image-text models)."""
         self.owner: Any = None
         """The backend the cache belongs to; another backend starts afresh."""
+        self.peers: list[PrefixSession] | None = None
+        """Other callers' sessions (shared list) whose cached prompts this one may copy instead of
+        encoding them again: lockstep rollouts forked from one step share their whole history."""
 
     def reset(self) -> None:
+        """Drop the cache (the peers stay: they are who this caller runs beside, not what it saw)."""
         self.token_ids, self.cache, self.image_keys, self.owner = [], None, [], None
 
 
@@ -264,6 +293,18 @@ class Backend(ABC):
         polled between tokens (Stop: finish reason ``interrupted``). ``on_token(row, token)``,
         when given, sees each token of each row as it is drawn (a live view). Generations carry
         their tokens when ``capabilities.logprobs``, else an empty list."""
+
+    def generate_many(self, calls: list[GenerateCall]) -> list[GenerateResult | StudioError]:
+        """Answer several callers' :meth:`generate` calls; each answer is a result or that call's
+        one-line error. With ``capabilities.batched_generate`` they decode as one batch (lockstep
+        rollouts); this default answers them one after another."""
+        answers: list[GenerateResult | StudioError] = []
+        for call in calls:
+            try:
+                answers.append(self.generate(**call.kwargs()))
+            except StudioError as exc:
+                answers.append(exc)
+        return answers
 
     def score(
         self,

@@ -38,6 +38,7 @@ from studio.models.base import (
     Backend,
     ModelCard,
     Capabilities,
+    GenerateCall,
     GenerateResult,
     Message,
     PrefixSession,
@@ -47,7 +48,7 @@ from studio.models.base import (
     TokenListener,
     no_progress,
 )
-from studio.models.hf_decode import decode, prefill, score_packed
+from studio.models.hf_decode import PreparedCall, decode, decode_args, decode_many, prefill, score_packed
 from studio.models.tokens import SingleTokenTexts, eos_ids, render_chat
 
 #: Alternatives stored per token by default (the most likely first).
@@ -117,6 +118,7 @@ class TransformersBackend(Backend):
             images=processor is not None,
             prefix_reuse=True,
             local_device=True,
+            batched_generate=True,
         )
         self.eos_ids = self._eos_ids()
         #: Alternatives kept per generated or scored token (the trace's hover shows them).
@@ -287,20 +289,50 @@ class TransformersBackend(Backend):
 
         ``on_token(row, token)`` sees each token as it is drawn (before stop strings are cut).
         """
-        sampling = sampling or SamplingParams()
-        session = session if session is not None else PrefixSession()
-        stop = [s for s in (stop or []) if s]
-        ids, extra = self.encode(messages, assistant_prefix, images)
+        call = GenerateCall(messages, n, sampling, stop, images, session, should_stop, assistant_prefix, on_token)
+        prepared = self._prepare(call)
         with self.lock, torch.inference_mode():
             try:
-                return decode(
-                    self, ids, extra, images, n, sampling, stop, session, should_stop or (lambda: False), on_token
-                )
+                return decode(self, *decode_args(prepared))
             except torch.OutOfMemoryError:
-                session.reset()
-                raise StudioError(
-                    f"Out of memory while generating on {self.device}: lower the candidates, max new tokens or history."
-                ) from None
+                prepared.session.reset()
+                raise StudioError(self._out_of_memory()) from None
+
+    def generate_many(self, calls: list[GenerateCall]) -> list[GenerateResult | StudioError]:
+        """Decode several callers' prompts as one batch (:func:`studio.models.hf_decode.decode_many`):
+        lockstep rollouts. A prompt that cannot be encoded is that call's error; the rest run."""
+        prepared: list[PreparedCall | StudioError] = []
+        for call in calls:
+            try:
+                prepared.append(self._prepare(call))
+            except StudioError as exc:
+                prepared.append(exc)
+        runnable = [p for p in prepared if isinstance(p, PreparedCall)]
+        with self.lock, torch.inference_mode():
+            try:
+                results = iter(decode_many(self, runnable))
+            except torch.OutOfMemoryError:
+                for call in runnable:
+                    call.session.reset()
+                raise StudioError(self._out_of_memory()) from None
+        return [next(results) if isinstance(p, PreparedCall) else p for p in prepared]
+
+    def _prepare(self, call: GenerateCall) -> PreparedCall:
+        ids, extra = self.encode(call.messages, call.assistant_prefix, call.images)
+        return PreparedCall(
+            ids=ids,
+            extra=extra,
+            images=call.images,
+            n=call.n,
+            sampling=call.sampling or SamplingParams(),
+            stop=[s for s in (call.stop or []) if s],
+            session=call.session if call.session is not None else PrefixSession(),
+            should_stop=call.should_stop or (lambda: False),
+            on_token=call.on_token,
+        )
+
+    def _out_of_memory(self) -> str:
+        return f"Out of memory while generating on {self.device}: lower the candidates, max new tokens or history."
 
     def score(
         self,

@@ -1,5 +1,6 @@
-"""The transformers backend's forward passes: prefill with prefix reuse, the decode loop, packed
-candidates and one-pass scoring (:mod:`studio.models.hf` says why each is shaped as it is).
+"""The transformers backend's forward passes: prefill with prefix reuse (and copies of peers' prefixes),
+the decode loop, packed candidates, one-pass scoring and lockstep batches of several callers' calls
+(:func:`decode_many`); :mod:`studio.models.hf` says why each is shaped as it is.
 
 Functions here take the loaded :class:`~studio.models.hf.TransformersBackend` (its model,
 tokenizer, device, dtype and eos ids); the caller holds its device lock.
@@ -9,10 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 import torch
+from transformers.cache_utils import DynamicLayer
 
 from studio.models.base import (
     CacheStats,
@@ -52,13 +55,21 @@ def _crop_to(cache: Any, length: int) -> bool:
     return True
 
 
+#: Tokens looked at first for top-p sampling (all of them when these hold less than ``top_p``).
+NUCLEUS_FIRST_TRY = 256
+
+
 def _sample(logits: torch.Tensor, sampling: SamplingParams, generator: torch.Generator | None) -> torch.Tensor:
     """Next token per row of ``logits`` (B, V): greedy at temperature 0, else temperature + top-p."""
     if sampling.temperature == 0:
         return logits.argmax(dim=-1)
     probs = torch.softmax(logits.float() / sampling.temperature, dim=-1)
     if sampling.top_p < 1.0:
-        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        # The nucleus is usually within the top few hundred tokens: sort those (a full sort of a
+        # large vocabulary per row per token costs more than a batched decode step's attention).
+        sorted_probs, order = probs.topk(min(NUCLEUS_FIRST_TRY, probs.shape[-1]), dim=-1)
+        if bool((sorted_probs.sum(dim=-1) < sampling.top_p).any()):
+            sorted_probs, order = probs.sort(dim=-1, descending=True)
         cumulative = sorted_probs.cumsum(dim=-1)
         sorted_probs[(cumulative - sorted_probs) >= sampling.top_p] = 0.0  # keeps at least the top token
         probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
@@ -84,6 +95,40 @@ def alternatives(backend: Any, logprobs: torch.Tensor) -> list[list[TokenAlterna
     ]
 
 
+def _plain(cache: Any) -> bool:
+    """A transformers cache whose layers are plain key/value tensors (no sliding window, no state):
+    these can be sliced, copied and stacked into a batch."""
+    layers = getattr(cache, "layers", None)
+    return bool(layers) and all(type(layer).__name__ == "DynamicLayer" for layer in layers)
+
+
+def _cache_of(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> Any:
+    from transformers import DynamicCache
+
+    return DynamicCache(ddp_cache_data=pairs)
+
+
+def _adopt_peer_prefix(backend: Any, session: PrefixSession, ids: list[int], reuse: int) -> int:
+    """Copy a peer's cached prompt when it shares more of ``ids`` than ``session`` does; the new reuse.
+
+    Lockstep rollouts forked from one step all start from the same history: the first encodes
+    it, the others copy its keys and values (a memory copy instead of a forward pass)."""
+    best, donor = reuse, None
+    for peer in session.peers or []:
+        if peer is session or peer.owner is not backend or peer.image_keys or not _plain(peer.cache):
+            continue
+        common = min(_common_prefix(peer.token_ids, ids), len(ids) - 1, peer.cache.get_seq_length())
+        if common > best + 8:  # a few tokens are cheaper to encode than a copy is to make
+            best, donor = common, peer
+    if donor is None:
+        return reuse
+    session.cache = _cache_of(
+        [(layer.keys[:, :, :best].clone(), layer.values[:, :, :best].clone()) for layer in donor.cache.layers]
+    )
+    session.token_ids, session.image_keys = ids[:best], []
+    return best
+
+
 def prefill(
     backend: Any, session: PrefixSession, ids: list[int], extra: dict[str, Any], images: list[np.ndarray] | None
 ) -> tuple[torch.Tensor, CacheStats]:
@@ -93,6 +138,11 @@ def prefill(
         session.owner = backend
     image_keys = [_image_key(image) for image in images or []]
     reuse = min(_common_prefix(session.token_ids, ids), len(ids) - 1)  # at least one token must run
+    shared = 0
+    if session.peers and not images:
+        own = reuse
+        reuse = _adopt_peer_prefix(backend, session, ids, reuse)
+        shared = reuse - own if reuse > own else 0
     runs = backend.image_runs(ids)
     for index, start in enumerate(runs):  # same placeholder tokens, maybe another picture
         if start < reuse and (index >= len(session.image_keys) or session.image_keys[index] != image_keys[index]):
@@ -111,9 +161,118 @@ def prefill(
     session.token_ids = list(ids)
     session.image_keys = image_keys
     stats = CacheStats(
-        prompt_tokens=len(ids), reused_tokens=reuse, encoded_tokens=len(ids) - reuse, prefix_changed=prefix_changed
+        prompt_tokens=len(ids),
+        reused_tokens=reuse,
+        encoded_tokens=len(ids) - reuse,
+        prefix_changed=prefix_changed,
+        shared_tokens=shared,
     )
     return out.logits[:, -1, :], stats
+
+
+class _Lane:
+    """One generate call's decoding state: its rows' drawn tokens, stop strings, finish reasons and
+    timing. :func:`decode` runs one lane; :func:`decode_many` runs several in one batch."""
+
+    def __init__(
+        self,
+        backend: Any,
+        ids: list[int],
+        n: int,
+        sampling: SamplingParams,
+        stop: list[str],
+        session: PrefixSession,
+        should_stop: Callable[[], bool],
+        on_token: TokenListener | None,
+        started: float,
+    ) -> None:
+        self.backend, self.ids, self.n, self.sampling, self.stop = backend, ids, n, sampling, stop
+        self.session, self.should_stop, self.on_token, self.started = session, should_stop, on_token, started
+        self.generator = None
+        if sampling.seed is not None:
+            self.generator = torch.Generator(device=backend.device).manual_seed(sampling.seed)
+        self.drawn: list[list[TokenInfo]] = [[] for _ in range(n)]
+        self.texts = [TokenTexts(backend.tokenizer.decode) for _ in range(n)]
+        self.finish: list[str | None] = [None] * n
+        self.cut: list[int | None] = [None] * n  # kept token count once a stop string is hit
+        self.taken = 0  # positions drawn
+        self.fed = 0  # tokens fed back through the model (their keys and values are cached)
+        self.prefill_s = self.first_token_s = 0.0
+        self.stats = CacheStats()
+        self.chosen: torch.Tensor | None = None
+
+    @property
+    def done(self) -> bool:
+        return all(f is not None for f in self.finish)
+
+    def take(self, logits: torch.Tensor) -> bool:
+        """Draw this position's token of every row from ``logits`` (n, V); True when the lane is done."""
+        logprobs, entropy = _signals(logits)
+        chosen = _sample(logits, self.sampling, self.generator)
+        top = alternatives(self.backend, logprobs)
+        for row in range(self.n):
+            if self.finish[row] is not None:
+                continue
+            token = int(chosen[row])
+            if token in self.backend.eos_ids and not self.sampling.ignore_eos:
+                self.finish[row] = "eos"
+                continue
+            info = TokenInfo(
+                id=token,
+                text=self.texts[row].push(token),
+                logprob=float(logprobs[row, token]),
+                entropy=float(entropy[row]),
+                top=top[row],
+            )
+            self.drawn[row].append(info)
+            if self.on_token is not None:
+                self.on_token(row, info)
+            if self.stop:
+                kept = stop_cut(self.drawn[row], self.stop)
+                if kept is not None:
+                    self.finish[row], self.cut[row] = "stop", kept
+        self.chosen = chosen
+        self.taken += 1
+        if self.taken == 1:
+            self.first_token_s = time.perf_counter() - self.started
+        if self.done:
+            return True
+        if self.should_stop():
+            self.finish = [f or "interrupted" for f in self.finish]
+            return True
+        if self.taken >= self.sampling.max_new_tokens:
+            self.finish = [f or "length" for f in self.finish]
+            return True
+        return False
+
+    def generations(self) -> list[Generation]:
+        out = []
+        for row in range(self.n):
+            tokens = self.drawn[row][: self.cut[row]] if self.cut[row] is not None else self.drawn[row]
+            out.append(
+                Generation(
+                    text="".join(t.text for t in tokens), tokens=tokens, finish_reason=self.finish[row] or "length"
+                )
+            )
+        return out
+
+    def kept_ids(self, generations: list[Generation]) -> list[int]:
+        """The tokens the session's cache keeps: with one row, the prompt and the fed tokens of the
+        kept output (the next prompt starts with them); with candidates (interleaved), the prompt."""
+        if self.n != 1:
+            return list(self.ids)
+        usable = min(len(generations[0].tokens), self.fed)
+        return self.ids + [t.id for t in generations[0].tokens[:usable]]
+
+    def result(self, generations: list[Generation]) -> GenerateResult:
+        total = time.perf_counter() - self.started
+        timing = {
+            "prefill_s": self.prefill_s,
+            "first_token_s": self.first_token_s,
+            "decode_s": total - self.prefill_s,
+            "total_s": total,
+        }
+        return GenerateResult(generations=generations, cache=self.stats, timing=timing)
 
 
 def decode(
@@ -129,75 +288,275 @@ def decode(
     on_token: TokenListener | None = None,
 ) -> GenerateResult:
     """Prefill (reusing ``session``'s cache), then draw ``n`` continuations token by token."""
-    started = time.perf_counter()
-    logits, stats = prefill(backend, session, ids, extra, images)
-    prefill_s = time.perf_counter() - started
-    generator = None
-    if sampling.seed is not None:
-        generator = torch.Generator(device=backend.device).manual_seed(sampling.seed)
-    cache = session.cache
-    prompt_len = len(ids)
-    if n > 1:
-        logits = logits.expand(n, -1)
-    drawn: list[list[TokenInfo]] = [[] for _ in range(n)]
-    texts = [TokenTexts(backend.tokenizer.decode) for _ in range(n)]
-    finish: list[str | None] = [None] * n
-    cut: list[int | None] = [None] * n  # kept token count once a stop string is hit
-    first_token_s, fed = 0.0, 0
-    for position in range(sampling.max_new_tokens):
-        logprobs, entropy = _signals(logits)
-        chosen = _sample(logits, sampling, generator)
-        top = alternatives(backend, logprobs)
-        for row in range(n):
-            if finish[row] is not None:
-                continue
-            token = int(chosen[row])
-            if token in backend.eos_ids and not sampling.ignore_eos:
-                finish[row] = "eos"
-                continue
-            info = TokenInfo(
-                id=token,
-                text=texts[row].push(token),
-                logprob=float(logprobs[row, token]),
-                entropy=float(entropy[row]),
-                top=top[row],
-            )
-            drawn[row].append(info)
-            if on_token is not None:
-                on_token(row, info)
-            if stop:
-                kept = stop_cut(drawn[row], stop)
-                if kept is not None:
-                    finish[row], cut[row] = "stop", kept
-        if position == 0:
-            first_token_s = time.perf_counter() - started
-        if all(f is not None for f in finish):
-            break
-        if should_stop():
-            finish = [f or "interrupted" for f in finish]
-            break
-        if n == 1:
-            out = backend.model(input_ids=chosen.view(1, 1), past_key_values=cache, use_cache=True)
+    lane = _Lane(backend, ids, n, sampling, stop, session, should_stop, on_token, time.perf_counter())
+    logits, lane.stats = prefill(backend, session, ids, extra, images)
+    lane.prefill_s = time.perf_counter() - lane.started
+    return _finish_alone(backend, lane, logits)
+
+
+@dataclass
+class PreparedCall:
+    """One generate call with its prompt encoded (what :func:`decode_many` takes)."""
+
+    ids: list[int]
+    extra: dict[str, Any]
+    images: list[np.ndarray] | None
+    n: int
+    sampling: SamplingParams
+    stop: list[str]
+    session: PrefixSession
+    should_stop: Callable[[], bool]
+    on_token: TokenListener | None = None
+
+
+def decode_many(backend: Any, calls: list[PreparedCall]) -> list[GenerateResult]:
+    """Several callers' generate calls decoded as one batch: each prompt is prefilled on its own
+    session (prefill is compute-bound: batching it gains little), then the sessions' caches are
+    stacked, left-padded, into one batch whose rows decode together, one forward per token for
+    all of them. A call that finishes leaves the batch and gets its cache back with its new tokens.
+
+    Each call keeps its own sampling settings and random generator, so its tokens are the ones
+    :func:`decode` draws for it alone (the logits differ only by float rounding). Calls with
+    images, or models whose caches are not plain tensors, decode one after another.
+    """
+    results: list[GenerateResult | None] = [None] * len(calls)
+    lanes: list[tuple[int, _Lane, torch.Tensor]] = []
+    for index, call in enumerate(calls):
+        if call.images:
+            results[index] = decode(backend, *decode_args(call))
+            continue
+        lane = _Lane(
+            backend, call.ids, call.n, call.sampling, call.stop, call.session, call.should_stop, call.on_token,
+            time.perf_counter(),
+        )  # fmt: skip
+        logits, lane.stats = prefill(backend, call.session, call.ids, call.extra, None)
+        lane.prefill_s = time.perf_counter() - lane.started
+        if not _plain(call.session.cache):
+            results[index] = _finish_alone(backend, lane, logits)
+            continue
+        lanes.append((index, lane, logits.expand(call.n, -1)))
+    for index, result in _decode_lanes(backend, lanes):
+        results[index] = result
+    return [r for r in results if r is not None]
+
+
+def decode_args(call: PreparedCall) -> tuple[Any, ...]:
+    """``call`` as the positional arguments of :func:`decode`."""
+    return (call.ids, call.extra, call.images, call.n, call.sampling, call.stop, call.session, call.should_stop,
+            call.on_token)  # fmt: skip
+
+
+def _finish_alone(backend: Any, lane: _Lane, logits: torch.Tensor) -> GenerateResult:
+    """Decode a prefilled lane by itself: one row over the session's cache, or ``n`` candidates
+    packed over one copy of it (:func:`decode_packed`)."""
+    cache = lane.session.cache
+    logits = logits.expand(lane.n, -1) if lane.n > 1 else logits
+    while not lane.take(logits):
+        if lane.n == 1:
+            out = backend.model(input_ids=lane.chosen.view(1, 1), past_key_values=cache, use_cache=True)
             logits = out.logits[:, -1, :]
         else:
-            logits = decode_packed(backend, chosen, cache, prompt_len, fed)
-        fed += 1
-    generations = []
-    for row in range(n):
-        tokens = drawn[row][: cut[row]] if cut[row] is not None else drawn[row]
-        generations.append(
-            Generation(text="".join(t.text for t in tokens), tokens=tokens, finish_reason=finish[row] or "length")
+            logits = decode_packed(backend, lane.chosen, cache, len(lane.ids), lane.fed)
+        lane.fed += 1
+    generations = lane.generations()
+    lane.session.token_ids = lane.kept_ids(generations)
+    if not _crop_to(cache, len(lane.session.token_ids)):
+        lane.session.reset()
+    return lane.result(generations)
+
+
+class _RoomyLayer(DynamicLayer):
+    """A cache layer holding its keys and values in zeroed buffers with free columns.
+
+    Each decode step writes its column in place, and attention reads the whole buffer (the
+    free columns are masked; zeros, so they add exact zeros). A plain layer concatenates,
+    and a prefix view of a buffer is not contiguous: either way the whole batch's cache would
+    be copied every token, which was half the time of a batched step on CPU. ``keys`` and
+    ``values`` are views of the filled columns (what ``get_seq_length`` reads)."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, room: int) -> None:
+        super().__init__()
+        self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
+        self.fill(keys, values, room)
+
+    def fill(self, k: torch.Tensor, v: torch.Tensor, room: int) -> None:
+        shape = (k.shape[0], k.shape[1], k.shape[2] + room)
+        self.key_buffer = k.new_zeros(shape + (k.shape[3],))
+        self.value_buffer = v.new_zeros(shape + (v.shape[3],))
+        self.key_buffer[:, :, : k.shape[2]] = k
+        self.value_buffer[:, :, : k.shape[2]] = v
+        self.length = k.shape[2]
+        self.keys, self.values = self.key_buffer[:, :, : self.length], self.value_buffer[:, :, : self.length]
+
+    @property
+    def capacity(self) -> int:
+        return self.key_buffer.shape[2]
+
+    def reserve(self, columns: int) -> None:
+        """Make room for ``columns`` more (by half again when out of room)."""
+        if self.length + columns > self.capacity:
+            self.fill(self.keys, self.values, max(columns, self.length // 2))
+
+    def update(self, k: torch.Tensor, v: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        self.reserve(k.shape[2])  # the caller reserved already: the mask was made for this capacity
+        end = self.length + k.shape[2]
+        self.key_buffer[:, :, self.length : end] = k
+        self.value_buffer[:, :, self.length : end] = v
+        self.length = end
+        self.keys, self.values = self.key_buffer[:, :, :end], self.value_buffer[:, :, :end]
+        return self.key_buffer, self.value_buffer
+
+    def keep(self, rows: torch.Tensor, cut: int) -> None:
+        """Keep these batch rows, from column ``cut`` on (the free columns stay)."""
+        room = self.key_buffer.shape[2] - self.length
+        self.fill(self.keys.index_select(0, rows)[:, :, cut:], self.values.index_select(0, rows)[:, :, cut:], room)
+
+
+class _Batch:
+    """The stacked caches of the lanes being decoded together.
+
+    Row block of a lane: its ``n`` rows. Columns: each lane's prompt, right-aligned to the same
+    end column ``prompt_end`` (left padding, masked), then one column per decode step, shared.
+    A lane's own keys and values are therefore one contiguous run of columns.
+    """
+
+    def __init__(self, backend: Any, lanes: list[_Lane]) -> None:
+        self.backend = backend
+        self.lanes = lanes
+        self.prompt_end = max(len(lane.ids) for lane in lanes)
+        rows = sum(lane.n for lane in lanes)
+        device = backend.device
+        self.valid = torch.zeros(rows, self.prompt_end, dtype=torch.bool, device=device)
+        pairs = []
+        for layer in range(len(lanes[0].session.cache.layers)):
+            sample = lanes[0].session.cache.layers[layer].keys
+            keys = sample.new_zeros(rows, sample.shape[1], self.prompt_end, sample.shape[3])
+            values = sample.new_zeros(
+                rows, sample.shape[1], self.prompt_end, lanes[0].session.cache.layers[layer].values.shape[3]
+            )
+            row = 0
+            for lane in lanes:
+                own = lane.session.cache.layers[layer]
+                start = self.prompt_end - len(lane.ids)
+                keys[row : row + lane.n, :, start:] = own.keys
+                values[row : row + lane.n, :, start:] = own.values
+                row += lane.n
+            pairs.append((keys, values))
+        room = max(lane.sampling.max_new_tokens - lane.taken for lane in lanes) + 1
+        row = 0
+        for lane in lanes:
+            self.valid[row : row + lane.n, self.prompt_end - len(lane.ids) :] = True
+            row += lane.n
+        self.cache = _cache_of([])
+        self.cache.layers = [_RoomyLayer(k, v, room) for k, v in pairs]
+
+    def rows_of(self, lane: _Lane) -> slice:
+        start = 0
+        for other in self.lanes:
+            if other is lane:
+                return slice(start, start + lane.n)
+            start += other.n
+        raise KeyError("lane not in batch")
+
+    def step(self, fed: int) -> torch.Tensor:
+        """Feed every row's last drawn token (finished lanes feed theirs too, unread); logits (rows, V)."""
+        device = self.backend.device
+        tokens = torch.cat([lane.chosen.view(-1) for lane in self.lanes]).view(-1, 1)
+        positions = torch.cat([torch.full((lane.n,), len(lane.ids) + fed, device=device) for lane in self.lanes]).view(
+            -1, 1
         )
-    if n == 1:  # the cache holds the prompt and the tokens fed after it: keep them for the next prompt
-        usable = min(len(generations[0].tokens), fed)
-        session.token_ids = ids + [t.id for t in generations[0].tokens[:usable]]
-    else:  # candidates are interleaved in the cache: keep the prompt only
-        session.token_ids = list(ids)
-    if not _crop_to(cache, len(session.token_ids)):
-        session.reset()
-    total = time.perf_counter() - started
-    timing = {"prefill_s": prefill_s, "first_token_s": first_token_s, "decode_s": total - prefill_s, "total_s": total}
-    return GenerateResult(generations=generations, cache=stats, timing=timing)
+        self.valid = torch.cat([self.valid, torch.ones(len(tokens), 1, dtype=torch.bool, device=device)], dim=1)
+        for layer in self.cache.layers:
+            layer.reserve(1)
+        mask = torch.full(
+            (len(tokens), self.cache.layers[0].capacity),
+            torch.finfo(self.backend.dtype).min,
+            dtype=self.backend.dtype,
+            device=device,
+        )  # free columns stay masked
+        mask[:, : self.valid.shape[1]][self.valid] = 0.0
+        out = self.backend.model(
+            input_ids=tokens,
+            position_ids=positions,
+            attention_mask=mask[:, None, None, :],
+            past_key_values=self.cache,
+            use_cache=True,
+        )
+        return out.logits[:, -1, :]
+
+    def give_back(self, lane: _Lane, generations: list[Generation]) -> None:
+        """Hand ``lane`` its session's cache: the prompt it came with, plus the tokens it keeps."""
+        kept = lane.kept_ids(generations)
+        session, extra = lane.session, len(kept) - len(lane.ids)
+        if extra > 0:
+            row = self.rows_of(lane).start
+            pairs = []
+            for own, batch in zip(session.cache.layers, self.cache.layers):
+                new = slice(self.prompt_end, self.prompt_end + extra)
+                pairs.append(
+                    (
+                        torch.cat([own.keys, batch.keys[row : row + 1, :, new]], dim=2),
+                        torch.cat([own.values, batch.values[row : row + 1, :, new]], dim=2),
+                    )
+                )
+            session.cache = _cache_of(pairs)
+        session.token_ids = kept
+
+    def drop(self, gone: list[_Lane]) -> None:
+        """Take finished lanes' rows (and padding no remaining lane needs) out of the batch."""
+        keep_rows = [
+            i
+            for lane in self.lanes
+            if lane not in gone
+            for i in range(self.rows_of(lane).start, self.rows_of(lane).stop)
+        ]
+        self.lanes = [lane for lane in self.lanes if lane not in gone]
+        if not self.lanes:
+            return
+        cut = self.prompt_end - max(len(lane.ids) for lane in self.lanes)  # columns only padding now
+        index = torch.tensor(keep_rows, device=self.backend.device)
+        for layer in self.cache.layers:
+            layer.keep(index, cut)
+        self.valid = self.valid.index_select(0, index)[:, cut:]
+        self.prompt_end -= cut
+
+
+def _decode_lanes(backend: Any, entries: list[tuple[int, _Lane, torch.Tensor]]) -> list[tuple[int, GenerateResult]]:
+    """Decode prefilled lanes together until each is done; (call index, result) in finishing order."""
+    finished: list[tuple[int, GenerateResult]] = []
+    live = []
+    for index, lane, logits in entries:
+        if lane.take(logits):
+            generations = lane.generations()
+            lane.session.token_ids = lane.kept_ids(generations)  # nothing fed: the prompt, as prefilled
+            finished.append((index, lane.result(generations)))
+        else:
+            live.append((index, lane))
+    if not live:
+        return finished
+    batch = _Batch(backend, [lane for _, lane in live])
+    fed, waiting = 0, len(live)
+    idle_rows = 0
+    while waiting:
+        logits = batch.step(fed)
+        fed += 1
+        gone = []
+        for index, lane in live:
+            if lane.done or lane not in batch.lanes:
+                continue
+            lane.fed = fed
+            rows = batch.rows_of(lane)
+            if lane.take(logits[rows]):
+                generations = lane.generations()
+                batch.give_back(lane, generations)
+                finished.append((index, lane.result(generations)))
+                gone.append(lane)
+                waiting -= 1
+        idle_rows += sum(lane.n for lane in gone)
+        if waiting and idle_rows * 4 >= sum(lane.n for lane in batch.lanes):
+            batch.drop([lane for lane in batch.lanes if lane.done])  # a copy now beats computing idle rows
+            idle_rows = 0
+    return finished
 
 
 def decode_packed(backend: Any, chosen: torch.Tensor, cache: Any, prompt_len: int, step: int) -> torch.Tensor:
