@@ -599,6 +599,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     config = RunnerConfig(max_steps=settings.max_steps, max_invalid_actions=args.max_invalid, record_frames=args.frames)
     factory, backend = cli_policy_factory(args)
+    factory(backend).reset(
+        make_env(args.env, dict(args.env_opt)), settings.seed
+    )  # a policy that cannot act here fails once
 
     def episode_job(seed: int) -> Any:
         def job(acting: Any) -> Any:
@@ -618,8 +621,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         while next_line in finished:
             done = finished.pop(next_line)
             if isinstance(done, StudioError):
-                failures.append(done)
-                print(f"error: seed {settings.seed + next_line}: {done}", file=sys.stderr, flush=True)
+                failures.append(f"seed {settings.seed + next_line}: {done}")
             else:
                 print_episode_line(done, args.json)
             next_line += 1
@@ -627,7 +629,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     jobs = [episode_job(settings.seed + offset) for offset in range(args.episodes)]
     run_parallel(jobs, backend, args.parallel, on_done=report)
     print(f"stored in {store.url}", file=sys.stderr)
-    return 1 if failures else 0
+    if failures:
+        raise StudioError(f"{len(failures)} of {len(jobs)} episodes failed (the others are stored); {failures[0]}")
+    return 0
 
 
 def print_episode_line(episode: Any, as_json: bool) -> None:

@@ -1,0 +1,179 @@
+"""Episodes side by side (lockstep) vs one after another, on the default model, in one run.
+
+Prints one JSON object:
+
+- ``batched_speedup_8``: 8 ReAct gridworld episodes of 10 steps (seeds 0-7, sampled at
+  temperature 0.7, each its own seed) one after another / the same 8 in lockstep
+  (``run_parallel(parallel=8)``: one forward per token for every live episode). Target >= 2.2.
+  ``same_episodes`` says whether both runs gave the same actions. The split: time inside
+  ``generate`` calls (the decode; in lockstep, the batches) and the rest (the ``Thought:``
+  scoring pass that encodes each step's new prompt tokens: prefill, which batching does not
+  speed up on 2 cores, plus environment and bookkeeping).
+- ``values_step_s``: Q of 4 outputs x 4 rollouts x a 5-step horizon at one gridworld step
+  (ReAct rollouts at temperature 1), in lockstep (16 at once); beside it the same estimate
+  one rollout after another (``values_step_s_one_by_one``) and whether they agree.
+- ``engine_batched_speedup_8`` (unless ``--no-engine``): the same 8 episodes through vLLM's CPU
+  server (started here from ``.venv-vllm``), one after another / 8 at once (concurrent
+  requests; the engine batches and its prefix cache shares the common prompt). Target >= 3.
+
+    python bench/rollouts.py [--episodes 8] [--steps 10] [--no-engine]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from studio.agents.react import ReActConfig, ReActPolicy  # noqa: E402
+from studio.errors import StudioError  # noqa: E402
+from studio.models.base import Backend, SamplingParams  # noqa: E402
+from studio.models.registry import ModelRegistry  # noqa: E402
+from studio.rollouts import run_parallel  # noqa: E402
+from studio.runner import EpisodeRunner, RunnerConfig  # noqa: E402
+from studio.values import estimate_step_values  # noqa: E402
+
+
+class Timed:
+    """Wraps a backend's generate calls (one by one) and batches (lockstep) with a clock."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.generate_s = 0.0
+        self.tokens = 0
+        self._generate, self._many = backend.generate, backend.generate_many
+        backend.generate = self.generate  # type: ignore[method-assign]
+        backend.generate_many = self.generate_many  # type: ignore[method-assign]
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        result = self._generate(*args, **kwargs)
+        self.generate_s += time.perf_counter() - started
+        self.tokens += sum(len(g.tokens) for g in result.generations)
+        return result
+
+    def generate_many(self, calls: Any) -> Any:
+        started = time.perf_counter()
+        results = self._many(calls)
+        self.generate_s += time.perf_counter() - started
+        self.tokens += sum(len(g.tokens) for r in results if not isinstance(r, StudioError) for g in r.generations)
+        return results
+
+    def restore(self) -> None:
+        self.backend.generate, self.backend.generate_many = self._generate, self._many  # type: ignore[method-assign]
+
+
+def episodes(backend: Backend, count: int, steps: int, parallel: int) -> dict[str, Any]:
+    def job_for(seed: int):
+        def job(acting: Backend | None):
+            sampling = SamplingParams(temperature=0.7, max_new_tokens=48, seed=seed)
+            runner = EpisodeRunner(
+                "gridworld",
+                ReActPolicy(acting, ReActConfig(sampling=sampling)),
+                config=RunnerConfig(max_steps=steps, max_invalid_actions=steps),
+            )
+            runner.reset(seed=seed)
+            return runner.run()
+
+        return job
+
+    timer = Timed(backend)
+    started = time.perf_counter()
+    try:
+        done = run_parallel([job_for(seed) for seed in range(count)], backend, parallel)
+    finally:
+        timer.restore()
+    wall = time.perf_counter() - started
+    failures = [str(d) for d in done if isinstance(d, StudioError)]
+    if failures:
+        raise SystemExit(f"episodes failed: {failures[0]}")
+    return {
+        "wall_s": round(wall, 2),
+        "generate_s": round(timer.generate_s, 2),
+        "rest_s": round(wall - timer.generate_s, 2),
+        "steps": sum(e.length for e in done),
+        "generated_tokens": timer.tokens,
+        "prompt_tokens_encoded": sum(s.extra.get("cache", {}).get("encoded_tokens", 0) for e in done for s in e.steps),
+        "actions": [[s.action for s in e.steps] for e in done],
+    }
+
+
+def compare_episodes(backend: Backend, count: int, steps: int) -> dict[str, Any]:
+    alone = episodes(backend, count, steps, parallel=1)
+    together = episodes(backend, count, steps, parallel=count)
+    same = alone.pop("actions") == together.pop("actions")
+    return {
+        f"batched_speedup_{count}": round(alone["wall_s"] / together["wall_s"], 2),
+        "same_episodes": same,
+        "decode_speedup": round(alone["generate_s"] / together["generate_s"], 2),
+        "one_by_one": alone,
+        "lockstep": together,
+    }
+
+
+def values_step(backend: Backend) -> dict[str, Any]:
+    """Q of a step's 4 outputs (taken + 3 candidates) by 4 ReAct rollouts each, 5-step horizon."""
+    config = ReActConfig(candidates=4, sampling=SamplingParams(temperature=1.0, max_new_tokens=48, seed=0))
+    runner = EpisodeRunner("gridworld", ReActPolicy(backend, config))
+    runner.reset(seed=0)
+    runner.step()
+    episode = runner.episode
+    factory = lambda i, acting: ReActPolicy(  # noqa: E731
+        acting, ReActConfig(sampling=SamplingParams(temperature=1.0, max_new_tokens=48, seed=i))
+    )
+    common: dict[str, Any] = dict(rollout_policy="react", rollouts=4, horizon=5, model=backend)
+    started = time.perf_counter()
+    together = estimate_step_values(episode, 0, factory, parallel=16, **common)
+    lockstep_s = time.perf_counter() - started
+    started = time.perf_counter()
+    alone = estimate_step_values(episode, 0, factory, parallel=1, **common)
+    alone_s = time.perf_counter() - started
+    return {
+        "values_step_s": round(lockstep_s, 1),
+        "values_step_s_one_by_one": round(alone_s, 1),
+        "values_outputs": len(together),
+        "values_same": [v.returns for v in together] == [v.returns for v in alone],
+    }
+
+
+def engine(count: int, steps: int) -> dict[str, Any]:
+    from studio.models.engines import start_vllm
+    from studio.models.resolve import resolve_default
+
+    with start_vllm(resolve_default().path, served_name="smollm2", threads=os.cpu_count() or 2) as server:
+        remote = ModelRegistry().load(server.url)
+        episodes(remote, 1, 2, parallel=1)  # warm the engine (first requests compile kernels)
+        alone = episodes(remote, count, steps, parallel=1)
+        together = episodes(remote, count, steps, parallel=count)
+    return {
+        f"engine_batched_speedup_{count}": round(alone["wall_s"] / together["wall_s"], 2),
+        "engine_one_by_one_s": alone["wall_s"],
+        "engine_lockstep_s": together["wall_s"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--episodes", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--no-engine", action="store_true", help="skip the vLLM server part")
+    args = parser.parse_args()
+    backend = ModelRegistry().load("default", device="cpu")
+    result: dict[str, Any] = {"model": backend.card.id, "device": "cpu", "threads": os.cpu_count()}
+    result.update(compare_episodes(backend, args.episodes, args.steps))
+    result.update(values_step(backend))
+    if not args.no_engine:
+        backend.unload()  # the engine needs the memory and the cores
+        result.update(engine(args.episodes, args.steps))
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
