@@ -593,15 +593,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from studio.rollouts import LockedSink, run_parallel
     from studio.runner import EpisodeRunner, JsonlSink, RunnerConfig
 
-    make_env(args.env, dict(args.env_opt))  # a bad environment fails before a model loads
+    env = make_env(args.env, dict(args.env_opt))  # a bad environment fails before a model loads
     store = open_cli_store(args)  # so does a bad database
     sinks = [LockedSink(store.episodes.sink())] + ([LockedSink(JsonlSink(args.out))] if args.out else [])
     settings = settings_from_args(args)
     config = RunnerConfig(max_steps=settings.max_steps, max_invalid_actions=args.max_invalid, record_frames=args.frames)
     factory, backend = cli_policy_factory(args)
-    factory(backend).reset(
-        make_env(args.env, dict(args.env_opt)), settings.seed
-    )  # a policy that cannot act here fails once
+    factory(backend).reset(env, settings.seed)  # a policy that cannot act in this environment fails once, here
 
     def episode_job(seed: int) -> Any:
         def job(acting: Any) -> Any:

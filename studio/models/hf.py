@@ -48,7 +48,7 @@ from studio.models.base import (
     TokenListener,
     no_progress,
 )
-from studio.models.hf_decode import PreparedCall, decode, decode_args, decode_many, prefill, score_packed
+from studio.models.hf_decode import PreparedCall, decode, decode_many, prefill, score_packed
 from studio.models.tokens import SingleTokenTexts, eos_ids, render_chat
 
 #: Alternatives stored per token by default (the most likely first).
@@ -293,7 +293,7 @@ class TransformersBackend(Backend):
         prepared = self._prepare(call)
         with self.lock, torch.inference_mode():
             try:
-                return decode(self, *decode_args(prepared))
+                return decode(self, prepared)
             except torch.OutOfMemoryError:
                 prepared.session.reset()
                 raise StudioError(self._out_of_memory()) from None

@@ -170,24 +170,30 @@ def prefill(
     return out.logits[:, -1, :], stats
 
 
+@dataclass
+class PreparedCall:
+    """One generate call with its prompt encoded (what :func:`decode_many` takes)."""
+
+    ids: list[int]
+    extra: dict[str, Any]
+    images: list[np.ndarray] | None
+    n: int
+    sampling: SamplingParams
+    stop: list[str]
+    session: PrefixSession
+    should_stop: Callable[[], bool]
+    on_token: TokenListener | None = None
+
+
 class _Lane:
     """One generate call's decoding state: its rows' drawn tokens, stop strings, finish reasons and
     timing. :func:`decode` runs one lane; :func:`decode_many` runs several in one batch."""
 
-    def __init__(
-        self,
-        backend: Any,
-        ids: list[int],
-        n: int,
-        sampling: SamplingParams,
-        stop: list[str],
-        session: PrefixSession,
-        should_stop: Callable[[], bool],
-        on_token: TokenListener | None,
-        started: float,
-    ) -> None:
-        self.backend, self.ids, self.n, self.sampling, self.stop = backend, ids, n, sampling, stop
-        self.session, self.should_stop, self.on_token, self.started = session, should_stop, on_token, started
+    def __init__(self, backend: Any, call: PreparedCall) -> None:
+        self.started = time.perf_counter()
+        self.backend, self.ids, self.n, self.sampling, self.stop = backend, call.ids, call.n, call.sampling, call.stop
+        self.session, self.should_stop, self.on_token = call.session, call.should_stop, call.on_token
+        n, sampling = call.n, call.sampling
         self.generator = None
         if sampling.seed is not None:
             self.generator = torch.Generator(device=backend.device).manual_seed(sampling.seed)
@@ -275,38 +281,17 @@ class _Lane:
         return GenerateResult(generations=generations, cache=self.stats, timing=timing)
 
 
-def decode(
-    backend: Any,
-    ids: list[int],
-    extra: dict[str, Any],
-    images: list[np.ndarray] | None,
-    n: int,
-    sampling: SamplingParams,
-    stop: list[str],
-    session: PrefixSession,
-    should_stop: Callable[[], bool],
-    on_token: TokenListener | None = None,
-) -> GenerateResult:
-    """Prefill (reusing ``session``'s cache), then draw ``n`` continuations token by token."""
-    lane = _Lane(backend, ids, n, sampling, stop, session, should_stop, on_token, time.perf_counter())
-    logits, lane.stats = prefill(backend, session, ids, extra, images)
+def _prefilled(backend: Any, call: PreparedCall) -> tuple[_Lane, torch.Tensor]:
+    """A lane for ``call`` with its prompt prefilled (reusing its session's cache); the last logits (1, V)."""
+    lane = _Lane(backend, call)
+    logits, lane.stats = prefill(backend, call.session, call.ids, call.extra, call.images)
     lane.prefill_s = time.perf_counter() - lane.started
-    return _finish_alone(backend, lane, logits)
+    return lane, logits
 
 
-@dataclass
-class PreparedCall:
-    """One generate call with its prompt encoded (what :func:`decode_many` takes)."""
-
-    ids: list[int]
-    extra: dict[str, Any]
-    images: list[np.ndarray] | None
-    n: int
-    sampling: SamplingParams
-    stop: list[str]
-    session: PrefixSession
-    should_stop: Callable[[], bool]
-    on_token: TokenListener | None = None
+def decode(backend: Any, call: PreparedCall) -> GenerateResult:
+    """Prefill (reusing the session's cache), then draw ``call.n`` continuations token by token."""
+    return _finish_alone(backend, *_prefilled(backend, call))
 
 
 def decode_many(backend: Any, calls: list[PreparedCall]) -> list[GenerateResult]:
@@ -322,28 +307,14 @@ def decode_many(backend: Any, calls: list[PreparedCall]) -> list[GenerateResult]
     results: list[GenerateResult | None] = [None] * len(calls)
     lanes: list[tuple[int, _Lane, torch.Tensor]] = []
     for index, call in enumerate(calls):
-        if call.images:
-            results[index] = decode(backend, *decode_args(call))
-            continue
-        lane = _Lane(
-            backend, call.ids, call.n, call.sampling, call.stop, call.session, call.should_stop, call.on_token,
-            time.perf_counter(),
-        )  # fmt: skip
-        logits, lane.stats = prefill(backend, call.session, call.ids, call.extra, None)
-        lane.prefill_s = time.perf_counter() - lane.started
-        if not _plain(call.session.cache):
+        lane, logits = _prefilled(backend, call)
+        if call.images or not _plain(call.session.cache):
             results[index] = _finish_alone(backend, lane, logits)
             continue
         lanes.append((index, lane, logits.expand(call.n, -1)))
     for index, result in _decode_lanes(backend, lanes):
         results[index] = result
     return [r for r in results if r is not None]
-
-
-def decode_args(call: PreparedCall) -> tuple[Any, ...]:
-    """``call`` as the positional arguments of :func:`decode`."""
-    return (call.ids, call.extra, call.images, call.n, call.sampling, call.stop, call.session, call.should_stop,
-            call.on_token)  # fmt: skip
 
 
 def _finish_alone(backend: Any, lane: _Lane, logits: torch.Tensor) -> GenerateResult:
@@ -504,12 +475,11 @@ class _Batch:
 
     def drop(self, gone: list[_Lane]) -> None:
         """Take finished lanes' rows (and padding no remaining lane needs) out of the batch."""
-        keep_rows = [
-            i
-            for lane in self.lanes
-            if lane not in gone
-            for i in range(self.rows_of(lane).start, self.rows_of(lane).stop)
-        ]
+        keep_rows: list[int] = []
+        for lane in self.lanes:
+            if lane not in gone:
+                rows = self.rows_of(lane)
+                keep_rows += range(rows.start, rows.stop)
         self.lanes = [lane for lane in self.lanes if lane not in gone]
         if not self.lanes:
             return
@@ -536,13 +506,11 @@ def _decode_lanes(backend: Any, entries: list[tuple[int, _Lane, torch.Tensor]]) 
         return finished
     batch = _Batch(backend, [lane for _, lane in live])
     fed, waiting = 0, len(live)
-    idle_rows = 0
     while waiting:
         logits = batch.step(fed)
         fed += 1
-        gone = []
         for index, lane in live:
-            if lane.done or lane not in batch.lanes:
+            if lane.done:  # finished earlier: its rows are idle, or already dropped
                 continue
             lane.fed = fed
             rows = batch.rows_of(lane)
@@ -550,12 +518,10 @@ def _decode_lanes(backend: Any, entries: list[tuple[int, _Lane, torch.Tensor]]) 
                 generations = lane.generations()
                 batch.give_back(lane, generations)
                 finished.append((index, lane.result(generations)))
-                gone.append(lane)
                 waiting -= 1
-        idle_rows += sum(lane.n for lane in gone)
-        if waiting and idle_rows * 4 >= sum(lane.n for lane in batch.lanes):
-            batch.drop([lane for lane in batch.lanes if lane.done])  # a copy now beats computing idle rows
-            idle_rows = 0
+        idle = [lane for lane in batch.lanes if lane.done]
+        if waiting and sum(lane.n for lane in idle) * 4 >= sum(lane.n for lane in batch.lanes):
+            batch.drop(idle)  # a copy now beats computing idle rows
     return finished
 
 

@@ -21,7 +21,6 @@ from typing import Any, Callable
 
 import numpy as np
 
-from studio.errors import StudioError
 from studio.models.base import (
     Backend,
     GenerateCall,
@@ -38,8 +37,7 @@ from studio.models.base import (
 class _Waiting:
     def __init__(self, call: GenerateCall) -> None:
         self.call = call
-        self.answer: GenerateResult | StudioError | None = None
-        self.failure: BaseException | None = None
+        self.outcome: GenerateResult | BaseException | None = None  # the result, or what to raise
         self.done = threading.Event()
 
 
@@ -86,12 +84,10 @@ class LockstepPool:
             batch = self._take_batch()
         self._answer(batch)
         waiting.done.wait()
-        if waiting.failure is not None:
-            raise waiting.failure
-        if isinstance(waiting.answer, StudioError):
-            raise waiting.answer
-        assert waiting.answer is not None
-        return waiting.answer
+        if isinstance(waiting.outcome, BaseException):
+            raise waiting.outcome
+        assert waiting.outcome is not None
+        return waiting.outcome
 
     def _take_batch(self) -> list[_Waiting]:
         """The waiting calls, once every live member waits (called with the condition held)."""
@@ -109,10 +105,10 @@ class LockstepPool:
         try:
             answers = self.backend.generate_many([w.call for w in batch])
             for waiting, answer in zip(batch, answers):
-                waiting.answer = answer
+                waiting.outcome = answer
         except BaseException as exc:  # every caller of the batch gets the error, nobody hangs
             for waiting in batch:
-                waiting.failure = exc
+                waiting.outcome = exc
         finally:
             for waiting in batch:
                 waiting.done.set()
