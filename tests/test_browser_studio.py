@@ -64,6 +64,8 @@ def test_default_model_three_steps_trace_plots_and_fork(studio) -> None:
     page.click("#as-step")
     wait_steps(page, 1)
     page.locator("#as-status", has_text="step 1 of").wait_for(timeout=30_000)  # that step's render is complete
+    # The shortcut clicks Step only while it is enabled (not mid-step); under load it is re-enabled a moment later.
+    page.wait_for_function("!document.querySelector('#as-step').disabled", timeout=30_000)
     page.keyboard.press("s")  # the keyboard shortcut
     wait_steps(page, 2)
     page.click("#as-step")
