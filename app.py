@@ -58,6 +58,38 @@ def _number(kind: type, low: float | None = None, high: float | None = None, wha
     return parse
 
 
+def _best_of(text: str) -> int:
+    """``best-of-K`` as K (1 to 16, as --candidates)."""
+    prefix, _, k = text.partition("best-of-")
+    if prefix or not k.isdigit() or not 1 <= int(k) <= 16:
+        raise argparse.ArgumentTypeError(f"use best-of-K with K from 1 to 16, e.g. best-of-4 (got {text[:40]!r})")
+    return int(k)
+
+
+def _k_list(text: str) -> list[int]:
+    """``1,2,4,8`` as a sorted list of distinct K values from 1 to 16."""
+    try:
+        ks = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"use whole numbers separated by commas, e.g. 1,2,4,8 (got {text[:40]!r})"
+        ) from None
+    if not ks or not all(1 <= k <= 16 for k in ks) or len(ks) > 16:
+        raise argparse.ArgumentTypeError(f"each K is a whole number from 1 to 16 (got {text[:40]!r})")
+    return ks
+
+
+def _verifier_list(text: str) -> list[str]:
+    """``first,oracle`` as a list of distinct verifier names."""
+    from studio.settings import VERIFIERS
+
+    names = list(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    unknown = [name for name in names if name not in VERIFIERS]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"use verifiers from {', '.join(VERIFIERS)} (got {text[:40]!r})")
+    return names
+
+
 _positive_int = _number(int, 1, what="a positive integer")
 _port = _number(int, 0, 65535, what="a port between 0 and 65535")
 
@@ -85,6 +117,80 @@ def _output_file(text: str) -> str:
     if existing is not None and not os.access(existing, os.W_OK):
         raise argparse.ArgumentTypeError(f"cannot write {path}: {existing} is not writable")
     return str(path)
+
+
+def add_run_arguments(run: argparse.ArgumentParser) -> None:
+    """The flags of ``run`` (and of ``coverage``, which runs episodes the same way)."""
+    run.add_argument(
+        "--env",
+        required=True,
+        help="a registered environment (see `agent-studio envs`), e.g. gridworld or gym:FrozenLake-v1",
+    )
+    run.add_argument(
+        "--env-opt",
+        type=_env_option,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="environment option (repeatable); see `agent-studio envs`",
+    )
+    run.add_argument(
+        "--policy",
+        default="expert",
+        choices=["expert", "random", "react"],
+        help="who acts (default: expert); react is model-driven",
+    )
+    run.add_argument("--episodes", type=_positive_int, default=1, help="number of episodes (default 1)")
+    run.add_argument(
+        "--parallel",
+        type=_positive_int,
+        default=1,
+        help="episodes run side by side (default 1); with --policy react their model calls decode in lockstep, "
+        "one batch per token (same episodes as one by one)",
+    )
+    run.add_argument(
+        "--max-invalid", type=_positive_int, default=10, help="invalid actions before an episode is cut (default 10)"
+    )
+    run.add_argument(
+        "--select",
+        dest="candidates",
+        type=_best_of,
+        default=argparse.SUPPRESS,
+        metavar="best-of-K",
+        help="sample K outputs a step and let --verifier pick the action (the same as --candidates K)",
+    )
+    run.add_argument(
+        "--judge-model",
+        default=None,
+        metavar="MODEL",
+        help="with --verifier judge: the model that judges the outputs (default: the acting model)",
+    )
+    run.add_argument(
+        "--out",
+        type=_output_file,
+        default=None,
+        metavar="FILE.jsonl",
+        help="append full episodes (the trace format) to this JSONL file",
+    )
+    run.add_argument(
+        "--frames", action="store_true", help="store a rendered frame on every step of --out (larger files)"
+    )
+    run.add_argument("--json", action="store_true", help="print one JSON object per episode instead of a text line")
+    _add_db_argument(run)
+    model = run.add_argument_group("model (with --policy react)")
+    model.add_argument(
+        "--model",
+        default="default",
+        help="default (SmolLM2-135M-Instruct, offline), a hub id, a local folder, or scheme:NAME of a registered backend (agent-studio models --schemes)",
+    )
+    add_setting_flags(run, model)
+    model.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:N or mps")
+    model.add_argument(
+        "--dtype", default="auto", choices=list(DTYPE_NAMES), help="auto: bfloat16 on GPU, float32 on CPU"
+    )
+    model.add_argument(
+        "--trust-remote-code", action="store_true", help="allow a hub model's own Python code to run (off by default)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,69 +234,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     run = commands.add_parser("run", help="run episodes headless and print one summary line per episode")
-    run.add_argument(
-        "--env",
-        required=True,
-        help="a registered environment (see `agent-studio envs`), e.g. gridworld or gym:FrozenLake-v1",
+    add_run_arguments(run)
+    coverage = commands.add_parser(
+        "coverage",
+        help="best-of-K coverage: success rate over seeds for each K (the same episodes as run --candidates K)",
     )
-    run.add_argument(
-        "--env-opt",
-        type=_env_option,
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="environment option (repeatable); see `agent-studio envs`",
+    add_run_arguments(coverage)
+    coverage.add_argument(
+        "--ks",
+        type=_k_list,
+        default=[1, 2, 4, 8],
+        metavar="K,K,...",
+        help="the K values to compare (default 1,2,4,8; each from 1 to 16)",
     )
-    run.add_argument(
-        "--policy",
-        default="expert",
-        choices=["expert", "random", "react"],
-        help="who acts (default: expert); react is model-driven",
+    coverage.add_argument(
+        "--verifiers",
+        type=_verifier_list,
+        default=None,
+        metavar="V,V,...",
+        help="compare these verifiers, a line each in the plot (default: --verifier), e.g. first,likelihood,oracle",
     )
-    run.add_argument("--episodes", type=_positive_int, default=1, help="number of episodes (default 1)")
-    run.add_argument(
-        "--parallel",
-        type=_positive_int,
-        default=1,
-        help="episodes run side by side (default 1); with --policy react their model calls decode in lockstep, "
-        "one batch per token (same episodes as one by one)",
-    )
-    run.add_argument(
-        "--max-invalid", type=_positive_int, default=10, help="invalid actions before an episode is cut (default 10)"
-    )
-    run.add_argument(
-        "--verifier",
-        choices=["first", "likelihood", "vote", "oracle"],
-        default="first",
-        help="with --policy react --candidates K: who picks the action among the K outputs (best-of-K): "
-        "first valid (default), likelihood (the model's mean token logprob), vote (the most chosen action), "
-        "oracle (the environment's expert rolled out after each action: a reference, needs the simulator)",
-    )
-    run.add_argument(
-        "--out",
+    coverage.add_argument(
+        "--plot",
         type=_output_file,
         default=None,
-        metavar="FILE.jsonl",
-        help="append full episodes (the trace format) to this JSONL file",
-    )
-    run.add_argument(
-        "--frames", action="store_true", help="store a rendered frame on every step of --out (larger files)"
-    )
-    run.add_argument("--json", action="store_true", help="print one JSON object per episode instead of a text line")
-    _add_db_argument(run)
-    model = run.add_argument_group("model (with --policy react)")
-    model.add_argument(
-        "--model",
-        default="default",
-        help="default (SmolLM2-135M-Instruct, offline), a hub id, a local folder, or scheme:NAME of a registered backend (agent-studio models --schemes)",
-    )
-    add_setting_flags(run, model)
-    model.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:N or mps")
-    model.add_argument(
-        "--dtype", default="auto", choices=list(DTYPE_NAMES), help="auto: bfloat16 on GPU, float32 on CPU"
-    )
-    model.add_argument(
-        "--trust-remote-code", action="store_true", help="allow a hub model's own Python code to run (off by default)"
+        metavar="FILE.html",
+        help="write the curve as a self-contained plotly page (.html) or an image (.png, .svg)",
     )
 
     load = commands.add_parser(
@@ -532,49 +601,39 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def cli_policy_factory(args: argparse.Namespace) -> tuple[Any, Any]:
-    """What makes ``run``'s policy for one episode, given the backend to act with, and that backend
-    (loaded here, with progress on stderr; None for the expert and random)."""
-    from studio.agents.scripted import make_policy
-
+def cli_models(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The acting model and the judge (``--judge-model``, else the acting model, with ``--verifier
+    judge``) of ``run``/``coverage``, loaded with progress on stderr; (None, None) without a model policy."""
     if args.policy != "react":
-        return (lambda _backend: make_policy(args.policy)), None
-    from studio.agents.react import ReActConfig, ReActPolicy
-    from studio.models.base import SamplingParams
+        return None, None
     from studio.models.registry import ModelRegistry
 
     def progress(fraction: float, message: str) -> None:
         print(f"[{fraction:4.0%}] {message}", file=sys.stderr, flush=True)
 
-    backend = ModelRegistry().load(
+    registry = ModelRegistry()
+    backend = registry.load(
         args.model, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code, progress=progress
     )
-    settings = settings_from_args(args)
-    try:
-        sampling = SamplingParams(
-            temperature=settings.temperature,
-            top_p=settings.top_p,
-            max_new_tokens=settings.max_new_tokens,
-            seed=settings.seed,
-        )
-        config = ReActConfig(
-            action_mode=settings.action_mode,
-            sampling=sampling,
-            candidates=settings.candidates,
-            few_shot=settings.few_shot,
-        )
-    except ValueError as exc:
-        raise StudioError(str(exc)) from None
+    judge = None
+    if "judge" in (getattr(args, "verifiers", None) or [args.verifier]):
+        judge = backend if args.judge_model is None else registry.load(args.judge_model, device=args.device)
+    return backend, judge
 
-    def factory(acting: Any) -> Any:
-        policy = ReActPolicy(acting, config)
-        if args.verifier != "first":
-            from studio.verifiers import VerifiedPolicy
 
-            return VerifiedPolicy(policy, args.verifier)
-        return policy
+def cli_policy_factory(args: argparse.Namespace, settings: Any, models: tuple[Any, Any]) -> Any:
+    """What makes the policy of one episode, given the backend to act with (the loaded model, or
+    its lockstep member)."""
+    from studio.agents.scripted import make_policy
 
-    return factory, backend
+    if args.policy != "react":
+        return lambda _backend: make_policy(args.policy)
+    from studio.agents.react import ReActPolicy, config_from_settings
+    from studio.verifiers import verified
+
+    config = config_from_settings(settings)
+    judge = models[1]
+    return lambda acting: verified(ReActPolicy(acting, config), settings, judge=judge)
 
 
 def open_cli_store(args: argparse.Namespace, create: bool = True) -> Any:
@@ -590,15 +649,32 @@ def open_cli_store(args: argparse.Namespace, create: bool = True) -> Any:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from studio.envs.registry import make_env
-    from studio.rollouts import LockedSink, run_parallel
-    from studio.runner import EpisodeRunner, JsonlSink, RunnerConfig
+    from studio.rollouts import LockedSink
+    from studio.runner import JsonlSink
 
     env = make_env(args.env, dict(args.env_opt))  # a bad environment fails before a model loads
     store = open_cli_store(args)  # so does a bad database
     sinks = [LockedSink(store.episodes.sink())] + ([LockedSink(JsonlSink(args.out))] if args.out else [])
     settings = settings_from_args(args)
+    models = cli_models(args)
+    failures = run_episodes(args, env, settings, models, sinks, lambda episode: print_episode_line(episode, args.json))
+    print(f"stored in {store.url}", file=sys.stderr)
+    if failures:
+        raise StudioError(f"{len(failures)} of {args.episodes} episodes failed (the others are stored); {failures[0]}")
+    return 0
+
+
+def run_episodes(
+    args: argparse.Namespace, env: Any, settings: Any, models: tuple[Any, Any], sinks: list[Any], show: Any
+) -> list[str]:
+    """Run ``args.episodes`` episodes (seeds from ``settings.seed``) side by side (``--parallel``),
+    calling ``show(episode)`` in seed order as soon as each can be; the failures, one line each."""
+    from studio.rollouts import run_parallel
+    from studio.runner import EpisodeRunner, RunnerConfig
+
     config = RunnerConfig(max_steps=settings.max_steps, max_invalid_actions=args.max_invalid, record_frames=args.frames)
-    factory, backend = cli_policy_factory(args)
+    factory = cli_policy_factory(args, settings, models)
+    backend = models[0]
     factory(backend).reset(env, settings.seed)  # a policy that cannot act in this environment fails once, here
 
     def episode_job(seed: int) -> Any:
@@ -610,7 +686,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return job
 
     finished: dict[int, Any] = {}
-    failures = []
+    failures: list[str] = []
     next_line = 0
 
     def report(index: int, outcome: Any) -> None:  # lines in seed order, each as soon as it can be
@@ -621,14 +697,61 @@ def cmd_run(args: argparse.Namespace) -> int:
             if isinstance(done, StudioError):
                 failures.append(f"seed {settings.seed + next_line}: {done}")
             else:
-                print_episode_line(done, args.json)
+                show(done)
             next_line += 1
 
     jobs = [episode_job(settings.seed + offset) for offset in range(args.episodes)]
     run_parallel(jobs, backend, args.parallel, on_done=report)
+    return failures
+
+
+def cmd_coverage(args: argparse.Namespace) -> int:
+    """Best-of-K coverage: ``run``'s episodes once per K over the same seeds, a line per K, a plot."""
+    from studio.coverage import coverage_points
+    from studio.envs.registry import make_env
+    from studio.rollouts import LockedSink
+    from studio.runner import JsonlSink
+    from studio.settings import SAMPLING_FOR_CANDIDATES, settings_from
+
+    if args.plot is not None and not args.plot.lower().endswith(".html"):
+        raise StudioError(f"--plot writes a plotly page: give a file ending in .html (got {args.plot[-40:]!r}).")
+    if args.policy != "react":
+        raise StudioError("Coverage compares K sampled outputs a step: use --policy react.")
+    env = make_env(args.env, dict(args.env_opt))
+    store = open_cli_store(args)
+    sinks = [LockedSink(store.episodes.sink())] + ([LockedSink(JsonlSink(args.out))] if args.out else [])
+    base = settings_from_args(args)
+    # Every K samples at one temperature (K = 1 too): greedy K = 1 against sampled K > 1 would mix
+    # two effects in one curve.
+    temperature = args.temperature if args.temperature is not None else SAMPLING_FOR_CANDIDATES
+    models = cli_models(args)
+    verifiers = args.verifiers or [base.verifier]
+    points = []
+    for verifier in verifiers:
+        for k in args.ks:
+            settings = settings_from({"candidates": k, "temperature": temperature, "verifier": verifier}, base=base)
+            episodes: list[Any] = []
+            failures = run_episodes(args, env, settings, models, sinks, episodes.append)
+            if failures:
+                raise StudioError(f"K={k}: {len(failures)} of {args.episodes} episodes failed; {failures[0]}")
+            (point,) = coverage_points(episodes)
+            points.append(point)
+            low, high = point.interval
+            if args.json:
+                print(json.dumps(point.to_dict()), flush=True)
+            else:
+                print(
+                    f"K={k:<3} {point.verifier:<10} success {point.successes}/{point.episodes} = {point.rate:4.0%}  "
+                    f"(95% CI {low:.0%}-{high:.0%})",
+                    flush=True,
+                )
+    if args.plot is not None:
+        from studio.viz.plots import coverage_figure
+
+        title = f"Best-of-K coverage on {args.env}: {args.episodes} seeds from {base.seed}, temperature {temperature:g}"
+        coverage_figure(points, title).write_html(args.plot, include_plotlyjs=True)
+        print(f"wrote {args.plot}", file=sys.stderr)
     print(f"stored in {store.url}", file=sys.stderr)
-    if failures:
-        raise StudioError(f"{len(failures)} of {len(jobs)} episodes failed (the others are stored); {failures[0]}")
     return 0
 
 
@@ -704,22 +827,13 @@ def cmd_pairs(args: argparse.Namespace) -> int:
 def rollout_policies(name: str, model: str, seed: int) -> tuple[Any, Any]:
     """A factory of rollout policies (rollout ``i`` gets its own, seeded ``seed + i``) and the
     backend they act with (None for the expert and random)."""
-    from studio.agents.scripted import make_policy
+    from studio.values import rollout_policy_factory
 
-    if name == "random":
-        return (lambda index, _backend: make_policy("random", seed=seed + index)), None
-    if name == "expert":
-        return (lambda index, _backend: make_policy("expert")), None
-    from studio.agents.react import ReActConfig, ReActPolicy
-    from studio.models.base import SamplingParams
+    if name in ("random", "expert"):
+        return rollout_policy_factory(name, seed), None
     from studio.models.registry import ModelRegistry
 
-    loaded = ModelRegistry().load(model)
-    # Sampled (temperature 1), each rollout its own seed: greedy rollouts would all be the same.
-    factory = lambda index, backend: ReActPolicy(  # noqa: E731
-        backend, ReActConfig(sampling=SamplingParams(temperature=1.0, max_new_tokens=64, seed=seed + index))
-    )
-    return factory, loaded
+    return rollout_policy_factory("model", seed), ModelRegistry().load(model)
 
 
 def cmd_values(args: argparse.Namespace) -> int:
@@ -970,6 +1084,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "envs": cmd_envs,
         "models": cmd_models,
         "run": cmd_run,
+        "coverage": cmd_coverage,
         "import": cmd_import,
         "pairs": cmd_pairs,
         "values": cmd_values,

@@ -273,6 +273,13 @@ def overview_html(store: Store) -> str:
         f"<tr><th>{esc(r['annotators'][0])} vs {esc(r['annotators'][1])}</th><td>{num(r['percent_agreement'], '.1%')} on {num(r['items'])} pairs · Cohen's kappa {'—' if r['cohen_kappa'] is None else num(r['cohen_kappa'], '.3f')}</td></tr>"
         for r in agreement["pairwise"]
     )
+    machines = "".join(
+        f"<tr><th>{esc(name)} vs people</th><td>{num(r['percent_agreement'], '.1%')} on {num(r['items'])} "
+        f"{'steps' if 'labels' in name else 'pairs'} ({num(r['comparisons'])} comparisons) · Cohen's kappa "
+        f"{'—' if r['cohen_kappa'] is None else num(r['cohen_kappa'], '.3f')}</td></tr>"
+        for name, r in stats["machines_vs_people"].items()
+        if r["comparisons"]
+    )
     shown = " · ".join(f"{esc(k.replace('_', '-'))} {num(v)}" for k, v in stats["choices_as_shown"].items())
     stored = " · ".join(f"{esc(k.replace('_', '-'))} {num(v)}" for k, v in stats["choices"].items())
     return (
@@ -281,7 +288,7 @@ def overview_html(store: Store) -> str:
         f"<tr><th>pairs</th><td>{num(stats['pairs'])}</td></tr><tr><th>judgements</th><td>{num(stats['annotations'])} (as shown: {shown})</td></tr>"
         f"<tr><th>by stored side</th><td>{stored} <span class='as-muted'>(blind views swap about half the pairs)</span></td></tr>"
         f"<tr><th>step labels</th><td>{num(stats['step_labels'])}</td></tr><tr><th>agreement</th><td>{percent}</td></tr>"
-        f"{kappas}</table><div class='as-card-title'>Judgements per annotator</div><table>{rows or '<tr><td>none yet</td></tr>'}</table></div>"
+        f"{machines}{kappas}</table><div class='as-card-title'>Judgements per annotator</div><table>{rows or '<tr><td>none yet</td></tr>'}</table></div>"
     )
 
 

@@ -227,6 +227,8 @@ def build(state: gr.State, sample_env: str = "gridworld") -> EpisodePanel:
             form.build("policy")
             with gr.Accordion("Sampling", open=False):
                 form.build("sampling")
+            with gr.Accordion("Best-of-K: who picks among the K candidates", open=False, elem_id="as-verifier-box"):
+                form.build("verifier")
             form.ordered()
         with gr.Column(scale=6, min_width=420):
             with gr.Row():

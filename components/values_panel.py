@@ -23,6 +23,7 @@ class ValuesPanel:
     horizon: gr.Number
     discount: gr.Number
     estimate: gr.Button
+    stop: gr.Button
     make_pairs: gr.Button
     min_gap: gr.Number
     message: gr.HTML
@@ -45,12 +46,16 @@ def build() -> ValuesPanel:
             estimate = gr.Button(
                 "Estimate values for the selected step", variant="primary", scale=2, elem_id="as-values-estimate"
             )
+            stop = gr.Button("Stop", variant="stop", scale=1, min_width=60, elem_id="as-values-stop")
+        with gr.Row():
             min_gap = gr.Number(value=0.0, label="Minimum Q gap (0: any difference)", scale=1, elem_id="as-values-gap")
             make_pairs = gr.Button("Make pairs from values", scale=2, elem_id="as-values-pairs")
         message = gr.HTML(elem_id="as-values-message")
         bars = gr.Plot(label="Q ± standard error of each output", elem_id="as-values-bars")
         curve = gr.Plot(label="Value of the taken path", elem_id="as-values-curve")
-    return ValuesPanel(rollout_policy, rollouts, horizon, discount, estimate, make_pairs, min_gap, message, bars, curve)
+    return ValuesPanel(
+        rollout_policy, rollouts, horizon, discount, estimate, stop, make_pairs, min_gap, message, bars, curve
+    )
 
 
 def wire(panel: ValuesPanel, state: gr.State, selected: gr.Slider, store: Store) -> None:
@@ -99,4 +104,6 @@ def wire(panel: ValuesPanel, state: gr.State, selected: gr.Slider, store: Store)
         [panel.message, panel.bars, panel.curve],
         **private,
     )
+    # Runs beside the estimate (no queue limit): the session's stop flag ends it between rollout steps.
+    panel.stop.click(lambda session: session.stop_values(), [state], None, **private)
     panel.make_pairs.click(make_pairs, [state, panel.min_gap], [panel.message], **private)

@@ -67,3 +67,33 @@ def agreement_report(votes: Votes) -> dict[str, Any]:
         "pairwise": pairwise,
         "per_item": per_item,
     }
+
+
+#: Annotator names that are not people: Monte Carlo values and model judges.
+MACHINE_PREFIXES = ("mc:", "judge:")
+
+
+def is_person(annotator: str) -> bool:
+    return not annotator.startswith(MACHINE_PREFIXES)
+
+
+def machine_vs_people(votes: Votes, prefix: str) -> dict[str, Any]:
+    """How often the annotators named ``prefix…`` (``mc:`` or ``judge:``, all settings pooled)
+    agree with people on the items both judged: each (machine, person) verdict on an item is one
+    comparison; percent agreement and Cohen's kappa over the comparisons."""
+    machine: list[str] = []
+    people: list[str] = []
+    items = 0
+    for labels in votes.values():
+        machines = [label for name, label in labels.items() if name.startswith(prefix)]
+        persons = [label for name, label in labels.items() if is_person(name)]
+        if not machines or not persons:
+            continue
+        items += 1
+        for said in machines:
+            for person in persons:
+                machine.append(said)
+                people.append(person)
+    agree = sum(a == b for a, b in zip(machine, people)) / len(machine) if machine else None
+    return {"items": items, "comparisons": len(machine), "percent_agreement": agree,
+            "cohen_kappa": cohen_kappa(machine, people)}  # fmt: skip

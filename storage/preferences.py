@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from storage.agreement import agreement_report
+from storage.agreement import agreement_report, machine_vs_people
 from storage.db import Database, first_line
 from storage.episodes import EpisodeStore
 from storage.judging import Judging
@@ -78,6 +78,10 @@ class PreferenceStore(PairMaking, Judging, StepLabelling, ValueKeeping):
                 .group_by(AnnotationRow.choice, PairRow.swapped)
             ).all()
             labels = session.scalar(select(func.count()).select_from(StepLabelRow)) or 0
+        votes = self.votes()
+        label_votes: dict[tuple[str, int], dict[str, str]] = defaultdict(dict)
+        for record in self.step_labels():
+            label_votes[(record.episode_id, record.step_index)][record.annotator] = record.label
         choices: Counter[str] = Counter()
         shown: Counter[str] = Counter()  # the side the annotator saw and pressed (blind views swap half the pairs)
         for choice, swapped, count in by_side:
@@ -91,7 +95,14 @@ class PreferenceStore(PairMaking, Judging, StepLabelling, ValueKeeping):
             "choices": {c: choices.get(c, 0) for c in CHOICES},
             "choices_as_shown": {c: shown.get(c, 0) for c in CHOICES},
             "step_labels": labels,
-            "agreement": agreement_report(self.votes()),
+            "agreement": agreement_report(votes),
+            # Machines against people (all settings of each kind pooled): the check that MC labels
+            # and model judges can stand in for annotators.
+            "machines_vs_people": {
+                "mc pairs": machine_vs_people(votes, "mc:"),
+                "mc step labels": machine_vs_people(label_votes, "mc:"),
+                "judge pairs": machine_vs_people(votes, "judge:"),
+            },
         }
 
 

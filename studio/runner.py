@@ -313,10 +313,12 @@ class EpisodeRunner:
         self._stop.set()
 
     # -- fork ----------------------------------------------------------------------------------
-    def fork(self, episode: Episode, at: int) -> Episode:
+    def fork(self, episode: Episode, at: int, share_history: bool = False) -> Episode:
         """Branch ``episode`` at step ``at``: keep steps ``0..at-1``, restore the state step ``at`` saw.
 
         The new episode becomes the current one; its next step is a new step ``at``.
+        ``share_history``: the kept steps are the parent's own objects, not copies (for rollouts
+        that are never stored and only read the history: copying it was most of a rollout's time).
         """
         if not 0 <= at < episode.length:
             raise StudioError(f"Cannot fork at step {at}: the episode has steps 0 to {episode.length - 1}.")
@@ -339,7 +341,7 @@ class EpisodeRunner:
             policy=self.policy.name,
             policy_config=self.policy.describe(),
             model=getattr(self.policy, "model_description", None),
-            steps=[_copy_step(s) for s in episode.steps[:at]],
+            steps=list(episode.steps[:at]) if share_history else [_copy_step(s) for s in episode.steps[:at]],
             parent_id=episode.id,
             forked_at=at,
         )

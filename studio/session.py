@@ -18,7 +18,7 @@ from studio.envs.registry import make_env
 from studio.live import LiveOutput, stream
 from studio.errors import StudioError
 from studio.models.access import ModelAccess, check_model_name
-from studio.models.base import Backend, ProgressCallback, SamplingParams, no_progress
+from studio.models.base import Backend, ProgressCallback, no_progress
 from studio.runner import EpisodeRunner, RunnerConfig, Sink
 from studio.settings import EpisodeSettings
 from studio.trace import Episode, Step, new_id
@@ -69,6 +69,8 @@ class StudioSession:
         ] = {}  # computed maps, not view state: the same question is not asked of the model twice
         self._policy_key: tuple[Any, ...] | None = None
         self._lock = threading.RLock()
+        self._values_stop = threading.Event()
+        """Set by :meth:`stop_values`: the running value estimate ends, keeping nothing."""
 
     def __deepcopy__(self, memo: dict[int, Any]) -> StudioSession:
         # Gradio deep-copies the value a State factory returns; the factory already made a fresh
@@ -134,28 +136,19 @@ class StudioSession:
             raise StudioError(f"Unknown policy {settings.policy!r}: use one of {', '.join(POLICIES)}.")
         if not settings.policy.startswith("react"):
             return make_policy(settings.policy)
-        from studio.agents.react import ReActConfig, ReActPolicy
+        from studio.agents.react import ReActPolicy, config_from_settings
+        from studio.verifiers import verified
 
         slot = settings.policy[-1].upper()
         backend = self.models[slot]
         if backend is None:
             raise StudioError(f"Model {slot} is not loaded: load one in the Models tab, or pick another policy.")
-        sampling = SamplingParams(
-            temperature=settings.temperature,
-            top_p=settings.top_p,
-            max_new_tokens=settings.max_new_tokens,
-            seed=settings.seed,
-        )
-        try:
-            config = ReActConfig(
-                action_mode=settings.action_mode,
-                sampling=sampling,
-                candidates=settings.candidates,
-                few_shot=settings.few_shot,
-            )
-        except ValueError as exc:
-            raise StudioError(str(exc)) from None
-        return ReActPolicy(backend, config)
+        judge = None
+        if settings.verifier == "judge" and settings.candidates > 1:
+            judge = self.models["B"]
+            if judge is None:
+                raise StudioError("The judge verifier asks model B: load one in slot B of the Models tab.")
+        return verified(ReActPolicy(backend, config_from_settings(settings)), settings, judge=judge)
 
     def _policy_identity(self, settings: EpisodeSettings) -> tuple[Any, ...]:
         """What makes two policies the same: their settings and the models in the slots."""
@@ -212,9 +205,7 @@ class StudioSession:
 
         ``rollout_policy``: one of :data:`ROLLOUT_POLICIES` (a model slot's ReAct policy samples at
         temperature 1, rollout i seeded i). ``horizon`` 0 or None: to the episode's end."""
-        from studio.agents.react import ReActConfig, ReActPolicy
-        from studio.agents.scripted import make_policy
-        from studio.values import estimate_step_values
+        from studio.values import estimate_step_values, rollout_policy_factory
 
         episode = self.episode
         index = whole_number(step_index, "The selected step", 0)
@@ -228,20 +219,14 @@ class StudioSession:
             )
         backend = None
         if rollout_policy in ("expert", "random"):
-            factory = (
-                (lambda i, _b: make_policy("random", seed=i))
-                if rollout_policy == "random"
-                else (lambda i, _b: make_policy("expert"))
-            )
-            name = rollout_policy
+            factory, name = rollout_policy_factory(rollout_policy), rollout_policy
         else:
             backend = self.models[rollout_policy[-1]]
             if backend is None:
                 raise StudioError(f"{rollout_policy.capitalize()} is not loaded.")
-            config = lambda i: ReActConfig(sampling=SamplingParams(temperature=1.0, max_new_tokens=64, seed=i))  # noqa: E731
-            factory = lambda i, acting: ReActPolicy(acting, config(i))  # noqa: E731
-            name = f"react:{backend.card.id}"
+            factory, name = rollout_policy_factory("model"), f"react:{backend.card.id}"
         gamma = real_number(discount, "The discount", 0.0, 1.0)
+        self._values_stop.clear()
         return estimate_step_values(
             episode,
             index,
@@ -251,6 +236,7 @@ class StudioSession:
             horizon=steps,
             discount=gamma,
             progress=progress,
+            should_stop=self._values_stop.is_set,
             model=backend,
             parallel=VALUE_ROLLOUTS_AT_ONCE if backend is not None else 1,  # a model's rollouts decode in lockstep
         )
@@ -343,6 +329,11 @@ class StudioSession:
                 policy.token_listener = listener
 
         return stream(work, lambda: self.episode.length if self.episode is not None else 0, attach, self.stop)
+
+    def stop_values(self) -> None:
+        """End the running value estimate: rollouts running finish their step, no others start, and
+        no value is kept (thread-safe)."""
+        self._values_stop.set()
 
     def stop(self) -> None:
         """Interrupt a run, also in the middle of the model's generation (thread-safe)."""

@@ -22,13 +22,17 @@ from studio.models.base import SamplingParams
 from studio.validation import MAX_ITEMS, MAX_OPTIONS_CHARS, MAX_SEED, parse_json, real_number, short_text, whole_number
 
 Widget = Literal["number", "slider", "radio", "dropdown", "checkbox", "text", "json"]
-Group = Literal["episode", "policy", "sampling"]
+Group = Literal["episode", "policy", "sampling", "verifier"]
 
 #: The sampling defaults (one place: SamplingParams).
 SAMPLING = SamplingParams()
 #: K greedy candidates would be K copies of one text: asking for several samples at this
 #: temperature unless a temperature is given (the CLI), or set in the UI when K goes above 1.
 SAMPLING_FOR_CANDIDATES = 0.7
+#: Who picks the action among a step's K outputs (:mod:`studio.verifiers`).
+VERIFIERS = ("first", "likelihood", "vote", "mc", "judge", "oracle")
+#: Who acts in the rollouts of the ``mc`` verifier (``policy``: the model itself, sampled).
+MC_ROLLOUT_POLICIES = ("random", "expert", "policy")
 
 
 @dataclass(frozen=True)
@@ -215,6 +219,40 @@ class EpisodeSettings:
     )
     few_shot: bool = setting(
         True, "Few-shot example", "show the model a short example episode in the prompt", widget="checkbox"
+    )
+
+    verifier: str = setting(
+        "first",
+        "Verifier (best-of-K)",
+        "who picks the action among the K outputs (with candidates > 1): first valid output; likelihood (the "
+        "model's mean token logprob); vote (the action most outputs chose); mc (Monte Carlo value: rollouts after "
+        "each action); judge (a model compares them: model B in the studio, --judge-model in run); oracle (the "
+        "expert rolled out: a reference that needs the simulator)",
+        widget="dropdown",
+        group="verifier",
+        choices=VERIFIERS,
+    )
+    mc_rollout_policy: str = setting(
+        "random",
+        "MC rollout policy",
+        "who acts in the mc verifier's rollouts: random, expert, or policy (the acting model, sampled at "
+        "temperature 1)",
+        widget="dropdown",
+        group="verifier",
+        choices=MC_ROLLOUT_POLICIES,
+    )
+    mc_rollouts: int = setting(
+        4, "MC rollouts per action", "rollouts after each distinct action (mc verifier)", group="verifier",
+        minimum=1, maximum=64,
+    )  # fmt: skip
+    mc_horizon: int | None = setting(
+        None,
+        "MC horizon (0 = to the end)",
+        "steps each mc rollout may take after the action",
+        group="verifier",
+        minimum=0,
+        maximum=MAX_ITEMS,
+        zero_means="to the end",
     )
 
     def policy_fields(self) -> tuple[Any, ...]:

@@ -83,6 +83,33 @@ class StepValue:
         return cls(**{key: data[key] for key in cls.__dataclass_fields__ if key in data})
 
 
+#: A model's rollouts are sampled (greedy rollouts would all be the same), each with its own seed.
+ROLLOUT_SAMPLING = {"temperature": 1.0, "max_new_tokens": 64}
+ROLLOUT_KINDS = ("expert", "random", "model")
+
+
+def rollout_policy_factory(kind: str, seed: int = 0) -> PolicyFactory:
+    """Rollout policies of ``kind`` (``expert``, ``random``, or ``model``: ReAct with the backend the
+    rollout is given, sampled): rollout ``i`` gets its own, seeded ``seed + i``."""
+    from studio.agents.scripted import make_policy
+
+    if kind == "random":
+        return lambda index, _backend: make_policy("random", seed=seed + index)
+    if kind == "expert":
+        return lambda index, _backend: make_policy("expert")
+    if kind != "model":
+        raise StudioError(f"Unknown rollout policy {str(kind)[:40]!r}: use one of {', '.join(ROLLOUT_KINDS)}.")
+    from studio.agents.react import ReActConfig, ReActPolicy
+    from studio.models.base import SamplingParams
+
+    def model_policy(index: int, backend: Backend | None) -> Policy:
+        if backend is None:
+            raise StudioError("Model rollouts need a model.")
+        return ReActPolicy(backend, ReActConfig(sampling=SamplingParams(**ROLLOUT_SAMPLING, seed=seed + index)))
+
+    return model_policy
+
+
 def mean_and_stderr(values: list[float]) -> tuple[float, float]:
     """The mean and its standard error (sample standard deviation over sqrt(n); 0 when n < 2)."""
     if not values:
@@ -144,8 +171,10 @@ def estimate_step_values(
         for index in range(rollouts)
     ]
 
-    def counted(_index: int, _outcome: object) -> None:
+    def counted(_index: int, outcome: object) -> None:
         nonlocal done
+        if isinstance(outcome, _Stopped):  # skipped after Stop: not a rollout done
+            return
         done += 1
         if progress is not None:
             progress(done, total)
@@ -206,7 +235,9 @@ def _rollout_job(
     def job(backend: Backend | None) -> tuple[float, bool, int, bool]:
         if should_stop is not None and should_stop():
             raise _Stopped("stopped")
-        return _rollout(episode, step_index, action, policy_for(index, backend), horizon, max_steps, discount)
+        return _rollout(
+            episode, step_index, action, policy_for(index, backend), horizon, max_steps, discount, should_stop
+        )
 
     return job
 
@@ -219,16 +250,20 @@ def _rollout(
     horizon: int | None,
     max_steps: int | None,
     discount: float,
+    should_stop: Callable[[], bool] | None = None,
 ) -> tuple[float, bool, int, bool]:
-    """Return from the step on, success, steps after the action, and whether the action was valid."""
+    """Return from the step on, success, steps after the action, and whether the action was valid
+    (``should_stop`` is asked between steps: a model's rollout can be long)."""
     runner = EpisodeRunner(
         episode.env, policy, env_options=dict(episode.env_options), config=RunnerConfig(max_steps=max_steps)
     )
-    rollout = runner.fork(episode, step_index)
+    rollout = runner.fork(episode, step_index, share_history=True)  # never stored: the history is only read
     first = runner.step(action=action or "")  # the output's own action, as a person would take it
     total = first.reward
     taken = 0
     while not rollout.done and (horizon is None or taken < horizon):
+        if should_stop is not None and should_stop():
+            raise _Stopped("stopped")
         taken += 1
         total += discount**taken * runner.step().reward
     return float(total), bool(rollout.success), taken, bool(first.valid)

@@ -184,6 +184,18 @@ def test_pairs_from_values_only_above_the_gap_and_labels_flow_into_exports(store
     with pytest.raises(StudioError, match="threshold"):
         store.preferences.labels_from_values(threshold=1.5)
 
+    # People verify: the Overview's own lines say how often MC agrees with them.
+    store.preferences.annotate(pair.id, "ana", "left", as_shown=False)  # agrees with mc (stored best-first)
+    store.preferences.label_step(episode.id, 2, "ana", "bad" if best == "taken" else "good")  # disagrees
+    machines = store.preferences.stats()["machines_vs_people"]
+    assert machines["mc pairs"] == {"items": 1, "comparisons": 1, "percent_agreement": 1.0, "cohen_kappa": 1.0}
+    assert machines["mc step labels"]["percent_agreement"] == 0.0 and machines["judge pairs"]["comparisons"] == 0
+    from components.annotate_panel import overview_html
+
+    page = overview_html(store)
+    assert "mc pairs vs people</th><td>100.0% on 1 pairs" in page and "mc step labels vs people" in page
+    assert "judge pairs vs people" not in page  # no judge verdicts: no line
+
 
 def test_the_values_command_estimates_stores_and_labels(tmp_path) -> None:
     import subprocess
@@ -249,3 +261,42 @@ def test_the_sessions_values_take_hostile_widget_values_in_one_line() -> None:
             session.estimate_values(*args)
         assert "\n" not in str(caught.value)
     assert session.estimate_values(0, "expert", 2)[0].q == 1.0
+
+
+def test_stop_ends_a_value_estimate_and_keeps_nothing() -> None:
+    """The Values view's Stop: no rollout starts after it, the estimate ends in one line, and the
+    next estimate runs again (the flag is the session's, cleared at each start)."""
+    from studio.models.registry import ModelRegistry
+    from studio.session import StudioSession
+    from studio.settings import EpisodeSettings
+
+    session = StudioSession(ModelRegistry())
+    session.reset(EpisodeSettings(env="gridworld", seed=0, policy="expert"))
+    session.step()
+    seen = []
+
+    def progress(done: int, total: int) -> None:
+        seen.append(done)
+        if done == 2:
+            session.stop_values()  # what the Stop button calls, from another thread in the app
+
+    with pytest.raises(StudioError, match=r"Stopped after 2 of \d+ rollouts: no values were kept\."):
+        session.estimate_values(0, "random", 8, 0, progress)
+    assert seen == [1, 2]
+    assert len(session.estimate_values(0, "random", 2)) >= 1
+
+
+def test_stop_inside_a_long_rollout_ends_it_between_steps() -> None:
+    runner = EpisodeRunner("gridworld", make_policy("expert"))
+    runner.reset(seed=0)
+    episode = runner.run()
+    asked = []
+
+    def should_stop() -> bool:
+        asked.append(1)
+        return len(asked) > 3  # the job's own check, then two steps of the rollout
+
+    with pytest.raises(StudioError, match="Stopped after 0 of 1 rollouts"):
+        estimate_step_values(episode, 0, lambda i, _b: make_policy("random", seed=i), rollout_policy="random",
+                             rollouts=1, should_stop=should_stop)  # fmt: skip
+    assert len(asked) == 4

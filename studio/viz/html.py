@@ -11,7 +11,7 @@ import html
 import math
 from typing import TYPE_CHECKING, Any, Protocol
 
-from studio.trace import Episode, Output, Step, TokenInfo
+from studio.trace import TAKEN, Episode, Output, Step, TokenInfo
 
 if TYPE_CHECKING:
     from studio.live import LiveOutput
@@ -266,9 +266,31 @@ def task_line(episode: Episode) -> str:
     )
 
 
-def candidate_html(output: Output, mode: str) -> str:
-    """One output of a step, titled by its name."""
-    return f'<div class="as-cand"><div class="as-cand-title">{esc(output.name)}</div>{output_html(output, mode)}</div>'
+def candidate_html(output: Output, mode: str, score: str = "") -> str:
+    """One output of a step, titled by its name (and the verifier's score of it)."""
+    title = esc(output.name) + (f' <span class="as-muted">· {score}</span>' if score else "")
+    return f'<div class="as-cand"><div class="as-cand-title">{title}</div>{output_html(output, mode)}</div>'
+
+
+def verifier_scores(step: Step) -> tuple[str, list[str]] | None:
+    """The best-of-K verifier's line and each output's score (as HTML) when one picked the
+    step's action; None otherwise, or when the record does not fit the step (an imported file)."""
+    record = step.extra.get("verifier") if isinstance(step.extra, dict) else None
+    if not isinstance(record, dict):
+        return None
+    scores = record.get("scores")
+    outputs = 1 + len(step.candidates)
+    if not isinstance(scores, list) or len(scores) != outputs:
+        return None
+    if not all(s is None or (isinstance(s, (int, float)) and not isinstance(s, bool)) for s in scores):
+        return None
+    name = esc(str(record.get("name", "?"))[:40])
+    shown = [f"{name} {num(s, '.3g')}" if s is not None else f"{name}: not scored" for s in scores]
+    pick = record.get("policy_pick")
+    line = f"Picked among {num(outputs)} outputs by the <b>{name}</b> verifier"
+    if isinstance(pick, str) and pick != TAKEN:
+        line += f" (the policy's own pick was {esc(pick[:40])})"
+    return line + ".", shown
 
 
 def candidates_html(step: Step | None, mode: str = "logprob") -> str:
@@ -277,8 +299,11 @@ def candidates_html(step: Step | None, mode: str = "logprob") -> str:
         return '<div class="as-muted">Select a step to see its candidates.</div>'
     if not step.candidates:
         return f'<div class="as-muted">Step {num(step.index)} has one output (sample K &gt; 1 candidates to compare several).</div>'
-    cards = [candidate_html(output, mode) for output in step.outputs()]
-    return f'<div class="as-cands">{"".join(cards)}</div>'
+    verified = verifier_scores(step)
+    scores = verified[1] if verified else [""] * (1 + len(step.candidates))
+    cards = [candidate_html(output, mode, score) for output, score in zip(step.outputs(), scores)]
+    line = f'<div class="as-muted">{verified[0]}</div>' if verified else ""
+    return f'{line}<div class="as-cands">{"".join(cards)}</div>'
 
 
 def prompt_html(step: Step | None) -> str:

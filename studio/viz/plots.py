@@ -310,3 +310,41 @@ def _label(episode: Episode) -> str:
     model = (episode.model or {}).get("id")
     model_name = str(model).split("/")[-1] if model else ""
     return esc(f"{episode.policy}{' · ' + model_name if model_name else ''} · {episode.id[:6]}")
+
+
+def coverage_figure(points: list[Any], title: str = "") -> go.Figure | None:
+    """Success rate vs K, one line per verifier, with 95% Wilson intervals
+    (:class:`studio.coverage.CoveragePoint`); None without points."""
+    if not points:
+        return None
+    figure = go.Figure()
+    palette = ("#2563eb", "#ea580c", "#16a34a", "#7c3aed", "#db2777", "#0891b2")
+    verifiers = list(dict.fromkeys(point.verifier for point in points))
+    for number, verifier in enumerate(verifiers):
+        mine = [point for point in points if point.verifier == verifier]
+        low = [point.rate - point.interval[0] for point in mine]
+        high = [point.interval[1] - point.rate for point in mine]
+        figure.add_trace(
+            go.Scatter(
+                x=[point.k for point in mine],
+                y=[point.rate for point in mine],
+                mode="lines+markers",
+                name=esc(verifier),
+                line=dict(color=palette[number % len(palette)], width=2),
+                error_y=dict(type="data", symmetric=False, array=high, arrayminus=low, visible=True),
+                text=[f"{point.successes}/{point.episodes} succeeded" for point in mine],
+                hovertemplate="K=%{x}: %{y:.0%} (%{text})<extra>" + esc(verifier) + "</extra>",
+            )
+        )
+    ks = sorted({point.k for point in points})
+    figure.update_layout(
+        **LAYOUT,
+        height=360,
+        title=esc(title or "Best-of-K coverage: success rate vs K (95% Wilson intervals)"),
+        legend_title_text="verifier",
+    )
+    figure.update_xaxes(
+        title_text="K (outputs sampled per step)", type="log", tickvals=ks, ticktext=[str(k) for k in ks]
+    )
+    figure.update_yaxes(title_text="episodes that succeeded", range=[-0.03, 1.03], tickformat=".0%")
+    return figure

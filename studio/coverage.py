@@ -1,0 +1,72 @@
+"""Best-of-K coverage: how often an episode succeeds when each step's action is picked among K
+sampled outputs, for several K over the same seeds (RoboMonkey's scaling plots).
+
+With the ``oracle`` verifier this is the oracle coverage (could any of the K outputs lead to the
+goal?); with a real verifier (``mc``, ``judge``, ``likelihood``, ``vote``) it is what best-of-K
+buys at test time. The points are read from finished episodes (their policy settings say K and
+the verifier), so stored episodes can be plotted again without running anything.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from studio.trace import Episode
+
+#: 95% two-sided normal quantile for the Wilson interval.
+Z95 = 1.959963984540054
+
+
+@dataclass(frozen=True)
+class CoveragePoint:
+    """The success rate of best-of-``k`` with ``verifier`` over ``episodes`` episodes."""
+
+    verifier: str
+    k: int
+    successes: int
+    episodes: int
+
+    @property
+    def rate(self) -> float:
+        return self.successes / self.episodes
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        """The 95% Wilson score interval of the rate (sound at 0/n and n/n, unlike rate ± 2 s.e.)."""
+        return wilson_interval(self.successes, self.episodes)
+
+    def to_dict(self) -> dict[str, object]:
+        low, high = self.interval
+        return {"verifier": self.verifier, "k": self.k, "successes": self.successes, "episodes": self.episodes,
+                "rate": self.rate, "low": low, "high": high}  # fmt: skip
+
+
+def wilson_interval(successes: int, trials: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval of a binomial proportion (``successes`` of ``trials``)."""
+    if trials <= 0:
+        raise ValueError("no trials")
+    p = successes / trials
+    centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
+    low = 0.0 if successes == 0 else max(0.0, min(p, centre - half))  # exact ends (no rounding past the rate)
+    high = 1.0 if successes == trials else min(1.0, max(p, centre + half))
+    return low, high
+
+
+def coverage_points(episodes: Iterable[Episode]) -> list[CoveragePoint]:
+    """One point per (verifier, K) among finished episodes, in verifier then K order.
+
+    K is the policy's ``candidates`` (1 for policies that sample one output); the verifier is
+    ``first`` when none was set. Unfinished episodes are left out: they have no outcome yet."""
+    tally: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0])
+    for episode in episodes:
+        if not episode.done:
+            continue
+        config = episode.policy_config or {}
+        key = (str(config.get("verifier", "first")), int(config.get("candidates", 1)))
+        tally[key][0] += bool(episode.success)
+        tally[key][1] += 1
+    return [CoveragePoint(verifier, k, wins, total) for (verifier, k), (wins, total) in sorted(tally.items())]
