@@ -274,8 +274,8 @@ def overview_html(store: Store) -> str:
         for r in agreement["pairwise"]
     )
     machines = "".join(
-        f"<tr><th>{esc(name)} vs people</th><td>{num(r['percent_agreement'], '.1%')} on {num(r['items'])} "
-        f"{'steps' if 'labels' in name else 'pairs'} ({num(r['comparisons'])} comparisons) · Cohen's kappa "
+        f"<tr><th>{esc(name)} vs people</th><td>{num(r['percent_agreement'], '.1%')} on "
+        f"{plural(r['items'], 'step' if 'labels' in name else 'pair')} ({plural(r['comparisons'], 'comparison')}) · Cohen's kappa "
         f"{'—' if r['cohen_kappa'] is None else num(r['cohen_kappa'], '.3f')}</td></tr>"
         for name, r in stats["machines_vs_people"].items()
         if r["comparisons"]

@@ -72,3 +72,61 @@ def test_values_of_a_steps_outputs_become_pairs_to_verify(tmp_path: Path) -> Non
         assert verdict.choice == taken_side  # the higher Q: the taken output
         values = store.preferences.step_values()
         assert [v.output for v in values] == ["taken", "candidate 1"] and values[0].q > values[1].q
+
+
+def test_a_default_model_step_picked_by_a_verifier_then_valued_paired_judged_and_stopped(tmp_path: Path) -> None:
+    """The default model samples 2 outputs; the oracle verifier picks one (its scores on the cards);
+    the expert's rollouts value them (bars); pairs come from the values; a person judges the pair
+    and the Overview says how MC agrees with people; a model's value estimate stops on Stop."""
+    with studio_in_chromium(tmp_path / "studio.db", model="default") as studio:
+        page = studio["browser"].new_context(viewport={"width": 1440, "height": 900}).new_page()
+        page.goto(studio["url"])
+        page.locator("#as-timeline .as-empty").wait_for(timeout=60_000)
+        # Seed 5: the model's two outputs go north and east (measured here), which the expert's
+        # discounted rollouts tell apart.
+        page.locator("#as-seed input").fill("5")
+        page.click("#as-reset")
+        page.locator("#as-timeline .as-episode-head", has_text="seed 5").wait_for(timeout=30_000)
+        page.get_by_text("Best-of-K: who picks").click()
+        page.locator("#as-verifier input").click()
+        page.get_by_role("option", name="oracle").click()
+        sample_candidates(page, 1, candidates=2)
+        cards = page.locator("#as-candidates-view")
+        cards.get_by_text("verifier").wait_for(timeout=30_000)
+        assert "by the oracle verifier" in cards.inner_text() and "oracle 0." in cards.inner_text()
+
+        page.get_by_text("Values: Monte Carlo Q").click()  # the expert, 4 rollouts, discount 0.95
+        page.click("#as-values-estimate")
+        page.locator("#as-values-message", has_text="highest Q").wait_for(timeout=120_000)
+        page.wait_for_function(
+            "() => { const p = document.querySelector('#as-values-bars .js-plotly-plot'); return p && p.data[0].x.length === 2; }",
+            timeout=30_000,
+        )
+        page.fill("#as-values-gap input", "0")
+        page.click("#as-values-pairs")
+        page.locator("#as-values-message", has_text="Verify them in Annotate").wait_for(timeout=30_000)
+        message = page.inner_text("#as-values-message")
+        with open_store(studio["db"]) as store:
+            values = store.preferences.step_values()
+            gap = abs(values[0].q - values[1].q)
+        assert gap > 0 and "1 judged by the values" in message, (values, message)
+
+        # A model's rollouts, stopped: nothing is kept and the view says so in one line.
+        page.locator("#as-rollout-policy input").click()
+        page.get_by_role("option", name="model A").click()
+        page.click("#as-values-estimate")
+        page.wait_for_timeout(1_500)
+        page.click("#as-values-stop")
+        page.locator("#as-values-message", has_text="Stopped after").wait_for(timeout=120_000)
+        assert "no values were kept" in page.inner_text("#as-values-message")
+
+        # A person verifies the values' verdict; the Overview compares them.
+        start_annotating(page, "ada")
+        page.keyboard.press("1")
+        page.locator("#as-progress", has_text="ada: 1 judged").wait_for(timeout=30_000)
+        page.get_by_role("tab", name="Overview").click()
+        page.locator("#as-overview", has_text="mc pairs vs people").wait_for(timeout=30_000)
+        page.screenshot(path=str(tmp_path / "verified.png"), full_page=True)
+        page.close()
+    with open_store(studio["db"]) as store:
+        assert len(store.preferences.step_values()) == 2  # the stopped estimate kept nothing

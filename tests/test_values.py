@@ -193,7 +193,7 @@ def test_pairs_from_values_only_above_the_gap_and_labels_flow_into_exports(store
     from components.annotate_panel import overview_html
 
     page = overview_html(store)
-    assert "mc pairs vs people</th><td>100.0% on 1 pairs" in page and "mc step labels vs people" in page
+    assert "mc pairs vs people</th><td>100.0% on 1 pair (1 comparison)" in page and "mc step labels vs people" in page
     assert "judge pairs vs people" not in page  # no judge verdicts: no line
 
 
