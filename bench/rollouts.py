@@ -6,9 +6,10 @@ Prints one JSON object:
   temperature 0.7, each its own seed) one after another / the same 8 in lockstep
   (``run_parallel(parallel=8)``: one forward per token for every live episode). Target >= 2.2.
   ``same_episodes`` says whether both runs gave the same actions. The split: time inside
-  ``generate`` calls (the decode; in lockstep, the batches) and the rest (the ``Thought:``
-  scoring pass that encodes each step's new prompt tokens: prefill, which batching does not
-  speed up on 2 cores, plus environment and bookkeeping).
+  ``generate`` calls (one by one) or, in lockstep, the scheduler's prefill (calls joining the
+  batch) and decode steps; the ``score`` calls (the ``Thought:`` pass that encodes each step's
+  new prompt tokens: prefill, which batching does not speed up on 2 cores); and the rest
+  (environment, prompts, bookkeeping).
 - ``values_step_s``: Q of 4 outputs x 4 rollouts x a 5-step horizon at one gridworld step
   (ReAct rollouts at temperature 1), in lockstep (16 at once); beside it the same estimate
   one rollout after another (``values_step_s_one_by_one``) and whether they agree.
@@ -16,7 +17,7 @@ Prints one JSON object:
   server (started here from ``.venv-vllm``), one after another / 8 at once (concurrent
   requests; the engine batches and its prefix cache shares the common prompt). Target >= 3.
 
-    python bench/rollouts.py [--episodes 8] [--steps 10] [--no-engine]
+    python bench/rollouts.py [--episodes 8] [--steps 10] [--no-engine] [--no-values]
 """
 
 from __future__ import annotations
@@ -42,37 +43,40 @@ from studio.values import estimate_step_values  # noqa: E402
 
 
 class Timed:
-    """Wraps a backend's generate calls (one by one) and batches (lockstep) with a clock."""
+    """Clocks a backend's generate and score calls (one by one; in lockstep, the scores the
+    scheduler runs between decode steps: generate calls go through its batch)."""
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
-        self.generate_s = 0.0
+        self.generate_s = self.score_s = 0.0
         self.tokens = 0
-        self._generate, self._many = backend.generate, backend.generate_many
+        self._generate, self._score = backend.generate, backend.score
         backend.generate = self.generate  # type: ignore[method-assign]
-        backend.generate_many = self.generate_many  # type: ignore[method-assign]
+        backend.score = self.score  # type: ignore[method-assign]
 
     def generate(self, *args: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
         result = self._generate(*args, **kwargs)
         self.generate_s += time.perf_counter() - started
-        self.tokens += sum(len(g.tokens) for g in result.generations)
         return result
 
-    def generate_many(self, calls: Any) -> Any:
+    def score(self, *args: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
-        results = self._many(calls)
-        self.generate_s += time.perf_counter() - started
-        self.tokens += sum(len(g.tokens) for r in results if not isinstance(r, StudioError) for g in r.generations)
-        return results
+        result = self._score(*args, **kwargs)
+        self.score_s += time.perf_counter() - started
+        return result
 
     def restore(self) -> None:
-        self.backend.generate, self.backend.generate_many = self._generate, self._many  # type: ignore[method-assign]
+        self.backend.generate, self.backend.score = self._generate, self._score  # type: ignore[method-assign]
 
 
 def episodes(backend: Backend, count: int, steps: int, parallel: int) -> dict[str, Any]:
+    pools: list[Any] = []
+
     def job_for(seed: int):
         def job(acting: Backend | None):
+            if getattr(acting, "pool", None) is not None and not pools:
+                pools.append(acting.pool)
             sampling = SamplingParams(temperature=0.7, max_new_tokens=48, seed=seed)
             runner = EpisodeRunner(
                 "gridworld",
@@ -94,12 +98,26 @@ def episodes(backend: Backend, count: int, steps: int, parallel: int) -> dict[st
     failures = [str(d) for d in done if isinstance(d, StudioError)]
     if failures:
         raise SystemExit(f"episodes failed: {failures[0]}")
+    split: dict[str, Any] = {"score_s": round(timer.score_s, 2)}
+    if pools:  # lockstep: the scheduler's own clock (prefill when calls join, decode steps)
+        pool = pools[0]
+        split.update(
+            prefill_s=round(pool.seconds["prefill"], 2),
+            decode_s=round(pool.seconds["decode"], 2),
+            decode_steps=pool.steps,
+            mean_batch_width=round(pool.lane_steps / max(pool.steps, 1), 2),
+        )
+        model_s = pool.seconds["prefill"] + pool.seconds["decode"] + timer.score_s
+    else:
+        split["generate_s"] = round(timer.generate_s, 2)
+        model_s = timer.generate_s + timer.score_s
+    tokens = [len(t) for e in done for st in e.steps for t in [st.tokens or []]]
     return {
         "wall_s": round(wall, 2),
-        "generate_s": round(timer.generate_s, 2),
-        "rest_s": round(wall - timer.generate_s, 2),
+        **split,
+        "rest_s": round(wall - model_s, 2),
         "steps": sum(e.length for e in done),
-        "generated_tokens": timer.tokens,
+        "step_tokens": sum(tokens),
         "prompt_tokens_encoded": sum(s.extra.get("cache", {}).get("encoded_tokens", 0) for e in done for s in e.steps),
         "actions": [[s.action for s in e.steps] for e in done],
     }
@@ -112,7 +130,11 @@ def compare_episodes(backend: Backend, count: int, steps: int) -> dict[str, Any]
     return {
         f"batched_speedup_{count}": round(alone["wall_s"] / together["wall_s"], 2),
         "same_episodes": same,
-        "decode_speedup": round(alone["generate_s"] / together["generate_s"], 2),
+        "model_time_speedup": round(
+            (alone["generate_s"] + alone["score_s"])
+            / (together["prefill_s"] + together["decode_s"] + together["score_s"]),
+            2,
+        ),
         "one_by_one": alone,
         "lockstep": together,
     }
@@ -164,11 +186,13 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=8)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--no-engine", action="store_true", help="skip the vLLM server part")
+    parser.add_argument("--no-values", action="store_true", help="skip the step values part")
     args = parser.parse_args()
     backend = ModelRegistry().load("default", device="cpu")
     result: dict[str, Any] = {"model": backend.card.id, "device": "cpu", "threads": os.cpu_count()}
     result.update(compare_episodes(backend, args.episodes, args.steps))
-    result.update(values_step(backend))
+    if not args.no_values:
+        result.update(values_step(backend))
     if not args.no_engine:
         backend.unload()  # the engine needs the memory and the cores
         result.update(engine(args.episodes, args.steps))

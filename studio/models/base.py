@@ -203,6 +203,41 @@ class GenerateResult:
     """Seconds: ``prefill_s``, ``first_token_s`` (prefill plus the first token), ``decode_s``, ``total_s``."""
 
 
+class Batcher:
+    """Generate calls decoding together, joining and leaving between steps (continuous batching:
+    :class:`~studio.models.lockstep.LockstepPool` drives one from its scheduler thread).
+
+    This default answers the calls gathered since the last step with one
+    :meth:`Backend.generate_many`; the transformers backend decodes them token by token in one
+    batch that new calls join (:class:`studio.models.hf.TransformersBatcher`)."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.pending: list[GenerateCall] = []
+
+    @property
+    def busy(self) -> bool:
+        """Calls are decoding: :meth:`step` has work."""
+        return bool(self.pending)
+
+    def add(self, call: GenerateCall) -> GenerateResult | None:
+        """Take ``call`` into the batch; its result when it is already answered, else None
+        (a later :meth:`step` answers it). A :class:`StudioError` is that call's own error."""
+        self.pending.append(call)
+        return None
+
+    def step(self) -> list[tuple[GenerateCall, GenerateResult | StudioError]]:
+        """Decode one step; the calls that finished, with their results (or their own errors)."""
+        answers = self.backend.generate_many(self.pending)  # raising: the calls stay for abort
+        calls, self.pending = self.pending, []
+        return list(zip(calls, answers))
+
+    def abort(self) -> list[GenerateCall]:
+        """After :meth:`step` raised: the calls that were in the batch (none remain)."""
+        calls, self.pending = self.pending, []
+        return calls
+
+
 @dataclass
 class ScoreResult:
     """The answer of :meth:`Backend.score`: per-token logprobs of each continuation."""
@@ -305,6 +340,10 @@ class Backend(ABC):
             except StudioError as exc:
                 answers.append(exc)
         return answers
+
+    def open_batch(self) -> Batcher:
+        """A :class:`Batcher` of this backend's generate calls (for ``capabilities.batched_generate``)."""
+        return Batcher(self)
 
     def score(
         self,

@@ -36,6 +36,7 @@ import torch
 from studio.errors import StudioError
 from studio.models.base import (
     Backend,
+    Batcher,
     ModelCard,
     Capabilities,
     GenerateCall,
@@ -48,7 +49,7 @@ from studio.models.base import (
     TokenListener,
     no_progress,
 )
-from studio.models.hf_decode import PreparedCall, decode, decode_many, prefill, score_packed
+from studio.models.hf_decode import ContinuousBatch, PreparedCall, decode, decode_many, prefill, score_packed
 from studio.models.tokens import SingleTokenTexts, eos_ids, render_chat
 
 #: Alternatives stored per token by default (the most likely first).
@@ -317,6 +318,9 @@ class TransformersBackend(Backend):
                 raise StudioError(self._out_of_memory()) from None
         return [next(results) if isinstance(p, PreparedCall) else p for p in prepared]
 
+    def open_batch(self) -> TransformersBatcher:
+        return TransformersBatcher(self)
+
     def _prepare(self, call: GenerateCall) -> PreparedCall:
         ids, extra = self.encode(call.messages, call.assistant_prefix, call.images)
         return PreparedCall(
@@ -369,3 +373,43 @@ class TransformersBackend(Backend):
 def _first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
+
+
+class TransformersBatcher(Batcher):
+    """Continuous batching on the transformers backend (:class:`~studio.models.hf_decode.ContinuousBatch`):
+    a call is prefilled when it joins and decodes with the others from the next step; each step
+    is one forward for all of them. The device lock is held per :meth:`add` and per :meth:`step`,
+    so other sessions' calls get the device between steps."""
+
+    def __init__(self, backend: TransformersBackend) -> None:
+        super().__init__(backend)
+        self.model_backend = backend
+        self.batch = ContinuousBatch(backend)
+        self.calls: dict[int, GenerateCall] = {}  # id(lane) -> its call
+
+    @property
+    def busy(self) -> bool:
+        return self.batch.busy
+
+    def add(self, call: GenerateCall) -> GenerateResult | None:
+        prepared = self.model_backend._prepare(call)
+        with self.model_backend.lock, torch.inference_mode():
+            try:
+                lane, result = self.batch.add(prepared)
+            except torch.OutOfMemoryError:
+                prepared.session.reset()
+                raise StudioError(self.model_backend._out_of_memory()) from None
+        if result is None:
+            self.calls[id(lane)] = call
+        return result
+
+    def step(self) -> list[tuple[GenerateCall, GenerateResult | StudioError]]:
+        with self.model_backend.lock, torch.inference_mode():
+            try:
+                finished = self.batch.step()
+            except torch.OutOfMemoryError:
+                raise StudioError(self.model_backend._out_of_memory()) from None
+        return [(self.calls.pop(id(lane)), result) for lane, result in finished]
+
+    def abort(self) -> list[GenerateCall]:
+        return [self.calls.pop(id(lane)) for lane in self.batch.abort()]

@@ -295,26 +295,96 @@ def decode(backend: Any, call: PreparedCall) -> GenerateResult:
 
 
 def decode_many(backend: Any, calls: list[PreparedCall]) -> list[GenerateResult]:
-    """Several callers' generate calls decoded as one batch: each prompt is prefilled on its own
-    session (prefill is compute-bound: batching it gains little), then the sessions' caches are
-    stacked, left-padded, into one batch whose rows decode together, one forward per token for
-    all of them. A call that finishes leaves the batch and gets its cache back with its new tokens.
+    """Several callers' generate calls decoded as one batch (a :class:`ContinuousBatch` that all
+    of them join at once); results in ``calls`` order."""
+    batch = ContinuousBatch(backend)
+    results: list[GenerateResult | None] = [None] * len(calls)
+    index_of: dict[int, int] = {}
+    for index, call in enumerate(calls):
+        lane, result = batch.add(call)
+        if result is not None:
+            results[index] = result
+        else:
+            index_of[id(lane)] = index
+    while batch.busy:
+        for lane, result in batch.step():
+            results[index_of[id(lane)]] = result
+    return [r for r in results if r is not None]
+
+
+class ContinuousBatch:
+    """Generate calls decoding together, one forward per token for all of them; a call joins
+    between two steps (its prompt prefilled on its own session: prefill is compute-bound, so
+    batching it gains little) and leaves as soon as it is done, with its cache given back.
 
     Each call keeps its own sampling settings and random generator, so its tokens are the ones
     :func:`decode` draws for it alone (the logits differ only by float rounding). Calls with
-    images, or models whose caches are not plain tensors, decode one after another.
+    images, or models whose caches are not plain tensors, decode by themselves in :meth:`add`.
+    The caller holds the device lock around each :meth:`add` and :meth:`step`.
     """
-    results: list[GenerateResult | None] = [None] * len(calls)
-    lanes: list[tuple[int, _Lane, torch.Tensor]] = []
-    for index, call in enumerate(calls):
-        lane, logits = _prefilled(backend, call)
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+        self.batch: _Batch | None = None
+        #: Steps run, and lanes decoded summed over the steps (their ratio: the mean batch width).
+        self.steps = 0
+        self.lane_steps = 0
+
+    @property
+    def busy(self) -> bool:
+        return self.batch is not None
+
+    @property
+    def live(self) -> list[_Lane]:
+        return [lane for lane in self.batch.lanes if not lane.done] if self.batch is not None else []
+
+    def add(self, call: PreparedCall) -> tuple[_Lane, GenerateResult | None]:
+        """Prefill ``call`` and draw its first token; its result when that already ends it (or it
+        decoded by itself), else None: it decodes with the batch from the next :meth:`step` on."""
+        lane, logits = _prefilled(self.backend, call)
         if call.images or not _plain(call.session.cache):
-            results[index] = _finish_alone(backend, lane, logits)
-            continue
-        lanes.append((index, lane, logits.expand(call.n, -1)))
-    for index, result in _decode_lanes(backend, lanes):
-        results[index] = result
-    return [r for r in results if r is not None]
+            return lane, _finish_alone(self.backend, lane, logits)
+        if lane.take(logits.expand(call.n, -1)):
+            generations = lane.generations()
+            lane.session.token_ids = lane.kept_ids(generations)  # nothing fed: the prompt, as prefilled
+            return lane, lane.result(generations)
+        if self.batch is None:
+            self.batch = _Batch(self.backend, [lane])
+        else:
+            self.batch.add(lane)
+        return lane, None
+
+    def step(self) -> list[tuple[_Lane, GenerateResult]]:
+        """One forward for every live lane; the lanes that finished, with their results."""
+        batch = self.batch
+        assert batch is not None
+        logits = batch.step()
+        self.steps += 1
+        finished = []
+        for lane in batch.lanes:
+            if lane.done:  # finished earlier: its rows are idle until dropped
+                continue
+            self.lane_steps += 1
+            lane.fed += 1
+            if lane.take(logits[batch.rows_of(lane)]):
+                generations = lane.generations()
+                batch.give_back(lane, generations)
+                finished.append((lane, lane.result(generations)))
+        idle = [lane for lane in batch.lanes if lane.done]
+        if len(idle) == len(batch.lanes):
+            self.batch = None
+        elif sum(lane.n for lane in idle) * 4 >= sum(lane.n for lane in batch.lanes):
+            batch.drop(idle)  # a copy now beats computing idle rows
+        return finished
+
+    def abort(self) -> list[_Lane]:
+        """After a failed step: the lanes that were live (their sessions reset: the caches may be
+        half-written); the batch is gone."""
+        lanes = self.live
+        for lane in lanes:
+            lane.session.reset()
+        self.batch = None
+        return lanes
 
 
 def _finish_alone(backend: Any, lane: _Lane, logits: torch.Tensor) -> GenerateResult:
@@ -377,6 +447,19 @@ class _RoomyLayer(DynamicLayer):
         self.keys, self.values = self.key_buffer[:, :, :end], self.value_buffer[:, :, :end]
         return self.key_buffer, self.value_buffer
 
+    def add_rows(self, k: torch.Tensor, v: torch.Tensor, room: int) -> None:
+        """Stack new rows under the filled columns (with at least ``room`` free columns after)."""
+        room = max(room, self.capacity - self.length)
+        self.fill(torch.cat([self.keys, k], dim=0), torch.cat([self.values, v], dim=0), room)
+
+    def pad_left(self, columns: int) -> None:
+        """Zero columns before the filled ones (a longer prompt joins)."""
+        room = self.capacity - self.length
+        k, v = self.keys, self.values
+        pad_k = k.new_zeros(k.shape[0], k.shape[1], columns, k.shape[3])
+        pad_v = v.new_zeros(v.shape[0], v.shape[1], columns, v.shape[3])
+        self.fill(torch.cat([pad_k, k], dim=2), torch.cat([pad_v, v], dim=2), room)
+
     def keep(self, rows: torch.Tensor, cut: int) -> None:
         """Keep these batch rows, from column ``cut`` on (the free columns stay)."""
         room = self.key_buffer.shape[2] - self.length
@@ -386,40 +469,37 @@ class _RoomyLayer(DynamicLayer):
 class _Batch:
     """The stacked caches of the lanes being decoded together.
 
-    Row block of a lane: its ``n`` rows. Columns: each lane's prompt, right-aligned to the same
-    end column ``prompt_end`` (left padding, masked), then one column per decode step, shared.
-    A lane's own keys and values are therefore one contiguous run of columns.
+    Row block of a lane: its ``n`` rows. Columns: shared, one per decode step at the end. A
+    lane's prompt is right-aligned to the column where its first decode step writes (its
+    ``end``; left padding before it, masked), so its own keys and values are one contiguous run
+    of columns from ``start``. Lanes joining later get the current end column as theirs.
     """
 
     def __init__(self, backend: Any, lanes: list[_Lane]) -> None:
         self.backend = backend
-        self.lanes = lanes
-        self.prompt_end = max(len(lane.ids) for lane in lanes)
-        rows = sum(lane.n for lane in lanes)
-        device = backend.device
-        self.valid = torch.zeros(rows, self.prompt_end, dtype=torch.bool, device=device)
-        pairs = []
-        for layer in range(len(lanes[0].session.cache.layers)):
-            sample = lanes[0].session.cache.layers[layer].keys
-            keys = sample.new_zeros(rows, sample.shape[1], self.prompt_end, sample.shape[3])
-            values = sample.new_zeros(
-                rows, sample.shape[1], self.prompt_end, lanes[0].session.cache.layers[layer].values.shape[3]
-            )
-            row = 0
-            for lane in lanes:
-                own = lane.session.cache.layers[layer]
-                start = self.prompt_end - len(lane.ids)
-                keys[row : row + lane.n, :, start:] = own.keys
-                values[row : row + lane.n, :, start:] = own.values
-                row += lane.n
-            pairs.append((keys, values))
+        self.lanes: list[_Lane] = []
+        self.start: dict[int, int] = {}  # id(lane) -> first column of its prompt
+        self.end: dict[int, int] = {}  # id(lane) -> column of its first decoded token
+        width = max(len(lane.ids) for lane in lanes)
+        self.valid = torch.zeros(0, width, dtype=torch.bool, device=backend.device)
+        first = lanes[0].session.cache.layers
         room = max(lane.sampling.max_new_tokens - lane.taken for lane in lanes) + 1
-        row = 0
-        for lane in lanes:
-            self.valid[row : row + lane.n, self.prompt_end - len(lane.ids) :] = True
-            row += lane.n
         self.cache = _cache_of([])
-        self.cache.layers = [_RoomyLayer(k, v, room) for k, v in pairs]
+        self.cache.layers = [
+            _RoomyLayer(
+                layer.keys.new_zeros((0, layer.keys.shape[1], width, layer.keys.shape[3])),
+                layer.values.new_zeros((0, layer.values.shape[1], width, layer.values.shape[3])),
+                room,
+            )
+            for layer in first
+        ]
+        for lane in lanes:
+            self.add(lane)
+
+    @property
+    def width(self) -> int:
+        """Columns filled (every lane's next token goes to this column)."""
+        return self.valid.shape[1]
 
     def rows_of(self, lane: _Lane) -> slice:
         start = 0
@@ -429,13 +509,40 @@ class _Batch:
             start += other.n
         raise KeyError("lane not in batch")
 
-    def step(self, fed: int) -> torch.Tensor:
+    def add(self, lane: _Lane) -> None:
+        """Stack a prefilled lane's cache in as new rows (its prompt ending at the current end column)."""
+        need = len(lane.ids)
+        if need > self.width:  # a longer prompt than the room on the left: pad every row on the left
+            self._pad_left(need - self.width)
+        width, device = self.width, self.backend.device
+        for layer, own in zip(self.cache.layers, lane.session.cache.layers):
+            shape = (lane.n, own.keys.shape[1], width)
+            keys = own.keys.new_zeros(shape + (own.keys.shape[3],))
+            values = own.values.new_zeros(shape + (own.values.shape[3],))
+            keys[:, :, width - need :] = own.keys
+            values[:, :, width - need :] = own.values
+            layer.add_rows(keys, values, lane.sampling.max_new_tokens - lane.taken + 1)
+        rows = torch.zeros(lane.n, width, dtype=torch.bool, device=device)
+        rows[:, width - need :] = True
+        self.valid = torch.cat([self.valid, rows], dim=0)
+        self.lanes.append(lane)
+        self.start[id(lane)], self.end[id(lane)] = width - need, width
+
+    def _pad_left(self, columns: int) -> None:
+        for layer in self.cache.layers:
+            layer.pad_left(columns)
+        self.valid = torch.cat([self.valid.new_zeros(self.valid.shape[0], columns), self.valid], dim=1)
+        for key in self.start:
+            self.start[key] += columns
+            self.end[key] += columns
+
+    def step(self) -> torch.Tensor:
         """Feed every row's last drawn token (finished lanes feed theirs too, unread); logits (rows, V)."""
         device = self.backend.device
         tokens = torch.cat([lane.chosen.view(-1) for lane in self.lanes]).view(-1, 1)
-        positions = torch.cat([torch.full((lane.n,), len(lane.ids) + fed, device=device) for lane in self.lanes]).view(
-            -1, 1
-        )
+        positions = torch.cat(
+            [torch.full((lane.n,), len(lane.ids) + lane.fed, device=device) for lane in self.lanes]
+        ).view(-1, 1)
         self.valid = torch.cat([self.valid, torch.ones(len(tokens), 1, dtype=torch.bool, device=device)], dim=1)
         for layer in self.cache.layers:
             layer.reserve(1)
@@ -461,9 +568,9 @@ class _Batch:
         session, extra = lane.session, len(kept) - len(lane.ids)
         if extra > 0:
             row = self.rows_of(lane).start
+            new = slice(self.end[id(lane)], self.end[id(lane)] + extra)
             pairs = []
             for own, batch in zip(session.cache.layers, self.cache.layers):
-                new = slice(self.prompt_end, self.prompt_end + extra)
                 pairs.append(
                     (
                         torch.cat([own.keys, batch.keys[row : row + 1, :, new]], dim=2),
@@ -480,49 +587,20 @@ class _Batch:
             if lane not in gone:
                 rows = self.rows_of(lane)
                 keep_rows += range(rows.start, rows.stop)
+        for lane in gone:
+            self.start.pop(id(lane), None)
+            self.end.pop(id(lane), None)
         self.lanes = [lane for lane in self.lanes if lane not in gone]
         if not self.lanes:
             return
-        cut = self.prompt_end - max(len(lane.ids) for lane in self.lanes)  # columns only padding now
+        cut = min(self.start.values())  # columns only padding now
         index = torch.tensor(keep_rows, device=self.backend.device)
         for layer in self.cache.layers:
             layer.keep(index, cut)
         self.valid = self.valid.index_select(0, index)[:, cut:]
-        self.prompt_end -= cut
-
-
-def _decode_lanes(backend: Any, entries: list[tuple[int, _Lane, torch.Tensor]]) -> list[tuple[int, GenerateResult]]:
-    """Decode prefilled lanes together until each is done; (call index, result) in finishing order."""
-    finished: list[tuple[int, GenerateResult]] = []
-    live = []
-    for index, lane, logits in entries:
-        if lane.take(logits):
-            generations = lane.generations()
-            lane.session.token_ids = lane.kept_ids(generations)  # nothing fed: the prompt, as prefilled
-            finished.append((index, lane.result(generations)))
-        else:
-            live.append((index, lane))
-    if not live:
-        return finished
-    batch = _Batch(backend, [lane for _, lane in live])
-    fed, waiting = 0, len(live)
-    while waiting:
-        logits = batch.step(fed)
-        fed += 1
-        for index, lane in live:
-            if lane.done:  # finished earlier: its rows are idle, or already dropped
-                continue
-            lane.fed = fed
-            rows = batch.rows_of(lane)
-            if lane.take(logits[rows]):
-                generations = lane.generations()
-                batch.give_back(lane, generations)
-                finished.append((index, lane.result(generations)))
-                waiting -= 1
-        idle = [lane for lane in batch.lanes if lane.done]
-        if waiting and sum(lane.n for lane in idle) * 4 >= sum(lane.n for lane in batch.lanes):
-            batch.drop(idle)  # a copy now beats computing idle rows
-    return finished
+        for key in self.start:
+            self.start[key] -= cut
+            self.end[key] -= cut
 
 
 def decode_packed(backend: Any, chosen: torch.Tensor, cache: Any, prompt_len: int, step: int) -> torch.Tensor:

@@ -1,11 +1,11 @@
-"""Lockstep batching: many episodes' policies share one model, and their generate calls decode as one batch.
+"""Lockstep batching: many episodes' policies share one model, and their model calls run as one batch.
 
 Each episode runs in its own thread with its own policy, unchanged; the policy's backend is a
-:class:`LockstepMember` of one :class:`LockstepPool`. A member's ``generate`` waits until every
-live member is waiting too (or has left), then one of them answers all the waiting calls with
-one :meth:`~studio.models.base.Backend.generate_many`: one forward per token for all live
-episodes instead of one per episode. Members whose episode ended leave and the batch shrinks.
-Everything else (scoring, encoding, the card) goes straight to the shared backend.
+:class:`LockstepMember` of one :class:`LockstepPool`. The pool's scheduler thread does the
+model work of every member (continuous batching): a member's ``generate`` joins the batch being
+decoded (its prompt prefilled between two decode steps) and returns as soon as its own output
+is done, while the others go on decoding; its ``score`` runs between two steps too. One
+forward per token serves every live episode, and no episode waits for another's longer output.
 
 Backends without ``capabilities.batched_generate`` (a served model: the engine batches
 concurrent requests itself; scripted models) are called directly and concurrently.
@@ -17,6 +17,8 @@ so forks of one step encode their common history once and copy it.
 from __future__ import annotations
 
 import threading
+import time
+from collections import defaultdict
 from typing import Any, Callable
 
 import numpy as np
@@ -34,31 +36,40 @@ from studio.models.base import (
 )
 
 
-class _Waiting:
-    def __init__(self, call: GenerateCall) -> None:
-        self.call = call
-        self.outcome: GenerateResult | BaseException | None = None  # the result, or what to raise
+class _Work:
+    """A member's call waiting for the scheduler: a generate call, or other work (a score) to run."""
+
+    def __init__(self, call: GenerateCall | None = None, run: Callable[[], Any] | None = None) -> None:
+        self.call, self.run = call, run
+        self.outcome: Any = None  # the answer, or the exception to raise
         self.done = threading.Event()
+
+    def answer(self, outcome: Any) -> None:
+        self.outcome = outcome
+        self.done.set()
 
 
 class LockstepPool:
-    """The rendezvous of the members sharing one backend (see the module docstring)."""
+    """The members sharing one backend, and the scheduler thread that batches their calls."""
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self.batched = backend.capabilities.batched_generate
         self._condition = threading.Condition()
-        self._live = 0
-        self._waiting: list[_Waiting] = []
+        self._pending: list[_Work] = []
+        self._running = False
         self._peers: list[PrefixSession] = []
-        #: Batches run and the calls they answered (a batch of 1 is a call that ran alone).
-        self.batches = 0
+        #: Generate calls answered, decode steps run, calls decoded summed over the steps, and the
+        #: most calls decoded in one step.
         self.calls = 0
+        self.steps = 0
+        self.lane_steps = 0
+        self.widest = 0
+        #: Seconds the scheduler spent: ``prefill`` (calls joining), ``decode`` (steps), ``other`` (scores).
+        self.seconds: dict[str, float] = defaultdict(float)
 
     def member(self) -> LockstepMember:
-        """A new member (one per episode); it counts as live until :meth:`LockstepMember.leave`."""
-        with self._condition:
-            self._live += 1
+        """A new member (one per episode)."""
         return LockstepMember(self)
 
     def _join_peers(self, session: PrefixSession | None) -> None:
@@ -70,48 +81,77 @@ class LockstepPool:
 
     def _leave(self, sessions: list[PrefixSession]) -> None:
         with self._condition:
-            self._live -= 1
             for session in sessions:
                 if session in self._peers:
                     self._peers.remove(session)
-            batch = self._take_batch()
-        self._answer(batch)
+
+    def _submit(self, work: _Work) -> Any:
+        """Hand ``work`` to the scheduler (starting it if idle) and wait for its answer."""
+        with self._condition:
+            self._pending.append(work)
+            if not self._running:
+                self._running = True
+                threading.Thread(target=self._serve, name="lockstep-scheduler", daemon=True).start()
+            self._condition.notify()
+        work.done.wait()
+        if isinstance(work.outcome, BaseException):
+            raise work.outcome
+        return work.outcome
 
     def _generate(self, call: GenerateCall) -> GenerateResult:
-        waiting = _Waiting(call)
-        with self._condition:
-            self._waiting.append(waiting)
-            batch = self._take_batch()
-        self._answer(batch)
-        waiting.done.wait()
-        if isinstance(waiting.outcome, BaseException):
-            raise waiting.outcome
-        assert waiting.outcome is not None
-        return waiting.outcome
+        return self._submit(_Work(call=call))
 
-    def _take_batch(self) -> list[_Waiting]:
-        """The waiting calls, once every live member waits (called with the condition held)."""
-        if not self._waiting or len(self._waiting) < self._live:
-            return []
-        batch, self._waiting = self._waiting, []
-        self.batches += 1
-        self.calls += len(batch)
-        return batch
+    def _run(self, run: Callable[[], Any]) -> Any:
+        return self._submit(_Work(run=run))
 
-    def _answer(self, batch: list[_Waiting]) -> None:
-        """Run ``batch`` in this thread (the last member to arrive) and wake its callers."""
-        if not batch:
-            return
+    def _serve(self) -> None:
+        """The scheduler: take new work between decode steps, step while calls decode, stop when idle."""
+        batcher = self.backend.open_batch()
+        decoding: dict[int, _Work] = {}  # id(call) -> its work
+        while True:
+            with self._condition:
+                if not self._pending and not batcher.busy:
+                    self._running = False
+                    return
+                work, self._pending = self._pending, []
+            for item in work:
+                self._start(batcher, item, decoding)
+            if not batcher.busy:
+                continue
+            self.widest = max(self.widest, len(decoding))
+            self.lane_steps += len(decoding)
+            started = time.perf_counter()
+            try:
+                finished = batcher.step()
+            except BaseException as exc:  # every call in the batch gets the error, nobody hangs
+                for call in batcher.abort():
+                    decoding.pop(id(call)).answer(exc)
+                continue
+            finally:
+                self.seconds["decode"] += time.perf_counter() - started
+            self.steps += 1
+            for call, result in finished:
+                decoding.pop(id(call)).answer(result)
+
+    def _start(self, batcher: Any, item: _Work, decoding: dict[int, _Work]) -> None:
+        """Run a non-generate item, or add a generate call to the batch (answered now if done already)."""
+        started = time.perf_counter()
         try:
-            answers = self.backend.generate_many([w.call for w in batch])
-            for waiting, answer in zip(batch, answers):
-                waiting.outcome = answer
-        except BaseException as exc:  # every caller of the batch gets the error, nobody hangs
-            for waiting in batch:
-                waiting.outcome = exc
+            if item.run is not None:
+                item.answer(item.run())
+                return
+            assert item.call is not None
+            self.calls += 1
+            result = batcher.add(item.call)
+        except BaseException as exc:  # this call's own error (a prompt too long, a failed score)
+            item.answer(exc)
+            return
         finally:
-            for waiting in batch:
-                waiting.done.set()
+            self.seconds["other" if item.run is not None else "prefill"] += time.perf_counter() - started
+        if result is None:
+            decoding[id(item.call)] = item
+        else:
+            item.answer(result)
 
 
 class LockstepMember(Backend):
@@ -167,7 +207,12 @@ class LockstepMember(Backend):
         end_with_eos: bool = False,
     ) -> ScoreResult:
         self._session(session)
-        return self.backend.score(messages, continuations, images, session, assistant_prefix, end_with_eos)
+        if not self.pool.batched or self._left:
+            return self.backend.score(messages, continuations, images, session, assistant_prefix, end_with_eos)
+        # Between two decode steps, in the scheduler: the batch's device time is not taken from it.
+        return self.pool._run(
+            lambda: self.backend.score(messages, continuations, images, session, assistant_prefix, end_with_eos)
+        )
 
     def encode(
         self, messages: list[Message], assistant_prefix: str = "", images: list[np.ndarray] | None = None
@@ -180,7 +225,7 @@ class LockstepMember(Backend):
         return self.backend.attention(messages, output, images, **options)
 
     def leave(self) -> None:
-        """This member's episode is over: the others stop waiting for it (idempotent)."""
+        """This member's episode is over: its sessions leave the peers (idempotent)."""
         if not self._left:
             self._left = True
             self.pool._leave(self._sessions)
