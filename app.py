@@ -748,7 +748,11 @@ def cmd_coverage(args: argparse.Namespace) -> int:
     if args.plot is not None:
         from studio.viz.plots import coverage_figure
 
-        title = f"Best-of-K coverage on {args.env}: {args.episodes} seeds from {base.seed}, temperature {temperature:g}"
+        options = "".join(f" {name}={value}" for name, value in args.env_opt)
+        title = (
+            f"Best-of-K coverage on {args.env}{options}: {args.episodes} seeds from {base.seed}, "
+            f"temperature {temperature:g}"
+        )
         coverage_figure(points, title).write_html(args.plot, include_plotlyjs=True)
         print(f"wrote {args.plot}", file=sys.stderr)
     print(f"stored in {store.url}", file=sys.stderr)

@@ -322,18 +322,21 @@ def coverage_figure(points: list[Any], title: str = "") -> go.Figure | None:
     verifiers = list(dict.fromkeys(point.verifier for point in points))
     for number, verifier in enumerate(verifiers):
         mine = [point for point in points if point.verifier == verifier]
+        # Each verifier's points a little to the side (on the log axis) so the intervals do not hide each other.
+        dodge = 1 + 0.04 * (number - (len(verifiers) - 1) / 2)
         low = [point.rate - point.interval[0] for point in mine]
         high = [point.interval[1] - point.rate for point in mine]
         figure.add_trace(
             go.Scatter(
-                x=[point.k for point in mine],
+                x=[point.k * dodge for point in mine],
                 y=[point.rate for point in mine],
                 mode="lines+markers",
                 name=esc(verifier),
                 line=dict(color=palette[number % len(palette)], width=2),
                 error_y=dict(type="data", symmetric=False, array=high, arrayminus=low, visible=True),
                 text=[f"{point.successes}/{point.episodes} succeeded" for point in mine],
-                hovertemplate="K=%{x}: %{y:.0%} (%{text})<extra>" + esc(verifier) + "</extra>",
+                customdata=[point.k for point in mine],
+                hovertemplate="K=%{customdata}: %{y:.0%} (%{text})<extra>" + esc(verifier) + "</extra>",
             )
         )
     ks = sorted({point.k for point in points})
