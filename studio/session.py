@@ -144,7 +144,7 @@ class StudioSession:
         if backend is None:
             raise StudioError(f"Model {slot} is not loaded: load one in the Models tab, or pick another policy.")
         judge = None
-        if settings.verifier == "judge" and settings.candidates > 1:
+        if settings.verifier == "judge":
             judge = self.models["B"]
             if judge is None:
                 raise StudioError("The judge verifier asks model B: load one in slot B of the Models tab.")

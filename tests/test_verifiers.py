@@ -176,3 +176,20 @@ def test_the_candidates_view_shows_the_verifiers_scores_escaped() -> None:
     assert "<script>" not in candidates_html(step) and "verifier" not in candidates_html(step)
     step.extra["verifier"] = {"name": "<img src=x>", "scores": [1, 2, None]}
     assert "&lt;img src=x&gt;" in candidates_html(step) and "<img" not in candidates_html(step)
+
+
+def test_the_studio_session_judges_with_model_b() -> None:
+    from studio.models.registry import ModelRegistry
+    from studio.session import StudioSession
+    from studio.settings import EpisodeSettings
+
+    outputs = ["Thought: a\nAction: go west", "Thought: b\nAction: go east"]
+    session = StudioSession(ModelRegistry(), model_a=ScriptedBackend(outputs))
+    settings = EpisodeSettings(env="gridworld", seed=0, policy="react-a", candidates=2, verifier="judge")
+    with pytest.raises(StudioError, match="asks model B"):
+        session.reset(settings)
+    session.models["B"] = RuleJudge()
+    session.reset(settings)
+    step = session.step()
+    assert step.action == "go east" and step.extra["verifier"]["name"] == "judge"
+    assert session.episode.policy_config["judge"] == "rule-judge"
