@@ -647,14 +647,21 @@ def open_cli_store(args: argparse.Namespace, create: bool = True) -> Any:
     return store
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def open_run(args: argparse.Namespace) -> tuple[Any, Any, list[Any]]:
+    """``run``'s and ``coverage``'s environment, store and sinks (the store, ``--out``), shared by
+    episodes side by side. A bad environment, then a bad database, fails before a model loads."""
     from studio.envs.registry import make_env
     from studio.rollouts import LockedSink
     from studio.runner import JsonlSink
 
-    env = make_env(args.env, dict(args.env_opt))  # a bad environment fails before a model loads
-    store = open_cli_store(args)  # so does a bad database
+    env = make_env(args.env, dict(args.env_opt))
+    store = open_cli_store(args)
     sinks = [LockedSink(store.episodes.sink())] + ([LockedSink(JsonlSink(args.out))] if args.out else [])
+    return env, store, sinks
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    env, store, sinks = open_run(args)
     settings = settings_from_args(args)
     models = cli_models(args)
     failures = run_episodes(args, env, settings, models, sinks, lambda episode: print_episode_line(episode, args.json))
@@ -708,18 +715,13 @@ def run_episodes(
 def cmd_coverage(args: argparse.Namespace) -> int:
     """Best-of-K coverage: ``run``'s episodes once per K over the same seeds, a line per K, a plot."""
     from studio.coverage import coverage_points
-    from studio.envs.registry import make_env
-    from studio.rollouts import LockedSink
-    from studio.runner import JsonlSink
     from studio.settings import SAMPLING_FOR_CANDIDATES, settings_from
 
     if args.plot is not None and not args.plot.lower().endswith(".html"):
         raise StudioError(f"--plot writes a plotly page: give a file ending in .html (got {args.plot[-40:]!r}).")
     if args.policy != "react":
         raise StudioError("Coverage compares K sampled outputs a step: use --policy react.")
-    env = make_env(args.env, dict(args.env_opt))
-    store = open_cli_store(args)
-    sinks = [LockedSink(store.episodes.sink())] + ([LockedSink(JsonlSink(args.out))] if args.out else [])
+    env, store, sinks = open_run(args)
     base = settings_from_args(args)
     # Every K samples at one temperature (K = 1 too): greedy K = 1 against sampled K > 1 would mix
     # two effects in one curve.

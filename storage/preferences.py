@@ -27,7 +27,7 @@ from storage.episodes import EpisodeStore
 from storage.judging import Judging
 from storage.labels import StepLabelling
 from storage.values import ValueKeeping
-from storage.orm import AnnotationRow, AnnotatorRow, PairRow, StepLabelRow
+from storage.orm import AnnotationRow, AnnotatorRow, PairRow
 from storage.pairing import PairMaking
 from storage.records import (
     CHOICES,
@@ -77,10 +77,10 @@ class PreferenceStore(PairMaking, Judging, StepLabelling, ValueKeeping):
                 .join(PairRow, AnnotationRow.pair_id == PairRow.id)
                 .group_by(AnnotationRow.choice, PairRow.swapped)
             ).all()
-            labels = session.scalar(select(func.count()).select_from(StepLabelRow)) or 0
         votes = self.votes()
+        label_records = self.step_labels()
         label_votes: dict[tuple[str, int], dict[str, str]] = defaultdict(dict)
-        for record in self.step_labels():
+        for record in label_records:
             label_votes[(record.episode_id, record.step_index)][record.annotator] = record.label
         choices: Counter[str] = Counter()
         shown: Counter[str] = Counter()  # the side the annotator saw and pressed (blind views swap half the pairs)
@@ -94,7 +94,7 @@ class PreferenceStore(PairMaking, Judging, StepLabelling, ValueKeeping):
             "annotations_by_annotator": per_annotator,
             "choices": {c: choices.get(c, 0) for c in CHOICES},
             "choices_as_shown": {c: shown.get(c, 0) for c in CHOICES},
-            "step_labels": labels,
+            "step_labels": len(label_records),
             "agreement": agreement_report(votes),
             # Machines against people (all settings of each kind pooled): the check that MC labels
             # and model judges can stand in for annotators.

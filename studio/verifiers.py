@@ -56,6 +56,10 @@ class MonteCarlo:
     discount: float = ORACLE_DISCOUNT
 
 
+#: The oracle: one rollout of the (deterministic) expert after each action, to the end.
+ORACLE = MonteCarlo(rollout_policy="expert", rollouts=1)
+
+
 class VerifiedPolicy:
     """``policy`` with its action chosen among its K outputs by ``verifier``."""
 
@@ -80,7 +84,6 @@ class VerifiedPolicy:
         self.mc = mc
         self.name = policy.name
         self.env: StudioEnv | None = None
-        self.seed: int | None = None
 
     def __getattr__(self, name: str) -> Any:  # model_description, backend...: the wrapped policy's
         if name == "policy":  # not set yet (copying): no recursion
@@ -98,7 +101,7 @@ class VerifiedPolicy:
 
     def reset(self, env: StudioEnv, seed: int | None) -> None:
         self.policy.reset(env, seed)
-        self.env, self.seed = env, seed
+        self.env = env
 
     def act(self, episode: Episode, observation: Observation, should_stop: StopCheck = never_stop) -> Decision:
         decision = self.policy.act(episode, observation, should_stop)
@@ -146,21 +149,25 @@ class VerifiedPolicy:
         if self.verifier == "vote":
             votes = Counter(output.action for output in outputs if output.valid)
             return [float(votes[output.action]) if output.valid else None for output in outputs]
-        if self.verifier in ("mc", "judge"):
-            actions = list(dict.fromkeys(o.action for o in outputs if o.valid and o.action is not None))
-            if len(actions) < 2 or observation is None:
-                return [None for _ in outputs]  # one action (or none): nothing to decide, nothing run
-            by_action = (
-                self._mc(actions, episode, observation, should_stop)
-                if self.verifier == "mc"
-                else self._judged(outputs, actions, episode, observation, should_stop)
-            )
-            return [by_action[o.action] if o.valid and o.action in by_action else None for o in outputs]
-        cache: dict[str, float] = {}
-        return [self._oracle(output.action, episode, cache) if output.valid else None for output in outputs]
+        actions = list(dict.fromkeys(o.action for o in outputs if o.valid and o.action is not None))
+        # mc and judge: one action leaves nothing to decide, so nothing runs; the oracle, a
+        # reference, scores even one.
+        if observation is None or not actions or (len(actions) < 2 and self.verifier != "oracle"):
+            return [None for _ in outputs]
+        if self.verifier == "judge":
+            by_action = self._judged(outputs, actions, episode, observation, should_stop)
+        else:
+            settings = ORACLE if self.verifier == "oracle" else self.mc
+            by_action = self._mc(actions, episode, observation, should_stop, settings)
+        return [by_action[o.action] if o.valid and o.action in by_action else None for o in outputs]
 
     def _mc(
-        self, actions: list[str], episode: Episode, observation: Observation, should_stop: StopCheck
+        self,
+        actions: list[str],
+        episode: Episode,
+        observation: Observation,
+        should_stop: StopCheck,
+        settings: MonteCarlo,
     ) -> dict[str, float]:
         """Each action's Monte Carlo value from the live state (:func:`studio.values.estimate_step_values`
         on a copy of the episode whose last step is this one, its outputs the distinct actions).
@@ -184,18 +191,18 @@ class VerifiedPolicy:
             instruction=episode.instruction,
             steps=[*episode.steps, here],
         )
-        kind = "model" if self.mc.rollout_policy == "policy" else self.mc.rollout_policy
+        kind = "model" if settings.rollout_policy == "policy" else settings.rollout_policy
         backend = getattr(self.policy, "backend", None) if kind == "model" else None
         seed = 1000 * observation.step_index
         values = estimate_step_values(
             pending,
             here.index,
             rollout_policy_factory(kind, seed),
-            rollout_policy=self.mc.rollout_policy,
-            rollouts=self.mc.rollouts,
-            horizon=self.mc.horizon,
+            rollout_policy=settings.rollout_policy,
+            rollouts=settings.rollouts,
+            horizon=settings.horizon,
             seed=seed,
-            discount=self.mc.discount,
+            discount=settings.discount,
             should_stop=should_stop,
             model=backend,
             # Inside a lockstep pool (run --parallel) the rollouts join the pool's batches one by one.
@@ -233,26 +240,6 @@ class VerifiedPolicy:
                 wins[left].append(verdict.p_left)
                 wins[right].append(1 - verdict.p_left)
         return {action: sum(p) / len(p) for action, p in wins.items()}
-
-    def _oracle(self, action: str | None, episode: Episode, cache: dict[str, float]) -> float:
-        """The expert's discounted return after ``action`` from the current state (once per action)."""
-        if action is None:
-            return float("-inf")
-        if action not in cache:
-            assert self.env is not None
-            from studio.envs.registry import default_max_steps, env_at
-
-            env = env_at(self.env.name, dict(self.env.options), self.seed, self.env.get_state())
-            _obs, reward, terminated, truncated, _info = env.step(action)
-            total, done, steps = float(reward), terminated or truncated, 0
-            budget = default_max_steps(self.env) - episode.length - 1
-            while not done and steps < budget:
-                steps += 1
-                _obs, reward, terminated, truncated, _info = env.step(env.expert_action())
-                total += ORACLE_DISCOUNT**steps * float(reward)
-                done = terminated or truncated
-            cache[action] = total
-        return cache[action]
 
 
 def _as_candidate(decision: Decision, env: StudioEnv) -> Candidate:

@@ -60,8 +60,8 @@ class Capabilities:
     local_device: bool = False
     """Runs in this process on a local device: sessions queue on the device's lock, unloading frees memory."""
     batched_generate: bool = False
-    """:meth:`Backend.generate_many` decodes several callers' prompts in one batch (lockstep rollouts);
-    without it, it answers them one after another."""
+    """:meth:`Backend.open_batch` decodes several callers' prompts in one batch that calls join and
+    leave (lockstep rollouts); without it, concurrent calls go to the backend directly."""
 
     def to_dict(self) -> dict[str, bool]:
         return asdict(self)
@@ -236,6 +236,25 @@ class Batcher:
         """After :meth:`step` raised: the calls that were in the batch (none remain)."""
         calls, self.pending = self.pending, []
         return calls
+
+    def answer(self, calls: list[GenerateCall]) -> list[GenerateResult | StudioError]:
+        """Every call joins at once and the batch decodes until all are done; a result or that call's
+        one-line error each, in ``calls`` order. A failed step fails them all (their sessions reset)."""
+        answers: dict[int, GenerateResult | StudioError] = {}
+        for call in calls:
+            try:
+                result = self.add(call)
+            except StudioError as exc:
+                result = exc
+            if result is not None:
+                answers[id(call)] = result
+        try:
+            while self.busy:
+                answers.update((id(call), result) for call, result in self.step())
+        except BaseException:
+            self.abort()
+            raise
+        return [answers[id(call)] for call in calls]
 
 
 @dataclass

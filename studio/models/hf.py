@@ -49,7 +49,7 @@ from studio.models.base import (
     TokenListener,
     no_progress,
 )
-from studio.models.hf_decode import ContinuousBatch, PreparedCall, decode, decode_many, prefill, score_packed
+from studio.models.hf_decode import ContinuousBatch, PreparedCall, decode, prefill, score_packed
 from studio.models.tokens import SingleTokenTexts, eos_ids, render_chat
 
 #: Alternatives stored per token by default (the most likely first).
@@ -300,23 +300,9 @@ class TransformersBackend(Backend):
                 raise StudioError(self._out_of_memory()) from None
 
     def generate_many(self, calls: list[GenerateCall]) -> list[GenerateResult | StudioError]:
-        """Decode several callers' prompts as one batch (:func:`studio.models.hf_decode.decode_many`):
-        lockstep rollouts. A prompt that cannot be encoded is that call's error; the rest run."""
-        prepared: list[PreparedCall | StudioError] = []
-        for call in calls:
-            try:
-                prepared.append(self._prepare(call))
-            except StudioError as exc:
-                prepared.append(exc)
-        runnable = [p for p in prepared if isinstance(p, PreparedCall)]
-        with self.lock, torch.inference_mode():
-            try:
-                results = iter(decode_many(self, runnable))
-            except torch.OutOfMemoryError:
-                for call in runnable:
-                    call.session.reset()
-                raise StudioError(self._out_of_memory()) from None
-        return [next(results) if isinstance(p, PreparedCall) else p for p in prepared]
+        """Decode several callers' prompts as one batch (a :class:`TransformersBatcher` they all join
+        at once). A prompt that cannot be encoded is that call's error; the rest run."""
+        return self.open_batch().answer(calls)
 
     def open_batch(self) -> TransformersBatcher:
         return TransformersBatcher(self)
@@ -381,9 +367,10 @@ class TransformersBatcher(Batcher):
     is one forward for all of them. The device lock is held per :meth:`add` and per :meth:`step`,
     so other sessions' calls get the device between steps."""
 
+    backend: TransformersBackend
+
     def __init__(self, backend: TransformersBackend) -> None:
         super().__init__(backend)
-        self.model_backend = backend
         self.batch = ContinuousBatch(backend)
         self.calls: dict[int, GenerateCall] = {}  # id(lane) -> its call
 
@@ -392,23 +379,23 @@ class TransformersBatcher(Batcher):
         return self.batch.busy
 
     def add(self, call: GenerateCall) -> GenerateResult | None:
-        prepared = self.model_backend._prepare(call)
-        with self.model_backend.lock, torch.inference_mode():
+        prepared = self.backend._prepare(call)
+        with self.backend.lock, torch.inference_mode():
             try:
                 lane, result = self.batch.add(prepared)
             except torch.OutOfMemoryError:
                 prepared.session.reset()
-                raise StudioError(self.model_backend._out_of_memory()) from None
+                raise StudioError(self.backend._out_of_memory()) from None
         if result is None:
             self.calls[id(lane)] = call
         return result
 
     def step(self) -> list[tuple[GenerateCall, GenerateResult | StudioError]]:
-        with self.model_backend.lock, torch.inference_mode():
+        with self.backend.lock, torch.inference_mode():
             try:
                 finished = self.batch.step()
             except torch.OutOfMemoryError:
-                raise StudioError(self.model_backend._out_of_memory()) from None
+                raise StudioError(self.backend._out_of_memory()) from None
         return [(self.calls.pop(id(lane)), result) for lane, result in finished]
 
     def abort(self) -> list[GenerateCall]:

@@ -1,6 +1,6 @@
 """The transformers backend's forward passes: prefill with prefix reuse (and copies of peers' prefixes),
-the decode loop, packed candidates, one-pass scoring and lockstep batches of several callers' calls
-(:func:`decode_many`); :mod:`studio.models.hf` says why each is shaped as it is.
+the decode loop, packed candidates, one-pass scoring and continuous batches of several callers' calls
+(:class:`ContinuousBatch`); :mod:`studio.models.hf` says why each is shaped as it is.
 
 Functions here take the loaded :class:`~studio.models.hf.TransformersBackend` (its model,
 tokenizer, device, dtype and eos ids); the caller holds its device lock.
@@ -172,7 +172,7 @@ def prefill(
 
 @dataclass
 class PreparedCall:
-    """One generate call with its prompt encoded (what :func:`decode_many` takes)."""
+    """One generate call with its prompt encoded (what :func:`decode` and :class:`ContinuousBatch` take)."""
 
     ids: list[int]
     extra: dict[str, Any]
@@ -187,7 +187,7 @@ class PreparedCall:
 
 class _Lane:
     """One generate call's decoding state: its rows' drawn tokens, stop strings, finish reasons and
-    timing. :func:`decode` runs one lane; :func:`decode_many` runs several in one batch."""
+    timing. :func:`decode` runs one lane; :class:`ContinuousBatch` runs several in one batch."""
 
     def __init__(self, backend: Any, call: PreparedCall) -> None:
         self.started = time.perf_counter()
@@ -294,24 +294,6 @@ def decode(backend: Any, call: PreparedCall) -> GenerateResult:
     return _finish_alone(backend, *_prefilled(backend, call))
 
 
-def decode_many(backend: Any, calls: list[PreparedCall]) -> list[GenerateResult]:
-    """Several callers' generate calls decoded as one batch (a :class:`ContinuousBatch` that all
-    of them join at once); results in ``calls`` order."""
-    batch = ContinuousBatch(backend)
-    results: list[GenerateResult | None] = [None] * len(calls)
-    index_of: dict[int, int] = {}
-    for index, call in enumerate(calls):
-        lane, result = batch.add(call)
-        if result is not None:
-            results[index] = result
-        else:
-            index_of[id(lane)] = index
-    while batch.busy:
-        for lane, result in batch.step():
-            results[index_of[id(lane)]] = result
-    return [r for r in results if r is not None]
-
-
 class ContinuousBatch:
     """Generate calls decoding together, one forward per token for all of them; a call joins
     between two steps (its prompt prefilled on its own session: prefill is compute-bound, so
@@ -326,9 +308,6 @@ class ContinuousBatch:
     def __init__(self, backend: Any) -> None:
         self.backend = backend
         self.batch: _Batch | None = None
-        #: Steps run, and lanes decoded summed over the steps (their ratio: the mean batch width).
-        self.steps = 0
-        self.lane_steps = 0
 
     @property
     def busy(self) -> bool:
@@ -349,7 +328,7 @@ class ContinuousBatch:
             lane.session.token_ids = lane.kept_ids(generations)  # nothing fed: the prompt, as prefilled
             return lane, lane.result(generations)
         if self.batch is None:
-            self.batch = _Batch(self.backend, [lane])
+            self.batch = _Batch(self.backend, lane)
         else:
             self.batch.add(lane)
         return lane, None
@@ -359,12 +338,10 @@ class ContinuousBatch:
         batch = self.batch
         assert batch is not None
         logits = batch.step()
-        self.steps += 1
         finished = []
         for lane in batch.lanes:
             if lane.done:  # finished earlier: its rows are idle until dropped
                 continue
-            self.lane_steps += 1
             lane.fed += 1
             if lane.take(logits[batch.rows_of(lane)]):
                 generations = lane.generations()
@@ -475,15 +452,14 @@ class _Batch:
     of columns from ``start``. Lanes joining later get the current end column as theirs.
     """
 
-    def __init__(self, backend: Any, lanes: list[_Lane]) -> None:
+    def __init__(self, backend: Any, lane: _Lane) -> None:
         self.backend = backend
         self.lanes: list[_Lane] = []
         self.start: dict[int, int] = {}  # id(lane) -> first column of its prompt
         self.end: dict[int, int] = {}  # id(lane) -> column of its first decoded token
-        width = max(len(lane.ids) for lane in lanes)
+        width = len(lane.ids)
         self.valid = torch.zeros(0, width, dtype=torch.bool, device=backend.device)
-        first = lanes[0].session.cache.layers
-        room = max(lane.sampling.max_new_tokens - lane.taken for lane in lanes) + 1
+        room = lane.sampling.max_new_tokens - lane.taken + 1
         self.cache = _cache_of([])
         self.cache.layers = [
             _RoomyLayer(
@@ -491,10 +467,9 @@ class _Batch:
                 layer.values.new_zeros((0, layer.values.shape[1], width, layer.values.shape[3])),
                 room,
             )
-            for layer in first
+            for layer in lane.session.cache.layers
         ]
-        for lane in lanes:
-            self.add(lane)
+        self.add(lane)
 
     @property
     def width(self) -> int:

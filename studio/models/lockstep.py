@@ -55,7 +55,7 @@ class LockstepPool:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self.batched = backend.capabilities.batched_generate
-        self._condition = threading.Condition()
+        self._lock = threading.Lock()
         self._pending: list[_Work] = []
         self._running = False
         self._peers: list[PrefixSession] = []
@@ -75,24 +75,23 @@ class LockstepPool:
     def _join_peers(self, session: PrefixSession | None) -> None:
         if session is None or session.peers is self._peers:
             return
-        with self._condition:
+        with self._lock:
             session.peers = self._peers
             self._peers.append(session)
 
     def _leave(self, sessions: list[PrefixSession]) -> None:
-        with self._condition:
+        with self._lock:
             for session in sessions:
                 if session in self._peers:
                     self._peers.remove(session)
 
     def _submit(self, work: _Work) -> Any:
         """Hand ``work`` to the scheduler (starting it if idle) and wait for its answer."""
-        with self._condition:
+        with self._lock:
             self._pending.append(work)
-            if not self._running:
+            if not self._running:  # the scheduler ends when it runs out of work: start a new one
                 self._running = True
                 threading.Thread(target=self._serve, name="lockstep-scheduler", daemon=True).start()
-            self._condition.notify()
         work.done.wait()
         if isinstance(work.outcome, BaseException):
             raise work.outcome
@@ -109,7 +108,7 @@ class LockstepPool:
         batcher = self.backend.open_batch()
         decoding: dict[int, _Work] = {}  # id(call) -> its work
         while True:
-            with self._condition:
+            with self._lock:
                 if not self._pending and not batcher.busy:
                     self._running = False
                     return
@@ -163,7 +162,6 @@ class LockstepMember(Backend):
         self.capabilities = pool.backend.capabilities
         self.no_attention_reason = pool.backend.no_attention_reason
         self._sessions: list[PrefixSession] = []
-        self._left = False
 
     def __getattr__(self, name: str) -> Any:  # tokenizer, top_k, device, ... of the shared backend
         if name in ("pool", "backend"):
@@ -193,7 +191,7 @@ class LockstepMember(Backend):
     ) -> GenerateResult:
         call = GenerateCall(messages, n, sampling, stop, images, session, should_stop, assistant_prefix, on_token)
         self._session(session)
-        if not self.pool.batched or self._left:
+        if not self.pool.batched:
             return self.backend.generate(**call.kwargs())
         return self.pool._generate(call)
 
@@ -207,12 +205,9 @@ class LockstepMember(Backend):
         end_with_eos: bool = False,
     ) -> ScoreResult:
         self._session(session)
-        if not self.pool.batched or self._left:
-            return self.backend.score(messages, continuations, images, session, assistant_prefix, end_with_eos)
-        # Between two decode steps, in the scheduler: the batch's device time is not taken from it.
-        return self.pool._run(
-            lambda: self.backend.score(messages, continuations, images, session, assistant_prefix, end_with_eos)
-        )
+        work = lambda: self.backend.score(messages, continuations, images, session, assistant_prefix, end_with_eos)  # noqa: E731
+        # Batched: between two decode steps, in the scheduler (the batch's device time is not taken from it).
+        return self.pool._run(work) if self.pool.batched else work()
 
     def encode(
         self, messages: list[Message], assistant_prefix: str = "", images: list[np.ndarray] | None = None
@@ -226,9 +221,7 @@ class LockstepMember(Backend):
 
     def leave(self) -> None:
         """This member's episode is over: its sessions leave the peers (idempotent)."""
-        if not self._left:
-            self._left = True
-            self.pool._leave(self._sessions)
+        self.pool._leave(self._sessions)
 
     def unload(self) -> None:
         """Members never unload the shared model."""
