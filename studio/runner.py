@@ -272,16 +272,22 @@ class EpisodeRunner:
                 step.truncated, step.info["end_reason"] = True, "too many invalid actions"
             elif step.index + 1 >= self.max_steps:
                 step.truncated, step.info["end_reason"] = True, "step limit"
+                if self.env.success_when_truncated:  # a survival task: lasting this long was the goal
+                    step.info.update(success=True, success_rule=self.env.success_rule)
 
     def _finish(self, last: Step) -> None:
         episode = self.episode
-        episode.success = bool(last.terminated and last.info.get("success", False))
+        survived = last.truncated and self.env.success_when_truncated and last.valid
+        episode.success = bool((last.terminated or survived) and last.info.get("success", False))
         if "end_reason" in last.info:
             episode.end_reason = last.info["end_reason"]
         elif last.terminated:
             episode.end_reason = "goal reached" if episode.success else "terminated"
         else:
             episode.end_reason = "truncated by the environment"
+        if survived and episode.success:
+            limit = "step limit" if episode.end_reason == "step limit" else "environment's time limit"
+            episode.end_reason = f"survived to the {limit}"
         episode.ended_at = utc_now()
         self._emit("ended")
 

@@ -9,8 +9,10 @@ import pickle
 import numpy as np
 import pytest
 
-from studio.envs import make_env
+from studio.agents.scripted import HumanPolicy
+from studio.envs import gym_adapter, make_env
 from studio.errors import BadOption, UnknownEnvironment
+from studio.runner import EpisodeRunner, RunnerConfig
 
 
 def test_frozenlake_has_named_actions_and_a_text_map() -> None:
@@ -36,6 +38,88 @@ def test_vector_observations_are_formatted_with_field_names() -> None:
     env = make_env("gym:CartPole-v1")
     observation, _ = env.reset(seed=0)
     assert "pole angle = " in observation and env.valid_actions() == ["push left", "push right"]
+
+
+def _balance(env) -> str:
+    """A CartPole controller that keeps the pole up: push the way the pole falls."""
+    _x, _v, angle, spin = env.raw_observation
+    return "push right" if angle + 0.5 * spin > 0 else "push left"
+
+
+def _pump(env) -> str:
+    """A MountainCar controller that reaches the flag: push the way the car moves (pumping energy)."""
+    return "accelerate right" if env.raw_observation[1] >= 0 else "accelerate left"
+
+
+def _episode(name: str, choose, max_steps: int):
+    runner = EpisodeRunner(name, HumanPolicy(), config=RunnerConfig(max_steps=max_steps))
+    runner.reset(seed=0)
+    while not runner.episode.done:
+        runner.step(action=choose(runner.env))
+    return runner.episode
+
+
+def test_cartpole_success_is_surviving_to_the_step_limit() -> None:
+    kept_up = _episode("gym:CartPole-v1", _balance, max_steps=40)
+    assert kept_up.success and kept_up.length == 40 and kept_up.end_reason == "survived to the step limit"
+    assert "lasting to the step limit" in kept_up.steps[-1].info["success_rule"]
+    fell = _episode("gym:CartPole-v1", lambda env: "push left", max_steps=40)
+    assert fell.success is False and fell.length < 40 and fell.end_reason == "terminated"
+    assert fell.steps[-1].info["success"] is False and "success_rule" in fell.steps[-1].info
+
+
+def test_cartpole_survival_to_the_environments_own_limit() -> None:
+    env = make_env("gym:CartPole-v1", {"max_episode_steps": 25})
+    env.reset(seed=0)
+    for _ in range(25):
+        _obs, _reward, terminated, truncated, info = env.step(_balance(env))
+    assert truncated and not terminated and info["success"] is True
+
+
+def test_mountaincar_success_is_reaching_the_flag_despite_negative_rewards() -> None:
+    episode = _episode("gym:MountainCar-v0", _pump, max_steps=200)
+    assert episode.success and episode.end_reason == "goal reached" and episode.total_return < 0
+    assert episode.steps[-1].terminated and episode.steps[-1].info["success_rule"].startswith(
+        "success: the episode terminated"
+    )
+    stuck = _episode("gym:MountainCar-v0", lambda env: "no acceleration", max_steps=30)
+    assert stuck.success is False and stuck.end_reason == "step limit"
+
+
+def test_an_environment_that_reports_success_is_believed() -> None:
+    rule = gym_adapter.SURVIVAL
+    assert rule.decide(0.0, True, False, {"is_success": True}) is True
+    assert gym_adapter.POSITIVE_REWARD.decide(5.0, True, False, {"success": False}) is False
+
+
+def test_taxi_and_blackjack_are_described_in_words() -> None:
+    taxi = make_env("gym:Taxi-v4")
+    observation, _ = taxi.reset(seed=1)
+    row, column, passenger, destination = taxi.env.unwrapped.decode(int(taxi.raw_observation))
+    stands = gym_adapter.TAXI_STANDS
+    assert f"The taxi is at row {row}, column {column}." in observation
+    assert f"waiting at {stands[passenger]}; the destination is {stands[destination]}." in observation
+    taxi.env.unwrapped.s = taxi.env.unwrapped.encode(row, column, 4, destination)  # the passenger aboard
+    taxi.raw_observation = taxi.env.unwrapped.s
+    assert "The passenger is in the taxi" in taxi._text("")
+    blackjack = make_env("gym:Blackjack-v1")
+    observation, _ = blackjack.reset(seed=1)
+    total, dealer, ace = blackjack.raw_observation
+    assert f"Your sum is {total}, the dealer shows" in observation and "(" not in observation
+    assert ("a usable ace" if ace else "no usable ace") in observation
+
+
+@pytest.mark.parametrize("name", ["gym:os:Foo-v0", "gym:minigrid:MiniGrid-Empty-5x5-v0", "gym:../etc-v0 x"])
+def test_ids_that_would_import_a_module_are_refused(name: str) -> None:
+    with pytest.raises(UnknownEnvironment, match="is not a Gymnasium id"):
+        make_env(name)
+
+
+def test_a_family_whose_package_is_missing_says_how_to_install_it(monkeypatch) -> None:
+    family = gym_adapter.GymFamily(("Nowhere-",), "no_such_package_for_studio", "pip install nowhere")
+    monkeypatch.setattr(gym_adapter, "FAMILIES", [family, *gym_adapter.FAMILIES])
+    with pytest.raises(UnknownEnvironment, match="needs the no_such_package_for_studio package: pip install nowhere"):
+        make_env("gym:Nowhere-Empty-v0")
 
 
 @pytest.mark.parametrize(

@@ -113,3 +113,21 @@ def test_cli_react_run_with_candidates_is_stored_paired_and_exported(tmp_path: P
     result = cli("stats", "--db", db)
     assert result.returncode == 0 and "episodes: 1 (1 finished), steps: 3, candidates: 6" in result.stdout
     assert f"pairs: {made} (step {made})" in result.stdout
+
+
+def test_cli_react_run_on_babyai_as_the_readme_says(tmp_path: Path) -> None:
+    """The README's BabyAI command, offline, on the default model: a map the model reads, named actions."""
+    db = str(tmp_path / "runs.db")
+    args = ("--env", "gym:BabyAI-GoToRedBall-v0", "--policy", "react", "--model", "default", "--max-steps", "3")
+    result = cli("run", *args, "--db", db, "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["env"] == "gym:BabyAI-GoToRedBall-v0" and summary["steps"] == 3
+
+    from storage import open_store
+
+    episode = open_store(db).episodes.get(summary["episode_id"])
+    assert episode.instruction.startswith("Mission: go to the red ball.")
+    first = episode.steps[0]
+    assert "################" in first.observation and "You carry nothing." in first.observation
+    assert all(step.tokens for step in episode.steps)

@@ -178,7 +178,7 @@ class ReActPolicy:
                 return ""
             action = actions[min(1, len(actions) - 1)]
             return f"Thought: I will try {action} and see what the observation says.\nAction: {action}"
-        twin = type(env)(**env.options)  # environments with an expert are StudioEnv classes made from their options
+        twin = env.twin()
         observation, _ = twin.reset(seed=(seed or 0) + EXAMPLE_SEED_OFFSET)
         lines = [f"Task: {twin.instruction}"]
         for _ in range(EXAMPLE_STEPS):

@@ -157,6 +157,11 @@ class StudioEnv(gym.Env):
     actions_depend_on_state: ClassVar[bool] = False
     #: The step limit when none is given: enough for the expert on every seed.
     default_max_steps: ClassVar[int] = 100
+    #: How the environment decides success, in words (stated on an episode's last step).
+    success_rule: str = "success: the environment says the goal was reached when the episode terminates"
+    #: A survival task (keep a pole up): reaching the step limit, the environment's or the studio's,
+    #: without terminating is success, and terminating is failure.
+    success_when_truncated: bool = False
 
     def __init__(self, **options: Any) -> None:
         super().__init__()
@@ -245,6 +250,10 @@ class StudioEnv(gym.Env):
         """Pixel box (x0, y0, x1, y1) of map cell (row, column) in the frame; environments whose
         :meth:`text_cells` is not empty implement it."""
         raise NotImplementedError(f"{self.name} draws no map cells")
+
+    def twin(self) -> StudioEnv:
+        """A new environment made like this one (same kind, same options), not yet reset."""
+        return type(self)(**self.options)
 
     @classmethod
     def provides_expert(cls) -> bool:

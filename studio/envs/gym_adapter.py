@@ -14,12 +14,15 @@ snapshot may come from an episode file the user did not write.
 from __future__ import annotations
 
 import base64
+import importlib
 import inspect
 import io
 import os
 import pickle
 import re
 import struct
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 # pygame (used by the toy-text renderers) must not look for a display or a sound card, and
@@ -38,34 +41,191 @@ from studio.envs.base import StudioEnv  # noqa: E402
 from studio.envs.registry import register_env  # noqa: E402
 from studio.errors import BadOption, UnknownEnvironment  # noqa: E402
 
-#: Action names of well-known environments, by the id's name part (no version).
-ACTION_NAMES: dict[str, list[str]] = {
-    "FrozenLake": ["left", "down", "right", "up"],
-    "FrozenLake8x8": ["left", "down", "right", "up"],
-    "CliffWalking": ["up", "right", "down", "left"],
-    "Taxi": ["south", "north", "east", "west", "pickup", "dropoff"],
-    "Blackjack": ["stick", "hit"],
-    "CartPole": ["push left", "push right"],
-    "MountainCar": ["accelerate left", "no acceleration", "accelerate right"],
-    "Acrobot": ["torque -1", "torque 0", "torque +1"],
+
+@dataclass(frozen=True)
+class SuccessRule:
+    """How a Gymnasium environment's outcome is read as success (declared on the episode's last step).
+
+    Whatever the rule, an environment that reports success itself (``info["is_success"]`` or
+    ``info["success"]``) is believed.
+    """
+
+    name: str
+    description: str
+    survival: bool = False
+    """Success is lasting to the step limit (the environment's or the studio's) without terminating."""
+
+    def decide(self, reward: float, terminated: bool, truncated: bool, info: dict[str, Any]) -> bool:
+        for key in ("is_success", "success"):
+            if isinstance(info.get(key), (bool, np.bool_)):
+                return bool(info[key])
+        if self.survival:
+            return bool(truncated and not terminated)
+        if self.name == "termination":
+            return bool(terminated)
+        return bool(terminated and reward > 0)
+
+
+#: Terminating with a positive reward is reaching the goal (FrozenLake, Taxi, Blackjack's win, MiniGrid).
+POSITIVE_REWARD = SuccessRule("positive reward", "success: the episode terminated with a positive reward")
+#: Termination is the goal; the rewards are costs (MountainCar reaching the flag, Acrobot, CliffWalking).
+TERMINATION = SuccessRule("termination", "success: the episode terminated (reaching the goal ends it)")
+#: Staying alive is the task (CartPole, Pendulum): lasting to the step limit is success, terminating is failure.
+SURVIVAL = SuccessRule(
+    "survival", "success: lasting to the step limit without terminating (terminating is failing)", survival=True
+)
+
+
+@dataclass(frozen=True)
+class GymHooks:
+    """What the studio knows about one Gymnasium environment (by its id's name, without version)."""
+
+    task: str | None = None
+    """A one-sentence task."""
+    action_names: tuple[str, ...] | None = None
+    """Names of the Discrete actions, in order."""
+    fields: tuple[str, ...] | None = None
+    """Names of the entries of a vector observation."""
+    describe: Callable[[Any, Any], str] | None = None
+    """The state in words, from (the unwrapped environment, the raw observation): what a colour or a
+    tuple says that text would lose."""
+    success: SuccessRule = POSITIVE_REWARD
+
+
+_FROZEN_LAKE = GymHooks(
+    task="Walk from the start S to the goal G across the frozen lake without falling into a hole H; the ice may be slippery.",
+    action_names=("left", "down", "right", "up"),
+)
+#: Taxi's four stands, in the order its state encodes them.
+TAXI_STANDS = ("R", "G", "Y", "B")
+
+
+def _describe_taxi(env: Any, observation: Any) -> str:
+    row, column, passenger, destination = env.decode(int(observation))
+    where = "in the taxi" if passenger == 4 else f"waiting at {TAXI_STANDS[passenger]}"
+    return (
+        f"The taxi is at row {row}, column {column}. The passenger is {where}; "
+        f"the destination is {TAXI_STANDS[destination]}."
+    )
+
+
+def _describe_blackjack(env: Any, observation: Any) -> str:
+    total, dealer, usable_ace = (int(v) for v in observation)
+    dealer_card = "an ace" if dealer == 1 else str(dealer)
+    ace = "a usable ace" if usable_ace else "no usable ace"
+    return f"Your sum is {total}, the dealer shows {dealer_card}, and you have {ace}."
+
+
+#: Hooks of well-known environments, by the id's name (no namespace, no version).
+HOOKS: dict[str, GymHooks] = {
+    "FrozenLake": _FROZEN_LAKE,
+    "FrozenLake8x8": _FROZEN_LAKE,
+    "CliffWalking": GymHooks(
+        task="Walk from the bottom-left corner to the bottom-right goal without stepping off the cliff C.",
+        action_names=("up", "right", "down", "left"),
+        success=TERMINATION,
+    ),
+    "Taxi": GymHooks(
+        task="Drive the taxi to the passenger, pick them up, drive to the destination and drop them off.",
+        action_names=("south", "north", "east", "west", "pickup", "dropoff"),
+        describe=_describe_taxi,
+    ),
+    "Blackjack": GymHooks(
+        task="Beat the dealer: get a hand closer to 21 than the dealer's without going over.",
+        action_names=("stick", "hit"),
+        describe=_describe_blackjack,
+    ),
+    "CartPole": GymHooks(
+        task="Keep the pole balanced upright on the cart for as long as possible.",
+        action_names=("push left", "push right"),
+        fields=("cart position", "cart velocity", "pole angle", "pole angular velocity"),
+        success=SURVIVAL,
+    ),
+    "MountainCar": GymHooks(
+        task="Drive the car up to the flag on the right hill, building momentum by rocking back and forth.",
+        action_names=("accelerate left", "no acceleration", "accelerate right"),
+        fields=("position", "velocity"),
+        success=TERMINATION,
+    ),
+    "MountainCarContinuous": GymHooks(
+        task="Drive the car up to the flag on the right hill, building momentum by rocking back and forth.",
+        fields=("position", "velocity"),
+        success=TERMINATION,
+    ),
+    "Acrobot": GymHooks(
+        task="Swing the end of the two-link arm above the line.",
+        action_names=("torque -1", "torque 0", "torque +1"),
+        fields=("cos theta1", "sin theta1", "cos theta2", "sin theta2", "angular velocity 1", "angular velocity 2"),
+        success=TERMINATION,
+    ),
+    "Pendulum": GymHooks(
+        task="Swing the pendulum up and keep it upright with as little torque as possible.",
+        fields=("cos theta", "sin theta", "angular velocity"),
+        success=SURVIVAL,
+    ),
 }
-#: A one-sentence task for well-known environments.
-TASKS: dict[str, str] = {
-    "FrozenLake": "Walk from the start S to the goal G across the frozen lake without falling into a hole H; the ice may be slippery.",
-    "FrozenLake8x8": "Walk from the start S to the goal G across the frozen lake without falling into a hole H; the ice may be slippery.",
-    "CliffWalking": "Walk from the bottom-left corner to the bottom-right goal without stepping off the cliff C.",
-    "Taxi": "Drive the taxi to the passenger, pick them up, drive to the destination and drop them off.",
-    "Blackjack": "Beat the dealer: get a hand closer to 21 than the dealer's without going over.",
-    "CartPole": "Keep the pole balanced upright on the cart for as long as possible.",
-    "MountainCar": "Drive the car up to the flag on the right hill, building momentum by rocking back and forth.",
-    "Acrobot": "Swing the end of the two-link arm above the line.",
-}
-#: Names of the observation vector entries of classic-control environments.
-OBSERVATION_FIELDS: dict[str, list[str]] = {
-    "CartPole": ["cart position", "cart velocity", "pole angle", "pole angular velocity"],
-    "MountainCar": ["position", "velocity"],
-    "Acrobot": ["cos theta1", "sin theta1", "cos theta2", "sin theta2", "angular velocity 1", "angular velocity 2"],
-}
+for _name in ("InvertedPendulum", "InvertedDoublePendulum", "Hopper", "Walker2d", "Ant", "Humanoid"):
+    HOOKS.setdefault(_name, GymHooks(success=SURVIVAL))  # MuJoCo's "stay healthy" tasks
+
+
+def register_gym_hooks(name: str, hooks: GymHooks, replace: bool = False) -> None:
+    """Teach the adapter about a Gymnasium environment (``name``: its id without namespace or version)."""
+    if name in HOOKS and not replace:
+        raise ValueError(f"Gym hooks for {name!r} exist already (pass replace=True to replace them).")
+    HOOKS[name] = hooks
+
+
+@dataclass(frozen=True)
+class GymFamily:
+    """Gymnasium environments that come from one package and get their own adapter (MiniGrid, BabyAI)."""
+
+    prefixes: tuple[str, ...]
+    """Id prefixes of the family (``MiniGrid-``)."""
+    package: str
+    """The module whose import registers the ids (imported when such an id is first made)."""
+    install: str
+    """How to install it, for the message when it is missing."""
+    adapter: str = ""
+    """``module:Class`` of the family's :class:`StudioEnv` (made with the id and the options);
+    empty: the generic :class:`GymAdapter`."""
+
+    def matches(self, gym_id: str) -> bool:
+        return gym_id.startswith(self.prefixes)
+
+
+_MINIGRID_INSTALL = "pip install 'agent-studio[envs]' (or pip install minigrid)"
+#: Families of namespaced ids, imported on demand. A fixed table: a web client never names a module.
+FAMILIES: list[GymFamily] = [
+    GymFamily(("BabyAI-",), "minigrid", _MINIGRID_INSTALL, adapter="studio.envs.minigrid_env:BabyAIEnv"),
+    GymFamily(("MiniGrid-",), "minigrid", _MINIGRID_INSTALL, adapter="studio.envs.minigrid_env:MiniGridEnv"),
+    GymFamily(("ALE/",), "ale_py", "pip install ale-py"),
+]
+#: Gymnasium's id grammar (namespace/name-vN); ``module:id`` (which imports any module) is refused.
+GYM_ID = re.compile(r"(?:[A-Za-z0-9_.-]+/)?[A-Za-z0-9_.-]+(?:-v\d+)?")
+
+
+def family_of(gym_id: str) -> GymFamily | None:
+    """The family whose package provides ``gym_id``, if any."""
+    return next((family for family in FAMILIES if family.matches(gym_id)), None)
+
+
+def make_gym(gym_id: str, **options: Any) -> StudioEnv:
+    """The studio environment for Gymnasium id ``gym_id`` (the ``gym:`` family's factory)."""
+    if len(gym_id) > 200 or not GYM_ID.fullmatch(gym_id):
+        raise UnknownEnvironment(
+            f"'{gym_id[:80]}' is not a Gymnasium id (namespace/Name-vN, e.g. FrozenLake-v1 or MiniGrid-Empty-5x5-v0)."
+        )
+    family = family_of(gym_id)
+    if family is not None:
+        try:
+            importlib.import_module(family.package)
+        except ImportError:
+            raise UnknownEnvironment(f"gym:{gym_id} needs the {family.package} package: {family.install}.") from None
+        if family.adapter:
+            module, _, name = family.adapter.partition(":")
+            return getattr(importlib.import_module(module), name)(gym_id, **options)
+    return GymAdapter(gym_id, **options)
+
 
 _HIGHLIGHT = re.compile(r"\x1b\[4\dm(.)\x1b\[0m")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -236,16 +396,22 @@ class GymAdapter(StudioEnv):
             )
         self.options = dict(options)
         self.short_name = gym_id.split("/")[-1].split("-v")[0]
+        self.hooks = HOOKS.get(self.short_name, GymHooks())
+        self.success_rule = self.hooks.success.description
+        self.success_when_truncated = self.hooks.success.survival
         self.action_names = self._action_names()
         self._baseline = self._attribute_pickles()
         self.raw_observation: Any = None
         self.done = False
         self.seed_used: int | None = None
 
+    def twin(self) -> GymAdapter:
+        return type(self)(self.gym_id, **self.options)
+
     # -- naming -------------------------------------------------------------------------
     def _action_names(self) -> list[str]:
         count = int(self.env.action_space.n)
-        names = ACTION_NAMES.get(self.short_name)
+        names = list(self.hooks.action_names) if self.hooks.action_names else None
         if names is None and hasattr(self.env.unwrapped, "get_action_meanings"):
             names = [str(m).lower().replace("_", " ") for m in self.env.unwrapped.get_action_meanings()]
         if names is None or len(names) != count or len(set(names)) != count:
@@ -266,12 +432,15 @@ class GymAdapter(StudioEnv):
             if isinstance(ansi, str):
                 marked, highlights = _HIGHLIGHT.subn("@", ansi)
                 body = _ANSI.sub("", marked).strip("\n") + ("\n(@ marks your position)" if highlights else "")
-        if body is None:
-            body = self._format(self.raw_observation)
+        words = self.hooks.describe(unwrapped, self.raw_observation) if self.hooks.describe else None
+        if body is None:  # no map: the words (a bare tuple says nothing), else the formatted vector
+            body = words or self._format(self.raw_observation)
+        elif words:  # what the map's colours said, which text loses
+            body += "\n" + words
         return f"{message}\n{body}".strip()
 
     def _format(self, observation: Any) -> str:
-        fields = OBSERVATION_FIELDS.get(self.short_name)
+        fields = self.hooks.fields
         values = np.asarray(observation).ravel() if isinstance(observation, np.ndarray) else None
         if values is not None and fields and len(fields) == len(values):
             return "Observation: " + ", ".join(f"{f} = {v:.4f}" for f, v in zip(fields, values))
@@ -284,7 +453,7 @@ class GymAdapter(StudioEnv):
         self.seed_used = seed
         self.raw_observation, info = self.env.reset(seed=seed, options=options or None)
         self.done = False
-        task = TASKS.get(self.short_name, f"Act well in the Gymnasium environment {self.gym_id}.")
+        task = self.hooks.task or f"Act well in the Gymnasium environment {self.gym_id}."
         self.instruction = f"{task} Choose one action per turn from: {', '.join(self.action_names)}."
         return self._text("You look around."), {"success": False, **_jsonable(info)}
 
@@ -296,14 +465,10 @@ class GymAdapter(StudioEnv):
             return "The episode is over.", 0.0, True, False, {"success": False}
         self.raw_observation, reward, terminated, truncated, info = self.env.step(self.action_names.index(action))
         self.done = bool(terminated or truncated)
-        success = bool(info.get("success", terminated and reward > 0))
-        return (
-            self._text(f"You chose {action}."),
-            float(reward),
-            bool(terminated),
-            bool(truncated),
-            {**_jsonable(info), "success": success},
-        )
+        outcome = {**_jsonable(info), "success": self.hooks.success.decide(reward, terminated, truncated, info)}
+        if self.done:
+            outcome["success_rule"] = self.success_rule  # how this episode's success was read, on its last step
+        return self._text(f"You chose {action}."), float(reward), bool(terminated), bool(truncated), outcome
 
     def _render_frame(self) -> np.ndarray:
         frame = self.env.render()
@@ -417,10 +582,11 @@ def _jsonable(info: dict[str, Any]) -> dict[str, Any]:
 
 register_env(
     "gym:",
-    GymAdapter,
-    summary="Any installed Gymnasium environment with a Discrete action space, e.g. gym:FrozenLake-v1.",
+    make_gym,
+    summary="Any installed Gymnasium environment, e.g. gym:FrozenLake-v1; MiniGrid and BabyAI ids with the [envs] extra.",
     default_max_steps=200,
-    examples=("gym:FrozenLake-v1", "gym:Taxi-v4", "gym:CliffWalking-v1"),
+    examples=("gym:FrozenLake-v1", "gym:Taxi-v4", "gym:CliffWalking-v1", "gym:BabyAI-GoToRedBall-v0"),
+    action_summary=GymAdapter.action_summary,
     options_help="Passed to gymnasium.make(id, **options).",
     member="a Gymnasium id",
 )

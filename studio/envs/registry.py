@@ -154,6 +154,7 @@ def register_env(
     examples: tuple[str, ...] = (),
     options_help: str = "",
     member: str = "a name",
+    action_summary: str | None = None,
     replace: bool = False,
 ) -> EnvInfo:
     """Make ``name`` an environment the CLI, the UI and the API offer.
@@ -175,7 +176,7 @@ def register_env(
             summary=summary or (first_doc_line(cls, name) if cls else name),
             default_max_steps=int(default_max_steps or getattr(cls, "default_max_steps", DEFAULT_MAX_STEPS)),
             option_specs=tuple(getattr(cls, "option_specs", ())),
-            action_summary=str(getattr(cls, "action_summary", "")),
+            action_summary=action_summary or str(getattr(cls, "action_summary", "")),
             expert=bool(cls is not None and issubclass(cls, StudioEnv) and cls.provides_expert()),
             examples=examples,
             options_help=options_help,
