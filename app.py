@@ -933,14 +933,24 @@ def cmd_stats(args: argparse.Namespace) -> int:
         print("agreement: no pair has two annotators yet")
     else:
         print(
-            f"agreement: {agreement['percent_agreement']:.1%} over {agreement['items_with_two_or_more']} pairs with two or more annotators"
+            f"agreement: {agreement['percent_agreement']:.1%} over {agreement['items_with_two_or_more']} pairs with two or more annotators, Krippendorff's alpha {_alpha_text(agreement)}"
         )
         for row in agreement["pairwise"]:
             kappa = "n/a" if row["cohen_kappa"] is None else f"{row['cohen_kappa']:.3f}"
             print(
                 f"  {row['annotators'][0]} vs {row['annotators'][1]}: {row['percent_agreement']:.1%} on {row['items']} pairs, Cohen's kappa {kappa}"
             )
+    labels = numbers["label_agreement"]
+    if labels["percent_agreement"] is not None:
+        print(
+            f"step-label agreement: {labels['percent_agreement']:.1%} over {labels['items_with_two_or_more']} steps with two or more annotators, Krippendorff's alpha {_alpha_text(labels)}"
+        )
     return 0
+
+
+def _alpha_text(report: dict[str, Any]) -> str:
+    alpha = report["krippendorff_alpha"]
+    return "n/a (one label throughout)" if alpha is None else f"{alpha:.3f}"
 
 
 def check_listen_address(host: str, port: int) -> None:

@@ -256,6 +256,18 @@ def render_pair(desk: AnnotationDesk, message: str = "", kind: str = "info") -> 
     ]
 
 
+def _agreement_line(report: dict, item: str) -> str:
+    """Percent agreement over the items with two or more annotators, and Krippendorff's alpha (HTML)."""
+    if report["percent_agreement"] is None:
+        return "—"
+    alpha = report["krippendorff_alpha"]
+    return (
+        f"{num(report['percent_agreement'], '.1%')} over {plural(report['items_with_two_or_more'], item)} · "
+        f"Krippendorff's alpha {'—' if alpha is None else num(alpha, '.3f')} "
+        f"<span class='as-muted'>({plural(len(report['annotators']), 'annotator')})</span>"
+    )
+
+
 def overview_html(store: Store) -> str:
     stats = store.preferences.stats()
     counts = store.episodes.count()
@@ -264,11 +276,8 @@ def overview_html(store: Store) -> str:
         for name, count in sorted(stats["annotations_by_annotator"].items())
     )
     agreement = stats["agreement"]
-    percent = (
-        "—"
-        if agreement["percent_agreement"] is None
-        else f"{num(agreement['percent_agreement'], '.1%')} over {num(agreement['items_with_two_or_more'])} pairs"
-    )
+    percent = _agreement_line(agreement, "pair")
+    label_percent = _agreement_line(stats["label_agreement"], "step")
     kappas = "".join(
         f"<tr><th>{esc(r['annotators'][0])} vs {esc(r['annotators'][1])}</th><td>{num(r['percent_agreement'], '.1%')} on {num(r['items'])} pairs · Cohen's kappa {'—' if r['cohen_kappa'] is None else num(r['cohen_kappa'], '.3f')}</td></tr>"
         for r in agreement["pairwise"]
@@ -288,6 +297,7 @@ def overview_html(store: Store) -> str:
         f"<tr><th>pairs</th><td>{num(stats['pairs'])}</td></tr><tr><th>judgements</th><td>{num(stats['annotations'])} (as shown: {shown})</td></tr>"
         f"<tr><th>by stored side</th><td>{stored} <span class='as-muted'>(blind views swap about half the pairs)</span></td></tr>"
         f"<tr><th>step labels</th><td>{num(stats['step_labels'])}</td></tr><tr><th>agreement</th><td>{percent}</td></tr>"
+        f"<tr><th>step-label agreement</th><td>{label_percent}</td></tr>"
         f"{machines}{kappas}</table><div class='as-card-title'>Judgements per annotator</div><table>{rows or '<tr><td>none yet</td></tr>'}</table></div>"
     )
 

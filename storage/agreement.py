@@ -1,4 +1,4 @@
-"""Agreement between annotators: percent agreement and Cohen's kappa (pure functions)."""
+"""Agreement between annotators: percent agreement, Cohen's kappa and Krippendorff's alpha (pure functions)."""
 
 from __future__ import annotations
 
@@ -45,8 +45,39 @@ def cohen_kappa(first: list[str], second: list[str]) -> float | None:
     return (observed - expected) / (1.0 - expected)
 
 
+def krippendorff_alpha(votes: Votes) -> float | None:
+    """Krippendorff's alpha (nominal) over any number of annotators, each labelling any items.
+
+    Items with one label are not pairable and are left out. From the coincidence matrix o (each
+    item with m labels adds 1 / (m - 1) for every ordered pair of labels by two annotators) and
+    the label totals n_c: alpha = 1 - (n - 1) * sum_{c != k} o_ck / sum_{c != k} n_c n_k.
+    None when it is undefined: no pairable item, or a single label used throughout (no variation
+    to agree about).
+    """
+    coincidences: Counter[tuple[str, str]] = Counter()
+    for labels in votes.values():
+        values = list(labels.values())
+        if len(values) < 2:
+            continue
+        weight = 1.0 / (len(values) - 1)
+        for i, first in enumerate(values):
+            for j, second in enumerate(values):
+                if i != j:
+                    coincidences[(first, second)] += weight
+    totals: Counter[str] = Counter()
+    for (first, _second), weight in coincidences.items():
+        totals[first] += weight
+    n = sum(totals.values())
+    if len(totals) < 2:
+        return None
+    disagreement = sum(weight for (first, second), weight in coincidences.items() if first != second)
+    expected = sum(totals[c] * totals[k] for c in totals for k in totals if c != k)
+    return 1.0 - (n - 1.0) * disagreement / expected
+
+
 def agreement_report(votes: Votes) -> dict[str, Any]:
-    """Overall and per-item agreement, and Cohen's kappa for every two annotators who share items."""
+    """Overall and per-item agreement, Cohen's kappa for every two annotators who share items, and
+    Krippendorff's alpha over all of them."""
     annotators = sorted({a for labels in votes.values() for a in labels})
     pairwise = []
     for a, b in combinations(annotators, 2):
@@ -64,6 +95,8 @@ def agreement_report(votes: Votes) -> dict[str, Any]:
         "percent_agreement": percent_agreement(votes),
         # With exactly two annotators this is the study's kappa; with more, see `pairwise`.
         "cohen_kappa": pairwise[0]["cohen_kappa"] if len(annotators) == 2 and pairwise else None,
+        # Any number of annotators, missing labels allowed: the study-wide figure with three or more.
+        "krippendorff_alpha": krippendorff_alpha(votes),
         "pairwise": pairwise,
         "per_item": per_item,
     }

@@ -96,6 +96,7 @@ class PreferenceStore(PairMaking, Judging, StepLabelling, ValueKeeping):
             "choices_as_shown": {c: shown.get(c, 0) for c in CHOICES},
             "step_labels": len(label_records),
             "agreement": agreement_report(votes),
+            "label_agreement": agreement_report(label_votes),
             # Machines against people (all settings of each kind pooled): the check that MC labels
             # and model judges can stand in for annotators.
             "machines_vs_people": {

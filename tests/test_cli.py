@@ -148,6 +148,16 @@ def test_runs_are_stored_and_become_trajectory_pairs(tmp_path: Path) -> None:
     assert "agreement: no pair has two annotators yet" in stats.stdout
     data = json.loads(cli("stats", "--db", db, "--json").stdout)
     assert data["episodes"] == 3 and data["pairs"] == 2 and data["annotations"] == 0
+
+    from storage import open_store
+
+    preferences = open_store(db).preferences
+    for pair, choices in zip(preferences.pairs(), (("left", "left", "right"), ("right", "right", "right"))):
+        for name, choice in zip(("ada", "bob", "cy"), choices):
+            preferences.annotate(pair.id, name, choice, as_shown=False)
+    stats = cli("stats", "--db", db)
+    # L L R | R R R: o_LL 1, o_LR = o_RL 1, o_RR 4 -> n_L 2, n_R 4, alpha = 1 - 5 * 2 / 16 = 0.375.
+    assert "66.7% over 2 pairs with two or more annotators, Krippendorff's alpha 0.375" in stats.stdout
     exported = cli("export", "--db", db, "--format", "episodes", "--out", str(tmp_path / "all.jsonl"))
     assert json.loads(exported.stdout)["records"] == 3
     assert {e.id for e in read_episodes_jsonl(str(tmp_path / "all.jsonl"))} == set(ids)

@@ -196,7 +196,7 @@ def test_step_labels_upsert_per_annotator(store: Store) -> None:
 
 
 def test_stats_count_and_measure_agreement(store: Store) -> None:
-    run_react(store, seed=0, steps=2)
+    episode = run_react(store, seed=0, steps=2)
     store.preferences.pairs_from_candidates()
     pairs = store.preferences.pairs()
     for pair, (a, b) in zip(pairs, [("left", "left"), ("right", "left"), ("tie", "tie"), ("left", "left")]):
@@ -209,6 +209,15 @@ def test_stats_count_and_measure_agreement(store: Store) -> None:
     assert stats["agreement"]["percent_agreement"] == pytest.approx(0.75)
     # ada: L R T L, bob: L L T L -> p_o 0.75, p_e (2*3 + 1*0 + 1*1)/16 = 7/16 -> kappa 5/9
     assert stats["agreement"]["cohen_kappa"] == pytest.approx(5 / 9)
+    # 8 labels (L 5, R 1, T 2), 2 disagreeing ordered pairs: alpha = 1 - 7 * 2 / (2 * (5*1 + 5*2 + 1*2)).
+    assert stats["agreement"]["krippendorff_alpha"] == pytest.approx(1 - 7 * 2 / 34)
+    for index, (a, b, c) in enumerate([("good", "good", "bad"), ("bad", "bad", "bad")]):
+        for name, label in (("ada", a), ("bob", b), ("cy", c)):
+            store.preferences.label_step(episode.id, index, name, label)
+    labels = store.preferences.stats()["label_agreement"]
+    assert labels["annotators"] == ["ada", "bob", "cy"] and labels["items_with_two_or_more"] == 2
+    assert labels["percent_agreement"] == pytest.approx((1 / 3 + 1) / 2)
+    assert labels["krippendorff_alpha"] == pytest.approx(1 - 5 * 2 / (2 * 4 * 2))
 
 
 def test_a_judgement_that_races_another_writer_for_the_same_row_is_kept(store: Store) -> None:
