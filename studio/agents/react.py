@@ -28,6 +28,8 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
+
 from studio.agents.base import Decision, Observation, StopCheck, never_stop
 from studio.agents.parsing import parse_react
 from studio.envs.base import StudioEnv
@@ -264,8 +266,11 @@ class ReActPolicy:
         self._act_started = time.perf_counter()
         messages = self._fit(episode, observation)
         images = [observation.frame] if self.backend.capabilities.images and observation.frame is not None else None
+        bins = getattr(self.env, "discretiser", None)
         if self.config.action_mode == "score" and observation.valid_actions:
             decision = self._act_by_scoring(messages, observation, images, should_stop)
+        elif self.config.action_mode == "score" and bins is not None and self.backend.capabilities.scoring:
+            decision = self._act_by_bins(messages, images, should_stop, bins)
         else:
             decision = self._act_by_generating(messages, images, should_stop)
             if self.config.action_mode == "score":
@@ -445,6 +450,67 @@ class ReActPolicy:
             tokens=forced + best.tokens + first.tokens(action),
             action_logprobs=first.logprobs,
             candidates=candidates,
+            timing=timing,
+            extra=extra,
+        )
+
+    def _act_by_bins(self, messages, images, should_stop, bins: Any) -> Decision:
+        """A continuous action, bin by bin: after the thought and ``Action:``, every bin of the first
+        dimension is scored (one pass), one is taken (the likeliest; sampled at temperature > 0),
+        then every bin of the next dimension after it, and so on. Each dimension's distribution over
+        its bins, conditioned on the bins taken before it, is kept in ``extra["action_bins"]``."""
+        result, forced = self._generate(messages, images, should_stop, ["Action:", *STOP], assistant_prefix=THOUGHT)
+        if (stopped := self._interrupted(result)) is not None:
+            return stopped
+        timing, extra = self._stats(result)
+        started = time.perf_counter()
+        thought = result.generations[0]
+        before = THOUGHT + thought.text
+        marker = _action_marker(before)
+        inserted, _cache = self._written(messages, images, marker, before, "inserted", shown=False)
+        written, tokens = before + marker, forced + thought.tokens + inserted
+        temperature = self.step_sampling.temperature
+        rng = np.random.default_rng(self.step_sampling.seed)
+        chosen: list[int] = []
+        distributions: list[list[float]] = []
+        for _dimension in range(bins.dimensions):
+            continuations = [f" {b:0{bins.digits}d}" for b in range(bins.bins)]
+            scored = self.backend.score(
+                messages, continuations, images=images, session=self.session, assistant_prefix=written
+            )
+            totals = np.asarray(scored.totals, dtype=np.float64)
+            probabilities = np.exp(totals - totals.max())
+            probabilities /= probabilities.sum()
+            if temperature > 0:
+                tempered = np.exp((totals - totals.max()) / temperature)
+                pick = int(rng.choice(bins.bins, p=tempered / tempered.sum()))
+            else:
+                pick = int(np.argmax(totals))
+            chosen.append(pick)
+            distributions.append([round(float(p), 6) for p in probabilities])
+            written += continuations[pick]
+            tokens += _token_records(scored, pick, continuations[pick], "scored")
+        timing["score_s"] = time.perf_counter() - started
+        entropies = [-sum(p * math.log(p) for p in d if p > 0) for d in distributions]
+        action = bins.format(chosen)
+        extra.update(
+            action_mode="score (bins)",
+            action_entropy=sum(entropies) / len(entropies),
+            chosen_action_probability=math.prod(d[c] for d, c in zip(distributions, chosen)),
+            action_bins={
+                "bins": bins.bins,
+                "low": list(bins.low),
+                "high": list(bins.high),
+                "chosen": chosen,
+                "probabilities": distributions,
+                "entropies": entropies,
+            },
+        )
+        return Decision(
+            action=action,
+            raw=written,
+            thought=thought.text.strip() or None,
+            tokens=tokens,
             timing=timing,
             extra=extra,
         )

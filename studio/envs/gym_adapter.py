@@ -17,6 +17,7 @@ import base64
 import importlib
 import inspect
 import io
+import math
 import os
 import pickle
 import re
@@ -31,13 +32,15 @@ from typing import Any
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 os.environ["SDL_NO_SIGNAL_HANDLERS"] = "1"
+# MuJoCo draws offscreen through EGL (Mesa's software renderer on a machine without a GPU).
+os.environ.setdefault("MUJOCO_GL", "egl")
 
 import cv2  # noqa: E402
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 from gymnasium import spaces  # noqa: E402
 
-from studio.envs.base import StudioEnv  # noqa: E402
+from studio.envs.base import ActionCheck, StudioEnv  # noqa: E402
 from studio.envs.registry import register_env  # noqa: E402
 from studio.errors import BadOption, UnknownEnvironment  # noqa: E402
 
@@ -76,6 +79,68 @@ SURVIVAL = SuccessRule(
 )
 
 
+#: Bins per dimension of a continuous action, as RT-2 and OpenVLA discretise theirs.
+DEFAULT_BINS = 256
+MAX_BINS = 1024
+
+
+@dataclass(frozen=True)
+class BinDiscretiser:
+    """Continuous (Box) actions as bin indices, one per dimension, as VLAs emit them.
+
+    Each dimension's range [low, high] is cut into ``bins`` equal bins; bin i stands for its
+    centre, low + (i + 0.5) * (high - low) / bins. The action text is the indices written with a
+    fixed number of digits (``"017 240"``), so no bin's text is the start of another's and a
+    model's probabilities over the bins of a dimension are a distribution.
+    """
+
+    low: tuple[float, ...]
+    high: tuple[float, ...]
+    bins: int = DEFAULT_BINS
+
+    @classmethod
+    def for_space(cls, space: spaces.Box, bins: int, gym_id: str) -> BinDiscretiser:
+        low, high = np.asarray(space.low, dtype=np.float64).ravel(), np.asarray(space.high, dtype=np.float64).ravel()
+        if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high)) and np.all(high > low)):
+            raise UnknownEnvironment(f"gym:{gym_id} has an unbounded continuous action; it cannot be cut into bins.")
+        return cls(tuple(float(v) for v in low), tuple(float(v) for v in high), bins)
+
+    @property
+    def dimensions(self) -> int:
+        return len(self.low)
+
+    @property
+    def digits(self) -> int:
+        return len(str(self.bins - 1))
+
+    def values(self, indices: list[int]) -> np.ndarray:
+        """The action: each bin's centre."""
+        low, high = np.asarray(self.low), np.asarray(self.high)
+        return low + (np.asarray(indices, dtype=np.float64) + 0.5) * (high - low) / self.bins
+
+    def indices(self, values: Any) -> list[int]:
+        """The bins that hold ``values`` (clipped into the range)."""
+        low, high = np.asarray(self.low), np.asarray(self.high)
+        scaled = np.floor((np.asarray(values, dtype=np.float64).ravel() - low) / (high - low) * self.bins)
+        return [int(v) for v in np.clip(scaled, 0, self.bins - 1)]
+
+    def format(self, indices: list[int]) -> str:
+        """The action text: the indices, fixed width, separated by spaces."""
+        return " ".join(f"{int(i):0{self.digits}d}" for i in indices)
+
+    def parse(self, text: str) -> list[int] | str:
+        """The bin indices an action text names, or why it names none."""
+        parts = text.replace(",", " ").split()
+        if len(parts) != self.dimensions or not all(p.isdigit() and len(p) <= 6 for p in parts):
+            return (
+                f"an action is {self.dimensions} whole number{'s' * (self.dimensions > 1)} from 0 to {self.bins - 1}."
+            )
+        indices = [int(p) for p in parts]
+        if any(i >= self.bins for i in indices):
+            return f"every bin is from 0 to {self.bins - 1}."
+        return indices
+
+
 @dataclass(frozen=True)
 class GymHooks:
     """What the studio knows about one Gymnasium environment (by its id's name, without version)."""
@@ -86,6 +151,8 @@ class GymHooks:
     """Names of the Discrete actions, in order."""
     fields: tuple[str, ...] | None = None
     """Names of the entries of a vector observation."""
+    action_fields: tuple[str, ...] | None = None
+    """Names of the dimensions of a continuous action."""
     describe: Callable[[Any, Any], str] | None = None
     """The state in words, from (the unwrapped environment, the raw observation): what a colour or a
     tuple says that text would lose."""
@@ -150,6 +217,7 @@ HOOKS: dict[str, GymHooks] = {
     "MountainCarContinuous": GymHooks(
         task="Drive the car up to the flag on the right hill, building momentum by rocking back and forth.",
         fields=("position", "velocity"),
+        action_fields=("force",),
         success=TERMINATION,
     ),
     "Acrobot": GymHooks(
@@ -161,6 +229,7 @@ HOOKS: dict[str, GymHooks] = {
     "Pendulum": GymHooks(
         task="Swing the pendulum up and keep it upright with as little torque as possible.",
         fields=("cos theta", "sin theta", "angular velocity"),
+        action_fields=("torque",),
         success=SURVIVAL,
     ),
 }
@@ -367,15 +436,16 @@ def _picklable(value: Any) -> bytes | None:
 
 
 class GymAdapter(StudioEnv):
-    """A Gymnasium environment with a Discrete action space, seen through text."""
+    """A Gymnasium environment with a Discrete action space (named actions) or a Box one (bins), seen through text."""
 
-    action_summary = "finite: the environment's named Discrete actions"
+    action_summary = "finite: the environment's named Discrete actions; Box: a bin index per dimension"
     option_specs = ()
 
     def __init__(self, gym_id: str, **options: Any) -> None:
         self.name = f"gym:{gym_id}"  # type: ignore[misc]  # per-instance name
         super().__init__()
         self.gym_id = gym_id
+        bins = options.pop("bins", None)  # the studio's option (continuous actions), not the environment's
         try:
             self.env = gym.make(gym_id, render_mode="rgb_array", **options)
         except gym.error.Error as exc:
@@ -390,10 +460,16 @@ class GymAdapter(StudioEnv):
             raise BadOption(
                 f"gym:{gym_id} does not accept these options ({type(exc).__name__}: {_first_line(exc)[:160]})."
             ) from None
-        if not isinstance(self.env.action_space, spaces.Discrete):
+        self.discretiser: BinDiscretiser | None = None
+        if isinstance(self.env.action_space, spaces.Box):
+            self.discretiser = BinDiscretiser.for_space(self.env.action_space, _bins(bins), gym_id)
+            options = {**options, "bins": self.discretiser.bins}
+        elif not isinstance(self.env.action_space, spaces.Discrete):
             raise UnknownEnvironment(
-                f"gym:{gym_id} has a {type(self.env.action_space).__name__} action space; only Discrete action spaces are supported."
+                f"gym:{gym_id} has a {type(self.env.action_space).__name__} action space; only Discrete and Box action spaces are supported."
             )
+        elif bins is not None:
+            raise BadOption(f"Option 'bins' is for continuous (Box) actions; gym:{gym_id}'s are Discrete.")
         self.options = dict(options)
         self.short_name = gym_id.split("/")[-1].split("-v")[0]
         self.hooks = HOOKS.get(self.short_name, GymHooks())
@@ -410,6 +486,8 @@ class GymAdapter(StudioEnv):
 
     # -- naming -------------------------------------------------------------------------
     def _action_names(self) -> list[str]:
+        if self.discretiser is not None:
+            return []
         count = int(self.env.action_space.n)
         names = list(self.hooks.action_names) if self.hooks.action_names else None
         if names is None and hasattr(self.env.unwrapped, "get_action_meanings"):
@@ -454,24 +532,88 @@ class GymAdapter(StudioEnv):
         self.raw_observation, info = self.env.reset(seed=seed, options=options or None)
         self.done = False
         task = self.hooks.task or f"Act well in the Gymnasium environment {self.gym_id}."
-        self.instruction = f"{task} Choose one action per turn from: {', '.join(self.action_names)}."
+        self.instruction = f"{task} {self._action_help()}"
         return self._text("You look around."), {"success": False, **_jsonable(info)}
 
-    def valid_actions(self) -> list[str]:
-        return list(self.action_names)
+    def _action_help(self) -> str:
+        if self.discretiser is None:
+            return f"Choose one action per turn from: {', '.join(self.action_names)}."
+        d = self.discretiser
+        names = (
+            self.hooks.action_fields
+            if self.hooks.action_fields and len(self.hooks.action_fields) == d.dimensions
+            else None
+        )
+        ranges = ", ".join(
+            f"{names[i] if names else f'dimension {i + 1}'} from {d.low[i]:g} to {d.high[i]:g}"
+            for i in range(d.dimensions)
+        )
+        count = "one number" if d.dimensions == 1 else f"{d.dimensions} numbers separated by spaces, one per dimension"
+        return (
+            f"Each action is {count}: a bin from {0:0{d.digits}d} (the lowest value) to {d.bins - 1} (the highest), "
+            f"written with {d.digits} digits ({ranges})."
+        )
+
+    def valid_actions(self) -> list[str] | None:
+        return None if self.discretiser is not None else list(self.action_names)
+
+    def validate_action(self, action: str) -> ActionCheck:
+        if self.discretiser is None:
+            return super().validate_action(action)
+        if not isinstance(action, str) or not action.strip():
+            return ActionCheck(None, "The action is empty.")
+        indices = self.discretiser.parse(action)
+        if isinstance(indices, str):
+            return ActionCheck(None, f"'{action.strip()[:40]}' is not an action: {indices}")
+        return ActionCheck(self.discretiser.format(indices))
+
+    def sample_action(self, rng: np.random.Generator) -> str:
+        if self.discretiser is None:
+            return super().sample_action(rng)
+        return self.discretiser.format(
+            [int(i) for i in rng.integers(self.discretiser.bins, size=self.discretiser.dimensions)]
+        )
+
+    def _meaning(self, action: str) -> str:
+        """What a bin action means, in the environment's units (nothing for named actions)."""
+        if self.discretiser is None:
+            return ""
+        values = self._gym_action(action)
+        names = self.hooks.action_fields or ()
+        parts = [
+            f"{names[i] if len(names) == len(values) else f'dimension {i + 1}'} = {float(v):.3g}"
+            for i, v in enumerate(values)
+        ]
+        return f" ({', '.join(parts)})"
+
+    def _gym_action(self, action: str) -> Any:
+        if self.discretiser is None:
+            return self.action_names.index(action)
+        indices = self.discretiser.parse(action)
+        assert not isinstance(indices, str)  # validated by step()
+        return self.discretiser.values(indices).astype(self.env.action_space.dtype)
 
     def _step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
         if self.done:
             return "The episode is over.", 0.0, True, False, {"success": False}
-        self.raw_observation, reward, terminated, truncated, info = self.env.step(self.action_names.index(action))
+        self.raw_observation, reward, terminated, truncated, info = self.env.step(self._gym_action(action))
         self.done = bool(terminated or truncated)
         outcome = {**_jsonable(info), "success": self.hooks.success.decide(reward, terminated, truncated, info)}
         if self.done:
             outcome["success_rule"] = self.success_rule  # how this episode's success was read, on its last step
-        return self._text(f"You chose {action}."), float(reward), bool(terminated), bool(truncated), outcome
+        return (
+            self._text(f"You chose {action}{self._meaning(action)}."),
+            float(reward),
+            bool(terminated),
+            bool(truncated),
+            outcome,
+        )
 
     def _render_frame(self) -> np.ndarray:
-        frame = self.env.render()
+        try:
+            frame = self.env.render()
+        except Exception:  # a renderer that cannot start here (no EGL for MuJoCo): the episode goes on without frames
+            frame = None
         if isinstance(frame, np.ndarray) and frame.ndim == 3:
             return np.ascontiguousarray(frame[..., :3], dtype=np.uint8)
         blank = np.full((240, 320, 3), 245, dtype=np.uint8)  # the env draws nothing: say so
@@ -481,11 +623,53 @@ class GymAdapter(StudioEnv):
     # -- snapshots ------------------------------------------------------------------------
     def _attribute_pickles(self) -> dict[str, bytes | None]:
         # Spaces and the spec describe the environment, they are not its state.
+        # A MuJoCo simulation's state is its physics (see _physics), not its model, data and renderer handles.
+        handles = _MUJOCO_HANDLES if self._mujoco() is not None else ()
         return {
             name: _picklable(value)
             for name, value in vars(self.env.unwrapped).items()
-            if not isinstance(value, (spaces.Space, gym.envs.registration.EnvSpec))
+            if not isinstance(value, (spaces.Space, gym.envs.registration.EnvSpec)) and name not in handles
         }
+
+    def _mujoco(self) -> Any:
+        """The unwrapped environment when it is a MuJoCo simulation (Gymnasium's ``MujocoEnv``), else None."""
+        unwrapped = self.env.unwrapped
+        data = getattr(unwrapped, "data", None)
+        return (
+            unwrapped if hasattr(unwrapped, "set_state") and hasattr(data, "qpos") and hasattr(data, "qvel") else None
+        )
+
+    def _physics(self) -> dict[str, Any]:
+        sim = self._mujoco()
+        if sim is None:
+            return {}
+        data = sim.data
+        return {
+            "physics": {
+                "qpos": data.qpos.tolist(),
+                "qvel": data.qvel.tolist(),
+                "act": data.act.tolist(),
+                "time": float(data.time),
+            }
+        }
+
+    def _set_physics(self, state: dict[str, Any]) -> Any:
+        """The checked physics of a MuJoCo snapshot (lengths of this model, finite numbers), to set after the attributes."""
+        sim = self._mujoco()
+        if sim is None:
+            return None
+        physics = state["physics"]
+        if not isinstance(physics, dict) or set(physics) != {"qpos", "qvel", "act", "time"}:
+            raise ValueError("its physics are not a MuJoCo state")
+        arrays = {}
+        for name, size in (("qpos", sim.model.nq), ("qvel", sim.model.nv), ("act", sim.model.na)):
+            values = physics[name]
+            if not isinstance(values, list) or len(values) != size or not all(_finite(v) for v in values):
+                raise ValueError(f"its {name} is not {size} finite numbers")
+            arrays[name] = np.asarray(values, dtype=np.float64)
+        if not _finite(physics["time"]):
+            raise ValueError("its simulation time is not a number")
+        return arrays, float(physics["time"])
 
     def _wrappers(self) -> list[gym.Env]:
         chain, env = [], self.env
@@ -506,6 +690,7 @@ class GymAdapter(StudioEnv):
             "attributes": changed,
             "elapsed_steps": counters,
             "raw_observation": _dump(self.raw_observation),
+            **self._physics(),
         }
 
     def _set_state(self, state: dict[str, Any]) -> None:
@@ -522,6 +707,7 @@ class GymAdapter(StudioEnv):
                 self._check_attribute(name)
             restored = {name: _load(data) for name, data in attributes.items()}
             raw_observation = _load(state["raw_observation"])
+            physics = self._set_physics(state)
         except (
             pickle.UnpicklingError,
             ValueError,
@@ -546,6 +732,11 @@ class GymAdapter(StudioEnv):
                 wrapper._elapsed_steps = counter
             if hasattr(wrapper, "_has_reset"):
                 wrapper._has_reset = True
+        if physics is not None:
+            arrays, time = physics
+            unwrapped.set_state(arrays["qpos"], arrays["qvel"])  # sets the data and recomputes what follows from it
+            unwrapped.data.act[:] = arrays["act"]
+            unwrapped.data.time = time
         self.raw_observation = raw_observation
 
     def _check_attribute(self, name: Any) -> None:
@@ -561,6 +752,26 @@ class GymAdapter(StudioEnv):
 
     def close(self) -> None:
         self.env.close()
+
+
+#: A MuJoCo environment's handles on its simulation and renderer: never pickled, never restored.
+_MUJOCO_HANDLES = frozenset({"model", "data", "mujoco_renderer", "renderer", "viewer"})
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _bins(value: Any) -> int:
+    """The ``bins`` option: a whole number from 2 to MAX_BINS (default DEFAULT_BINS)."""
+    if value is None:
+        return DEFAULT_BINS
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip().isdigit():
+        raise BadOption(f"Option 'bins' must be a whole number from 2 to {MAX_BINS}, got {str(value)[:40]!r}.")
+    bins = int(value)
+    if not 2 <= bins <= MAX_BINS:
+        raise BadOption(f"Option 'bins' must be a whole number from 2 to {MAX_BINS}, got {bins}.")
+    return bins
 
 
 def _first_line(exc: BaseException) -> str:

@@ -192,8 +192,63 @@ def _agent_xy(env: Any, state: Any) -> tuple[float, float] | None:
         return None
 
 
+def action_bins(step: Step | None) -> dict[str, Any] | None:
+    """A score-mode step's per-dimension bin distributions (``extra["action_bins"]``), checked: the
+    record may come from someone else's file. None when the step has none or they do not fit."""
+    record = step.extra.get("action_bins") if step is not None else None
+    try:
+        bins, low, high = int(record["bins"]), record["low"], record["high"]
+        chosen, probabilities = record["chosen"], record["probabilities"]
+        dims = len(probabilities)
+        fits = 2 <= bins <= 1024 and 1 <= dims <= 64 and len(low) == len(high) == len(chosen) == dims
+        fits = fits and all(len(p) == bins and all(isinstance(v, (int, float)) for v in p) for p in probabilities)
+        fits = fits and all(isinstance(c, int) and 0 <= c < bins for c in chosen)
+        fits = fits and all(isinstance(v, (int, float)) and math.isfinite(v) for v in [*low, *high])
+    except (TypeError, KeyError, ValueError):
+        return None
+    return {"bins": bins, "low": low, "high": high, "chosen": chosen, "probabilities": probabilities} if fits else None
+
+
+def action_bins_figure(step: Step | None) -> go.Figure | None:
+    """One histogram per action dimension: the model's probability of each bin (at the bin's value),
+    given the bins taken for the dimensions before it; the taken bin in orange."""
+    record = action_bins(step)
+    if step is None or record is None:
+        return None
+    dims, bins = len(record["probabilities"]), record["bins"]
+    figure = make_subplots(rows=dims, cols=1, subplot_titles=[f"dimension {num(d + 1)}" for d in range(dims)])
+    for d, probabilities in enumerate(record["probabilities"]):
+        low, high = float(record["low"][d]), float(record["high"][d])
+        centres = [low + (b + 0.5) * (high - low) / bins for b in range(bins)]
+        colours = [COLOURS[1] if b == record["chosen"][d] else COLOURS[0] for b in range(bins)]
+        figure.add_trace(
+            go.Bar(
+                x=centres,
+                y=[float(p) for p in probabilities],
+                marker_color=colours,
+                width=(high - low) / bins,
+                customdata=list(range(bins)),
+                hovertemplate="bin %{customdata} (value %{x:.3g}): %{y:.4f}<extra></extra>",
+                showlegend=False,
+            ),
+            row=d + 1,
+            col=1,
+        )
+        figure.update_yaxes(title_text="probability", rangemode="tozero", row=d + 1, col=1)
+    figure.update_layout(
+        **LAYOUT,
+        height=max(260, 200 * dims + 60),
+        title=f"step {num(step.index)}: probability of each bin per dimension (taken in orange)",
+        bargap=0,
+    )
+    return figure
+
+
 def action_distribution_figure(step: Step | None) -> go.Figure | None:
-    """The probability of every valid action at a score-mode step (None for other steps)."""
+    """The probability of every valid action at a score-mode step (per dimension for a continuous
+    action cut into bins); None for other steps."""
+    if action_bins(step) is not None:
+        return action_bins_figure(step)
     if step is None or not step.action_logprobs:
         return None
     ranked = sorted(step.action_logprobs.items(), key=lambda item: item[1])
