@@ -40,6 +40,10 @@ if [ "${1:-}" = "--test" ]; then
   if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
     system_packages+=(postgresql)
   fi
+  # TextWorldExpress runs its games in a JVM.
+  if ! command -v java >/dev/null 2>&1; then
+    system_packages+=(default-jre-headless)
+  fi
   if [ "${#system_packages[@]}" -gt 0 ]; then
     apt_install "${system_packages[@]}"
   fi

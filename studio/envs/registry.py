@@ -31,7 +31,13 @@ from studio.validation import MAX_OPTIONS_CHARS, check_json
 #: Entry point group other packages register environments under.
 ENTRY_POINT_GROUP = "agent_studio.envs"
 #: Modules whose import registers the built-in environments (and the gym: family).
-BUILTIN_MODULES = ("studio.envs.gridworld", "studio.envs.household", "studio.envs.wikihop", "studio.envs.gym_adapter")
+BUILTIN_MODULES = (
+    "studio.envs.gridworld",
+    "studio.envs.household",
+    "studio.envs.wikihop",
+    "studio.envs.gym_adapter",
+    "studio.envs.textworld_express",
+)
 DEFAULT_MAX_STEPS = 100
 
 
