@@ -382,6 +382,18 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--hf-dataset", default=None, metavar="DIR", help="also save a Hugging Face datasets folder (needs `datasets`)"
     )
+    export.add_argument(
+        "--images",
+        choices=("none", "paths"),
+        default="none",
+        help="observation frames: none (text models; the default) or paths (PNG files by absolute path, for VLMs)",
+    )
+    export.add_argument(
+        "--prompt",
+        choices=("compact", "full"),
+        default="compact",
+        help="compact: prompts without the few-shot example (the default; rows fit TRL's 512/1024 lengths); full: as the model saw them",
+    )
 
     commands.add_parser(
         "hash-password", help="read a password (prompt or stdin) and print its hash for an --auth-file line"
@@ -906,7 +918,14 @@ def cmd_judge(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from storage.export import export
 
-    summary = export(open_cli_store(args, create=False), args.format, args.out, hf_dataset=args.hf_dataset)
+    summary = export(
+        open_cli_store(args, create=False),
+        args.format,
+        args.out,
+        hf_dataset=args.hf_dataset,
+        images=args.images,
+        prompt=args.prompt,
+    )
     print(json.dumps(summary.to_dict()))
     return 0
 

@@ -48,6 +48,7 @@ from storage.orm import AnnotationRow, CandidateRow, EpisodeRow, PairRow, StepLa
 from storage.records import STEP_LABELS
 from storage.store import Store
 from storage.vocab import majority
+from studio.agents.react import EXAMPLE_TITLES, expert_thought
 from studio.errors import StudioError
 from studio.plugins import first_doc_line, load_entry_points
 
@@ -91,10 +92,26 @@ class StepView:
 
 
 def output_text(raw: str, action: str | None) -> str:
-    """An output as an assistant turn: the model's own text, or the action someone else took."""
+    """An output as an assistant turn: the model's own text, or the action someone else took (an
+    expert, a random policy, a person) in the policy's format, with the thought an expert step has
+    in the policy's few-shot examples, so both sides of a pair teach the same format."""
     if raw and raw.strip() != (action or "").strip():
         return raw
-    return f"Action: {action}" if action else raw
+    return f"Thought: {expert_thought(action)}\nAction: {action}" if action else raw
+
+
+def compact_messages(messages: list[Message]) -> list[Message]:
+    """The messages without the few-shot example in the system message: a prompting device, not
+    the task, and most of a prompt's length (an export in ``compact`` mode trains at short max_length)."""
+    out = []
+    for message in messages:
+        content = message.get("content")
+        if message.get("role") == "system" and isinstance(content, str):
+            cuts = [content.find(f"\n\n{title}") for title in EXAMPLE_TITLES if f"\n\n{title}" in content]
+            if cuts:
+                message = {**message, "content": content[: min(cuts)]}
+        out.append(message)
+    return out
 
 
 def fallback_prompt(instruction: str, steps: list[StepView], upto: int) -> list[Message]:
@@ -175,22 +192,39 @@ class EpisodeCache:
         self.sides.clear()
 
 
-class ImageWriter:
-    """Frames as PNG files next to the JSONL (deduplicated by content)."""
+#: What exports do with observation frames: leave them out (text models), or PNG files by absolute path.
+IMAGE_MODES = ("none", "paths")
+#: Prompts as the model saw them (``full``), or without the few-shot example (``compact``).
+PROMPT_MODES = ("compact", "full")
 
-    def __init__(self, out: Path) -> None:
-        self.folder = out.with_name(out.stem + "_images")
+
+class ImageWriter:
+    """What an export writes besides its lines: frames as PNG files next to the JSONL (deduplicated by
+    content, referenced by absolute path) when ``images`` is ``paths``; and how prompts are written
+    (``prompt``: ``compact`` drops the few-shot example, ``full`` keeps them as the model saw them)."""
+
+    def __init__(self, out: Path, images: str = "none", prompt: str = "compact") -> None:
+        if images not in IMAGE_MODES:
+            raise StudioError(f"--images must be one of {', '.join(IMAGE_MODES)}, got {str(images)[:40]!r}.")
+        if prompt not in PROMPT_MODES:
+            raise StudioError(f"--prompt must be one of {', '.join(PROMPT_MODES)}, got {str(prompt)[:40]!r}.")
+        self.folder = out.with_name(out.stem + "_images").absolute()
         self.written: set[str] = set()
+        self.mode, self.compact = images, prompt == "compact"
+
+    def messages(self, messages: list[Message]) -> list[Message]:
+        """A prompt as this export writes it."""
+        return compact_messages(messages) if self.compact else messages
 
     def __call__(self, png: bytes | None) -> list[str] | None:
-        if png is None:
+        if png is None or self.mode == "none":
             return None
         name = hashlib.sha1(png).hexdigest()[:20] + ".png"
         if name not in self.written:
             self.folder.mkdir(parents=True, exist_ok=True)
             (self.folder / name).write_bytes(png)
             self.written.add(name)
-        return [f"{self.folder.name}/{name}"]
+        return [str(self.folder / name)]  # absolute: the file is found wherever the trainer runs from
 
 
 # -- pairs ---------------------------------------------------------------------------------------------
@@ -296,8 +330,11 @@ def prompt_messages(source: StepView | list[Message]) -> list[Message]:
     return source.prompt if isinstance(source, StepView) else source
 
 
-def prompt_json(source: StepView | list[Message], cache: EpisodeCache) -> bytes:
-    return source.prompt_json if isinstance(source, StepView) else cache.encode(source)
+def prompt_json(source: StepView | list[Message], cache: EpisodeCache, output: ImageWriter) -> bytes:
+    """The prompt's JSON: a stored prompt spliced as it is (``full``), else encoded as the export writes it."""
+    if isinstance(source, StepView) and not output.compact:
+        return source.prompt_json
+    return cache.encode(output.messages(prompt_messages(source)))
 
 
 #: ``"key":`` as JSON bytes, by field name: a format has a handful of names, encoded once per process.
@@ -371,7 +408,7 @@ def pairwise_rows(
             continue
         chosen, rejected = ("left", "right") if choice == "left" else ("right", "left")
         source, frame = pair_prompt(row, cache)
-        context = prompt_json(source, cache)
+        context = prompt_json(source, cache, images)
         chosen_json, rejected_json = (
             side_json(row, chosen, cache, candidates),
             side_json(row, rejected, cache, candidates),
@@ -397,7 +434,7 @@ def kto_records(store: Store, summary: ExportSummary, images: ImageWriter) -> It
             summary.left_out["tie"] = summary.left_out.get("tie", 0) + 1
             continue
         source, frame = pair_prompt(row, cache)
-        prompt = prompt_messages(source)
+        prompt = images.messages(prompt_messages(source))
         labels = {
             "left": {"left": True, "right": False},
             "right": {"left": False, "right": True},
@@ -418,7 +455,7 @@ def kto_records(store: Store, summary: ExportSummary, images: ImageWriter) -> It
             if value is None or value == "neutral":
                 continue
             record = {
-                "prompt": prompt_at(cache.instructions[episode_id], steps, step.index),
+                "prompt": images.messages(prompt_at(cache.instructions[episode_id], steps, step.index)),
                 "completion": [{"role": "assistant", "content": output_text(step.raw, step.action)}],
                 "label": value,
                 "source": f"step:{episode_id}:{step.index}",
@@ -468,6 +505,36 @@ def prm_records(store: Store, summary: ExportSummary, images: ImageWriter) -> It
         record = {"prompt": prompt, "completions": completions, "labels": values, "episode_id": episode_id}
         _attach_images(record, images(steps[0].frame), summary)
         yield record
+
+
+def sft_records(store: Store, summary: ExportSummary, images: ImageWriter) -> Iterator[dict[str, Any]]:
+    """Successful episodes as conversations (``messages``): the last step's prompt as the model saw it
+    (its history included), then its output; for episodes no model played, the chat built from the
+    record, outputs in the policy's format."""
+    with store.db.reading() as orm_session:
+        session = orm_session.connection()
+        query = select(EpisodeRow.id, EpisodeRow.success).order_by(EpisodeRow.started_at, EpisodeRow.id)
+        rows = session.execute(query).all()
+        chosen = [episode_id for episode_id, success in rows if success]
+        if len(chosen) < len(rows):
+            summary.left_out["not_successful"] = len(rows) - len(chosen)
+        cache = EpisodeCache(session)
+        for start in range(0, len(chosen), EPISODE_CHUNK):
+            chunk = chosen[start : start + EPISODE_CHUNK]
+            cache.clear()
+            cache.load(set(chunk))
+            for episode_id in chunk:
+                steps = cache.steps[episode_id]
+                if not steps:
+                    continue
+                last = steps[-1]
+                prompt = images.messages(prompt_at(cache.instructions[episode_id], steps, last.index))
+                record = {
+                    "messages": [*prompt, {"role": "assistant", "content": output_text(last.raw, last.action)}],
+                    "episode_id": episode_id,
+                }
+                _attach_images(record, images(last.frame), summary)
+                yield record
 
 
 def episode_records(store: Store, summary: ExportSummary) -> Iterator[dict[str, Any]]:
@@ -572,14 +639,30 @@ register_export(
     "unpaired preference (prompt, completion, label) from judged pairs and step labels: TRL's KTOTrainer",
 )
 register_export(
+    "sft",
+    lambda store, summary, images: sft_records(store, summary, images),
+    "conversations (messages) of the successful episodes: TRL's SFTTrainer",
+)
+register_export(
     "episodes",
     lambda store, summary, images: episode_records(store, summary),
     "every stored episode in the trace format (agent-studio import reads it back)",
 )
 
 
-def export(store: Store, format: str, out: str | Path, hf_dataset: str | Path | None = None) -> ExportSummary:
-    """Write ``format`` records to the JSONL file ``out`` (and a ``datasets`` folder when asked)."""
+def export(
+    store: Store,
+    format: str,
+    out: str | Path,
+    hf_dataset: str | Path | None = None,
+    images: str = "none",
+    prompt: str = "compact",
+) -> ExportSummary:
+    """Write ``format`` records to the JSONL file ``out`` (and a ``datasets`` folder when asked).
+
+    ``images``: ``none`` (text models: no ``images`` column, which TRL's trainers would take for a
+    vision dataset) or ``paths`` (PNG files, absolute paths). ``prompt``: ``compact`` (no few-shot
+    example: rows fit TRL's default lengths) or ``full`` (as the model saw them)."""
     if format not in format_names():
         raise StudioError(f"Unknown export format {str(format)[:40]!r}: use one of {', '.join(format_names())}.")
     path = Path(out).expanduser()
@@ -589,13 +672,13 @@ def export(store: Store, format: str, out: str | Path, hf_dataset: str | Path | 
         )
     datasets = _datasets_module() if hf_dataset else None
     summary = ExportSummary(format=format, out=str(path))
-    images = ImageWriter(path)
+    writer = ImageWriter(path, images=images, prompt=prompt)
     rows: list[dict[str, Any]] | None = [] if datasets else None
     temporary = path.with_name(path.name + ".partial")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with temporary.open("wb", buffering=1 << 20) as handle:
-            for row in export_rows(store, format, summary, images):
+            for row in export_rows(store, format, summary, writer):
                 handle.write(row.line() + b"\n")
                 summary.records += 1
                 if rows is not None:
@@ -608,7 +691,7 @@ def export(store: Store, format: str, out: str | Path, hf_dataset: str | Path | 
         _remove_quietly(temporary)
         raise
     if datasets is not None and rows is not None:
-        summary.hf_dataset = str(_save_hf_dataset(datasets, rows, Path(hf_dataset).expanduser(), images.folder))
+        summary.hf_dataset = str(_save_hf_dataset(datasets, rows, Path(hf_dataset).expanduser(), writer.folder))
     return summary
 
 

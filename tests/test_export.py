@@ -73,7 +73,7 @@ def side_text(store: Store, episode_id: str, step_index: int, candidate_id: str 
 
 def test_dpo_is_trl_conversational_preference_with_explicit_prompt(judged: dict, tmp_path: Path) -> None:
     store: Store = judged["store"]
-    summary = export(store, "dpo", tmp_path / "dpo.jsonl")
+    summary = export(store, "dpo", tmp_path / "dpo.jsonl", prompt="full")
     assert summary.records == 3  # two step pairs and the trajectory pair
     assert summary.left_out == {"tie": 1, "both_bad": 1, "no_majority": 1, "unjudged": 1}
     dataset = datasets.load_dataset("json", data_files=str(tmp_path / "dpo.jsonl"), split="train")
@@ -117,18 +117,43 @@ def test_dpo_is_trl_conversational_preference_with_explicit_prompt(judged: dict,
     assert [m["role"] for m in trajectory["chosen"]] == ["assistant", "user"] * (chosen_episode.length - 1) + [
         "assistant"
     ]
-    assert trajectory["chosen"][0]["content"] == f"Action: {chosen_episode.steps[0].action}"
+    action = chosen_episode.steps[0].action  # an expert or random step: in the policy's format
+    assert trajectory["chosen"][0]["content"] == f"Thought: Next I should {action}.\nAction: {action}"
     assert trajectory["chosen"][1]["content"] == f"Observation: {chosen_episode.steps[1].observation}"
 
 
+def test_compact_prompts_drop_the_few_shot_example_and_nothing_else(judged: dict, tmp_path: Path) -> None:
+    export(judged["store"], "dpo", tmp_path / "full.jsonl", prompt="full")
+    export(judged["store"], "dpo", tmp_path / "compact.jsonl")  # the default
+    for full, compact in zip(load_jsonl(tmp_path / "full.jsonl"), load_jsonl(tmp_path / "compact.jsonl")):
+        system, short = full["prompt"][0]["content"], compact["prompt"][0]["content"]
+        if "Here is an example of" in system:
+            assert short == system[: system.index("\n\nHere is an example of")] and "Here is an example" not in short
+        else:
+            assert short == system
+        assert full["prompt"][1:] == compact["prompt"][1:] and full["chosen"] == compact["chosen"]
+    assert sum(len(json.dumps(r["prompt"])) for r in load_jsonl(tmp_path / "compact.jsonl")) < sum(
+        len(json.dumps(r["prompt"])) for r in load_jsonl(tmp_path / "full.jsonl")
+    )
+
+
+def test_frames_are_left_out_unless_asked_for(judged: dict, tmp_path: Path) -> None:
+    for fmt in ("dpo", "kto", "prm", "sft"):
+        summary = export(judged["store"], fmt, tmp_path / f"{fmt}.jsonl")  # --images none, the default
+        assert summary.images == 0 and not any("images" in row for row in load_jsonl(tmp_path / f"{fmt}.jsonl"))
+    with pytest.raises(StudioError, match="--images must be one of none, paths"):
+        export(judged["store"], "dpo", tmp_path / "x.jsonl", images="embedded")
+
+
 def test_step_pairs_with_frames_carry_images(judged: dict, tmp_path: Path) -> None:
-    summary = export(judged["store"], "dpo", tmp_path / "with_images.jsonl", hf_dataset=tmp_path / "hf")
+    summary = export(judged["store"], "dpo", tmp_path / "with_images.jsonl", hf_dataset=tmp_path / "hf", images="paths")
     rows = load_jsonl(tmp_path / "with_images.jsonl")
     step_rows = [r for r in rows if r["pair_id"] != judged["trajectory"]]
     assert summary.images == len(step_rows) == 2 and all(len(r["images"]) == 1 for r in step_rows)
     react = judged["store"].episodes.get(judged["react"].id)
     pair = judged["store"].preferences.pair(step_rows[0]["pair_id"])
-    png = cv2.cvtColor(cv2.imread(str(tmp_path / step_rows[0]["images"][0])), cv2.COLOR_BGR2RGB)
+    assert Path(step_rows[0]["images"][0]).is_absolute()  # found wherever the trainer runs from
+    png = cv2.cvtColor(cv2.imread(step_rows[0]["images"][0]), cv2.COLOR_BGR2RGB)
     assert np.array_equal(png, react.steps[pair.step_index].frame)  # the observation the step saw, lossless
     saved = datasets.load_from_disk(str(tmp_path / "hf"))
     assert len(saved) == 3 and saved.features["images"].feature.__class__.__name__ == "Image"
@@ -193,8 +218,11 @@ def test_prm_is_trl_stepwise_supervision(judged: dict, tmp_path: Path) -> None:
     row = rows[expert.id]
     assert isinstance(row["prompt"], str) and row["prompt"].startswith("Task: ")
     assert row["labels"] == [True, False, True]  # good, bad, neutral (not an error); the gap at step 3 ends it
-    assert row["completions"][0] == f"Action: {expert.steps[0].action}"
-    assert row["completions"][1] == f"Observation: {expert.steps[1].observation}\nAction: {expert.steps[1].action}"
+    first, second = expert.steps[0].action, expert.steps[1].action  # the expert's turns in the policy's format
+    assert row["completions"][0] == f"Thought: Next I should {first}.\nAction: {first}"
+    assert row["completions"][1] == (
+        f"Observation: {expert.steps[1].observation}\nThought: Next I should {second}.\nAction: {second}"
+    )
     assert rows[judged["react"].id]["labels"] == [False]
     dataset = datasets.load_dataset("json", data_files=str(tmp_path / "prm.jsonl"), split="train")
     assert (
@@ -223,7 +251,7 @@ def test_export_errors_are_clear_and_leave_nothing_half_written(judged: dict, tm
     with pytest.raises(StudioError, match="is a folder"):
         export(judged["store"], "dpo", tmp_path)
     with pytest.raises(StudioError, match="Unknown export format"):
-        export(judged["store"], "sft", tmp_path / "x.jsonl")
+        export(judged["store"], "nonesuch", tmp_path / "x.jsonl")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 

@@ -53,6 +53,9 @@ FORMAT = (
 )
 STOP = ["\nObservation", "Observation:", "\nThought:"]
 THOUGHT = "Thought:"
+#: What the system message says before the few-shot example (an expert's turns, or one made-up turn);
+#: the example is the system message's last part (exports in compact mode cut it there).
+EXAMPLE_TITLES = ("Here is an example of the format on a different task:", "Here is an example of one turn (made up):")
 EXAMPLE_STEPS = 3
 EXAMPLE_SEED_OFFSET = 100_003
 
@@ -198,11 +201,7 @@ class ReActPolicy:
         if self.fixed_actions is not None:
             parts.append("Valid actions: " + ", ".join(self.fixed_actions))
         if self.example:
-            title = (
-                "Here is an example of the format on a different task:"
-                if self.example.startswith("Task:")
-                else "Here is an example of one turn (made up):"
-            )
+            title = EXAMPLE_TITLES[0] if self.example.startswith("Task:") else EXAMPLE_TITLES[1]
             parts.append(f"{title}\n{self.example}")
         return "\n\n".join(parts)
 
