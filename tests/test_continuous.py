@@ -100,6 +100,8 @@ def test_score_mode_gives_a_distribution_over_bins_per_dimension(tiny, name: str
     assert "".join(token.text for token in step.tokens) == step.raw and step.raw.endswith("Action: " + step.action)
     figure = action_distribution_figure(step)
     assert len(figure.data) == dimensions and all(len(trace.x) == options["bins"] for trace in figure.data)
+    titles = [annotation.text for annotation in figure.layout.annotations]
+    assert titles == (["torque"] if name == "gym:Pendulum-v1" else ["dimension 1", "dimension 2"])
 
 
 def test_the_first_dimensions_distribution_is_the_models_own(tiny) -> None:
@@ -122,6 +124,8 @@ def test_sampled_bins_follow_the_step_seed(tiny) -> None:
 def test_a_bins_record_from_a_file_that_does_not_fit_is_ignored() -> None:
     good = {"bins": 2, "low": [0.0], "high": [1.0], "chosen": [1], "probabilities": [[0.25, 0.75]]}
     assert action_bins(Step(index=0, observation="", action="1", extra={"action_bins": good})) is not None
+    hostile = Step(index=0, observation="", action="1", extra={"action_bins": {**good, "names": ["<img src=x>"]}})
+    assert action_distribution_figure(hostile).layout.annotations[0].text == "&lt;img src=x&gt;"
     for bad in (
         {**good, "chosen": [2]},
         {**good, "probabilities": [[0.5]]},

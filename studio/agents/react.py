@@ -500,6 +500,7 @@ class ReActPolicy:
                 "bins": bins.bins,
                 "low": list(bins.low),
                 "high": list(bins.high),
+                "names": getattr(self.env, "action_dimension_names", None),
                 "chosen": chosen,
                 "probabilities": distributions,
                 "entropies": entropies,

@@ -535,15 +535,19 @@ class GymAdapter(StudioEnv):
         self.instruction = f"{task} {self._action_help()}"
         return self._text("You look around."), {"success": False, **_jsonable(info)}
 
+    @property
+    def action_dimension_names(self) -> list[str] | None:
+        """Names of a continuous action's dimensions, where the studio knows them (``torque``)."""
+        names = self.hooks.action_fields
+        if self.discretiser is None or not names or len(names) != self.discretiser.dimensions:
+            return None
+        return list(names)
+
     def _action_help(self) -> str:
         if self.discretiser is None:
             return f"Choose one action per turn from: {', '.join(self.action_names)}."
         d = self.discretiser
-        names = (
-            self.hooks.action_fields
-            if self.hooks.action_fields and len(self.hooks.action_fields) == d.dimensions
-            else None
-        )
+        names = self.action_dimension_names
         ranges = ", ".join(
             f"{names[i] if names else f'dimension {i + 1}'} from {d.low[i]:g} to {d.high[i]:g}"
             for i in range(d.dimensions)

@@ -206,7 +206,12 @@ def action_bins(step: Step | None) -> dict[str, Any] | None:
         fits = fits and all(isinstance(v, (int, float)) and math.isfinite(v) for v in [*low, *high])
     except (TypeError, KeyError, ValueError):
         return None
-    return {"bins": bins, "low": low, "high": high, "chosen": chosen, "probabilities": probabilities} if fits else None
+    if not fits:
+        return None
+    names = record.get("names")
+    if not (isinstance(names, list) and len(names) == dims and all(isinstance(n, str) and len(n) <= 60 for n in names)):
+        names = [f"dimension {d + 1}" for d in range(dims)]
+    return {"bins": bins, "low": low, "high": high, "chosen": chosen, "probabilities": probabilities, "names": names}
 
 
 def action_bins_figure(step: Step | None) -> go.Figure | None:
@@ -216,7 +221,8 @@ def action_bins_figure(step: Step | None) -> go.Figure | None:
     if step is None or record is None:
         return None
     dims, bins = len(record["probabilities"]), record["bins"]
-    figure = make_subplots(rows=dims, cols=1, subplot_titles=[f"dimension {num(d + 1)}" for d in range(dims)])
+    # Plotly reads a little HTML in titles: the names (from a file, perhaps) are escaped.
+    figure = make_subplots(rows=dims, cols=1, subplot_titles=[esc(name) for name in record["names"]])
     for d, probabilities in enumerate(record["probabilities"]):
         low, high = float(record["low"][d]), float(record["high"][d])
         centres = [low + (b + 0.5) * (high - low) / bins for b in range(bins)]
