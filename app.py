@@ -392,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--prompt",
         choices=("compact", "full"),
         default="compact",
-        help="compact: prompts without the few-shot example (the default; rows fit TRL's 512/1024 lengths); full: as the model saw them",
+        help="compact: prompts without the few-shot example (the default; rows fit TRL's max_length 512); full: as the model saw them",
     )
 
     commands.add_parser(

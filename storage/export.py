@@ -185,6 +185,14 @@ class EpisodeCache:
                 prompt_json = None if row[7] is None else zlib.decompress(row[7])
                 self.steps[row.episode_id].append(StepView(*row[1:7], prompt_json, row[8]))
 
+    def chunked(self, episode_ids: list[str]) -> Iterator[str]:
+        """``episode_ids`` in order, their steps loaded a chunk at a time (the earlier chunk dropped)."""
+        for start in range(0, len(episode_ids), EPISODE_CHUNK):
+            chunk = episode_ids[start : start + EPISODE_CHUNK]
+            self.clear()
+            self.load(set(chunk))
+            yield from chunk
+
     def clear(self) -> None:
         self.steps.clear()
         self.instructions.clear()
@@ -475,17 +483,12 @@ def labelled_episodes(store: Store) -> Iterator[tuple[str, list[StepView], dict[
         for episode_id, index, label in session.execute(query):
             votes[episode_id][index].append(label)
         cache = EpisodeCache(session)
-        episode_ids = sorted(votes)
-        for start in range(0, len(episode_ids), EPISODE_CHUNK):
-            chunk = episode_ids[start : start + EPISODE_CHUNK]
-            cache.clear()
-            cache.load(set(chunk))
-            for episode_id in chunk:
-                labels = {}
-                for index, names in votes[episode_id].items():
-                    value = majority("neutral" if STEP_LABELS[n] is None else str(STEP_LABELS[n]) for n in names)
-                    labels[index] = {"True": True, "False": False}.get(value, value)
-                yield episode_id, cache.steps[episode_id], labels, cache
+        for episode_id in cache.chunked(sorted(votes)):
+            labels = {}
+            for index, names in votes[episode_id].items():
+                value = majority("neutral" if STEP_LABELS[n] is None else str(STEP_LABELS[n]) for n in names)
+                labels[index] = {"True": True, "False": False}.get(value, value)
+            yield episode_id, cache.steps[episode_id], labels, cache
 
 
 def prm_records(store: Store, summary: ExportSummary, images: ImageWriter) -> Iterator[dict[str, Any]]:
@@ -519,22 +522,18 @@ def sft_records(store: Store, summary: ExportSummary, images: ImageWriter) -> It
         if len(chosen) < len(rows):
             summary.left_out["not_successful"] = len(rows) - len(chosen)
         cache = EpisodeCache(session)
-        for start in range(0, len(chosen), EPISODE_CHUNK):
-            chunk = chosen[start : start + EPISODE_CHUNK]
-            cache.clear()
-            cache.load(set(chunk))
-            for episode_id in chunk:
-                steps = cache.steps[episode_id]
-                if not steps:
-                    continue
-                last = steps[-1]
-                prompt = images.messages(prompt_at(cache.instructions[episode_id], steps, last.index))
-                record = {
-                    "messages": [*prompt, {"role": "assistant", "content": output_text(last.raw, last.action)}],
-                    "episode_id": episode_id,
-                }
-                _attach_images(record, images(last.frame), summary)
-                yield record
+        for episode_id in cache.chunked(chosen):
+            steps = cache.steps[episode_id]
+            if not steps:
+                continue
+            last = steps[-1]
+            prompt = images.messages(prompt_at(cache.instructions[episode_id], steps, last.index))
+            record = {
+                "messages": [*prompt, {"role": "assistant", "content": output_text(last.raw, last.action)}],
+                "episode_id": episode_id,
+            }
+            _attach_images(record, images(last.frame), summary)
+            yield record
 
 
 def episode_records(store: Store, summary: ExportSummary) -> Iterator[dict[str, Any]]:

@@ -62,8 +62,8 @@ def test_envs_lists_every_environment() -> None:
     described = [json.loads(line) for line in result.stdout.splitlines()]
     assert (
         [d["name"] for d in described]
-        == [*builtin_names(), "gym:<id>"]
-        == ["gridworld", "household", "wikihop", "gym:<id>"]
+        == [*builtin_names(), "gym:<id>", "twx:<id>"]
+        == ["gridworld", "household", "wikihop", "gym:<id>", "twx:<id>"]
     )
     gridworld = described[0]
     assert {o["name"] for o in gridworld["options"]} == {"size", "difficulty"} and gridworld["expert"] is True
@@ -95,7 +95,7 @@ def test_envs_lists_every_environment() -> None:
         (["run", "--env", "gridworld", "--policy", "react", "--top-p", "nan"], "expected a number from 0.01 to 1"),
         (["run", "--env", "gridworld", "--policy", "react", "--temperature", "inf"], "expected a temperature"),
         (["run", "--env", "gym:FrozenLake-v1"], "has no expert policy"),
-        (["run", "--env", "gym:Pendulum-v1", "--policy", "random"], "only Discrete"),
+        (["run", "--env", "gym:FrozenLake-v1", "--env-opt", "bins=8", "--policy", "random"], "for continuous"),
         (["run", "--env", "gridworld", "--policy", "genius"], "invalid choice"),
         (["serve", "--port", "99999"], "port"),
         (["frobnicate"], "invalid choice"),
@@ -169,7 +169,7 @@ def test_runs_are_stored_and_become_trajectory_pairs(tmp_path: Path) -> None:
         (["pairs", "--left", "abc"], "needs both --left and --right"),
         (["pairs", "--left", "abc", "--right", "def"], "No stored episode or candidate with id 'abc'"),
         (["pairs"], "one of the arguments --from --left is required"),
-        (["export", "--format", "sft", "--out", "x.jsonl"], "invalid choice: 'sft'"),
+        (["export", "--format", "sft2", "--out", "x.jsonl"], "invalid choice: 'sft2'"),
     ],
 )
 def test_store_command_errors_are_one_line(args: list[str], message: str, tmp_path: Path) -> None:

@@ -258,7 +258,7 @@ def test_an_export_format_registered_here_is_offered_and_written(tmp_path: Path)
             "steps": episode.length,
         }
         parser_help = run_cli("export", "--help").stdout  # another process does not see it: it was registered here only
-        assert "lengths" not in parser_help
+        assert "lengths " not in parser_help and "lengths\n" not in parser_help
     finally:
         EXPORT_FORMATS.pop("lengths", None)
 

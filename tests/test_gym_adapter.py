@@ -6,6 +6,7 @@ import base64
 import os
 import pickle
 
+import gymnasium
 import numpy as np
 import pytest
 
@@ -122,11 +123,25 @@ def test_a_family_whose_package_is_missing_says_how_to_install_it(monkeypatch) -
         make_env("gym:Nowhere-Empty-v0")
 
 
+class _MultiDiscreteEnv(gymnasium.Env):
+    """An action space the adapter does not take."""
+
+    metadata = {"render_modes": ["rgb_array"]}
+    action_space = gymnasium.spaces.MultiDiscrete([2, 3])
+    observation_space = gymnasium.spaces.Discrete(1)
+
+    def __init__(self, render_mode=None) -> None:
+        self.render_mode = render_mode
+
+
+gymnasium.register("StudioMultiDiscrete-v0", entry_point=_MultiDiscreteEnv)
+
+
 @pytest.mark.parametrize(
     ("name", "options", "error", "message"),
     [
         ("gym:NoSuchEnv-v0", {}, UnknownEnvironment, "could not make"),
-        ("gym:Pendulum-v1", {}, UnknownEnvironment, "only Discrete"),
+        ("gym:StudioMultiDiscrete-v0", {}, UnknownEnvironment, "only Discrete and Box"),
         ("gym:", {}, UnknownEnvironment, "Give a Gymnasium id"),
         ("gym:FrozenLake-v1", {"bogus": 1}, BadOption, "bogus"),
     ],

@@ -335,6 +335,26 @@ class StudioEnv(gym.Env):
         raise NotImplementedError
 
 
+def map_cells(
+    observation: str, rows: int, characters: int, symbols: frozenset[str] | set[str], per_cell: int = 1
+) -> list[tuple[int, int, int]]:
+    """For :meth:`StudioEnv.text_cells`: the first run of ``rows`` lines of exactly ``characters``
+    map ``symbols`` in a text observation, as (char index, row, column), ``per_cell`` characters a cell."""
+    lines, start = [], 0
+    for line in observation.split("\n"):
+        lines.append((start, line))
+        start += len(line) + 1
+    for first in range(len(lines) - rows + 1):
+        block = lines[first : first + rows]
+        if all(len(line) == characters and set(line) <= symbols for _, line in block):
+            return [
+                (offset + column, row, column // per_cell)
+                for row, (offset, line) in enumerate(block)
+                for column in range(characters)
+            ]
+    return []
+
+
 def _shorten(text: str, limit: int = 60) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -14,7 +14,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from studio.envs.base import OptionSpec, StudioEnv
+from studio.envs.base import OptionSpec, StudioEnv, map_cells
 from studio.envs.registry import register_env
 
 MOVES: dict[str, tuple[int, int]] = {
@@ -259,20 +259,7 @@ class GridWorld(StudioEnv):
 
     def text_cells(self, observation: str) -> list[tuple[int, int, int]]:
         """The grid is the first run of ``size`` lines of exactly ``size`` map symbols."""
-        symbols = set("#.@GKD/")
-        lines, start = [], 0
-        for line in observation.split("\n"):
-            lines.append((start, line))
-            start += len(line) + 1
-        for first in range(len(lines) - self.size + 1):
-            block = lines[first : first + self.size]
-            if all(len(line) == self.size and set(line) <= symbols for _, line in block):
-                return [
-                    (offset + column, row, column)
-                    for row, (offset, line) in enumerate(block)
-                    for column in range(self.size)
-                ]
-        return []
+        return map_cells(observation, self.size, self.size, set("#.@GKD/"))
 
     def agent_xy(self, state: dict[str, Any]) -> tuple[float, float] | None:
         x0, y0, x1, y1 = self.cell_box(*state["agent"])

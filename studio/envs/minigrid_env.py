@@ -25,6 +25,7 @@ import pickle
 from typing import Any
 
 
+from studio.envs.base import map_cells
 from studio.envs.gym_adapter import MAX_PICKLE_BYTES, GymAdapter, _SnapshotUnpickler
 from studio.errors import BadOption, StudioError
 
@@ -250,19 +251,7 @@ class MiniGridEnv(GymAdapter):
         if self.view != "full":
             return []
         env = self.grid_env
-        lines, start = [], 0
-        for line in observation.split("\n"):
-            lines.append((start, line))
-            start += len(line) + 1
-        for first in range(len(lines) - env.height + 1):
-            block = lines[first : first + env.height]
-            if all(len(line) == 2 * env.width and set(line) <= MAP_SYMBOLS for _s, line in block):
-                return [
-                    (offset + column, row, column // 2)
-                    for row, (offset, line) in enumerate(block)
-                    for column in range(len(line))
-                ]
-        return []
+        return map_cells(observation, env.height, 2 * env.width, MAP_SYMBOLS, per_cell=2)
 
     def cell_box(self, row: int, column: int) -> tuple[int, int, int, int]:
         tile = int(self.grid_env.tile_size)
