@@ -273,6 +273,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_db_argument(load)
 
+    video = commands.add_parser(
+        "video", help="an episode's replay as MP4 (H.264) or GIF, each step's action and thought captioned"
+    )
+    video.add_argument("episode", metavar="EPISODE", help="a stored episode's id")
+    video.add_argument("--out", type=_output_file, required=True, metavar="FILE.mp4", help=".mp4 or .gif (replaced)")
+    video.add_argument("--fps", type=float, default=2.0, help="steps per second (default 2)")
+    video.add_argument("--compare", default=None, metavar="EPISODE", help="another episode, shown side by side")
+    _add_db_argument(video)
+
     pairs = commands.add_parser(
         "pairs", help="make preference pairs from stored candidates or episodes, or one pair by hand"
     )
@@ -786,6 +795,16 @@ def print_episode_line(episode: Any, as_json: bool) -> None:
     )
 
 
+def cmd_video(args: argparse.Namespace) -> int:
+    from studio.viz.video import episode_video
+
+    store = open_cli_store(args, create=False)
+    episode = store.episodes.get(args.episode)
+    compare = store.episodes.get(args.compare) if args.compare else None
+    print(json.dumps(episode_video(episode, args.out, fps=args.fps, compare=compare).to_dict()))
+    return 0
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     from studio.trace import read_episodes_jsonl
 
@@ -1121,6 +1140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "run": cmd_run,
         "coverage": cmd_coverage,
         "import": cmd_import,
+        "video": cmd_video,
         "pairs": cmd_pairs,
         "values": cmd_values,
         "judge": cmd_judge,

@@ -8,8 +8,10 @@ and render what it holds. Errors become a readable line in the panel; the app ke
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -23,8 +25,9 @@ from studio.live import LiveOutput
 from studio.session import POLICIES, StudioSession
 from studio.settings import temperature_after
 from studio.validation import MAX_ITEMS, whole_number
-from studio.viz.html import candidates_html, live_card, message_html, prompt_html, timeline_html
+from studio.viz.html import candidates_html, live_card, message_html, plural, prompt_html, timeline_html
 from studio.viz.plots import action_distribution_figure
+from studio.viz.video import episode_video
 
 
 #: Values by component: a handler that returns one fills those components and leaves the rest.
@@ -47,6 +50,9 @@ class EpisodePanel:
     selected: gr.Slider
     fork: gr.Button
     show_prompt: gr.Button
+    video: gr.Button
+    video_download: gr.DownloadButton
+    video_message: gr.HTML
     frame: gr.Image
     observation: gr.Textbox
     status: gr.HTML
@@ -237,6 +243,10 @@ def build(state: gr.State, sample_env: str = "gridworld") -> EpisodePanel:
             with gr.Row():
                 fork = gr.Button("Fork from selected step", size="sm", elem_id="as-fork")
                 show_prompt = gr.Button("Show the prompt of the selected step", size="sm", elem_id="as-show-prompt")
+            with gr.Row():
+                video = gr.Button("Video of this episode (MP4)", size="sm", elem_id="as-video")
+                video_download = gr.DownloadButton("Download", size="sm", visible=False, elem_id="as-video-download")
+            video_message = gr.HTML(elem_id="as-video-message")
             # The trace scrolls as one: the finished steps, then the step being written (live).
             with gr.Column(elem_id="as-trace"):
                 timeline = gr.HTML(elem_id="as-timeline")
@@ -275,6 +285,9 @@ def build(state: gr.State, sample_env: str = "gridworld") -> EpisodePanel:
         selected=selected,
         fork=fork,
         show_prompt=show_prompt,
+        video=video,
+        video_download=video_download,
+        video_message=video_message,
         frame=frame,
         observation=observation,
         status=status,
@@ -431,6 +444,24 @@ def wire(panel: EpisodePanel, state: gr.State, render: Render) -> None:
         return "" if step is None else prompt_html(step)
 
     panel.show_prompt.click(show_prompt, [state, panel.selected], [panel.prompt], **private)
+
+    def make_video(session: StudioSession) -> list[Any]:
+        """The open episode's replay, captioned, as an MP4 to download (a one-line message if it cannot be made)."""
+        episode = session.episode
+        if episode is None or not episode.steps:
+            return [
+                gr.DownloadButton(visible=False),
+                message_html("Take a step first: a video shows an episode's steps.", "info"),
+            ]
+        folder = Path(tempfile.mkdtemp(prefix="agent-studio-video-"))
+        try:
+            summary = episode_video(episode, folder / f"episode-{episode.id}.mp4")
+        except StudioError as error:
+            return [gr.DownloadButton(visible=False), message_html(str(error), "error")]
+        label = f"Download episode-{episode.id[:8]}.mp4 ({plural(summary.frames, 'frame')})"
+        return [gr.DownloadButton(label, value=summary.path, visible=True), ""]
+
+    panel.video.click(make_video, [state], [panel.video_download, panel.video_message], **private)
     attention_panel.wire(panel.attention, state, panel.selected)
 
     # K greedy candidates would be K copies of one text: asking for several turns sampling on, and

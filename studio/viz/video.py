@@ -1,0 +1,188 @@
+"""Episode replay videos: the frames of an episode, each step's action and thought captioned below.
+
+MP4 (H.264, yuv420p: what browsers play) through the ffmpeg binary that ``imageio-ffmpeg`` ships,
+or GIF through Pillow. Frames come from the episode's records when they were kept, else from its
+snapshots (each step's environment state is restored and drawn), so every stored episode has a
+video. Two episodes can be shown side by side (models A and B on the same seed); the shorter one
+holds its last frame.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+
+from studio.errors import StudioError
+from studio.trace import Episode
+
+#: Height every frame is scaled to, and the caption band below it.
+FRAME_HEIGHT = 360
+CAPTION_HEIGHT = 96
+MAX_FPS = 30
+FORMATS = (".mp4", ".gif")
+
+
+@dataclass
+class VideoSummary:
+    """What :func:`episode_video` wrote."""
+
+    path: str
+    frames: int
+    width: int
+    height: int
+    fps: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _env_at(episode: Episode, state: Any) -> Any:
+    from studio.envs.registry import env_at
+
+    return env_at(episode.env, episode.env_options, episode.seed, state)
+
+
+def episode_frames(episode: Episode, env_at: Callable[[Episode, Any], Any] = _env_at) -> list[np.ndarray]:
+    """One frame per step (the observation it acted on), then the final one (after the last action).
+
+    A step without a kept frame is drawn from its snapshot; the final frame from the last snapshot
+    with the last action taken again (environments are deterministic from a snapshot)."""
+    frames: list[np.ndarray] = []
+    env = None
+    for step in episode.steps:
+        if step.frame is not None:
+            frames.append(step.frame)
+            continue
+        if step.state is None:
+            raise StudioError(f"Step {step.index} of episode {episode.id} has neither a frame nor a snapshot to draw.")
+        env = env or env_at(episode, step.state)
+        env.restore(step.state)
+        frames.append(env.render())
+    last = episode.steps[-1] if episode.steps else None
+    if last is not None and last.state is not None and last.action:
+        env = env or env_at(episode, last.state)
+        env.restore(last.state)
+        env.step(last.action)
+        frames.append(env.render())
+    if env is not None:
+        env.close()
+    return frames
+
+
+def _ascii(text: str) -> str:
+    """OpenCV draws ASCII only: anything else becomes '?' (model text may hold anything)."""
+    return "".join(c if 32 <= ord(c) < 127 else "?" for c in text.replace("\n", " "))
+
+
+def _scaled(frame: np.ndarray, height: int = FRAME_HEIGHT) -> np.ndarray:
+    frame = np.ascontiguousarray(frame[..., :3], dtype=np.uint8)
+    width = max(2, round(frame.shape[1] * height / frame.shape[0]))
+    return cv2.resize(
+        frame, (width, height), interpolation=cv2.INTER_NEAREST if frame.shape[0] < height else cv2.INTER_AREA
+    )
+
+
+def captioned(frame: np.ndarray, title: str, body: str) -> np.ndarray:
+    """``frame`` scaled to :data:`FRAME_HEIGHT`, above a white band with ``title`` and up to three lines of ``body``."""
+    image = _scaled(frame)
+    band = np.full((CAPTION_HEIGHT, image.shape[1], 3), 255, dtype=np.uint8)
+    characters = max(12, image.shape[1] // 9)
+    cv2.putText(band, _ascii(title)[:characters], (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (30, 64, 175), 1, cv2.LINE_AA)
+    for row, line in enumerate(textwrap.wrap(_ascii(body), characters)[:3]):
+        cv2.putText(band, line, (8, 46 + 18 * row), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (40, 40, 40), 1, cv2.LINE_AA)
+    return np.vstack([image, band])
+
+
+def _captions(episode: Episode, label: str) -> list[tuple[str, str]]:
+    """(title, body) per frame: each step's action and thought, then the outcome."""
+    captions = []
+    for step in episode.steps:
+        action = step.action if step.valid else f"{step.action or '(no action)'} (invalid)"
+        captions.append((f"{label}step {step.index}: {action}", f"Thought: {step.thought}" if step.thought else ""))
+    outcome = "success" if episode.success else (episode.end_reason or "not finished")
+    captions.append((f"{label}end: {outcome}, return {episode.total_return:g}", ""))
+    return captions
+
+
+def _pad(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    padded = np.full((height, width, 3), 255, dtype=np.uint8)
+    padded[: image.shape[0], : image.shape[1]] = image
+    return padded
+
+
+def composed_frames(episode: Episode, compare: Episode | None = None) -> list[np.ndarray]:
+    """The video's frames: captioned, side by side with ``compare``'s when given, padded to one size
+    whose sides are multiples of 16 (what H.264 encoders want)."""
+    sides = [episode] if compare is None else [episode, compare]
+    labels = [""] if compare is None else ["A ", "B "]
+    columns = []
+    for side, label in zip(sides, labels):
+        frames = episode_frames(side)
+        if not frames:
+            raise StudioError(f"Episode {side.id} has no steps: there is nothing to show.")
+        columns.append([captioned(f, *c) for f, c in zip(frames, _captions(side, label))])
+    length = max(len(column) for column in columns)
+    rows = []
+    for index in range(length):
+        parts = [column[min(index, len(column) - 1)] for column in columns]
+        height = max(p.shape[0] for p in parts)
+        rows.append(np.hstack([_pad(p, p.shape[1], height) for p in parts]))
+    width = -(-max(r.shape[1] for r in rows) // 16) * 16
+    height = -(-max(r.shape[0] for r in rows) // 16) * 16
+    return [_pad(r, width, height) for r in rows]
+
+
+def write_video(frames: list[np.ndarray], out: Path, fps: float) -> None:
+    """MP4 (H.264) or GIF by ``out``'s suffix."""
+    if out.suffix.lower() == ".gif":
+        from PIL import Image
+
+        images = [Image.fromarray(f) for f in frames]
+        images[0].save(out, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+        return
+    try:
+        import imageio_ffmpeg
+    except ImportError:
+        raise StudioError("MP4 videos need imageio-ffmpeg (pip install imageio-ffmpeg), or write a .gif.") from None
+    height, width = frames[0].shape[:2]
+    writer = imageio_ffmpeg.write_frames(
+        str(out),
+        (width, height),
+        fps=fps,
+        codec="libx264",
+        pix_fmt_in="rgb24",
+        pix_fmt_out="yuv420p",
+        macro_block_size=16,
+        output_params=["-movflags", "+faststart"],  # playable while it downloads
+    )
+    writer.send(None)
+    for frame in frames:
+        writer.send(np.ascontiguousarray(frame).tobytes())
+    writer.close()
+
+
+def episode_video(episode: Episode, out: str | Path, fps: float = 2.0, compare: Episode | None = None) -> VideoSummary:
+    """Write ``episode``'s replay (beside ``compare``'s, if given) to ``out`` (.mp4 or .gif)."""
+    path = Path(out).expanduser()
+    if path.suffix.lower() not in FORMATS:
+        raise StudioError(f"A video is written as .mp4 or .gif, not {path.suffix or 'a file without a suffix'}.")
+    if not (isinstance(fps, (int, float)) and 0.1 <= fps <= MAX_FPS):
+        raise StudioError(f"--fps must be from 0.1 to {MAX_FPS}, got {fps}.")
+    if path.is_dir():
+        raise StudioError(f"{path} is a folder; give a file name such as {path / 'episode.mp4'}.")
+    frames = composed_frames(episode, compare)
+    temporary = path.with_name(path.stem + ".partial" + path.suffix)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_video(frames, temporary, fps)
+        temporary.replace(path)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise StudioError(f"Cannot write {path}: {exc.strerror or exc}.") from None
+    height, width = frames[0].shape[:2]
+    return VideoSummary(str(path), len(frames), width, height, float(fps))
