@@ -282,6 +282,14 @@ def build_parser() -> argparse.ArgumentParser:
     video.add_argument("--compare", default=None, metavar="EPISODE", help="another episode, shown side by side")
     _add_db_argument(video)
 
+    report = commands.add_parser(
+        "report", help="one self-contained HTML file of an episode (or two side by side): no server, no network"
+    )
+    report.add_argument("episode", metavar="EPISODE", help="a stored episode's id")
+    report.add_argument("--out", type=_output_file, required=True, metavar="FILE.html", help="the page (replaced)")
+    report.add_argument("--compare", default=None, metavar="EPISODE", help="another episode, side by side")
+    _add_db_argument(report)
+
     pairs = commands.add_parser(
         "pairs", help="make preference pairs from stored candidates or episodes, or one pair by hand"
     )
@@ -805,6 +813,16 @@ def cmd_video(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from studio.viz.report import write_report
+
+    store = open_cli_store(args, create=False)
+    episode = store.episodes.get(args.episode)
+    compare = store.episodes.get(args.compare) if args.compare else None
+    print(json.dumps(write_report(episode, args.out, compare=compare)))
+    return 0
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     from studio.trace import read_episodes_jsonl
 
@@ -1141,6 +1159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "coverage": cmd_coverage,
         "import": cmd_import,
         "video": cmd_video,
+        "report": cmd_report,
         "pairs": cmd_pairs,
         "values": cmd_values,
         "judge": cmd_judge,

@@ -27,6 +27,7 @@ from studio.settings import temperature_after
 from studio.validation import MAX_ITEMS, whole_number
 from studio.viz.html import candidates_html, live_card, message_html, plural, prompt_html, timeline_html
 from studio.viz.plots import action_distribution_figure
+from studio.viz.report import write_report
 from studio.viz.video import episode_video
 
 
@@ -53,6 +54,8 @@ class EpisodePanel:
     video: gr.Button
     video_download: gr.DownloadButton
     video_message: gr.HTML
+    report: gr.Button
+    report_download: gr.DownloadButton
     frame: gr.Image
     observation: gr.Textbox
     status: gr.HTML
@@ -246,6 +249,8 @@ def build(state: gr.State, sample_env: str = "gridworld") -> EpisodePanel:
             with gr.Row():
                 video = gr.Button("Video of this episode (MP4)", size="sm", elem_id="as-video")
                 video_download = gr.DownloadButton("Download", size="sm", visible=False, elem_id="as-video-download")
+                report = gr.Button("Report of this episode (HTML)", size="sm", elem_id="as-report")
+                report_download = gr.DownloadButton("Download", size="sm", visible=False, elem_id="as-report-download")
             video_message = gr.HTML(elem_id="as-video-message")
             # The trace scrolls as one: the finished steps, then the step being written (live).
             with gr.Column(elem_id="as-trace"):
@@ -288,6 +293,8 @@ def build(state: gr.State, sample_env: str = "gridworld") -> EpisodePanel:
         video=video,
         video_download=video_download,
         video_message=video_message,
+        report=report,
+        report_download=report_download,
         frame=frame,
         observation=observation,
         status=status,
@@ -445,23 +452,34 @@ def wire(panel: EpisodePanel, state: gr.State, render: Render) -> None:
 
     panel.show_prompt.click(show_prompt, [state, panel.selected], [panel.prompt], **private)
 
-    def make_video(session: StudioSession) -> list[Any]:
-        """The open episode's replay, captioned, as an MP4 to download (a one-line message if it cannot be made)."""
-        episode = session.episode
-        if episode is None or not episode.steps:
-            return [
-                gr.DownloadButton(visible=False),
-                message_html("Take a step first: a video shows an episode's steps.", "info"),
-            ]
-        folder = Path(tempfile.mkdtemp(prefix="agent-studio-video-"))
-        try:
-            summary = episode_video(episode, folder / f"episode-{episode.id}.mp4")
-        except StudioError as error:
-            return [gr.DownloadButton(visible=False), message_html(str(error), "error")]
-        label = f"Download episode-{episode.id[:8]}.mp4 ({plural(summary.frames, 'frame')})"
-        return [gr.DownloadButton(label, value=summary.path, visible=True), ""]
+    def downloadable(suffix: str, write: Callable[[Any, Path], str]) -> Callable[[StudioSession], list[Any]]:
+        """A handler that writes the open episode to a new temporary file and offers it for download
+        (labelled by ``write``'s answer), or says in one line why it cannot."""
 
-    panel.video.click(make_video, [state], [panel.video_download, panel.video_message], **private)
+        def handler(session: StudioSession) -> list[Any]:
+            episode = session.episode
+            if episode is None or not episode.steps:
+                note = message_html("Take a step first: there is nothing to show yet.", "info")
+                return [gr.DownloadButton(visible=False), note]
+            path = Path(tempfile.mkdtemp(prefix="agent-studio-")) / f"episode-{episode.id}{suffix}"
+            try:
+                detail = write(episode, path)
+            except StudioError as error:
+                return [gr.DownloadButton(visible=False), message_html(str(error), "error")]
+            label = f"Download episode-{episode.id[:8]}{suffix} ({detail})"
+            return [gr.DownloadButton(label, value=str(path), visible=True), ""]
+
+        return handler
+
+    def write_video(episode: Any, path: Path) -> str:
+        return plural(episode_video(episode, path).frames, "frame")
+
+    def write_html(episode: Any, path: Path) -> str:
+        return f"{write_report(episode, path)['bytes'] / 1e6:.1f} MB"
+
+    message = [panel.video_message]
+    panel.video.click(downloadable(".mp4", write_video), [state], [panel.video_download, *message], **private)
+    panel.report.click(downloadable(".html", write_html), [state], [panel.report_download, *message], **private)
     attention_panel.wire(panel.attention, state, panel.selected)
 
     # K greedy candidates would be K copies of one text: asking for several turns sampling on, and

@@ -1,4 +1,4 @@
-"""The episode panel's video download in a real browser: an MP4 of the open episode, a frame per step and the end."""
+"""The episode panel's downloads in a real browser: an MP4 of the open episode (a frame per step and the end), and its report."""
 
 from __future__ import annotations
 
@@ -33,4 +33,11 @@ def test_the_open_episode_downloads_as_a_video(tmp_path: Path) -> None:
         while capture.read()[0]:
             count += 1
         assert count == 3  # two steps and the state after the second
+        page.click("#as-report")
+        report = page.locator("#as-report-download")
+        report.filter(has_text="MB").wait_for(timeout=60_000)
+        with page.expect_download() as download:
+            report.click()
+        page_text = Path(download.value.path()).read_text(encoding="utf-8")
+        assert download.value.suggested_filename.endswith(".html") and page_text.count('class="as-step') >= 2
         page.close()

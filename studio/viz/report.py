@@ -1,0 +1,107 @@
+"""Self-contained HTML reports of an episode, or of two side by side: one file, no server, no network.
+
+The page inlines everything it needs: the studio's stylesheet, plotly's JavaScript (once), the
+figures as data, and the frames as PNG data URIs. It opens from a file or an email attachment.
+Every string from a model, an environment or a file goes through the same escaping as the studio's
+own views (:mod:`studio.viz.html`); the figures are plotly's JSON, which plotly renders as text.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from studio.errors import StudioError
+from studio.trace import Episode
+from studio.viz.html import esc, num, timeline_html
+
+STYLESHEET = Path(__file__).resolve().parents[2] / "assets" / "studio.css"
+PAGE_CSS = """
+body { font-family: system-ui, sans-serif; margin: 24px; color: #0f172a; background: #f8fafc; }
+h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 16px; margin: 24px 0 8px; }
+.as-report-meta { color: #475569; font-size: 13px; margin-bottom: 16px; }
+.as-report-sides { display: grid; grid-template-columns: repeat(auto-fit, minmax(420px, 1fr)); gap: 16px; }
+.as-report-frames { display: flex; flex-wrap: wrap; gap: 8px; }
+.as-report-frames figure { margin: 0; font-size: 12px; color: #475569; text-align: center; }
+.as-report-frames img { height: 120px; image-rendering: pixelated; border: 1px solid #e2e8f0; border-radius: 4px; }
+"""
+
+
+def _figure_html(figure: Any, element_id: str) -> str:
+    """A plotly figure as a div and the script that draws it (plotly.js is inlined once per page)."""
+    if figure is None:
+        return ""
+    return figure.to_html(full_html=False, include_plotlyjs=False, div_id=element_id, config={"displaylogo": False})
+
+
+def _frames_html(episode: Episode) -> str:
+    from studio.viz.plots import png_data_uri
+    from studio.viz.video import episode_frames
+
+    try:
+        frames = episode_frames(episode)
+    except StudioError:
+        return '<p class="as-muted">This episode kept no frames and no snapshots to draw them from.</p>'
+    labels = [f"step {num(step.index)}" for step in episode.steps] + ["end"]
+    figures = "".join(
+        f'<figure><img alt="{esc(label)}" src="{png_data_uri(frame)}"><figcaption>{esc(label)}</figcaption></figure>'
+        for frame, label in zip(frames, labels)
+    )
+    return f'<div class="as-report-frames">{figures}</div>'
+
+
+def _side(episode: Episode, title: str, key: str) -> str:
+    from studio.viz.plots import signals_figure
+
+    return (
+        f'<section class="as-report-side"><h2>{esc(title)}</h2>'
+        f"{timeline_html(episode, read_only=True)}"
+        f"<h2>Frames</h2>{_frames_html(episode)}"
+        f"<h2>Signals per step</h2>{_figure_html(signals_figure(episode), f'as-report-signals-{key}')}</section>"
+    )
+
+
+def episode_report(episode: Episode, compare: Episode | None = None) -> str:
+    """The report page of ``episode`` (beside ``compare``, when given) as one HTML document."""
+    from plotly.offline import get_plotlyjs
+
+    if not episode.steps:
+        raise StudioError(f"Episode {episode.id} has no steps: there is nothing to report.")
+    model = (episode.model or {}).get("id") or episode.policy
+    title = f"{episode.env} · seed {episode.seed} · {model}"
+    sides = [_side(episode, "A: " + _name(episode) if compare else "Trace", "a")]
+    if compare is not None:
+        sides.append(_side(compare, "B: " + _name(compare), "b"))
+        title += f" vs {(compare.model or {}).get('id') or compare.policy}"
+    meta = {"episode": episode.id, **({"compare": compare.id} if compare else {})}
+    css = STYLESHEET.read_text(encoding="utf-8") if STYLESHEET.exists() else ""
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>{esc(title)}</title><style>{css}{PAGE_CSS}</style>"
+        f'<script type="text/javascript">{get_plotlyjs()}</script></head><body>'
+        f'<h1>Agent Studio report</h1><div class="as-report-meta">{esc(title)} · '
+        f'<code>{esc(json.dumps(meta))}</code></div><div class="as-report-sides">{"".join(sides)}</div></body></html>'
+    )
+
+
+def _name(episode: Episode) -> str:
+    model = (episode.model or {}).get("id") or episode.policy
+    outcome = "success" if episode.success else (episode.end_reason or "running")
+    return f"{model} · {outcome} · return {episode.total_return:g}"
+
+
+def write_report(episode: Episode, out: str | Path, compare: Episode | None = None) -> dict[str, Any]:
+    """Write :func:`episode_report` to ``out`` (.html); what was written."""
+    path = Path(out).expanduser()
+    if path.suffix.lower() not in (".html", ".htm"):
+        raise StudioError(f"A report is written as .html, not {path.suffix or 'a file without a suffix'}.")
+    if path.is_dir():
+        raise StudioError(f"{path} is a folder; give a file name such as {path / 'report.html'}.")
+    page = episode_report(episode, compare)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise StudioError(f"Cannot write {path}: {exc.strerror or exc}.") from None
+    return {"path": str(path), "bytes": len(page.encode("utf-8")), "episodes": 1 + (compare is not None)}

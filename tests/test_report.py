@@ -1,0 +1,94 @@
+"""Self-contained HTML reports: one file that opens from file:// with networking off, escaped throughout."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from storage import open_store
+from studio.agents.scripted import ExpertPolicy, RandomPolicy
+from studio.errors import StudioError
+from studio.runner import EpisodeRunner, RunnerConfig
+from studio.viz.report import episode_report, write_report
+from tests.live_server import CHROMIUM, CHROMIUM_ARGS
+
+ROOT = Path(__file__).resolve().parent.parent
+HOSTILE = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
+
+
+def _episode(policy, max_steps: int | None = None, sinks=()):
+    runner = EpisodeRunner("gridworld", policy, sinks=list(sinks), config=RunnerConfig(max_steps=max_steps))
+    runner.reset(seed=0)
+    return runner.run()
+
+
+def _hostile_episode():
+    episode = _episode(ExpertPolicy())
+    episode.steps[0].thought = HOSTILE
+    episode.steps[0].raw = f"Thought: {HOSTILE}\nAction: {episode.steps[0].action}"
+    episode.instruction = HOSTILE
+    return episode
+
+
+def test_the_page_inlines_everything_and_escapes_model_text() -> None:
+    page = episode_report(_hostile_episode(), compare=_episode(RandomPolicy(seed=1), max_steps=3))
+    assert "<script>window.__pwned" not in page and "<img src=x" not in page
+    assert "&lt;img src=x onerror=" in page
+    assert page.count("Plotly.newPlot") == 2 and page.count("data:image/png;base64,") >= 2 * 3
+    body = page.split("</head>", 1)[1]  # (plotly.js itself holds attribution links, which it never loads)
+    assert 'src="http' not in body and 'href="http' not in body  # nothing loaded from elsewhere
+
+
+def test_bad_targets_are_one_line(tmp_path: Path) -> None:
+    episode = _episode(ExpertPolicy())
+    with pytest.raises(StudioError, match="as .html"):
+        write_report(episode, tmp_path / "r.pdf")
+    (tmp_path / "x.html").mkdir()
+    with pytest.raises(StudioError, match="is a folder"):
+        write_report(episode, tmp_path / "x.html")
+    assert not any(p.is_file() for p in tmp_path.iterdir())
+
+
+@pytest.mark.browser
+def test_the_report_opens_offline_from_a_file_and_shows_the_trace_and_plots(tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    db = tmp_path / "s.db"
+    with open_store(db) as store:
+        expert = _episode(ExpertPolicy(), sinks=[store.episodes.sink()])
+        walker = _episode(RandomPolicy(seed=1), max_steps=3, sinks=[store.episodes.sink()])
+    out = tmp_path / "report.html"
+    result = subprocess.run(
+        [sys.executable, "app.py", "report", expert.id, "--compare", walker.id, "--out", str(out), "--db", str(db)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["episodes"] == 2
+    hostile = tmp_path / "hostile.html"
+    write_report(_hostile_episode(), hostile)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(offline=True)  # networking disabled
+            page = context.new_page()
+            requests: list[str] = []
+            page.on("request", lambda request: requests.append(request.url))
+            page.goto(out.as_uri())
+            page.locator(".js-plotly-plot .main-svg").first.wait_for(timeout=30_000)
+            assert page.locator(".js-plotly-plot").count() == 2  # each side's signals, drawn
+            assert page.locator(".as-step").count() == expert.length + walker.length
+            assert page.locator(".as-report-frames img").count() == expert.length + walker.length + 2
+            assert all(page.evaluate(f"document.images[{i}].naturalWidth > 0") for i in range(3))
+            assert [url for url in requests if not url.startswith(("file:", "data:"))] == []
+            page.goto(hostile.as_uri())
+            page.locator(".as-step").first.wait_for(timeout=30_000)
+            assert page.evaluate("window.__pwned") is None and HOSTILE in page.inner_text("body")
+        finally:
+            browser.close()
