@@ -246,12 +246,6 @@ def build(state: gr.State, sample_env: str = "gridworld") -> EpisodePanel:
             with gr.Row():
                 fork = gr.Button("Fork from selected step", size="sm", elem_id="as-fork")
                 show_prompt = gr.Button("Show the prompt of the selected step", size="sm", elem_id="as-show-prompt")
-            with gr.Row():
-                video = gr.Button("Video of this episode (MP4)", size="sm", elem_id="as-video")
-                video_download = gr.DownloadButton("Download", size="sm", visible=False, elem_id="as-video-download")
-                report = gr.Button("Report of this episode (HTML)", size="sm", elem_id="as-report")
-                report_download = gr.DownloadButton("Download", size="sm", visible=False, elem_id="as-report-download")
-            video_message = gr.HTML(elem_id="as-video-message")
             # The trace scrolls as one: the finished steps, then the step being written (live).
             with gr.Column(elem_id="as-trace"):
                 timeline = gr.HTML(elem_id="as-timeline")
@@ -274,6 +268,18 @@ def build(state: gr.State, sample_env: str = "gridworld") -> EpisodePanel:
                     other_episode = gr.Textbox(label="Compare with episode (id)", scale=2, elem_id="as-other-episode")
                     compare_episode = gr.Button("Compare episodes", scale=1, elem_id="as-compare-episode")
                 pair_message = gr.HTML(elem_id="as-pair-message")
+            # Below the trace, not above it: the trace keeps its place in the window.
+            with gr.Accordion("Share this episode: a video, a report", open=False, elem_id="as-share"):
+                with gr.Row():
+                    video = gr.Button("Video of this episode (MP4)", size="sm", elem_id="as-video")
+                    video_download = gr.DownloadButton(
+                        "Download", size="sm", visible=False, elem_id="as-video-download"
+                    )
+                    report = gr.Button("Report of this episode (HTML)", size="sm", elem_id="as-report")
+                    report_download = gr.DownloadButton(
+                        "Download", size="sm", visible=False, elem_id="as-report-download"
+                    )
+                video_message = gr.HTML(elem_id="as-video-message")
             values = values_panel.build()
             attention = attention_panel.build()
     return EpisodePanel(

@@ -16,6 +16,7 @@ pytestmark = pytest.mark.browser
 def test_the_open_episode_downloads_as_a_video(tmp_path: Path) -> None:
     with studio_in_chromium(tmp_path / "studio.db") as studio:
         page = open_page(studio)
+        page.locator("#as-share").get_by_text("Share this episode").click()
         page.click("#as-video")  # nothing stepped yet: a message, no download
         page.locator("#as-video-message", has_text="Take a step first").wait_for(timeout=30_000)
         page.click("#as-step")
