@@ -282,6 +282,14 @@ def build_parser() -> argparse.ArgumentParser:
     video.add_argument("--compare", default=None, metavar="EPISODE", help="another episode, shown side by side")
     _add_db_argument(video)
 
+    compare = commands.add_parser(
+        "compare", help="two models (or policies) on the same seeds: a results table and paired tests"
+    )
+    compare.add_argument("--models", required=True, metavar="A,B", help="two model ids or policy names, as stored")
+    compare.add_argument("--env", default=None, help="only this environment")
+    compare.add_argument("--json", action="store_true", help="one JSON object")
+    _add_db_argument(compare)
+
     report = commands.add_parser(
         "report", help="one self-contained HTML file of an episode (or two side by side): no server, no network"
     )
@@ -813,6 +821,48 @@ def cmd_video(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Stored episodes a comparison reads at most per model.
+COMPARE_LIMIT = 10_000
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from studio.compare import paired_comparison, results_rows
+
+    names = [name.strip() for name in args.models.split(",") if name.strip()]
+    if len(names) != 2 or names[0] == names[1]:
+        raise StudioError("--models takes two different names separated by a comma, e.g. --models default,expert.")
+    store = open_cli_store(args, create=False)
+    sides = []
+    for name in names:
+        rows = store.episodes.summaries(env=args.env, model=name, limit=COMPARE_LIMIT)
+        rows = rows or store.episodes.summaries(env=args.env, policy=name, limit=COMPARE_LIMIT)
+        rows = [row for row in rows if row.ended_at is not None]
+        if not rows:
+            raise StudioError(f"No finished episode of {name[:80]!r}" + (f" on {args.env}." if args.env else "."))
+        sides.append([store.episodes.get(row.id) for row in rows])
+    table = results_rows(sides[0] + sides[1])
+    paired = paired_comparison(sides[0], sides[1])
+    if args.json:
+        print(json.dumps({"models": names, "results": table, "paired": paired}))
+        return 0
+    for row in table:
+        print(
+            f"{row['model']}  {row['env']}  success {row['successes']}/{row['episodes']} = {row['success_rate']:.0%} "
+            f"[{row['success_low']:.0%}, {row['success_high']:.0%}]  return {row['mean_return']:.3g}  "
+            f"steps {row['mean_steps']:.1f}  invalid {row['invalid_rate']:.0%}"
+        )
+    print(
+        f"paired on {paired['pairs']} (env, seed): only {names[0]} succeeded {paired['only_first']}, "
+        f"only {names[1]} {paired['only_second']}, McNemar exact p = {paired['mcnemar_p']:.3g}"
+    )
+    if paired["returns"] is not None:
+        r = paired["returns"]
+        print(
+            f"return difference {r['mean_difference']:.3g} [{r['low']:.3g}, {r['high']:.3g}], bootstrap p = {r['p']:.3g}"
+        )
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from studio.viz.report import write_report
 
@@ -1160,6 +1210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "import": cmd_import,
         "video": cmd_video,
         "report": cmd_report,
+        "compare": cmd_compare,
         "pairs": cmd_pairs,
         "values": cmd_values,
         "judge": cmd_judge,
