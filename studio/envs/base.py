@@ -252,7 +252,13 @@ class StudioEnv(gym.Env):
         raise NotImplementedError(f"{self.name} draws no map cells")
 
     def twin(self) -> StudioEnv:
-        """A new environment made like this one (same kind, same options), not yet reset."""
+        """A new environment made like this one (same name, same options), not yet reset: through the
+        registry (families such as ``gym:`` make theirs from the name), else from this class."""
+        from studio.envs.registry import REGISTRY, make_env
+
+        info = REGISTRY.find(self.name)
+        if info is not None and (info.family or info.factory is type(self)):
+            return make_env(self.name, self.options)
         return type(self)(**self.options)
 
     @classmethod

@@ -418,14 +418,27 @@ def _dump(value: Any) -> str:
     return base64.b64encode(pickle.dumps(value, protocol=4)).decode("ascii")
 
 
-def _load(data: Any) -> Any:
+def snapshot_bytes(data: Any) -> bytes:
+    """The bytes of a base64 snapshot value, refused (UnpicklingError) past MAX_PICKLE_BYTES or malformed."""
     if not isinstance(data, str) or len(data) > MAX_PICKLE_BYTES * 4 // 3 + 4:
         raise pickle.UnpicklingError(f"a snapshot value is not base64 text of at most {MAX_PICKLE_BYTES:,} bytes")
     try:
-        raw = base64.b64decode(data, validate=True)
+        return base64.b64decode(data, validate=True)
     except ValueError:
         raise pickle.UnpicklingError("a snapshot value is not base64 text") from None
-    return _SnapshotUnpickler(raw).load()
+
+
+def _load(data: Any) -> Any:
+    return _SnapshotUnpickler(snapshot_bytes(data)).load()
+
+
+def checked_counters(counters: Any) -> list[int | None]:
+    """A snapshot's step counters (one per wrapper): a short list of whole numbers or None; ValueError if not."""
+    if not isinstance(counters, list) or len(counters) > 64:
+        raise ValueError("its step counters are not a list")
+    if not all(c is None or (isinstance(c, int) and not isinstance(c, bool) and c >= 0) for c in counters):
+        raise ValueError("its step counters are not whole numbers")
+    return counters
 
 
 def _picklable(value: Any) -> bytes | None:
@@ -480,9 +493,6 @@ class GymAdapter(StudioEnv):
         self.raw_observation: Any = None
         self.done = False
         self.seed_used: int | None = None
-
-    def twin(self) -> GymAdapter:
-        return type(self)(self.gym_id, **self.options)
 
     # -- naming -------------------------------------------------------------------------
     def _action_names(self) -> list[str]:
@@ -543,14 +553,17 @@ class GymAdapter(StudioEnv):
             return None
         return list(names)
 
+    def _dimension_labels(self) -> list[str]:
+        """Each action dimension's name, or ``dimension i`` where the studio knows none."""
+        assert self.discretiser is not None
+        return self.action_dimension_names or [f"dimension {i + 1}" for i in range(self.discretiser.dimensions)]
+
     def _action_help(self) -> str:
         if self.discretiser is None:
             return f"Choose one action per turn from: {', '.join(self.action_names)}."
         d = self.discretiser
-        names = self.action_dimension_names
         ranges = ", ".join(
-            f"{names[i] if names else f'dimension {i + 1}'} from {d.low[i]:g} to {d.high[i]:g}"
-            for i in range(d.dimensions)
+            f"{name} from {d.low[i]:g} to {d.high[i]:g}" for i, name in enumerate(self._dimension_labels())
         )
         count = "one number" if d.dimensions == 1 else f"{d.dimensions} numbers separated by spaces, one per dimension"
         return (
@@ -583,11 +596,7 @@ class GymAdapter(StudioEnv):
         if self.discretiser is None:
             return ""
         values = self._gym_action(action)
-        names = self.hooks.action_fields or ()
-        parts = [
-            f"{names[i] if len(names) == len(values) else f'dimension {i + 1}'} = {float(v):.3g}"
-            for i, v in enumerate(values)
-        ]
+        parts = [f"{name} = {float(v):.3g}" for name, v in zip(self._dimension_labels(), values)]
         return f" ({', '.join(parts)})"
 
     def _gym_action(self, action: str) -> Any:
@@ -682,6 +691,17 @@ class GymAdapter(StudioEnv):
             env = env.env
         return chain
 
+    def _counters(self) -> list[int | None]:
+        """The wrappers' step counters (TimeLimit's), which snapshots keep."""
+        return [getattr(w, "_elapsed_steps", None) for w in self._wrappers()]
+
+    def _set_counters(self, counters: list[int | None]) -> None:
+        for wrapper, counter in zip(self._wrappers(), counters):
+            if counter is not None:
+                wrapper._elapsed_steps = counter
+            if hasattr(wrapper, "_has_reset"):
+                wrapper._has_reset = True
+
     def _get_state(self) -> dict[str, Any]:
         current = self._attribute_pickles()
         changed = {
@@ -689,10 +709,9 @@ class GymAdapter(StudioEnv):
             for name, data in current.items()
             if data is not None and data != self._baseline.get(name)
         }
-        counters = [getattr(w, "_elapsed_steps", None) for w in self._wrappers()]
         return {
             "attributes": changed,
-            "elapsed_steps": counters,
+            "elapsed_steps": self._counters(),
             "raw_observation": _dump(self.raw_observation),
             **self._physics(),
         }
@@ -702,11 +721,9 @@ class GymAdapter(StudioEnv):
         through :class:`_SnapshotUnpickler`, and only data attributes of this environment are set."""
         unwrapped = self.env.unwrapped
         try:
-            attributes, counters = state["attributes"], state["elapsed_steps"]
-            if not isinstance(attributes, dict) or not isinstance(counters, list) or len(counters) > 64:
+            attributes, counters = state["attributes"], checked_counters(state["elapsed_steps"])
+            if not isinstance(attributes, dict):
                 raise ValueError("it is not a gym snapshot")
-            if not all(c is None or (isinstance(c, int) and not isinstance(c, bool) and c >= 0) for c in counters):
-                raise ValueError("its step counters are not whole numbers")
             for name in attributes:
                 self._check_attribute(name)
             restored = {name: _load(data) for name, data in attributes.items()}
@@ -731,11 +748,7 @@ class GymAdapter(StudioEnv):
                 setattr(unwrapped, name, pickle.loads(data))  # our own pickles, made in this process
         for name, value in restored.items():
             setattr(unwrapped, name, value)
-        for wrapper, counter in zip(self._wrappers(), counters):
-            if counter is not None:
-                wrapper._elapsed_steps = counter
-            if hasattr(wrapper, "_has_reset"):
-                wrapper._has_reset = True
+        self._set_counters(counters)
         if physics is not None:
             arrays, time = physics
             unwrapped.set_state(arrays["qpos"], arrays["qvel"])  # sets the data and recomputes what follows from it

@@ -26,7 +26,7 @@ from typing import Any
 
 
 from studio.envs.base import map_cells
-from studio.envs.gym_adapter import MAX_PICKLE_BYTES, GymAdapter, _SnapshotUnpickler
+from studio.envs.gym_adapter import GymAdapter, _SnapshotUnpickler, checked_counters, snapshot_bytes
 from studio.errors import BadOption, StudioError
 
 #: MiniGrid's actions (``minigrid.core.actions.Actions`` order), named as a person would say them.
@@ -35,6 +35,7 @@ ACTIONS = ("turn left", "turn right", "go forward", "pick up", "drop", "toggle",
 KIND_CODES = {"key": "k", "ball": "b", "box": "x"}
 COLOUR_CODES = {"red": "R", "green": "G", "blue": "B", "purple": "P", "yellow": "Y", "grey": "E"}
 DOOR_CODES = {0: "/", 1: "D", 2: "L"}  # open, closed, locked
+PLAIN_CELLS = {"wall": "##", "floor": "..", "goal": "GG", "lava": "~~"}
 FACING = (">>", "vv", "<<", "^^")  # agent_dir 0..3: east, south, west, north
 FACING_WORDS = ("east", "south", "west", "north")
 MAP_SYMBOLS = frozenset("#.~G>v<^/DLkbx" + "".join(COLOUR_CODES.values()))
@@ -154,10 +155,8 @@ class MiniGridEnv(GymAdapter):
     def _cell_text(self, cell: Any) -> str:
         if cell is None:
             return ".."
-        if cell.type == "wall":
-            return "##"
-        if cell.type in ("goal", "lava", "floor"):
-            return {"goal": "GG", "lava": "~~", "floor": ".."}[cell.type]
+        if cell.type in PLAIN_CELLS:
+            return PLAIN_CELLS[cell.type]
         colour = COLOUR_CODES.get(cell.color, "?")
         if cell.type == "door":
             return DOOR_CODES[2 if cell.is_locked else 0 if cell.is_open else 1] + colour
@@ -176,18 +175,16 @@ class MiniGridEnv(GymAdapter):
         ]
 
     @staticmethod
-    def _name(obj: Any) -> str:
-        if obj.type == "door":
-            state = "locked" if obj.is_locked else "open" if obj.is_open else "closed"
-            return f"a {state} {obj.color} door"
-        return "a wall" if obj.type == "wall" else f"a {obj.color} {obj.type}"
-
-    def _what(self, obj: Any) -> str:
+    def _what(obj: Any) -> str:
+        """An object (or an empty cell) in words: ``a locked yellow door``, ``the goal``, ``nothing``."""
         if obj is None:
             return "nothing"
         if obj.type in ("goal", "lava"):
             return f"the {obj.type}"
-        return self._name(obj)
+        if obj.type == "door":
+            state = "locked" if obj.is_locked else "open" if obj.is_open else "closed"
+            return f"a {state} {obj.color} door"
+        return "a wall" if obj.type == "wall" else f"a {obj.color} {obj.type}"
 
     def sentences(self) -> list[str]:
         """What the agent sees, BabyAI-Text style: each visible object and the nearest walls ahead and
@@ -204,8 +201,7 @@ class MiniGridEnv(GymAdapter):
                 if cell is None or not visible[i, j] or (forward, right) == (0, 0):
                     continue
                 if cell.type == "wall":
-                    side = "forward" if right == 0 else "left" if forward == 0 and right < 0 else None
-                    side = side or ("right" if forward == 0 and right > 0 else None)
+                    side = "forward" if right == 0 else ("left" if right < 0 else "right") if forward == 0 else None
                     if side is not None:
                         distance = forward if side == "forward" else abs(right)
                         walls[side] = min(walls.get(side, distance), distance)
@@ -271,24 +267,16 @@ class MiniGridEnv(GymAdapter):
     def _get_state(self) -> dict[str, Any]:
         buffer = io.BytesIO()
         _Pickler(buffer, self.grid_env).dump(self._state_attributes())
-        counters = [getattr(w, "_elapsed_steps", None) for w in self._wrappers()]
-        env = self.grid_env
         return {
             "minigrid": base64.b64encode(buffer.getvalue()).decode("ascii"),
-            "elapsed_steps": counters,
-            "agent": [int(v) for v in env.agent_pos],  # for path plots, read without unpickling
+            "elapsed_steps": self._counters(),
+            "agent": [int(v) for v in self.grid_env.agent_pos],  # for path plots, read without unpickling
         }
 
     def _set_state(self, state: dict[str, Any]) -> None:
         try:
-            data, counters = state["minigrid"], state["elapsed_steps"]
-            if not isinstance(data, str) or len(data) > MAX_PICKLE_BYTES * 4 // 3 + 4:
-                raise ValueError(f"its state is not base64 text of at most {MAX_PICKLE_BYTES:,} bytes")
-            if not isinstance(counters, list) or len(counters) > 64:
-                raise ValueError("its step counters are not a list")
-            if not all(c is None or (isinstance(c, int) and not isinstance(c, bool) and c >= 0) for c in counters):
-                raise ValueError("its step counters are not whole numbers")
-            restored = _MiniGridUnpickler(base64.b64decode(data, validate=True), self.grid_env).load()
+            counters = checked_counters(state["elapsed_steps"])
+            restored = _MiniGridUnpickler(snapshot_bytes(state["minigrid"]), self.grid_env).load()
             self._check_restored(restored)
         except (pickle.UnpicklingError, ValueError, TypeError, KeyError, EOFError, AttributeError, IndexError) as exc:
             raise BadOption(
@@ -296,11 +284,7 @@ class MiniGridEnv(GymAdapter):
             ) from None
         for name, value in restored.items():
             setattr(self.grid_env, name, value)
-        for wrapper, counter in zip(self._wrappers(), counters):
-            if counter is not None:
-                wrapper._elapsed_steps = counter
-            if hasattr(wrapper, "_has_reset"):
-                wrapper._has_reset = True
+        self._set_counters(counters)
         self.raw_observation = self.grid_env.gen_obs()
         self._restored()
 

@@ -54,7 +54,7 @@ class _JvmPool:
             raise UnknownEnvironment(f"twx: environments need the textworld-express package: {INSTALL}.") from None
         try:
             return TextWorldExpressEnv(envStepLimit=10_000)  # the studio's runner applies the step limit
-        except (OSError, Exception) as exc:  # no java on PATH, a JVM that does not start
+        except Exception as exc:  # no java on PATH (OSError), a JVM that does not start
             raise UnknownEnvironment(
                 f"twx: environments run in Java, which did not start here ({type(exc).__name__}): "
                 "install it with apt-get install default-jre-headless."
@@ -99,9 +99,6 @@ class TextWorldExpress(StudioEnv):
         self.actions_taken: list[str] = []
         self._valid: list[str] = []
         self._gold: list[str] = []
-
-    def twin(self) -> TextWorldExpress:
-        return TextWorldExpress(self.game, **self.options)
 
     def _load(self, seed: int) -> tuple[str, dict[str, Any]]:
         try:
@@ -173,7 +170,7 @@ class TextWorldExpress(StudioEnv):
         observation, _info = self._load(seed if isinstance(seed, int) else 0)
         self.done = False
         for action in actions:
-            if self.validate_action(action).valid is False:
+            if not self.validate_action(action).valid:
                 raise BadOption(
                     f"This snapshot of {self.name} cannot be restored: '{action[:40]}' was not a valid action."
                 )
