@@ -811,12 +811,16 @@ def print_episode_line(episode: Any, as_json: bool) -> None:
     )
 
 
+def _episode_and_compare(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The stored episode ``args.episode`` and, with ``--compare``, the other one (one line if missing)."""
+    store = open_cli_store(args, create=False)
+    return store.episodes.get(args.episode), store.episodes.get(args.compare) if args.compare else None
+
+
 def cmd_video(args: argparse.Namespace) -> int:
     from studio.viz.video import episode_video
 
-    store = open_cli_store(args, create=False)
-    episode = store.episodes.get(args.episode)
-    compare = store.episodes.get(args.compare) if args.compare else None
+    episode, compare = _episode_and_compare(args)
     print(json.dumps(episode_video(episode, args.out, fps=args.fps, compare=compare).to_dict()))
     return 0
 
@@ -866,9 +870,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from studio.viz.report import write_report
 
-    store = open_cli_store(args, create=False)
-    episode = store.episodes.get(args.episode)
-    compare = store.episodes.get(args.compare) if args.compare else None
+    episode, compare = _episode_and_compare(args)
     print(json.dumps(write_report(episode, args.out, compare=compare)))
     return 0
 

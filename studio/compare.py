@@ -57,16 +57,12 @@ def paired_bootstrap(
     return {"mean_difference": float(differences.mean()), "low": float(low), "high": float(high), "p": p}
 
 
-def _model(episode: Episode) -> str:
-    return (episode.model or {}).get("id") or episode.policy
-
-
 def results_rows(episodes: Iterable[Episode]) -> list[dict[str, Any]]:
     """One row per (model, environment) over the finished episodes, sorted by model then environment."""
     groups: dict[tuple[str, str], list[Episode]] = defaultdict(list)
     for episode in episodes:
         if episode.done and episode.steps:
-            groups[(_model(episode), episode.env)].append(episode)
+            groups[(episode.acted_by, episode.env)].append(episode)
     rows = []
     for (model, env), group in sorted(groups.items()):
         successes = sum(bool(e.success) for e in group)

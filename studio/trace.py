@@ -380,6 +380,11 @@ class Episode:
     schema_version: int = field(default=SCHEMA_VERSION, metadata=limits(minimum=1))
 
     @property
+    def acted_by(self) -> str:
+        """Who played the episode: the model's id, else the policy's name (expert, random, human)."""
+        return str((self.model or {}).get("id") or self.policy)
+
+    @property
     def total_return(self) -> float:
         """Sum of the step rewards."""
         return float(sum(s.reward for s in self.steps))

@@ -464,16 +464,14 @@ class ReActPolicy:
         timing, extra = self._stats(result)
         started = time.perf_counter()
         thought = result.generations[0]
-        before = THOUGHT + thought.text
-        marker = _action_marker(before)
-        inserted, _cache = self._written(messages, images, marker, before, "inserted", shown=False)
-        written, tokens = before + marker, forced + thought.tokens + inserted
+        written, inserted = self._asked_for_action(messages, images, thought)
+        tokens = forced + thought.tokens + inserted
         temperature = self.step_sampling.temperature
         rng = np.random.default_rng(self.step_sampling.seed)
         chosen: list[int] = []
         distributions: list[list[float]] = []
+        continuations = [f" {b:0{bins.digits}d}" for b in range(bins.bins)]  # every dimension's bins
         for _dimension in range(bins.dimensions):
-            continuations = [f" {b:0{bins.digits}d}" for b in range(bins.bins)]
             scored = self.backend.score(
                 messages, continuations, images=images, session=self.session, assistant_prefix=written
             )
@@ -515,19 +513,25 @@ class ReActPolicy:
             extra=extra,
         )
 
-    def _score_actions(self, messages, generation: Generation, valid_actions: list[str], images) -> ActionScores:
-        """Every valid action scored after this thought and the inserted ``Action:`` (one pass)."""
-        started = time.perf_counter()
+    def _asked_for_action(self, messages, images, generation: Generation) -> tuple[str, list[TokenInfo]]:
+        """The turn up to the action (``Thought:``, the thought and the inserted ``Action:``) and the
+        inserted marker's token records, scored over the cached prompt."""
         before = THOUGHT + generation.text
         marker = _action_marker(before)
         inserted, _cache = self._written(messages, images, marker, before, "inserted", shown=False)
+        return before + marker, inserted
+
+    def _score_actions(self, messages, generation: Generation, valid_actions: list[str], images) -> ActionScores:
+        """Every valid action scored after this thought and the inserted ``Action:`` (one pass)."""
+        started = time.perf_counter()
+        prefix, inserted = self._asked_for_action(messages, images, generation)
         continuations = [f" {a}" for a in valid_actions]
         result = self.backend.score(
             messages,
             continuations,
             images=images,
             session=self.session,
-            assistant_prefix=before + marker,
+            assistant_prefix=prefix,
             end_with_eos=True,
         )
         totals = dict(zip(valid_actions, result.totals))
@@ -539,7 +543,7 @@ class ReActPolicy:
             for i, (a, c) in enumerate(zip(valid_actions, continuations))
         }
         return ActionScores(
-            prefix=before + marker,
+            prefix=prefix,
             prefix_tokens=inserted,
             logprobs={a: v - log_norm for a, v in totals.items()},
             totals=totals,

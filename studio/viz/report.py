@@ -68,12 +68,11 @@ def episode_report(episode: Episode, compare: Episode | None = None) -> str:
 
     if not episode.steps:
         raise StudioError(f"Episode {episode.id} has no steps: there is nothing to report.")
-    model = (episode.model or {}).get("id") or episode.policy
-    title = f"{episode.env} · seed {episode.seed} · {model}"
+    title = f"{episode.env} · seed {episode.seed} · {episode.acted_by}"
     sides = [_side(episode, "A: " + _name(episode) if compare else "Trace", "a")]
     if compare is not None:
         sides.append(_side(compare, "B: " + _name(compare), "b"))
-        title += f" vs {(compare.model or {}).get('id') or compare.policy}"
+        title += f" vs {compare.acted_by}"
     meta = {"episode": episode.id, **({"compare": compare.id} if compare else {})}
     css = STYLESHEET.read_text(encoding="utf-8") if STYLESHEET.exists() else ""
     return (
@@ -86,9 +85,8 @@ def episode_report(episode: Episode, compare: Episode | None = None) -> str:
 
 
 def _name(episode: Episode) -> str:
-    model = (episode.model or {}).get("id") or episode.policy
     outcome = "success" if episode.success else (episode.end_reason or "running")
-    return f"{model} · {outcome} · return {episode.total_return:g}"
+    return f"{episode.acted_by} · {outcome} · return {episode.total_return:g}"
 
 
 def write_report(episode: Episode, out: str | Path, compare: Episode | None = None) -> dict[str, Any]:

@@ -12,11 +12,12 @@ from __future__ import annotations
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import cv2
 import numpy as np
 
+from studio.envs.registry import env_at
 from studio.errors import StudioError
 from studio.trace import Episode
 
@@ -41,34 +42,33 @@ class VideoSummary:
         return dict(self.__dict__)
 
 
-def _env_at(episode: Episode, state: Any) -> Any:
-    from studio.envs.registry import env_at
-
-    return env_at(episode.env, episode.env_options, episode.seed, state)
-
-
-def episode_frames(episode: Episode, env_at: Callable[[Episode, Any], Any] = _env_at) -> list[np.ndarray]:
+def episode_frames(episode: Episode) -> list[np.ndarray]:
     """One frame per step (the observation it acted on), then the final one (after the last action).
 
     A step without a kept frame is drawn from its snapshot; the final frame from the last snapshot
     with the last action taken again (environments are deterministic from a snapshot)."""
-    frames: list[np.ndarray] = []
     env = None
+
+    def at(state: Any) -> Any:
+        nonlocal env
+        if env is None:  # made once, on the first step that needs drawing
+            env = env_at(episode.env, episode.env_options, episode.seed, None)
+        env.restore(state)
+        return env
+
+    frames: list[np.ndarray] = []
     for step in episode.steps:
         if step.frame is not None:
             frames.append(step.frame)
-            continue
-        if step.state is None:
+        elif step.state is not None:
+            frames.append(at(step.state).render())
+        else:
             raise StudioError(f"Step {step.index} of episode {episode.id} has neither a frame nor a snapshot to draw.")
-        env = env or env_at(episode, step.state)
-        env.restore(step.state)
-        frames.append(env.render())
     last = episode.steps[-1] if episode.steps else None
     if last is not None and last.state is not None and last.action:
-        env = env or env_at(episode, last.state)
-        env.restore(last.state)
-        env.step(last.action)
-        frames.append(env.render())
+        final = at(last.state)
+        final.step(last.action)
+        frames.append(final.render())
     if env is not None:
         env.close()
     return frames
