@@ -106,6 +106,15 @@ def _env_option(text: str) -> tuple[str, Any]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _sweep_env_option(text: str) -> tuple[str, str, Any]:
+    """``ENV:NAME=VALUE`` (the environment may hold colons itself, as gym:FrozenLake-v1 does)."""
+    env, separator, option = text.rpartition(":")
+    if not separator or not env:
+        raise argparse.ArgumentTypeError(f"expected ENV:NAME=VALUE, got {text[:60]!r}")
+    name, value = _env_option(option)
+    return env, name, value
+
+
 def _output_file(text: str) -> str:
     """An argparse type for a file to write: not a folder, not under a file (checked before any work is done)."""
     path = Path(text).expanduser().absolute()
@@ -205,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(
         dest="command",
         parser_class=OneLineParser,
-        metavar="{serve,envs,models,run,import,pairs,values,judge,export,stats,hash-password}",
+        metavar="{serve,envs,models,run,coverage,sweep,sweeps,compare,video,report,import,pairs,values,judge,export,stats,hash-password}",
     )
 
     serve = commands.add_parser("serve", help="start the studio web app (the default command)")
@@ -285,10 +294,56 @@ def build_parser() -> argparse.ArgumentParser:
     compare = commands.add_parser(
         "compare", help="two models (or policies) on the same seeds: a results table and paired tests"
     )
-    compare.add_argument("--models", required=True, metavar="A,B", help="two model ids or policy names, as stored")
+    compare.add_argument(
+        "sweep", nargs="?", default=None, metavar="SWEEP", help="a sweep's name: its results and paired tests"
+    )
+    compare.add_argument("--models", default=None, metavar="A,B", help="two model ids or policy names, as stored")
     compare.add_argument("--env", default=None, help="only this environment")
     compare.add_argument("--json", action="store_true", help="one JSON object")
     _add_db_argument(compare)
+
+    sweep = commands.add_parser(
+        "sweep",
+        help="models x environments x seeds as stored episodes tagged with the sweep; resumable (--resume NAME)",
+    )
+    sweep.add_argument(
+        "--models", default=None, metavar="A,B", help="expert, random, default, hub ids... (comma-separated)"
+    )
+    sweep.add_argument("--envs", default=None, metavar="E1,E2", help="registered environments (comma-separated)")
+    sweep.add_argument("--seeds", default=None, metavar="0-49", help="seeds: a range, a list, or both (0-9,20)")
+    sweep.add_argument(
+        "--env-opt",
+        type=_sweep_env_option,
+        action="append",
+        default=[],
+        metavar="ENV:NAME=VALUE",
+        help="an option of one of the environments (repeatable), e.g. gridworld:difficulty=medium",
+    )
+    sweep.add_argument("--name", default=None, help="the sweep's name (default: sweep- and its id's start)")
+    sweep.add_argument("--resume", default=None, metavar="NAME", help="run the cells a stopped or killed sweep lacks")
+    sweep.add_argument(
+        "--parallel", type=_positive_int, default=4, help="episodes of one model side by side (default 4)"
+    )
+    sweep.add_argument(
+        "--max-invalid", type=_positive_int, default=10, help="invalid actions before an episode is cut (default 10)"
+    )
+    sweep.add_argument("--json", action="store_true", help="print the results as one JSON object at the end")
+    sweep_model = sweep.add_argument_group("models (for the model-driven cells)")
+    from studio.sweep import SWEEP_SETTINGS
+
+    add_setting_flags(sweep, sweep_model, only=SWEEP_SETTINGS)
+    sweep_model.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:N or mps")
+    sweep_model.add_argument(
+        "--dtype", default="auto", choices=list(DTYPE_NAMES), help="auto: bfloat16 on GPU, float32 on CPU"
+    )
+    sweep_model.add_argument(
+        "--trust-remote-code", action="store_true", help="allow a hub model's own Python code to run (off by default)"
+    )
+    _add_db_argument(sweep)
+
+    sweeps = commands.add_parser("sweeps", help="list the stored sweeps and how far each got")
+    sweeps.add_argument("--json", action="store_true", help="one JSON object per sweep")
+    _add_db_argument(sweeps)
 
     report = commands.add_parser(
         "report", help="one self-contained HTML file of an episode (or two side by side): no server, no network"
@@ -432,13 +487,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_setting_flags(episode: Any, model: Any, cls: type | None = None) -> None:
-    """A flag for every setting of the schema (:mod:`studio.settings`) the command line offers:
-    ``--seed`` and ``--max-steps`` in ``episode``, the policy and sampling ones in ``model``."""
+def add_setting_flags(episode: Any, model: Any, cls: type | None = None, only: Sequence[str] | None = None) -> None:
+    """A flag for every setting of the schema (:mod:`studio.settings`) the command line offers (or
+    those named in ``only``): ``--seed`` and ``--max-steps`` in ``episode``, the policy and sampling
+    ones in ``model``."""
     from studio.settings import EpisodeSettings, default_of, schema
 
     for spec, setting in schema(cls or EpisodeSettings):
-        if setting.custom or not setting.cli:
+        if setting.custom or not setting.cli or (only is not None and spec.name not in only):
             continue
         flag = "--" + spec.name.replace("_", "-")
         group = episode if setting.group == "episode" or spec.name == "max_steps" else model
@@ -830,11 +886,26 @@ COMPARE_LIMIT = 10_000
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    """A sweep's results (``compare SWEEP``), or two models' stored episodes (``--models A,B``)."""
     from studio.compare import paired_comparison, results_rows
 
-    names = [name.strip() for name in args.models.split(",") if name.strip()]
+    if args.sweep is not None:
+        if args.models is not None:
+            raise StudioError("Give a sweep or --models, not both.")
+        from studio.sweep import sweep_results
+
+        store = open_cli_store(args, create=False)
+        record = store.sweeps.get(args.sweep)
+        results = sweep_results(record.spec, store.sweeps.episodes_of(record.id))
+        if args.env:
+            results["results"] = [row for row in results["results"] if row["env"] == args.env]
+        print_results({"sweep": record.name, **results}, args.json)
+        return 0
+    names = [name.strip() for name in (args.models or "").split(",") if name.strip()]
     if len(names) != 2 or names[0] == names[1]:
-        raise StudioError("--models takes two different names separated by a comma, e.g. --models default,expert.")
+        raise StudioError(
+            "Give a sweep's name, or --models with two different names separated by a comma, e.g. --models default,expert."
+        )
     store = open_cli_store(args, create=False)
     sides = []
     for name in names:
@@ -844,26 +915,119 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if not rows:
             raise StudioError(f"No finished episode of {name[:80]!r}" + (f" on {args.env}." if args.env else "."))
         sides.append([store.episodes.get(row.id) for row in rows])
-    table = results_rows(sides[0] + sides[1])
-    paired = paired_comparison(sides[0], sides[1])
-    if args.json:
-        print(json.dumps({"models": names, "results": table, "paired": paired}))
-        return 0
-    for row in table:
+    paired = {"first": names[0], "second": names[1], **paired_comparison(sides[0], sides[1])}
+    print_results({"models": names, "results": results_rows(sides[0] + sides[1]), "paired": [paired]}, args.json)
+    return 0
+
+
+def print_results(results: dict[str, Any], as_json: bool) -> None:
+    """``compare``'s and ``sweep``'s output: a line per (model, environment), then the paired tests."""
+    if as_json:
+        print(json.dumps(results))
+        return
+    for row in results["results"]:
+        progress = "" if row["progress_rate"] is None else f"  progress {row['progress_rate']:.0%}"
         print(
             f"{row['model']}  {row['env']}  success {row['successes']}/{row['episodes']} = {row['success_rate']:.0%} "
             f"[{row['success_low']:.0%}, {row['success_high']:.0%}]  return {row['mean_return']:.3g}  "
-            f"steps {row['mean_steps']:.1f}  invalid {row['invalid_rate']:.0%}"
+            f"steps {row['mean_steps']:.1f}  invalid {row['invalid_rate']:.0%}{progress}"
         )
-    print(
-        f"paired on {paired['pairs']} (env, seed): only {names[0]} succeeded {paired['only_first']}, "
-        f"only {names[1]} {paired['only_second']}, McNemar exact p = {paired['mcnemar_p']:.3g}"
-    )
-    if paired["returns"] is not None:
-        r = paired["returns"]
+    for paired in results["paired"]:
+        first, second = paired["first"], paired["second"]
         print(
-            f"return difference {r['mean_difference']:.3g} [{r['low']:.3g}, {r['high']:.3g}], bootstrap p = {r['p']:.3g}"
+            f"{first} vs {second}, paired on {paired['pairs']} (env, seed): only {first} succeeded "
+            f"{paired['only_first']}, only {second} {paired['only_second']}, McNemar exact p = {paired['mcnemar_p']:.3g}"
         )
+        if paired["returns"] is not None:
+            r = paired["returns"]
+            print(
+                f"  return difference {r['mean_difference']:.3g} [{r['low']:.3g}, {r['high']:.3g}], "
+                f"bootstrap p = {r['p']:.3g}"
+            )
+
+
+def sweep_spec_from_args(args: argparse.Namespace) -> Any:
+    """The spec ``sweep`` was given (one line for what is missing or wrong)."""
+    from studio.sweep import SWEEP_SETTINGS, SweepSpec
+
+    missing = [
+        flag for flag, value in (("--models", args.models), ("--envs", args.envs), ("--seeds", args.seeds)) if not value
+    ]
+    if missing:
+        raise StudioError(f"A new sweep needs {', '.join(missing)} (or --resume NAME to go on with a stored one).")
+    settings = {name: getattr(args, name) for name in SWEEP_SETTINGS if getattr(args, name, None) is not None}
+    env_options: dict[str, dict[str, Any]] = {}
+    for env, name, value in args.env_opt:
+        env_options.setdefault(env, {})[name] = value
+    return SweepSpec.build(
+        args.models.split(","), args.envs.split(","), args.seeds, settings, args.max_invalid, env_options
+    )
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Run a new sweep, or the cells a stored one lacks (``--resume``); a line per episode, then the results."""
+    from studio.models.registry import ModelRegistry
+    from studio.sweep import run_sweep, sweep_results
+
+    store = open_cli_store(args)
+    if args.resume is not None:
+        if args.models or args.envs or args.seeds or args.name:
+            raise StudioError(
+                "--resume goes on with the stored sweep as it was made: leave out --models, --envs, --seeds and --name."
+            )
+        record = store.sweeps.get(args.resume)
+        removed = store.sweeps.discard_incomplete(record.id)
+        if removed:
+            print(f"removed {_count(removed, 'incomplete episode')} of the interrupted run", file=sys.stderr)
+    else:
+        spec = sweep_spec_from_args(args)
+        spec.check_envs()  # a bad environment fails before anything is stored or loaded
+        record = store.sweeps.create(spec, args.name)
+    spec = record.spec
+    done = store.sweeps.complete_cells(record.id)
+    print(
+        f"sweep {record.name}: {len(done)} of {spec.size} episodes already done; running {spec.size - len(done)}",
+        file=sys.stderr,
+    )
+    registry = ModelRegistry()
+
+    def load(name: str) -> Any:
+        return registry.load(
+            name,
+            device=args.device,
+            dtype=args.dtype,
+            trust_remote_code=args.trust_remote_code,
+            progress=lambda f, m: print(f"[{f:4.0%}] {m}", file=sys.stderr, flush=True),
+        )
+
+    def show(cell: Any, result: Any) -> None:
+        if isinstance(result, StudioError):
+            print(f"{cell.model} {cell.env} seed={cell.seed}: failed: {result}", file=sys.stderr, flush=True)
+        elif not args.json:
+            print_episode_line(result, False)
+
+    outcome = run_sweep(spec, record.id, [store.episodes.sink()], load, skip=done, parallel=args.parallel, on_done=show)
+    print_results({"sweep": record.name, **sweep_results(spec, store.sweeps.episodes_of(record.id))}, args.json)
+    print(f"stored in {store.url} as sweep {record.name}", file=sys.stderr)
+    if outcome.failed:
+        raise StudioError(
+            f"{len(outcome.failed)} episodes of the sweep failed (the others are stored); {outcome.failed[0]}"
+        )
+    return 0
+
+
+def cmd_sweeps(args: argparse.Namespace) -> int:
+    store = open_cli_store(args, create=False)
+    for record in store.sweeps.list():
+        done = len(store.sweeps.complete_cells(record.id))
+        if args.json:
+            print(json.dumps({**record.to_dict(), "complete": done}))
+        else:
+            spec = record.spec
+            print(
+                f"{record.name}  {done}/{record.cells} episodes  models {','.join(spec.models)}  "
+                f"envs {','.join(spec.envs)}  {len(spec.seeds)} seeds  ({record.created_at})"
+            )
     return 0
 
 
@@ -1213,6 +1377,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "video": cmd_video,
         "report": cmd_report,
         "compare": cmd_compare,
+        "sweep": cmd_sweep,
+        "sweeps": cmd_sweeps,
         "pairs": cmd_pairs,
         "values": cmd_values,
         "judge": cmd_judge,

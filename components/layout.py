@@ -14,7 +14,16 @@ from typing import Any
 
 import gradio as gr
 
-from components import annotate_panel, api, browser_panel, episode_panel, model_panel, plots_panel, values_panel
+from components import (
+    annotate_panel,
+    api,
+    browser_panel,
+    compare_panel,
+    episode_panel,
+    model_panel,
+    plots_panel,
+    values_panel,
+)
 from storage import Store
 from storage.desk import AnnotationDesk
 from storage.preferences import CandidatePairSink
@@ -120,6 +129,8 @@ def build_app(services: Services) -> gr.Blocks:
             if services.store is not None:
                 with gr.Tab("Annotate", id="annotate", elem_id="as-tab-annotate") as annotate_tab:
                     annotate = annotate_panel.build()
+                with gr.Tab("Compare", id="compare", elem_id="as-tab-compare") as compare_tab:
+                    compare = compare_panel.build()
         api.build(state)
 
         render = Renderer(episode, plots, services.store, database)
@@ -138,7 +149,12 @@ def build_app(services: Services) -> gr.Blocks:
             render.show_plots(session, visible)
             return {state: session, **(plots.render(session, services.store) if visible else {})}
 
-        for tab in (episode_tab, models_tab, episodes_tab, *([annotate_tab] if annotate is not None else [])):
+        for tab in (
+            episode_tab,
+            models_tab,
+            episodes_tab,
+            *([annotate_tab, compare_tab] if annotate is not None else []),
+        ):
             tab.select(
                 lambda session: show_plots(session, False),
                 [state],
@@ -178,6 +194,13 @@ def build_app(services: Services) -> gr.Blocks:
             annotate_panel.wire(annotate, state, desk, remembered, services.store)
             annotate_panel.wire_pair_makers(episode, state, services.store)
             values_panel.wire(episode.values, state, episode.selected, services.store)
+            compare_panel.wire(
+                compare,
+                services.store,
+                compare_panel.SweepJobs(services.store, services.registry, services.access),
+                compare_tab,
+                [episode_tab, plots_tab, models_tab, episodes_tab, annotate_tab],
+            )
             load_outputs = [desk, annotate.name, *annotate.outputs]
             app.load(annotate_panel.restore_name, [desk, remembered], load_outputs, api_visibility="private")
             annotate_tab.select(

@@ -133,6 +133,8 @@ def episode_record(row: EpisodeRow, model: dict[str, Any] | None, steps: list[St
         forked_at=row.forked_at,
         started_at=row.started_at,
         ended_at=row.ended_at,
+        sweep=row.sweep_id,
+        sweep_cell=row.sweep_cell,
     )
 
 
@@ -228,6 +230,8 @@ class EpisodeStore:
             "model_id": self._model_id(session, episode.model),
             "parent_id": episode.parent_id,
             "forked_at": episode.forked_at,
+            "sweep_id": episode.sweep,
+            "sweep_cell": episode.sweep_cell,
             "started_at": episode.started_at,
             "schema_version": episode.schema_version,
             **self._episode_columns(episode),

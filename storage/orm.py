@@ -89,6 +89,9 @@ class EpisodeRow(Base):
     started_at: Mapped[str] = mapped_column(TIME, index=True)
     ended_at: Mapped[str | None] = mapped_column(TIME)
     schema_version: Mapped[int] = mapped_column(Integer)
+    # No foreign key, as for parents: an imported episode may name a sweep of another database.
+    sweep_id: Mapped[str | None] = mapped_column(ID, index=True)
+    sweep_cell: Mapped[int | None] = mapped_column(Integer)
     length: Mapped[int] = mapped_column(Integer, default=0)
     total_return: Mapped[float] = mapped_column(Float, default=0.0)
 
@@ -222,4 +225,16 @@ class StepValueRow(Base):
     rollouts: Mapped[int] = mapped_column(Integer)
     horizon: Mapped[int | None] = mapped_column(Integer)
     detail: Mapped[dict[str, Any]] = mapped_column(JSON)  # returns, successes, lengths, seeds
+    created_at: Mapped[str] = mapped_column(TIME)
+
+
+class SweepRow(Base):
+    """An evaluation sweep: models x environments x seeds, run as ordinary episodes tagged with it
+    (``episodes.sweep_id``, and ``sweep_cell`` for which cell); ``spec`` is :class:`studio.sweep.SweepSpec`."""
+
+    __tablename__ = "sweeps"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    cells: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[str] = mapped_column(TIME)

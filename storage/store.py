@@ -16,15 +16,18 @@ from storage.db import Database, check_sqlite_file, describe_url, resolve_url, s
 from storage.episodes import EpisodeStore
 from storage.migrate import prepare
 from storage.preferences import PreferenceStore
+from storage.sweeps import SweepStore
 
 
 class Store:
-    """Episodes (``store.episodes``) and preference data (``store.preferences``) in one database."""
+    """Episodes (``store.episodes``), preference data (``store.preferences``) and sweeps
+    (``store.sweeps``) in one database."""
 
     def __init__(self, database: Database, backup: Path | None = None) -> None:
         self.db = database
         self.episodes = EpisodeStore(database)
         self.preferences = PreferenceStore(database, self.episodes)
+        self.sweeps = SweepStore(database, self.episodes)
         #: The copy made before an older database was upgraded, if one was.
         self.backup = backup
 

@@ -5,7 +5,8 @@ Pure functions of finished episodes (no store, no UI):
 - :func:`mcnemar_exact`: the exact (binomial) McNemar test of paired successes;
 - :func:`paired_bootstrap`: a percentile bootstrap of the mean paired difference (returns);
 - :func:`results_rows`: per (model, environment): success rate with its Wilson 95% interval,
-  mean return, steps, invalid-action rate, tokens and seconds per step;
+  mean return, steps, invalid-action rate, progress rate (where the environment has subgoals),
+  tokens and seconds per step;
 - :func:`paired_comparison`: two models' episodes paired by (environment, seed).
 """
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -57,12 +58,31 @@ def paired_bootstrap(
     return {"mean_difference": float(differences.mean()), "low": float(low), "high": float(high), "p": p}
 
 
-def results_rows(episodes: Iterable[Episode]) -> list[dict[str, Any]]:
-    """One row per (model, environment) over the finished episodes, sorted by model then environment."""
+def _acted_by(episode: Episode) -> str:
+    return episode.acted_by
+
+
+def episode_progress(episode: Episode) -> float | None:
+    """AgentBoard's progress rate of an episode: the largest share of the environment's subgoals
+    (``info["subgoals"]``) reached at any step, 1.0 for a success; None where the environment
+    defines no subgoals."""
+    shares = []
+    for step in episode.steps:
+        subgoals = step.info.get("subgoals") if isinstance(step.info, dict) else None
+        if isinstance(subgoals, dict) and subgoals:
+            shares.append(sum(bool(v) for v in subgoals.values()) / len(subgoals))
+    if not shares:
+        return None
+    return 1.0 if episode.success else max(shares)
+
+
+def results_rows(episodes: Iterable[Episode], who: Callable[[Episode], str] | None = None) -> list[dict[str, Any]]:
+    """One row per (model, environment) over the finished episodes, sorted by model then environment;
+    ``who`` names an episode's model (default: :attr:`Episode.acted_by`)."""
     groups: dict[tuple[str, str], list[Episode]] = defaultdict(list)
     for episode in episodes:
         if episode.done and episode.steps:
-            groups[(episode.acted_by, episode.env)].append(episode)
+            groups[((who or _acted_by)(episode), episode.env)].append(episode)
     rows = []
     for (model, env), group in sorted(groups.items()):
         successes = sum(bool(e.success) for e in group)
@@ -70,6 +90,7 @@ def results_rows(episodes: Iterable[Episode]) -> list[dict[str, Any]]:
         steps = [s for e in group for s in e.steps]
         tokens = [len(s.tokens) for s in steps if s.tokens is not None]
         seconds = [s.timing.get("policy_s") for s in steps if isinstance(s.timing.get("policy_s"), (int, float))]
+        progress = [p for p in (episode_progress(e) for e in group) if p is not None]
         rows.append(
             {
                 "model": model,
@@ -82,6 +103,7 @@ def results_rows(episodes: Iterable[Episode]) -> list[dict[str, Any]]:
                 "mean_return": float(np.mean([e.total_return for e in group])),
                 "mean_steps": float(np.mean([e.length for e in group])),
                 "invalid_rate": sum(not s.valid for s in steps) / len(steps),
+                "progress_rate": float(np.mean(progress)) if progress else None,
                 "tokens_per_step": float(np.mean(tokens)) if tokens else None,
                 "seconds_per_step": float(np.mean(seconds)) if seconds else None,
             }

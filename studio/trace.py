@@ -377,6 +377,10 @@ class Episode:
     """For a fork: the step index it branched at (steps before it are copies of the parent's)."""
     started_at: str = field(default_factory=utc_now, metadata=limits(max_length=32, datetime=True))
     ended_at: str | None = field(default=None, metadata=limits(max_length=32, datetime=True))
+    sweep: str | None = field(default=None, metadata=limits(pattern=ID_PATTERN))
+    """For an episode of a sweep (:mod:`studio.sweep`): the sweep's id."""
+    sweep_cell: int | None = field(default=None, metadata=limits(minimum=0, maximum=MAX_ITEMS))
+    """For an episode of a sweep: which of its (model, environment, seed) cells it ran."""
     schema_version: int = field(default=SCHEMA_VERSION, metadata=limits(minimum=1))
 
     @property

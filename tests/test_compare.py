@@ -85,9 +85,9 @@ def test_the_cli_compares_stored_runs(tmp_path) -> None:
     result = cli("compare", "--models", "expert,random", "--json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    assert data["paired"]["pairs"] == 4 and data["paired"]["mcnemar_p"] == mcnemar_exact(
-        data["paired"]["only_first"], data["paired"]["only_second"]
-    )
+    (paired,) = data["paired"]
+    assert (paired["first"], paired["second"]) == ("expert", "random")
+    assert paired["pairs"] == 4 and paired["mcnemar_p"] == mcnemar_exact(paired["only_first"], paired["only_second"])
     assert [row["model"] for row in data["results"]] == ["expert", "random"]
     text = cli("compare", "--models", "expert,random").stdout
     assert "paired on 4 (env, seed)" in text and "McNemar exact p = " in text

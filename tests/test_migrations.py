@@ -5,30 +5,47 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from storage import open_store
-from storage.db import Database, resolve_url
+from storage.db import Database, make_engine, resolve_url
 from storage.episodes import EpisodeStore
-from storage.migrate import current_revision, head_revision, upgrade
+from storage.migrate import alembic_config, current_revision, head_revision, upgrade
 from storage.orm import Base
 from studio.agents.scripted import make_policy
 from studio.runner import EpisodeRunner, RunnerConfig
 from tests.store_helpers import run_react
 
 
+def downgrade(database: Database, revision: str) -> None:
+    """Alembic's downgrade, with SQLite's foreign keys off as the upgrade has them (table rebuilds)."""
+    engine = make_engine(database.url, foreign_keys=False)
+    try:
+        with engine.begin() as connection:
+            config = alembic_config()
+            config.attributes["connection"] = connection
+            command.downgrade(config, revision)
+    finally:
+        engine.dispose()
+
+
 def test_a_first_schema_database_upgrades_to_head_with_its_data(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     database = Database(resolve_url(path))
-    upgrade(database, "0001")  # the first schema: episodes only
-    assert current_revision(database) == "0001"
-    old_store = EpisodeStore(database)
+    upgrade(database)
     runner = EpisodeRunner(
-        "household", make_policy("expert"), sinks=[old_store.sink()], config=RunnerConfig(record_frames=True)
+        "household",
+        make_policy("expert"),
+        sinks=[EpisodeStore(database).sink()],
+        config=RunnerConfig(record_frames=True),
     )
     runner.reset(seed=5)
     episode = runner.run()
+    # Every migration's downgrade, down to the first schema (episodes only), keeps the episode.
+    downgrade(database, "0001")
+    assert current_revision(database) == "0001"
     database.dispose()
     with sqlite3.connect(path) as connection:
         tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -65,7 +82,7 @@ def test_rebuilding_tables_keeps_every_linked_row(tmp_path: Path) -> None:
     """0003 rebuilds episodes, steps and models on SQLite: nothing may cascade away."""
     path = tmp_path / "second.db"
     database = Database(resolve_url(path))
-    upgrade(database, "0002")
+    upgrade(database)  # written by today's store, then taken back to the second schema
     from storage.store import Store
 
     old = Store(database)
@@ -75,6 +92,7 @@ def test_rebuilding_tables_keeps_every_linked_row(tmp_path: Path) -> None:
     old.preferences.annotate(item.pair_id, "ada", "left")
     episode_id = old.episodes.summaries()[0].id
     old.preferences.label_step(episode_id, 1, "ada", "good")
+    downgrade(database, "0002")
     tables = ("episodes", "steps", "candidates", "models", "pairs", "annotations", "step_labels")
 
     def counts(db_path: Path) -> dict[str, int]:

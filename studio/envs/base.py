@@ -196,6 +196,9 @@ class StudioEnv(gym.Env):
         assert check.action is not None
         observation, reward, terminated, truncated, info = self._step(check.action)
         self.last_observation = observation
+        subgoals = self.subgoals()
+        if subgoals is not None:
+            info = {**info, "subgoals": subgoals}
         return observation, float(reward), bool(terminated), bool(truncated), info
 
     def render(self) -> np.ndarray:  # type: ignore[override]
@@ -236,6 +239,12 @@ class StudioEnv(gym.Env):
 
         None (the default) when the environment has no position to draw.
         """
+        return None
+
+    def subgoals(self) -> dict[str, bool] | None:
+        """The task's milestones and whether each is reached now, in order (e.g. key picked up, door
+        opened, goal reached), for AgentBoard-style progress rates; None (the default) when the
+        environment defines none. Stated in each step's ``info["subgoals"]``."""
         return None
 
     def text_cells(self, observation: str) -> list[tuple[int, int, int]]:

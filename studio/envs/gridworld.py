@@ -261,6 +261,16 @@ class GridWorld(StudioEnv):
         """The grid is the first run of ``size`` lines of exactly ``size`` map symbols."""
         return map_cells(observation, self.size, self.size, set("#.@GKD/"))
 
+    def subgoals(self) -> dict[str, bool] | None:
+        """Medium and hard: key picked up, door opened, goal reached (None on easy: one goal only)."""
+        if not self.has_door:
+            return None
+        return {
+            "key picked up": self.has_key or self.door_open,
+            "door opened": self.door_open,
+            "goal reached": self.agent == self.goal,
+        }
+
     def agent_xy(self, state: dict[str, Any]) -> tuple[float, float] | None:
         x0, y0, x1, y1 = self.cell_box(*state["agent"])
         return (x0 + x1) / 2, (y0 + y1) / 2

@@ -289,6 +289,19 @@ class Household(StudioEnv):
             return observation + " Task complete!", 1.0, True, False, {"success": True}
         return observation, 0.0, False, False, {"success": False}
 
+    def subgoals(self) -> dict[str, bool] | None:
+        """An object of the goal's kind found (held, or the goal met), given the property (clean, hot,
+        cool) if the task asks for one, and the goal met."""
+        kind, task, met = self.goal["object"], self.goal["task"], self._goal_satisfied()
+        held = self.holding is not None and self.objects[self.holding]["kind"] == kind
+        milestones = {f"a {kind} in hand": held or met}
+        if task != "pick":
+            milestones[f"a {ADJECTIVE[task]} {kind}"] = any(
+                o["kind"] == kind and o[task] for o in self.objects.values()
+            )
+        milestones[self.goal["text"]] = met
+        return milestones
+
     # -- expert ------------------------------------------------------------------------------
     def _open_or(self, receptacle: dict[str, Any], action: str) -> str:
         """Go to ``receptacle``, open it if needed, then ``action``."""

@@ -1,0 +1,255 @@
+"""The Compare tab: run a sweep (models x environments x seeds) in the background, watch its
+progress, and read its results: success with Wilson intervals, returns, steps, invalid actions,
+progress rates, cost per step, and paired tests between every two models on the same seeds.
+
+A sweep started here runs in a background thread of the server (:class:`SweepJobs`, one per app):
+it goes on when the page is closed, and any page shows how far it got. One runs at a time.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from components.errors import refusal
+from storage import Store
+from storage.sweeps import SweepRecord
+from studio.errors import StudioError
+from studio.models.access import ModelAccess
+from studio.sweep import SweepJob, SweepSpec, run_sweep, sweep_results
+from studio.viz.html import message_html
+from studio.viz.results import paired_html, progress_html, results_figure, results_table_html
+
+#: How often an open page asks how a sweep is doing (seconds).
+POLL_SECONDS = 1.5
+
+
+class SweepJobs:
+    """The sweeps running in this server (at most one at a time): started, stopped, and asked about."""
+
+    def __init__(self, store: Store, registry: Any, access: ModelAccess, parallel: int = 4) -> None:
+        self.store, self.registry, self.access, self.parallel = store, registry, access, parallel
+        self._jobs: dict[str, SweepJob] = {}
+        self._lock = threading.Lock()
+
+    def start(self, record: SweepRecord) -> SweepJob:
+        """Run the cells ``record`` lacks in the background (after removing the incomplete episodes
+        of an interrupted run); one line if a sweep is already running."""
+        with self._lock:
+            running = next((job for job in self._jobs.values() if job.snapshot().running), None)
+            if running is not None:
+                raise StudioError("A sweep is already running here: stop it, or wait until it ends.")
+            self.store.sweeps.discard_incomplete(record.id)
+            done = self.store.sweeps.complete_cells(record.id)
+            job = SweepJob(record.id, record.cells, len(done))
+            self._jobs[record.id] = job
+        holder = f"sweep:{record.id}"
+        loaded: list[Any] = []
+
+        def load(name: str) -> Any:
+            backend = self.registry.load(name, access=self.access, holder=holder)
+            loaded.append(backend)
+            return backend
+
+        def work(stop: threading.Event, on_done: Any) -> Any:
+            try:
+                return run_sweep(
+                    record.spec,
+                    record.id,
+                    [self.store.episodes.sink()],
+                    load,
+                    skip=done,
+                    parallel=self.parallel,
+                    stop=stop,
+                    on_done=on_done,
+                )
+            finally:
+                for backend in loaded:
+                    self.registry.release(backend, holder)
+
+        job.start(work)
+        return job
+
+    def get(self, sweep_id: str) -> SweepJob | None:
+        with self._lock:
+            return self._jobs.get(sweep_id)
+
+    def stop(self, sweep_id: str) -> bool:
+        """Ask the sweep to stop; False when it is not running here."""
+        job = self.get(sweep_id)
+        if job is None or not job.snapshot().running:
+            return False
+        job.stop()
+        return True
+
+
+@dataclass
+class ComparePanel:
+    models: gr.Textbox
+    envs: gr.Textbox
+    seeds: gr.Textbox
+    max_steps: gr.Number
+    name: gr.Textbox
+    start: gr.Button
+    sweep: gr.Dropdown
+    resume: gr.Button
+    stop: gr.Button
+    message: gr.HTML
+    progress: gr.HTML
+    table: gr.HTML
+    paired: gr.HTML
+    plot: gr.Plot
+    timer: gr.Timer
+    shown: gr.State
+    """What the results show now (sweep id, complete count, running): redrawn only when it changes."""
+
+    @property
+    def view(self) -> list[Any]:
+        return [self.progress, self.table, self.paired, self.plot, self.shown]
+
+
+def build() -> ComparePanel:
+    gr.Markdown(
+        "Run every model on every environment and seed, then compare them on the same seeds. "
+        "Models: `expert`, `random`, `default` or any model name the Models tab loads. "
+        "A sweep runs in the background and resumes where it stopped."
+    )
+    with gr.Row():
+        models = gr.Textbox(value="expert,random", label="Models (comma-separated)", scale=3, elem_id="as-sweep-models")
+        envs = gr.Textbox(value="gridworld", label="Environments (comma-separated)", scale=3, elem_id="as-sweep-envs")
+        seeds = gr.Textbox(value="0-9", label="Seeds (e.g. 0-49 or 0-9,20)", scale=2, elem_id="as-sweep-seeds")
+        max_steps = gr.Number(value=0, precision=0, label="Step limit (0: the env's)", scale=1, elem_id="as-sweep-max")
+        name = gr.Textbox(value="", label="Name (optional)", scale=2, elem_id="as-sweep-name")
+    start = gr.Button("Start sweep", variant="primary", elem_id="as-sweep-start")
+    with gr.Row():
+        sweep = gr.Dropdown(
+            [], value=None, label="Sweep", scale=3, allow_custom_value=False, elem_id="as-sweep-pick", interactive=True
+        )
+        resume = gr.Button("Resume", scale=1, elem_id="as-sweep-resume")
+        stop = gr.Button("Stop", variant="stop", scale=1, elem_id="as-sweep-stop")
+    message = gr.HTML(elem_id="as-sweep-message")
+    progress = gr.HTML(elem_id="as-sweep-progress")
+    table = gr.HTML(elem_id="as-sweep-results")
+    paired = gr.HTML(elem_id="as-sweep-paired")
+    plot = gr.Plot(label="Success rate by environment", elem_id="as-sweep-plot")
+    timer = gr.Timer(POLL_SECONDS, active=False)
+    shown = gr.State(None)
+    return ComparePanel(
+        models,
+        envs,
+        seeds,
+        max_steps,
+        name,
+        start,
+        sweep,
+        resume,
+        stop,
+        message,
+        progress,
+        table,
+        paired,
+        plot,
+        timer,
+        shown,
+    )
+
+
+def _choices(store: Store) -> list[tuple[str, str]]:
+    return [(f"{r.name} ({r.cells} episodes)", r.id) for r in store.sweeps.list()]
+
+
+def view(store: Store, jobs: SweepJobs, sweep_id: str | None, shown: Any) -> dict[str, Any]:
+    """The progress bar, and the results when they changed since ``shown``."""
+    if not sweep_id:
+        return {"progress": "", "table": "", "paired": "", "plot": None, "shown": None}
+    record = store.sweeps.get(sweep_id)
+    complete = store.sweeps.complete_cells(record.id)
+    job = jobs.get(record.id)
+    snapshot = job.snapshot() if job is not None else None
+    running = bool(snapshot and snapshot.running)
+    if running:
+        state, detail = "running", snapshot.message if snapshot else ""
+    elif len(complete) >= record.cells:
+        state, detail = "complete", ""
+    else:
+        state, detail = "stopped: Resume runs the rest", ""
+    if snapshot is not None and snapshot.error:
+        state, detail = "failed", snapshot.error
+    elif snapshot is not None and snapshot.failed:
+        detail = f"{len(snapshot.failed)} failed: {snapshot.failed[0]}"
+    out: dict[str, Any] = {"progress": progress_html(len(complete), record.cells, state, detail)}
+    now = (record.id, len(complete), running)
+    if now != shown:
+        results = sweep_results(record.spec, store.sweeps.episodes_of(record.id))
+        out.update(
+            table=results_table_html(results), paired=paired_html(results), plot=results_figure(results), shown=now
+        )
+    return out
+
+
+def wire(panel: ComparePanel, store: Store, jobs: SweepJobs, tab: gr.Tab, other_tabs: list[gr.Tab]) -> None:
+    """Events of the Compare tab. Its page polls a sweep's progress only while the tab is open."""
+    private = dict(api_visibility="private")
+
+    def by_component(values: dict[str, Any]) -> dict[Any, Any]:
+        names = {"progress": panel.progress, "table": panel.table, "paired": panel.paired, "plot": panel.plot}
+        out = {names[key]: value for key, value in values.items() if key in names}
+        if "shown" in values:
+            out[panel.shown] = values["shown"]
+        return out
+
+    refused = refusal(lambda error, *args: {panel.message: message_html(str(error))})
+
+    @refused
+    def refresh(sweep_id: str | None, shown: Any) -> dict[Any, Any]:
+        return by_component(view(store, jobs, sweep_id, shown))
+
+    def opened(sweep_id: str | None) -> dict[Any, Any]:
+        choices = _choices(store)
+        ids = [value for _label, value in choices]
+        chosen = sweep_id if sweep_id in ids else (ids[0] if ids else None)
+        return {panel.sweep: gr.Dropdown(choices=choices, value=chosen), panel.timer: gr.Timer(active=True)}
+
+    @refused
+    def start(models: str, envs: str, seeds: str, max_steps: Any, name: str) -> dict[Any, Any]:
+        settings = {} if max_steps in (None, "", 0) else {"max_steps": max_steps}
+        spec = SweepSpec.build(str(models or "").split(","), str(envs or "").split(","), str(seeds or ""), settings)
+        spec.check_envs()
+        record = store.sweeps.create(spec, (name or "").strip() or None)
+        jobs.start(record)
+        return {
+            panel.message: message_html(f"Started {record.name}: {record.cells} episodes.", "info"),
+            panel.sweep: gr.Dropdown(choices=_choices(store), value=record.id),
+            panel.shown: None,
+        }
+
+    @refused
+    def resume(sweep_id: str | None) -> dict[Any, Any]:
+        if not sweep_id:
+            raise StudioError("Pick a sweep to resume.")
+        record = store.sweeps.get(sweep_id)
+        if len(store.sweeps.complete_cells(record.id)) >= record.cells:
+            return {panel.message: message_html(f"{record.name} is complete: nothing to resume.", "info")}
+        jobs.start(record)
+        return {panel.message: message_html(f"Resumed {record.name}.", "info"), panel.shown: None}
+
+    def stop(sweep_id: str | None) -> dict[Any, Any]:
+        if sweep_id and jobs.stop(sweep_id):
+            return {panel.message: message_html("Stopping: running episodes end after their current step.", "info")}
+        return {panel.message: message_html("That sweep is not running.", "warning")}
+
+    view_outputs = [panel.progress, panel.table, panel.paired, panel.plot, panel.shown, panel.message]
+    form = [panel.models, panel.envs, panel.seeds, panel.max_steps, panel.name]
+    panel.start.click(start, form, [panel.message, panel.sweep, panel.shown], **private)
+    panel.resume.click(resume, [panel.sweep], [panel.message, panel.shown], **private)
+    panel.stop.click(stop, [panel.sweep], [panel.message], **private)
+    panel.sweep.change(lambda s: refresh(s, None), [panel.sweep], view_outputs, **private)
+    panel.timer.tick(
+        refresh, [panel.sweep, panel.shown], view_outputs, concurrency_limit=None, show_progress="hidden", **private
+    )
+    tab.select(opened, [panel.sweep], [panel.sweep, panel.timer], concurrency_limit=None, **private)
+    for other in other_tabs:
+        other.select(lambda: gr.Timer(active=False), None, [panel.timer], concurrency_limit=None, **private)
