@@ -214,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(
         dest="command",
         parser_class=OneLineParser,
-        metavar="{serve,envs,models,run,coverage,sweep,sweeps,compare,video,report,import,pairs,values,judge,export,stats,hash-password}",
+        metavar="{serve,envs,models,run,coverage,sweep,sweeps,compare,crossscore,video,report,import,pairs,values,judge,export,stats,hash-password}",
     )
 
     serve = commands.add_parser("serve", help="start the studio web app (the default command)")
@@ -340,6 +340,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--trust-remote-code", action="store_true", help="allow a hub model's own Python code to run (off by default)"
     )
     _add_db_argument(sweep)
+
+    cross = commands.add_parser(
+        "crossscore",
+        help="score a stored episode's outputs under another model: its logprob of every token, and the action it prefers",
+    )
+    cross.add_argument("episode", metavar="EPISODE", help="a stored episode's id")
+    cross.add_argument("--model", required=True, help="the scoring model (default, a hub id, a folder, scheme:NAME)")
+    cross.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:N or mps")
+    cross.add_argument(
+        "--dtype", default="auto", choices=list(DTYPE_NAMES), help="auto: bfloat16 on GPU, float32 on CPU"
+    )
+    cross.add_argument(
+        "--trust-remote-code", action="store_true", help="allow a hub model's own Python code to run (off by default)"
+    )
+    cross.add_argument("--json", action="store_true", help="one JSON object per step (with every token)")
+    _add_db_argument(cross)
 
     sweeps = commands.add_parser("sweeps", help="list the stored sweeps and how far each got")
     sweeps.add_argument("--json", action="store_true", help="one JSON object per sweep")
@@ -1016,6 +1032,36 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_crossscore(args: argparse.Namespace) -> int:
+    """Score an episode's outputs under ``--model``, store the scores, and print a line (or an object) per step."""
+    from studio.crossscore import check_scorable, cross_score
+    from studio.models.registry import ModelRegistry
+
+    store = open_cli_store(args, create=False)
+    episode = store.episodes.get(
+        args.episode
+    )  # a missing episode, or one with nothing to score, fails before a model loads
+    check_scorable(episode)
+    backend = ModelRegistry().load(
+        args.model,
+        device=args.device,
+        dtype=args.dtype,
+        trust_remote_code=args.trust_remote_code,
+        progress=lambda f, m: print(f"[{f:4.0%}] {m}", file=sys.stderr, flush=True),
+    )
+    scores = cross_score(episode, backend)
+    store.cross_scores.save(scores)
+    for score in scores:
+        if args.json:
+            print(json.dumps(score.to_dict()))
+            continue
+        own = "" if score.own_total is None else f"  A {score.own_total:.2f}  B - A {score.difference:+.2f}"
+        prefers = "" if score.preferred is None else f"  A took {score.action!r}, B prefers {score.preferred!r}"
+        print(f"step {score.step_index}: B log P {score.total:.2f}{own}{prefers}")
+    print(f"stored {_count(len(scores), 'step score')} of {backend.card.id} in {store.url}", file=sys.stderr)
+    return 0
+
+
 def cmd_sweeps(args: argparse.Namespace) -> int:
     store = open_cli_store(args, create=False)
     for record in store.sweeps.list():
@@ -1379,6 +1425,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "compare": cmd_compare,
         "sweep": cmd_sweep,
         "sweeps": cmd_sweeps,
+        "crossscore": cmd_crossscore,
         "pairs": cmd_pairs,
         "values": cmd_values,
         "judge": cmd_judge,

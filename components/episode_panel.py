@@ -16,7 +16,7 @@ from typing import Any
 
 import gradio as gr
 
-from components import attention_panel, values_panel
+from components import attention_panel, crossscore_panel, values_panel
 from components.errors import refusal
 from components.settings_form import SettingsForm
 from studio.envs.registry import env_names
@@ -72,6 +72,7 @@ class EpisodePanel:
     compare_episode: gr.Button
     pair_message: gr.HTML
     values: values_panel.ValuesPanel
+    cross: crossscore_panel.CrossScorePanel
     attention: attention_panel.AttentionPanel
 
     @property
@@ -281,6 +282,7 @@ def build(state: gr.State, sample_env: str = "gridworld") -> EpisodePanel:
                     )
                 video_message = gr.HTML(elem_id="as-video-message")
             values = values_panel.build()
+            cross = crossscore_panel.build()
             attention = attention_panel.build()
     return EpisodePanel(
         form=form,
@@ -317,6 +319,7 @@ def build(state: gr.State, sample_env: str = "gridworld") -> EpisodePanel:
         compare_episode=compare_episode,
         pair_message=pair_message,
         values=values,
+        cross=cross,
         attention=attention,
     )
 

@@ -19,6 +19,7 @@ from components import (
     api,
     browser_panel,
     compare_panel,
+    crossscore_panel,
     episode_panel,
     model_panel,
     plots_panel,
@@ -144,6 +145,7 @@ def build_app(services: Services) -> gr.Blocks:
                 api_visibility="private",
             )
         _wire_browser(browser, state, render, tabs, services.store, episode)
+        crossscore_panel.wire(episode.cross, state, services.store)
 
         def show_plots(session: StudioSession, visible: bool) -> dict[Any, Any]:
             render.show_plots(session, visible)

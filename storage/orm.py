@@ -238,3 +238,20 @@ class SweepRow(Base):
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     cells: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[str] = mapped_column(TIME)
+
+
+class CrossScoreRow(Base):
+    """Another model's view of one step's output (:class:`studio.crossscore.CrossScore`): one per step
+    and scoring model; scoring again replaces it."""
+
+    __tablename__ = "cross_scores"
+    __table_args__ = (UniqueConstraint("step_id", "scorer"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    step_id: Mapped[int] = mapped_column(ForeignKey("steps.id", ondelete="CASCADE"), index=True)
+    scorer: Mapped[str] = mapped_column(String(200))
+    tokens: Mapped[list[dict[str, Any]]] = mapped_column(CompressedJSON)
+    total: Mapped[float] = mapped_column(Float)
+    own_total: Mapped[float | None] = mapped_column(Float)
+    preferred: Mapped[str | None] = mapped_column(Text)
+    action_logprobs: Mapped[dict[str, float] | None] = mapped_column(JSON)
+    created_at: Mapped[str] = mapped_column(TIME)

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from storage.db import Database, check_sqlite_file, describe_url, resolve_url, sqlite_path
+from storage.cross_scores import CrossScoreStore
 from storage.episodes import EpisodeStore
 from storage.migrate import prepare
 from storage.preferences import PreferenceStore
@@ -21,13 +22,14 @@ from storage.sweeps import SweepStore
 
 class Store:
     """Episodes (``store.episodes``), preference data (``store.preferences``) and sweeps
-    (``store.sweeps``) in one database."""
+    (``store.sweeps``) and cross-model scores (``store.cross_scores``) in one database."""
 
     def __init__(self, database: Database, backup: Path | None = None) -> None:
         self.db = database
         self.episodes = EpisodeStore(database)
         self.preferences = PreferenceStore(database, self.episodes)
         self.sweeps = SweepStore(database, self.episodes)
+        self.cross_scores = CrossScoreStore(database)
         #: The copy made before an older database was upgraded, if one was.
         self.backup = backup
 

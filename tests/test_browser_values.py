@@ -59,12 +59,27 @@ def test_values_of_a_steps_outputs_become_pairs_to_verify(tmp_path: Path) -> Non
         page.click("#as-judge-queue")
         page.locator("#as-judge-message", has_text="judged 1 pair").wait_for(timeout=120_000)
         assert "judge:HuggingFaceTB/SmolLM2-135M-Instruct" in page.inner_text("#as-overview")
+
+        # Model B's view of what the scripted model A wrote: its logprob of every token, shown as text.
+        page.get_by_role("tab", name="Episode", exact=True).click()
+        page.locator("#as-cross").get_by_text("Model B's view").click()
+        page.click("#as-cross-score")
+        page.locator("#as-cross-message", has_text="Scored 1 step under HuggingFaceTB/SmolLM2-135M-Instruct").wait_for(
+            timeout=120_000
+        )
+        view = page.inner_text("#as-cross-view")
+        assert "B − A" in view and "A took go east" in view and "B prefers" in view
+        assert page.locator("#as-cross-view img").count() == 0  # the model's <img onerror> is text
+        page.locator("#as-cross-plot .js-plotly-plot").wait_for(timeout=30_000)
+        page.screenshot(path=str(tmp_path / "cross.png"), full_page=True)
         page.close()
     with open_store(studio["db"]) as store:
         (pair,) = store.preferences.pairs()
         assert pair.kind == "step" and pair.step_index == 0, server_log(studio["url"])
         judged = {a.annotator: a for a in store.preferences.annotations(pair.id)}
         assert set(judged) == {"mc:expert-m4-end-g0.95", "judge:HuggingFaceTB/SmolLM2-135M-Instruct"}
+        (cross,) = store.cross_scores.of_episode(pair.left.episode_id)
+        assert cross.scorer == "HuggingFaceTB/SmolLM2-135M-Instruct" and cross.step_index == 0
         assert "p(left better)" in judged["judge:HuggingFaceTB/SmolLM2-135M-Instruct"].rationale
         verdict = judged["mc:expert-m4-end-g0.95"]
         assert verdict.annotator == "mc:expert-m4-end-g0.95" and "Q 0.6302 (taken)" in verdict.rationale

@@ -412,3 +412,44 @@ def coverage_figure(points: list[Any], title: str = "") -> go.Figure | None:
     )
     figure.update_yaxes(title_text="episodes that succeeded", range=[-0.03, 1.03], tickformat=".0%")
     return figure
+
+
+def cross_score_figure(scores: list[Any]) -> go.Figure | None:
+    """Per step: model A's and model B's log-probability of A's output, and where B prefers another
+    action (:class:`studio.crossscore.CrossScore`); None without scores."""
+    if not scores:
+        return None
+    steps = [s.step_index for s in scores]
+    figure = go.Figure()
+    figure.add_trace(
+        go.Scatter(
+            x=steps,
+            y=[s.own_total for s in scores],
+            mode="lines+markers",
+            name="A (who wrote it)",
+            line=dict(color="#2563eb"),
+        )
+    )
+    scorer = esc(scores[0].scorer)
+    figure.add_trace(
+        go.Scatter(
+            x=steps, y=[s.total for s in scores], mode="lines+markers", name=f"B ({scorer})", line=dict(color="#ea580c")
+        )
+    )
+    differs = [s for s in scores if s.preferred is not None and s.preferred != s.action]
+    if differs:
+        figure.add_trace(
+            go.Scatter(
+                x=[s.step_index for s in differs],
+                y=[s.total for s in differs],
+                mode="markers",
+                name="B prefers another action",
+                marker=dict(symbol="x", size=11, color="#b91c1c"),
+                text=[f"A took {esc(s.action)}; B prefers {esc(s.preferred)}" for s in differs],
+                hovertemplate="step %{x}: %{text}<extra></extra>",
+            )
+        )
+    figure.update_layout(**LAYOUT, height=300, title="Log-probability of each step's output under A and under B")
+    figure.update_xaxes(title_text="step", dtick=1)
+    figure.update_yaxes(title_text="log P(output)")
+    return figure
