@@ -364,7 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser(
         "report", help="one self-contained HTML file of an episode (or two side by side): no server, no network"
     )
-    report.add_argument("episode", metavar="EPISODE", help="a stored episode's id")
+    report.add_argument("episode", nargs="?", default=None, metavar="EPISODE", help="a stored episode's id")
+    report.add_argument("--sweep", default=None, metavar="NAME", help="a report of a sweep's results instead")
     report.add_argument("--out", type=_output_file, required=True, metavar="FILE.html", help="the page (replaced)")
     report.add_argument("--compare", default=None, metavar="EPISODE", help="another episode, side by side")
     _add_db_argument(report)
@@ -883,9 +884,9 @@ def print_episode_line(episode: Any, as_json: bool) -> None:
     )
 
 
-def _episode_and_compare(args: argparse.Namespace) -> tuple[Any, Any]:
+def _episode_and_compare(args: argparse.Namespace, store: Any = None) -> tuple[Any, Any]:
     """The stored episode ``args.episode`` and, with ``--compare``, the other one (one line if missing)."""
-    store = open_cli_store(args, create=False)
+    store = store or open_cli_store(args, create=False)
     return store.episodes.get(args.episode), store.episodes.get(args.compare) if args.compare else None
 
 
@@ -1078,10 +1079,22 @@ def cmd_sweeps(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from studio.viz.report import write_report
+    """A self-contained page of an episode (with its stored values and cross-scores), or of a sweep."""
+    from studio.viz.report import report_extras, sweep_report, write_page, write_report
 
-    episode, compare = _episode_and_compare(args)
-    print(json.dumps(write_report(episode, args.out, compare=compare)))
+    if (args.episode is None) == (args.sweep is None):
+        raise StudioError("Give an episode's id, or --sweep NAME, to report on.")
+    if args.sweep is not None:
+        from studio.sweep import sweep_results
+
+        store = open_cli_store(args, create=False)
+        record = store.sweeps.get(args.sweep)
+        results = sweep_results(record.spec, store.sweeps.episodes_of(record.id))
+        print(json.dumps(write_page(sweep_report(record.name, record.spec, results), args.out)))
+        return 0
+    store = open_cli_store(args, create=False)
+    episode, compare = _episode_and_compare(args, store)
+    print(json.dumps(write_report(episode, args.out, compare=compare, **report_extras(store, episode.id))))
     return 0
 
 

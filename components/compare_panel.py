@@ -8,8 +8,10 @@ it goes on when the page is closed, and any page shows how far it got. One runs 
 
 from __future__ import annotations
 
+import tempfile
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -21,6 +23,7 @@ from studio.errors import StudioError
 from studio.models.access import ModelAccess
 from studio.sweep import SweepJob, SweepSpec, run_sweep, sweep_results
 from studio.viz.html import message_html
+from studio.viz.report import sweep_report, write_page
 from studio.viz.results import paired_html, progress_html, results_figure, results_table_html
 
 #: How often an open page asks how a sweep is doing (seconds).
@@ -102,6 +105,8 @@ class ComparePanel:
     table: gr.HTML
     paired: gr.HTML
     plot: gr.Plot
+    report: gr.Button
+    report_download: gr.DownloadButton
     timer: gr.Timer
     shown: gr.State
     """What the results show now (sweep id, complete count, running): redrawn only when it changes."""
@@ -135,6 +140,9 @@ def build() -> ComparePanel:
     table = gr.HTML(elem_id="as-sweep-results")
     paired = gr.HTML(elem_id="as-sweep-paired")
     plot = gr.Plot(label="Success rate by environment", elem_id="as-sweep-plot")
+    with gr.Row():
+        report = gr.Button("Report of this sweep (HTML)", size="sm", elem_id="as-sweep-report")
+        report_download = gr.DownloadButton("Download", size="sm", visible=False, elem_id="as-sweep-report-download")
     timer = gr.Timer(POLL_SECONDS, active=False)
     shown = gr.State(None)
     return ComparePanel(
@@ -152,6 +160,8 @@ def build() -> ComparePanel:
         table,
         paired,
         plot,
+        report,
+        report_download,
         timer,
         shown,
     )
@@ -241,6 +251,18 @@ def wire(panel: ComparePanel, store: Store, jobs: SweepJobs, tab: gr.Tab, other_
             return {panel.message: message_html("Stopping: running episodes end after their current step.", "info")}
         return {panel.message: message_html("That sweep is not running.", "warning")}
 
+    @refusal(lambda error, *args: [gr.DownloadButton(visible=False), message_html(str(error))])
+    def report(sweep_id: str | None) -> list[Any]:
+        if not sweep_id:
+            raise StudioError("Pick a sweep to report on.")
+        record = store.sweeps.get(sweep_id)
+        results = sweep_results(record.spec, store.sweeps.episodes_of(record.id))
+        path = Path(tempfile.mkdtemp(prefix="agent-studio-")) / f"sweep-{record.name}.html"
+        written = write_page(sweep_report(record.name, record.spec, results), path)
+        label = f"Download sweep-{record.name}.html ({written['bytes'] / 1e6:.1f} MB)"
+        return [gr.DownloadButton(label, value=str(path), visible=True), ""]
+
+    panel.report.click(report, [panel.sweep], [panel.report_download, panel.message], **private)
     view_outputs = [panel.progress, panel.table, panel.paired, panel.plot, panel.shown, panel.message]
     form = [panel.models, panel.envs, panel.seeds, panel.max_steps, panel.name]
     panel.start.click(start, form, [panel.message, panel.sweep, panel.shown], **private)

@@ -27,7 +27,7 @@ from studio.settings import temperature_after
 from studio.validation import MAX_ITEMS, whole_number
 from studio.viz.html import candidates_html, live_card, message_html, plural, prompt_html, timeline_html
 from studio.viz.plots import action_distribution_figure
-from studio.viz.report import write_report
+from studio.viz.report import report_extras, write_report
 from studio.viz.video import episode_video
 
 
@@ -484,7 +484,9 @@ def wire(panel: EpisodePanel, state: gr.State, render: Render) -> None:
         return plural(episode_video(episode, path).frames, "frame")
 
     def write_html(episode: Any, path: Path) -> str:
-        return f"{write_report(episode, path)['bytes'] / 1e6:.1f} MB"
+        store = getattr(render, "store", None)  # the values and cross-scores stored with the episode
+        extras = report_extras(store, episode.id) if store is not None else {}
+        return f"{write_report(episode, path, **extras)['bytes'] / 1e6:.1f} MB"
 
     message = [panel.video_message]
     panel.video.click(downloadable(".mp4", write_video), [state], [panel.video_download, *message], **private)

@@ -46,6 +46,14 @@ def test_a_sweep_runs_from_the_compare_tab_and_resumes_after_stop(tmp_path: Path
         paired = page.locator("#as-sweep-paired").inner_text()
         assert "expert vs random on 12 shared (environment, seed)" in paired and "McNemar exact p =" in paired
         page.locator("#as-sweep-plot .js-plotly-plot").wait_for(timeout=30_000)
+        page.click("#as-sweep-report")
+        button = page.locator("#as-sweep-report-download")
+        button.filter(has_text="sweep-demo.html").wait_for(timeout=60_000)
+        with page.expect_download() as download:
+            button.click()
+        saved = tmp_path / "sweep-demo.html"
+        download.value.save_as(saved)
+        assert "<b>expert</b> vs <b>random</b> on 12 shared (environment, seed)" in saved.read_text(encoding="utf-8")
 
         # A long one, stopped half-way, then resumed: one complete episode per cell in the end.
         fill(page, "as-sweep-models", "random")

@@ -92,3 +92,59 @@ def test_the_report_opens_offline_from_a_file_and_shows_the_trace_and_plots(tmp_
             assert page.evaluate("window.__pwned") is None and HOSTILE in page.inner_text("body")
         finally:
             browser.close()
+
+
+def test_a_report_carries_the_stored_values_and_cross_scores(tmp_path: Path) -> None:
+    from studio.crossscore import CrossScore
+    from studio.trace import TokenInfo
+    from studio.values import estimate_step_values
+    from studio.viz.report import report_extras
+
+    with open_store(tmp_path / "s.db") as store:
+        episode = _episode(ExpertPolicy(), sinks=[store.episodes.sink()])
+        values = estimate_step_values(episode, 0, lambda i, _b: ExpertPolicy(), rollout_policy="expert", rollouts=1)
+        store.preferences.save_values(values)
+        score = CrossScore(episode.id, 0, "judge-model", [TokenInfo(id=1, text=HOSTILE, logprob=-2.0)], None, "go east")
+        store.cross_scores.save([score])
+        extras = report_extras(store, episode.id)
+    assert [s.scorer for s in extras["cross_scores"]] == ["judge-model"] and extras["values"]
+    page = episode_report(episode, **extras)
+    assert "Step values (Monte Carlo)" in page and "Another model&#x27;s view" not in page
+    assert "Another model's view of these outputs" in page and "judge-model" in page
+    assert page.count("Plotly.newPlot") == 3 and "<script>window.__pwned" not in page
+
+
+@pytest.mark.browser
+def test_a_sweeps_report_opens_offline_with_its_table_and_plot(tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    db = tmp_path / "s.db"
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "app.py", *args, "--db", str(db)], cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
+
+    ran = cli(
+        "sweep", "--models", "expert,random", "--envs", "gridworld", "--seeds", "0-3", "--name", "r", "--max-steps", "8"
+    )
+    assert ran.returncode == 0, ran.stderr
+    out = tmp_path / "sweep.html"
+    written = cli("report", "--sweep", "r", "--out", str(out))
+    assert written.returncode == 0 and json.loads(written.stdout)["bytes"] > 1e6
+    assert (
+        cli("report", "--out", str(out)).stderr.strip() == "error: Give an episode's id, or --sweep NAME, to report on."
+    )
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_context(offline=True).new_page()
+            requests: list[str] = []
+            page.on("request", lambda request: requests.append(request.url))
+            page.goto(out.as_uri())
+            page.locator(".js-plotly-plot .main-svg").first.wait_for(timeout=30_000)
+            assert page.locator("table.as-results tbody tr").count() == 2
+            assert "expert vs random on 4 shared (environment, seed)" in page.inner_text("body")
+            assert [url for url in requests if not url.startswith(("file:", "data:"))] == []
+        finally:
+            browser.close()

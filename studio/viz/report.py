@@ -1,4 +1,4 @@
-"""Self-contained HTML reports of an episode, or of two side by side: one file, no server, no network.
+"""Self-contained HTML reports of an episode (or two side by side) or of a sweep: one file, no server, no network.
 
 The page inlines everything it needs: the studio's stylesheet, plotly's JavaScript (once), the
 figures as data, and the frames as PNG data URIs. It opens from a file or an email attachment.
@@ -62,10 +62,45 @@ def _side(episode: Episode, title: str, key: str) -> str:
     )
 
 
-def episode_report(episode: Episode, compare: Episode | None = None) -> str:
-    """The report page of ``episode`` (beside ``compare``, when given) as one HTML document."""
+def _page(title: str, meta: dict[str, Any], body: str) -> str:
+    """One self-contained HTML document: the stylesheet and plotly.js inlined once."""
     from plotly.offline import get_plotlyjs
 
+    css = STYLESHEET.read_text(encoding="utf-8") if STYLESHEET.exists() else ""
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>{esc(title)}</title><style>{css}{PAGE_CSS}</style>"
+        f'<script type="text/javascript">{get_plotlyjs()}</script></head><body>'
+        f'<h1>Agent Studio report</h1><div class="as-report-meta">{esc(title)} · '
+        f"<code>{esc(json.dumps(meta))}</code></div>{body}</body></html>"
+    )
+
+
+def _extras(episode: Episode, values: list[Any] | None, cross_scores: list[Any] | None) -> str:
+    """The step values and model B's scores stored with the episode, where there are any."""
+    from studio.viz.html import cross_scores_html
+    from studio.viz.plots import cross_score_figure, value_curve_figure
+
+    parts = []
+    if values:
+        figure = value_curve_figure(episode, values)
+        parts.append(f"<h2>Step values (Monte Carlo)</h2>{_figure_html(figure, 'as-report-values')}")
+    if cross_scores:
+        parts.append(
+            "<h2>Another model's view of these outputs</h2>"
+            f"{_figure_html(cross_score_figure(cross_scores), 'as-report-cross')}{cross_scores_html(episode, cross_scores)}"
+        )
+    return "".join(parts)
+
+
+def episode_report(
+    episode: Episode,
+    compare: Episode | None = None,
+    values: list[Any] | None = None,
+    cross_scores: list[Any] | None = None,
+) -> str:
+    """The report page of ``episode`` (beside ``compare``, when given) as one HTML document, with the
+    episode's step values and one model's cross-scores when given."""
     if not episode.steps:
         raise StudioError(f"Episode {episode.id} has no steps: there is nothing to report.")
     title = f"{episode.env} · seed {episode.seed} · {episode.acted_by}"
@@ -74,14 +109,22 @@ def episode_report(episode: Episode, compare: Episode | None = None) -> str:
         sides.append(_side(compare, "B: " + _name(compare), "b"))
         title += f" vs {compare.acted_by}"
     meta = {"episode": episode.id, **({"compare": compare.id} if compare else {})}
-    css = STYLESHEET.read_text(encoding="utf-8") if STYLESHEET.exists() else ""
-    return (
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-        f"<title>{esc(title)}</title><style>{css}{PAGE_CSS}</style>"
-        f'<script type="text/javascript">{get_plotlyjs()}</script></head><body>'
-        f'<h1>Agent Studio report</h1><div class="as-report-meta">{esc(title)} · '
-        f'<code>{esc(json.dumps(meta))}</code></div><div class="as-report-sides">{"".join(sides)}</div></body></html>'
+    body = f'<div class="as-report-sides">{"".join(sides)}</div>{_extras(episode, values, cross_scores)}'
+    return _page(title, meta, body)
+
+
+def sweep_report(name: str, spec: Any, results: dict[str, Any]) -> str:
+    """The report page of a sweep: what ran, the results table, the paired tests and the plot."""
+    from studio.viz.results import paired_html, results_figure, results_table_html
+
+    title = f"sweep {name}: {', '.join(spec.models)} on {', '.join(spec.envs)}, {len(spec.seeds)} seeds"
+    meta = {"sweep": name, "complete": results["complete"], "cells": results["cells"], "spec": spec.to_dict()}
+    body = (
+        f"<h2>Results ({num(results['complete'])} of {num(results['cells'])} episodes)</h2>"
+        f"{results_table_html(results)}<h2>Paired tests on the same seeds</h2>{paired_html(results)}"
+        f"{_figure_html(results_figure(results), 'as-report-results')}"
     )
+    return _page(title, meta, body)
 
 
 def _name(episode: Episode) -> str:
@@ -89,17 +132,39 @@ def _name(episode: Episode) -> str:
     return f"{episode.acted_by} · {outcome} · return {episode.total_return:g}"
 
 
-def write_report(episode: Episode, out: str | Path, compare: Episode | None = None) -> dict[str, Any]:
-    """Write :func:`episode_report` to ``out`` (.html); what was written."""
+def write_page(page: str, out: str | Path) -> dict[str, Any]:
+    """Write a report page to ``out`` (.html); where, and how many bytes."""
     path = Path(out).expanduser()
     if path.suffix.lower() not in (".html", ".htm"):
         raise StudioError(f"A report is written as .html, not {path.suffix or 'a file without a suffix'}.")
     if path.is_dir():
         raise StudioError(f"{path} is a folder; give a file name such as {path / 'report.html'}.")
-    page = episode_report(episode, compare)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(page, encoding="utf-8")
     except OSError as exc:
         raise StudioError(f"Cannot write {path}: {exc.strerror or exc}.") from None
-    return {"path": str(path), "bytes": len(page.encode("utf-8")), "episodes": 1 + (compare is not None)}
+    return {"path": str(path), "bytes": len(page.encode("utf-8"))}
+
+
+def write_report(
+    episode: Episode,
+    out: str | Path,
+    compare: Episode | None = None,
+    values: list[Any] | None = None,
+    cross_scores: list[Any] | None = None,
+) -> dict[str, Any]:
+    """Write :func:`episode_report` to ``out`` (.html); what was written."""
+    written = write_page(episode_report(episode, compare, values, cross_scores), out)
+    return {**written, "episodes": 1 + (compare is not None)}
+
+
+def report_extras(store: Any, episode_id: str) -> dict[str, Any]:
+    """What a store keeps beside an episode for its report: its step values and the cross-scores of
+    the model that scored it last (``store`` is a :class:`storage.Store`)."""
+    scores = store.cross_scores.of_episode(episode_id)
+    latest = max(scores, key=lambda score: score.created_at).scorer if scores else None
+    return {
+        "values": store.preferences.step_values(episode_id),
+        "cross_scores": [score for score in scores if score.scorer == latest],
+    }
