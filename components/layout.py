@@ -23,6 +23,7 @@ from components import (
     episode_panel,
     model_panel,
     plots_panel,
+    present_panel,
     values_panel,
 )
 from storage import Store
@@ -114,24 +115,26 @@ def build_app(services: Services) -> gr.Blocks:
     """The studio app over ``services``."""
     with gr.Blocks(title=TITLE) as app:
         state = gr.State(lambda: new_session(services), delete_callback=lambda session: session.close())
-        with gr.Row():
-            gr.Markdown(f"# {TITLE}\n{TAGLINE}")
-            database = gr.Markdown(elem_id="as-database")
-        with gr.Tabs(selected="episode") as tabs:
-            with gr.Tab("Episode", id="episode") as episode_tab:
-                episode = episode_panel.build(state)
-            with gr.Tab("Plots", id="plots", elem_id="as-tab-plots") as plots_tab:
-                plots = plots_panel.build()
-            with gr.Tab("Models", id="models") as models_tab:
-                slots = model_panel.build(state, services.access)
-            with gr.Tab("Episodes", id="episodes") as episodes_tab:
-                browser = browser_panel.build(services.store)
-            annotate = None
-            if services.store is not None:
-                with gr.Tab("Annotate", id="annotate", elem_id="as-tab-annotate") as annotate_tab:
-                    annotate = annotate_panel.build()
-                with gr.Tab("Compare", id="compare", elem_id="as-tab-compare") as compare_tab:
-                    compare = compare_panel.build()
+        with gr.Column() as studio_view:  # hidden on a presentation page (/?present=...)
+            with gr.Row():
+                gr.Markdown(f"# {TITLE}\n{TAGLINE}")
+                database = gr.Markdown(elem_id="as-database")
+            with gr.Tabs(selected="episode") as tabs:
+                with gr.Tab("Episode", id="episode") as episode_tab:
+                    episode = episode_panel.build(state)
+                with gr.Tab("Plots", id="plots", elem_id="as-tab-plots") as plots_tab:
+                    plots = plots_panel.build()
+                with gr.Tab("Models", id="models") as models_tab:
+                    slots = model_panel.build(state, services.access)
+                with gr.Tab("Episodes", id="episodes") as episodes_tab:
+                    browser = browser_panel.build(services.store)
+                annotate = None
+                if services.store is not None:
+                    with gr.Tab("Annotate", id="annotate", elem_id="as-tab-annotate") as annotate_tab:
+                        annotate = annotate_panel.build()
+                    with gr.Tab("Compare", id="compare", elem_id="as-tab-compare") as compare_tab:
+                        compare = compare_panel.build()
+        present = present_panel.build()
         api.build(state)
 
         render = Renderer(episode, plots, services.store, database)
@@ -145,6 +148,7 @@ def build_app(services: Services) -> gr.Blocks:
                 api_visibility="private",
             )
         _wire_browser(browser, state, render, tabs, services.store, episode)
+        present_panel.wire(present, studio_view, state, services.store, app)
         crossscore_panel.wire(episode.cross, state, services.store)
 
         def show_plots(session: StudioSession, visible: bool) -> dict[Any, Any]:

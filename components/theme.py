@@ -20,6 +20,7 @@ const AS_KEYS = {
   "0": ["as-skip"], "u": ["as-undo"],
   "g": ["as-label-good"], "n": ["as-label-neutral"], "b": ["as-label-bad"],
   "j": ["as-label-next"], "k": ["as-label-prev"],
+  " ": ["as-present-play"], "arrowright": ["as-present-next"], "arrowleft": ["as-present-prev"],
 };
 document.addEventListener("keydown", (event) => {
   const target = event.target;
