@@ -289,6 +289,12 @@ def build_parser() -> argparse.ArgumentParser:
     video.add_argument("--out", type=_output_file, required=True, metavar="FILE.mp4", help=".mp4 or .gif (replaced)")
     video.add_argument("--fps", type=float, default=2.0, help="steps per second (default 2)")
     video.add_argument("--compare", default=None, metavar="EPISODE", help="another episode, shown side by side")
+    video.add_argument(
+        "--attention-model",
+        default=None,
+        metavar="MODEL",
+        help="lay over each step's frame where this model looked when it chose the action (e.g. default)",
+    )
     _add_db_argument(video)
 
     compare = commands.add_parser(
@@ -894,7 +900,14 @@ def cmd_video(args: argparse.Namespace) -> int:
     from studio.viz.video import episode_video
 
     episode, compare = _episode_and_compare(args)
-    print(json.dumps(episode_video(episode, args.out, fps=args.fps, compare=compare).to_dict()))
+    attention = None
+    if args.attention_model is not None:
+        from studio.models.registry import ModelRegistry
+
+        attention = ModelRegistry().load(
+            args.attention_model, progress=lambda f, m: print(f"[{f:4.0%}] {m}", file=sys.stderr, flush=True)
+        )
+    print(json.dumps(episode_video(episode, args.out, fps=args.fps, compare=compare, attention=attention).to_dict()))
     return 0
 
 

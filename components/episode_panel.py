@@ -54,6 +54,7 @@ class EpisodePanel:
     video: gr.Button
     video_download: gr.DownloadButton
     video_message: gr.HTML
+    video_attention: gr.Checkbox
     report: gr.Button
     report_download: gr.DownloadButton
     frame: gr.Image
@@ -280,6 +281,11 @@ def build(state: gr.State, sample_env: str = "gridworld") -> EpisodePanel:
                     report_download = gr.DownloadButton(
                         "Download", size="sm", visible=False, elem_id="as-report-download"
                     )
+                video_attention = gr.Checkbox(
+                    False,
+                    label="Lay model A's attention over each frame (where it looked when it chose the action; slower)",
+                    elem_id="as-video-attention",
+                )
                 video_message = gr.HTML(elem_id="as-video-message")
             values = values_panel.build()
             cross = crossscore_panel.build()
@@ -301,6 +307,7 @@ def build(state: gr.State, sample_env: str = "gridworld") -> EpisodePanel:
         video=video,
         video_download=video_download,
         video_message=video_message,
+        video_attention=video_attention,
         report=report,
         report_download=report_download,
         frame=frame,
@@ -461,18 +468,18 @@ def wire(panel: EpisodePanel, state: gr.State, render: Render) -> None:
 
     panel.show_prompt.click(show_prompt, [state, panel.selected], [panel.prompt], **private)
 
-    def downloadable(suffix: str, write: Callable[[Any, Path], str]) -> Callable[[StudioSession], list[Any]]:
+    def downloadable(suffix: str, write: Callable[..., str]) -> Callable[..., list[Any]]:
         """A handler that writes the open episode to a new temporary file and offers it for download
-        (labelled by ``write``'s answer), or says in one line why it cannot."""
+        (labelled by ``write(episode, path, session, *inputs)``'s answer), or says in one line why it cannot."""
 
-        def handler(session: StudioSession) -> list[Any]:
+        def handler(session: StudioSession, *inputs: Any) -> list[Any]:
             episode = session.episode
             if episode is None or not episode.steps:
                 note = message_html("Take a step first: there is nothing to show yet.", "info")
                 return [gr.DownloadButton(visible=False), note]
             path = Path(tempfile.mkdtemp(prefix="agent-studio-")) / f"episode-{episode.id}{suffix}"
             try:
-                detail = write(episode, path)
+                detail = write(episode, path, session, *inputs)
             except StudioError as error:
                 return [gr.DownloadButton(visible=False), message_html(str(error), "error")]
             label = f"Download episode-{episode.id[:8]}{suffix} ({detail})"
@@ -480,16 +487,26 @@ def wire(panel: EpisodePanel, state: gr.State, render: Render) -> None:
 
         return handler
 
-    def write_video(episode: Any, path: Path) -> str:
-        return plural(episode_video(episode, path).frames, "frame")
+    def write_video(episode: Any, path: Path, session: StudioSession, with_attention: bool) -> str:
+        attention = None
+        if with_attention:
+            attention = session.models.get("A")
+            if attention is None:
+                raise StudioError("Load model A to lay its attention over the frames.")
+        return plural(episode_video(episode, path, attention=attention).frames, "frame")
 
-    def write_html(episode: Any, path: Path) -> str:
+    def write_html(episode: Any, path: Path, session: StudioSession) -> str:
         store = getattr(render, "store", None)  # the values and cross-scores stored with the episode
         extras = report_extras(store, episode.id) if store is not None else {}
         return f"{write_report(episode, path, **extras)['bytes'] / 1e6:.1f} MB"
 
     message = [panel.video_message]
-    panel.video.click(downloadable(".mp4", write_video), [state], [panel.video_download, *message], **private)
+    panel.video.click(
+        downloadable(".mp4", write_video),
+        [state, panel.video_attention],
+        [panel.video_download, *message],
+        **private,
+    )
     panel.report.click(downloadable(".html", write_html), [state], [panel.report_download, *message], **private)
     attention_panel.wire(panel.attention, state, panel.selected)
 

@@ -56,6 +56,33 @@ def test_score_mode_on_household(default_model) -> None:
     assert 0 < step.extra["chosen_action_probability"] <= 1
 
 
+def test_a_videos_frames_show_where_the_model_looked(default_model) -> None:
+    import numpy as np
+
+    from studio.envs.registry import env_at
+    from studio.session import policy_written
+    from studio.viz.attention import projection_image
+    from studio.viz.video import attention_frames, episode_frames
+
+    policy = ReActPolicy(default_model, ReActConfig(sampling=SamplingParams(temperature=0.0, max_new_tokens=40)))
+    runner = EpisodeRunner("gridworld", policy, config=RunnerConfig(max_steps=2, record_frames=False))
+    runner.reset(seed=0)
+    episode = runner.run()
+    plain = episode_frames(episode)
+    laid = attention_frames(episode, plain, default_model)
+    assert len(laid) == len(plain) == 3 and np.array_equal(laid[-1], plain[-1])  # the end: no decision
+    env = env_at(episode.env, episode.env_options, episode.seed, None)
+    for step in episode.steps:
+        amap = default_model.attention(
+            step.prompt, step.raw, instruction=episode.instruction, observation=step.observation,
+            written=policy_written(step.raw, step.tokens),
+        )  # fmt: skip
+        values = amap.aggregate("mean", span="action")
+        expected = projection_image(amap, values, env, step.observation, plain[step.index])
+        assert expected is not None and np.array_equal(laid[step.index], expected)
+        assert not np.array_equal(laid[step.index], plain[step.index])
+
+
 def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     environment = {**os.environ, "HF_HUB_OFFLINE": "1"}
     return subprocess.run(

@@ -74,6 +74,44 @@ def episode_frames(episode: Episode) -> list[np.ndarray]:
     return frames
 
 
+def attention_frames(episode: Episode, frames: list[np.ndarray], backend: Any) -> list[np.ndarray]:
+    """``frames`` with what ``backend`` attended to when it chose each step's action laid over them
+    (the mean over layers and heads of the action tokens' attention, projected onto the map's cells
+    or the image's patches); steps without a model output, or whose attention has no place on the
+    frame, keep their frame as it is."""
+    from studio.session import policy_written
+    from studio.viz.attention import projection_image
+
+    if not backend.capabilities.attention:
+        raise StudioError(f"Model {backend.card.id} cannot show its attention: {backend.no_attention_reason}.")
+    out = list(frames)
+    env = None
+    for step in episode.steps:
+        if not step.prompt or not step.raw or step.index >= len(frames):
+            continue
+        images = [frames[step.index]] if backend.capabilities.images else None
+        amap = backend.attention(
+            step.prompt,
+            step.raw,
+            images=images,
+            instruction=episode.instruction,
+            observation=step.observation,
+            written=policy_written(step.raw, step.tokens),
+        )
+        try:
+            values = amap.aggregate("mean", span="action")
+        except StudioError:
+            continue  # an output without an action: nothing to show for it
+        if env is None:
+            env = env_at(episode.env, episode.env_options, episode.seed, None)
+        overlay = projection_image(amap, values, env, step.observation, frames[step.index])
+        if overlay is not None:
+            out[step.index] = overlay
+    if env is not None:
+        env.close()
+    return out
+
+
 def _ascii(text: str) -> str:
     """OpenCV draws ASCII only: anything else becomes '?' (model text may hold anything)."""
     return "".join(c if 32 <= ord(c) < 127 else "?" for c in text.replace("\n", " "))
@@ -115,9 +153,10 @@ def _pad(image: np.ndarray, width: int, height: int) -> np.ndarray:
     return padded
 
 
-def composed_frames(episode: Episode, compare: Episode | None = None) -> list[np.ndarray]:
+def composed_frames(episode: Episode, compare: Episode | None = None, attention: Any = None) -> list[np.ndarray]:
     """The video's frames: captioned, side by side with ``compare``'s when given, padded to one size
-    whose sides are multiples of 16 (what H.264 encoders want)."""
+    whose sides are multiples of 16 (what H.264 encoders want); with ``attention`` (a backend), each
+    model step shows where that model looked (:func:`attention_frames`)."""
     sides = [episode] if compare is None else [episode, compare]
     labels = [""] if compare is None else ["A ", "B "]
     columns = []
@@ -125,6 +164,8 @@ def composed_frames(episode: Episode, compare: Episode | None = None) -> list[np
         frames = episode_frames(side)
         if not frames:
             raise StudioError(f"Episode {side.id} has no steps: there is nothing to show.")
+        if attention is not None:
+            frames = attention_frames(side, frames, attention)
         columns.append([captioned(f, *c) for f, c in zip(frames, _captions(side, label))])
     length = max(len(column) for column in columns)
     rows = []
@@ -166,8 +207,11 @@ def write_video(frames: list[np.ndarray], out: Path, fps: float) -> None:
     writer.close()
 
 
-def episode_video(episode: Episode, out: str | Path, fps: float = 2.0, compare: Episode | None = None) -> VideoSummary:
-    """Write ``episode``'s replay (beside ``compare``'s, if given) to ``out`` (.mp4 or .gif)."""
+def episode_video(
+    episode: Episode, out: str | Path, fps: float = 2.0, compare: Episode | None = None, attention: Any = None
+) -> VideoSummary:
+    """Write ``episode``'s replay (beside ``compare``'s, if given) to ``out`` (.mp4 or .gif); with
+    ``attention`` (a backend that reports attention), each step's frame shows where it looked."""
     path = Path(out).expanduser()
     if path.suffix.lower() not in FORMATS:
         raise StudioError(f"A video is written as .mp4 or .gif, not {path.suffix or 'a file without a suffix'}.")
@@ -175,7 +219,7 @@ def episode_video(episode: Episode, out: str | Path, fps: float = 2.0, compare: 
         raise StudioError(f"--fps must be from 0.1 to {MAX_FPS}, got {fps}.")
     if path.is_dir():
         raise StudioError(f"{path} is a folder; give a file name such as {path / 'episode.mp4'}.")
-    frames = composed_frames(episode, compare)
+    frames = composed_frames(episode, compare, attention)
     temporary = path.with_name(path.stem + ".partial" + path.suffix)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
