@@ -145,6 +145,7 @@ def wire(panel: PresentPanel, studio_view: gr.Column, state: gr.State, store: St
         opened,
         [state, panel.state, panel.pace],
         [studio_view, panel.column, *outputs],
+        show_progress="hidden",  # (its outputs hold the whole studio: no loading veil over it on every page load)
         **private,
     )
 
