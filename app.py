@@ -706,7 +706,7 @@ def cmd_models(args: argparse.Namespace) -> int:
                 print(f"{scheme['example']}: {scheme['summary']} (from the browser: {scheme['from_the_browser']})")
         return 0
     if args.prepare:
-        resolved = resolve_default(progress=lambda f, m: print(f"[{f:4.0%}] {m}", file=sys.stderr, flush=True))
+        resolved = resolve_default(progress=print_progress)
         print(f"default model ready: {resolved.path} ({resolved.source})", file=sys.stderr)
     for row in offline_models():
         if args.json:
@@ -717,6 +717,11 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def print_progress(fraction: float, message: str) -> None:
+    """A model's loading progress on stderr (stdout stays the command's answer)."""
+    print(f"[{fraction:4.0%}] {message}", file=sys.stderr, flush=True)
+
+
 def cli_models(args: argparse.Namespace) -> tuple[Any, Any]:
     """The acting model and the judge (``--judge-model``, else the acting model, with ``--verifier
     judge``) of ``run``/``coverage``, loaded with progress on stderr; (None, None) without a model policy."""
@@ -724,12 +729,13 @@ def cli_models(args: argparse.Namespace) -> tuple[Any, Any]:
         return None, None
     from studio.models.registry import ModelRegistry
 
-    def progress(fraction: float, message: str) -> None:
-        print(f"[{fraction:4.0%}] {message}", file=sys.stderr, flush=True)
-
     registry = ModelRegistry()
     backend = registry.load(
-        args.model, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code, progress=progress
+        args.model,
+        device=args.device,
+        dtype=args.dtype,
+        trust_remote_code=args.trust_remote_code,
+        progress=print_progress,
     )
     judge = None
     if "judge" in (getattr(args, "verifiers", None) or [args.verifier]):
@@ -904,9 +910,7 @@ def cmd_video(args: argparse.Namespace) -> int:
     if args.attention_model is not None:
         from studio.models.registry import ModelRegistry
 
-        attention = ModelRegistry().load(
-            args.attention_model, progress=lambda f, m: print(f"[{f:4.0%}] {m}", file=sys.stderr, flush=True)
-        )
+        attention = ModelRegistry().load(args.attention_model, progress=print_progress)
     print(json.dumps(episode_video(episode, args.out, fps=args.fps, compare=compare, attention=attention).to_dict()))
     return 0
 
@@ -1027,7 +1031,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             device=args.device,
             dtype=args.dtype,
             trust_remote_code=args.trust_remote_code,
-            progress=lambda f, m: print(f"[{f:4.0%}] {m}", file=sys.stderr, flush=True),
+            progress=print_progress,
         )
 
     def show(cell: Any, result: Any) -> None:
@@ -1061,7 +1065,7 @@ def cmd_crossscore(args: argparse.Namespace) -> int:
         device=args.device,
         dtype=args.dtype,
         trust_remote_code=args.trust_remote_code,
-        progress=lambda f, m: print(f"[{f:4.0%}] {m}", file=sys.stderr, flush=True),
+        progress=print_progress,
     )
     scores = cross_score(episode, backend)
     store.cross_scores.save(scores)
@@ -1224,9 +1228,7 @@ def cmd_judge(args: argparse.Namespace) -> int:
     from studio.models.registry import ModelRegistry
 
     store = open_cli_store(args, create=False)
-    backend = ModelRegistry().load(
-        args.model, progress=lambda f, m: print(f"[{f:4.0%}] {m}", file=sys.stderr, flush=True)
-    )
+    backend = ModelRegistry().load(args.model, progress=print_progress)
     done = judge_queue(
         store.preferences,
         backend,
@@ -1389,13 +1391,9 @@ def _serve(args: argparse.Namespace, access: Any, store: Any, credentials: Any) 
     registry = ModelRegistry()
     default_model = None
     if args.model != "none":
-
-        def progress(fraction: float, message: str) -> None:
-            print(f"[{fraction:4.0%}] {message}", file=sys.stderr, flush=True)
-
         try:
             default_model = registry.load(
-                args.model, device=args.device, trust_remote_code=args.trust_remote_code, progress=progress
+                args.model, device=args.device, trust_remote_code=args.trust_remote_code, progress=print_progress
             )
             registry.pin(default_model)
         except StudioError as exc:  # the studio still starts: the model panel says what happened
