@@ -248,14 +248,15 @@ class PairMaking:
                 raise StudioError(f"No pair with id {pair_id!r}.")
             return pair_record(row)
 
-    def pairs(self, kind: str | None = None, env: str | None = None, source: str | None = None) -> list[PairRecord]:
+    def pairs(
+        self, kind: str | None = None, env: str | None = None, source: str | None = None, episode_id: str | None = None
+    ) -> list[PairRecord]:
+        """Stored pairs, oldest first: of a kind, environment, source, or with a side in one episode."""
+        query = self._filtered(select(PairRow), kind, env, source)
+        if episode_id is not None:
+            query = query.where(or_(PairRow.left_episode_id == episode_id, PairRow.right_episode_id == episode_id))
         with self.db.reading() as session:
-            return [
-                pair_record(r)
-                for r in session.scalars(
-                    self._filtered(select(PairRow), kind, env, source).order_by(PairRow.created_at, PairRow.id)
-                )
-            ]
+            return [pair_record(r) for r in session.scalars(query.order_by(PairRow.created_at, PairRow.id))]
 
     @staticmethod
     def _filtered(query, kind: str | None, env: str | None, source: str | None):  # noqa: ANN001, ANN205

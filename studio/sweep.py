@@ -24,7 +24,7 @@ from studio.errors import StudioError
 from studio.models.base import Backend
 from studio.rollouts import LockedSink, run_parallel
 from studio.runner import EpisodeRunner, RunnerConfig, Sink
-from studio.settings import EpisodeSettings, settings_from
+from studio.settings import EpisodeSettings, default_temperature, settings_from
 from studio.trace import Episode
 from studio.validation import MAX_NAME, MAX_SEED
 
@@ -158,8 +158,12 @@ class SweepSpec:
         ]
 
     def episode_settings(self) -> EpisodeSettings:
-        """The settings of the sweep's model-driven cells."""
-        return settings_from(self.settings)
+        """The settings of the sweep's model-driven cells; no temperature means greedy for one output
+        and sampling for several, as in ``run``."""
+        settings = settings_from(self.settings)
+        if "temperature" not in self.settings:
+            settings = settings_from({"temperature": default_temperature(settings.candidates)}, base=settings)
+        return settings
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -106,9 +106,29 @@ def test_a_report_carries_the_stored_values_and_cross_scores(tmp_path: Path) -> 
         store.preferences.save_values(values)
         score = CrossScore(episode.id, 0, "judge-model", [TokenInfo(id=1, text=HOSTILE, logprob=-2.0)], None, "go east")
         store.cross_scores.save([score])
+        other = _episode(RandomPolicy(seed=2), max_steps=3, sinks=[store.episodes.sink()])
+        pair = store.preferences.add_pair(episode.id, other.id)
+        store.preferences.annotate(pair.id, "ada", "left", rationale=HOSTILE)
+        store.preferences.label_step(episode.id, 1, "bo", "good", note="<b>fine</b>")
         extras = report_extras(store, episode.id)
+        (stored,) = store.preferences.annotations(pair.id)  # the choice as stored (the view may swap sides)
     assert [s.scorer for s in extras["cross_scores"]] == ["judge-model"] and extras["values"]
+    left_is_this = pair.left.episode_id == episode.id
+    this_won = (stored.choice == "left") == left_is_this
+    assert extras["judgements"] == [
+        {
+            "step": None,
+            "compared": "this episode vs episode " + other.id[:8]
+            if left_is_this
+            else f"episode {other.id[:8]} vs this episode",
+            "annotator": "ada",
+            "verdict": ("this episode" if this_won else f"episode {other.id[:8]}") + " better",
+            "rationale": HOSTILE,
+        }
+    ]
+    assert extras["labels"] == [{"step": 1, "annotator": "bo", "label": "good", "note": "<b>fine</b>"}]
     page = episode_report(episode, **extras)
+    assert "Judgements of its pairs" in page and "Step labels" in page and "<b>fine" not in page
     assert "Step values (Monte Carlo)" in page and "Another model&#x27;s view" not in page
     assert "Another model's view of these outputs" in page and "judge-model" in page
     assert page.count("Plotly.newPlot") == 3 and "<script>window.__pwned" not in page

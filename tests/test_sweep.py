@@ -53,6 +53,9 @@ def test_a_spec_is_checked_and_its_cells_have_a_fixed_order() -> None:
         ("expert", "household", 0),
     ]
     assert SweepSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    assert spec.episode_settings().temperature == 0.0  # greedy, as run is, for one output a step
+    sampled = SweepSpec.build(["default"], ["gridworld"], "0", {"candidates": 4}).episode_settings()
+    assert sampled.temperature == 0.7 and sampled.candidates == 4
     for args, words in [
         (([], ["gridworld"], "0"), "at least one model"),
         ((["expert"], ["gridworld"], "0", {"verifier": "mc"}), "does not take the setting 'verifier'"),

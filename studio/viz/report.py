@@ -76,8 +76,14 @@ def _page(title: str, meta: dict[str, Any], body: str) -> str:
     )
 
 
-def _extras(episode: Episode, values: list[Any] | None, cross_scores: list[Any] | None) -> str:
-    """The step values and model B's scores stored with the episode, where there are any."""
+def _extras(
+    episode: Episode,
+    values: list[Any] | None,
+    cross_scores: list[Any] | None,
+    judgements: list[dict[str, Any]] | None = None,
+    labels: list[dict[str, Any]] | None = None,
+) -> str:
+    """The step values, model B's scores, judgements and step labels stored with the episode, where there are any."""
     from studio.viz.html import cross_scores_html
     from studio.viz.plots import cross_score_figure, value_curve_figure
 
@@ -90,6 +96,8 @@ def _extras(episode: Episode, values: list[Any] | None, cross_scores: list[Any] 
             "<h2>Another model's view of these outputs</h2>"
             f"{_figure_html(cross_score_figure(cross_scores), 'as-report-cross')}{cross_scores_html(episode, cross_scores)}"
         )
+    parts.append(_rows_html("Judgements of its pairs", judgements or []))
+    parts.append(_rows_html("Step labels", labels or []))
     return "".join(parts)
 
 
@@ -98,9 +106,11 @@ def episode_report(
     compare: Episode | None = None,
     values: list[Any] | None = None,
     cross_scores: list[Any] | None = None,
+    judgements: list[dict[str, Any]] | None = None,
+    labels: list[dict[str, Any]] | None = None,
 ) -> str:
-    """The report page of ``episode`` (beside ``compare``, when given) as one HTML document, with the
-    episode's step values and one model's cross-scores when given."""
+    """The report page of ``episode`` (beside ``compare``, when given) as one HTML document, with what
+    :func:`report_extras` found stored beside it when given."""
     if not episode.steps:
         raise StudioError(f"Episode {episode.id} has no steps: there is nothing to report.")
     title = f"{episode.env} · seed {episode.seed} · {episode.acted_by}"
@@ -109,7 +119,7 @@ def episode_report(
         sides.append(_side(compare, "B: " + _name(compare), "b"))
         title += f" vs {compare.acted_by}"
     meta = {"episode": episode.id, **({"compare": compare.id} if compare else {})}
-    body = f'<div class="as-report-sides">{"".join(sides)}</div>{_extras(episode, values, cross_scores)}'
+    body = f'<div class="as-report-sides">{"".join(sides)}</div>{_extras(episode, values, cross_scores, judgements, labels)}'
     return _page(title, meta, body)
 
 
@@ -151,20 +161,59 @@ def write_report(
     episode: Episode,
     out: str | Path,
     compare: Episode | None = None,
-    values: list[Any] | None = None,
-    cross_scores: list[Any] | None = None,
+    **extras: Any,
 ) -> dict[str, Any]:
-    """Write :func:`episode_report` to ``out`` (.html); what was written."""
-    written = write_page(episode_report(episode, compare, values, cross_scores), out)
+    """Write :func:`episode_report` to ``out`` (.html), with ``extras`` (:func:`report_extras`); what was written."""
+    written = write_page(episode_report(episode, compare, **extras), out)
     return {**written, "episodes": 1 + (compare is not None)}
 
 
 def report_extras(store: Any, episode_id: str) -> dict[str, Any]:
-    """What a store keeps beside an episode for its report: its step values and the cross-scores of
-    the model that scored it last (``store`` is a :class:`storage.Store`)."""
+    """What a store keeps beside an episode for its report: its step values, the cross-scores of the
+    model that scored it last, and the judgements and step labels people and judges gave it
+    (``store`` is a :class:`storage.Store`)."""
     scores = store.cross_scores.of_episode(episode_id)
     latest = max(scores, key=lambda score: score.created_at).scorer if scores else None
+    judgements = []
+    for pair in store.preferences.pairs(episode_id=episode_id):
+        sides = {"left": _side_name(pair.left, episode_id), "right": _side_name(pair.right, episode_id)}
+        for annotation in store.preferences.annotations(pair.id):
+            verdict = {"tie": "a tie", "both_bad": "both bad"}.get(annotation.choice)
+            judgements.append(
+                {
+                    "step": pair.step_index,
+                    "compared": f"{sides['left']} vs {sides['right']}",
+                    "annotator": annotation.annotator,
+                    "verdict": verdict or f"{sides.get(annotation.choice, annotation.choice)} better",
+                    "rationale": annotation.rationale,
+                }
+            )
+    labels = [
+        {"step": label.step_index, "annotator": label.annotator, "label": label.label, "note": label.note}
+        for label in store.preferences.step_labels(episode_id)
+    ]
     return {
         "values": store.preferences.step_values(episode_id),
         "cross_scores": [score for score in scores if score.scorer == latest],
+        "judgements": judgements,
+        "labels": labels,
     }
+
+
+def _side_name(side: Any, episode_id: str) -> str:
+    """A pair's side in words, from this episode's point of view."""
+    if side.step_index is None:
+        return "this episode" if side.episode_id == episode_id else f"episode {side.episode_id[:8]}"
+    output = "the taken output" if side.candidate_id is None else "a candidate"
+    return output if side.episode_id == episode_id else f"{output} of episode {side.episode_id[:8]}"
+
+
+def _rows_html(title: str, rows: list[dict[str, Any]]) -> str:
+    """A titled table of plain rows (every value escaped)."""
+    if not rows:
+        return ""
+    head = "".join(f"<th>{esc(column)}</th>" for column in rows[0])
+    body = "".join(
+        "<tr>" + "".join(f"<td>{esc('' if v is None else v)}</td>" for v in row.values()) + "</tr>" for row in rows
+    )
+    return f'<h2>{esc(title)}</h2><table class="as-results"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
