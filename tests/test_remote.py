@@ -89,6 +89,37 @@ def test_score_equals_the_in_process_score(remote, local) -> None:
     assert all(len(top) == 5 for row in theirs.alternatives for top in row)
 
 
+def test_cross_scores_and_sweeps_work_through_the_server(remote, local, tmp_path: Path) -> None:
+    """Model B served by vLLM scores model A's episode as the in-process model does; a sweep's model
+    cells run through the server as concurrent requests and store the episodes the local model plays."""
+    from studio.crossscore import cross_score
+    from studio.sweep import SweepSpec, run_sweep
+
+    policy = ReActPolicy(local, ReActConfig(sampling=SamplingParams(temperature=0.0, max_new_tokens=40)))
+    runner = EpisodeRunner("gridworld", policy, config=RunnerConfig(max_steps=2))
+    runner.reset(seed=1)
+    episode = runner.run()
+    served, here = cross_score(episode, remote), cross_score(episode, local)
+    for theirs, ours in zip(served, here, strict=True):
+        assert [t.id for t in theirs.tokens] == [t.id for t in ours.tokens]
+        assert max(abs(a.logprob - b.logprob) for a, b in zip(theirs.tokens, ours.tokens)) < TOLERANCE
+        assert theirs.preferred == ours.preferred and abs(theirs.difference) < 0.01  # the same model as A
+    spec = SweepSpec.build(["served"], ["gridworld"], "0-1", {"max_steps": 2, "max_new_tokens": 40})
+    with open_store(tmp_path / "sweep.db") as store:
+        record = store.sweeps.create(spec)
+        outcome = run_sweep(spec, record.id, [store.episodes.sink()], lambda name: remote, parallel=2)
+        assert outcome.completed == 2 and not outcome.failed
+        through_server = store.sweeps.episodes_of(record.id)
+    for played in through_server:
+        alone = EpisodeRunner(
+            "gridworld",
+            ReActPolicy(local, ReActConfig(sampling=SamplingParams(temperature=0.0, max_new_tokens=40))),
+            config=RunnerConfig(max_steps=2),
+        )
+        alone.reset(seed=played.seed)
+        assert [s.action for s in played.steps] == [s.action for s in alone.run().steps]
+
+
 def test_seeded_candidates_in_one_request(remote) -> None:
     sampling = SamplingParams(temperature=1.0, max_new_tokens=12, seed=7)
     first = remote.generate(CHAT, n=3, sampling=sampling)
