@@ -21,7 +21,7 @@ from storage import Store
 from storage.sweeps import SweepRecord
 from studio.errors import StudioError
 from studio.models.access import ModelAccess
-from studio.sweep import SweepJob, SweepSpec, run_sweep, sweep_results
+from studio.sweep import SCRIPTED_MODELS, SweepJob, SweepSpec, run_sweep, sweep_results
 from studio.viz.html import message_html
 from studio.viz.report import sweep_report, write_page
 from studio.viz.results import paired_html, progress_html, results_figure, results_table_html
@@ -75,6 +75,13 @@ class SweepJobs:
 
         job.start(work)
         return job
+
+    def check_models(self, spec: SweepSpec) -> None:
+        """Each model of ``spec`` may load from the browser (the operator's rules): one line before
+        anything is stored, not a sweep that fails later."""
+        for model in spec.models:
+            if model not in SCRIPTED_MODELS:
+                self.registry.check(model, access=self.access)
 
     def get(self, sweep_id: str) -> SweepJob | None:
         with self._lock:
@@ -228,6 +235,7 @@ def wire(panel: ComparePanel, store: Store, jobs: SweepJobs, tab: gr.Tab, other_
         settings = {} if max_steps in (None, "", 0) else {"max_steps": max_steps}
         spec = SweepSpec.build(str(models or "").split(","), str(envs or "").split(","), str(seeds or ""), settings)
         spec.check_envs()
+        jobs.check_models(spec)
         record = store.sweeps.create(spec, (name or "").strip() or None)
         jobs.start(record)
         return {

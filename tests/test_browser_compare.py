@@ -26,6 +26,13 @@ def test_a_sweep_runs_from_the_compare_tab_and_resumes_after_stop(tmp_path: Path
         fill(page, "as-sweep-envs", "gridworld,nowhere")
         page.click("#as-sweep-start")
         page.locator("#as-sweep-message", has_text="Unknown environment 'nowhere'").wait_for(timeout=30_000)
+        fill(page, "as-sweep-models", "expert,/etc")  # a folder the operator did not allow: refused before it is stored
+        fill(page, "as-sweep-envs", "gridworld")
+        page.click("#as-sweep-start")
+        page.locator("#as-sweep-message", has_text="Loading local files from the browser is off ('/etc')").wait_for(
+            timeout=30_000
+        )
+        fill(page, "as-sweep-models", "expert,random")
 
         fill(page, "as-sweep-envs", "gridworld,household")
         fill(page, "as-sweep-seeds", "0-5")
@@ -72,3 +79,4 @@ def test_a_sweep_runs_from_the_compare_tab_and_resumes_after_stop(tmp_path: Path
         cells = [episode.sweep_cell for episode in store.sweeps.episodes_of(record.id)]
         assert cells == list(range(80))
         assert store.episodes.count_episodes() == 104  # nothing incomplete left, no cell twice
+        assert [record.name for record in store.sweeps.list()] == ["long", "demo"]  # no sweep of the refused ones

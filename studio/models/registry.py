@@ -279,6 +279,33 @@ class ModelRegistry:
         which schemes and paths may load and whether remote code may run (``trust_remote_code``
         is ignored).
         """
+        scheme, request = self._request(name, device, dtype, trust_remote_code, progress, access)
+        prepared = scheme.prepare(request)
+        with self._loading:
+            if prepared.key not in self._models:
+                self._models[prepared.key] = prepared.load()
+                self._names[prepared.key] = name
+            else:
+                progress(1.0, "already loaded")
+            if holder is not None:
+                self._holders.setdefault(prepared.key, set()).add(holder)
+            return self._models[prepared.key]
+
+    def check(self, name: str, access: ModelAccess | None = None) -> None:
+        """Whether ``name`` may load (its form, and for names from the web the operator's rules), without
+        loading it: one line when it may not."""
+        self._request(name, "auto", "auto", False, no_progress, access)
+
+    def _request(
+        self,
+        name: str,
+        device: str,
+        dtype: str,
+        trust_remote_code: bool,
+        progress: ProgressCallback,
+        access: ModelAccess | None,
+    ) -> tuple[BackendScheme, LoadRequest]:
+        """The scheme and load request of ``name``, checked against ``access`` for names from the web."""
         name = check_model_name(name)
         if access is not None:
             trust_remote_code = access.trust_remote_code
@@ -291,16 +318,7 @@ class ModelRegistry:
                     f"Models of the {scheme.scheme}: kind load only from the command line (serve --model), not from the browser."
                 )
             scheme.web_check(request)
-        prepared = scheme.prepare(request)
-        with self._loading:
-            if prepared.key not in self._models:
-                self._models[prepared.key] = prepared.load()
-                self._names[prepared.key] = name
-            else:
-                progress(1.0, "already loaded")
-            if holder is not None:
-                self._holders.setdefault(prepared.key, set()).add(holder)
-            return self._models[prepared.key]
+        return scheme, request
 
     def add(self, name: str, backend: Backend, device: str = "cpu") -> Backend:
         """Register an already built backend (tiny test models, scripted fakes)."""
