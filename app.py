@@ -325,6 +325,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ENV:NAME=VALUE",
         help="an option of one of the environments (repeatable), e.g. gridworld:difficulty=medium",
     )
+    sweep.add_argument(
+        "--vary",
+        action="append",
+        default=[],
+        metavar="NAME=V1,V2",
+        help="compare values of a model setting (repeatable: every combination), e.g. temperature=0,0.7",
+    )
     sweep.add_argument("--name", default=None, help="the sweep's name (default: sweep- and its id's start)")
     sweep.add_argument("--resume", default=None, metavar="NAME", help="run the cells a stopped or killed sweep lacks")
     sweep.add_argument(
@@ -982,7 +989,7 @@ def print_results(results: dict[str, Any], as_json: bool) -> None:
 
 def sweep_spec_from_args(args: argparse.Namespace) -> Any:
     """The spec ``sweep`` was given (one line for what is missing or wrong)."""
-    from studio.sweep import SWEEP_SETTINGS, SweepSpec
+    from studio.sweep import SWEEP_SETTINGS, SweepSpec, parse_vary
 
     missing = [
         flag for flag, value in (("--models", args.models), ("--envs", args.envs), ("--seeds", args.seeds)) if not value
@@ -993,8 +1000,9 @@ def sweep_spec_from_args(args: argparse.Namespace) -> Any:
     env_options: dict[str, dict[str, Any]] = {}
     for env, name, value in args.env_opt:
         env_options.setdefault(env, {})[name] = value
+    vary = parse_vary(";".join(args.vary))
     return SweepSpec.build(
-        args.models.split(","), args.envs.split(","), args.seeds, settings, args.max_invalid, env_options
+        args.models.split(","), args.envs.split(","), args.seeds, settings, args.max_invalid, env_options, vary
     )
 
 
@@ -1005,9 +1013,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     store = open_cli_store(args)
     if args.resume is not None:
-        if args.models or args.envs or args.seeds or args.name:
+        if args.models or args.envs or args.seeds or args.name or args.vary:
             raise StudioError(
-                "--resume goes on with the stored sweep as it was made: leave out --models, --envs, --seeds and --name."
+                "--resume goes on with the stored sweep as it was made: leave out --models, --envs, --seeds, --vary and --name."
             )
         record = store.sweeps.get(args.resume)
         removed = store.sweeps.discard_incomplete(record.id)
@@ -1036,7 +1044,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     def show(cell: Any, result: Any) -> None:
         if isinstance(result, StudioError):
-            print(f"{cell.model} {cell.env} seed={cell.seed}: failed: {result}", file=sys.stderr, flush=True)
+            print(f"{cell.label} {cell.env} seed={cell.seed}: failed: {result}", file=sys.stderr, flush=True)
         elif not args.json:
             print_episode_line(result, False)
 

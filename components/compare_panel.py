@@ -21,7 +21,7 @@ from storage import Store
 from storage.sweeps import SweepRecord
 from studio.errors import StudioError
 from studio.models.access import ModelAccess
-from studio.sweep import SCRIPTED_MODELS, SweepJob, SweepSpec, run_sweep, sweep_results
+from studio.sweep import SCRIPTED_MODELS, SweepJob, SweepSpec, parse_vary, run_sweep, sweep_results
 from studio.viz.html import message_html
 from studio.viz.report import sweep_report, write_page
 from studio.viz.results import paired_html, progress_html, results_figure, results_table_html
@@ -102,6 +102,7 @@ class ComparePanel:
     envs: gr.Textbox
     seeds: gr.Textbox
     max_steps: gr.Number
+    vary: gr.Textbox
     name: gr.Textbox
     start: gr.Button
     sweep: gr.Dropdown
@@ -135,6 +136,11 @@ def build() -> ComparePanel:
         seeds = gr.Textbox(value="0-9", label="Seeds (e.g. 0-49 or 0-9,20)", scale=2, elem_id="as-sweep-seeds")
         max_steps = gr.Number(value=0, precision=0, label="Step limit (0: the env's)", scale=1, elem_id="as-sweep-max")
         name = gr.Textbox(value="", label="Name (optional)", scale=2, elem_id="as-sweep-name")
+    vary = gr.Textbox(
+        value="",
+        label="Compare settings of the models (optional): every combination, e.g. temperature=0,0.7; candidates=1,4",
+        elem_id="as-sweep-vary",
+    )
     start = gr.Button("Start sweep", variant="primary", elem_id="as-sweep-start")
     with gr.Row():
         sweep = gr.Dropdown(
@@ -157,6 +163,7 @@ def build() -> ComparePanel:
         envs,
         seeds,
         max_steps,
+        vary,
         name,
         start,
         sweep,
@@ -231,9 +238,15 @@ def wire(panel: ComparePanel, store: Store, jobs: SweepJobs, tab: gr.Tab, other_
         return {panel.sweep: gr.Dropdown(choices=choices, value=chosen), panel.timer: gr.Timer(active=True)}
 
     @refused
-    def start(models: str, envs: str, seeds: str, max_steps: Any, name: str) -> dict[Any, Any]:
+    def start(models: str, envs: str, seeds: str, max_steps: Any, vary: str, name: str) -> dict[Any, Any]:
         settings = {} if max_steps in (None, "", 0) else {"max_steps": max_steps}
-        spec = SweepSpec.build(str(models or "").split(","), str(envs or "").split(","), str(seeds or ""), settings)
+        spec = SweepSpec.build(
+            str(models or "").split(","),
+            str(envs or "").split(","),
+            str(seeds or ""),
+            settings,
+            vary=parse_vary(str(vary or "")),
+        )
         spec.check_envs()
         jobs.check_models(spec)
         record = store.sweeps.create(spec, (name or "").strip() or None)
@@ -272,7 +285,7 @@ def wire(panel: ComparePanel, store: Store, jobs: SweepJobs, tab: gr.Tab, other_
 
     panel.report.click(report, [panel.sweep], [panel.report_download, panel.message], **private)
     view_outputs = [panel.progress, panel.table, panel.paired, panel.plot, panel.shown, panel.message]
-    form = [panel.models, panel.envs, panel.seeds, panel.max_steps, panel.name]
+    form = [panel.models, panel.envs, panel.seeds, panel.max_steps, panel.vary, panel.name]
     panel.start.click(start, form, [panel.message, panel.sweep, panel.shown], **private)
     panel.resume.click(resume, [panel.sweep], [panel.message, panel.shown], **private)
     panel.stop.click(stop, [panel.sweep], [panel.message], **private)

@@ -13,6 +13,7 @@ No store and no UI here: the caller gives the sinks, the set of cells to skip an
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
 import time
@@ -59,6 +60,41 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     return tuple(sorted(seeds))
 
 
+#: At most this many combinations of varied settings.
+MAX_VARIANTS = 16
+
+
+def parse_vary(text: str) -> dict[str, list[str]]:
+    """Varied settings from ``"temperature=0,0.7; candidates=1,4"`` (values checked later, by the spec)."""
+    vary: dict[str, list[str]] = {}
+    for part in (p.strip() for p in str(text or "").split(";")):
+        if not part:
+            continue
+        name, separator, values = part.partition("=")
+        if not separator or not name.strip() or not values.strip():
+            raise StudioError(f"Vary a setting as NAME=VALUE,VALUE (e.g. temperature=0,0.7), not {part[:40]!r}.")
+        vary[name.strip()] = [v.strip() for v in values.split(",") if v.strip()]
+    return vary
+
+
+def _checked_vary(vary: dict[str, Iterable[Any]]) -> dict[str, tuple[Any, ...]]:
+    """Each varied setting's values checked by its Setting (typed), without repeats; one line if not."""
+    checked: dict[str, tuple[Any, ...]] = {}
+    for name, values in vary.items():
+        if name not in SWEEP_SETTINGS:
+            raise StudioError(f"A sweep cannot vary {str(name)[:40]!r}: vary one of {', '.join(SWEEP_SETTINGS)}.")
+        parsed = tuple(dict.fromkeys(getattr(settings_from({name: value}), name) for value in values))
+        if len(parsed) < 2:
+            raise StudioError(f"Vary {name} over at least two different values.")
+        checked[name] = parsed
+    combinations = 1
+    for values in checked.values():
+        combinations *= len(values)
+    if combinations > MAX_VARIANTS:
+        raise StudioError(f"The varied settings make {combinations} combinations; at most {MAX_VARIANTS} are allowed.")
+    return checked
+
+
 def _names(values: Iterable[Any], what: str, most: int) -> tuple[str, ...]:
     names = tuple(dict.fromkeys(str(v).strip() for v in values if isinstance(v, str) and v.strip()))
     if not names:
@@ -73,12 +109,21 @@ def _names(values: Iterable[Any], what: str, most: int) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class SweepCell:
-    """One episode of a sweep: who acts, where, on which seed."""
+    """One episode of a sweep: who acts (with which varied settings), where, on which seed."""
 
     index: int
     model: str
     env: str
     seed: int
+    variant: tuple[tuple[str, Any], ...] = ()
+    """The values of the sweep's varied settings in this cell (empty when nothing varies)."""
+
+    @property
+    def label(self) -> str:
+        """The model as results name it: with its varied settings, e.g. ``default (temperature=0.7)``."""
+        if not self.variant:
+            return self.model
+        return f"{self.model} ({', '.join(f'{name}={value}' for name, value in self.variant)})"
 
 
 @dataclass(frozen=True)
@@ -95,6 +140,9 @@ class SweepSpec:
     max_invalid: int = 10
     env_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Options per environment name (checked against the environment's own); the others use defaults."""
+    vary: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    """Settings of :data:`SWEEP_SETTINGS` to compare, each with its values: every model-driven model
+    runs once per combination (``{"temperature": (0.0, 0.7)}``); scripted policies run once."""
 
     @classmethod
     def build(
@@ -105,6 +153,7 @@ class SweepSpec:
         settings: dict[str, Any] | None = None,
         max_invalid: int = 10,
         env_options: dict[str, dict[str, Any]] | None = None,
+        vary: dict[str, Iterable[Any]] | None = None,
     ) -> SweepSpec:
         """A checked spec: one line naming the first thing wrong (it may come from a web client)."""
         seed_list = parse_seeds(seeds) if isinstance(seeds, str) else tuple(sorted(set(seeds)))
@@ -138,6 +187,7 @@ class SweepSpec:
             settings=settings,
             max_invalid=max_invalid,
             env_options={name: dict(options) for name, options in env_options.items() if options},
+            vary=_checked_vary(vary or {}),
         )
         if spec.size > MAX_CELLS:
             raise StudioError(f"This sweep has {spec.size} episodes; at most {MAX_CELLS} are allowed.")
@@ -146,22 +196,27 @@ class SweepSpec:
     @property
     def size(self) -> int:
         """The number of cells (episodes) in the sweep."""
-        return len(self.models) * len(self.envs) * len(self.seeds)
+        return sum(len(self.variants(model)) for model in self.models) * len(self.envs) * len(self.seeds)
+
+    def variants(self, model: str) -> list[tuple[tuple[str, Any], ...]]:
+        """The combinations of varied settings ``model`` runs with (one, empty, for scripted policies)."""
+        if model in SCRIPTED_MODELS or not self.vary:
+            return [()]
+        names = list(self.vary)
+        return [tuple(zip(names, values)) for values in itertools.product(*(self.vary[n] for n in names))]
 
     def cells(self) -> list[SweepCell]:
-        """Every cell, model by model, then environment, then seed (the order cell indexes follow)."""
-        return [
-            SweepCell(index, model, env, seed)
-            for index, (model, env, seed) in enumerate(
-                (m, e, s) for m in self.models for e in self.envs for s in self.seeds
-            )
-        ]
+        """Every cell, model by model (each variant in turn), then environment, then seed (the order
+        cell indexes follow)."""
+        combos = [(m, v, e, s) for m in self.models for v in self.variants(m) for e in self.envs for s in self.seeds]
+        return [SweepCell(index, m, e, s, v) for index, (m, v, e, s) in enumerate(combos)]
 
-    def episode_settings(self) -> EpisodeSettings:
-        """The settings of the sweep's model-driven cells; no temperature means greedy for one output
-        and sampling for several, as in ``run``."""
-        settings = settings_from(self.settings)
-        if "temperature" not in self.settings:
+    def episode_settings(self, variant: tuple[tuple[str, Any], ...] = ()) -> EpisodeSettings:
+        """The settings of the sweep's model-driven cells (with a variant's values); no temperature
+        means greedy for one output and sampling for several, as in ``run``."""
+        values = {**self.settings, **dict(variant)}
+        settings = settings_from(values)
+        if "temperature" not in values:
             settings = settings_from({"temperature": default_temperature(settings.candidates)}, base=settings)
         return settings
 
@@ -173,6 +228,7 @@ class SweepSpec:
             "settings": dict(self.settings),
             "max_invalid": self.max_invalid,
             "env_options": {name: dict(options) for name, options in self.env_options.items()},
+            "vary": {name: list(values) for name, values in self.vary.items()},
         }
 
     @classmethod
@@ -186,6 +242,7 @@ class SweepSpec:
             data.get("settings") or {},
             data.get("max_invalid", 10),
             data.get("env_options") or {},
+            data.get("vary") or {},
         )
 
     def check_envs(self) -> None:
@@ -218,7 +275,7 @@ ModelLoader = Callable[[str], Backend]
 CellListener = Callable[[SweepCell, "Episode | StudioError"], None]
 
 
-def _policy_factory(model: str, spec: SweepSpec, load_model: ModelLoader) -> tuple[Backend | None, Callable]:
+def _policy_factory(model: str, settings: EpisodeSettings, load_model: ModelLoader) -> tuple[Backend | None, Callable]:
     """The backend a model's cells share (None for scripted policies) and what makes one cell's policy."""
     from studio.agents.scripted import make_policy
 
@@ -226,7 +283,7 @@ def _policy_factory(model: str, spec: SweepSpec, load_model: ModelLoader) -> tup
         return None, lambda _acting: make_policy(model)
     from studio.agents.react import ReActPolicy, config_from_settings
 
-    config = config_from_settings(spec.episode_settings())
+    config = config_from_settings(settings)
     return load_model(model), lambda acting: ReActPolicy(acting, config)
 
 
@@ -248,14 +305,14 @@ def run_sweep(
     """
     stop = stop or threading.Event()
     outcome = SweepOutcome()
-    settings = spec.episode_settings()
-    config = RunnerConfig(max_steps=settings.max_steps, max_invalid_actions=spec.max_invalid, record_frames=False)
     shared = [LockedSink(sink) for sink in sinks]
     todo = [cell for cell in spec.cells() if cell.index not in skip]
-    for model in dict.fromkeys(cell.model for cell in todo):
+    for model, variant in dict.fromkeys((cell.model, cell.variant) for cell in todo):
         if stop.is_set():
             break
-        backend, make = _policy_factory(model, spec, load_model)
+        settings = spec.episode_settings(variant)
+        config = RunnerConfig(max_steps=settings.max_steps, max_invalid_actions=spec.max_invalid, record_frames=False)
+        backend, make = _policy_factory(model, settings, load_model)
 
         def job_for(cell: SweepCell) -> Callable[[Backend | None], Episode | None]:
             def job(acting: Backend | None) -> Episode | None:
@@ -273,13 +330,13 @@ def run_sweep(
 
             return job
 
-        cells = [cell for cell in todo if cell.model == model]
+        cells = [cell for cell in todo if (cell.model, cell.variant) == (model, variant)]
 
         def finished(index: int, result: Episode | StudioError | None, cells: list[SweepCell] = cells) -> None:
             if result is None:
                 return
             if isinstance(result, StudioError):
-                outcome.failed.append(f"{cells[index].model} on {cells[index].env} seed {cells[index].seed}: {result}")
+                outcome.failed.append(f"{cells[index].label} on {cells[index].env} seed {cells[index].seed}: {result}")
             elif result.success is not None:
                 outcome.completed += 1
             if on_done is not None:
@@ -325,7 +382,7 @@ class SweepJob:
             with self._lock:
                 if isinstance(result, Episode) and result.success is not None:
                     self.progress.done += 1
-                self.progress.message = f"{_cell.model} on {_cell.env}, seed {_cell.seed}"
+                self.progress.message = f"{_cell.label} on {_cell.env}, seed {_cell.seed}"
 
         def main() -> None:
             try:
@@ -365,16 +422,18 @@ def sweep_results(spec: SweepSpec, episodes: Iterable[Episode], seed: int = 0) -
     the sweep's shared (environment, seed) cells."""
     from studio.compare import paired_comparison, results_rows
 
-    models_of = {cell.index: cell.model for cell in spec.cells()}
+    cells = spec.cells()
+    models_of = {cell.index: cell.label for cell in cells}
     mine = [e for e in episodes if e.sweep_cell in models_of and e.success is not None]
 
     def model_of(episode: Episode) -> str:
         return models_of[episode.sweep_cell]  # type: ignore[index]
 
-    by_model = {model: [e for e in mine if model_of(e) == model] for model in spec.models}
+    labels = list(dict.fromkeys(cell.label for cell in cells))
+    by_model = {label: [e for e in mine if model_of(e) == label] for label in labels}
     paired = [
         {"first": first, "second": second, **paired_comparison(by_model[first], by_model[second], seed=seed)}
-        for position, first in enumerate(spec.models)
-        for second in spec.models[position + 1 :]
+        for position, first in enumerate(labels)
+        for second in labels[position + 1 :]
     ]
     return {"cells": spec.size, "complete": len(mine), "results": results_rows(mine, who=model_of), "paired": paired}

@@ -22,7 +22,7 @@ from studio.errors import StudioError
 from studio.models.hf import TransformersBackend
 from studio.runner import EpisodeRunner, RunnerConfig
 from studio.agents.scripted import ExpertPolicy, RandomPolicy
-from studio.sweep import STOPPED, SweepSpec, parse_seeds, run_sweep, sweep_results
+from studio.sweep import STOPPED, SweepSpec, parse_seeds, parse_vary, run_sweep, sweep_results
 from studio.viz.results import paired_html, progress_html, results_table_html
 from tests.tiny_models import tiny_llama, tiny_tokenizer
 
@@ -69,6 +69,50 @@ def test_a_spec_is_checked_and_its_cells_have_a_fixed_order() -> None:
         SweepSpec.build(["expert"], ["gridworld"], "0", env_options={"household": {"rooms": 2}})
     with pytest.raises(StudioError, match="Unknown environment"):
         SweepSpec.build(["expert"], ["nowhere"], "0").check_envs()
+
+
+def test_varied_settings_make_a_model_per_combination(tmp_path: Path) -> None:
+    tokenizer = tiny_tokenizer()
+    backend = TransformersBackend(tiny_llama(tokenizer), tokenizer)
+    spec = SweepSpec.build(
+        ["expert", "tiny"],
+        ["gridworld"],
+        "0-1",
+        {"max_steps": 2, "max_new_tokens": 10},
+        vary=parse_vary("temperature=0,0.7; action_mode=generate,score"),
+    )
+    assert spec.vary == {"temperature": (0.0, 0.7), "action_mode": ("generate", "score")}
+    assert spec.size == 2 + 4 * 2  # the expert once; the model once per combination
+    labels = list(dict.fromkeys(cell.label for cell in spec.cells()))
+    assert labels == [
+        "expert",
+        "tiny (temperature=0.0, action_mode=generate)",
+        "tiny (temperature=0.0, action_mode=score)",
+        "tiny (temperature=0.7, action_mode=generate)",
+        "tiny (temperature=0.7, action_mode=score)",
+    ]
+    assert SweepSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    store = open_store(tmp_path / "s.db")
+    record = store.sweeps.create(spec)
+    run_sweep(spec, record.id, [store.episodes.sink()], lambda name: backend, parallel=2)
+    episodes = store.sweeps.episodes_of(record.id)
+    for episode, cell in zip(episodes, spec.cells(), strict=True):
+        if cell.model == "tiny":
+            config = episode.policy_config
+            assert (config["temperature"], config["action_mode"]) == tuple(dict(cell.variant).values())
+    results = sweep_results(spec, episodes)
+    assert [row["model"] for row in results["results"]] == sorted(labels)
+    assert len(results["paired"]) == 10  # every two of the five
+    for bad, words in [
+        ({"seed": ["1", "2"]}, "cannot vary 'seed'"),
+        ({"temperature": ["0", "0.0"]}, "at least two different values"),
+        ({"temperature": ["0", "9"]}, "Temperature"),
+        ({"candidates": [str(k) for k in range(1, 6)], "top_p": ["0.5", "0.6", "0.7", "0.8"]}, "20 combinations"),
+    ]:
+        with pytest.raises(StudioError, match=words):
+            SweepSpec.build(["tiny"], ["gridworld"], "0", vary=bad)
+    with pytest.raises(StudioError, match="NAME=VALUE,VALUE"):
+        parse_vary("temperature")
 
 
 def test_a_sweep_stores_one_tagged_episode_per_cell_and_its_results(tmp_path: Path) -> None:
@@ -255,6 +299,10 @@ def test_the_cli_sweep_errors_are_one_line(tmp_path: Path) -> None:
         (["sweep", "--resume", "ghost"], "No sweep named 'ghost'"),
         (["sweep", "--resume", "ghost", "--seeds", "0"], "--resume goes on with the stored sweep"),
         (["sweep", "--models", "expert", "--envs", "gridworld", "--seeds", "x"], "Seeds are whole numbers"),
+        (
+            ["sweep", "--models", "default", "--envs", "gridworld", "--seeds", "0", "--vary", "seed=1,2"],
+            "A sweep cannot vary 'seed'",
+        ),
     ]:
         result = cli(*args, db=db)
         assert result.returncode == 2, result.stderr
