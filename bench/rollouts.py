@@ -10,6 +10,8 @@ Prints one JSON object:
   batch) and decode steps; the ``score`` calls (the ``Thought:`` pass that encodes each step's
   new prompt tokens: prefill, which batching does not speed up on 2 cores); and the rest
   (environment, prompts, bookkeeping).
+- ``decode_forward_ms`` and ``decode_gain``: the ceiling, measured beside it: one decode forward over a
+  900-token cache at 1, 2, 4 and 8 rows, and what a batch of that width gains per token.
 - ``values_step_s``: Q of 4 outputs x 4 rollouts x a 5-step horizon at one gridworld step
   (ReAct rollouts at temperature 1), in lockstep (16 at once); beside it the same estimate
   one rollout after another (``values_step_s_one_by_one``) and whether they agree.
@@ -181,6 +183,28 @@ def engine(count: int, steps: int) -> dict[str, Any]:
     }
 
 
+def decode_widths(backend: Backend, context: int = 900, repeats: int = 20) -> dict[str, Any]:
+    """The ceiling, measured: one decode forward over a ``context``-token cache at 1, 2, 4 and 8 rows
+    (ms), and what batching gains per token at each width (rows x one-row time / batched time)."""
+    import torch
+    from transformers import DynamicCache
+
+    model, forward_ms = backend.model, {}
+    with torch.no_grad():
+        for rows in (1, 2, 4, 8):
+            cache = DynamicCache()
+            model(input_ids=torch.randint(0, 1000, (rows, context)), past_key_values=cache, use_cache=True)
+            token = torch.randint(0, 1000, (rows, 1))
+            started = time.perf_counter()
+            for _ in range(repeats):
+                model(input_ids=token, past_key_values=cache, use_cache=True)
+            forward_ms[rows] = (time.perf_counter() - started) / repeats * 1000
+    return {
+        "decode_forward_ms": {str(rows): round(ms, 1) for rows, ms in forward_ms.items()},
+        "decode_gain": {str(rows): round(rows * forward_ms[1] / ms, 2) for rows, ms in forward_ms.items()},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--episodes", type=int, default=8)
@@ -190,6 +214,7 @@ def main() -> None:
     args = parser.parse_args()
     backend = ModelRegistry().load("default", device="cpu")
     result: dict[str, Any] = {"model": backend.card.id, "device": "cpu", "threads": os.cpu_count()}
+    result.update(decode_widths(backend))
     result.update(compare_episodes(backend, args.episodes, args.steps))
     if not args.no_values:
         result.update(values_step(backend))
