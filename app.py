@@ -1018,15 +1018,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                 "--resume goes on with the stored sweep as it was made: leave out --models, --envs, --seeds, --vary and --name."
             )
         record = store.sweeps.get(args.resume)
-        removed = store.sweeps.discard_incomplete(record.id)
-        if removed:
-            print(f"removed {_count(removed, 'incomplete episode')} of the interrupted run", file=sys.stderr)
     else:
         spec = sweep_spec_from_args(args)
         spec.check_envs()  # a bad environment fails before anything is stored or loaded
         record = store.sweeps.create(spec, args.name)
     spec = record.spec
-    done = store.sweeps.complete_cells(record.id)
+    removed, done = store.sweeps.resume(record.id)
+    if removed:
+        print(f"removed {_count(removed, 'incomplete episode')} of the interrupted run", file=sys.stderr)
     print(
         f"sweep {record.name}: {len(done)} of {spec.size} episodes already done; running {spec.size - len(done)}",
         file=sys.stderr,

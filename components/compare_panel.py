@@ -45,8 +45,7 @@ class SweepJobs:
             running = next((job for job in self._jobs.values() if job.snapshot().running), None)
             if running is not None:
                 raise StudioError("A sweep is already running here: stop it, or wait until it ends.")
-            self.store.sweeps.discard_incomplete(record.id)
-            done = self.store.sweeps.complete_cells(record.id)
+            _removed, done = self.store.sweeps.resume(record.id)
             job = SweepJob(record.id, record.cells, len(done))
             self._jobs[record.id] = job
         holder = f"sweep:{record.id}"

@@ -28,7 +28,7 @@ class Store:
         self.db = database
         self.episodes = EpisodeStore(database)
         self.preferences = PreferenceStore(database, self.episodes)
-        self.sweeps = SweepStore(database, self.episodes)
+        self.sweeps = SweepStore(database)
         self.cross_scores = CrossScoreStore(database)
         #: The copy made before an older database was upgraded, if one was.
         self.backup = backup

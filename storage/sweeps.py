@@ -9,19 +9,20 @@ resume runs its cell again, so a resumed sweep holds one episode per cell.
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from storage.db import Database
-from storage.episodes import EpisodeStore
-from storage.orm import EpisodeRow, PairRow, StepLabelRow, StepRow, StepValueRow, SweepRow
+from storage.episodes import HEAVY_STEP_COLUMNS, episode_record, step_record
+from storage.orm import EpisodeRow, ModelRow, PairRow, StepLabelRow, StepRow, StepValueRow, SweepRow
 from studio.errors import StudioError
 from studio.sweep import SweepSpec
-from studio.trace import Episode, new_id, utc_now
+from studio.trace import Episode, Step, new_id, utc_now
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
@@ -53,9 +54,8 @@ def _record(row: SweepRow) -> SweepRecord:
 class SweepStore:
     """Sweeps (``store.sweeps``): created once, then read by their name or id."""
 
-    def __init__(self, database: Database, episodes: EpisodeStore) -> None:
+    def __init__(self, database: Database) -> None:
         self.db = database
-        self.episodes = episodes
 
     def create(self, spec: SweepSpec, name: str | None = None) -> SweepRecord:
         """Store a new sweep; ``name`` (letters, digits, ``_ . -``) defaults to ``sweep-`` and its id's start."""
@@ -104,6 +104,12 @@ class SweepStore:
                 )
             )
 
+    def resume(self, sweep_id: str) -> tuple[int, set[int]]:
+        """Ready the sweep to go on: :meth:`discard_incomplete`, then :meth:`complete_cells` (the ones
+        to skip); the number of episodes removed and those cells."""
+        removed = self.discard_incomplete(sweep_id)
+        return removed, self.complete_cells(sweep_id)
+
     def discard_incomplete(self, sweep_id: str) -> int:
         """Remove the sweep's episodes without an outcome (a crash or a Stop cut them off) so that a
         resume runs their cells again; the number removed. One that something refers to (a pair, a
@@ -135,15 +141,35 @@ class SweepStore:
         return self.db.write(work)
 
     def episodes_of(self, sweep_id: str) -> list[Episode]:
-        """The sweep's complete episodes, in cell order (the latest if a cell somehow has two)."""
+        """The sweep's complete episodes in cell order, as results read them: in two queries, without
+        the steps' prompts, snapshots, frames and candidates (``store.episodes.get`` has the whole
+        episode). The latest, should a cell have two."""
         with self.db.reading() as session:
-            rows = session.execute(
-                select(EpisodeRow.id, EpisodeRow.sweep_cell)
+            rows = session.scalars(
+                select(EpisodeRow)
                 .where(EpisodeRow.sweep_id == sweep_id, EpisodeRow.success.is_not(None))
                 .order_by(EpisodeRow.sweep_cell, EpisodeRow.started_at)
             ).all()
-        latest = {cell: episode_id for episode_id, cell in rows}
-        return [self.episodes.get(latest[cell]) for cell in sorted(latest)]
+            latest = {row.sweep_cell: row for row in rows}
+            ids = {row.id for row in latest.values()}
+            models = {
+                model.id: model.description
+                for model in session.scalars(select(ModelRow).where(ModelRow.id.in_({r.model_id for r in rows})))
+            }
+            steps: dict[str, list[Step]] = defaultdict(list)
+            query = (
+                select(StepRow)
+                .join(EpisodeRow, StepRow.episode_id == EpisodeRow.id)
+                .where(EpisodeRow.sweep_id == sweep_id, EpisodeRow.success.is_not(None))
+                .order_by(StepRow.episode_id, StepRow.index)
+                .options(*(defer(getattr(StepRow, column)) for column in HEAVY_STEP_COLUMNS))
+            )
+            for step in session.scalars(query):
+                if step.episode_id in ids:
+                    steps[step.episode_id].append(step_record(step, heavy=False))
+            return [
+                episode_record(row, models.get(row.model_id), steps[row.id]) for _cell, row in sorted(latest.items())
+            ]
 
 
 def _referenced(session: Session, episode_ids: list[str]) -> set[str]:

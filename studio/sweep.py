@@ -13,10 +13,10 @@ No store and no UI here: the caller gives the sinks, the set of cells to skip an
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 import threading
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -359,11 +359,6 @@ class SweepProgress:
     failed: list[str] = field(default_factory=list)
     message: str = ""
     error: str | None = None
-    started: float = field(default_factory=time.monotonic)
-
-    @property
-    def fraction(self) -> float:
-        return self.done / self.total if self.total else 1.0
 
 
 class SweepJob:
@@ -410,10 +405,7 @@ class SweepJob:
     def snapshot(self) -> SweepProgress:
         """A copy of the progress (read from another thread)."""
         with self._lock:
-            p = self.progress
-            return SweepProgress(
-                p.sweep_id, p.total, p.done, p.running, p.stopped, list(p.failed), p.message, p.error, p.started
-            )
+            return dataclasses.replace(self.progress, failed=list(self.progress.failed))
 
 
 def sweep_results(spec: SweepSpec, episodes: Iterable[Episode], seed: int = 0) -> dict[str, Any]:
