@@ -193,12 +193,24 @@ def add_run_arguments(run: argparse.ArgumentParser) -> None:
         help="default (SmolLM2-135M-Instruct, offline), a hub id, a local folder, or scheme:NAME of a registered backend (agent-studio models --schemes)",
     )
     add_setting_flags(run, model)
-    model.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:N or mps")
-    model.add_argument(
+    add_model_load_arguments(model)
+
+
+def add_model_load_arguments(group: Any) -> None:
+    """How a command line model loads: ``--device``, ``--dtype``, ``--trust-remote-code`` (see :func:`load_cli_model`)."""
+    group.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:N or mps")
+    group.add_argument(
         "--dtype", default="auto", choices=list(DTYPE_NAMES), help="auto: bfloat16 on GPU, float32 on CPU"
     )
-    model.add_argument(
+    group.add_argument(
         "--trust-remote-code", action="store_true", help="allow a hub model's own Python code to run (off by default)"
+    )
+
+
+def load_cli_model(registry: Any, name: str, args: argparse.Namespace) -> Any:
+    """``name`` loaded as :func:`add_model_load_arguments`' flags say, with progress on stderr."""
+    return registry.load(
+        name, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code, progress=print_progress
     )
 
 
@@ -345,13 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     from studio.sweep import SWEEP_SETTINGS
 
     add_setting_flags(sweep, sweep_model, only=SWEEP_SETTINGS)
-    sweep_model.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:N or mps")
-    sweep_model.add_argument(
-        "--dtype", default="auto", choices=list(DTYPE_NAMES), help="auto: bfloat16 on GPU, float32 on CPU"
-    )
-    sweep_model.add_argument(
-        "--trust-remote-code", action="store_true", help="allow a hub model's own Python code to run (off by default)"
-    )
+    add_model_load_arguments(sweep_model)
     _add_db_argument(sweep)
 
     cross = commands.add_parser(
@@ -360,13 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cross.add_argument("episode", metavar="EPISODE", help="a stored episode's id")
     cross.add_argument("--model", required=True, help="the scoring model (default, a hub id, a folder, scheme:NAME)")
-    cross.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda, cuda:N or mps")
-    cross.add_argument(
-        "--dtype", default="auto", choices=list(DTYPE_NAMES), help="auto: bfloat16 on GPU, float32 on CPU"
-    )
-    cross.add_argument(
-        "--trust-remote-code", action="store_true", help="allow a hub model's own Python code to run (off by default)"
-    )
+    add_model_load_arguments(cross)
     cross.add_argument("--json", action="store_true", help="one JSON object per step (with every token)")
     _add_db_argument(cross)
 
@@ -737,13 +737,7 @@ def cli_models(args: argparse.Namespace) -> tuple[Any, Any]:
     from studio.models.registry import ModelRegistry
 
     registry = ModelRegistry()
-    backend = registry.load(
-        args.model,
-        device=args.device,
-        dtype=args.dtype,
-        trust_remote_code=args.trust_remote_code,
-        progress=print_progress,
-    )
+    backend = load_cli_model(registry, args.model, args)
     judge = None
     if "judge" in (getattr(args, "verifiers", None) or [args.verifier]):
         judge = backend if args.judge_model is None else registry.load(args.judge_model, device=args.device)
@@ -1033,13 +1027,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     registry = ModelRegistry()
 
     def load(name: str) -> Any:
-        return registry.load(
-            name,
-            device=args.device,
-            dtype=args.dtype,
-            trust_remote_code=args.trust_remote_code,
-            progress=print_progress,
-        )
+        return load_cli_model(registry, name, args)
 
     def show(cell: Any, result: Any) -> None:
         if isinstance(result, StudioError):
@@ -1067,13 +1055,7 @@ def cmd_crossscore(args: argparse.Namespace) -> int:
         args.episode
     )  # a missing episode, or one with nothing to score, fails before a model loads
     check_scorable(episode)
-    backend = ModelRegistry().load(
-        args.model,
-        device=args.device,
-        dtype=args.dtype,
-        trust_remote_code=args.trust_remote_code,
-        progress=print_progress,
-    )
+    backend = load_cli_model(ModelRegistry(), args.model, args)
     scores = cross_score(episode, backend)
     store.cross_scores.save(scores)
     for score in scores:

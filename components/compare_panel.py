@@ -118,10 +118,6 @@ class ComparePanel:
     shown: gr.State
     """What the results show now (sweep id, complete count, running): redrawn only when it changes."""
 
-    @property
-    def view(self) -> list[Any]:
-        return [self.progress, self.table, self.paired, self.plot, self.shown]
-
 
 def build() -> ComparePanel:
     gr.Markdown(

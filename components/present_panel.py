@@ -121,8 +121,9 @@ def wire(panel: PresentPanel, studio_view: gr.Column, state: gr.State, store: St
                     session.step()
                 except StudioError as error:
                     show.playing, note = False, str(error)
+                same = session.episode is show.episode  # (the frames already made are this episode's)
                 show.episode = session.episode
-                show.frames = _live_frames(session)
+                show.frames = _live_frames(session, show.frames if same else None)
                 show.index = max(0, show.episode.length - 1) if show.episode is not None else 0
         else:
             show.index = max(0, min(show.episode.length, show.index + by))
@@ -150,12 +151,15 @@ def wire(panel: PresentPanel, studio_view: gr.Column, state: gr.State, store: St
     )
 
 
-def _live_frames(session: StudioSession) -> list[str]:
-    """The live episode's frames: each step's kept frame, then the environment now."""
+def _live_frames(session: StudioSession, known: list[str] | None = None) -> list[str]:
+    """The live episode's frames: each step's kept frame, then the environment now. The steps' frames
+    already in ``known`` (all but its last, the "now" of the previous call) are not encoded again."""
     from studio.viz.plots import png_data_uri
 
     episode = session.episode
-    frames = [png_data_uri(s.frame) if s.frame is not None else "" for s in (episode.steps if episode else [])]
+    steps = episode.steps if episode else []
+    frames = list((known or [])[:-1][: len(steps)])
+    frames += [png_data_uri(s.frame) if s.frame is not None else "" for s in steps[len(frames) :]]
     try:
         now = session.current_frame()
     except StudioError:  # an environment that cannot draw: the stage says "no frame"

@@ -11,6 +11,7 @@ Works with any backend that scores (in-process models, served engines): the toke
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -96,18 +97,13 @@ def check_scorable(episode: Episode) -> None:
         raise StudioError("This episode has no model output to score (expert, random and human steps have none).")
 
 
-def _valid_actions(episode: Episode, step: Step) -> list[str] | None:
-    """The actions valid at ``step``, from its snapshot (None without one, or for open action sets)."""
+def _valid_actions(env: Any, episode: Episode, step: Step) -> list[str] | None:
+    """The actions valid at ``step``, from its snapshot restored in ``env`` (None without a snapshot,
+    or for open action sets)."""
     if step.state is None:
         return None
-    from studio.envs.registry import make_env
-
-    env = make_env(episode.env, episode.env_options)
-    try:
-        env.rewind(episode.seed, step.state)
-        return env.valid_actions()
-    finally:
-        env.close()
+    env.rewind(episode.seed, step.state)
+    return env.valid_actions()
 
 
 def _preferred(backend: Backend, step: Step, actions: list[str] | None) -> tuple[str | None, dict[str, float] | None]:
@@ -140,6 +136,21 @@ def cross_score(
         )
     check_scorable(episode)
     chosen = [s for s in episode.steps if scorable(s) and (steps is None or s.index in steps)]
+    from studio.envs.registry import make_env
+
+    with contextlib.closing(make_env(episode.env, episode.env_options)) as env:  # each step restores its snapshot in it
+        return _scored(episode, backend, env, chosen, should_stop, progress)
+
+
+def _scored(
+    episode: Episode,
+    backend: Backend,
+    env: Any,
+    chosen: list[Step],
+    should_stop: Callable[[], bool] | None,
+    progress: Callable[[int, int], None] | None,
+) -> list[CrossScore]:
+    """Each chosen step scored under ``backend`` (``env`` says which actions were valid)."""
     scores = []
     for step in chosen:
         if should_stop is not None and should_stop():
@@ -152,7 +163,7 @@ def cross_score(
             TokenInfo(id=int(i), text=t, logprob=float(lp), origin="scored")
             for i, t, lp in zip(result.tokens[0], texts, result.token_logprobs[0])
         ]
-        preferred, logprobs = _preferred(backend, step, _valid_actions(episode, step))
+        preferred, logprobs = _preferred(backend, step, _valid_actions(env, episode, step))
         own = float(sum(t.logprob for t in step.tokens)) if step.tokens else None
         scores.append(
             CrossScore(episode.id, step.index, backend.card.id, tokens, own, step.action, preferred, logprobs)

@@ -368,7 +368,6 @@ class SweepJob:
         self.progress = SweepProgress(sweep_id, total, done)
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
 
     def start(self, work: Callable[[threading.Event, CellListener], SweepOutcome]) -> None:
         """Run ``work(stop, on_done)`` in a daemon thread, counting the cells it finishes."""
@@ -391,16 +390,11 @@ class SweepJob:
             finally:
                 self.progress.running = False
 
-        self._thread = threading.Thread(target=main, name=f"sweep-{self.progress.sweep_id}", daemon=True)
-        self._thread.start()
+        threading.Thread(target=main, name=f"sweep-{self.progress.sweep_id}", daemon=True).start()
 
     def stop(self) -> None:
         """Ask the sweep to stop: running episodes end after their current step, nothing new starts."""
         self._stop.set()
-
-    def join(self, timeout: float | None = None) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
 
     def snapshot(self) -> SweepProgress:
         """A copy of the progress (read from another thread)."""

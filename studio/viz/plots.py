@@ -27,6 +27,8 @@ SIGNAL_COLOURS = {
     "env_s": "#db2777",
     "tokens": "#64748b",
 }
+#: One colour per series (models, verifiers), in order.
+PALETTE = ("#2563eb", "#ea580c", "#16a34a", "#7c3aed", "#db2777", "#0891b2", "#ca8a04", "#4b5563")
 LAYOUT = dict(
     template="plotly_white",
     margin=dict(l=40, r=16, t=40, b=32),
@@ -379,7 +381,6 @@ def coverage_figure(points: list[Any], title: str = "") -> go.Figure | None:
     if not points:
         return None
     figure = go.Figure()
-    palette = ("#2563eb", "#ea580c", "#16a34a", "#7c3aed", "#db2777", "#0891b2")
     verifiers = list(dict.fromkeys(point.verifier for point in points))
     for number, verifier in enumerate(verifiers):
         mine = [point for point in points if point.verifier == verifier]
@@ -393,7 +394,7 @@ def coverage_figure(points: list[Any], title: str = "") -> go.Figure | None:
                 y=[point.rate for point in mine],
                 mode="lines+markers",
                 name=esc(verifier),
-                line=dict(color=palette[number % len(palette)], width=2),
+                line=dict(color=PALETTE[number % len(PALETTE)], width=2),
                 error_y=dict(type="data", symmetric=False, array=high, arrayminus=low, visible=True),
                 text=[f"{point.successes}/{point.episodes} succeeded" for point in mine],
                 customdata=[point.k for point in mine],

@@ -11,8 +11,8 @@ from typing import Any
 import plotly.graph_objects as go
 
 from studio.viz.html import esc, num
+from studio.viz.plots import PALETTE
 
-PALETTE = ("#2563eb", "#ea580c", "#16a34a", "#7c3aed", "#db2777", "#0891b2", "#ca8a04", "#4b5563")
 COLUMNS = (
     "model",
     "environment",
