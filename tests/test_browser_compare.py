@@ -32,6 +32,12 @@ def test_a_sweep_runs_from_the_compare_tab_and_resumes_after_stop(tmp_path: Path
         page.locator("#as-sweep-message", has_text="Loading local files from the browser is off ('/etc')").wait_for(
             timeout=30_000
         )
+        fill(page, "as-sweep-models", 'expert,<img src=x onerror="window.__pwned=1">')  # not a hub id: refused too
+        page.click("#as-sweep-start")
+        page.locator("#as-sweep-message", has_text="is not a valid Hugging Face hub id").wait_for(timeout=30_000)
+        assert page.evaluate("window.__pwned") is None and '<img src=x onerror="window.__pwned=1">' in page.inner_text(
+            "#as-sweep-message"
+        )
         fill(page, "as-sweep-models", "expert,random")
 
         fill(page, "as-sweep-envs", "gridworld,household")

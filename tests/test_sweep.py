@@ -115,6 +115,19 @@ def test_varied_settings_make_a_model_per_combination(tmp_path: Path) -> None:
         parse_vary("temperature")
 
 
+def test_model_names_from_the_browser_are_checked_before_anything_loads() -> None:
+    from studio.models.access import ModelAccess
+    from studio.models.registry import ModelRegistry
+
+    registry, access = ModelRegistry(), ModelAccess()
+    for fine in ("default", "HuggingFaceTB/SmolLM2-135M-Instruct", "gpt2"):
+        registry.check(fine, access=access)
+    for bad, words in [("<img src=x>", "not a valid Hugging Face hub id"), ("/etc", "Loading local files")]:
+        with pytest.raises(StudioError, match=words):
+            registry.check(bad, access=access)
+    assert registry.loaded() == []
+
+
 def test_a_sweep_stores_one_tagged_episode_per_cell_and_its_results(tmp_path: Path) -> None:
     store = open_store(tmp_path / "s.db")
     spec = SweepSpec.build(

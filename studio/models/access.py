@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from studio.errors import StudioError
+from studio.models.resolve import DEFAULT_NAME, check_hub_id
 from studio.validation import check_text
 
 SCRIPTED = "scripted:"
@@ -89,6 +90,8 @@ class ModelAccess:
         path = Path(name).expanduser()
         if name.startswith(("/", ".", "~")) or path.exists():
             self._check_path(path, name)
+        elif name != DEFAULT_NAME:
+            check_hub_id(name)  # refused here, before a sweep or a load is queued on it
         return name
 
     def _check_path(self, path: Path, name: str) -> None:

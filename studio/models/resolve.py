@@ -175,6 +175,12 @@ def resolve_default(progress: ProgressCallback = no_progress, allow_download: bo
     return ResolvedModel(DEFAULT_NAME, str(_download(DEFAULT_REPO, progress)), "hub", repo=DEFAULT_REPO)
 
 
+def check_hub_id(name: str) -> None:
+    """One line unless ``name`` (not an existing folder or file) has the form of a hub id (org/name)."""
+    if name.startswith((".", "/", "~")) or not HUB_ID.match(name):
+        raise StudioError(f"No model folder at '{name}', and it is not a valid Hugging Face hub id.")
+
+
 def resolve(name: str, progress: ProgressCallback = no_progress, allow_download: bool = True) -> ResolvedModel:
     """Resolve ``default``, a local folder or ``.gguf`` file, or a hub id."""
     name = name.strip()
@@ -189,8 +195,7 @@ def resolve(name: str, progress: ProgressCallback = no_progress, allow_download:
         if path.is_dir() and (path / "config.json").is_file():
             return ResolvedModel(name, str(path), "local")
         raise StudioError(f"'{name}' is not a model folder: it has no config.json.")
-    if name.startswith((".", "/", "~")) or not HUB_ID.match(name):
-        raise StudioError(f"No model folder at '{name}', and it is not a valid Hugging Face hub id.")
+    check_hub_id(name)
     cached = _from_hf_cache(name)
     if cached is not None:
         return ResolvedModel(name, str(cached), "hf-cache", repo=name)
