@@ -109,7 +109,14 @@ def episodes(backend: Backend, count: int, steps: int, parallel: int) -> dict[st
             decode_steps=pool.steps,
             mean_batch_width=round(pool.lane_steps / max(pool.steps, 1), 2),
         )
-        model_s = pool.seconds["prefill"] + pool.seconds["decode"] + timer.score_s
+        model_s = pool.seconds["prefill"] + pool.seconds["decode"] + pool.seconds["other"] + timer.score_s
+        lanes = getattr(pool, "_batcher", None)
+        if hasattr(lanes, "forwards"):  # packed lanes: scores and prefills ride in the decode forwards
+            split.update(
+                forwards=lanes.forwards,
+                packed_tokens=dict(lanes.tokens),
+                mean_tokens_per_forward=round(sum(lanes.tokens.values()) / max(lanes.forwards, 1), 1),
+            )
     else:
         split["generate_s"] = round(timer.generate_s, 2)
         model_s = timer.generate_s + timer.score_s

@@ -194,6 +194,21 @@ class GenerateCall:
 
 
 @dataclass
+class ScoreCall:
+    """The arguments of one :meth:`Backend.score` call, for a :class:`Batcher`."""
+
+    messages: list[Message]
+    continuations: list[str]
+    images: list[np.ndarray] | None = None
+    session: PrefixSession | None = None
+    assistant_prefix: str = ""
+    end_with_eos: bool = False
+
+    def kwargs(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+@dataclass
 class GenerateResult:
     """The answer of :meth:`Backend.generate`: n generations from one prompt."""
 
@@ -232,10 +247,19 @@ class Batcher:
         calls, self.pending = self.pending, []
         return list(zip(calls, answers))
 
-    def abort(self) -> list[GenerateCall]:
-        """After :meth:`step` raised: the calls that were in the batch (none remain)."""
+    def score(self, call: ScoreCall) -> ScoreResult | None:
+        """Take a score call; its result when answered now (this default scores it at once), else
+        None (a later :meth:`step` answers it, beside the generate calls)."""
+        return self.backend.score(**call.kwargs())
+
+    def abort(self) -> list[Any]:
+        """After :meth:`step` raised: the calls (generate or score) that were in the batch (none remain)."""
         calls, self.pending = self.pending, []
         return calls
+
+    def release(self, sessions: list[PrefixSession]) -> None:
+        """These sessions' caller is gone: give their caches back in the backend's own form (a
+        batcher that holds caches in its own memory copies them out). This default holds none."""
 
     def answer(self, calls: list[GenerateCall]) -> list[GenerateResult | StudioError]:
         """Every call joins at once and the batch decodes until all are done; a result or that call's
@@ -360,8 +384,11 @@ class Backend(ABC):
                 answers.append(exc)
         return answers
 
-    def open_batch(self) -> Batcher:
-        """A :class:`Batcher` of this backend's generate calls (for ``capabilities.batched_generate``)."""
+    def open_batch(self, pooled: bool = False) -> Batcher:
+        """A :class:`Batcher` of this backend's generate calls (for ``capabilities.batched_generate``).
+
+        ``pooled``: the batcher serves a :class:`~studio.models.lockstep.LockstepPool` for as long as
+        the pool lives, and is told (:meth:`Batcher.release`) when a caller's sessions are done."""
         return Batcher(self)
 
     def score(

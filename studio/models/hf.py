@@ -50,6 +50,7 @@ from studio.models.base import (
     no_progress,
 )
 from studio.models.hf_decode import ContinuousBatch, PreparedCall, decode, prefill, score_packed
+from studio.models.hf_lanes import LaneBatcher, lanes_supported
 from studio.models.tokens import SingleTokenTexts, eos_ids, render_chat
 
 #: Alternatives stored per token by default (the most likely first).
@@ -304,7 +305,11 @@ class TransformersBackend(Backend):
         at once). A prompt that cannot be encoded is that call's error; the rest run."""
         return self.open_batch().answer(calls)
 
-    def open_batch(self) -> TransformersBatcher:
+    def open_batch(self, pooled: bool = False) -> Batcher:
+        """Continuous batching (:class:`TransformersBatcher`); for a pool, with a model whose forwards
+        can be packed, every member's generate and score calls in one forward a step (:class:`LaneBatcher`)."""
+        if pooled and lanes_supported(self):
+            return LaneBatcher(self)
         return TransformersBatcher(self)
 
     def _prepare(self, call: GenerateCall) -> PreparedCall:

@@ -612,24 +612,16 @@ def decode_packed(backend: Any, chosen: torch.Tensor, cache: Any, prompt_len: in
 def score_packed(
     backend: Any, session: PrefixSession, prompt_len: int, first_logits: torch.Tensor, pieces: list[list[int]]
 ) -> ScoreResult:
-    first, first_entropy = _signals(first_logits[:1])  # (1, V): predicts every continuation's first token
+    """Every continuation in ``pieces`` scored after the cached prompt, in one forward: the
+    continuations' tokens go in as one packed row (each sees the prompt and its own earlier tokens)."""
     feed = [piece[:-1] for piece in pieces]  # a continuation's last token predicts nothing we need
     total = sum(len(f) for f in feed)
-    results: list[list[float]] = [[float(first[0, piece[0]])] for piece in pieces]
-    entropies: list[list[float]] = [[float(first_entropy[0])] for _ in pieces]
-    first_top = alternatives(backend, first)[0]
-    tops: list[list[list[TokenAlternative]]] = [[first_top] for _ in pieces]
+    feed_logits = None
     if total:
         packed = torch.tensor([[t for f in feed for t in f]], device=backend.device)
         positions = torch.tensor([[prompt_len + i for f in feed for i in range(len(f))]], device=backend.device)
         # (1, 1, Q, prompt + Q): every token sees the prompt, and the earlier tokens of its own continuation.
-        allowed = torch.zeros(total, prompt_len + total, dtype=torch.bool, device=backend.device)
-        allowed[:, :prompt_len] = True
-        start = 0
-        for f in feed:
-            block = torch.ones(len(f), len(f), dtype=torch.bool, device=backend.device).tril()
-            allowed[start : start + len(f), prompt_len + start : prompt_len + start + len(f)] = block
-            start += len(f)
+        allowed = packed_mask(feed, prompt_len, backend.device)
         mask = torch.zeros(allowed.shape, dtype=backend.dtype, device=backend.device)
         mask[~allowed] = torch.finfo(backend.dtype).min
         out = backend.model(
@@ -639,16 +631,44 @@ def score_packed(
             past_key_values=session.cache,
             use_cache=True,
         )
-        logprobs, entropy = _signals(out.logits[0])  # (Q, V), (Q,)
+        feed_logits = out.logits[0]
+        if not _crop_to(session.cache, prompt_len):  # drop the packed tokens: the prompt stays cached
+            session.reset()
+    return score_answer(backend, first_logits, feed_logits, pieces)
+
+
+def packed_mask(feed: list[list[int]], prompt_len: int, device: Any) -> torch.Tensor:
+    """(Q, prompt + Q) bool: packed continuation token q sees the prompt and its own earlier tokens."""
+    total = sum(len(f) for f in feed)
+    allowed = torch.zeros(total, prompt_len + total, dtype=torch.bool, device=device)
+    allowed[:, :prompt_len] = True
+    start = 0
+    for f in feed:
+        block = torch.ones(len(f), len(f), dtype=torch.bool, device=device).tril()
+        allowed[start : start + len(f), prompt_len + start : prompt_len + start + len(f)] = block
+        start += len(f)
+    return allowed
+
+
+def score_answer(
+    backend: Any, first_logits: torch.Tensor, feed_logits: torch.Tensor | None, pieces: list[list[int]]
+) -> ScoreResult:
+    """The scores of ``pieces`` from the prompt's last logits (1, V) and the packed continuation
+    tokens' logits (Q, V; None when every piece is one token)."""
+    first, first_entropy = _signals(first_logits[:1])  # (1, V): predicts every continuation's first token
+    results: list[list[float]] = [[float(first[0, piece[0]])] for piece in pieces]
+    entropies: list[list[float]] = [[float(first_entropy[0])] for _ in pieces]
+    first_top = alternatives(backend, first)[0]
+    tops: list[list[list[TokenAlternative]]] = [[first_top] for _ in pieces]
+    if feed_logits is not None:
+        logprobs, entropy = _signals(feed_logits)  # (Q, V), (Q,)
         packed_top = alternatives(backend, logprobs)
         start = 0
-        for row, (piece, f) in enumerate(zip(pieces, feed)):
-            for offset in range(len(f)):
+        for row, piece in enumerate(pieces):
+            for offset in range(len(piece) - 1):
                 results[row].append(float(logprobs[start + offset, piece[offset + 1]]))
                 entropies[row].append(float(entropy[start + offset]))
                 tops[row].append(packed_top[start + offset])
-            start += len(f)
-        if not _crop_to(session.cache, prompt_len):  # drop the packed tokens: the prompt stays cached
-            session.reset()
+            start += len(piece) - 1
     texts = [TokenTexts(backend.tokenizer.decode).texts(piece) for piece in pieces]
     return ScoreResult(token_logprobs=results, tokens=pieces, texts=texts, entropies=entropies, alternatives=tops)

@@ -31,15 +31,20 @@ from studio.models.base import (
     ModelCard,
     PrefixSession,
     SamplingParams,
+    ScoreCall,
     ScoreResult,
     TokenListener,
 )
 
 
-class _Work:
-    """A member's call waiting for the scheduler: a generate call, or other work (a score) to run."""
+#: How long the scheduler waits for answered callers' next calls before the next forward (seconds).
+FOLLOW_UP_S = 0.02
 
-    def __init__(self, call: GenerateCall | None = None, run: Callable[[], Any] | None = None) -> None:
+
+class _Work:
+    """A member's call waiting for the scheduler: a generate or score call, or other work to run."""
+
+    def __init__(self, call: GenerateCall | ScoreCall | None = None, run: Callable[[], Any] | None = None) -> None:
         self.call, self.run = call, run
         self.outcome: Any = None  # the answer, or the exception to raise
         self.done = threading.Event()
@@ -56,9 +61,11 @@ class LockstepPool:
         self.backend = backend
         self.batched = backend.capabilities.batched_generate
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)  # notified when work is submitted
         self._pending: list[_Work] = []
         self._running = False
         self._peers: list[PrefixSession] = []
+        self._batcher: Any = None  # opened by the first scheduler, kept for the pool's life (it may hold caches)
         #: Generate calls answered, decode steps run, calls decoded summed over the steps, and the
         #: most calls decoded in one step.
         self.calls = 0
@@ -84,11 +91,15 @@ class LockstepPool:
             for session in sessions:
                 if session in self._peers:
                     self._peers.remove(session)
+            batcher = self._batcher
+        if batcher is not None and sessions:  # between two steps, in the scheduler: the caches are its
+            self._run(lambda: batcher.release(sessions))
 
     def _submit(self, work: _Work) -> Any:
         """Hand ``work`` to the scheduler (starting it if idle) and wait for its answer."""
         with self._lock:
             self._pending.append(work)
+            self._arrived.notify()
             if not self._running:  # the scheduler ends when it runs out of work: start a new one
                 self._running = True
                 threading.Thread(target=self._serve, name="lockstep-scheduler", daemon=True).start()
@@ -103,9 +114,14 @@ class LockstepPool:
     def _run(self, run: Callable[[], Any]) -> Any:
         return self._submit(_Work(run=run))
 
+    def _score(self, call: ScoreCall) -> ScoreResult:
+        return self._submit(_Work(call=call))
+
     def _serve(self) -> None:
         """The scheduler: take new work between decode steps, step while calls decode, stop when idle."""
-        batcher = self.backend.open_batch()
+        if self._batcher is None:
+            self._batcher = self.backend.open_batch(pooled=True)
+        batcher = self._batcher
         decoding: dict[int, _Work] = {}  # id(call) -> its work
         while True:
             with self._lock:
@@ -131,22 +147,38 @@ class LockstepPool:
             self.steps += 1
             for call, result in finished:
                 decoding.pop(id(call)).answer(result)
+            self._await_answered(len(finished))
+
+    def _await_answered(self, answered: int) -> None:
+        """Give the callers just answered a moment to send their next call, so that it joins the
+        next forward rather than the one after (their next call usually follows within a few
+        milliseconds; a forward takes tens). Waits at most :data:`FOLLOW_UP_S`."""
+        if not answered:
+            return
+        deadline = time.perf_counter() + FOLLOW_UP_S
+        with self._arrived:
+            while len(self._pending) < answered and (left := deadline - time.perf_counter()) > 0:
+                self._arrived.wait(left)
 
     def _start(self, batcher: Any, item: _Work, decoding: dict[int, _Work]) -> None:
-        """Run a non-generate item, or add a generate call to the batch (answered now if done already)."""
+        """Run other work, or add a generate or score call to the batch (answered now if done already)."""
         started = time.perf_counter()
         try:
             if item.run is not None:
                 item.answer(item.run())
                 return
             assert item.call is not None
-            self.calls += 1
-            result = batcher.add(item.call)
+            if isinstance(item.call, ScoreCall):
+                result = batcher.score(item.call)
+            else:
+                self.calls += 1
+                result = batcher.add(item.call)
         except BaseException as exc:  # this call's own error (a prompt too long, a failed score)
             item.answer(exc)
             return
         finally:
-            self.seconds["other" if item.run is not None else "prefill"] += time.perf_counter() - started
+            kind = "prefill" if isinstance(item.call, GenerateCall) else "other"
+            self.seconds[kind] += time.perf_counter() - started
         if result is None:
             decoding[id(item.call)] = item
         else:
@@ -205,9 +237,9 @@ class LockstepMember(Backend):
         end_with_eos: bool = False,
     ) -> ScoreResult:
         self._session(session)
-        work = lambda: self.backend.score(messages, continuations, images, session, assistant_prefix, end_with_eos)  # noqa: E731
-        # Batched: between two decode steps, in the scheduler (the batch's device time is not taken from it).
-        return self.pool._run(work) if self.pool.batched else work()
+        call = ScoreCall(messages, continuations, images, session, assistant_prefix, end_with_eos)
+        # Batched: in the scheduler, beside the decode steps (in the same forward, where the batcher packs calls).
+        return self.pool._score(call) if self.pool.batched else self.backend.score(**call.kwargs())
 
     def encode(
         self, messages: list[Message], assistant_prefix: str = "", images: list[np.ndarray] | None = None
