@@ -5,11 +5,13 @@ Prints one JSON object:
 - ``batched_speedup_8``: 8 ReAct gridworld episodes of 10 steps (seeds 0-7, sampled at
   temperature 0.7, each its own seed) one after another / the same 8 in lockstep
   (``run_parallel(parallel=8)``: one forward per token for every live episode). Target >= 2.2.
-  ``same_episodes`` says whether both runs gave the same actions. The split: time inside
-  ``generate`` calls (one by one) or, in lockstep, the scheduler's prefill (calls joining the
-  batch) and decode steps; the ``score`` calls (the ``Thought:`` pass that encodes each step's
-  new prompt tokens: prefill, which batching does not speed up on 2 cores); and the rest
-  (environment, prompts, bookkeeping).
+  ``same_episodes`` says whether both runs gave the same actions. The split: one by one, the
+  time inside ``generate`` and ``score`` calls (the ``Thought:`` pass that encodes each step's
+  new prompt tokens, and the action scoring); in lockstep on the transformers backend every call
+  rides in the lanes' packed forwards (``studio.models.hf_lanes``): ``decode_s`` is the
+  scheduler's forwards and sampling, ``forwards`` how many, ``packed_tokens`` what they carried
+  (``prompt``: generate prefills, ``decode``: one token per live call, ``score``: score calls'
+  new prompt tokens and continuations); and the rest (environment, prompts, bookkeeping).
 - ``decode_forward_ms`` and ``decode_gain``: the ceiling, measured beside it: one decode forward over a
   900-token cache at 1, 2, 4 and 8 rows, and what a batch of that width gains per token.
 - ``values_step_s``: Q of 4 outputs x 4 rollouts x a 5-step horizon at one gridworld step
