@@ -45,6 +45,7 @@ from studio.models.base import (
     PrefixSession,
     ProgressCallback,
     SamplingParams,
+    ScoreCall,
     ScoreResult,
     TokenListener,
     no_progress,
@@ -326,6 +327,16 @@ class TransformersBackend(Backend):
             on_token=call.on_token,
         )
 
+    def _prepare_score(self, call: ScoreCall) -> tuple[list[int], dict[str, Any], list[list[int]]]:
+        """A score call's prompt ids, image inputs and continuation ids (each closed by an end of turn
+        when ``end_with_eos``); an empty continuation is refused."""
+        ids, extra = self.encode(call.messages, call.assistant_prefix, call.images)
+        eos = sorted(self.eos_ids)[:1] if call.end_with_eos else []
+        pieces = [self.tokenizer(text, add_special_tokens=False)["input_ids"] + eos for text in call.continuations]
+        if any(not piece for piece in pieces):
+            raise StudioError("Cannot score an empty continuation.")
+        return ids, extra, pieces
+
     def _out_of_memory(self) -> str:
         return f"Out of memory while generating on {self.device}: lower the candidates, max new tokens or history."
 
@@ -340,11 +351,8 @@ class TransformersBackend(Backend):
     ) -> ScoreResult:
         """Per-token logprobs of each continuation, all in one forward pass after the shared prompt."""
         session = session if session is not None else PrefixSession()
-        ids, extra = self.encode(messages, assistant_prefix, images)
-        eos = sorted(self.eos_ids)[:1] if end_with_eos else []
-        pieces = [self.tokenizer(text, add_special_tokens=False)["input_ids"] + eos for text in continuations]
-        if any(not piece for piece in pieces):
-            raise StudioError("Cannot score an empty continuation.")
+        call = ScoreCall(messages, continuations, images, session, assistant_prefix, end_with_eos)
+        ids, extra, pieces = self._prepare_score(call)
         with self.lock, torch.inference_mode():
             first_logits, stats = prefill(self, session, ids, extra, images)
             result = score_packed(self, session, len(ids), first_logits, pieces)

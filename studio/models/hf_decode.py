@@ -108,18 +108,36 @@ def _cache_of(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> Any:
     return DynamicCache(ddp_cache_data=pairs)
 
 
+def best_peer(
+    session: PrefixSession, ids: list[int], reuse: int, cached: Callable[[PrefixSession], int | None]
+) -> tuple[int, PrefixSession | None]:
+    """The peer of ``session`` whose cached prompt shares the most of ``ids``, when that beats
+    ``reuse`` by more than a few tokens (a few are cheaper to encode than a copy is to make):
+    (how much of ``ids`` it holds, the peer) or (``reuse``, None). ``cached(peer)`` is how many of
+    a peer's ``token_ids`` its cache holds in a form this caller can copy, or None. At least one
+    token of ``ids`` is always left to run."""
+    best, donor = reuse, None
+    for peer in session.peers or []:
+        length = cached(peer) if peer is not session else None
+        if length is None:
+            continue
+        common = min(_common_prefix(peer.token_ids, ids), len(ids) - 1, length)
+        if common > best + 8:
+            best, donor = common, peer
+    return best, donor
+
+
 def _adopt_peer_prefix(backend: Any, session: PrefixSession, ids: list[int], reuse: int) -> int:
     """Copy a peer's cached prompt when it shares more of ``ids`` than ``session`` does; the new reuse.
 
     Lockstep rollouts forked from one step all start from the same history: the first encodes
     it, the others copy its keys and values (a memory copy instead of a forward pass)."""
-    best, donor = reuse, None
-    for peer in session.peers or []:
-        if peer is session or peer.owner is not backend or peer.image_keys or not _plain(peer.cache):
-            continue
-        common = min(_common_prefix(peer.token_ids, ids), len(ids) - 1, peer.cache.get_seq_length())
-        if common > best + 8:  # a few tokens are cheaper to encode than a copy is to make
-            best, donor = common, peer
+
+    def cached(peer: PrefixSession) -> int | None:
+        plain = peer.owner is backend and not peer.image_keys and _plain(peer.cache)
+        return peer.cache.get_seq_length() if plain else None
+
+    best, donor = best_peer(session, ids, reuse, cached)
     if donor is None:
         return reuse
     session.cache = _cache_of(

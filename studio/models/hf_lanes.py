@@ -45,6 +45,7 @@ from studio.models.hf_decode import (
     _common_prefix,
     _Lane,
     _plain,
+    best_peer,
     packed_mask,
     score_answer,
 )
@@ -188,23 +189,17 @@ class LaneStore:
         slot = self.slot_of(session)
         if slot is None:
             return
-        length = len(session.token_ids)
-        session.cache = (
-            _cache_of(
-                [
-                    (
-                        self.keys[i][slot : slot + 1, :, :length].clone(),
-                        self.values[i][slot : slot + 1, :, :length].clone(),
-                    )
-                    for i in range(self.layers)
-                ]
-            )
-            if length
-            else None
-        )
-        if session.cache is None:
-            session.reset()
         self.sessions[slot] = None
+        length = len(session.token_ids)
+        if not length:
+            session.reset()
+            return
+        session.cache = _cache_of(
+            [
+                (self.keys[i][slot : slot + 1, :, :length].clone(), self.values[i][slot : slot + 1, :, :length].clone())
+                for i in range(self.layers)
+            ]
+        )
 
     def forget(self, session: PrefixSession) -> None:
         """Drop ``session``'s cache (after a failed forward: its slot may be half-written)."""
@@ -243,15 +238,9 @@ def _reuse(store: LaneStore, session: PrefixSession, ids: list[int]) -> tuple[in
     (own, reuse, the donor peer's slot or None); at least one token is always left to run."""
     owned = session.owner is store.backend
     own = min(_common_prefix(session.token_ids, ids), len(ids) - 1) if owned else 0
-    reuse, donor = own, None
-    for peer in session.peers or []:
-        peer_slot = store.slot_of(peer) if peer is not session else None
-        if peer_slot is None:
-            continue
-        common = min(_common_prefix(peer.token_ids, ids), len(ids) - 1)
-        if common > reuse + 8:  # a few tokens are cheaper to encode than a copy is to make
-            reuse, donor = common, peer_slot
-    return own, reuse, donor
+    in_slot = lambda peer: len(peer.token_ids) if store.slot_of(peer) is not None else None  # noqa: E731
+    reuse, donor = best_peer(session, ids, own, in_slot)
+    return own, reuse, None if donor is None else store.slot_of(donor)
 
 
 class _Job:
@@ -369,10 +358,11 @@ class LaneBatcher(Batcher):
         return bool(self.waiting or self.decoding)
 
     def add(self, call: GenerateCall) -> GenerateResult | None:
-        prepared = self.backend._prepare(call)
-        if prepared.n != 1 or prepared.images:  # candidates and pictures decode as they do alone
-            self.store.detach(prepared.session)
+        if call.n != 1 or call.images:  # candidates and pictures decode as they do alone
+            if call.session is not None:
+                self.store.detach(call.session)
             return self.backend.generate(**call.kwargs())
+        prepared = self.backend._prepare(call)
         self.waiting.append(_GenerateJob(self.backend, call, prepared))
         return None
 
@@ -382,11 +372,7 @@ class LaneBatcher(Batcher):
             if call.session is not None:
                 self.store.detach(call.session)
             return backend.score(**call.kwargs())
-        ids, _extra = backend.encode(call.messages, call.assistant_prefix, None)
-        eos = sorted(backend.eos_ids)[:1] if call.end_with_eos else []
-        pieces = [backend.tokenizer(text, add_special_tokens=False)["input_ids"] + eos for text in call.continuations]
-        if any(not piece for piece in pieces):
-            raise StudioError("Cannot score an empty continuation.")
+        ids, _extra, pieces = backend._prepare_score(call)
         self.waiting.append(_ScoreJob(backend, call, ids, pieces))
         return None
 

@@ -108,14 +108,12 @@ class LockstepPool:
             raise work.outcome
         return work.outcome
 
-    def _generate(self, call: GenerateCall) -> GenerateResult:
+    def _call(self, call: GenerateCall | ScoreCall) -> Any:
+        """A generate or score call, answered by the batcher."""
         return self._submit(_Work(call=call))
 
     def _run(self, run: Callable[[], Any]) -> Any:
         return self._submit(_Work(run=run))
-
-    def _score(self, call: ScoreCall) -> ScoreResult:
-        return self._submit(_Work(call=call))
 
     def _serve(self) -> None:
         """The scheduler: take new work between decode steps, step while calls decode, stop when idle."""
@@ -225,7 +223,7 @@ class LockstepMember(Backend):
         self._session(session)
         if not self.pool.batched:
             return self.backend.generate(**call.kwargs())
-        return self.pool._generate(call)
+        return self.pool._call(call)
 
     def score(
         self,
@@ -239,7 +237,7 @@ class LockstepMember(Backend):
         self._session(session)
         call = ScoreCall(messages, continuations, images, session, assistant_prefix, end_with_eos)
         # Batched: in the scheduler, beside the decode steps (in the same forward, where the batcher packs calls).
-        return self.pool._score(call) if self.pool.batched else self.backend.score(**call.kwargs())
+        return self.pool._call(call) if self.pool.batched else self.backend.score(**call.kwargs())
 
     def encode(
         self, messages: list[Message], assistant_prefix: str = "", images: list[np.ndarray] | None = None
