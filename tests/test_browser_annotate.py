@@ -58,10 +58,19 @@ def start_annotating(page, name: str) -> None:
     # The tab renders its queue when it opens; type only after that render, or it may land last.
     page.locator("#as-progress", has_text="judged").wait_for(timeout=30_000)
     field = page.locator("#as-annotator input, #as-annotator textarea").first
-    field.focus()
-    page.keyboard.type(name)
-    page.keyboard.press("Enter")
-    wait_for_progress(page, f"{name}: 0 judged")
+    # That render can still land after the name is typed and clear it (seen under a loaded
+    # machine): type the name again, at most twice more, if the progress line never names it.
+    for attempt in range(3):
+        field.fill("")
+        field.focus()
+        page.keyboard.type(name)
+        page.keyboard.press("Enter")
+        try:
+            page.locator("#as-progress", has_text=f"{name}: 0 judged").wait_for(timeout=10_000)
+            break
+        except Exception:
+            if attempt == 2:
+                wait_for_progress(page, f"{name}: 0 judged")
     page.keyboard.press("Escape")  # leave the text field: the keys now judge
 
 
