@@ -92,8 +92,12 @@ def test_generate_and_score_calls_packed_in_one_forward_equal_each_call_alone(ti
         assert_same_generation(alone[0], answers[id(first)])
         assert_same_scores(alone[1], answers[id(score)])
         assert_same_generation(alone[2], answers[id(last)])
-        # The score rode in the first forward with both prompts; then one forward per further token.
-        longest = max(len(alone[0].generations[0].tokens), len(alone[2].generations[0].tokens))
+        # The score rode in the first forward with both prompts; then one forward per further token
+        # (an end-of-sequence or stop token is decoded, then dropped from the generation).
+        longest = max(
+            len(g.tokens) + (g.finish_reason in ("eos", "stop"))
+            for g in (alone[0].generations[0], alone[2].generations[0])
+        )
         assert batcher.forwards - forwards <= longest
         assert turn == 0 or answers[id(first)].cache.reused_tokens > 0  # the slot kept the last turn
         prompts = [p + [{"role": "assistant", "content": "ok"}, {"role": "user", "content": "on"}] for p in prompts]

@@ -216,3 +216,34 @@ def test_image_text_scoring_matches_a_plain_forward_pass(llava) -> None:
 def test_empty_continuation_is_refused(backend) -> None:
     with pytest.raises(StudioError, match="empty continuation"):
         backend.score(chat(0), [""])
+
+
+@pytest.mark.parametrize("vocabulary", [1000, 300])  # nucleus within the first 256 tokens / over them
+def test_top_p_sampling_draws_the_nucleus_distribution(vocabulary: int) -> None:
+    """Each row's draws stay in its nucleus (the fewest tokens holding top_p) with the renormalised
+    temperature probabilities, and one generator seed gives the same draws."""
+    from studio.models.hf_decode import _sample
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, vocabulary, generator=generator) * 2
+    logits[1] = torch.linspace(0, 1, vocabulary)  # nearly flat: its nucleus is wider than 256
+    sampling = SamplingParams(temperature=0.8, top_p=0.9)
+    probs = torch.softmax(logits / 0.8, dim=-1).double()
+    # Row by row (one row's nucleus wider than 256 tokens sends the whole batch to a full sort) and together.
+    draws = torch.stack(
+        [
+            torch.cat([_sample(logits[:1], sampling, generator), _sample(logits[1:], sampling, generator)])
+            for _ in range(10000)
+        ]
+        + [_sample(logits, sampling, generator) for _ in range(10000)]
+    )
+    for row in range(2):
+        ordered, order = probs[row].sort(descending=True)
+        size = int((ordered.cumsum(0) - ordered < 0.9).sum())
+        nucleus = order[:size]
+        assert set(draws[:, row].tolist()) <= set(nucleus.tolist())
+        expected = ordered[:size] / ordered[:size].sum()
+        observed = torch.bincount(draws[:, row], minlength=vocabulary)[nucleus].double() / len(draws)
+        assert float((observed - expected).abs().max()) < 0.01
+    again = [_sample(logits, sampling, torch.Generator().manual_seed(5)) for _ in range(2)]
+    assert torch.equal(again[0], again[1])
