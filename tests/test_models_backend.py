@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 
 import numpy as np
@@ -11,6 +12,7 @@ import torch
 from studio.errors import StudioError
 from studio.models.base import PrefixSession, SamplingParams
 from studio.models.hf import TransformersBackend
+from studio.models.tokens import stop_boundary
 from tests.tiny_models import tiny_gpt2, tiny_llama, tiny_llava, tiny_tokenizer
 
 GREEDY = SamplingParams(temperature=0.0, max_new_tokens=24)
@@ -110,6 +112,22 @@ def test_stop_strings_cut_the_text_and_tokens(backend) -> None:
     assert cut.finish_reason == "stop"
     assert cut.text == full.text[: full.text.index(marker)]
     assert "".join(t.text for t in cut.tokens) == cut.text
+
+
+def test_stop_patterns_cut_where_their_group_starts(backend) -> None:
+    """A pattern ends a continuation at its first match, cut where its group starts (the group is
+    the stop text); the earliest of several stops wins, strings and patterns alike."""
+    full = backend.generate(chat(0), sampling=GREEDY).generations[0]
+    pattern = re.compile(re.escape(full.text[3:5]) + "(" + re.escape(full.text[5:7]) + ")")
+    boundary = stop_boundary(full.text, [pattern])
+    assert boundary is not None and boundary <= 5
+    cut = backend.generate(chat(0), sampling=GREEDY, stop=[pattern]).generations[0]
+    assert cut.finish_reason == "stop" and cut.text == full.text[:boundary]
+    assert "".join(t.text for t in cut.tokens) == cut.text
+    text, line_end = "go.\nAction: east\n#.#\nObservation: x", re.compile(r"Action:[^\n]*(\n)")
+    assert stop_boundary(text, [line_end, "Observation"]) == stop_boundary(text, ["Observation", line_end]) == 16
+    assert stop_boundary(text, [line_end, "go"]) == 0 and stop_boundary(text, [re.compile("#")]) == 17
+    assert stop_boundary(text, [re.compile("z"), "q", ""]) is None
 
 
 def test_generation_can_be_interrupted(backend) -> None:

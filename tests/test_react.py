@@ -134,6 +134,19 @@ def test_scripted_backend_drives_parsing_nudging_and_candidate_choice() -> None:
     )
 
 
+def test_a_generated_turn_ends_with_its_action_line() -> None:
+    """What a model writes after its action line (here a hallucinated map) is not its output: the
+    turn ends with the line, as a stop, and the next prompt shows only the thought and action."""
+    backend = ScriptedBackend(["Thought: east is open\nAction: go east\n#.##.#G#\n#.##.#G#\n"])
+    runner = EpisodeRunner("gridworld", ReActPolicy(backend, ReActConfig(few_shot=False)))
+    runner.reset(seed=0)
+    step = runner.step()
+    assert step.raw == "Thought: east is open\nAction: go east" and step.action == "go east"
+    assert step.extra["finish_reasons"] == ["stop"] and not step.extra["action_nudged"]
+    prompt = runner.policy.build_messages(runner.episode, runner.current_observation())
+    assert "#.##.#G#" not in str(prompt[-2]["content"])
+
+
 def test_fork_starts_the_model_afresh(tiny) -> None:
     runner = run_steps(tiny, "gridworld", 3)
     runner.fork(runner.episode, at=1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -147,6 +148,21 @@ def test_stop_strings_cut_like_the_in_process_backend(remote, local) -> None:
     ours = local.generate(CHAT, sampling=sampling, stop=["."]).generations[0]
     theirs = remote.generate(CHAT, sampling=sampling, stop=["."]).generations[0]
     assert theirs.text == ours.text and theirs.finish_reason == ours.finish_reason == "stop"
+
+
+def test_stop_patterns_end_the_stream_like_the_in_process_backend(remote, local) -> None:
+    """Engines take stop strings only: a pattern is applied here as the tokens stream, and the
+    stream is closed at its match (the engine stops generating); the text equals in-process's."""
+    sampling = SamplingParams(temperature=0.0, max_new_tokens=60, ignore_eos=True)
+    full = local.generate(CHAT, sampling=sampling).generations[0].text
+    pattern = re.compile(re.escape(full[8:12]) + "(" + re.escape(full[12]) + ")")
+    ours = local.generate(CHAT, sampling=sampling, stop=[pattern]).generations[0]
+    streamed: list = []
+    theirs = remote.generate(
+        CHAT, sampling=sampling, stop=[pattern], on_token=lambda row, token: streamed.append(token)
+    ).generations[0]
+    assert theirs.text == ours.text and theirs.finish_reason == ours.finish_reason == "stop"
+    assert len(streamed) < 30  # the stream ended at the match, not after the 60 tokens asked for
 
 
 def test_stop_interrupts_a_generation(remote) -> None:

@@ -11,7 +11,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_MARKER = re.compile(r"^[ \t>*_#-]*(thought|action)(?:\s*\d+)?\s*[*_]*\s*:[*_]*[ \t]*", re.IGNORECASE | re.MULTILINE)
+_MARKER_BODY = r"[ \t>*_#-]*(thought|action)(?:\s*\d+)?\s*[*_]*\s*:[*_]*[ \t]*"
+_MARKER = re.compile("^" + _MARKER_BODY, re.IGNORECASE | re.MULTILINE)
+#: The end of the first action line a model writes after ``Thought:`` (a marker at a line's start,
+#: as the parser reads it, then text): a stop pattern (``studio.models.base.Stop``) whose group is
+#: the newline. The action is one line, so what a model writes after it (a hallucinated map, the
+#: next turn) is not its output: generation ends there, as it does at a hallucinated Observation.
+ACTION_LINE_END = re.compile(r"\n" + _MARKER_BODY.replace("(thought|action)", "action") + r"\S[^\n]*(\n)", re.IGNORECASE)
 _OBSERVATION = re.compile(r"^\s*\**observation(?:\s*\d+)?\**\s*:", re.IGNORECASE | re.MULTILINE)
 
 

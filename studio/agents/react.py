@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from studio.agents.base import Decision, Observation, StopCheck, never_stop
-from studio.agents.parsing import parse_react
+from studio.agents.parsing import ACTION_LINE_END, parse_react
 from studio.envs.base import StudioEnv
 from studio.errors import StudioError
 from studio.models.base import (
@@ -52,6 +52,8 @@ FORMAT = (
     'sentence of reasoning. The second line starts with "Action:" and names exactly one valid action.'
 )
 STOP = ["\nObservation", "Observation:", "\nThought:"]
+#: A generated turn also ends with its action line (what follows is not the model's output).
+GENERATE_STOP = [*STOP, ACTION_LINE_END]
 THOUGHT = "Thought:"
 #: What the system message says before the few-shot example (an expert's turns, or one made-up turn);
 #: the example is the system message's last part (exports in compact mode cut it there).
@@ -353,7 +355,7 @@ class ReActPolicy:
 
     def _act_by_generating(self, messages, images, should_stop) -> Decision:
         # The turn starts with "Thought:" already written: small models then keep the format.
-        result, forced = self._generate(messages, images, should_stop, STOP, assistant_prefix=THOUGHT)
+        result, forced = self._generate(messages, images, should_stop, GENERATE_STOP, assistant_prefix=THOUGHT)
         if (stopped := self._interrupted(result)) is not None:
             return stopped
         texts = [THOUGHT + g.text for g in result.generations]

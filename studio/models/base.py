@@ -17,9 +17,10 @@ session), never in the backend, which is shared by every session.
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Union
 
 import numpy as np
 
@@ -38,6 +39,13 @@ ProgressCallback = Callable[[float, str], None]
 
 def no_progress(fraction: float, message: str) -> None:
     """The default progress callback: ignore."""
+
+
+Stop = Union[str, "re.Pattern[str]"]
+"""What ends a continuation: a stop string (cut from the text where it starts), or a compiled
+pattern, which ends it at its first match: cut where the match's last group starts (the group is
+the stop text, like a stop string), or at the whole match's start when it has no group. Engines
+take stop strings only: a backend applies patterns to the text as it streams."""
 
 
 @dataclass(frozen=True)
@@ -182,7 +190,7 @@ class GenerateCall:
     messages: list[Message]
     n: int = 1
     sampling: SamplingParams | None = None
-    stop: list[str] | None = None
+    stop: list[Stop] | None = None
     images: list[np.ndarray] | None = None
     session: PrefixSession | None = None
     should_stop: Callable[[], bool] | None = None
@@ -358,7 +366,7 @@ class Backend(ABC):
         messages: list[Message],
         n: int = 1,
         sampling: SamplingParams | None = None,
-        stop: list[str] | None = None,
+        stop: list[Stop] | None = None,
         images: list[np.ndarray] | None = None,
         session: PrefixSession | None = None,
         should_stop: Callable[[], bool] | None = None,
@@ -367,7 +375,8 @@ class Backend(ABC):
     ) -> GenerateResult:
         """Sample ``n`` continuations of the chat after its generation prompt and ``assistant_prefix``.
 
-        ``stop``: strings that end a continuation (cut from the text). ``should_stop()`` is
+        ``stop``: what ends a continuation (:data:`Stop`: strings, cut from the text, or patterns;
+        :func:`studio.models.tokens.stop_boundary` finds the cut). ``should_stop()`` is
         polled between tokens (Stop: finish reason ``interrupted``). ``on_token(row, token)``,
         when given, sees each token of each row as it is drawn (a live view). Generations carry
         their tokens when ``capabilities.logprobs``, else an empty list."""

@@ -35,6 +35,7 @@ import torch
 
 from studio.errors import StudioError
 from studio.models.base import (
+    Stop,
     Backend,
     Batcher,
     ModelCard,
@@ -281,7 +282,7 @@ class TransformersBackend(Backend):
         messages: list[Message],
         n: int = 1,
         sampling: SamplingParams | None = None,
-        stop: list[str] | None = None,
+        stop: list[Stop] | None = None,
         images: list[np.ndarray] | None = None,
         session: PrefixSession | None = None,
         should_stop: Callable[[], bool] | None = None,

@@ -18,6 +18,7 @@ import torch
 from transformers.cache_utils import DynamicLayer
 
 from studio.models.base import (
+    Stop,
     CacheStats,
     Generation,
     GenerateResult,
@@ -200,7 +201,7 @@ class PreparedCall:
     images: list[np.ndarray] | None
     n: int
     sampling: SamplingParams
-    stop: list[str]
+    stop: list[Stop]
     session: PrefixSession
     should_stop: Callable[[], bool]
     on_token: TokenListener | None = None

@@ -24,6 +24,7 @@ from typing import Any, Callable
 import numpy as np
 
 from studio.models.base import (
+    Stop,
     Backend,
     GenerateCall,
     GenerateResult,
@@ -212,7 +213,7 @@ class LockstepMember(Backend):
         messages: list[Message],
         n: int = 1,
         sampling: SamplingParams | None = None,
-        stop: list[str] | None = None,
+        stop: list[Stop] | None = None,
         images: list[np.ndarray] | None = None,
         session: PrefixSession | None = None,
         should_stop: Callable[[], bool] | None = None,

@@ -38,6 +38,7 @@ import numpy as np
 
 from studio.errors import StudioError
 from studio.models.base import (
+    Stop,
     Backend,
     CacheStats,
     Capabilities,
@@ -406,7 +407,7 @@ class OpenAIBackend(Backend):
         messages: list[Message],
         n: int = 1,
         sampling: SamplingParams | None = None,
-        stop: list[str] | None = None,
+        stop: list[Stop] | None = None,
         images: list[np.ndarray] | None = None,
         session: PrefixSession | None = None,
         should_stop: Callable[[], bool] | None = None,
@@ -431,8 +432,8 @@ class OpenAIBackend(Backend):
             "stream": True,
             "stream_options": {"include_usage": True},
         }
-        if stop:
-            body["stop"] = stop
+        if any(isinstance(s, str) for s in stop):
+            body["stop"] = [s for s in stop if isinstance(s, str)]
         if sampling.seed is not None:
             body["seed"] = int(sampling.seed)
         if sampling.ignore_eos:
@@ -442,7 +443,12 @@ class OpenAIBackend(Backend):
         first_token_s: float | None = None
         usage: dict[str, Any] = {}
         interrupted = False
-        for event in self.client.stream("/completions", body, should_stop):
+        patterns = [s for s in stop if not isinstance(s, str)]  # engines take strings: patterns are ours
+
+        def ended() -> bool:  # a Stop, or every candidate at its end (closing the stream aborts the request)
+            return should_stop() or bool(patterns) and all(row.finish or stop_cut(row.tokens, patterns) for row in rows)
+
+        for event in self.client.stream("/completions", body, ended):
             if isinstance(event.get("usage"), dict):
                 usage = event["usage"]
             for choice in event.get("choices") or []:
@@ -592,7 +598,7 @@ class _Row:
     tokens: list[TokenInfo] = field(default_factory=list)
     finish: str | None = None
 
-    def generation(self, stop: list[str], eos: set[int], interrupted: bool, ignore_eos: bool) -> Generation:
+    def generation(self, stop: list[Stop], eos: set[int], interrupted: bool, ignore_eos: bool) -> Generation:
         tokens = self.tokens
         reason = "length" if self.finish == "length" else "eos"
         if tokens and tokens[-1].id in eos and not ignore_eos:

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 from studio.models.base import (
+    Stop,
     Backend,
     CacheStats,
     Capabilities,
@@ -28,6 +29,7 @@ from studio.models.base import (
     ScoreResult,
     TokenListener,
 )
+from studio.models.tokens import stop_boundary
 from studio.trace import TokenInfo
 
 
@@ -82,7 +84,7 @@ class ScriptedBackend(Backend):
         messages: list[Message],
         n: int = 1,
         sampling: SamplingParams | None = None,
-        stop: list[str] | None = None,
+        stop: list[Stop] | None = None,
         images: list[np.ndarray] | None = None,
         session: PrefixSession | None = None,
         should_stop: Callable[[], bool] | None = None,
@@ -96,9 +98,9 @@ class ScriptedBackend(Backend):
             if assistant_prefix and text.startswith(assistant_prefix):
                 text = text[len(assistant_prefix) :]  # the prompt already holds it
             finish = "eos"
-            for marker in stop or []:
-                if marker and marker in text:
-                    text, finish = text[: text.index(marker)], "stop"
+            boundary = stop_boundary(text, stop or [])
+            if boundary is not None:
+                text, finish = text[:boundary], "stop"
             tokens = self._tokens(text)
             if self.token_seconds or on_token is not None:
                 tokens, finish = self._replay(row, tokens, finish, on_token, should_stop)

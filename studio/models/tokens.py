@@ -1,5 +1,5 @@
 """Tokenizer-side helpers every backend that holds a tokenizer shares (no torch here): the chat
-as the model sees it, each token's share of the decoded text, and where a stop string cuts.
+as the model sees it, each token's share of the decoded text, and where a stop string or pattern cuts.
 
 The in-process backend and the remote one render prompts and split token texts with the same
 functions, so a prompt sent to a server is token for token the one the studio would run itself.
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from studio.models.base import Message, message_text
+from studio.models.base import Message, Stop, message_text
 from studio.trace import TokenInfo
 
 
@@ -38,13 +38,25 @@ def eos_ids(tokenizer: Any, generation_config: Any = None) -> set[int]:
     return ids
 
 
-def stop_cut(tokens: list[TokenInfo], stop: list[str]) -> int | None:
-    """If the tokens' text contains a stop string, how many tokens to keep (those wholly before it)."""
-    text = "".join(t.text for t in tokens)
-    hits = [text.find(s) for s in stop if s in text]
-    if not hits:
+def stop_boundary(text: str, stop: list[Stop]) -> int | None:
+    """Where ``stop`` ends ``text`` (the earliest hit), if it does: a stop string's start, or a
+    pattern's first match's last group's start (the match's start without a group)."""
+    hits = []
+    for s in stop:
+        if isinstance(s, str):
+            if s and s in text:
+                hits.append(text.index(s))
+        elif (match := s.search(text)) is not None:
+            hits.append(match.start(match.lastindex) if match.lastindex else match.start())
+    return min(hits, default=None)
+
+
+def stop_cut(tokens: list[TokenInfo], stop: list[Stop]) -> int | None:
+    """If ``stop`` ends the tokens' text, how many tokens to keep (those wholly before the cut)."""
+    boundary = stop_boundary("".join(t.text for t in tokens), stop)
+    if boundary is None:
         return None
-    boundary, length, keep = min(hits), 0, 0
+    length, keep = 0, 0
     for token in tokens:
         length += len(token.text)
         if length > boundary:
