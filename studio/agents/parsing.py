@@ -17,7 +17,9 @@ _MARKER = re.compile("^" + _MARKER_BODY, re.IGNORECASE | re.MULTILINE)
 #: as the parser reads it, then text): a stop pattern (``studio.models.base.Stop``) whose group is
 #: the newline. The action is one line, so what a model writes after it (a hallucinated map, the
 #: next turn) is not its output: generation ends there, as it does at a hallucinated Observation.
-ACTION_LINE_END = re.compile(r"\n" + _MARKER_BODY.replace("(thought|action)", "action") + r"\S[^\n]*(\n)", re.IGNORECASE)
+ACTION_LINE_END = re.compile(
+    r"\n" + _MARKER_BODY.replace("(thought|action)", "action") + r"\S[^\n]*(\n)", re.IGNORECASE
+)
 _OBSERVATION = re.compile(r"^\s*\**observation(?:\s*\d+)?\**\s*:", re.IGNORECASE | re.MULTILINE)
 
 
