@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Union
+from typing import Any, Callable
 
 import numpy as np
 
@@ -41,7 +41,7 @@ def no_progress(fraction: float, message: str) -> None:
     """The default progress callback: ignore."""
 
 
-Stop = Union[str, "re.Pattern[str]"]
+Stop = str | re.Pattern[str]
 """What ends a continuation: a stop string (cut from the text where it starts), or a compiled
 pattern, which ends it at its first match: cut where the match's last group starts (the group is
 the stop text, like a stop string), or at the whole match's start when it has no group. Engines

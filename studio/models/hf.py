@@ -35,21 +35,21 @@ import torch
 
 from studio.errors import StudioError
 from studio.models.base import (
-    Stop,
     Backend,
     Batcher,
-    ModelCard,
     Capabilities,
     GenerateCall,
     GenerateResult,
     Message,
+    ModelCard,
+    no_progress,
     PrefixSession,
     ProgressCallback,
     SamplingParams,
     ScoreCall,
     ScoreResult,
+    Stop,
     TokenListener,
-    no_progress,
 )
 from studio.models.hf_decode import ContinuousBatch, PreparedCall, decode, prefill, score_packed
 from studio.models.hf_lanes import LaneBatcher, lanes_supported

@@ -18,13 +18,13 @@ import torch
 from transformers.cache_utils import DynamicLayer
 
 from studio.models.base import (
-    Stop,
     CacheStats,
-    Generation,
     GenerateResult,
+    Generation,
     PrefixSession,
     SamplingParams,
     ScoreResult,
+    Stop,
     TokenListener,
 )
 from studio.models.tokens import TokenTexts, stop_cut

@@ -24,7 +24,6 @@ from typing import Any, Callable
 import numpy as np
 
 from studio.models.base import (
-    Stop,
     Backend,
     GenerateCall,
     GenerateResult,
@@ -34,6 +33,7 @@ from studio.models.base import (
     SamplingParams,
     ScoreCall,
     ScoreResult,
+    Stop,
     TokenListener,
 )
 

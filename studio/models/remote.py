@@ -38,20 +38,20 @@ import numpy as np
 
 from studio.errors import StudioError
 from studio.models.base import (
-    Stop,
     Backend,
     CacheStats,
     Capabilities,
-    Generation,
     GenerateResult,
+    Generation,
     Message,
     ModelCard,
+    no_progress,
     PrefixSession,
     ProgressCallback,
     SamplingParams,
     ScoreResult,
+    Stop,
     TokenListener,
-    no_progress,
 )
 from studio.models.tokens import SingleTokenTexts, TokenTexts, eos_ids, render_chat, stop_cut
 from studio.trace import TokenAlternative, TokenInfo
@@ -432,8 +432,10 @@ class OpenAIBackend(Backend):
             "stream": True,
             "stream_options": {"include_usage": True},
         }
-        if any(isinstance(s, str) for s in stop):
-            body["stop"] = [s for s in stop if isinstance(s, str)]
+        strings = [s for s in stop if isinstance(s, str)]
+        patterns = [s for s in stop if not isinstance(s, str)]  # engines take strings: patterns are applied here
+        if strings:
+            body["stop"] = strings
         if sampling.seed is not None:
             body["seed"] = int(sampling.seed)
         if sampling.ignore_eos:
@@ -443,7 +445,6 @@ class OpenAIBackend(Backend):
         first_token_s: float | None = None
         usage: dict[str, Any] = {}
         interrupted = False
-        patterns = [s for s in stop if not isinstance(s, str)]  # engines take strings: patterns are ours
 
         def ended() -> bool:  # a Stop, or every candidate at its end (closing the stream aborts the request)
             return should_stop() or bool(patterns) and all(row.finish or stop_cut(row.tokens, patterns) for row in rows)

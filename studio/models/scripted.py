@@ -16,17 +16,17 @@ from typing import Any, Callable
 import numpy as np
 
 from studio.models.base import (
-    Stop,
     Backend,
     CacheStats,
     Capabilities,
-    ModelCard,
-    Generation,
     GenerateResult,
+    Generation,
     Message,
+    ModelCard,
     PrefixSession,
     SamplingParams,
     ScoreResult,
+    Stop,
     TokenListener,
 )
 from studio.models.tokens import stop_boundary
