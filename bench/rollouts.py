@@ -20,6 +20,13 @@ Prints one JSON object (each side of the episodes runs in a fresh process of its
 - ``engine_batched_speedup_8`` (unless ``--no-engine``): the same 8 episodes through vLLM's CPU
   server (started here from ``.venv-vllm``), one after another / 8 at once (concurrent
   requests; the engine batches and its prefix cache shares the common prompt). Target >= 3.
+  Beside it, the engine's ceiling: ``engine_unscored_speedup_8``, the same episodes without the
+  requests that score each step's forced ``Thought:`` (so one request a step; the same actions),
+  and ``engine_decode_step_ms`` / ``engine_decode_gain_8``, one decode step at 1 and 8 rows
+  (sampled as the episodes sample). Side by side the longest episode bounds the wall time:
+  ``episode_tokens`` (each side) and ``engine_episode_tokens`` give each episode's tokens, and
+  ``balance_bound`` / ``engine_balance_bound`` (all tokens / the longest episode's) the most side
+  by side could gain even if a step for 8 episodes cost what a step for one costs.
 
     python bench/rollouts.py [--episodes 8] [--steps 10] [--no-engine] [--no-values]
 """
@@ -34,6 +41,9 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -124,12 +134,17 @@ def episodes(backend: Backend, count: int, steps: int, parallel: int) -> dict[st
         split["generate_s"] = round(timer.generate_s, 2)
         model_s = timer.generate_s + timer.score_s
     tokens = [len(t) for e in done for st in e.steps for t in [st.tokens or []]]
+    # Side by side, the longest episode bounds the wall time: its tokens against the mean say how far.
+    per_episode = [sum(len(st.tokens or []) for st in e.steps) for e in done]
     return {
         "wall_s": round(wall, 2),
         **split,
         "rest_s": round(wall - model_s, 2),
         "steps": sum(e.length for e in done),
         "step_tokens": sum(tokens),
+        "episode_tokens": per_episode,
+        # The most side by side can gain even if a step for every episode cost what one costs alone.
+        "balance_bound": round(sum(per_episode) / max(max(per_episode), 1), 2),
         "prompt_tokens_encoded": sum(s.extra.get("cache", {}).get("encoded_tokens", 0) for e in done for s in e.steps),
         "actions": [[s.action for s in e.steps] for e in done],
     }
@@ -196,10 +211,47 @@ def engine(count: int, steps: int) -> dict[str, Any]:
         episodes(remote, 1, 2, parallel=1)  # warm the engine (first requests compile kernels)
         alone = episodes(remote, count, steps, parallel=1)
         together = episodes(remote, count, steps, parallel=count)
+        # The ceiling, measured beside it: the same episodes without the requests that score the
+        # forced "Thought:" (one generate request per step), and the engine's pure decode gain.
+        with patch.object(ReActPolicy, "_written", lambda *args, **kwargs: ([], None)):
+            bare_alone = episodes(remote, count, steps, parallel=1)
+            bare_together = episodes(remote, count, steps, parallel=count)
+        widths = engine_decode(remote)
     return {
         f"engine_batched_speedup_{count}": round(alone["wall_s"] / together["wall_s"], 2),
         "engine_one_by_one_s": alone["wall_s"],
         "engine_lockstep_s": together["wall_s"],
+        f"engine_unscored_speedup_{count}": round(bare_alone["wall_s"] / bare_together["wall_s"], 2),
+        "engine_unscored_s": [bare_alone["wall_s"], bare_together["wall_s"]],
+        "engine_unscored_same_episodes": bare_alone["actions"] == alone["actions"] == bare_together["actions"],
+        "engine_episode_tokens": together["episode_tokens"],
+        "engine_balance_bound": together["balance_bound"],
+        **widths,
+    }
+
+
+def engine_decode(remote: Any, context: int = 900, new_tokens: int = 64) -> dict[str, Any]:
+    """The engine's decode step at 1 and 8 rows (ms per step) and what 8 rows gain per token: one
+    request vs 8 concurrent ones, all on one ``context``-token prompt that the prefix cache already
+    holds (so each is its uncached tail and ``new_tokens`` decode steps)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    prompt = [int(i) for i in np.random.default_rng(0).integers(100, 1000, size=context)]
+    body = {"model": remote.served_id, "prompt": prompt, "max_tokens": new_tokens, "ignore_eos": True}
+    # Sampled as the episodes sample (vLLM's CPU top-p sorts the whole vocabulary: ~15 ms a step at 8 rows).
+    body.update(temperature=0.7, top_p=0.95, seed=0, logprobs=remote.top_k)
+    remote.client.post("/completions", body)  # into the prefix cache
+
+    def step_ms(rows: int) -> float:
+        started = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=rows) as pool:
+            list(pool.map(lambda _: remote.client.post("/completions", body), range(rows)))
+        return (time.perf_counter() - started) / new_tokens * 1000
+
+    ms = {rows: min(step_ms(rows) for _ in range(3)) for rows in (1, 8)}
+    return {
+        "engine_decode_step_ms": {str(rows): round(value, 1) for rows, value in ms.items()},
+        "engine_decode_gain_8": round(8 * ms[1] / ms[8], 2),
     }
 
 
