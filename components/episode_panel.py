@@ -558,18 +558,21 @@ def _temperature_for(k: float, temperature: float) -> Any:
 
 
 def renewed_outputs(panel: EpisodePanel) -> list[Any]:
-    """What changes when another episode is shown: the attention views, the environment settings."""
-    return [*panel.attention.outputs, panel.form["env"], panel.form["env_options"], panel.form["seed"]]
+    """What changes when another episode is shown: the attention and values views, the environment settings."""
+    shown_values = [panel.values.message, panel.values.bars, panel.values.curve]
+    return [*panel.attention.outputs, *shown_values, panel.form["env"], panel.form["env_options"], panel.form["seed"]]
 
 
 def renewed_values(panel: EpisodePanel, session: StudioSession) -> Views:
-    """Values for :func:`renewed_outputs`: empty attention, the shown episode's environment, options and seed."""
+    """Values for :func:`renewed_outputs`: empty attention and values views (the selected step's
+    stored values follow), the shown episode's environment, options and seed."""
     episode = session.episode
+    cleared = {**panel.attention.cleared(), panel.values.message: "", panel.values.bars: None, panel.values.curve: None}
     if episode is None:
-        return panel.attention.cleared()
+        return cleared
     form = panel.form
     return {
-        **panel.attention.cleared(),
+        **cleared,
         form["env"]: episode.env,
         form["env_options"]: json.dumps(episode.env_options),
         form["seed"]: episode.seed or 0,

@@ -76,12 +76,17 @@ def wire(panel: ValuesPanel, state: gr.State, selected: gr.Slider, store: Store)
         tick = lambda done, total: progress(done / total, desc=f"{done} of {total} rollouts")  # noqa: E731
         values = session.estimate_values(at, policy, rollouts, horizon, progress=tick, discount=discount)
         store.preferences.save_values(values)
-        best = max(values, key=lambda v: v.q)
-        note = (
-            f"Step {values[0].step_index}: {len(values)} outputs × {values[0].rollouts} rollouts "
-            f"({values[0].settings}); highest Q: {best.output}."
-        )
         everything = store.preferences.step_values(episode.id)
+        return [message_html(_note(values), "info"), values_figure(values), value_curve_figure(episode, everything)]
+
+    def show(session: StudioSession, at: Any) -> list[Any]:
+        """The selected step's stored estimate (the one saved last) and the episode's value curve."""
+        episode, step = session.episode, session.step_at(at)
+        if episode is None or step is None:
+            return ["", None, None]
+        values = store.preferences.latest_step_values(episode.id, step.index)
+        everything = store.preferences.step_values(episode.id)
+        note = _note(values) if values else f"No values for step {step.index} yet: estimate them above."
         return [message_html(note, "info"), values_figure(values), value_curve_figure(episode, everything)]
 
     @as_message
@@ -104,6 +109,17 @@ def wire(panel: ValuesPanel, state: gr.State, selected: gr.Slider, store: Store)
         [panel.message, panel.bars, panel.curve],
         **private,
     )
+    # The view follows the selected step (a click, a new step, another episode shown): its stored values.
+    selected.change(show, [state, selected], [panel.message, panel.bars, panel.curve], **private)
     # Runs beside the estimate (no queue limit): the session's stop flag ends it between rollout steps.
     panel.stop.click(lambda session: session.stop_values(), [state], None, **private)
     panel.make_pairs.click(make_pairs, [state, panel.min_gap], [panel.message], **private)
+
+
+def _note(values: list[Any]) -> str:
+    """One line on an estimate: the step, outputs × rollouts, settings, the best output."""
+    best = max(values, key=lambda v: v.q)
+    return (
+        f"Step {values[0].step_index}: {len(values)} outputs × {values[0].rollouts} rollouts "
+        f"({values[0].settings}); highest Q: {best.output}."
+    )

@@ -88,6 +88,20 @@ class ValueKeeping:
         with self.db.reading() as session:
             return [value for value, _env, _candidate in self._value_rows(session, episode_id, step_index, settings)]
 
+    def latest_step_values(self, episode_id: str, step_index: int) -> list[StepValue]:
+        """The step's estimate saved last (one settings: a step may hold estimates under several), or []."""
+        with self.db.reading() as session:
+            settings = session.scalars(
+                select(StepValueRow.settings)
+                .join(StepRow, StepRow.id == StepValueRow.step_id)
+                .where(StepRow.episode_id == episode_id, StepRow.index == step_index)
+                .order_by(StepValueRow.created_at.desc(), StepValueRow.id.desc())
+                .limit(1)
+            ).first()
+            if settings is None:
+                return []
+            return [value for value, _env, _candidate in self._value_rows(session, episode_id, step_index, settings)]
+
     def _value_rows(
         self, session: Session, episode_id: str | None, step_index: int | None, settings: str | None
     ) -> Iterator[tuple[StepValue, str, str | None]]:

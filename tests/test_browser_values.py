@@ -145,3 +145,34 @@ def test_a_default_model_step_picked_by_a_verifier_then_valued_paired_judged_and
         page.close()
     with open_store(studio["db"]) as store:
         assert len(store.preferences.step_values()) == 2  # the stopped estimate kept nothing
+
+
+def test_the_values_view_follows_the_selected_step(tmp_path: Path) -> None:
+    """Each step shows its own stored estimate; a step without one says so (no stale bars)."""
+    with studio_in_chromium(tmp_path / "studio.db") as studio:
+        page = studio["browser"].new_context(viewport={"width": 1440, "height": 900}).new_page()
+        page.goto(studio["url"])
+        page.locator("#as-timeline .as-empty").wait_for(timeout=60_000)
+        for count in (1, 2):
+            page.click("#as-step")
+            page.wait_for_function(
+                f"document.querySelectorAll('#as-timeline .as-step').length === {count}", timeout=60_000
+            )
+        page.get_by_text("Values: Monte Carlo Q").click()
+        page.click("#as-values-estimate")  # the selected step: the latest, step 1
+        message = page.locator("#as-values-message")
+        message.filter(has_text="Step 1: 1 outputs").wait_for(timeout=60_000)
+        bars = "#as-values-bars .js-plotly-plot"
+        page.locator(bars).wait_for(timeout=30_000)
+
+        page.locator("#as-timeline .as-step").nth(0).click()
+        message.filter(has_text="No values for step 0 yet").wait_for(timeout=30_000)
+        assert page.locator(bars).count() == 0, server_log(studio["url"])
+        assert page.locator("#as-values-curve .js-plotly-plot").count() == 1  # the episode's curve stays
+
+        page.locator("#as-timeline .as-step").nth(1).click()
+        message.filter(has_text="Step 1: 1 outputs × 4 rollouts (expert-m4-end-g0.95)").wait_for(timeout=30_000)
+        page.locator(bars).wait_for(timeout=30_000)
+        title = page.evaluate(f"() => document.querySelector('{bars}').layout.title.text")
+        assert title.startswith("step 1:"), title
+        page.close()

@@ -149,6 +149,22 @@ def test_values_are_stored_replaced_and_read_back(store) -> None:
         store.preferences.save_values([StepValue(**{**values[0].to_dict(), "step_index": 9})])
 
 
+def test_the_latest_estimate_of_a_step_is_the_one_saved_last(store) -> None:
+    """What the Values view shows for a selected step that holds estimates under several settings."""
+    episode, _away = stored_episode_with_candidates(store)
+    expert = lambda i, _b: make_policy("expert")  # noqa: E731
+    first = estimate_step_values(episode, 2, expert, rollout_policy="expert", rollouts=2, horizon=3)
+    second = estimate_step_values(episode, 2, expert, rollout_policy="expert", rollouts=1, horizon=None)
+    assert store.preferences.latest_step_values(episode.id, 2) == []
+    store.preferences.save_values(first)
+    store.preferences.save_values(second)
+    assert {v.settings for v in store.preferences.latest_step_values(episode.id, 2)} == {"expert-m1-end"}
+    store.preferences.save_values(first)  # estimated again: now the latest
+    latest = store.preferences.latest_step_values(episode.id, 2)
+    assert [v.to_dict() for v in latest] == [v.to_dict() for v in first]
+    assert store.preferences.latest_step_values(episode.id, 1) == []  # another step: none
+
+
 def test_pairs_from_values_only_above_the_gap_and_labels_flow_into_exports(store, tmp_path) -> None:
     from storage.export import export
 

@@ -219,3 +219,6 @@ def test_values_figures_have_a_bar_per_output_and_escape_actions() -> None:
     assert values_figure([]) is None
     curve = value_curve_figure(hostile_episode(), values)
     assert list(curve.data[0].x) == [0] and list(curve.data[0].y) == [0.9]
+    assert curve.layout.xaxis.dtick == 1  # whole steps, not 0.2-step ticks
+    legend = curve.layout.legend
+    assert (legend.yref, legend.y, legend.yanchor) == ("container", 0, "bottom")  # under the axis title, not over it

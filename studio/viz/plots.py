@@ -31,8 +31,10 @@ SIGNAL_COLOURS = {
 PALETTE = ("#2563eb", "#ea580c", "#16a34a", "#7c3aed", "#db2777", "#0891b2", "#ca8a04", "#4b5563")
 LAYOUT = dict(
     template="plotly_white",
-    margin=dict(l=40, r=16, t=40, b=32),
-    legend=dict(orientation="h", y=-0.08),
+    # The legend at the figure's foot, under the x axis title (relative to the plot area it lands
+    # on the title), with room for ticks, title and legend.
+    margin=dict(l=40, r=16, t=40, b=72),
+    legend=dict(orientation="h", yref="container", y=0, yanchor="bottom"),
     font=dict(size=12),
 )
 
@@ -355,8 +357,8 @@ def value_curve_figure(episode: Episode | None, values: list[Any]) -> go.Figure 
             ),
             secondary_y=True,
         )
-    figure.update_layout(**LAYOUT, height=260, title="value of the taken path, and the policy's entropy")
-    figure.update_xaxes(title_text="step")
+    figure.update_layout(**LAYOUT, height=300, title="value of the taken path, and the policy's entropy")
+    figure.update_xaxes(title_text="step", dtick=1 if episode.length <= 30 else None)  # whole steps
     figure.update_yaxes(title_text="Q", secondary_y=False)
     figure.update_yaxes(title_text="entropy", secondary_y=True)
     return figure
