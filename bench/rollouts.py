@@ -133,17 +133,16 @@ def episodes(backend: Backend, count: int, steps: int, parallel: int) -> dict[st
     else:
         split["generate_s"] = round(timer.generate_s, 2)
         model_s = timer.generate_s + timer.score_s
-    tokens = [len(t) for e in done for st in e.steps for t in [st.tokens or []]]
-    # Side by side, the longest episode bounds the wall time: its tokens against the mean say how far.
     per_episode = [sum(len(st.tokens or []) for st in e.steps) for e in done]
     return {
         "wall_s": round(wall, 2),
         **split,
         "rest_s": round(wall - model_s, 2),
         "steps": sum(e.length for e in done),
-        "step_tokens": sum(tokens),
+        "step_tokens": sum(per_episode),
         "episode_tokens": per_episode,
-        # The most side by side can gain even if a step for every episode cost what one costs alone.
+        # Side by side the longest episode bounds the wall time: the most side by side can gain even
+        # if a step for every episode cost what a step for one costs.
         "balance_bound": round(sum(per_episode) / max(max(per_episode), 1), 2),
         "prompt_tokens_encoded": sum(s.extra.get("cache", {}).get("encoded_tokens", 0) for e in done for s in e.steps),
         "actions": [[s.action for s in e.steps] for e in done],

@@ -11,7 +11,9 @@ import gradio as gr
 from components.errors import as_message, refusal
 from storage import Store
 from studio.session import ROLLOUT_POLICIES, StudioSession
+from studio.trace import Episode
 from studio.validation import real_number
+from studio.values import StepValue
 from studio.viz.html import message_html
 from studio.viz.plots import value_curve_figure, values_figure
 
@@ -76,8 +78,7 @@ def wire(panel: ValuesPanel, state: gr.State, selected: gr.Slider, store: Store)
         tick = lambda done, total: progress(done / total, desc=f"{done} of {total} rollouts")  # noqa: E731
         values = session.estimate_values(at, policy, rollouts, horizon, progress=tick, discount=discount)
         store.preferences.save_values(values)
-        everything = store.preferences.step_values(episode.id)
-        return [message_html(_note(values), "info"), values_figure(values), value_curve_figure(episode, everything)]
+        return view(episode, values, _note(values))
 
     def show(session: StudioSession, at: Any) -> list[Any]:
         """The selected step's stored estimate (the one saved last) and the episode's value curve."""
@@ -85,8 +86,13 @@ def wire(panel: ValuesPanel, state: gr.State, selected: gr.Slider, store: Store)
         if episode is None or step is None:
             return ["", None, None]
         values = store.preferences.latest_step_values(episode.id, step.index)
+        return view(
+            episode, values, _note(values) if values else f"No values for step {step.index} yet: estimate them above."
+        )
+
+    def view(episode: Episode, values: list[StepValue], note: str) -> list[Any]:
+        """The message, a step's bars and the episode's value curve (every stored estimate of it)."""
         everything = store.preferences.step_values(episode.id)
-        note = _note(values) if values else f"No values for step {step.index} yet: estimate them above."
         return [message_html(note, "info"), values_figure(values), value_curve_figure(episode, everything)]
 
     @as_message
@@ -116,7 +122,7 @@ def wire(panel: ValuesPanel, state: gr.State, selected: gr.Slider, store: Store)
     panel.make_pairs.click(make_pairs, [state, panel.min_gap], [panel.message], **private)
 
 
-def _note(values: list[Any]) -> str:
+def _note(values: list[StepValue]) -> str:
     """One line on an estimate: the step, outputs × rollouts, settings, the best output."""
     best = max(values, key=lambda v: v.q)
     return (

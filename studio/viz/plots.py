@@ -39,6 +39,11 @@ LAYOUT = dict(
 )
 
 
+def _step_dtick(episode: Episode | None) -> int | None:
+    """A step axis's tick spacing: every whole step for short episodes, plotly's choice for long ones."""
+    return 1 if episode is not None and episode.length <= 30 else None
+
+
 def step_signals(step: Step) -> dict[str, float | None]:
     """What the signal plots show for one step."""
     tokens = step.tokens or []
@@ -137,9 +142,7 @@ def signals_figure(episode: Episode | None, overlay: Episode | None = None) -> g
                 col=1,
             )
     figure.update_layout(**LAYOUT, height=720, barmode="group", showlegend=True)
-    figure.update_xaxes(
-        title_text="step", row=4, col=1, dtick=1 if episode is not None and episode.length <= 30 else None
-    )
+    figure.update_xaxes(title_text="step", row=4, col=1, dtick=_step_dtick(episode))
     if not episodes:
         figure.add_annotation(
             text="No steps yet: press Step", showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5
@@ -358,7 +361,7 @@ def value_curve_figure(episode: Episode | None, values: list[Any]) -> go.Figure 
             secondary_y=True,
         )
     figure.update_layout(**LAYOUT, height=300, title="value of the taken path, and the policy's entropy")
-    figure.update_xaxes(title_text="step", dtick=1 if episode.length <= 30 else None)  # whole steps
+    figure.update_xaxes(title_text="step", dtick=_step_dtick(episode))
     figure.update_yaxes(title_text="Q", secondary_y=False)
     figure.update_yaxes(title_text="entropy", secondary_y=True)
     return figure
