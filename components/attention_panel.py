@@ -188,4 +188,5 @@ def wire(panel: AttentionPanel, state: gr.State, selected: gr.Slider) -> None:
         control.input(draw, inputs, panel.outputs, **private)
     for control in (panel.layer, panel.head):
         control.release(draw, inputs, panel.outputs, **private)
-    selected.input(output_names, [state, selected], [panel.output, panel.compare], **private)
+    # The raw value (``step_at`` checks it): an out-of-range step is refused once, by the select handler.
+    selected.input(output_names, [state, selected], [panel.output, panel.compare], preprocess=False, **private)

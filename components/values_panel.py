@@ -116,7 +116,8 @@ def wire(panel: ValuesPanel, state: gr.State, selected: gr.Slider, store: Store)
         **private,
     )
     # The view follows the selected step (a click, a new step, another episode shown): its stored values.
-    selected.change(show, [state, selected], [panel.message, panel.bars, panel.curve], **private)
+    # The raw value (``step_at`` checks it): an out-of-range step is refused once, by the select handler.
+    selected.change(show, [state, selected], [panel.message, panel.bars, panel.curve], preprocess=False, **private)
     # Runs beside the estimate (no queue limit): the session's stop flag ends it between rollout steps.
     panel.stop.click(lambda session: session.stop_values(), [state], None, **private)
     panel.make_pairs.click(make_pairs, [state, panel.min_gap], [panel.message], **private)

@@ -175,4 +175,13 @@ def test_the_values_view_follows_the_selected_step(tmp_path: Path) -> None:
         page.locator(bars).wait_for(timeout=30_000)
         title = page.evaluate(f"() => document.querySelector('{bars}').layout.title.text")
         assert title.startswith("step 1:"), title
+
+        # A step out of range is refused once (by the select handler), not once per view that follows it.
+        box = page.locator("#as-selected input[type=number]")
+        box.fill("-5")
+        box.press("Enter")
+        refusal = page.get_by_text("Value -5 is less than minimum value 0.")
+        refusal.first.wait_for(timeout=30_000)
+        page.wait_for_timeout(2_000)  # any other listener's refusal would have come by now
+        assert refusal.count() == 1, server_log(studio["url"])
         page.close()
