@@ -921,8 +921,11 @@ COMPARE_LIMIT = 10_000
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    """A sweep's results (``compare SWEEP``), or two models' stored episodes (``--models A,B``)."""
-    from studio.compare import paired_comparison, results_rows
+    """A sweep's results (``compare SWEEP``), or two models' stored episodes (``--models A,B``); either
+    way the latest finished episode per model, environment, options, seed and settings counts, and
+    ``--env`` filters the table and the paired tests alike."""
+    from studio.compare import comparison
+    from studio.models.resolve import model_ids
 
     if args.sweep is not None:
         if args.models is not None:
@@ -931,9 +934,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
         store = open_cli_store(args, create=False)
         record = store.sweeps.get(args.sweep)
-        results = sweep_results(record.spec, store.sweeps.episodes_of(record.id))
-        if args.env:
-            results["results"] = [row for row in results["results"] if row["env"] == args.env]
+        results = sweep_results(record.spec, store.sweeps.episodes_of(record.id), env=args.env)
         print_results({"sweep": record.name, **results}, args.json)
         return 0
     names = [name.strip() for name in (args.models or "").split(",") if name.strip()]
@@ -942,42 +943,58 @@ def cmd_compare(args: argparse.Namespace) -> int:
             "Give a sweep's name, or --models with two different names separated by a comma, e.g. --models default,expert."
         )
     store = open_cli_store(args, create=False)
-    sides = []
+    episodes, named = [], {}
     for name in names:
-        rows = store.episodes.summaries(env=args.env, model=name, limit=COMPARE_LIMIT)
-        rows = rows or store.episodes.summaries(env=args.env, policy=name, limit=COMPARE_LIMIT)
-        rows = [row for row in rows if row.ended_at is not None]
-        if not rows:
+        # A model is found by the name it ran under and by the id that name resolves to (default:
+        # HuggingFaceTB/SmolLM2-135M-Instruct); a scripted policy by its name.
+        found: dict[str, Any] = {}
+        for model_id in model_ids(name):
+            for row in store.episodes.summaries(env=args.env, model=model_id, limit=COMPARE_LIMIT):
+                found[row.id] = row
+        if not found:
+            found = {row.id: row for row in store.episodes.summaries(env=args.env, policy=name, limit=COMPARE_LIMIT)}
+        ids = [row.id for row in found.values() if row.ended_at is not None and row.id not in named]
+        if not ids:
             raise StudioError(f"No finished episode of {name[:80]!r}" + (f" on {args.env}." if args.env else "."))
-        sides.append([store.episodes.get(row.id) for row in rows])
-    paired = {"first": names[0], "second": names[1], **paired_comparison(sides[0], sides[1])}
-    print_results({"models": names, "results": results_rows(sides[0] + sides[1]), "paired": [paired]}, args.json)
+        named.update(dict.fromkeys(ids, name))
+        episodes += [store.episodes.get(episode_id) for episode_id in ids]
+    results = comparison(episodes, lambda episode: named[episode.id], env=args.env, order=names)
+    print_results({"models": names, **results}, args.json)
     return 0
 
 
 def print_results(results: dict[str, Any], as_json: bool) -> None:
-    """``compare``'s and ``sweep``'s output: a line per (model, environment), then the paired tests."""
+    """``compare``'s and ``sweep``'s output: a line per model (arm) and environment, then the paired tests."""
     if as_json:
         print(json.dumps(results))
         return
     for row in results["results"]:
         progress = "" if row["progress_rate"] is None else f"  progress {row['progress_rate']:.0%}"
+        if row["success_rate"] is None:
+            success = "success n/a (the environment has no notion of success)"
+        else:
+            success = (
+                f"success {row['successes']}/{row['success_known']} = {row['success_rate']:.0%} "
+                f"[{row['success_low']:.0%}, {row['success_high']:.0%}]"
+            )
         print(
-            f"{row['model']}  {row['env']}  success {row['successes']}/{row['episodes']} = {row['success_rate']:.0%} "
-            f"[{row['success_low']:.0%}, {row['success_high']:.0%}]  return {row['mean_return']:.3g}  "
-            f"steps {row['mean_steps']:.1f}  invalid {row['invalid_rate']:.0%}{progress}"
+            f"{row['model']}  {row['env_label']}  {success}  episodes {row['episodes']}  "
+            f"return {row['mean_return']:.3g}  steps {row['mean_steps']:.1f}  invalid {row['invalid_rate']:.0%}{progress}"
         )
     for paired in results["paired"]:
         first, second = paired["first"], paired["second"]
+        if not paired["pairs"]:
+            print(f"{first} vs {second}: no (env, options, seed) run by both: nothing to pair")
+            continue
         print(
-            f"{first} vs {second}, paired on {paired['pairs']} (env, seed): only {first} succeeded "
-            f"{paired['only_first']}, only {second} {paired['only_second']}, McNemar exact p = {paired['mcnemar_p']:.3g}"
+            f"{first} vs {second}, paired on {paired['pairs']} (env, options, seed): only {first} succeeded "
+            f"{paired['only_first']}, only {second} {paired['only_second']}, McNemar exact p = {paired['mcnemar_p_text']}"
         )
         if paired["returns"] is not None:
             r = paired["returns"]
             print(
                 f"  return difference {r['mean_difference']:.3g} [{r['low']:.3g}, {r['high']:.3g}], "
-                f"bootstrap p = {r['p']:.3g}"
+                f"bootstrap p = {r['p_text']}"
             )
 
 

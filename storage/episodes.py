@@ -135,6 +135,7 @@ def episode_record(row: EpisodeRow, model: dict[str, Any] | None, steps: list[St
         ended_at=row.ended_at,
         sweep=row.sweep_id,
         sweep_cell=row.sweep_cell,
+        max_steps=row.max_steps,
     )
 
 
@@ -232,6 +233,7 @@ class EpisodeStore:
             "forked_at": episode.forked_at,
             "sweep_id": episode.sweep,
             "sweep_cell": episode.sweep_cell,
+            "max_steps": episode.max_steps,
             "started_at": episode.started_at,
             "schema_version": episode.schema_version,
             **self._episode_columns(episode),

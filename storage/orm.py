@@ -92,6 +92,7 @@ class EpisodeRow(Base):
     # No foreign key, as for parents: an imported episode may name a sweep of another database.
     sweep_id: Mapped[str | None] = mapped_column(ID, index=True)
     sweep_cell: Mapped[int | None] = mapped_column(Integer)
+    max_steps: Mapped[int | None] = mapped_column(Integer)  # the step limit it ran under (None: not recorded)
     length: Mapped[int] = mapped_column(Integer, default=0)
     total_return: Mapped[float] = mapped_column(Float, default=0.0)
 

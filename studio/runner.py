@@ -162,6 +162,7 @@ class EpisodeRunner:
             policy=self.policy.name,
             policy_config=self.policy.describe(),
             model=getattr(self.policy, "model_description", None),
+            max_steps=self.max_steps,
         )
         self._emit("started")
         return self._episode
@@ -350,6 +351,7 @@ class EpisodeRunner:
             steps=list(episode.steps[:at]) if share_history else [_copy_step(s) for s in episode.steps[:at]],
             parent_id=episode.id,
             forked_at=at,
+            max_steps=self.max_steps,
         )
         self._emit("started")
         return self._episode

@@ -402,11 +402,14 @@ class SweepJob:
             return dataclasses.replace(self.progress, failed=list(self.progress.failed))
 
 
-def sweep_results(spec: SweepSpec, episodes: Iterable[Episode], seed: int = 0) -> dict[str, Any]:
-    """A sweep's complete episodes as the Compare view shows them: a results row per (model,
-    environment) under the sweep's own model names, and the paired tests of every two models on
-    the sweep's shared (environment, seed) cells."""
-    from studio.compare import paired_comparison, results_rows
+def sweep_results(
+    spec: SweepSpec, episodes: Iterable[Episode], seed: int = 0, env: str | None = None
+) -> dict[str, Any]:
+    """A sweep's complete episodes as every view shows them (the CLI, the Compare tab, reports): a results
+    row per model (with its varied settings) and environment, and the paired tests of every two models
+    on the cells they share (:func:`studio.compare.comparison`: the latest episode per cell counts).
+    ``env`` keeps one environment, for the table and the tests alike."""
+    from studio.compare import comparison
 
     cells = spec.cells()
     models_of = {cell.index: cell.label for cell in cells}
@@ -416,10 +419,6 @@ def sweep_results(spec: SweepSpec, episodes: Iterable[Episode], seed: int = 0) -
         return models_of[episode.sweep_cell]  # type: ignore[index]
 
     labels = list(dict.fromkeys(cell.label for cell in cells))
-    by_model = {label: [e for e in mine if model_of(e) == label] for label in labels}
-    paired = [
-        {"first": first, "second": second, **paired_comparison(by_model[first], by_model[second], seed=seed)}
-        for position, first in enumerate(labels)
-        for second in labels[position + 1 :]
-    ]
-    return {"cells": spec.size, "complete": len(mine), "results": results_rows(mine, who=model_of), "paired": paired}
+    compared = comparison(mine, model_of, env=env, seed=seed, order=labels)
+    total = spec.size if env is None else spec.size // len(spec.envs)
+    return {"cells": total, "complete": compared["selected"], **compared}

@@ -29,7 +29,8 @@ from studio.validation import MAX_FRAME_SIDE, MAX_ITEMS, MAX_NAME, MAX_SEED, ID_
 
 #: Bump when a field is added, renamed or changes meaning; add a migration in ``from_dict``.
 #: 2: token records may carry ``top`` (the model's most likely alternatives); 1 reads unchanged.
-SCHEMA_VERSION = 2
+#: 3: episodes record their step limit (``max_steps``); 1 and 2 read with it unknown (None).
+SCHEMA_VERSION = 3
 
 
 def new_id() -> str:
@@ -381,6 +382,10 @@ class Episode:
     """For an episode of a sweep (:mod:`studio.sweep`): the sweep's id."""
     sweep_cell: int | None = field(default=None, metadata=limits(minimum=0, maximum=MAX_ITEMS))
     """For an episode of a sweep: which of its (model, environment, seed) cells it ran."""
+    max_steps: int | None = field(default=None, metadata=limits(minimum=1, maximum=MAX_ITEMS))
+    """The step limit the episode ran under (the studio's or the environment's); None where it was not
+    recorded (episodes of trace schema 1 and 2). Comparisons keep episodes of different limits apart,
+    and step values roll out to it."""
     schema_version: int = field(default=SCHEMA_VERSION, metadata=limits(minimum=1))
 
     @property

@@ -57,7 +57,7 @@ def test_a_sweep_runs_from_the_compare_tab_and_resumes_after_stop(tmp_path: Path
         ]
         assert rows[0].split("\t")[2].startswith("100% [61%, 100%]")  # Wilson's interval for 6 of 6
         paired = page.locator("#as-sweep-paired").inner_text()
-        assert "expert vs random on 12 shared (environment, seed)" in paired and "McNemar exact p =" in paired
+        assert "expert vs random on 12 shared (environment, options, seed)" in paired and "McNemar exact p =" in paired
         page.locator("#as-sweep-plot .js-plotly-plot").wait_for(timeout=30_000)
         page.click("#as-sweep-report")
         button = page.locator("#as-sweep-report-download")
@@ -66,7 +66,9 @@ def test_a_sweep_runs_from_the_compare_tab_and_resumes_after_stop(tmp_path: Path
             button.click()
         saved = tmp_path / "sweep-demo.html"
         download.value.save_as(saved)
-        assert "<b>expert</b> vs <b>random</b> on 12 shared (environment, seed)" in saved.read_text(encoding="utf-8")
+        assert "<b>expert</b> vs <b>random</b> on 12 shared (environment, options, seed)" in saved.read_text(
+            encoding="utf-8"
+        )
 
         # A long one, stopped half-way, then resumed: one complete episode per cell in the end.
         fill(page, "as-sweep-models", "random")

@@ -53,7 +53,9 @@ def test_a_first_schema_database_upgrades_to_head_with_its_data(tmp_path: Path) 
 
     store = open_store(path)
     assert current_revision(store.db) == head_revision() != "0001"
-    assert store.episodes.get(episode.id).to_dict() == episode.to_dict()
+    # The step limit came with revision 0006: the downgrade below it forgot it, and nothing else.
+    assert store.episodes.get(episode.id).to_dict() == {**episode.to_dict(), "max_steps": None}
+    assert episode.max_steps == 50
     # The backup next to it is the old database, untouched.
     assert store.backup is not None and store.backup.parent == tmp_path and "0001" in store.backup.name
     with sqlite3.connect(store.backup) as connection:

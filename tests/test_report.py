@@ -164,7 +164,7 @@ def test_a_sweeps_report_opens_offline_with_its_table_and_plot(tmp_path: Path) -
             page.goto(out.as_uri())
             page.locator(".js-plotly-plot .main-svg").first.wait_for(timeout=30_000)
             assert page.locator("table.as-results tbody tr").count() == 2
-            assert "expert vs random on 4 shared (environment, seed)" in page.inner_text("body")
+            assert "expert vs random on 4 shared (environment, options, seed)" in page.inner_text("body")
             assert [url for url in requests if not url.startswith(("file:", "data:"))] == []
         finally:
             browser.close()

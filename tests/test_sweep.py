@@ -270,6 +270,7 @@ def test_results_html_escapes_every_value() -> None:
     row = {
         "model": hostile,
         "env": "<script>x()</script>",
+        "env_label": "<script>x()</script> (size=<b>1</b>)",
         "episodes": 3,
         "successes": 1,
         "success_rate": 1 / 3,
@@ -291,6 +292,7 @@ def test_results_html_escapes_every_value() -> None:
         "both_succeeded": 0,
         "neither": 2,
         "mcnemar_p": 1.0,
+        "mcnemar_p_text": "<b>1</b>",
         "returns": None,
     }
     text = results_table_html({"results": [row]}) + paired_html({"paired": [paired]}) + progress_html(1, 3, hostile)
@@ -356,4 +358,4 @@ def test_a_killed_cli_sweep_resumes_without_duplicates(tmp_path: Path) -> None:
     listed = cli("sweeps", "--json", db=db)
     assert json.loads(listed.stdout)["complete"] == 100
     compared = cli("compare", "killed", db=db)
-    assert "random vs expert, paired on 50 (env, seed)" in compared.stdout
+    assert "random vs expert, paired on 50 (env, options, seed)" in compared.stdout

@@ -181,6 +181,13 @@ def check_hub_id(name: str) -> None:
         raise StudioError(f"No model folder at '{name}', and it is not a valid Hugging Face hub id.")
 
 
+def model_ids(name: str) -> list[str]:
+    """The ids episodes of a model name are recorded under, found without loading anything: the name
+    itself and, for ``default``, the repository it resolves to (what the model card's id says)."""
+    name = name.strip()
+    return [name, DEFAULT_REPO] if name == DEFAULT_NAME else [name]
+
+
 def resolve(name: str, progress: ProgressCallback = no_progress, allow_download: bool = True) -> ResolvedModel:
     """Resolve ``default``, a local folder or ``.gguf`` file, or a hub id."""
     name = name.strip()

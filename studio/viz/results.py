@@ -36,8 +36,11 @@ def _plain(value: Any, spec: str) -> str:
 
 
 def _success_cell(row: dict[str, Any]) -> str:
-    """The rate, its interval in words, and a bar with the interval drawn on it."""
+    """The rate, its interval in words, and a bar with the interval drawn on it; "n/a" where the
+    environment has no notion of success (compare returns there)."""
     rate, low, high = row["success_rate"], row["success_low"], row["success_high"]
+    if rate is None:
+        return "<span class='as-subtle' title='this environment has no notion of success: compare returns'>n/a</span>"
     bar = (
         f'<span class="as-rate-bar"><span class="as-rate-ci" style="left:{num(100 * low, ".1f")}%;'
         f'width:{num(100 * (high - low), ".1f")}%"></span>'
@@ -54,7 +57,7 @@ def results_table_html(results: dict[str, Any]) -> str:
     head = "".join(f"<th>{esc(c)}</th>" for c in COLUMNS)
     body = "".join(
         "<tr>"
-        f"<td>{esc(row['model'])}</td><td>{esc(row['env'])}</td><td>{_success_cell(row)}</td>"
+        f"<td>{esc(row['model'])}</td><td>{esc(row.get('env_label', row['env']))}</td><td>{_success_cell(row)}</td>"
         f"<td>{num(row['episodes'])}</td><td>{_plain(row['mean_return'], '.3g')}</td>"
         f"<td>{_plain(row['mean_steps'], '.1f')}</td><td>{_percent(row['invalid_rate'])}</td>"
         f"<td>{_percent(row['progress_rate'])}</td><td>{_plain(row['tokens_per_step'], '.1f')}</td>"
@@ -71,18 +74,21 @@ def paired_html(results: dict[str, Any]) -> str:
     lines = []
     for paired in results.get("paired") or []:
         first, second = esc(paired["first"]), esc(paired["second"])
+        if not paired["pairs"]:
+            lines.append(f"<li><b>{first}</b> vs <b>{second}</b>: no (environment, options, seed) run by both</li>")
+            continue
         text = (
-            f"<b>{first}</b> vs <b>{second}</b> on {num(paired['pairs'])} shared (environment, seed): "
+            f"<b>{first}</b> vs <b>{second}</b> on {num(paired['pairs'])} shared (environment, options, seed): "
             f"only {first} succeeded {num(paired['only_first'])}, only {second} {num(paired['only_second'])}, "
             f"both {num(paired['both_succeeded'])}, neither {num(paired['neither'])}; "
-            f"McNemar exact p = {num(paired['mcnemar_p'], '.3g')}"
+            f"McNemar exact p = {esc(paired['mcnemar_p_text'])}"
         )
         returns = paired.get("returns")
         if returns is not None:
             text += (
                 f"; return difference {num(returns['mean_difference'], '.3g')} "
                 f"[{num(returns['low'], '.3g')}, {num(returns['high'], '.3g')}], "
-                f"bootstrap p = {num(returns['p'], '.3g')}"
+                f"bootstrap p = {esc(returns['p_text'])}"
             )
         lines.append(f"<li>{text}</li>")
     if not lines:
@@ -92,13 +98,13 @@ def paired_html(results: dict[str, Any]) -> str:
 
 def results_figure(results: dict[str, Any]) -> go.Figure | None:
     """Success rate per environment, a bar per model, with the Wilson 95% interval; None without rows."""
-    rows = results.get("results") or []
+    rows = [row for row in results.get("results") or [] if row["success_rate"] is not None]
     if not rows:
         return None
     figure = go.Figure()
-    envs = list(dict.fromkeys(row["env"] for row in rows))
+    envs = list(dict.fromkeys(row["env_label"] for row in rows))
     for number, model in enumerate(dict.fromkeys(row["model"] for row in rows)):
-        mine = {row["env"]: row for row in rows if row["model"] == model}
+        mine = {row["env_label"]: row for row in rows if row["model"] == model}
         shown = [env for env in envs if env in mine]
         figure.add_trace(
             go.Bar(
