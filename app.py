@@ -233,6 +233,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve_arguments(serve)
 
     envs = commands.add_parser("envs", help="list environments, their options and action spaces")
+    envs.add_argument(
+        "name",
+        nargs="?",
+        default=None,
+        help="make this one (e.g. gym:ALE/Pong-v5) and say how it forks and how success is read",
+    )
+    envs.add_argument("--env-opt", action="append", default=[], type=_env_option, metavar="NAME=VALUE")
     envs.add_argument("--json", action="store_true", help="one JSON object per environment")
 
     models = commands.add_parser("models", help="list the models that load without a network")
@@ -670,15 +677,40 @@ def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_envs(args: argparse.Namespace) -> int:
-    from studio.envs.registry import describe_all
+    from studio.envs.registry import describe_all, make_env
 
+    if args.name is not None:  # one environment, made: its fork mode is probed where it must be
+        env = make_env(args.name, dict(args.env_opt))
+        try:
+            made = {
+                "name": env.name,
+                "options": env.options,
+                "fork": env.fork_mode,
+                "fork_note": env.fork_note,
+                "success": env.success_rule if env.has_success else "n/a: " + env.success_rule,
+                "valid_actions": env.valid_actions(),
+            }
+        finally:
+            env.close()
+        if args.json:
+            print(json.dumps(made))
+        else:
+            print(f"{made['name']} {json.dumps(made['options'])}")
+            print(f"  forks: {made['fork']} ({made['fork_note']})")
+            print(f"  {made['success']}")
+            if made["valid_actions"] is not None:
+                print(f"  actions: {', '.join(made['valid_actions'])[:300]}")
+        return 0
     for info in describe_all():
         if args.json:
             print(json.dumps(info))
             continue
         print(f"{info['name']}: {info['summary']}")
         print(f"  actions: {info['action_space']}")
-        print(f"  expert: {'yes' if info['expert'] else 'no'}; default step limit {info['default_max_steps']}")
+        print(
+            f"  expert: {'yes' if info['expert'] else 'no'}; default step limit {info['default_max_steps']}; "
+            f"forks: {info['fork']}"
+        )
         for option in info["options"]:
             allowed = f" (one of {', '.join(map(str, option['choices']))})" if option.get("choices") else ""
             bounds = f" ({option['minimum']}..{option['maximum']})" if option.get("minimum") is not None else ""
@@ -954,10 +986,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if not found:
             found = {row.id: row for row in store.episodes.summaries(env=args.env, policy=name, limit=COMPARE_LIMIT)}
         ids = [row.id for row in found.values() if row.ended_at is not None and row.id not in named]
-        if not ids:
+        finished = [e for e in (store.episodes.get(episode_id) for episode_id in ids) if e.complete]
+        if not finished:
             raise StudioError(f"No finished episode of {name[:80]!r}" + (f" on {args.env}." if args.env else "."))
-        named.update(dict.fromkeys(ids, name))
-        episodes += [store.episodes.get(episode_id) for episode_id in ids]
+        named.update((episode.id, name) for episode in finished)
+        episodes += finished
     results = comparison(episodes, lambda episode: named[episode.id], env=args.env, order=names)
     print_results({"models": names, **results}, args.json)
     return 0

@@ -8,6 +8,7 @@ from typing import Any
 import gradio as gr
 
 from storage import Store
+from studio.trace import UNFINISHED_REASONS
 
 COLUMNS = ["id", "env", "seed", "policy", "model", "outcome", "steps", "return", "end", "started", "fork of"]
 
@@ -53,7 +54,7 @@ def rows(store: Store | None, env: str, policy: str, model: str, outcome: str, s
             r.seed,
             r.policy,
             r.model or "",
-            "running" if r.success is None else ("success" if r.success else "failure"),
+            outcome_word(r),
             r.steps,
             round(r.total_return, 3),
             r.end_reason or "",
@@ -64,11 +65,29 @@ def rows(store: Store | None, env: str, policy: str, model: str, outcome: str, s
     ]
 
 
+def outcome_word(summary: Any) -> str:
+    """How an episode stands, in a word: running, success, failure, n/a (ran to its end in an
+    environment without a notion of success), or how it was cut off (stopped, abandoned)."""
+    if summary.ended_at is None:
+        return "running"
+    if summary.success is not None:
+        return "success" if summary.success else "failure"
+    reason = summary.end_reason or ""
+    return next((prefix for prefix in UNFINISHED_REASONS if reason.startswith(prefix)), "n/a")
+
+
+def env_choices(store: Store | None) -> list[str]:
+    """The environment filter's choices: every environment the store holds episodes of, then the
+    registered ones (so that a plugin's or a gym id's episodes can be found too)."""
+    from studio.envs.registry import env_names
+
+    stored = store.episodes.env_names() if store is not None else []
+    return ["", *dict.fromkeys([*stored, *env_names()])]
+
+
 def build(store: Store | None) -> BrowserPanel:
     with gr.Row():
-        env = gr.Dropdown(
-            ["", "gridworld", "household", "wikihop"], value="", label="Environment", allow_custom_value=True
-        )
+        env = gr.Dropdown(env_choices(store), value="", label="Environment", allow_custom_value=True)
         policy = gr.Dropdown(
             ["", "react", "expert", "random", "human"], value="", label="Policy", allow_custom_value=True
         )

@@ -141,15 +141,29 @@ def output_choices(step: Any) -> list[Any]:
     ]
 
 
+#: How each fork mode reads in the status line.
+FORK_WORDS = {
+    "exact": "Forks restore the step's snapshot exactly.",
+    "replay": "Forks replay the actions from the seed.",
+}
+
+
+def fork_words(session: StudioSession) -> str:
+    """How a fork of the shown episode comes back, in one sentence."""
+    mode, note = session.fork_mode()
+    return FORK_WORDS.get(mode) or f"This environment cannot be forked: {note}."
+
+
 def _status_line(session: StudioSession) -> str:
     episode = session.episode
     if episode is None:
         return "Press Reset to start an episode."
+    forks = fork_words(session)
     if session.read_only:
-        return "Viewing a stored episode (read-only): pick a step and Fork to continue it."
+        return f"Viewing a stored episode (read-only): pick a step and Fork to continue it. {forks}"
     if episode.done:
-        return f"Episode over ({episode.end_reason}): Reset for a new one, or fork from a step."
-    return f"Ready: step {episode.length} of {session.runner.max_steps}. Press Step (S)."
+        return f"Episode over ({episode.end_reason}): Reset for a new one, or fork from a step. {forks}"
+    return f"Ready: step {episode.length} of {session.runner.max_steps}. Press Step (S). {forks}"
 
 
 def build(state: gr.State, sample_env: str = "gridworld") -> EpisodePanel:

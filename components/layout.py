@@ -176,9 +176,12 @@ def build_app(services: Services) -> gr.Blocks:
             concurrency_limit=None,
         )
         episodes_tab.select(
-            lambda *f: browser_panel.rows(services.store, *f),
+            lambda *f: (
+                browser_panel.rows(services.store, *f),
+                gr.Dropdown(choices=browser_panel.env_choices(services.store)),
+            ),
             browser.filters,
-            [browser.table],
+            [browser.table, browser.env],
             api_visibility="private",
             concurrency_limit=None,
         )

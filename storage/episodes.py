@@ -17,6 +17,7 @@ from studio.errors import NotStored, StudioError
 from studio.runner import RunnerEvent
 from studio.trace import (
     HEAVY_STEP_FIELDS,
+    UNFINISHED_REASONS,
     Candidate,
     Episode,
     Step,
@@ -29,6 +30,18 @@ from studio.trace import (
 
 #: Step columns a list view never needs (large); loaded only for a full episode.
 HEAVY_STEP_COLUMNS = HEAVY_STEP_FIELDS  # the step columns of the same names
+
+
+def complete_clause() -> Any:
+    """:attr:`studio.trace.Episode.complete` in SQL: ended, and not stopped or abandoned before its end
+    (its success may be unknown: an environment without a notion of success)."""
+    return and_(
+        EpisodeRow.ended_at.is_not(None),
+        or_(
+            EpisodeRow.end_reason.is_(None),
+            and_(*(~EpisodeRow.end_reason.startswith(prefix) for prefix in UNFINISHED_REASONS)),
+        ),
+    )
 
 
 def step_row(episode_id: str, step: Step) -> StepRow:
@@ -441,6 +454,11 @@ class EpisodeStore:
                 )
                 for row, model_name in session.execute(query)
             ]
+
+    def env_names(self) -> list[str]:
+        """Every environment name the stored episodes ran in, sorted."""
+        with self.db.reading() as session:
+            return sorted(session.scalars(select(EpisodeRow.env).distinct()))
 
     def count_episodes(self) -> int:
         """The number of stored episodes (one count over the small episodes table: cheap enough

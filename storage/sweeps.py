@@ -1,8 +1,8 @@
 """Sweeps in the store: the spec of each, and which of its cells have a complete episode.
 
 A sweep's episodes are ordinary episodes with ``sweep_id`` and ``sweep_cell`` set. A cell is
-complete when its episode ended with an outcome (``success`` not None); an episode a crash cut
-off, or a Stop ended, is not, and :meth:`SweepStore.discard_incomplete` removes it before a
+complete when its episode ran to its end (:attr:`studio.trace.Episode.complete`; its success may be
+unknown where the environment has no notion of success); an episode a crash cut off, or a Stop ended, is not, and :meth:`SweepStore.discard_incomplete` removes it before a
 resume runs its cell again, so a resumed sweep holds one episode per cell.
 """
 
@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer
 
 from storage.db import Database
-from storage.episodes import HEAVY_STEP_COLUMNS, episode_record, step_record
+from storage.episodes import HEAVY_STEP_COLUMNS, complete_clause, episode_record, step_record
 from storage.orm import EpisodeRow, ModelRow, PairRow, StepLabelRow, StepRow, StepValueRow, SweepRow
 from studio.errors import StudioError
 from studio.sweep import SweepSpec
@@ -92,14 +92,12 @@ class SweepStore:
             return [_record(row) for row in session.scalars(select(SweepRow).order_by(SweepRow.created_at.desc()))]
 
     def complete_cells(self, sweep_id: str) -> set[int]:
-        """The cells with an episode that ended with an outcome."""
+        """The cells with an episode that ran to its end."""
         with self.db.reading() as session:
             return set(
                 session.scalars(
                     select(EpisodeRow.sweep_cell).where(
-                        EpisodeRow.sweep_id == sweep_id,
-                        EpisodeRow.success.is_not(None),
-                        EpisodeRow.sweep_cell.is_not(None),
+                        EpisodeRow.sweep_id == sweep_id, complete_clause(), EpisodeRow.sweep_cell.is_not(None)
                     )
                 )
             )
@@ -111,15 +109,13 @@ class SweepStore:
         return removed, self.complete_cells(sweep_id)
 
     def discard_incomplete(self, sweep_id: str) -> int:
-        """Remove the sweep's episodes without an outcome (a crash or a Stop cut them off) so that a
+        """Remove the sweep's episodes that did not run to their end (a crash or a Stop cut them off) so that a
         resume runs their cells again; the number removed. One that something refers to (a pair, a
         step label, a step value: somebody's judgement) is kept, ended and untagged instead."""
 
         def work(session: Session) -> int:
             ids = list(
-                session.scalars(
-                    select(EpisodeRow.id).where(EpisodeRow.sweep_id == sweep_id, EpisodeRow.success.is_(None))
-                )
+                session.scalars(select(EpisodeRow.id).where(EpisodeRow.sweep_id == sweep_id, ~complete_clause()))
             )
             if not ids:
                 return 0
@@ -147,7 +143,7 @@ class SweepStore:
         with self.db.reading() as session:
             rows = session.scalars(
                 select(EpisodeRow)
-                .where(EpisodeRow.sweep_id == sweep_id, EpisodeRow.success.is_not(None))
+                .where(EpisodeRow.sweep_id == sweep_id, complete_clause())
                 .order_by(EpisodeRow.sweep_cell, EpisodeRow.started_at)
             ).all()
             latest = {row.sweep_cell: row for row in rows}
@@ -160,7 +156,7 @@ class SweepStore:
             query = (
                 select(StepRow)
                 .join(EpisodeRow, StepRow.episode_id == EpisodeRow.id)
-                .where(EpisodeRow.sweep_id == sweep_id, EpisodeRow.success.is_not(None))
+                .where(EpisodeRow.sweep_id == sweep_id, complete_clause())
                 .order_by(StepRow.episode_id, StepRow.index)
                 .options(*(defer(getattr(StepRow, column)) for column in HEAVY_STEP_COLUMNS))
             )

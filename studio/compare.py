@@ -152,10 +152,11 @@ class Selected:
 def select_latest(episodes: Iterable[Episode], name_of: Callable[[Episode], str] | None = None) -> list[Selected]:
     """The rule every comparison shares: of the finished episodes, the latest (by start time) per
     (name, settings, environment, options, seed). ``name_of`` names an episode's model (default:
-    :attr:`Episode.acted_by`). Unfinished episodes and episodes without steps never count."""
+    :attr:`Episode.acted_by`). Only complete episodes count (:attr:`Episode.complete`: not running,
+    stopped or abandoned), with at least one step."""
     name_of = name_of or (lambda episode: episode.acted_by)
     chosen: dict[tuple[str, str, Cell], Selected] = {}
-    for episode in sorted((e for e in episodes if e.done and e.steps), key=lambda e: (e.started_at, e.id)):
+    for episode in sorted((e for e in episodes if e.complete and e.steps), key=lambda e: (e.started_at, e.id)):
         item = Selected(name_of(episode), _canonical(comparison_settings(episode)), Cell.of(episode), episode)
         chosen[(item.name, item.settings, item.cell)] = item
     return list(chosen.values())
@@ -300,7 +301,7 @@ def paired_comparison(
         pairs = [item if isinstance(item, tuple) else (Cell.of(item), item) for item in items]
         chosen: dict[Cell, Episode] = {}
         for cell, episode in sorted(
-            ((c, e) for c, e in pairs if e.done and e.steps), key=lambda p: (p[1].started_at, p[1].id)
+            ((c, e) for c, e in pairs if e.complete and e.steps), key=lambda p: (p[1].started_at, p[1].id)
         ):
             chosen[cell] = episode
         return chosen

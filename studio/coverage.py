@@ -60,10 +60,11 @@ def coverage_points(episodes: Iterable[Episode]) -> list[CoveragePoint]:
     """One point per (verifier, K) among finished episodes, in verifier then K order.
 
     K is the policy's ``candidates`` (1 for policies that sample one output); the verifier is
-    ``first`` when none was set. Unfinished episodes are left out: they have no outcome yet."""
+    ``first`` when none was set. Episodes that did not run to their end (running, stopped, abandoned)
+    are left out: they have no outcome."""
     tally: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0])
     for episode in episodes:
-        if not episode.done:
+        if not episode.complete:
             continue
         config = episode.policy_config or {}
         key = (str(config.get("verifier", "first")), int(config.get("candidates", 1)))

@@ -154,6 +154,7 @@ class EpisodeRunner:
         self._observation, _info = self.env.reset(seed=seed)
         self.policy.reset(self.env, seed)
         self.abandon(f"{ABANDONED}: a new episode was reset")
+        self.max_steps = self.config.max_steps or default_max_steps(self.env)  # a fork may have taken its parent's
         self._episode = Episode(
             env=self.env_name,
             seed=seed,
@@ -244,7 +245,7 @@ class EpisodeRunner:
             self.env.set_state(copy.deepcopy(step.state))
         self._observation = step.observation
         note = f"stopped: step {step.index} could not be stored ({str(error).rstrip('.')})"
-        episode.success, episode.end_reason, episode.ended_at = False, note, utc_now()
+        episode.success, episode.end_reason, episode.ended_at = None, note, utc_now()  # no outcome: cut off
         for sink in self.sinks:  # the note reaches the database too, if it can be written again
             try:
                 sink.handle(RunnerEvent("ended", episode))
@@ -279,7 +280,11 @@ class EpisodeRunner:
     def _finish(self, last: Step) -> None:
         episode = self.episode
         survived = last.truncated and self.env.success_when_truncated and last.valid
-        episode.success = bool((last.terminated or survived) and last.info.get("success", False))
+        if not self.env.has_success:  # no notion of success (Pendulum): the return says how it went
+            episode.success = None
+            last.info.setdefault("success_rule", self.env.success_rule)
+        else:
+            episode.success = bool((last.terminated or survived) and last.info.get("success", False))
         if "end_reason" in last.info:
             episode.end_reason = last.info["end_reason"]
         elif last.terminated:
@@ -321,7 +326,10 @@ class EpisodeRunner:
 
     # -- fork ----------------------------------------------------------------------------------
     def fork(self, episode: Episode, at: int, share_history: bool = False) -> Episode:
-        """Branch ``episode`` at step ``at``: keep steps ``0..at-1``, restore the state step ``at`` saw.
+        """Branch ``episode`` at step ``at``: keep steps ``0..at-1``, restore the state step ``at`` saw
+        (exactly, or by replaying the actions from the seed: the environment's ``fork_mode``; one that
+        cannot be forked is refused in one line). The fork keeps its parent's step limit unless this
+        runner's config sets one.
 
         The new episode becomes the current one; its next step is a new step ``at``.
         ``share_history``: the kept steps are the parent's own objects, not copies (for rollouts
@@ -335,7 +343,10 @@ class EpisodeRunner:
         if episode.env != self.env_name or episode.env_options != self.env.options:
             self.env = make_env(episode.env, episode.env_options)
             self.env_name = episode.env
-            self.max_steps = self.config.max_steps or default_max_steps(self.env)
+        # A fork goes on under its parent's step limit (unless this runner was given one).
+        self.max_steps = self.config.max_steps or episode.max_steps or default_max_steps(self.env)
+        if self.env.fork_mode == "none":
+            raise StudioError(f"{episode.env} cannot be forked here: {self.env.fork_note}.")
         self.env.rewind(episode.seed, state)  # the episode may come from a file: checked, one line if it does not fit
         self._observation = episode.steps[at].observation
         self.policy.reset(self.env, episode.seed)

@@ -8,6 +8,7 @@ every action is a method here, and everything it shows is read from here.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -68,6 +69,7 @@ class StudioSession:
             tuple[Any, ...], Any
         ] = {}  # computed maps, not view state: the same question is not asked of the model twice
         self._policy_key: tuple[Any, ...] | None = None
+        self._fork_modes: dict[tuple[str, str], tuple[str, str]] = {}  # per environment and options shown
         self._lock = threading.RLock()
         self._values_stop = threading.Event()
         """Set by :meth:`stop_values`: the running value estimate ends, keeping nothing."""
@@ -171,6 +173,27 @@ class StudioSession:
         if self.viewing is not None:
             return self.viewing
         return self.runner.episode if self.runner is not None and self.runner.has_episode else None
+
+    def fork_mode(self) -> tuple[str, str]:
+        """How a fork of the shown episode comes back (its environment's ``fork_mode`` and note); an
+        environment that cannot even be made here says so as ``none``."""
+        episode = self.episode
+        if episode is None:
+            return "exact", ""
+        runner = self.runner
+        if runner is not None and runner.env_name == episode.env and runner.env.options == episode.env_options:
+            return runner.env.fork_mode, runner.env.fork_note
+        key = (episode.env, json.dumps(episode.env_options, sort_keys=True, default=str))
+        if key not in self._fork_modes:
+            try:
+                env = make_env(episode.env, episode.env_options)
+                try:
+                    self._fork_modes[key] = (env.fork_mode, env.fork_note)
+                finally:
+                    env.close()
+            except StudioError as exc:
+                self._fork_modes[key] = ("none", str(exc).rstrip("."))
+        return self._fork_modes[key]
 
     def stepped_episode(self) -> Episode:
         """The shown episode when it has steps (what pair makers and values work on); else one line."""

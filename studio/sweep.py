@@ -337,7 +337,7 @@ def run_sweep(
                 return
             if isinstance(result, StudioError):
                 outcome.failed.append(f"{cells[index].label} on {cells[index].env} seed {cells[index].seed}: {result}")
-            elif result.success is not None:
+            elif result.complete:
                 outcome.completed += 1
             if on_done is not None:
                 on_done(cells[index], result)
@@ -374,7 +374,7 @@ class SweepJob:
 
         def count(_cell: SweepCell, result: Episode | StudioError) -> None:
             with self._lock:
-                if isinstance(result, Episode) and result.success is not None:
+                if isinstance(result, Episode) and result.complete:
                     self.progress.done += 1
                 self.progress.message = f"{_cell.label} on {_cell.env}, seed {_cell.seed}"
 
@@ -413,7 +413,7 @@ def sweep_results(
 
     cells = spec.cells()
     models_of = {cell.index: cell.label for cell in cells}
-    mine = [e for e in episodes if e.sweep_cell in models_of and e.success is not None]
+    mine = [e for e in episodes if e.sweep_cell in models_of and e.complete]
 
     def model_of(episode: Episode) -> str:
         return models_of[episode.sweep_cell]  # type: ignore[index]

@@ -97,6 +97,11 @@ def decode_frame(data: str | None) -> np.ndarray | None:
 
 #: How the end reason of an episode its user left unfinished begins (reset, forked, tab closed).
 ABANDONED = "abandoned"
+#: How the end reason of an episode cut off before its end begins: Stop, a step that could not be
+#: stored, an interrupted sweep.
+STOPPED_PREFIX = "stopped"
+#: End reasons of episodes that did not run to an outcome begin with one of these.
+UNFINISHED_REASONS = (ABANDONED, STOPPED_PREFIX)
 
 #: Who wrote a token of a stored output. ``model``: sampled by the model. ``forced``: written
 #: into the turn by the policy before the model generated (the ``Thought:`` a ReAct turn starts
@@ -368,7 +373,8 @@ class Episode:
     """Description of the model behind the policy (id, revision, dtype, ...), if any."""
     steps: list[Step] = field(default_factory=list)
     success: bool | None = None
-    """Whether the task was achieved; None while the episode is running."""
+    """Whether the task was achieved; None while the episode is running, when it was stopped or
+    abandoned before its end, and when the environment has no notion of success (see :attr:`complete`)."""
     end_reason: str | None = field(default=None, metadata=limits(max_length=1_000))
     """Why it ended: e.g. ``goal reached``, ``step limit``, ``too many invalid actions``."""
     id: str = field(default_factory=new_id, metadata=limits(pattern=ID_PATTERN))
@@ -410,6 +416,13 @@ class Episode:
         return self.ended_at is not None or (
             bool(self.steps) and (self.steps[-1].terminated or self.steps[-1].truncated)
         )
+
+    @property
+    def complete(self) -> bool:
+        """Ran to its end — terminated, truncated by a limit or ended by too many invalid actions — and
+        was not stopped or abandoned before it: what comparisons, sweeps and coverage count. Its
+        :attr:`success` is None where the environment has no notion of success (Pendulum)."""
+        return self.done and not (self.end_reason or "").startswith(UNFINISHED_REASONS)
 
     def summary(self) -> dict[str, Any]:
         """The fields the CLI prints per episode."""

@@ -309,7 +309,7 @@ def test_a_step_that_cannot_be_stored_stops_the_episode_without_a_gap(tmp_path, 
     runner.reset(seed=2)  # the next event writes the note the locked database could not take
     stored = store.episodes.get(episode.id)
     assert [s.index for s in stored.steps] == [0, 1]
-    assert stored.end_reason == episode.end_reason and stored.success is False
+    assert stored.end_reason == episode.end_reason and stored.success is None and not stored.complete
 
 
 @pytest.mark.parametrize("env", [*builtin_names(), "gym:FrozenLake-v1"])

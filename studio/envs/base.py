@@ -31,6 +31,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from studio.envs.fork_probe import ForkMode
 from studio.errors import BadOption
 
 #: Characters allowed in text observations and actions (printable ASCII plus newline).
@@ -162,6 +163,14 @@ class StudioEnv(gym.Env):
     #: A survival task (keep a pole up): reaching the step limit, the environment's or the studio's,
     #: without terminating is success, and terminating is failure.
     success_when_truncated: bool = False
+    #: Whether the task has a notion of success at all: without one (Pendulum: swing up and hold, for
+    #: ever) an episode's success is unknown (None, shown "n/a") and comparisons read its return.
+    has_success: bool = True
+    #: How a fork of a snapshot comes back (:mod:`studio.envs.fork_probe`): ``exact`` (restored as it
+    #: was), ``replay`` (the actions since the reset replayed from the seed) or ``none`` (refused).
+    fork_mode: ForkMode = "exact"
+    #: How forks are made, or why they cannot be, in words (shown with the fork mode).
+    fork_note: str = "forks restore the snapshot"
 
     def __init__(self, **options: Any) -> None:
         super().__init__()
@@ -312,6 +321,8 @@ class StudioEnv(gym.Env):
         must be one the environment can act in and draw; otherwise the environment is left as
         it was and the refusal is one line (:class:`BadOption`).
         """
+        if self.fork_mode == "none":
+            raise BadOption(f"{self.name} cannot be forked here: {self.fork_note}.")
         own = self.get_state()
         try:
             if not isinstance(state, dict) or set(state) != set(own):
@@ -396,7 +407,8 @@ def check_env(env: StudioEnv, seed: int = 0, steps: int = 30) -> None:
     ``valid_actions`` is a list of distinct non-empty strings (or None); ``render`` returns
     an RGB uint8 frame; a refused action changes nothing and says why; snapshots are
     JSON-serialisable and restoring one then repeating an action gives the same
-    observation, reward and flags, at every state of a random walk.
+    observation, reward and flags, at every state of a random walk (unless the environment's
+    ``fork_mode`` is ``none``: then restoring is refused in one line).
     """
     rng = np.random.default_rng(seed)
     first, info = env.reset(seed=seed)
@@ -443,11 +455,19 @@ def check_env(env: StudioEnv, seed: int = 0, steps: int = 30) -> None:
         _require(env.validate_action(action).valid, f"sample_action returned a refused action: {action!r}")
         first_outcome = _outcome(env, action)
         _require(isinstance(first_outcome[0], str), "step must return a text observation")
-        env.set_state(json.loads(encoded))
-        second_outcome = _outcome(env, action)
-        _require(
-            first_outcome == second_outcome,
-            f"restoring a snapshot and repeating {action!r} gave a different outcome",
-        )
+        if env.fork_mode == "none":  # an environment that cannot be forked says so instead
+            try:
+                env.restore(json.loads(encoded))
+            except BadOption:
+                pass
+            else:
+                raise EnvCheckError("an environment whose fork mode is 'none' must refuse to restore a snapshot")
+        else:
+            env.set_state(json.loads(encoded))
+            second_outcome = _outcome(env, action)
+            _require(
+                first_outcome == second_outcome,
+                f"restoring a snapshot and repeating {action!r} gave a different outcome",
+            )
         if first_outcome[2] or first_outcome[3]:
             env.reset(seed=int(rng.integers(1_000_000)))

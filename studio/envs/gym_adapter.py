@@ -17,11 +17,13 @@ import base64
 import importlib
 import inspect
 import io
+import json
 import math
 import os
 import pickle
 import re
 import struct
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -41,8 +43,9 @@ import numpy as np  # noqa: E402
 from gymnasium import spaces  # noqa: E402
 
 from studio.envs.base import ActionCheck, StudioEnv  # noqa: E402
+from studio.envs.fork_probe import ForkMode, ForkProbe, probe_fork_mode  # noqa: E402
 from studio.envs.registry import register_env  # noqa: E402
-from studio.errors import BadOption, UnknownEnvironment  # noqa: E402
+from studio.errors import BadOption, StudioError, UnknownEnvironment  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -57,11 +60,23 @@ class SuccessRule:
     description: str
     survival: bool = False
     """Success is lasting to the step limit (the environment's or the studio's) without terminating."""
+    known: bool = True
+    """False for tasks without a notion of success (Pendulum: hold it up, for ever): success is None
+    ("n/a") and comparisons read the return."""
 
-    def decide(self, reward: float, terminated: bool, truncated: bool, info: dict[str, Any]) -> bool:
+    def decide(self, reward: float, terminated: bool, truncated: bool, info: dict[str, Any]) -> bool | None:
+        """Whether the step ends the task successfully, in this order: a crash (``info["crashed"]``,
+        highway-env) is a failure; an environment's own ``is_success``/``success`` flag is believed,
+        as a bool or a number (Fetch and Meta-World report 0.0 or 1.0: success is 0.5 or more); then
+        the rule; None for a task without a notion of success."""
+        if _flag(info.get("crashed")) is True:
+            return False
         for key in ("is_success", "success"):
-            if isinstance(info.get(key), (bool, np.bool_)):
-                return bool(info[key])
+            reported = _flag(info.get(key))
+            if reported is not None:
+                return reported
+        if not self.known:
+            return None
         if self.survival:
             return bool(truncated and not terminated)
         if self.name == "termination":
@@ -69,14 +84,28 @@ class SuccessRule:
         return bool(terminated and reward > 0)
 
 
+def _flag(value: Any) -> bool | None:
+    """An info entry read as a yes/no: a bool, or a finite number (0.5 or more is yes); None otherwise."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, float, np.integer, np.floating)) and math.isfinite(float(value)):
+        return float(value) >= 0.5
+    if isinstance(value, np.ndarray) and value.size == 1:
+        return _flag(value.reshape(()).item())
+    return None
+
+
 #: Terminating with a positive reward is reaching the goal (FrozenLake, Taxi, Blackjack's win, MiniGrid).
 POSITIVE_REWARD = SuccessRule("positive reward", "success: the episode terminated with a positive reward")
 #: Termination is the goal; the rewards are costs (MountainCar reaching the flag, Acrobot, CliffWalking).
 TERMINATION = SuccessRule("termination", "success: the episode terminated (reaching the goal ends it)")
-#: Staying alive is the task (CartPole, Pendulum): lasting to the step limit is success, terminating is failure.
+#: Staying alive is the task (CartPole, MuJoCo's stay-healthy tasks, driving without a crash): lasting to the
+#: step limit is success, terminating is failure.
 SURVIVAL = SuccessRule(
     "survival", "success: lasting to the step limit without terminating (terminating is failing)", survival=True
 )
+#: No notion of success (Pendulum, Reacher, HalfCheetah, Atari games): the return is the measure.
+NO_SUCCESS = SuccessRule("none", "no notion of success: the task has no goal to reach, so compare returns", known=False)
 
 
 #: Bins per dimension of a continuous action, as RT-2 and OpenVLA discretise theirs.
@@ -230,11 +259,38 @@ HOOKS: dict[str, GymHooks] = {
         task="Swing the pendulum up and keep it upright with as little torque as possible.",
         fields=("cos theta", "sin theta", "angular velocity"),
         action_fields=("torque",),
-        success=SURVIVAL,
+        success=NO_SUCCESS,  # it never ends by itself: lasting to the limit says nothing
     ),
 }
 for _name in ("InvertedPendulum", "InvertedDoublePendulum", "Hopper", "Walker2d", "Ant", "Humanoid"):
     HOOKS.setdefault(_name, GymHooks(success=SURVIVAL))  # MuJoCo's "stay healthy" tasks
+for _name in ("Reacher", "Pusher", "Swimmer", "HalfCheetah", "HumanoidStandup"):
+    HOOKS.setdefault(_name, GymHooks(success=NO_SUCCESS))  # MuJoCo tasks that never end: rewards only
+#: highway-env's driving tasks: drive without crashing until the time is up (a crash ends them: failure).
+_HIGHWAY = GymHooks(task="Drive along without crashing until the time is up.", success=SURVIVAL)
+for _name in (
+    "highway",
+    "highway-fast",
+    "merge",
+    "roundabout",
+    "intersection",
+    "racetrack",
+    "exit",
+    "two-way",
+    "u-turn",
+):
+    HOOKS.setdefault(_name, _HIGHWAY)
+
+
+def _describe_ale(env: Any, observation: Any) -> str:
+    """An Atari game's state in words: the screen itself is in the frame (ALE's RAM means nothing to a reader)."""
+    ale = env.ale
+    lives = f"Lives left: {ale.lives()}. " if ale.lives() > 0 else ""  # games without lives (Pong) say 0
+    return f"{lives}Frame {ale.getEpisodeFrameNumber()} of the episode."
+
+
+#: Atari games (ale-py, ``gym:ALE/Pong-v5``): play for points; their score is the return.
+ALE_HOOKS = GymHooks(describe=_describe_ale, success=NO_SUCCESS)
 
 
 def register_gym_hooks(name: str, hooks: GymHooks, replace: bool = False) -> None:
@@ -246,10 +302,11 @@ def register_gym_hooks(name: str, hooks: GymHooks, replace: bool = False) -> Non
 
 @dataclass(frozen=True)
 class GymFamily:
-    """Gymnasium environments that come from one package and get their own adapter (MiniGrid, BabyAI)."""
+    """Gymnasium environments that one package registers when it is imported (highway-env, ale-py,
+    MiniGrid, ...), some with an adapter of their own (MiniGrid, BabyAI)."""
 
     prefixes: tuple[str, ...]
-    """Id prefixes of the family (``MiniGrid-``)."""
+    """Id prefixes of the family (``MiniGrid-``, ``ALE/``, ``highway-``)."""
     package: str
     """The module whose import registers the ids (imported when such an id is first made)."""
     install: str
@@ -257,25 +314,68 @@ class GymFamily:
     adapter: str = ""
     """``module:Class`` of the family's :class:`StudioEnv` (made with the id and the options);
     empty: the generic :class:`GymAdapter`."""
+    hooks: GymHooks | None = None
+    """What the studio knows about every id of the family (their ``HOOKS`` entries by name win)."""
 
     def matches(self, gym_id: str) -> bool:
         return gym_id.startswith(self.prefixes)
 
+    def register(self) -> None:
+        """Add this family to the table (what an ``agent_studio.envs`` entry point naming a family does)."""
+        register_gym_family(self)
+
 
 _MINIGRID_INSTALL = "pip install 'agent-studio[envs]' (or pip install minigrid)"
-#: Families of namespaced ids, imported on demand. A fixed table: a web client never names a module.
+#: Families of ids whose package registers them on import, imported on first use. A fixed table (extended
+#: by :func:`register_gym_family` or an ``agent_studio.envs`` entry point): a web client never names a module.
 FAMILIES: list[GymFamily] = [
     GymFamily(("BabyAI-",), "minigrid", _MINIGRID_INSTALL, adapter="studio.envs.minigrid_env:BabyAIEnv"),
     GymFamily(("MiniGrid-",), "minigrid", _MINIGRID_INSTALL, adapter="studio.envs.minigrid_env:MiniGridEnv"),
-    GymFamily(("ALE/",), "ale_py", "pip install ale-py"),
+    GymFamily(("ALE/",), "ale_py", "pip install 'agent-studio[envs]' (or pip install ale-py)", hooks=ALE_HOOKS),
+    GymFamily(
+        (
+            "highway-",
+            "merge-",
+            "roundabout-",
+            "parking-",
+            "intersection-",
+            "racetrack-",
+            "exit-",
+            "two-way-",
+            "u-turn-",
+            "lane-keeping-",
+        ),  # fmt: skip
+        "highway_env",
+        "pip install highway-env",
+    ),
+    GymFamily(
+        ("Fetch", "HandReach", "HandManipulate", "PointMaze_", "AntMaze_", "AdroitHand", "FrankaKitchen"),
+        "gymnasium_robotics",
+        "pip install gymnasium-robotics",
+    ),
+    GymFamily(("Meta-World/",), "metaworld", "pip install metaworld"),
+    GymFamily(("NetHack", "MiniHack"), "nle", "pip install nle"),
 ]
 #: Gymnasium's id grammar (namespace/name-vN); ``module:id`` (which imports any module) is refused.
 GYM_ID = re.compile(r"(?:[A-Za-z0-9_.-]+/)?[A-Za-z0-9_.-]+(?:-v\d+)?")
 
 
+def register_gym_family(family: GymFamily) -> None:
+    """Teach ``gym:`` another package's ids: made through it, its package is imported first (once),
+    and a missing package is one line naming ``family.install``. Later families win over earlier ones
+    for the ids both match."""
+    if not isinstance(family, GymFamily) or not family.prefixes or not family.package.replace(".", "_").isidentifier():
+        raise ValueError("A gym family needs id prefixes and an importable package name.")
+    FAMILIES.insert(0, family)
+
+
 def family_of(gym_id: str) -> GymFamily | None:
     """The family whose package provides ``gym_id``, if any."""
     return next((family for family in FAMILIES if family.matches(gym_id)), None)
+
+
+def _known_namespaces() -> str:
+    return ", ".join(f"{p} ({f.install})" for f in FAMILIES for p in f.prefixes if p.endswith("/"))
 
 
 def make_gym(gym_id: str, **options: Any) -> StudioEnv:
@@ -290,10 +390,24 @@ def make_gym(gym_id: str, **options: Any) -> StudioEnv:
             importlib.import_module(family.package)
         except ImportError:
             raise UnknownEnvironment(f"gym:{gym_id} needs the {family.package} package: {family.install}.") from None
+        except Exception as exc:  # a package that breaks on import (a mismatched dependency): one line
+            raise UnknownEnvironment(
+                f"gym:{gym_id} needs the {family.package} package, which failed to import: {_first_line(exc)[:160]}"
+            ) from None
         if family.adapter:
             module, _, name = family.adapter.partition(":")
             return getattr(importlib.import_module(module), name)(gym_id, **options)
+    elif "/" in gym_id and gym_id.split("/")[0] not in _registered_namespaces():
+        raise UnknownEnvironment(
+            f"No installed package registers the Gymnasium namespace '{gym_id.split('/')[0][:40]}'. "
+            f"Known: {_known_namespaces()}; another package's ids need it installed and named by an "
+            "agent_studio.envs entry point (a GymFamily)."
+        )
     return GymAdapter(gym_id, **options)
+
+
+def _registered_namespaces() -> set[str]:
+    return {spec.namespace for spec in gym.registry.values() if spec.namespace}
 
 
 _HIGHLIGHT = re.compile(r"\x1b\[4\dm(.)\x1b\[0m")
@@ -485,14 +599,18 @@ class GymAdapter(StudioEnv):
             raise BadOption(f"Option 'bins' is for continuous (Box) actions; gym:{gym_id}'s are Discrete.")
         self.options = dict(options)
         self.short_name = gym_id.split("/")[-1].split("-v")[0]
-        self.hooks = HOOKS.get(self.short_name, GymHooks())
+        family = family_of(gym_id)
+        self.hooks = HOOKS.get(self.short_name) or (family.hooks if family and family.hooks else GymHooks())
         self.success_rule = self.hooks.success.description
         self.success_when_truncated = self.hooks.success.survival
+        self.has_success = self.hooks.success.known
         self.action_names = self._action_names()
         self._baseline = self._attribute_pickles()
         self.raw_observation: Any = None
         self.done = False
         self.seed_used: int | None = None
+        self._fork: ForkProbe | None = None  # found by probing, the first time it is asked for
+        self._actions: list[str] = []  # since the reset: what a replaying fork replays
 
     # -- naming -------------------------------------------------------------------------
     def _action_names(self) -> list[str]:
@@ -528,6 +646,9 @@ class GymAdapter(StudioEnv):
         return f"{message}\n{body}".strip()
 
     def _format(self, observation: Any) -> str:
+        if isinstance(observation, np.ndarray) and observation.ndim >= 2 and observation.size > 64:
+            # An image (Atari's screen): numbers say nothing to a language model; the frame shows it.
+            return f"The screen is shown in the frame ({observation.shape[1]}x{observation.shape[0]} pixels)."
         fields = self.hooks.fields
         values = np.asarray(observation).ravel() if isinstance(observation, np.ndarray) else None
         if values is not None and fields and len(fields) == len(values):
@@ -541,9 +662,75 @@ class GymAdapter(StudioEnv):
         self.seed_used = seed
         self.raw_observation, info = self.env.reset(seed=seed, options=options or None)
         self.done = False
-        task = self.hooks.task or f"Act well in the Gymnasium environment {self.gym_id}."
+        task = self.hooks.task or self._default_task()
         self.instruction = f"{task} {self._action_help()}"
         return self._text("You look around."), {"success": False, **_jsonable(info)}
+
+    def _default_task(self) -> str:
+        if self.gym_id.startswith("ALE/"):
+            return f"Play the Atari 2600 game {self.short_name} and score as many points as you can."
+        return f"Act well in the Gymnasium environment {self.gym_id}."
+
+    # -- the public API: the actions since the reset, and one line for whatever the environment raises
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+        try:
+            observation, info = super().reset(seed=seed, options=options)
+        except StudioError:
+            raise
+        except Exception as exc:  # the third-party environment's own failure: one line, never a traceback
+            raise EnvironmentFailed(f"{self.name} failed to reset: {_failure(exc)}") from None
+        self._actions = []
+        return observation, info
+
+    def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        check = self.validate_action(action)
+        try:
+            outcome = super().step(action)
+        except StudioError:
+            raise
+        except Exception as exc:
+            raise EnvironmentFailed(f"{self.name} failed to take the action {action[:40]!r}: {_failure(exc)}") from None
+        if check.valid and check.action is not None:
+            self._actions.append(check.action)
+        return outcome
+
+    def render(self) -> np.ndarray:  # type: ignore[override]
+        try:
+            return super().render()
+        except StudioError:
+            raise
+        except Exception as exc:
+            raise EnvironmentFailed(f"{self.name} failed to draw its frame: {_failure(exc)}") from None
+
+    # -- forks ----------------------------------------------------------------------------------
+    @property
+    def fork_mode(self) -> ForkMode:  # type: ignore[override]
+        """``exact``, ``replay`` or ``none``: found by :func:`probed_fork` the first time it is asked."""
+        return self._fork_probe().mode
+
+    @property
+    def fork_note(self) -> str:  # type: ignore[override]
+        return self._fork_probe().note
+
+    def _fork_probe(self) -> ForkProbe:
+        if self._fork is None:
+            self._fork = probed_fork(self)
+        return self._fork
+
+    def _replay(self, state: dict[str, Any]) -> None:
+        """Restore a replaying snapshot: reset on its seed, then take its actions again, each checked."""
+        actions, seed = state.get("actions"), state.get("seed")
+        if not isinstance(actions, list) or len(actions) > MAX_REPLAY_ACTIONS:
+            raise BadOption(f"This snapshot of {self.name} cannot be restored: its actions are not a list.")
+        if not all(isinstance(a, str) and 0 < len(a) <= 1_000 for a in actions):
+            raise BadOption(f"This snapshot of {self.name} cannot be restored: an action is not a short text.")
+        self.reset(seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else 0)
+        for action in actions:
+            check = self.validate_action(action)
+            if self.done or not check.valid:
+                why = "they go on after the episode ended" if self.done else f"'{action[:40]}' is not a valid action"
+                raise BadOption(f"This snapshot of {self.name} cannot be restored: {why}.")
+            self.step(action)
 
     @property
     def action_dimension_names(self) -> list[str] | None:
@@ -703,6 +890,19 @@ class GymAdapter(StudioEnv):
                 wrapper._has_reset = True
 
     def _get_state(self) -> dict[str, Any]:
+        if self.fork_mode == "replay":
+            return {"actions": list(self._actions)}
+        return self._exact_state()
+
+    def _set_state(self, state: dict[str, Any]) -> None:
+        if self.fork_mode == "replay":
+            self._replay(state)
+        else:
+            self._restore_exact(state)
+
+    def _exact_state(self) -> dict[str, Any]:
+        """The snapshot of an environment that forks exactly: the attributes that changed since it was
+        made, the wrappers' counters, the raw observation and a MuJoCo simulation's physics."""
         current = self._attribute_pickles()
         changed = {
             name: base64.b64encode(data).decode("ascii")
@@ -716,7 +916,7 @@ class GymAdapter(StudioEnv):
             **self._physics(),
         }
 
-    def _set_state(self, state: dict[str, Any]) -> None:
+    def _restore_exact(self, state: dict[str, Any]) -> None:
         """Restore a snapshot (perhaps from someone else's file): every field is checked, the pickles go
         through :class:`_SnapshotUnpickler`, and only data attributes of this environment are set."""
         unwrapped = self.env.unwrapped
@@ -789,6 +989,43 @@ def _bins(value: Any) -> int:
     if not 2 <= bins <= MAX_BINS:
         raise BadOption(f"Option 'bins' must be a whole number from 2 to {MAX_BINS}, got {bins}.")
     return bins
+
+
+#: Actions a replaying snapshot may hold (a fork at step N replays N actions).
+MAX_REPLAY_ACTIONS = 100_000
+#: What the probe found for each gym id and options in this process (process-wide knowledge about
+#: environment kinds, like HOOKS: never per session).
+_PROBED: dict[tuple[str, str], ForkProbe] = {}
+_PROBE_LOCK = threading.Lock()
+
+
+def probed_fork(env: GymAdapter) -> ForkProbe:
+    """How forks of ``env``'s id (with its options) come back: probed once per process on fresh twins
+    (:func:`studio.envs.fork_probe.probe_fork_mode`); an environment that fails while probed cannot be forked."""
+    key = (env.name, json.dumps(env.options, sort_keys=True, default=str))
+    with _PROBE_LOCK:
+        if key not in _PROBED:
+
+            def make(mode: ForkMode) -> GymAdapter:
+                twin = env.twin()
+                assert isinstance(twin, GymAdapter)
+                twin._fork = ForkProbe(mode, "being probed")
+                return twin
+
+            try:
+                _PROBED[key] = probe_fork_mode(make)
+            except Exception as exc:  # noqa: BLE001 - whatever the environment raised: it cannot be forked
+                _PROBED[key] = ForkProbe("none", f"trying a fork failed ({_failure(exc)})")
+        return _PROBED[key]
+
+
+class EnvironmentFailed(StudioError):
+    """A third-party environment raised while it was made, reset, stepped or drawn (one line)."""
+
+
+def _failure(exc: BaseException) -> str:
+    """An exception from a third-party environment in one short line: its type and first line."""
+    return f"{type(exc).__name__}: {_first_line(exc)[:160]}".rstrip(": ")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -83,6 +83,18 @@ def _state_classes() -> tuple[type, ...]:
     return tuple(classes)
 
 
+def _loaded_subclasses(bases: tuple[type, ...]) -> list[type]:
+    """``bases`` and every subclass of them defined so far (in modules already imported)."""
+    seen: list[type] = []
+    todo = list(bases)
+    while todo:
+        cls = todo.pop()
+        if cls not in seen:
+            seen.append(cls)
+            todo.extend(cls.__subclasses__())
+    return seen
+
+
 class _MiniGridUnpickler(_SnapshotUnpickler):
     """The gym snapshot unpickler, plus MiniGrid's data classes (made without running their
     ``__init__``, their fields set by BUILD) and one persistent reference: the environment itself,
@@ -94,12 +106,14 @@ class _MiniGridUnpickler(_SnapshotUnpickler):
         super().__init__(data)
         self.env = env
         self.allowed = _state_classes()
+        #: The classes a snapshot may name, by (module, name): MiniGrid's data classes already loaded.
+        #: A name is looked up here, never imported: a snapshot cannot make the process import anything.
+        self.known = {(cls.__module__, cls.__qualname__): cls for cls in _loaded_subclasses(self.allowed)}
 
     def find_class(self, module: str, name: str) -> Any:
-        if module.startswith("minigrid.") and name.isidentifier():
-            found = getattr(__import__(module, fromlist=[name]), name, None)
-            if isinstance(found, type) and issubclass(found, self.allowed):
-                return found
+        found = self.known.get((module, name))
+        if found is not None:
+            return found
         return super().find_class(module, name)
 
     def persistent_load(self, pid: Any) -> Any:
@@ -142,7 +156,7 @@ class MiniGridEnv(GymAdapter):
         self.options = {"view": view, **options}
 
     def _attribute_pickles(self) -> dict[str, bytes | None]:
-        return {}  # snapshots pickle MiniGrid's state as a whole (see _get_state), not attribute by attribute
+        return {}  # snapshots pickle MiniGrid's state as a whole (see _exact_state), not attribute by attribute
 
     # -- naming and text ------------------------------------------------------------------
     def _action_names(self) -> list[str]:
@@ -264,7 +278,7 @@ class MiniGridEnv(GymAdapter):
     def _state_attributes(self) -> dict[str, Any]:
         return {name: value for name, value in vars(self.grid_env).items() if name not in _NOT_STATE}
 
-    def _get_state(self) -> dict[str, Any]:
+    def _exact_state(self) -> dict[str, Any]:
         buffer = io.BytesIO()
         _Pickler(buffer, self.grid_env).dump(self._state_attributes())
         return {
@@ -273,7 +287,7 @@ class MiniGridEnv(GymAdapter):
             "agent": [int(v) for v in self.grid_env.agent_pos],  # for path plots, read without unpickling
         }
 
-    def _set_state(self, state: dict[str, Any]) -> None:
+    def _restore_exact(self, state: dict[str, Any]) -> None:
         try:
             counters = checked_counters(state["elapsed_steps"])
             restored = _MiniGridUnpickler(snapshot_bytes(state["minigrid"]), self.grid_env).load()

@@ -2,10 +2,12 @@
 
 Adding an environment is one file that calls :func:`register_env` (the built-ins do exactly that
 at the end of their modules), or, from another package, one entry point in the
-``agent_studio.envs`` group naming a :class:`~studio.envs.base.StudioEnv` subclass::
+``agent_studio.envs`` group naming a :class:`~studio.envs.base.StudioEnv` subclass, or a
+:class:`~studio.envs.gym_adapter.GymFamily` for a package whose Gymnasium ids exist once it is imported::
 
     [project.entry-points."agent_studio.envs"]
     cooking = "my_package.cooking:CookingWorld"
+    my-robots = "my_package.studio:ROBOTS"   # GymFamily(("Robot-",), "my_robots", "pip install my-robots")
 
 A *family* is registered under a prefix ending in ``:`` (``gym:`` is one): its factory gets the
 rest of the name (``gym:FrozenLake-v1`` -> ``"FrozenLake-v1"``) as its first argument.
@@ -89,7 +91,16 @@ class EnvInfo:
             "action_space": self.action_summary,
             "expert": self.expert,
             "default_max_steps": self.default_max_steps,
+            "fork": self.fork_mode,
         }
+
+    @property
+    def fork_mode(self) -> str:
+        """How forks come back (``exact``, ``replay``, ``none``), where it is known before one is made;
+        a family's members are probed the first time each is made (:mod:`studio.envs.fork_probe`)."""
+        if self.family and getattr(self.factory, "__name__", "") == "make_gym":
+            return "probed when first made"
+        return str(getattr(self.factory, "fork_mode", "exact")) if isinstance(self.factory, type) else "exact"
 
 
 class EnvRegistry:
@@ -139,7 +150,17 @@ class EnvRegistry:
             self._loaded = True
             for module in BUILTIN_MODULES:
                 importlib.import_module(module)
-            load_entry_points(ENTRY_POINT_GROUP, lambda point, factory: register_env(point.name, factory))
+            load_entry_points(ENTRY_POINT_GROUP, _register_entry_point)
+
+
+def _register_entry_point(point: Any, loaded: Any) -> None:
+    """An ``agent_studio.envs`` entry point names an environment (a StudioEnv subclass or factory,
+    registered under the entry point's name) or a family of Gymnasium ids that a package registers on
+    import (a :class:`~studio.envs.gym_adapter.GymFamily` object: it registers itself)."""
+    if not callable(loaded) and callable(getattr(loaded, "register", None)):
+        loaded.register()
+    else:
+        register_env(point.name, loaded)
 
 
 def _builtin_rank(factory: Callable[..., StudioEnv]) -> int:

@@ -78,6 +78,8 @@ class TextWorldExpress(StudioEnv):
     action_summary = "finite, per state: the game's valid actions (take coin, open door to east, ...)"
     actions_depend_on_state = True
     default_max_steps = 100
+    fork_mode = "replay"
+    fork_note = "the game lives in a JVM that cannot copy it: forks replay the actions from the seed"
     option_specs = (
         OptionSpec("params", str, "", "The game's parameters, e.g. numLocations=5,includeDoors=1 (empty: defaults)."),
         OptionSpec("fold", str, "train", "Which seeds' games: train, dev or test.", choices=FOLDS),

@@ -40,8 +40,10 @@ def stage_html(episode: Episode, index: int, frames: list[str], playing: bool, n
         position, detail = "ready: no step taken yet", ""
     else:
         position = f"the end, after {num(length)} steps"
-        if episode.success is None and not episode.done:
+        if not episode.done:
             outcome = "still running"
+        elif episode.success is None:
+            outcome = "ended (no notion of success)" if episode.complete else "stopped before the end"
         else:
             outcome = "success" if episode.success else "failure"
         detail = (
