@@ -164,3 +164,20 @@ def test_frames_are_minigrids_own_render() -> None:
     env.reset(seed=0)
     frame = env.render()
     assert frame.dtype == np.uint8 and frame.shape == (5 * 32, 5 * 32, 3)
+
+
+def test_a_snapshot_naming_an_unloaded_minigrid_module_imports_nothing() -> None:
+    """A snapshot names classes by module; looking one up must never import a module (minigrid's
+    manual-control window would pull in pygame and hundreds of modules before any check)."""
+    import sys
+
+    module = "minigrid.manual_control"
+    assert module not in sys.modules
+    env = make_env(GO_TO_RED_BALL)
+    env.reset(seed=0)
+    state = env.get_state()
+    # GLOBAL 'minigrid.manual_control ManualControl', then STOP: all it takes to ask for the import.
+    state["minigrid"] = base64.b64encode(b"\x80\x04cminigrid.manual_control\nManualControl\n.").decode("ascii")
+    with pytest.raises(BadOption, match="not allowed"):
+        env.restore(state)
+    assert module not in sys.modules
