@@ -196,6 +196,15 @@ def _with_attribute(pickled: bytes, name: str = "s") -> dict:
     return state
 
 
+def _grown_dtype_array(shape: tuple[int, ...]) -> bytes:
+    """``_reconstruct(ndarray, (1,), dtype)`` where the dtype is pickled as ``V8`` with the state of a
+    byte subarray type of ``shape``: the shape says one element, the BUILD says how big it is."""
+    dtype = pickle.dumps(np.dtype(("u1", shape)), protocol=2)
+    name = f"V{int(np.prod(shape))}".encode()
+    dtype = dtype.replace(b"X" + len(name).to_bytes(4, "little") + name, b"X\x02\x00\x00\x00V8")
+    return b"\x80\x02cnumpy._core.multiarray\n_reconstruct\n(cnumpy\nndarray\nK\x01\x85" + dtype[2:-1] + b"tR."
+
+
 HOSTILE_SNAPSHOTS = {
     "a 40-byte list of 20 million ints": pickle.dumps(_Reduce(list, (range(20_000_000),)), protocol=4),
     "a billion zero bytes": pickle.dumps(_Reduce(bytes, (10**9,)), protocol=4),
@@ -203,6 +212,8 @@ HOSTILE_SNAPSHOTS = {
         _Reduce(np._core.multiarray._reconstruct, (np.ndarray, (10**10,), b"b")), protocol=4
     ),
     "a data type of 1 TB": pickle.dumps(_Reduce(np.dtype, ("V1000000000000",)), protocol=4),
+    # An 8-byte data type that a BUILD turns into a 24 GB subarray type, then one element of it.
+    "a data type grown by BUILD, then an array of one element": _grown_dtype_array((2_000_000_000,)),
     # BUILD on a module-level numpy function: would rewrite its defaults for the whole process.
     "a BUILD on numpy's own function": (
         b"\x80\x04cnumpy.random._pickle\n__generator_ctor\nN}\x8c\x0c__defaults__\x8c\x04evil\x85s\x86b."

@@ -479,8 +479,12 @@ class _SnapshotUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its o
                 f"snapshot calls {getattr(func, '__name__', type(func).__name__)}, which is not allowed"
             )
         if func.__name__ == "_reconstruct":  # ndarray.__new__(cls, shape, dtype): numpy pickles an empty (0,) shell
-            if len(args) != 3 or args[0] is not np.ndarray or _elements(args[1]) > 1:
+            # of a one-letter type code; the real shape and dtype come with BUILD, which checks their size.
+            if len(args) != 3 or args[0] is not np.ndarray or _elements(args[1]) > 1 or not _type_code(args[2]):
                 raise pickle.UnpicklingError("snapshot builds an array in a way numpy never pickles")
+        for arg in args:  # a data type that outgrew the budget (a BUILD on it) is refused before it is used
+            if isinstance(arg, np.dtype) and arg.itemsize > MAX_ARRAY_BYTES:
+                raise pickle.UnpicklingError("snapshot uses an oversized data type")
         made = func(*args)
         if isinstance(made, np.dtype) and made.itemsize > MAX_ARRAY_BYTES:
             raise pickle.UnpicklingError("snapshot declares an oversized data type")
@@ -500,6 +504,8 @@ class _SnapshotUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its o
             if _elements(state[1]) * max(state[2].itemsize, 1) > MAX_ARRAY_BYTES:
                 raise pickle.UnpicklingError(f"snapshot has an array of more than {MAX_ARRAY_BYTES:,} bytes")
         super().load_build()
+        if isinstance(target, np.dtype) and target.itemsize > MAX_ARRAY_BYTES:  # a BUILD made it a huge subarray type
+            raise pickle.UnpicklingError("snapshot declares an oversized data type")
 
     dispatch[pickle.BUILD[0]] = load_build
 
@@ -519,6 +525,11 @@ class _SnapshotUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its o
     ):
         dispatch[_opcode[0]] = _refuse
     del _opcode
+
+
+def _type_code(value: Any) -> bool:
+    """Whether ``value`` is what numpy's pickles give ``_reconstruct`` as its dtype: one type letter."""
+    return isinstance(value, bytes) and len(value) == 1 and value.isalpha()
 
 
 def _elements(shape: Any) -> int:
