@@ -1441,6 +1441,7 @@ def _serve(args: argparse.Namespace, access: Any, store: Any, credentials: Any) 
     from components.theme import launch_options
 
     app = build_app(Services(registry=registry, store=store, default_model=default_model, access=access))
+    options = launch_options()  # reads the packaged stylesheet: a broken install says so, not "cannot serve"
     print(f"Agent Studio on http://{args.host}:{args.port}" + (" (login required)" if credentials else ""), flush=True)
     try:
         # show_error=False: an unexpected exception's text (which may quote a file's or a model's
@@ -1450,7 +1451,7 @@ def _serve(args: argparse.Namespace, access: Any, store: Any, credentials: Any) 
             server_port=args.port,
             show_error=False,
             auth=credentials.check if credentials else None,
-            **launch_options(),
+            **options,
         )
     except OSError as exc:  # e.g. the port was taken between the check and the start
         raise StudioError(f"Cannot serve on {args.host}:{args.port}: {exc}.") from None

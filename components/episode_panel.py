@@ -402,7 +402,7 @@ def wire(panel: EpisodePanel, state: gr.State, render: Render) -> None:
 
     # Stepping streams: the step being written shows in the live card, the frame, observation
     # and trace stay on screen (no progress overlay). While a live card is on screen the controls
-    # that must wait are off (assets/studio.css and the S key check it): no round trip to turn
+    # that must wait are off (studio/viz/studio.css and the S key check it): no round trip to turn
     # them off and on again.
     streamed = [state, *render.outputs, panel.live]
 

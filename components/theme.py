@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+from studio.viz import stylesheet
+
 
 # Keyboard shortcuts (the buttons show them): each key presses the first *visible* button it
 # names, so one key can mean different things on different tabs. Keys typed into a text field
@@ -80,4 +80,4 @@ MAX_UPLOAD_BYTES = 0
 
 def launch_options() -> dict[str, Any]:
     """Keyword arguments for ``Blocks.launch``: theme, CSS, the keyboard shortcut, the upload limit."""
-    return {"theme": theme(), "css_paths": [ASSETS / "studio.css"], "head": KEYBOARD, "max_file_size": MAX_UPLOAD_BYTES}
+    return {"theme": theme(), "css": stylesheet(), "head": KEYBOARD, "max_file_size": MAX_UPLOAD_BYTES}

@@ -98,3 +98,115 @@ def test_serve_reads_gradio_server_name_and_port_and_refuses_a_bad_one(tmp_path:
         [sys.executable, str(ROOT / "app.py"), "serve", "--model", "none"], cwd=tmp_path, GRADIO_SERVER_NAME="0.0.0.0"
     )
     assert open_to_all.returncode == 2 and "without authentication" in open_to_all.stderr
+
+
+def _copy_sources(target: Path) -> Path:
+    """The project's files as a release would package them (no venvs, caches or build folders)."""
+    import shutil
+
+    skip = shutil.ignore_patterns(".venv*", ".git", "build", "dist", "__pycache__", "*.egg-info", ".pytest_cache")
+    shutil.copytree(ROOT, target, ignore=skip)
+    return target
+
+
+@pytest.fixture(scope="module")
+def wheel_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A new venv with the project installed from its wheel (``pip install`` of a built wheel, not
+    editable): only what the wheel packages is there. Dependencies come from the test venv (a ``.pth``)."""
+    work = tmp_path_factory.mktemp("wheel")
+    source = _copy_sources(work / "source")
+    built = run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "-w",
+            "dist",
+            str(source),
+        ],
+        cwd=work,
+    )
+    assert built.returncode == 0, built.stderr[-2000:]
+    (wheel,) = (work / "dist").glob("agent_studio-*.whl")
+    venv = work / "venv"
+    assert run([sys.executable, "-m", "venv", str(venv)], cwd=work).returncode == 0
+    python = venv / "bin" / "python"
+    site = Path(
+        run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], cwd=work).stdout.strip()
+    )
+    (site / "test_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    done = run(
+        [str(python), "-m", "pip", "install", "--quiet", "--no-deps", "--disable-pip-version-check", str(wheel)],
+        cwd=work,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    import shutil
+
+    shutil.rmtree(source)  # nothing may be read from the source tree
+    return venv
+
+
+def test_a_wheel_install_serves_the_page_with_its_stylesheet(wheel_venv: Path, tmp_path: Path) -> None:
+    import socket
+    import time
+    import urllib.request
+
+    (tmp_path / "app.py").write_text("raise SystemExit('a stray app.py ran')\n")  # the user's own folder
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [
+            str(wheel_venv / "bin" / "agent-studio"),
+            "serve",
+            "--model",
+            "none",
+            "--port",
+            str(port),
+            "--db",
+            str(tmp_path / "s.db"),
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"},
+    )
+    try:
+        page = ""
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=5) as response:
+                    page = response.read().decode("utf-8")
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert page, server.stdout.read() if server.poll() is not None else "the studio did not answer"
+        assert ".as-rate-bar" in page and ".as-present-stage" in page  # the packaged stylesheet is served
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_a_wheel_install_runs_its_own_cli_and_reports_carry_the_stylesheet(wheel_venv: Path, tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text("raise SystemExit('a stray app.py ran')\n")
+    python = str(wheel_venv / "bin" / "python")
+    version = run([python, "-m", "agent_studio", "--version"], cwd=tmp_path)
+    assert version.returncode == 0 and version.stdout.strip() == f"agent-studio {__version__}", version.stderr
+    where = run([python, "-m", "agent_studio", "envs", "--json"], cwd=tmp_path)
+    assert where.returncode == 0 and "gridworld" in where.stdout
+    db = str(tmp_path / "s.db")
+    ran = run(
+        [python, "-m", "agent_studio", "run", "--env", "gridworld", "--policy", "expert", "--json", "--db", db],
+        cwd=tmp_path,
+    )
+    assert ran.returncode == 0, ran.stderr  # the migrations are packaged: the database is made
+    episode = json.loads(ran.stdout)["episode_id"]
+    report = run([python, "-m", "agent_studio", "report", episode, "--out", "r.html", "--db", db], cwd=tmp_path)
+    assert report.returncode == 0, report.stderr
+    assert ".as-timeline" in (tmp_path / "r.html").read_text(encoding="utf-8")

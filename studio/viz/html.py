@@ -2,7 +2,7 @@
 
 Everything a model, an environment or a person wrote is untrusted: every piece of text goes
 through :func:`esc` (``html.escape`` with quotes) before it touches markup, and no attribute
-ever carries raw text. Styling lives in ``assets/studio.css`` (classes prefixed ``as-``).
+ever carries raw text. Styling lives in ``studio/viz/studio.css`` (classes prefixed ``as-``).
 """
 
 from __future__ import annotations

@@ -14,9 +14,9 @@ from typing import Any
 
 from studio.errors import StudioError
 from studio.trace import Episode
+from studio.viz import stylesheet
 from studio.viz.html import esc, num, timeline_html
 
-STYLESHEET = Path(__file__).resolve().parents[2] / "assets" / "studio.css"
 PAGE_CSS = """
 body { font-family: system-ui, sans-serif; margin: 24px; color: #0f172a; background: #f8fafc; }
 h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 16px; margin: 24px 0 8px; }
@@ -66,7 +66,7 @@ def _page(title: str, meta: dict[str, Any], body: str) -> str:
     """One self-contained HTML document: the stylesheet and plotly.js inlined once."""
     from plotly.offline import get_plotlyjs
 
-    css = STYLESHEET.read_text(encoding="utf-8") if STYLESHEET.exists() else ""
+    css = stylesheet()
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f"<title>{esc(title)}</title><style>{css}{PAGE_CSS}</style>"
