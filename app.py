@@ -674,6 +674,22 @@ def _add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="logins, one user:password a line (the password may be hashed: see hash-password)",
     )
+    budget = parser.add_argument_group("what work started from the browser may cost")
+    budget.add_argument(
+        "--max-web-steps",
+        type=_positive_int,
+        default=200_000,
+        metavar="N",
+        help="environment steps one web-started job may take (a sweep's cells x step limit, a value "
+        "estimate's outputs x rollouts x horizon); default 200,000",
+    )
+    budget.add_argument(
+        "--web-jobs",
+        type=_positive_int,
+        default=2,
+        metavar="N",
+        help="heavy jobs (values, cross-scores, attention, videos, judging, sweeps) run at once; the rest queue (default 2)",
+    )
 
 
 def cmd_envs(args: argparse.Namespace) -> int:
@@ -1052,20 +1068,43 @@ def sweep_spec_from_args(args: argparse.Namespace) -> Any:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run a new sweep, or the cells a stored one lacks (``--resume``); a line per episode, then the results."""
+    import threading
+
+    from storage.sweeps import SweepLease
     from studio.models.registry import ModelRegistry
-    from studio.sweep import run_sweep, sweep_results
+    from studio.sweep import SCRIPTED_MODELS
 
     store = open_cli_store(args)
+    registry = ModelRegistry()
+    stop = threading.Event()
+    # One runner per sweep: a resume while another process runs it is refused, a dead runner's taken over.
+    lease = SweepLease(store.sweeps, on_lost=stop.set)
     if args.resume is not None:
         if args.models or args.envs or args.seeds or args.name or args.vary:
             raise StudioError(
                 "--resume goes on with the stored sweep as it was made: leave out --models, --envs, --seeds, --vary and --name."
             )
         record = store.sweeps.get(args.resume)
+        lease.acquire(record.id)
     else:
         spec = sweep_spec_from_args(args)
-        spec.check_envs()  # a bad environment fails before anything is stored or loaded
-        record = store.sweeps.create(spec, args.name)
+        spec.check_envs()  # a bad environment or model name fails before anything is stored or loaded
+        for model in spec.models:
+            if model not in SCRIPTED_MODELS:
+                registry.check(model)
+        record = store.sweeps.create(spec, args.name, lease=lease)
+        lease.hold(record.id)
+    try:
+        return _run_sweep_cells(args, store, registry, record, stop)
+    finally:
+        lease.release()
+
+
+def _run_sweep_cells(args: argparse.Namespace, store: Any, registry: Any, record: Any, stop: Any) -> int:
+    """The part of ``sweep`` that runs once the sweep's lease is held: remove what an interrupted run
+    left, run the missing cells, print the results."""
+    from studio.sweep import run_sweep, sweep_results
+
     spec = record.spec
     removed, done = store.sweeps.resume(record.id)
     if removed:
@@ -1074,7 +1113,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         f"sweep {record.name}: {len(done)} of {spec.size} episodes already done; running {spec.size - len(done)}",
         file=sys.stderr,
     )
-    registry = ModelRegistry()
 
     def load(name: str) -> Any:
         return load_cli_model(registry, name, args)
@@ -1085,7 +1123,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         elif not args.json:
             print_episode_line(result, False)
 
-    outcome = run_sweep(spec, record.id, [store.episodes.sink()], load, skip=done, parallel=args.parallel, on_done=show)
+    outcome = run_sweep(
+        spec, record.id, [store.episodes.sink()], load, skip=done, parallel=args.parallel, stop=stop, on_done=show
+    )
+    if stop.is_set():
+        raise StudioError(
+            f"Sweep {record.name} stopped: another process took it over (this one was silent past the lease's limit)."
+        )
     print_results({"sweep": record.name, **sweep_results(spec, store.sweeps.episodes_of(record.id))}, args.json)
     print(f"stored in {store.url} as sweep {record.name}", file=sys.stderr)
     if outcome.failed:
@@ -1439,8 +1483,10 @@ def _serve(args: argparse.Namespace, access: Any, store: Any, credentials: Any) 
             print(f"warning: model {args.model!r} did not load ({exc}); starting without it", file=sys.stderr)
     from components.layout import Services, build_app
     from components.theme import launch_options
+    from studio.jobs import WebLimits
 
-    app = build_app(Services(registry=registry, store=store, default_model=default_model, access=access))
+    limits = WebLimits(max_steps=args.max_web_steps, concurrency=args.web_jobs)
+    app = build_app(Services(registry=registry, store=store, default_model=default_model, access=access, limits=limits))
     options = launch_options()  # reads the packaged stylesheet: a broken install says so, not "cannot serve"
     print(f"Agent Studio on http://{args.host}:{args.port}" + (" (login required)" if credentials else ""), flush=True)
     try:

@@ -14,6 +14,7 @@ from typing import Any
 
 import gradio as gr
 
+from components.downloads import DownloadFolder
 from components.errors import as_message, refusal
 from storage import Store
 from storage.desk import DEFAULT_TAGS, AnnotationDesk
@@ -22,6 +23,7 @@ from storage.judging import judge_queue
 from storage.records import PAIR_KINDS, PAIR_SOURCES
 from studio.envs.registry import env_names
 from studio.errors import StudioError
+from studio.jobs import JobQueue
 from studio.judge import judge_name
 from studio.session import StudioSession
 from studio.validation import whole_number
@@ -303,7 +305,13 @@ def overview_html(store: Store) -> str:
 
 
 def wire(
-    panel: AnnotatePanel, state: gr.State, desk_state: gr.State, name_memory: gr.BrowserState, store: Store
+    panel: AnnotatePanel,
+    state: gr.State,
+    desk_state: gr.State,
+    name_memory: gr.BrowserState,
+    store: Store,
+    jobs: JobQueue | None = None,
+    downloads: DownloadFolder | None = None,
 ) -> None:
     private = dict(api_visibility="private", concurrency_limit=None)
     outputs = [desk_state, *panel.outputs]
@@ -432,7 +440,8 @@ def wire(
         event(lambda: overview_html(store), None, [panel.overview], **private)
 
     def make_export(fmt: str) -> list[Any]:
-        folder = Path(tempfile.mkdtemp(prefix="agent-studio-export-"))
+        folder = downloads.new_path(fmt) if downloads is not None else Path(tempfile.mkdtemp())
+        folder.mkdir(parents=True, exist_ok=True)
         summary = export(store, fmt, folder / f"{fmt}.jsonl")
         left_out = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary.left_out.items()) or "nothing"
         records = plural(summary.records, "record")
@@ -449,8 +458,16 @@ def wire(
         backend = session.models["B"]
         if backend is None:
             raise StudioError("Load a judge into model B first (the Models tab).")
-        tick = lambda done, total: progress(done / total, desc=f"{done} of {total} pairs judged")  # noqa: E731
-        done = judge_queue(store.preferences, backend, progress=tick)
+        if jobs is None:
+            done = judge_queue(store.preferences, backend, progress=lambda d, t: progress(d / t))
+        else:
+            with jobs.run("judge", f"{judge_name(backend)} judges the queue") as job:
+
+                def tick(done: int, total: int) -> None:
+                    progress(done / total, desc=f"{done} of {total} pairs judged")
+                    job.progress(done, total, f"{done} of {total} pairs judged")
+
+                done = judge_queue(store.preferences, backend, progress=tick, should_stop=lambda: job.cancelled)
         note = message_html(
             f"{judge_name(backend)} judged {plural(done, 'pair')} (the ones it had not judged).", "info"
         )

@@ -17,6 +17,7 @@ from components.errors import refusal
 from studio.analysis.attention import AGGREGATIONS
 from studio.envs.registry import env_at
 from studio.errors import StudioError
+from studio.jobs import JobQueue
 from studio.session import StudioSession
 from studio.trace import TAKEN
 from studio.validation import whole_number
@@ -125,13 +126,14 @@ def render(
     layer: float,
     head: float,
     compare: str,
+    jobs: JobQueue | None = None,
 ) -> list[Any]:
     """Compute (or reuse) the attention of the selected step and draw every view."""
     episode = session.episode
     index = whole_number(at or 0, "The selected step", 0)
     if span not in SPANS or mode not in MODES:
         raise StudioError(f"Attention from one of {', '.join(SPANS)}; aggregation one of {', '.join(MODES)}.")
-    amap = session.attention(index, output or "taken", model or "A", rollout=mode == "rollout")
+    amap = _attention(session, jobs, index, output or "taken", model or "A", mode == "rollout")
     step = episode.steps[index]
     layer_index = min(whole_number(layer or 0, "The layer", 0), amap.layers - 1)
     head_index = min(whole_number(head or 0, "The head", 0), amap.heads - 1)
@@ -143,7 +145,7 @@ def render(
     compared_strip, compared_picture = "", None
     if compare and compare != "nothing":
         other_output, other_model = ("taken", "B") if compare == "model B" else (compare, model or "A")
-        other = session.attention(index, other_output, other_model, rollout=mode == "rollout")
+        other = _attention(session, jobs, index, other_output, other_model, mode == "rollout")
         other_values = other.aggregate(mode, min(layer_index, other.layers - 1), min(head_index, other.heads - 1), span)
         compared_strip = f'<div class="as-muted">Compared: {esc(compare)}</div>' + token_strip_html(
             other, other_values, span
@@ -165,6 +167,16 @@ def render(
     ]
 
 
+def _attention(session: StudioSession, jobs: JobQueue | None, index: int, output: str, slot: str, rollout: bool) -> Any:
+    """The attention map from the session's cache, or computed as a job of the server's queue (a forward
+    pass at up to 8k tokens: it waits for a slot, and the Jobs tab shows it)."""
+    if jobs is None or session.attention_ready(index, output, slot, rollout):
+        return session.attention(index, output, slot, rollout=rollout)
+    with jobs.run("attention", f"attention of step {index} ({output}, model {slot})") as job:
+        job.progress(0, 1, "one forward pass with eager attention")
+        return session.attention(index, output, slot, rollout=rollout)
+
+
 def output_names(session: StudioSession, at: float) -> list[Any]:
     step = session.step_at(at)
     names = [output.name for output in step.outputs()] if step is not None else [TAKEN]
@@ -174,12 +186,12 @@ def output_names(session: StudioSession, at: float) -> list[Any]:
     ]
 
 
-def wire(panel: AttentionPanel, state: gr.State, selected: gr.Slider) -> None:
+def wire(panel: AttentionPanel, state: gr.State, selected: gr.Slider, jobs: JobQueue | None = None) -> None:
     private = dict(api_visibility="private", concurrency_limit=None)
 
     @refusal(lambda error, *values: [message_html(str(error)), *[gr.skip()] * (len(panel.outputs) - 1)])
     def draw(session: StudioSession, at: float, *controls: Any) -> list[Any]:
-        return render(session, at, *controls)
+        return render(session, at, *controls, jobs=jobs)
 
     inputs = [state, selected, *panel.controls]
     panel.show.click(draw, inputs, panel.outputs, **private)

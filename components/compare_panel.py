@@ -16,11 +16,13 @@ from typing import Any
 
 import gradio as gr
 
+from components.downloads import DownloadFolder
 from components.errors import refusal
 from storage import Store
-from storage.sweeps import SweepRecord
+from storage.sweeps import SweepLease, SweepRecord
 from studio.errors import StudioError
 from studio.models.access import ModelAccess
+from studio.jobs import JobQueue, WebLimits
 from studio.sweep import SCRIPTED_MODELS, SweepJob, SweepSpec, parse_vary, run_sweep, sweep_results
 from studio.viz.html import message_html
 from studio.viz.report import sweep_report, write_page
@@ -31,23 +33,60 @@ POLL_SECONDS = 1.5
 
 
 class SweepJobs:
-    """The sweeps running in this server (at most one at a time): started, stopped, and asked about."""
+    """The sweeps running in this server (at most one at a time): started, stopped, and asked about.
+    Each runs holding its sweep's lease (:class:`storage.sweeps.SweepLease`): a sweep another process
+    runs is refused here, and a lease this server loses ends its run."""
 
-    def __init__(self, store: Store, registry: Any, access: ModelAccess, parallel: int = 4) -> None:
+    def __init__(
+        self,
+        store: Store,
+        registry: Any,
+        access: ModelAccess,
+        parallel: int = 4,
+        limits: WebLimits | None = None,
+        queue: JobQueue | None = None,
+    ) -> None:
         self.store, self.registry, self.access, self.parallel = store, registry, access, parallel
+        self.limits = limits or WebLimits()
+        self.queue = queue or JobQueue(self.limits.concurrency)
         self._jobs: dict[str, SweepJob] = {}
         self._lock = threading.Lock()
 
+    def _refuse_if_running(self) -> None:
+        if any(job.snapshot().running for job in self._jobs.values()):
+            raise StudioError("A sweep is already running here: stop it, or wait until it ends.")
+
+    def start_new(self, spec: SweepSpec, name: str | None) -> SweepRecord:
+        """Check ``spec`` (models, the operator's budget, the disk), then store it and run it: a start
+        refused for any reason stores nothing."""
+        self.check_models(spec)
+        steps = spec.step_budget()
+        self.limits.check_steps(steps, f"This sweep of {spec.size:,} episodes")
+        self.limits.check_disk(steps, self.store.free_bytes())
+        with self._lock:
+            self._refuse_if_running()
+            lease = SweepLease(self.store.sweeps)
+            record = self.store.sweeps.create(spec, name, lease=lease)
+            self._start(record, lease.hold(record.id))
+        return record
+
     def start(self, record: SweepRecord) -> SweepJob:
         """Run the cells ``record`` lacks in the background (after removing the incomplete episodes
-        of an interrupted run); one line if a sweep is already running."""
+        of an interrupted run); one line if a sweep is already running, here or in another process."""
         with self._lock:
-            running = next((job for job in self._jobs.values() if job.snapshot().running), None)
-            if running is not None:
-                raise StudioError("A sweep is already running here: stop it, or wait until it ends.")
-            _removed, done = self.store.sweeps.resume(record.id)
-            job = SweepJob(record.id, record.cells, len(done))
-            self._jobs[record.id] = job
+            self._refuse_if_running()
+            lease = SweepLease(self.store.sweeps).acquire(record.id)
+            try:
+                return self._start(record, lease)
+            except BaseException:
+                lease.release()
+                raise
+
+    def _start(self, record: SweepRecord, lease: SweepLease) -> SweepJob:
+        _removed, done = self.store.sweeps.resume(record.id)
+        job = SweepJob(record.id, record.cells, len(done))
+        lease.on_lost = job.stop  # another process took the sweep over: stop, so no cell runs twice
+        self._jobs[record.id] = job
         holder = f"sweep:{record.id}"
         loaded: list[Any] = []
 
@@ -58,17 +97,28 @@ class SweepJobs:
 
         def work(stop: threading.Event, on_done: Any) -> Any:
             try:
-                return run_sweep(
-                    record.spec,
-                    record.id,
-                    [self.store.episodes.sink()],
-                    load,
-                    skip=done,
-                    parallel=self.parallel,
-                    stop=stop,
-                    on_done=on_done,
-                )
+                # A job of the server's queue like any heavy work: it waits for a slot, the Jobs tab
+                # shows its progress, and cancelling it there is the Stop button.
+                with self.queue.run("sweep", f"sweep {record.name}", cancel=stop) as queued:
+
+                    def counted(cell: Any, result: Any) -> None:
+                        on_done(cell, result)
+                        now = job.snapshot()
+                        queued.progress(now.done, now.total, now.message)
+
+                    queued.progress(len(done), record.cells)
+                    return run_sweep(
+                        record.spec,
+                        record.id,
+                        [self.store.episodes.sink()],
+                        load,
+                        skip=done,
+                        parallel=self.parallel,
+                        stop=stop,
+                        on_done=counted,
+                    )
             finally:
+                lease.release()
                 for backend in loaded:
                     self.registry.release(backend, holder)
 
@@ -209,7 +259,14 @@ def view(store: Store, jobs: SweepJobs, sweep_id: str | None, shown: Any) -> dic
     return out
 
 
-def wire(panel: ComparePanel, store: Store, jobs: SweepJobs, tab: gr.Tab, other_tabs: list[gr.Tab]) -> None:
+def wire(
+    panel: ComparePanel,
+    store: Store,
+    jobs: SweepJobs,
+    tab: gr.Tab,
+    other_tabs: list[gr.Tab],
+    downloads: DownloadFolder | None = None,
+) -> None:
     """Events of the Compare tab. Its page polls a sweep's progress only while the tab is open."""
     private = dict(api_visibility="private")
 
@@ -243,9 +300,7 @@ def wire(panel: ComparePanel, store: Store, jobs: SweepJobs, tab: gr.Tab, other_
             vary=parse_vary(str(vary or "")),
         )
         spec.check_envs()
-        jobs.check_models(spec)
-        record = store.sweeps.create(spec, (name or "").strip() or None)
-        jobs.start(record)
+        record = jobs.start_new(spec, (name or "").strip() or None)
         return {
             panel.message: message_html(f"Started {record.name}: {record.cells} episodes.", "info"),
             panel.sweep: gr.Dropdown(choices=_choices(store), value=record.id),
@@ -273,7 +328,8 @@ def wire(panel: ComparePanel, store: Store, jobs: SweepJobs, tab: gr.Tab, other_
             raise StudioError("Pick a sweep to report on.")
         record = store.sweeps.get(sweep_id)
         results = sweep_results(record.spec, store.sweeps.episodes_of(record.id))
-        path = Path(tempfile.mkdtemp(prefix="agent-studio-")) / f"sweep-{record.name}.html"
+        name = f"sweep-{record.name}.html"
+        path = downloads.new_path(name) if downloads is not None else Path(tempfile.mkdtemp()) / name
         written = write_page(sweep_report(record.name, record.spec, results), path)
         label = f"Download sweep-{record.name}.html ({written['bytes'] / 1e6:.1f} MB)"
         return [gr.DownloadButton(label, value=str(path), visible=True), ""]

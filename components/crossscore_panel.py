@@ -12,6 +12,7 @@ from components.errors import refusal
 from storage import Store
 from studio.crossscore import cross_score
 from studio.errors import StudioError
+from studio.jobs import JobCancelled, JobQueue
 from studio.session import StudioSession
 from studio.viz.html import cross_scores_html, message_html, plural
 from studio.viz.plots import cross_score_figure
@@ -34,15 +35,22 @@ def build() -> CrossScorePanel:
     return CrossScorePanel(score, message, view, plot)
 
 
-def wire(panel: CrossScorePanel, state: gr.State, store: Store | None) -> None:
+def wire(panel: CrossScorePanel, state: gr.State, store: Store | None, jobs: JobQueue) -> None:
     @refusal(lambda error, *args, **kwargs: [message_html(str(error)), gr.skip(), gr.skip()])
     def score(session: StudioSession, progress=gr.Progress()) -> list[Any]:
         episode = session.stepped_episode()
         backend = session.models.get("B")
         if backend is None:
             raise StudioError("Load model B in the Models tab: it scores what this episode's model wrote.")
-        tick = lambda done, total: progress(done / total, desc=f"{done} of {total} steps")  # noqa: E731
-        scores = cross_score(episode, backend, progress=tick)
+        with jobs.run("cross-score", f"model B's view of episode {episode.id[:8]}") as job:
+
+            def tick(done: int, total: int) -> None:
+                progress(done / total, desc=f"{done} of {total} steps")
+                job.progress(done, total, f"{done} of {total} steps")
+
+            scores = cross_score(episode, backend, should_stop=lambda: job.cancelled, progress=tick)
+            if job.cancelled:
+                raise JobCancelled("Cancelled from the Jobs tab: no scores were kept.")
         note = f"Scored {plural(len(scores), 'step')} under {backend.card.id}."
         if store is not None:
             try:

@@ -17,10 +17,12 @@ from typing import Any
 import gradio as gr
 
 from components import attention_panel, crossscore_panel, values_panel
+from components.downloads import DownloadFolder
 from components.errors import refusal
 from components.settings_form import SettingsForm
 from studio.envs.registry import env_names
 from studio.errors import Interrupted, StudioError
+from studio.jobs import JobQueue
 from studio.live import LiveOutput
 from studio.session import POLICIES, StudioSession
 from studio.settings import temperature_after
@@ -348,7 +350,13 @@ def build(state: gr.State, sample_env: str = "gridworld") -> EpisodePanel:
 Render = Callable[..., Views]
 
 
-def wire(panel: EpisodePanel, state: gr.State, render: Render) -> None:
+def wire(
+    panel: EpisodePanel,
+    state: gr.State,
+    render: Render,
+    jobs: JobQueue | None = None,
+    downloads: DownloadFolder | None = None,
+) -> None:
     """Connect the panel's buttons. ``render(session, message, kind, selected, mode)`` fills every view."""
     form = panel.form
     settings = form.components
@@ -491,7 +499,8 @@ def wire(panel: EpisodePanel, state: gr.State, render: Render) -> None:
             if episode is None or not episode.steps:
                 note = message_html("Take a step first: there is nothing to show yet.", "info")
                 return [gr.DownloadButton(visible=False), note]
-            path = Path(tempfile.mkdtemp(prefix="agent-studio-")) / f"episode-{episode.id}{suffix}"
+            name = f"episode-{episode.id}{suffix}"
+            path = downloads.new_path(name) if downloads is not None else Path(tempfile.mkdtemp()) / name
             try:
                 detail = write(episode, path, session, *inputs)
             except StudioError as error:
@@ -507,7 +516,11 @@ def wire(panel: EpisodePanel, state: gr.State, render: Render) -> None:
             attention = session.models.get("A")
             if attention is None:
                 raise StudioError("Load model A to lay its attention over the frames.")
-        return plural(episode_video(episode, path, attention=attention).frames, "frame")
+        if jobs is None:
+            return plural(episode_video(episode, path, attention=attention).frames, "frame")
+        with jobs.run("video", f"video of episode {episode.id[:8]}" + (" with attention" if attention else "")) as job:
+            job.progress(0, 1, "drawing the frames")
+            return plural(episode_video(episode, path, attention=attention).frames, "frame")
 
     def write_html(episode: Any, path: Path, session: StudioSession) -> str:
         store = getattr(render, "store", None)  # the values and cross-scores stored with the episode
@@ -522,7 +535,7 @@ def wire(panel: EpisodePanel, state: gr.State, render: Render) -> None:
         **private,
     )
     panel.report.click(downloadable(".html", write_html), [state], [panel.report_download, *message], **private)
-    attention_panel.wire(panel.attention, state, panel.selected)
+    attention_panel.wire(panel.attention, state, panel.selected, jobs)
 
     # K greedy candidates would be K copies of one text: asking for several turns sampling on, and
     # going back to one turns it off again (when it is still the value K > 1 chose).

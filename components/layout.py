@@ -9,7 +9,6 @@ registry (one copy of each model per process) and the store.
 from __future__ import annotations
 
 import weakref
-from dataclasses import dataclass, field
 from typing import Any
 
 import gradio as gr
@@ -21,33 +20,22 @@ from components import (
     compare_panel,
     crossscore_panel,
     episode_panel,
+    jobs_panel,
     model_panel,
     plots_panel,
     present_panel,
     values_panel,
 )
+from components.services import Services
 from storage import Store
 from storage.desk import AnnotationDesk
 from storage.preferences import CandidatePairSink
 from studio.errors import StudioError
-from studio.models.access import ModelAccess
 from studio.session import EpisodeSettings, StudioSession
 from studio.viz.html import message_html, plural
 
 TITLE = "Agent Studio"
 TAGLINE = "Watch agents act, look inside their decisions, and turn what you see into training data."
-
-
-@dataclass
-class Services:
-    """What every session shares."""
-
-    registry: Any
-    store: Store | None = None
-    default_model: Any = None
-    """The model in slot A of every new session (loaded once at start), or None."""
-    access: ModelAccess = field(default_factory=ModelAccess)
-    """The operator's rules for model names typed in the browser (folders, remote code)."""
 
 
 class Renderer:
@@ -63,9 +51,10 @@ class Renderer:
         plots: plots_panel.PlotsPanel,
         store: Store | None,
         database: gr.Markdown,
+        jobs: Any = None,
     ) -> None:
         self.episode, self.plots, self.store = episode, plots, store
-        self.database = database
+        self.database, self.jobs = database, jobs
         self.outputs = [*episode.outputs, *plots.outputs, database]
         self._plots_open: weakref.WeakKeyDictionary[StudioSession, bool] = weakref.WeakKeyDictionary()
 
@@ -88,7 +77,7 @@ class Renderer:
         return {
             **self.episode.render(session, message, kind, selected, mode),
             **plots,
-            self.database: _database_line(self.store),
+            self.database: _database_line(self.store, self.jobs),
         }
 
 
@@ -134,11 +123,13 @@ def build_app(services: Services) -> gr.Blocks:
                         annotate = annotate_panel.build()
                     with gr.Tab("Compare", id="compare", elem_id="as-tab-compare") as compare_tab:
                         compare = compare_panel.build()
+                with gr.Tab("Jobs", id="jobs", elem_id="as-tab-jobs") as jobs_tab:
+                    jobs = jobs_panel.build(services.jobs)
         present = present_panel.build()
         api.build(state)
 
-        render = Renderer(episode, plots, services.store, database)
-        episode_panel.wire(episode, state, render)
+        render = Renderer(episode, plots, services.store, database, services.jobs)
+        episode_panel.wire(episode, state, render, services.jobs, services.downloads)
         plots_panel.wire(plots, state, services.store)
         for change in model_panel.wire(slots, state):  # the Episode panel offers what the new model can do
             change.then(
@@ -149,7 +140,21 @@ def build_app(services: Services) -> gr.Blocks:
             )
         _wire_browser(browser, state, render, tabs, services.store, episode)
         present_panel.wire(present, studio_view, state, services.store, app)
-        crossscore_panel.wire(episode.cross, state, services.store)
+        crossscore_panel.wire(episode.cross, state, services.store, services.jobs)
+        all_tabs = [episode_tab, plots_tab, models_tab, episodes_tab]
+        if annotate is not None:
+            all_tabs += [annotate_tab, compare_tab]
+        jobs_panel.wire(jobs, services.jobs, jobs_tab, all_tabs)
+        # The header's counts follow background work too (a sweep's episodes, a judge's verdicts).
+        header = gr.Timer(HEADER_SECONDS)
+        header.tick(
+            lambda: _database_line(services.store, services.jobs),
+            None,
+            [database],
+            api_visibility="private",
+            concurrency_limit=None,
+            show_progress="hidden",
+        )
 
         def show_plots(session: StudioSession, visible: bool) -> dict[Any, Any]:
             render.show_plots(session, visible)
@@ -159,6 +164,7 @@ def build_app(services: Services) -> gr.Blocks:
             episode_tab,
             models_tab,
             episodes_tab,
+            jobs_tab,
             *([annotate_tab, compare_tab] if annotate is not None else []),
         ):
             tab.select(
@@ -200,15 +206,18 @@ def build_app(services: Services) -> gr.Blocks:
         if annotate is not None:
             desk = gr.State(lambda: AnnotationDesk(services.store))
             remembered = gr.BrowserState("", storage_key="agent-studio-annotator")
-            annotate_panel.wire(annotate, state, desk, remembered, services.store)
+            annotate_panel.wire(annotate, state, desk, remembered, services.store, services.jobs, services.downloads)
             annotate_panel.wire_pair_makers(episode, state, services.store)
-            values_panel.wire(episode.values, state, episode.selected, services.store)
+            values_panel.wire(episode.values, state, episode.selected, services.store, services.jobs, services.limits)
             compare_panel.wire(
                 compare,
                 services.store,
-                compare_panel.SweepJobs(services.store, services.registry, services.access),
+                compare_panel.SweepJobs(
+                    services.store, services.registry, services.access, limits=services.limits, queue=services.jobs
+                ),
                 compare_tab,
-                [episode_tab, plots_tab, models_tab, episodes_tab, annotate_tab],
+                [episode_tab, plots_tab, models_tab, episodes_tab, annotate_tab, jobs_tab],
+                services.downloads,
             )
             load_outputs = [desk, annotate.name, *annotate.outputs]
             app.load(annotate_panel.restore_name, [desk, remembered], load_outputs, api_visibility="private")
@@ -239,10 +248,15 @@ def _only_named_endpoints(app: gr.Blocks) -> None:
             function.api_visibility = "private"
 
 
-def _database_line(store: Store | None) -> str:
+#: How often every page refreshes its header (episode count, jobs): background work changes them.
+HEADER_SECONDS = 5.0
+
+
+def _database_line(store: Store | None, jobs: Any = None) -> str:
+    busy = jobs_panel.summary(jobs) if jobs is not None else ""
     if store is None:
-        return "Episodes are not stored (no database)."
-    return f"Database `{store.url}` · {plural(store.episodes.count_episodes(), 'episode')} stored"
+        return "Episodes are not stored (no database)." + busy
+    return f"Database `{store.url}` · {plural(store.episodes.count_episodes(), 'episode')} stored{busy}"
 
 
 def _wire_browser(

@@ -10,6 +10,7 @@ import gradio as gr
 
 from components.errors import as_message, refusal
 from storage import Store
+from studio.jobs import JobQueue, WebLimits
 from studio.session import ROLLOUT_POLICIES, StudioSession
 from studio.trace import Episode
 from studio.validation import real_number
@@ -60,8 +61,12 @@ def build() -> ValuesPanel:
     )
 
 
-def wire(panel: ValuesPanel, state: gr.State, selected: gr.Slider, store: Store) -> None:
-    """Estimate (with a progress bar: rollouts done / total), store, draw; make pairs from the store's values."""
+def wire(
+    panel: ValuesPanel, state: gr.State, selected: gr.Slider, store: Store, jobs: JobQueue, limits: WebLimits
+) -> None:
+    """Estimate (with a progress bar: rollouts done / total), store, draw; make pairs from the store's values.
+    An estimate is a job of the server's queue (it waits for a slot; the Jobs tab shows and cancels it)
+    within the operator's step budget."""
     private = dict(api_visibility="private", concurrency_limit=None)
 
     @refusal(lambda error, *args, **kwargs: [message_html(str(error)), gr.skip(), gr.skip()])
@@ -75,8 +80,16 @@ def wire(panel: ValuesPanel, state: gr.State, selected: gr.Slider, store: Store)
         progress=gr.Progress(),
     ) -> list[Any]:
         episode = session.stepped_episode()
-        tick = lambda done, total: progress(done / total, desc=f"{done} of {total} rollouts")  # noqa: E731
-        values = session.estimate_values(at, policy, rollouts, horizon, progress=tick, discount=discount)
+        limits.check_steps(session.value_steps(at, rollouts, horizon), "This estimate")
+        title = f"values of step {session.step_at(at).index} of episode {episode.id[:8]}"
+        session.values_stop.clear()  # an earlier Stop must not cancel this estimate while it waits
+        with jobs.run("values", title, cancel=session.values_stop) as job:
+
+            def tick(done: int, total: int) -> None:
+                progress(done / total, desc=f"{done} of {total} rollouts")
+                job.progress(done, total, f"{done} of {total} rollouts")
+
+            values = session.estimate_values(at, policy, rollouts, horizon, progress=tick, discount=discount)
         store.preferences.save_values(values)
         return view(episode, values, _note(values))
 
@@ -118,7 +131,8 @@ def wire(panel: ValuesPanel, state: gr.State, selected: gr.Slider, store: Store)
     # The view follows the selected step (a click, a new step, another episode shown): its stored values.
     # The raw value (``step_at`` checks it): an out-of-range step is refused once, by the select handler.
     selected.change(show, [state, selected], [panel.message, panel.bars, panel.curve], preprocess=False, **private)
-    # Runs beside the estimate (no queue limit): the session's stop flag ends it between rollout steps.
+    # Runs beside the estimate (no queue limit): the session's stop flag (the job's cancel flag too)
+    # ends it between rollout steps, or takes it out of the queue before it starts.
     panel.stop.click(lambda session: session.stop_values(), [state], None, **private)
     panel.make_pairs.click(make_pairs, [state, panel.min_gap], [panel.message], **private)
 

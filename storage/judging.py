@@ -322,9 +322,11 @@ def judge_queue(
     env: str | None = None,
     source: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> int:
     """Model ``backend`` judges the pairs it has not judged yet (blind, as a person sees them),
-    stored as annotator ``judge:<model>`` with its probability as confidence. Returns how many."""
+    stored as annotator ``judge:<model>`` with its probability as confidence. Returns how many.
+    ``should_stop()`` ends it between pairs (the verdicts so far stay: each is a judgement of its own)."""
     from studio.judge import judge_name, judge_pair
 
     name = judge_name(backend)
@@ -336,6 +338,8 @@ def judge_queue(
         if not items:
             break
         for item in items:
+            if should_stop is not None and should_stop():
+                return done
             verdict = judge_pair(backend, item)
             preferences.annotate(
                 item.pair_id, name, verdict.choice, rationale=verdict.rationale, confidence=verdict.confidence

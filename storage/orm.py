@@ -239,6 +239,10 @@ class SweepRow(Base):
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     cells: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[str] = mapped_column(TIME)
+    # Who runs it now (host, process, run) and when they last said so: a second runner is refused
+    # while the heartbeat is fresh, and takes over a stale one (:class:`storage.sweeps.SweepLease`).
+    lease_owner: Mapped[str | None] = mapped_column(Text)
+    lease_heartbeat: Mapped[str | None] = mapped_column(TIME)
 
 
 class CrossScoreRow(Base):

@@ -10,6 +10,7 @@ store.preferences.annotate(item.pair_id, "ada", "left")
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from storage.db import Database, check_sqlite_file, describe_url, resolve_url, sqlite_path
@@ -37,6 +38,14 @@ class Store:
     def url(self) -> str:
         """Where the data lives (without a password)."""
         return describe_url(self.db.url)
+
+    def free_bytes(self) -> int | None:
+        """Free space on the disk an SQLite file lives on (what a big run would fill); None for a
+        server database, whose disk this process cannot see."""
+        path = sqlite_path(self.db.url)
+        if path is None:
+            return None
+        return shutil.disk_usage(path.parent).free
 
     def close(self) -> None:
         self.db.dispose()

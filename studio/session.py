@@ -15,7 +15,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from studio.agents.base import Policy
-from studio.envs.registry import make_env
+from studio.envs.registry import default_max_steps, make_env
 from studio.live import LiveOutput, stream
 from studio.errors import StudioError
 from studio.models.access import ModelAccess, check_model_name
@@ -215,6 +215,24 @@ class StudioSession:
             return None
         return episode.steps[index] if episode is not None and index < episode.length else None
 
+    @property
+    def values_stop(self) -> threading.Event:
+        """The flag that ends the running value estimate (:meth:`stop_values` sets it; a job queue may too)."""
+        return self._values_stop
+
+    def value_steps(self, step_index: Any, rollouts: Any = 4, horizon: Any = None) -> int:
+        """The most environment steps :meth:`estimate_values` could take with these settings: each output
+        of the step, rolled out ``rollouts`` times to the horizon or the episode's step limit (checked
+        arguments: one line when one is wrong)."""
+        step = self.step_at(step_index)
+        episode = self.episode
+        if episode is None or step is None:
+            raise StudioError("Select a step first.")
+        count = whole_number(rollouts, "Rollouts", 1, 64)
+        steps = whole_number(horizon if horizon not in (None, "") else 0, "The horizon", 0, 10_000)
+        limit = episode.max_steps or default_max_steps(episode.env)
+        return len(step.outputs()) * count * (steps or max(limit - step.index, 1))
+
     def estimate_values(
         self,
         step_index: Any,
@@ -383,6 +401,13 @@ class StudioSession:
             self.settings, self.viewing = settings, None
             self._policy_key = self._policy_identity(settings)
             return forked
+
+    def attention_ready(self, step_index: Any, output: str = "taken", slot: str = "A", rollout: bool = False) -> bool:
+        """Whether :meth:`attention` would answer from its cache (no forward pass)."""
+        episode, backend = self.episode, self.models.get(_slot(slot))
+        if episode is None or backend is None or self.step_at(step_index) is None:
+            return False
+        return (episode.id, int(step_index), output, id(backend), rollout) in self._attention
 
     def attention(self, step_index: int, output: str = "taken", slot: str = "A", rollout: bool = False) -> Any:
         """What model ``slot`` attended to when producing an output of a step (computed once, then cached).

@@ -245,6 +245,18 @@ class SweepSpec:
             data.get("vary") or {},
         )
 
+    def step_budget(self) -> int:
+        """The most environment steps the sweep can take: every cell's step limit (its variant's, the
+        sweep's, else its environment's), summed; what a server's budget for web-started work checks."""
+        from studio.envs.registry import default_max_steps
+
+        limits = {env: default_max_steps(env) for env in self.envs}
+        total = 0
+        for cell in self.cells():
+            chosen = dict(cell.variant).get("max_steps") or self.settings.get("max_steps")
+            total += int(chosen) if chosen else limits[cell.env]
+        return total
+
     def check_envs(self) -> None:
         """Make each environment once: an unknown name or a missing package is one line before anything runs."""
         from studio.envs.registry import make_env
