@@ -227,3 +227,26 @@ def test_serve_takes_the_budget_flags() -> None:
         [sys.executable, "app.py", "serve", "--web-jobs", "0"], cwd=ROOT, capture_output=True, text=True
     )
     assert refused.returncode == 2 and "positive integer" in refused.stderr
+
+
+def test_downloads_live_in_a_folder_of_the_server_cleaned_by_age_on_start_and_at_exit(tmp_path: Path) -> None:
+    from components.downloads import DownloadFolder
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    left_behind = tmp_path / f"{gone.stdout.strip()}-abc123"  # a folder of a server that is no longer running
+    left_behind.mkdir()
+    (left_behind / "old.html").write_text("x")
+    folder = DownloadFolder(parent=tmp_path, max_age_s=60)
+    assert not left_behind.exists() and folder.root.parent == tmp_path
+    first = folder.new_path("../../report.html")  # only the name is used: it stays inside the folder
+    first.write_text("report")
+    assert first.parent.parent == folder.root and first.name == "report.html"
+    old = time.time() - 120
+    os.utime(first.parent, (old, old))
+    second = folder.new_path("video.mp4")  # making a new one removes those past the age limit
+    assert not first.exists() and second.parent.exists()
+    other = DownloadFolder(parent=tmp_path)  # another live server's folder is left alone
+    assert folder.root.exists() and other.root.exists()
+    folder.close()
+    assert not folder.root.exists() and other.root.exists()
+    other.close()
