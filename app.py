@@ -1481,6 +1481,7 @@ def _serve(args: argparse.Namespace, access: Any, store: Any, credentials: Any) 
             registry.pin(default_model)
         except StudioError as exc:  # the studio still starts: the model panel says what happened
             print(f"warning: model {args.model!r} did not load ({exc}); starting without it", file=sys.stderr)
+    from components.auth import login_app_kwargs
     from components.layout import Services, build_app
     from components.theme import launch_options
     from studio.jobs import WebLimits
@@ -1497,6 +1498,7 @@ def _serve(args: argparse.Namespace, access: Any, store: Any, credentials: Any) 
             server_port=args.port,
             show_error=False,
             auth=credentials.check if credentials else None,
+            app_kwargs=login_app_kwargs() if credentials else None,
             **options,
         )
     except OSError as exc:  # e.g. the port was taken between the check and the start
