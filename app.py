@@ -1432,11 +1432,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         trust_remote_code=args.trust_remote_code, model_dirs=tuple(args.models_dir), servers=tuple(args.allow_server)
     )
     store = open_cli_store(args)
+    orphans = store.episodes.end_orphans()  # episodes a crashed process of this machine left "running"
+    if orphans:
+        print(f"ended {_count(orphans, 'episode')} that a process which died had left running", file=sys.stderr)
     engine = start_engine(args) if args.engine else None
-    if engine is not None:  # SIGTERM must end the engine too: exit through the finally below
-        import signal
+    import signal
 
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # SIGTERM (docker stop, systemd) ends serve through the finally blocks: open pages' episodes are
+    # ended, the engine stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         return _serve(args, access, store, credentials)
     finally:
@@ -1487,7 +1491,8 @@ def _serve(args: argparse.Namespace, access: Any, store: Any, credentials: Any) 
     from studio.jobs import WebLimits
 
     limits = WebLimits(max_steps=args.max_web_steps, concurrency=args.web_jobs)
-    app = build_app(Services(registry=registry, store=store, default_model=default_model, access=access, limits=limits))
+    services = Services(registry=registry, store=store, default_model=default_model, access=access, limits=limits)
+    app = build_app(services)
     options = launch_options()  # reads the packaged stylesheet: a broken install says so, not "cannot serve"
     print(f"Agent Studio on http://{args.host}:{args.port}" + (" (login required)" if credentials else ""), flush=True)
     try:
@@ -1503,6 +1508,9 @@ def _serve(args: argparse.Namespace, access: Any, store: Any, credentials: Any) 
         )
     except OSError as exc:  # e.g. the port was taken between the check and the start
         raise StudioError(f"Cannot serve on {args.host}:{args.port}: {exc}.") from None
+    finally:
+        services.close_all()  # a clean stop leaves no episode "running"
+        services.downloads.close()
     return 0
 
 

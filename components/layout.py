@@ -9,6 +9,7 @@ registry (one copy of each model per process) and the store.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import gradio as gr
@@ -100,10 +101,21 @@ def new_session(services: Services) -> StudioSession:
     return session
 
 
+def session_state(factory: Callable[[], StudioSession]) -> gr.State:
+    """A ``gr.State`` holding one session per page, made by ``factory`` the first time an event of the
+    page reads it. Given the factory as its value, ``gr.State`` would also call it when the app is
+    built and add a load event of its own that makes another session for every page, racing the
+    page's load handler (the page then steps in one session while another is the one its tab closes).
+    Set after construction, the factory is only called on that first read."""
+    state = gr.State(None, delete_callback=lambda session: session.close() if session is not None else None)
+    state.value = factory
+    return state
+
+
 def build_app(services: Services) -> gr.Blocks:
     """The studio app over ``services``."""
     with gr.Blocks(title=TITLE) as app:
-        state = gr.State(lambda: new_session(services), delete_callback=lambda session: session.close())
+        state = session_state(lambda: new_session(services))
         with gr.Column() as studio_view:  # hidden on a presentation page (/?present=...)
             with gr.Row():
                 gr.Markdown(f"# {TITLE}\n{TAGLINE}")
@@ -139,14 +151,13 @@ def build_app(services: Services) -> gr.Blocks:
                 api_visibility="private",
             )
         _wire_browser(browser, state, render, tabs, services.store, episode)
-        present_panel.wire(present, studio_view, state, services.store, app)
         crossscore_panel.wire(episode.cross, state, services.store, services.jobs)
         all_tabs = [episode_tab, plots_tab, models_tab, episodes_tab]
         if annotate is not None:
             all_tabs += [annotate_tab, compare_tab]
         jobs_panel.wire(jobs, services.jobs, jobs_tab, all_tabs)
         # The header's counts follow background work too (a sweep's episodes, a judge's verdicts).
-        header = gr.Timer(HEADER_SECONDS)
+        header = gr.Timer(HEADER_SECONDS, active=False)  # started once the page has loaded (see below)
         header.tick(
             lambda: _database_line(services.store, services.jobs),
             None,
@@ -194,15 +205,35 @@ def build_app(services: Services) -> gr.Blocks:
 
         modes = episode.form["action_mode"]
 
-        def on_load(session: StudioSession) -> dict[Any, Any]:
+        policy = episode.form["policy"]
+
+        def on_load(session: StudioSession, request: gr.Request) -> dict[Any, Any]:
+            if request is not None and request.session_hash:
+                services.opened(request.session_hash, session)
             settings = session.settings
             return {
                 **render(session),
                 **{slot.card: model_panel.render(session, slot) for slot in slots},
                 modes: episode_panel.action_modes(session, settings.policy, settings.action_mode),
+                policy: settings.policy,  # the session's (expert when the studio started without a model)
             }
 
-        app.load(on_load, [state], [*render.outputs, *(s.card for s in slots), modes], api_visibility="private")
+        # One load event, the rest chained after it: Gradio makes a page's state on the first event that
+        # reads it, and two events arriving at once each make one (the page then steps in one session
+        # while the other is the one closed with the tab).
+        loaded = app.load(
+            on_load, [state], [*render.outputs, *(s.card for s in slots), modes, policy], api_visibility="private"
+        )
+        present_panel.wire(present, studio_view, state, services.store, loaded)
+        loaded.then(lambda: gr.Timer(active=True), None, [header], api_visibility="private", show_progress="hidden")
+
+        # A page that goes away ends its session at once (Gradio drops its state only an hour later):
+        # its unfinished episode is abandoned, never left "running".
+        def unloaded(request: gr.Request) -> None:
+            if request is not None and request.session_hash:
+                services.closed(request.session_hash)
+
+        app.unload(unloaded)
         if annotate is not None:
             desk = gr.State(lambda: AnnotationDesk(services.store))
             remembered = gr.BrowserState("", storage_key="agent-studio-annotator")
@@ -220,7 +251,7 @@ def build_app(services: Services) -> gr.Blocks:
                 services.downloads,
             )
             load_outputs = [desk, annotate.name, *annotate.outputs]
-            app.load(annotate_panel.restore_name, [desk, remembered], load_outputs, api_visibility="private")
+            loaded.then(annotate_panel.restore_name, [desk, remembered], load_outputs, api_visibility="private")
             annotate_tab.select(
                 annotate_panel.refresh,
                 [desk],

@@ -73,7 +73,9 @@ def _play_label(show: Presentation) -> str:
     return "Pause (Space)" if show.playing else "Play (Space)"
 
 
-def wire(panel: PresentPanel, studio_view: gr.Column, state: gr.State, store: Store | None, app: gr.Blocks) -> None:
+def wire(panel: PresentPanel, studio_view: gr.Column, state: gr.State, store: Store | None, loaded: Any) -> None:
+    """``loaded``: the page's load event, after which the stage looks at the page's address (one after
+    the other: two load handlers reading the session at once could each make one)."""
     private = dict(api_visibility="private", concurrency_limit=None)
     outputs = [panel.stage, panel.state, panel.play, panel.timer]
 
@@ -88,7 +90,7 @@ def wire(panel: PresentPanel, studio_view: gr.Column, state: gr.State, store: St
     def opened(session: StudioSession, show: Presentation, pace: float, request: gr.Request) -> dict[Any, Any]:
         wanted = (request.query_params.get("present") or "").strip() if request is not None else ""
         if not wanted:
-            return {}  # the studio as usual
+            return {panel.stage: gr.skip()}  # the studio as usual: nothing changes
         view = {studio_view: gr.Column(visible=False), panel.column: gr.Column(visible=True)}
         try:
             if wanted == LIVE:
@@ -142,7 +144,7 @@ def wire(panel: PresentPanel, studio_view: gr.Column, state: gr.State, store: St
     panel.previous.click(lambda s, p: advance(s, p, -1), [state, panel.state], outputs, **private)
     panel.play.click(toggle, [panel.state], outputs, **private)
     panel.pace.change(lambda pace: gr.Timer(pace), [panel.pace], [panel.timer], **private)
-    app.load(
+    loaded.then(
         opened,
         [state, panel.state, panel.pace],
         [studio_view, panel.column, *outputs],

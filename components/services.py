@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,29 @@ class Services:
     from ``limits`` when not given."""
     downloads: DownloadFolder | None = None
     """This server's folder of files offered for download (made when not given)."""
+    sessions: dict[str, Any] = field(default_factory=dict)
+    """The open pages' sessions by Gradio's session hash: closed when their page goes away (Gradio
+    keeps a closed page's state for an hour) and when the server stops."""
+    _sessions_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def opened(self, key: str, session: Any) -> None:
+        """A page loaded with ``session``."""
+        with self._sessions_lock:
+            self.sessions[key] = session
+
+    def closed(self, key: str) -> None:
+        """The page went away (closed, reloaded): its session ends now (an unfinished episode is abandoned)."""
+        with self._sessions_lock:
+            session = self.sessions.pop(key, None)
+        if session is not None:
+            session.close()
+
+    def close_all(self, wait: float = 5.0) -> None:
+        """The server stops: every open page's session ends (its running step may finish for ``wait`` s)."""
+        with self._sessions_lock:
+            sessions, self.sessions = list(self.sessions.values()), {}
+        for session in sessions:
+            session.close(wait=wait)
 
     def __post_init__(self) -> None:
         if self.jobs is None:

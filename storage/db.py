@@ -13,6 +13,7 @@ Every failure to open a database is a :class:`~studio.errors.StudioError` with o
 from __future__ import annotations
 
 import os
+import socket
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -35,6 +36,27 @@ DRIVER_HINTS = {
     "postgresql": "for PostgreSQL: pip install 'psycopg[binary]'",
     "mysql": "for MySQL: pip install pymysql and use mysql+pymysql://",
 }
+
+
+def process_name() -> str:
+    """This process as the store records who runs something: ``HOST pid N``."""
+    return f"{socket.gethostname()[:60]} pid {os.getpid()}"
+
+
+def process_gone(name: str | None) -> bool:
+    """Whether a :func:`process_name` (perhaps followed by more words) names a process of this machine
+    that is no longer running; False for another machine's (which this one cannot see)."""
+    host, _, rest = (name or "").partition(" pid ")
+    pid = rest.split(" ", 1)[0]
+    if host != socket.gethostname()[:60] or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def default_db_path() -> Path:

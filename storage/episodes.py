@@ -11,11 +11,12 @@ from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from storage.db import Database, first_line
+from storage.db import Database, first_line, process_gone, process_name
 from storage.orm import CandidateRow, EpisodeRow, ModelRow, PairRow, StepLabelRow, StepRow
 from studio.errors import NotStored, StudioError
 from studio.runner import RunnerEvent
 from studio.trace import (
+    ABANDONED,
     HEAVY_STEP_FIELDS,
     UNFINISHED_REASONS,
     Candidate,
@@ -28,6 +29,8 @@ from studio.trace import (
     utc_now,
 )
 
+#: How an episode ends that a process left running when it died.
+ORPHANED = f"{ABANDONED}: the process that ran it ended before it did"
 #: Step columns a list view never needs (large); loaded only for a full episode.
 HEAVY_STEP_COLUMNS = HEAVY_STEP_FIELDS  # the step columns of the same names
 
@@ -259,11 +262,33 @@ class EpisodeStore:
             self._add_step(session, episode.id, step)
 
     def start(self, episode: Episode) -> None:
-        """Record a new episode (with the steps it already has: a fork's copied prefix)."""
+        """Record a new episode (with the steps it already has: a fork's copied prefix), as run by this
+        process until it ends (:meth:`end_orphans` ends it should this process die first)."""
         with self.db.writing() as session:
             if session.get(EpisodeRow, episode.id) is not None:
                 raise StudioError(f"Episode {episode.id} is already stored.")
             self._insert(session, episode)
+            if not episode.done:
+                session.execute(update(EpisodeRow).where(EpisodeRow.id == episode.id).values(runner=process_name()))
+
+    def end_orphans(self) -> int:
+        """End the episodes a process of this machine left running when it died (a crash, a kill, a
+        server stopped without its sessions closing): ``abandoned: ...``, never "running" for ever.
+        Episodes other machines run are left alone. How many were ended."""
+        with self.db.writing() as session:
+            rows = session.execute(
+                select(EpisodeRow.id, EpisodeRow.runner).where(
+                    EpisodeRow.ended_at.is_(None), EpisodeRow.runner.is_not(None)
+                )
+            ).all()
+            dead = [row.id for row in rows if process_gone(row.runner)]
+            if dead:
+                session.execute(
+                    update(EpisodeRow)
+                    .where(EpisodeRow.id.in_(dead), EpisodeRow.ended_at.is_(None))
+                    .values(end_reason=ORPHANED, ended_at=utc_now(), runner=None)
+                )
+            return len(dead)
 
     def add_step(self, episode: Episode, step: Step) -> None:
         """Record one step as soon as it is taken (its own transaction: a crash keeps it)."""
@@ -279,7 +304,9 @@ class EpisodeStore:
         """Record how the episode ended."""
         with self.db.writing() as session:
             session.execute(
-                update(EpisodeRow).where(EpisodeRow.id == episode.id).values(**self._episode_columns(episode))
+                update(EpisodeRow)
+                .where(EpisodeRow.id == episode.id)
+                .values(**self._episode_columns(episode), runner=None)
             )
 
     def save(self, episode: Episode, replace: bool = False) -> SaveResult:

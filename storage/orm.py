@@ -93,6 +93,9 @@ class EpisodeRow(Base):
     sweep_id: Mapped[str | None] = mapped_column(ID, index=True)
     sweep_cell: Mapped[int | None] = mapped_column(Integer)
     max_steps: Mapped[int | None] = mapped_column(Integer)  # the step limit it ran under (None: not recorded)
+    # The process that runs it ("HOST pid N"), while it runs: an episode left running by a process that
+    # died is ended at the next start. None for imported episodes.
+    runner: Mapped[str | None] = mapped_column(Text)
     length: Mapped[int] = mapped_column(Integer, default=0)
     total_return: Mapped[float] = mapped_column(Float, default=0.0)
 

@@ -8,9 +8,7 @@ resume runs its cell again, so a resumed sweep holds one episode per cell.
 
 from __future__ import annotations
 
-import os
 import re
-import socket
 import threading
 from collections import defaultdict
 from collections.abc import Callable
@@ -22,7 +20,7 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer
 
-from storage.db import Database
+from storage.db import Database, process_gone, process_name
 from storage.episodes import HEAVY_STEP_COLUMNS, complete_clause, episode_record, step_record
 from storage.orm import EpisodeRow, ModelRow, PairRow, StepLabelRow, StepRow, StepValueRow, SweepRow
 from studio.errors import StudioError
@@ -131,7 +129,7 @@ class SweepStore:
                 row = session.get(SweepRow, sweep_id)
                 if row is None:
                     raise StudioError("That sweep is not in this database.")
-                if _dead_here(row.lease_owner):  # its runner was on this machine and is gone: take over now
+                if process_gone(row.lease_owner):  # its runner was on this machine and is gone: take over now
                     taken = session.execute(
                         update(SweepRow)
                         .where(SweepRow.id == sweep_id, SweepRow.lease_owner == row.lease_owner)
@@ -263,23 +261,7 @@ STALE_SECONDS = 60.0
 
 def lease_owner() -> str:
     """A new runner's name: this host and process, and a random part (two runs in one process differ)."""
-    return f"{socket.gethostname()[:60]} pid {os.getpid()} run {new_id()[:8]}"
-
-
-def _dead_here(owner: str | None) -> bool:
-    """Whether a lease's owner ran on this machine in a process that is no longer running (killed,
-    crashed): its lease need not wait for the heartbeat to go stale."""
-    host, _, rest = (owner or "").partition(" pid ")
-    pid = rest.split(" ", 1)[0]
-    if host != socket.gethostname()[:60] or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    return f"{process_name()} run {new_id()[:8]}"
 
 
 def _owner_words(owner: str | None) -> str:

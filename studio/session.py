@@ -70,6 +70,8 @@ class StudioSession:
         ] = {}  # computed maps, not view state: the same question is not asked of the model twice
         self._policy_key: tuple[Any, ...] | None = None
         self._fork_modes: dict[tuple[str, str], tuple[str, str]] = {}  # per environment and options shown
+        self._frames: dict[tuple[Any, ...], Any] = {}  # steps' frames redrawn from their snapshots
+        self._drawer: Any = None  # the FrameDrawer of the episode whose frames were drawn last
         self._lock = threading.RLock()
         self._values_stop = threading.Event()
         """Set by :meth:`stop_values`: the running value estimate ends, keeping nothing."""
@@ -114,17 +116,26 @@ class StudioSession:
             self.registry.release(backend, self.id)
         self._policy_key = None
 
-    def close(self) -> None:
-        """The browser tab is gone: stop what runs, mark its unfinished episode abandoned, give the models back."""
+    def close(self, wait: float | None = None) -> None:
+        """The browser tab is gone (or the server stops): stop what runs, mark its unfinished episode
+        abandoned, give the models back. ``wait``: at most this many seconds for a running step to end
+        (at shutdown); None waits for it."""
         self.stop()
-        with self._lock:
+        self.stop_values()
+        held = self._lock.acquire(timeout=-1 if wait is None else wait)
+        try:
             if self.runner is not None:
                 try:
                     self.runner.abandon()
                 except StudioError:
                     pass  # the store refused the end note: the episode stays as it was stored
+        finally:
+            if held:
+                self._lock.release()
         for slot in SLOTS:
             self.unload_model(slot)
+        if self._drawer is not None:
+            self._drawer.close()
 
     def model_info(self, slot: str) -> dict[str, Any] | None:
         backend = self.models[_slot(slot)]
@@ -283,12 +294,38 @@ class StudioSession:
         )
 
     def current_frame(self) -> Any:
+        """The frame of the state the shown episode is in now: the live environment's, or for an episode
+        opened from the store the one after its last action (redrawn from its last snapshot)."""
         if self.viewing is None and self.runner is not None and self.runner.has_episode:
             return self.runner.env.render()
+        return self._drawn("final")
+
+    def step_frame(self, at: Any) -> Any:
+        """The frame the shown episode's step ``at`` acted on: the one it kept, else redrawn from its
+        snapshot (cached); None when it names no step or cannot be drawn here."""
+        step = self.step_at(at)
+        return None if step is None else self._drawn(step.index)
+
+    def _drawn(self, which: int | str) -> Any:
+        from studio.viz.video import FrameDrawer
+
         episode = self.episode
-        if episode is not None and episode.steps and episode.steps[-1].frame is not None:
-            return episode.steps[-1].frame
-        return None
+        if episode is None or not episode.steps:
+            return None
+        key = (episode.id, episode.length, which)
+        if key not in self._frames:
+            if self._drawer is None or self._drawer.episode is not episode:
+                if self._drawer is not None:
+                    self._drawer.close()
+                self._drawer = FrameDrawer(episode)
+            try:
+                frame = self._drawer.step(which) if isinstance(which, int) else self._drawer.final()
+            except StudioError:  # no frame, no snapshot, or an environment that cannot restore one here
+                frame = None
+            self._frames[key] = frame
+            while len(self._frames) > 64:  # a few episodes' worth of frames, not a growing store
+                self._frames.pop(next(iter(self._frames)))
+        return self._frames[key]
 
     def current_observation(self) -> str:
         if self.viewing is None and self.runner is not None and self.runner.has_episode:

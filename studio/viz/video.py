@@ -42,36 +42,62 @@ class VideoSummary:
         return dict(self.__dict__)
 
 
+class FrameDrawer:
+    """The frames of one episode's steps: the one a step kept, else redrawn from its snapshot in an
+    environment made on first need (closed by :meth:`close`). The views that follow the selected step,
+    videos, reports and the presentation all draw through it, so a CLI episode without ``--frames``
+    shows a frame everywhere."""
+
+    def __init__(self, episode: Episode) -> None:
+        self.episode = episode
+        self._env: Any = None
+
+    def _at(self, state: Any) -> Any:
+        if self._env is None:  # made once, on the first step that needs drawing
+            episode = self.episode
+            self._env = env_at(episode.env, episode.env_options, episode.seed, None)
+        self._env.restore(state)
+        return self._env
+
+    def step(self, index: int) -> np.ndarray:
+        """The frame step ``index`` acted on (one line when it has neither a frame nor a snapshot)."""
+        step = self.episode.steps[index]
+        if step.frame is not None:
+            return step.frame
+        if step.state is None:
+            raise StudioError(
+                f"Step {step.index} of episode {self.episode.id} has neither a frame nor a snapshot to draw."
+            )
+        return self._at(step.state).render()
+
+    def final(self) -> np.ndarray | None:
+        """The frame after the last action: its snapshot with the action taken again (environments are
+        deterministic from a snapshot); None when there is no step, snapshot or action to take."""
+        last = self.episode.steps[-1] if self.episode.steps else None
+        if last is None or last.state is None or not last.action:
+            return None
+        env = self._at(last.state)
+        env.step(last.action)
+        return env.render()
+
+    def close(self) -> None:
+        if self._env is not None:
+            self._env.close()
+            self._env = None
+
+
 def episode_frames(episode: Episode) -> list[np.ndarray]:
     """One frame per step (the observation it acted on), then the final one (after the last action).
 
     A step without a kept frame is drawn from its snapshot; the final frame from the last snapshot
     with the last action taken again (environments are deterministic from a snapshot)."""
-    env = None
-
-    def at(state: Any) -> Any:
-        nonlocal env
-        if env is None:  # made once, on the first step that needs drawing
-            env = env_at(episode.env, episode.env_options, episode.seed, None)
-        env.restore(state)
-        return env
-
-    frames: list[np.ndarray] = []
-    for step in episode.steps:
-        if step.frame is not None:
-            frames.append(step.frame)
-        elif step.state is not None:
-            frames.append(at(step.state).render())
-        else:
-            raise StudioError(f"Step {step.index} of episode {episode.id} has neither a frame nor a snapshot to draw.")
-    last = episode.steps[-1] if episode.steps else None
-    if last is not None and last.state is not None and last.action:
-        final = at(last.state)
-        final.step(last.action)
-        frames.append(final.render())
-    if env is not None:
-        env.close()
-    return frames
+    drawer = FrameDrawer(episode)
+    try:
+        frames = [drawer.step(index) for index in range(episode.length)]
+        final = drawer.final()
+        return frames + ([final] if final is not None else [])
+    finally:
+        drawer.close()
 
 
 def attention_frames(episode: Episode, frames: list[np.ndarray], backend: Any) -> list[np.ndarray]:
