@@ -36,10 +36,14 @@ def step_json(step: Step) -> dict[str, Any]:
 def build(state: gr.State) -> None:
     """Hidden inputs and a JSON output; the endpoints share the session state of their client."""
     with gr.Group(visible=False):
-        slot, model, device, dtype = gr.Textbox(), gr.Textbox(), gr.Textbox(), gr.Textbox()
-        env, options, seed, policy = gr.Textbox(), gr.Textbox(), gr.Number(precision=0), gr.Textbox()
-        action, max_steps = gr.Textbox(), gr.Number(precision=0)
-        result = gr.JSON()
+        # Labelled: the API page (/?view=api) describes each parameter by its component's label.
+        slot, model = gr.Textbox(label="slot: A or B"), gr.Textbox(label="model: default, a hub id, a folder, ...")
+        device, dtype = gr.Textbox(label="device: auto, cpu, cuda, mps"), gr.Textbox(label="dtype: auto, float32, ...")
+        env, options = gr.Textbox(label="environment, e.g. gridworld"), gr.Textbox(label="options as JSON")
+        seed, policy = gr.Number(precision=0, label="seed"), gr.Textbox(label="policy: react-a, expert, ...")
+        action = gr.Textbox(label="action: empty lets the policy decide")
+        max_steps = gr.Number(precision=0, label="steps (0: to the end)")
+        result = gr.JSON(label="result")
 
     @as_api_error
     def load_model(

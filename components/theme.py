@@ -65,6 +65,20 @@ document.addEventListener("keydown", (event) => {
     input.dispatchEvent(new Event("input", {bubbles: true}));
   });
 })();
+// /?view=api opens the API page. Gradio 6 reads the parameter but never loads the page it names (its
+// footer button does: toggled off and on, it loads and opens it), so the button is pressed here.
+(() => {
+  if (new URLSearchParams(location.search).get("view") !== "api") return;
+  let tries = 0;
+  const open = () => {
+    const button = document.querySelector("footer button.show-api");
+    if (document.querySelector(".api-docs")) return;
+    if (!button) { if (tries++ < 100) setTimeout(open, 200); return; }
+    button.click();  // off (the page thinks it is open)...
+    setTimeout(() => { if (!document.querySelector(".api-docs")) button.click(); }, 300);  // ...and on, loaded
+  };
+  setTimeout(open, 500);  // (Gradio adds this script to the page after it loaded)
+})();
 </script>
 """
 

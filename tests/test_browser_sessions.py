@@ -100,3 +100,28 @@ def _answers(url: str) -> bool:
         return True
     except OSError:
         return False
+
+
+def test_a_page_load_logs_no_traceback_and_view_api_opens_the_api_page(tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    from tests.live_server import server_log
+
+    with running_studio("--model", "none", "--db", str(tmp_path / "s.db")) as url:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                _one_step(page, url)
+                for tab in ("Plots", "Models", "Episodes", "Annotate", "Compare", "Jobs", "Episode"):
+                    page.get_by_role("tab", name=tab, exact=True).click()
+                    page.wait_for_timeout(600)
+                api = browser.new_page(viewport={"width": 1280, "height": 900})
+                api.goto(f"{url}?view=api")
+                api.locator(".api-docs", has_text="API documentation").wait_for(timeout=30_000)
+                for endpoint in ("/load_model", "/reset", "/step", "/run", "/get_episode"):
+                    assert endpoint in api.locator(".api-docs").inner_text()
+            finally:
+                browser.close()
+        log = server_log(url, 200_000)
+    assert "Traceback" not in log and "Error" not in log, log[-3000:]
