@@ -15,7 +15,7 @@ from typing import Any
 import gradio as gr
 
 from components.downloads import DownloadFolder
-from components.errors import as_message, refusal
+from components.errors import refused_into, as_message
 from storage import Store
 from storage.desk import DEFAULT_TAGS, AnnotationDesk
 from storage.export import export, format_names
@@ -382,7 +382,7 @@ def wire(
             labels.setdefault(label.step_index, label.label)  # first annotator's label shows; the overview has them all
         return [labels_html(episode, labels, index), index, message_html(message, kind)]
 
-    guarded_labels = refusal(lambda error, *values, **named: [gr.skip(), gr.skip(), message_html(str(error))])
+    guarded_labels = refused_into(panel.message)
 
     def use_current(session: StudioSession) -> list[Any]:
         episode = session.episode
@@ -439,6 +439,7 @@ def wire(
     for event in (panel.overview_tab.select, panel.overview_refresh.click):
         event(lambda: overview_html(store), None, [panel.overview], **private)
 
+    @refused_into(panel.overview, {panel.download: gr.DownloadButton(visible=False)})
     def make_export(fmt: str) -> list[Any]:
         folder = downloads.new_path(fmt) if downloads is not None else Path(tempfile.mkdtemp())
         folder.mkdir(parents=True, exist_ok=True)
@@ -453,7 +454,7 @@ def wire(
 
     panel.export_button.click(make_export, [panel.export_format], [panel.download, panel.overview], **private)
 
-    @refusal(lambda error, *args, **kwargs: [message_html(str(error)), gr.skip()])
+    @refused_into(panel.judge_message)
     def judge_the_queue(session: StudioSession, progress=gr.Progress()) -> list[Any]:
         backend = session.models["B"]
         if backend is None:

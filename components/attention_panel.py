@@ -13,7 +13,7 @@ from typing import Any
 
 import gradio as gr
 
-from components.errors import refusal
+from components.errors import refused_into
 from studio.analysis.attention import AGGREGATIONS
 from studio.envs.registry import env_at
 from studio.errors import StudioError
@@ -189,7 +189,7 @@ def output_names(session: StudioSession, at: float) -> list[Any]:
 def wire(panel: AttentionPanel, state: gr.State, selected: gr.Slider, jobs: JobQueue | None = None) -> None:
     private = dict(api_visibility="private", concurrency_limit=None)
 
-    @refusal(lambda error, *values: [message_html(str(error)), *[gr.skip()] * (len(panel.outputs) - 1)])
+    @refused_into(panel.message)
     def draw(session: StudioSession, at: float, *controls: Any) -> list[Any]:
         return render(session, at, *controls, jobs=jobs)
 

@@ -17,7 +17,7 @@ from typing import Any
 import gradio as gr
 
 from components.downloads import DownloadFolder
-from components.errors import refusal
+from components.errors import refused_into
 from storage import Store
 from storage.sweeps import SweepLease, SweepRecord
 from studio.errors import StudioError
@@ -277,7 +277,7 @@ def wire(
             out[panel.shown] = values["shown"]
         return out
 
-    refused = refusal(lambda error, *args: {panel.message: message_html(str(error))})
+    refused = refused_into(panel.message)
 
     @refused
     def refresh(sweep_id: str | None, shown: Any) -> dict[Any, Any]:
@@ -322,7 +322,7 @@ def wire(
             return {panel.message: message_html("Stopping: running episodes end after their current step.", "info")}
         return {panel.message: message_html("That sweep is not running.", "warning")}
 
-    @refusal(lambda error, *args: [gr.DownloadButton(visible=False), message_html(str(error))])
+    @refused_into(panel.message, {panel.report_download: gr.DownloadButton(visible=False)})
     def report(sweep_id: str | None) -> list[Any]:
         if not sweep_id:
             raise StudioError("Pick a sweep to report on.")

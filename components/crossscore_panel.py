@@ -8,7 +8,7 @@ from typing import Any
 
 import gradio as gr
 
-from components.errors import refusal
+from components.errors import refused_into
 from storage import Store
 from studio.crossscore import cross_score
 from studio.errors import StudioError
@@ -36,7 +36,7 @@ def build() -> CrossScorePanel:
 
 
 def wire(panel: CrossScorePanel, state: gr.State, store: Store | None, jobs: JobQueue) -> None:
-    @refusal(lambda error, *args, **kwargs: [message_html(str(error)), gr.skip(), gr.skip()])
+    @refused_into(panel.message)
     def score(session: StudioSession, progress=gr.Progress()) -> list[Any]:
         episode = session.stepped_episode()
         backend = session.models.get("B")

@@ -8,7 +8,7 @@ from typing import Any
 
 import gradio as gr
 
-from components.errors import as_message, refusal
+from components.errors import as_message, refused_into
 from storage import Store
 from studio.jobs import JobQueue, WebLimits
 from studio.session import ROLLOUT_POLICIES, StudioSession
@@ -69,7 +69,7 @@ def wire(
     within the operator's step budget."""
     private = dict(api_visibility="private", concurrency_limit=None)
 
-    @refusal(lambda error, *args, **kwargs: [message_html(str(error)), gr.skip(), gr.skip()])
+    @refused_into(panel.message)
     def estimate(
         session: StudioSession,
         at: Any,
