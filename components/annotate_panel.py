@@ -71,6 +71,7 @@ class AnnotatePanel:
     label_next: gr.Button
     label_note: gr.Textbox
     label_view: gr.HTML
+    label_frame: gr.Image
     # overview
     overview_tab: gr.Tab
     overview: gr.HTML
@@ -125,6 +126,7 @@ def build() -> AnnotatePanel:
                         show_label=False,
                         interactive=False,
                         height=150,
+                        format="png",
                         elem_id="as-pair-frame",
                         buttons=["fullscreen"],
                     )
@@ -166,7 +168,18 @@ def build() -> AnnotatePanel:
                 label_prev = gr.Button("Previous (K)", elem_id="as-label-prev")
                 label_next = gr.Button("Next (J)", elem_id="as-label-next")
             label_note = gr.Textbox(label="Note (optional)", lines=1)
-            label_view = gr.HTML(elem_id="as-label-view")
+            with gr.Row(equal_height=False):
+                label_frame = gr.Image(
+                    label="The step's frame",
+                    show_label=False,
+                    interactive=False,
+                    format="png",
+                    height=240,
+                    scale=2,
+                    elem_id="as-label-frame",
+                    buttons=["download"],
+                )
+                label_view = gr.HTML(elem_id="as-label-view", scale=5)
         with gr.Tab("Overview") as overview_tab:
             overview_refresh = gr.Button("Refresh", size="sm")
             overview = gr.HTML(elem_id="as-overview")
@@ -206,6 +219,7 @@ def build() -> AnnotatePanel:
         label_next=label_next,
         label_note=label_note,
         label_view=label_view,
+        label_frame=label_frame,
         overview_tab=overview_tab,
         overview=overview,
         overview_refresh=overview_refresh,
@@ -247,10 +261,13 @@ def render_pair(desk: AnnotationDesk, message: str = "", kind: str = "info") -> 
             *cleared,
         ]
     context = context_html(item.instruction, item.history, item.observation, item.step_index)
+    frame = item.frame
+    if frame is None and item.context is not None:  # no frame kept (a CLI run): redrawn from the snapshot
+        frame = desk.store.episodes.step_frame(*item.context)
     return [
         progress,
         context,
-        item.frame,
+        frame,
         side_html("Left", item.left),
         side_html("Right", item.right),
         message_html(message, kind),
@@ -369,18 +386,20 @@ def wire(
     panel.tag_set.blur(set_tags, [desk_state, panel.tag_set], [desk_state, panel.tags], **private)
 
     # -- step labels ---------------------------------------------------------------------------
-    label_outputs = [panel.label_view, panel.label_step, panel.message]
+    label_outputs = [panel.label_view, panel.label_step, panel.message, panel.label_frame]
 
     def show_labels(episode_id: str, at: float, message: str = "", kind: str = "info") -> list[Any]:
         episode_id = (episode_id or "").strip()
         if not episode_id:
-            return [labels_html(None, {}, None), 0, message_html(message, kind)]
+            return [labels_html(None, {}, None), 0, message_html(message, kind), None]
         episode = store.episodes.get(episode_id)
         index = max(0, min(whole_number(at, "The step"), episode.length - 1))
         labels = {}
         for label in store.preferences.step_labels(episode_id):
             labels.setdefault(label.step_index, label.label)  # first annotator's label shows; the overview has them all
-        return [labels_html(episode, labels, index), index, message_html(message, kind)]
+        # The step being labelled shows its own frame (redrawn from its snapshot when none was kept).
+        frame = store.episodes.step_frame(episode_id, index) if episode.length else None
+        return [labels_html(episode, labels, index), index, message_html(message, kind), frame]
 
     guarded_labels = refused_into(panel.message)
 

@@ -113,7 +113,7 @@ class EpisodePanel:
         first, second = output_choices(step)
         return {
             self.frame: session.current_frame(),
-            self.observation: session.current_observation(),
+            self.observation: gr.Textbox(value=session.current_observation(), label=NOW_LABEL),
             self.status: message_html(status, kind if message else "info"),
             self.human_action: gr.Dropdown(choices=actions, value=None),
             self.timeline: timeline_html(episode, index if count else None, mode, session.read_only),
@@ -150,6 +150,10 @@ FORK_WORDS = {
 }
 
 
+#: The observation box's label while it shows the current state (a selected step's says so instead).
+NOW_LABEL = "Observation (now)"
+
+
 def fork_words(session: StudioSession) -> str:
     """How a fork of the shown episode comes back, in one sentence."""
     mode, note = session.fork_mode()
@@ -180,12 +184,13 @@ def build(state: gr.State, sample_env: str = "gridworld") -> EpisodePanel:
                     show_label=False,
                     interactive=False,
                     height=280,
+                    format="png",  # lossless: a map's cells and an attention overlay stay exact
                     elem_id="as-frame",
                     buttons=["download", "fullscreen"],
                     min_width=220,
                 )
                 observation = gr.Textbox(
-                    label="Observation",
+                    label=NOW_LABEL,
                     lines=10,
                     max_lines=16,
                     interactive=False,
@@ -461,10 +466,13 @@ def wire(
     panel.stop.click(lambda session: session.stop(), [state], None, queue=False, api_visibility="private")
 
     def select(session: StudioSession, at: float, mode: str) -> Views:
+        """A step was picked (a card clicked, the slider moved): its own frame and observation, what it
+        acted on, replace the current state's (redrawn from its snapshot when no frame was kept)."""
         episode = session.episode
         step = session.step_at(at)
         first, second = output_choices(step)
         return {
+            **selected_view(session, step),
             panel.timeline: timeline_html(episode, step.index if step else None, mode, session.read_only),
             panel.candidates: candidates_html(step, mode),
             panel.distribution: _distribution(step),
@@ -474,6 +482,8 @@ def wire(
         }
 
     views = [
+        panel.frame,
+        panel.observation,
         panel.timeline,
         panel.candidates,
         panel.distribution,
@@ -483,6 +493,14 @@ def wire(
     ]
     panel.selected.input(select, [state, panel.selected, panel.colour], views, **private)
     panel.colour.change(select, [state, panel.selected, panel.colour], views, **private)
+
+    def selected_view(session: StudioSession, step: Any) -> Views:
+        if step is None:
+            return {panel.frame: session.current_frame(), panel.observation: gr.Textbox(label=NOW_LABEL)}
+        return {
+            panel.frame: session.step_frame(step.index),
+            panel.observation: gr.Textbox(value=step.observation, label=f"Step {step.index} acted on this"),
+        }
 
     def show_prompt(session: StudioSession, at: float) -> str:
         step = session.step_at(at)

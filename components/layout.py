@@ -167,9 +167,9 @@ def build_app(services: Services) -> gr.Blocks:
             show_progress="hidden",
         )
 
-        def show_plots(session: StudioSession, visible: bool) -> dict[Any, Any]:
+        def show_plots(session: StudioSession, visible: bool, selected: Any = None) -> dict[Any, Any]:
             render.show_plots(session, visible)
-            return {state: session, **(plots.render(session, services.store) if visible else {})}
+            return {state: session, **(plots.render(session, services.store, selected) if visible else {})}
 
         for tab in (
             episode_tab,
@@ -185,10 +185,11 @@ def build_app(services: Services) -> gr.Blocks:
                 api_visibility="private",
                 concurrency_limit=None,
             )
-        plots_tab.select(
-            lambda session: show_plots(session, True),
-            [state],
+        plots_tab.select(  # the Episode tab's selected step is marked (the raw value: step_at checks it)
+            lambda session, selected: show_plots(session, True, selected),
+            [state, episode.selected],
             [state, *plots.outputs],
+            preprocess=False,
             api_visibility="private",
             concurrency_limit=None,
         )

@@ -27,9 +27,12 @@ class PlotsPanel:
     def outputs(self) -> list[Any]:
         return [self.overlay, self.path, self.signals, self.note]
 
-    def render(self, session: StudioSession, store: Store | None) -> dict[Any, Any]:
-        """The plots of the episode shown (and its overlay), by component."""
+    def render(self, session: StudioSession, store: Store | None, selected: Any = None) -> dict[Any, Any]:
+        """The plots of the episode shown (and its overlay), by component; the ``selected`` step (the
+        Episode tab's selection) marked, its own map under the path."""
         episode = session.episode
+        step = session.step_at(selected) if selected is not None else None
+        at = step.index if step is not None else None
         overlay = (
             session.overlay
             if session.overlay is not None and episode is not None and session.overlay.id != episode.id
@@ -38,7 +41,7 @@ class PlotsPanel:
         path, note = None, ""
         if episode is not None and episode.steps:
             try:
-                path = path_figure(make_env(episode.env, episode.env_options), episode, overlay)
+                path = path_figure(make_env(episode.env, episode.env_options), episode, overlay, at)
             except StudioError as exc:  # e.g. an imported episode of an environment this studio does not have
                 note = message_html(f"No path: {exc}", "warning")
             if path is None and not note:
@@ -46,7 +49,7 @@ class PlotsPanel:
         return {
             self.overlay: gr.Dropdown(choices=overlay_choices(store, episode), value=overlay.id if overlay else None),
             self.path: path,
-            self.signals: signals_figure(episode, overlay),
+            self.signals: signals_figure(episode, overlay, at),
             self.note: note,
         }
 

@@ -482,6 +482,32 @@ class EpisodeStore:
                 for row, model_name in session.execute(query)
             ]
 
+    def step_frame(self, episode_id: str, index: int) -> Any:
+        """The frame step ``index`` of an episode acted on: the one it kept, else redrawn from its
+        snapshot (an episode run without ``--frames``); None when neither can give one here."""
+        from studio.envs.registry import env_at
+
+        with self.db.reading() as session:
+            row = session.execute(
+                select(StepRow.frame, StepRow.state, EpisodeRow.env, EpisodeRow.env_options, EpisodeRow.seed)
+                .join(EpisodeRow, StepRow.episode_id == EpisodeRow.id)
+                .where(StepRow.episode_id == episode_id, StepRow.index == index)
+            ).first()
+        if row is None:
+            return None
+        if row.frame is not None:
+            return png_to_frame(row.frame)
+        if row.state is None:
+            return None
+        try:
+            env = env_at(row.env, row.env_options, row.seed, row.state)
+        except StudioError:  # an environment this studio cannot make or restore here
+            return None
+        try:
+            return env.render()
+        finally:
+            env.close()
+
     def env_names(self) -> list[str]:
         """Every environment name the stored episodes ran in, sorted."""
         with self.db.reading() as session:

@@ -103,6 +103,7 @@ class _PageLoader:
             left=left,
             right=right,
             swapped=row.swapped,
+            context=(row.left_episode_id, index),
         )
 
     def _output(self, episode_id: str, index: int, candidate_id: str | None) -> ShownSide:

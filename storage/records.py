@@ -106,6 +106,9 @@ class QueueItem:
     right: ShownSide
     swapped: bool
     """True when the stored right side is shown on the left (the store maps choices back)."""
+    context: tuple[str, int] | None = None
+    """The episode and step the shared context is (not shown: the view redraws its frame when none
+    was kept, :meth:`storage.episodes.EpisodeStore.step_frame`)."""
 
 
 @dataclass

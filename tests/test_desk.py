@@ -73,3 +73,24 @@ def test_opening_the_tab_keeps_the_name_submitted_meanwhile(tmp_path: Path) -> N
     assert "ada: 0 judged of 3 pairs" in progress
     assert desk.lock.acquire(blocking=False)  # every handler releases the desk
     desk.lock.release()
+
+
+def test_a_pair_whose_step_kept_no_frame_shows_it_redrawn_from_the_snapshot(tmp_path: Path) -> None:
+    import numpy as np
+
+    from components.annotate_panel import render_pair
+    from studio.envs.registry import env_at
+    from tests.store_helpers import run_react
+
+    with open_store(tmp_path / "s.db") as store:
+        episode = run_react(store, seed=2, steps=2, candidates=3, frames=False)  # as the CLI runs without --frames
+        store.preferences.pairs_from_candidates()
+        desk = AnnotationDesk(store)
+        desk.configure("ada")
+        item = desk.next()
+        assert item is not None and item.frame is None and item.context == (episode.id, item.step_index)
+        step = episode.steps[item.step_index]
+        drawn = env_at(episode.env, episode.env_options, episode.seed, step.state).render()
+        assert np.array_equal(store.episodes.step_frame(*item.context), drawn)
+        assert np.array_equal(render_pair(desk)[2], drawn)  # what the Pairs view shows beside the context
+        assert store.episodes.step_frame(episode.id, 99) is None

@@ -70,8 +70,9 @@ def _series(episode: Episode, name: str) -> tuple[list[int], list[float | None]]
     return [s.index for s in episode.steps], values
 
 
-def signals_figure(episode: Episode | None, overlay: Episode | None = None) -> go.Figure:
-    """Reward and return; entropy, chosen-action probability and mean token logprob; latency; tokens."""
+def signals_figure(episode: Episode | None, overlay: Episode | None = None, selected: int | None = None) -> go.Figure:
+    """Reward and return; entropy, chosen-action probability and mean token logprob; latency; tokens;
+    the ``selected`` step marked by a line across them."""
     figure = make_subplots(
         rows=4,
         cols=1,
@@ -143,6 +144,11 @@ def signals_figure(episode: Episode | None, overlay: Episode | None = None) -> g
             )
     figure.update_layout(**LAYOUT, height=720, barmode="group", showlegend=True)
     figure.update_xaxes(title_text="step", row=4, col=1, dtick=_step_dtick(episode))
+    if selected is not None and episodes and 0 <= selected < episode.length:  # type: ignore[union-attr]
+        figure.add_vline(x=selected, line=dict(color=SELECTED_COLOUR, width=2, dash="dot"), opacity=0.8)
+        figure.add_annotation(
+            text=f"step {selected}", x=selected, y=1.0, xref="x", yref="paper", showarrow=False, yshift=14
+        )
     if not episodes:
         figure.add_annotation(
             text="No steps yet: press Step", showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5
@@ -150,17 +156,21 @@ def signals_figure(episode: Episode | None, overlay: Episode | None = None) -> g
     return figure
 
 
-def path_figure(env: Any, episode: Episode | None, overlay: Episode | None = None) -> go.Figure | None:
-    """The agent's path drawn over the map (environments that know where the agent is), else None."""
+def path_figure(
+    env: Any, episode: Episode | None, overlay: Episode | None = None, selected: int | None = None
+) -> go.Figure | None:
+    """The agent's path drawn over the map (environments that know where the agent is), else None;
+    with ``selected``, over that step's own map (what it acted on), the agent there ringed."""
     if episode is None or not episode.steps or episode.steps[0].state is None:
         return None
-    env.rewind(
-        episode.seed, episode.steps[0].state
-    )  # the episode may come from a file: checked, one line if it does not fit
+    shown = selected if selected is not None and 0 <= selected < episode.length else 0
+    state = episode.steps[shown].state if episode.steps[shown].state is not None else episode.steps[0].state
+    env.rewind(episode.seed, state)  # the episode may come from a file: checked, one line if it does not fit
     if _agent_xy(env, episode.steps[0].state) is None:
         return None
     figure = go.Figure()
-    figure.add_trace(go.Image(source=png_data_uri(env.render())))  # a PNG, not a JSON array of pixels
+    frame = episode.steps[shown].frame if episode.steps[shown].frame is not None else env.render()
+    figure.add_trace(go.Image(source=png_data_uri(frame)))  # a PNG, not a JSON array of pixels
     for number, item in enumerate(e for e in (episode, overlay) if e is not None and e.steps):
         points = path_points(env, item)
         offset = 4 * number  # two paths over the same cells stay apart
@@ -174,10 +184,25 @@ def path_figure(env: Any, episode: Episode | None, overlay: Episode | None = Non
             text=[f"step {i}" for i in range(len(points))],
             hoverinfo="text",
         )
-    figure.update_layout(**LAYOUT, height=480, title="path (start: step 0)")
+    where = _agent_xy(env, state) if selected is not None else None
+    if where is not None:
+        figure.add_scatter(
+            x=[where[0]],
+            y=[where[1]],
+            mode="markers",
+            name=f"step {shown}",
+            marker=dict(size=22, color="rgba(0,0,0,0)", line=dict(color=SELECTED_COLOUR, width=3)),
+            hoverinfo="name",
+        )
+    title = "path (start: step 0)" if selected is None else f"path, over the map step {shown} acted on"
+    figure.update_layout(**LAYOUT, height=480, title=title)
     figure.update_xaxes(visible=False)
     figure.update_yaxes(visible=False)
     return figure
+
+
+#: The colour that marks the selected step in the plots.
+SELECTED_COLOUR = "#db2777"
 
 
 def path_points(env: Any, episode: Episode) -> list[tuple[float, float]]:
