@@ -430,7 +430,8 @@ def wire(
                 else:
                     note, kind = _step_note(item), "info" if item.valid else "warning"
                     if several:  # a run shows each step as it comes; a single step shows once, ready for the next
-                        yield {state: session, **render(session, note, kind, None, mode)}
+                        # The stored step replaces its live card now, not when the next step's first token comes.
+                        yield {state: session, **render(session, note, kind, None, mode), panel.live: ""}
             yield {state: session, **render(session, note, kind, None, mode), panel.live: ""}
         except StudioError as exc:
             yield {state: session, **render(session, str(exc), _kind(exc), None, mode), panel.live: ""}

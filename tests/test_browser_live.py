@@ -42,11 +42,20 @@ def test_a_step_of_the_default_model_streams_with_the_frame_in_view(default_stud
     assert page.locator("#as-live .as-live").count() == 0  # the live card became the step card
     page.locator("#as-database", has_text="1 episode stored").wait_for(timeout=10_000)  # the header is current
 
-    # Run N: the trace follows the newest step.
+    # Run N: the trace follows the newest step, and a stored step's live card goes the moment it is stored
+    # (it lingered as "Step 0 · writing… 72 s" until the next step's first token).
+    page.evaluate(
+        """() => { window.asStale = 0; window.asWatch = setInterval(() => {
+            const live = document.querySelector('#as-live .as-live .as-index');
+            const stored = document.querySelectorAll('#as-timeline .as-step').length;
+            if (live && Number(live.textContent.replace('Step ', '')) < stored) window.asStale += 1;
+        }, 50); }"""
+    )
     page.locator("#as-run-count input").fill("3")
     page.click("#as-run-n")
     wait_steps(page, 4)
     page.wait_for_function("!document.querySelector('#as-live .as-live')", timeout=30_000)
+    assert page.evaluate("() => { clearInterval(window.asWatch); return window.asStale; }") <= 4  # 200 ms at most
     assert in_view(page, "#as-timeline .as-step[data-step='3']", "#as-trace")
 
     # Clicking a card selects that step.
