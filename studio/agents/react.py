@@ -42,6 +42,7 @@ from studio.models.base import (
     PrefixSession,
     SamplingParams,
     TokenListener,
+    stopping,
 )
 from studio.settings import EpisodeSettings, default_temperature
 from studio.trace import Candidate, Episode, Step, TokenInfo
@@ -268,14 +269,15 @@ class ReActPolicy:
         messages = self._fit(episode, observation)
         images = [observation.frame] if self.backend.capabilities.images and observation.frame is not None else None
         bins = getattr(self.env, "discretiser", None)
-        if self.config.action_mode == "score" and observation.valid_actions:
-            decision = self._act_by_scoring(messages, observation, images, should_stop)
-        elif self.config.action_mode == "score" and bins is not None and self.backend.capabilities.scoring:
-            decision = self._act_by_bins(messages, images, should_stop, bins)
-        else:
-            decision = self._act_by_generating(messages, images, should_stop)
-            if self.config.action_mode == "score":
-                decision.extra["action_mode"] = "generate (no finite action set)"
+        with stopping(should_stop):  # every model call of this step gives up waiting for the device on Stop
+            if self.config.action_mode == "score" and observation.valid_actions:
+                decision = self._act_by_scoring(messages, observation, images, should_stop)
+            elif self.config.action_mode == "score" and bins is not None and self.backend.capabilities.scoring:
+                decision = self._act_by_bins(messages, images, should_stop, bins)
+            else:
+                decision = self._act_by_generating(messages, images, should_stop)
+                if self.config.action_mode == "score":
+                    decision.extra["action_mode"] = "generate (no finite action set)"
         decision.prompt = messages
         decision.extra["history_start"] = self.history_start
         if step_seed is not None:

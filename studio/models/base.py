@@ -17,8 +17,12 @@ session), never in the backend, which is shared by every session.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import re
+import threading
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
@@ -443,3 +447,33 @@ def message_text(content: Any) -> str:
         if isinstance(content, list)
         else str(content)
     )
+
+
+#: The Stop of the step the current thread is deciding (set by :func:`stopping`): a backend waiting
+#: for its device polls it, so that Stop works while another session holds the device.
+_STOP_CHECK: contextvars.ContextVar[Callable[[], bool] | None] = contextvars.ContextVar("stop_check", default=None)
+#: How often a caller waiting for the device looks at its Stop (seconds).
+LOCK_POLL_S = 0.05
+
+
+@contextlib.contextmanager
+def stopping(check: Callable[[], bool] | None) -> Iterator[None]:
+    """Within the block, this thread's model calls give up waiting for the device once ``check()`` is true."""
+    token = _STOP_CHECK.set(check)
+    try:
+        yield
+    finally:
+        _STOP_CHECK.reset(token)
+
+
+def acquire_unless_stopped(lock: threading.Lock | threading.RLock, check: Callable[[], bool] | None = None) -> bool:
+    """Take ``lock``, waiting as long as it takes unless ``check()`` (or the thread's :func:`stopping`
+    check) becomes true first: False then, and the lock is not held."""
+    checks = [c for c in (check, _STOP_CHECK.get()) if c is not None]
+    if not checks:
+        lock.acquire()
+        return True
+    while not lock.acquire(timeout=LOCK_POLL_S):
+        if any(c() for c in checks):
+            return False
+    return True

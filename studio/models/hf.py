@@ -33,13 +33,15 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from studio.errors import StudioError
+from studio.errors import Interrupted, StudioError
 from studio.models.base import (
     Backend,
     Batcher,
+    CacheStats,
     Capabilities,
     GenerateCall,
     GenerateResult,
+    Generation,
     Message,
     ModelCard,
     no_progress,
@@ -47,6 +49,7 @@ from studio.models.base import (
     ProgressCallback,
     SamplingParams,
     ScoreCall,
+    acquire_unless_stopped,
     ScoreResult,
     Stop,
     TokenListener,
@@ -295,12 +298,18 @@ class TransformersBackend(Backend):
         """
         call = GenerateCall(messages, n, sampling, stop, images, session, should_stop, assistant_prefix, on_token)
         prepared = self._prepare(call)
-        with self.lock, torch.inference_mode():
-            try:
+        if not acquire_unless_stopped(self.lock, prepared.should_stop):  # Stop while another session decodes
+            return GenerateResult(
+                [Generation("", [], "interrupted") for _ in range(n)], CacheStats(prompt_tokens=len(prepared.ids))
+            )
+        try:
+            with torch.inference_mode():
                 return decode(self, prepared)
-            except torch.OutOfMemoryError:
-                prepared.session.reset()
-                raise StudioError(self._out_of_memory()) from None
+        except torch.OutOfMemoryError:
+            prepared.session.reset()
+            raise StudioError(self._out_of_memory()) from None
+        finally:
+            self.lock.release()
 
     def generate_many(self, calls: list[GenerateCall]) -> list[GenerateResult | StudioError]:
         """Decode several callers' prompts as one batch (a :class:`TransformersBatcher` they all join
@@ -354,11 +363,16 @@ class TransformersBackend(Backend):
         session = session if session is not None else PrefixSession()
         call = ScoreCall(messages, continuations, images, session, assistant_prefix, end_with_eos)
         ids, extra, pieces = self._prepare_score(call)
-        with self.lock, torch.inference_mode():
-            first_logits, stats = prefill(self, session, ids, extra, images)
-            result = score_packed(self, session, len(ids), first_logits, pieces)
-            result.cache = stats
-            return result
+        if not acquire_unless_stopped(self.lock):  # Stop (the step's, see base.stopping) while another session decodes
+            raise Interrupted("Stopped: the output being generated was dropped and the environment was not stepped.")
+        try:
+            with torch.inference_mode():
+                first_logits, stats = prefill(self, session, ids, extra, images)
+                result = score_packed(self, session, len(ids), first_logits, pieces)
+                result.cache = stats
+                return result
+        finally:
+            self.lock.release()
 
     # -- attention ---------------------------------------------------------------------------------
     def attention(
