@@ -161,7 +161,9 @@ class PairMaking:
             yield step.env, outputs
 
     def pairs_from_episodes(self, env: str | None = None) -> PairsMade:
-        """Trajectory pairs: every two finished episodes with the same environment, options and seed.
+        """Trajectory pairs: every two finished episodes with the same environment, options and seed
+        whose trajectories differ (two runs that wrote the same outputs at every step are not queued:
+        ``identical`` counts them).
 
         Forks are left out (they share their parent's first steps); pair them by hand. So are
         episodes their user abandoned (reset, forked or closed the tab before the end).
@@ -177,14 +179,32 @@ class PairMaking:
             groups: dict[tuple[str, str, int | None], list[str]] = defaultdict(list)
             for row in session.execute(query.order_by(EpisodeRow.started_at, EpisodeRow.id)):
                 groups[(row.env, json.dumps(row.env_options, sort_keys=True), row.seed)].append(row.id)
+        groups = {group: ids for group, ids in groups.items() if len(ids) > 1}
+        trajectories = self._trajectories([i for ids in groups.values() for i in ids])
         made = PairsMade()
-        rows = (
-            self._pair_row("trajectory", "episodes", group[0], SideRef(a), SideRef(b))
-            for group, ids in groups.items()
-            for a, b in combinations(ids, 2)
-        )
-        made.created, made.already_there = self._insert_pairs(rows)
+        chosen = []
+        for group, ids in groups.items():
+            for a, b in combinations(ids, 2):
+                if trajectories[a] == trajectories[b]:  # the same outputs, step for step: nothing to judge
+                    made.identical += 1
+                else:
+                    chosen.append(self._pair_row("trajectory", "episodes", group[0], SideRef(a), SideRef(b)))
+        made.created, made.already_there = self._insert_pairs(chosen)
         return made
+
+    def _trajectories(self, episode_ids: list[str]) -> dict[str, tuple[str, ...]]:
+        """Each episode's outputs step by step (what a trajectory pair shows as its side)."""
+        outputs: dict[str, list[str]] = {episode_id: [] for episode_id in episode_ids}
+        with self.db.reading() as session:
+            for start in range(0, len(episode_ids), 500):
+                query = (
+                    select(StepRow.episode_id, StepRow.raw, StepRow.action)
+                    .where(StepRow.episode_id.in_(episode_ids[start : start + 500]))
+                    .order_by(StepRow.episode_id, StepRow.index)
+                )
+                for row in session.execute(query):
+                    outputs[row.episode_id].append(row.raw or row.action or "")
+        return {episode_id: tuple(steps) for episode_id, steps in outputs.items()}
 
     def add_pair(self, left: str, right: str) -> PairRecord:
         """A pair picked by hand: two episode ids, or two outputs at a step.
@@ -206,6 +226,10 @@ class PairMaking:
                 "These two outputs were produced at different steps or observations; they cannot share a context."
             )
         kind = "trajectory" if left_ref.step_index is None else "step"
+        if kind == "trajectory":
+            trajectories = self._trajectories([left_ref.episode_id, right_ref.episode_id])
+            if trajectories[left_ref.episode_id] == trajectories[right_ref.episode_id]:
+                raise StudioError("These two episodes wrote the same outputs at every step: there is nothing to judge.")
         row = self._pair_row(kind, "manual", left_env, left_ref, right_ref)
         created, _ = self._insert_pairs([row])
         with self.db.reading() as session:

@@ -71,6 +71,18 @@ def test_episodes_on_the_same_task_make_trajectory_pairs(store: Store) -> None:
     assert unfinished is not None and fork.id not in {pair.left.episode_id, pair.right.episode_id}
 
 
+def test_identical_trajectories_are_not_queued(store: Store) -> None:
+    first = run_scripted(store, "expert", seed=4)
+    again = run_scripted(store, "expert", seed=4)  # the expert is deterministic: the same outputs, step for step
+    other = run_scripted(store, "random", seed=4, max_steps=5)
+    made = store.preferences.pairs_from_episodes()
+    assert (made.created, made.identical) == (2, 1)
+    sides = {frozenset((p.left.episode_id, p.right.episode_id)) for p in store.preferences.pairs(kind="trajectory")}
+    assert sides == {frozenset((first.id, other.id)), frozenset((again.id, other.id))}
+    with pytest.raises(StudioError, match="same outputs at every step"):
+        store.preferences.add_pair(first.id, again.id)
+
+
 def test_pairs_by_hand(store: Store) -> None:
     first = run_react(store, seed=0, steps=2)
     second = run_scripted(store, "expert", seed=0)
