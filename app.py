@@ -441,7 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     judge.add_argument(
         "--model", required=True, help="the judge: any model that can score text (default, a hub id, a URL...)"
     )
-    judge.add_argument("--limit", type=int, default=None, help="at most this many pairs (default: all)")
+    judge.add_argument("--limit", type=_positive_int, default=None, help="at most this many pairs (default: all)")
     judge.add_argument("--kind", choices=["step", "trajectory"], default=None, help="only pairs of this kind")
     judge.add_argument("--env", default=None, help="only pairs on this environment")
     judge.add_argument("--source", default=None, help="only pairs from this source (candidates, episodes, manual, mc)")
@@ -461,6 +461,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="who acts in the rollouts (react: --model)",
     )
     values.add_argument("--horizon", type=int, default=None, help="steps a rollout may take (default: to the end)")
+    values.add_argument(
+        "--max-steps",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="the step limit rollouts end at, as for run (default: the episode's own)",
+    )
     values.add_argument("--seed", type=int, default=0, help="rollout i uses seed+i (default 0)")
     values.add_argument(
         "--discount",
@@ -1266,12 +1273,36 @@ def rollout_policies(name: str, model: str, seed: int) -> tuple[Any, Any]:
     return rollout_policy_factory("model", seed), ModelRegistry().load(model)
 
 
+def check_values_arguments(args: argparse.Namespace, episode: Any) -> list[int]:
+    """Every argument of ``values`` checked before anything is computed or stored (one line each):
+    the steps to value."""
+    if args.mc_labels is not None and not 0 <= args.mc_labels <= 1:
+        raise StudioError(f"--mc-labels is a fraction of rollouts from 0 to 1, got {args.mc_labels:g}.")
+    if not 1 <= args.rollouts <= 1000:
+        raise StudioError(f"--rollouts must be from 1 to 1000, got {args.rollouts}.")
+    if args.horizon is not None and args.horizon < 0:
+        raise StudioError(f"--horizon must be 0 or more steps, got {args.horizon}.")
+    if not 0 < args.discount <= 1:
+        raise StudioError(f"--discount must be in (0, 1], got {args.discount:g}.")
+    if not 0 <= args.seed <= 2**31 - 1:
+        raise StudioError(f"--seed must be from 0 to {2**31 - 1}, got {args.seed}.")
+    if not episode.steps:
+        raise StudioError(f"Episode {episode.id} has no steps to value.")
+    if args.step is not None and not 0 <= args.step < episode.length:
+        raise StudioError(f"Episode {episode.id} has no step {args.step} (steps 0 to {episode.length - 1}).")
+    steps = [args.step] if args.step is not None else list(range(episode.length))
+    missing = [index for index in steps if episode.steps[index].state is None]
+    if missing:
+        raise StudioError(f"Step {missing[0]} has no environment snapshot: its values cannot be estimated.")
+    return steps
+
+
 def cmd_values(args: argparse.Namespace) -> int:
     from studio.values import estimate_step_values
 
     store = open_cli_store(args, create=False)
     episode = store.episodes.get(args.episode)
-    steps = [args.step] if args.step is not None else list(range(episode.length))
+    steps = check_values_arguments(args, episode)
     policies, backend = rollout_policies(args.rollout_policy, args.model, args.seed)
     stored = []
     for index in steps:
@@ -1284,6 +1315,7 @@ def cmd_values(args: argparse.Namespace) -> int:
             horizon=args.horizon,
             seed=args.seed,
             discount=args.discount,
+            max_steps=args.max_steps,
             model=backend,
             parallel=args.parallel,
         )
@@ -1382,8 +1414,9 @@ def _alpha_text(report: dict[str, Any]) -> str:
     return "n/a (one label throughout)" if alpha is None else f"{alpha:.3f}"
 
 
-def check_listen_address(host: str, port: int) -> None:
-    """Fail now, in one line, if ``host:port`` cannot be served (not an address, not ours, in use)."""
+def check_listen_address(host: str, port: int) -> int:
+    """Fail now, in one line, if ``host:port`` cannot be served (not an address, not ours, in use);
+    the port to serve on (port 0: a free one, chosen here, so the address printed is the real one)."""
     import errno
     import socket
 
@@ -1395,6 +1428,7 @@ def check_listen_address(host: str, port: int) -> None:
     try:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind(address)
+        return int(probe.getsockname()[1])
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise StudioError(f"Port {port} on {host} is in use (another studio?): pick another with --port.") from None
@@ -1426,7 +1460,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     # Everything the operator can get wrong fails here, before a model loads or a port opens.
     credentials = load_credentials(args.auth, args.auth_file)
-    check_listen_address(args.host, args.port)
+    args.port = check_listen_address(args.host, args.port)
     require_auth_beyond_loopback(args.host, credentials)
     access = ModelAccess(
         trust_remote_code=args.trust_remote_code, model_dirs=tuple(args.models_dir), servers=tuple(args.allow_server)
@@ -1560,6 +1594,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`stats --json | head`): what it wanted it has; no traceback, and no
+        # second error when Python flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:
         if not type(exc).__module__.startswith("sqlalchemy"):
             raise

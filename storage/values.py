@@ -75,6 +75,7 @@ class ValueKeeping:
                     "lengths": value.lengths,
                     "seeds": value.seeds,
                     "discount": value.discount,
+                    "max_steps": value.max_steps,
                 }
                 row.created_at = precise_now()
             return len(values)
@@ -137,6 +138,7 @@ class ValueKeeping:
                 seeds=list(detail.get("seeds", [])),
                 valid=row.valid,
                 discount=float(detail.get("discount", 1.0)),
+                max_steps=detail.get("max_steps"),
             )
             yield value, env, row.candidate_id
 

@@ -67,13 +67,17 @@ class StepValue:
     discount: float = 1.0
     """Returns are discounted: reward t steps after the action counts gamma**t (1: undiscounted,
     below 1: a shorter way to the goal is worth more)."""
+    max_steps: int | None = None
+    """The step limit the rollouts ended at, where it was not the episode's own (None: the episode's:
+    a rollout from step 96 of a 100-step episode has 4 steps left, not 100)."""
 
     @property
     def settings(self) -> str:
         """The estimate's settings as a short name (``expert-m4-h5``): MC labels' annotator name."""
         horizon = "end" if self.horizon is None else f"h{self.horizon}"
         discount = "" if self.discount == 1 else f"-g{self.discount:g}"
-        return f"{self.rollout_policy}-m{self.rollouts}-{horizon}{discount}"
+        limit = "" if self.max_steps is None else f"-s{self.max_steps}"
+        return f"{self.rollout_policy}-m{self.rollouts}-{horizon}{discount}{limit}"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -212,6 +216,7 @@ def estimate_step_values(
                 seeds=[seed + i for i in range(rollouts)],
                 valid=all(o[3] for o in mine),
                 discount=float(discount),
+                max_steps=max_steps,
             )
         )
     return values

@@ -296,3 +296,50 @@ def test_the_cli_offers_the_stores_pair_sources_and_starts_without_the_store() -
     code = "import sys, app; app.build_parser(); print(sorted(m for m in ('sqlalchemy', 'storage', 'gradio') if m in sys.modules))"
     loaded = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert loaded.stdout.strip() == "[]", loaded.stderr
+
+
+def test_small_cli_seams_are_one_line(tmp_path: Path) -> None:
+    db = str(tmp_path / "s.db")
+    assert cli("run", "--env", "gridworld", "--policy", "expert", "--episodes", "3", "--db", db).returncode == 0
+    limit = cli("judge", "--model", "default", "--limit", "-1", "--db", db)
+    assert limit.returncode == 2 and "--limit" in limit.stderr and "positive integer" in limit.stderr
+    none = cli("run", "--env", "gridworld", "--policy", "react", "--model", "none", "--db", db)
+    assert none.returncode == 2 and none.stderr.strip().splitlines()[-1].startswith("error: 'none' is not a model")
+    assert "Hugging Face Hub" not in none.stderr  # never looked up there
+    # A reader that goes away before reading (`stats --json | head`, `| true`): no traceback.
+    reader = subprocess.Popen(
+        f"{sys.executable} app.py stats --json --db {db} | true", shell=True, cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    out, err = reader.communicate(timeout=120)
+    assert reader.returncode == 0 and "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_serve_on_port_0_picks_a_free_port_and_says_which(tmp_path: Path) -> None:
+    import time
+
+    server = subprocess.Popen(
+        [sys.executable, "app.py", "serve", "--port", "0", "--model", "none", "--db", str(tmp_path / "s.db")],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        line = ""
+        while "Agent Studio on http://" not in line:
+            line = server.stdout.readline()
+            assert line or server.poll() is None, "the studio exited"
+        url = line.split(" on ", 1)[1].split()[0]
+        assert not url.endswith(":0") and int(url.rsplit(":", 1)[1]) > 0
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None, "not served where it said"
+                time.sleep(0.5)
+    finally:
+        server.terminate()
+        server.wait(30)

