@@ -518,6 +518,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="compact",
         help="compact: prompts without the few-shot example (the default; rows fit TRL's max_length 512); full: as the model saw them",
     )
+    export.add_argument(
+        "--annotators",
+        default="default",
+        metavar="WHO",
+        help="whose judgements and step labels count: default (people where any person judged, machines "
+        "elsewhere), humans, machines, all, or NAME,NAME (written in the summary)",
+    )
 
     commands.add_parser(
         "hash-password", help="read a password (prompt or stdin) and print its hash for an --auth-file line"
@@ -1367,6 +1374,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         hf_dataset=args.hf_dataset,
         images=args.images,
         prompt=args.prompt,
+        annotators=args.annotators,
     )
     print(json.dumps(summary.to_dict()))
     return 0

@@ -44,7 +44,8 @@ from typing import Any
 
 from sqlalchemy import LargeBinary, select, type_coerce
 
-from storage.orm import AnnotationRow, CandidateRow, EpisodeRow, PairRow, StepLabelRow, StepRow
+from storage.agreement import is_person
+from storage.orm import AnnotationRow, AnnotatorRow, CandidateRow, EpisodeRow, PairRow, StepLabelRow, StepRow
 from storage.records import STEP_LABELS
 from storage.store import Store
 from storage.vocab import majority
@@ -54,6 +55,53 @@ from studio.plugins import first_doc_line, load_entry_points
 
 EPISODE_CHUNK = 200
 Message = dict[str, Any]
+
+
+class AnnotatorSelection:
+    """Whose judgements and step labels count in an export's majorities (``--annotators``):
+
+    - ``default``: people's, for every pair (or step) any person judged; machines' (``judge:…``,
+      ``mc:…``) only where no person did — a 135M judge must not outvote the people who decided a pair;
+    - ``humans``, ``machines``, ``all``: those only (all: everyone, one vote each);
+    - ``NAME,NAME``: these annotators only.
+    """
+
+    MODES = ("default", "humans", "machines", "all")
+
+    def __init__(self, text: str = "default") -> None:
+        text = str(text or "default").strip()
+        names = [name.strip() for name in text.split(",") if name.strip()]
+        if not names:
+            raise StudioError("Give --annotators as default, humans, machines, all, or names separated by commas.")
+        if len(names) == 1 and names[0] in self.MODES:
+            self.mode, self.names = names[0], frozenset()
+        elif any(name in self.MODES for name in names):
+            raise StudioError(f"--annotators takes one of {', '.join(self.MODES)}, or annotator names, not both.")
+        else:
+            self.mode, self.names = "names", frozenset(names)
+
+    def counted(self, votes: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+        """The (annotator, vote) pairs of one item that count."""
+        people = [vote for vote in votes if is_person(vote[0])]
+        machines = [vote for vote in votes if not is_person(vote[0])]
+        if self.mode == "default":
+            return people or machines
+        if self.mode == "humans":
+            return people
+        if self.mode == "machines":
+            return machines
+        if self.mode == "all":
+            return list(votes)
+        return [vote for vote in votes if vote[0] in self.names]
+
+    def describe(self) -> str:
+        """The choice in words, for the export's summary."""
+        return {
+            "default": "people where any person judged, machines elsewhere",
+            "humans": "people only",
+            "machines": "machines only (judge:*, mc:*)",
+            "all": "everyone, people and machines alike",
+        }.get(self.mode, "only " + ", ".join(sorted(self.names)))
 
 
 @dataclass
@@ -66,9 +114,12 @@ class ExportSummary:
     images: int = 0
     left_out: dict[str, int] = field(default_factory=dict)
     hf_dataset: str | None = None
+    annotators: str = ""
+    """Whose judgements counted (:meth:`AnnotatorSelection.describe`)."""
+    selection: AnnotatorSelection = field(default_factory=AnnotatorSelection, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {key: value for key, value in self.__dict__.items() if key != "selection"}
 
 
 # -- the conversation around a step ---------------------------------------------------------------
@@ -253,15 +304,22 @@ def judged_pairs(
 ) -> Iterator[tuple[Any, str, EpisodeCache, dict[str, Any], list[str]]]:
     """Pairs with a majority judgement (and the annotators' rationales), with their episodes
     loaded; counts what is left out."""
-    votes: dict[str, list[str]] = defaultdict(list)
-    rationales: dict[str, list[str]] = defaultdict(list)
+    cast: dict[str, list[tuple[str, tuple[str, str]]]] = defaultdict(list)
     with store.db.reading() as orm_session:
         session = orm_session.connection()  # Core rows: building ORM rows for 100k pairs is slow
-        query = select(AnnotationRow.pair_id, AnnotationRow.choice, AnnotationRow.rationale).order_by(AnnotationRow.id)
-        for pair_id, choice, rationale in session.execute(query).all():
-            votes[pair_id].append(choice)
-            if rationale:
-                rationales[pair_id].append(rationale)
+        query = (
+            select(AnnotationRow.pair_id, AnnotatorRow.name, AnnotationRow.choice, AnnotationRow.rationale)
+            .join(AnnotatorRow, AnnotatorRow.id == AnnotationRow.annotator_id)
+            .order_by(AnnotationRow.id)
+        )
+        for pair_id, name, choice, rationale in session.execute(query).all():
+            cast[pair_id].append((name, (choice, rationale)))
+        votes: dict[str, list[str]] = {}
+        rationales: dict[str, list[str]] = {}
+        for pair_id, ballots in cast.items():  # only the annotators the export counts (--annotators)
+            counted = summary.selection.counted(ballots)
+            votes[pair_id] = [choice for _name, (choice, _rationale) in counted]
+            rationales[pair_id] = [rationale for _name, (_choice, rationale) in counted if rationale]
         rows = session.execute(
             select(*PAIR_COLUMNS).order_by(PairRow.left_episode_id, PairRow.step_index, PairRow.id)
         ).all()
@@ -269,8 +327,10 @@ def judged_pairs(
         decided: list[tuple[Any, str]] = []
         for row in rows:
             choice = majority(votes.get(row.id, []))
-            if not votes.get(row.id):
+            if not cast.get(row.id):
                 left_out["unjudged"] += 1
+            elif not votes.get(row.id):
+                left_out["judged_by_others"] += 1  # only by annotators this export does not count
             elif choice is None:
                 left_out["no_majority"] += 1
             else:
@@ -457,7 +517,7 @@ def kto_records(store: Store, summary: ExportSummary, images: ImageWriter) -> It
             }
             _attach_images(record, images(frame), summary)
             yield record
-    for episode_id, steps, labels, cache in labelled_episodes(store):
+    for episode_id, steps, labels, cache in labelled_episodes(store, summary.selection):
         for step in steps:
             value = labels.get(step.index)
             if value is None or value == "neutral":
@@ -472,27 +532,41 @@ def kto_records(store: Store, summary: ExportSummary, images: ImageWriter) -> It
             yield record
 
 
-def labelled_episodes(store: Store) -> Iterator[tuple[str, list[StepView], dict[int, Any], EpisodeCache]]:
-    """Episodes with step labels: step index -> majority label value (True/False, or 'neutral')."""
+def labelled_episodes(
+    store: Store, selection: AnnotatorSelection | None = None
+) -> Iterator[tuple[str, list[StepView], dict[int, Any], EpisodeCache]]:
+    """Episodes with step labels: step index -> majority label value (True/False, or 'neutral'),
+    over the labels of the annotators ``selection`` counts."""
+    selection = selection or AnnotatorSelection()
     with store.db.reading() as orm_session:
         session = orm_session.connection()
-        votes: dict[str, dict[int, list[str]]] = defaultdict(lambda: defaultdict(list))
-        query = select(StepRow.episode_id, StepRow.index, StepLabelRow.label).join(
-            StepRow, StepRow.id == StepLabelRow.step_id
+        cast: dict[str, dict[int, list[tuple[str, str]]]] = defaultdict(lambda: defaultdict(list))
+        query = (
+            select(StepRow.episode_id, StepRow.index, AnnotatorRow.name, StepLabelRow.label)
+            .join(StepRow, StepRow.id == StepLabelRow.step_id)
+            .join(AnnotatorRow, AnnotatorRow.id == StepLabelRow.annotator_id)
         )
-        for episode_id, index, label in session.execute(query):
-            votes[episode_id][index].append(label)
+        for episode_id, index, name, label in session.execute(query):
+            cast[episode_id][index].append((name, label))
+        votes = {
+            episode_id: {
+                index: [label for _name, label in selection.counted(ballots)] for index, ballots in steps.items()
+            }
+            for episode_id, steps in cast.items()
+        }
         cache = EpisodeCache(session)
-        for episode_id in cache.chunked(sorted(votes)):
+        for episode_id in cache.chunked(sorted(e for e, steps in votes.items() if any(steps.values()))):
             labels = {}
             for index, names in votes[episode_id].items():
+                if not names:
+                    continue
                 value = majority("neutral" if STEP_LABELS[n] is None else str(STEP_LABELS[n]) for n in names)
                 labels[index] = {"True": True, "False": False}.get(value, value)
             yield episode_id, cache.steps[episode_id], labels, cache
 
 
 def prm_records(store: Store, summary: ExportSummary, images: ImageWriter) -> Iterator[dict[str, Any]]:
-    for episode_id, steps, labels, cache in labelled_episodes(store):
+    for episode_id, steps, labels, cache in labelled_episodes(store, summary.selection):
         completions, values = [], []
         for step in steps:
             value = labels.get(step.index)
@@ -656,12 +730,14 @@ def export(
     hf_dataset: str | Path | None = None,
     images: str = "none",
     prompt: str = "compact",
+    annotators: str = "default",
 ) -> ExportSummary:
     """Write ``format`` records to the JSONL file ``out`` (and a ``datasets`` folder when asked).
 
     ``images``: ``none`` (text models: no ``images`` column, which TRL's trainers would take for a
     vision dataset) or ``paths`` (PNG files, absolute paths). ``prompt``: ``compact`` (no few-shot
-    example: rows fit TRL's default lengths) or ``full`` (as the model saw them)."""
+    example: rows fit TRL's default lengths) or ``full`` (as the model saw them). ``annotators``:
+    whose judgements and labels count (:class:`AnnotatorSelection`; written in the summary)."""
     if format not in format_names():
         raise StudioError(f"Unknown export format {str(format)[:40]!r}: use one of {', '.join(format_names())}.")
     path = Path(out).expanduser()
@@ -670,7 +746,8 @@ def export(
             f"The export target {path} is a folder; give a file name such as {path / (format + '.jsonl')}."
         )
     datasets = _datasets_module() if hf_dataset else None
-    summary = ExportSummary(format=format, out=str(path))
+    selection = AnnotatorSelection(annotators)
+    summary = ExportSummary(format=format, out=str(path), annotators=selection.describe(), selection=selection)
     writer = ImageWriter(path, images=images, prompt=prompt)
     rows: list[dict[str, Any]] | None = [] if datasets else None
     temporary = path.with_name(path.name + ".partial")

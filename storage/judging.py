@@ -218,11 +218,13 @@ class Judging:
         confidence: float | None = None,
         seconds: float | None = None,
         as_shown: bool = True,
+        provenance: dict[str, Any] | None = None,
     ) -> AnnotationRecord:
         """Judge a pair; judging it again replaces the judgement (and the old one can be restored by undo).
 
         ``choice`` is left / right / tie / both-bad. With ``as_shown`` (the default) left and
         right mean the sides as the queue showed them; the store maps them to the stored pair.
+        ``provenance``: how a machine annotator came to it (JSON), kept beside the judgement.
         """
         value = normalize_choice(choice)
         if confidence is not None and not 0.0 <= float(confidence) <= 1.0:
@@ -248,6 +250,7 @@ class Judging:
                 "confidence": confidence,
                 "seconds": seconds,
                 "updated_at": now,
+                "provenance": provenance,
             }
             if row is None:
                 row = AnnotationRow(pair_id=pair_id, annotator_id=annotator_id, created_at=now, previous=None, **fields)
@@ -273,6 +276,7 @@ class Judging:
             seconds=row.seconds,
             created_at=row.created_at,
             updated_at=row.updated_at,
+            provenance=row.provenance,
         )
 
     def undo(self, annotator: str) -> str | None:
@@ -343,7 +347,12 @@ def judge_queue(
                 return done
             verdict = judge_pair(backend, item)
             preferences.annotate(
-                item.pair_id, name, verdict.choice, rationale=verdict.rationale, confidence=verdict.confidence
+                item.pair_id,
+                name,
+                verdict.choice,
+                rationale=verdict.rationale,
+                confidence=verdict.confidence,
+                provenance=verdict.provenance(swapped=item.swapped),
             )
             done += 1
             if progress is not None:

@@ -192,6 +192,9 @@ class AnnotationRow(Base):
     created_at: Mapped[str] = mapped_column(TIME)
     updated_at: Mapped[str] = mapped_column(TIME)
     previous: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # How a machine came to its verdict (a judge's prompt hashes, template version and each stored
+    # side's probability; the values' Q of each side), so that it can be derived again. None for people.
+    provenance: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class StepLabelRow(Base):

@@ -7,6 +7,7 @@ to a browser session, or to compare in tests.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -124,6 +125,8 @@ class AnnotationRecord:
     seconds: float | None = None
     created_at: str = ""
     updated_at: str = ""
+    provenance: dict[str, Any] | None = None
+    """How a machine annotator came to it (a judge's prompt hashes and probabilities, values' Qs)."""
 
 
 @dataclass

@@ -214,6 +214,15 @@ class ValueKeeping:
             "left" if best_is_left else "right",
             rationale=f"Q {best.q:.4f} ({best.output}) vs {worst.q:.4f} ({worst.output}), {best.settings}",
             as_shown=False,
+            provenance={
+                "kind": "mc",
+                "settings": best.settings,
+                "q_left": best.q if best_is_left else worst.q,
+                "q_right": worst.q if best_is_left else best.q,
+                "stderr_left": best.stderr if best_is_left else worst.stderr,
+                "stderr_right": worst.stderr if best_is_left else best.stderr,
+                "seeds": best.seeds,
+            },
         )
 
     def labels_from_values(

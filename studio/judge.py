@@ -12,6 +12,8 @@ side first and P(B) with it second. A judge with no preference but for a positio
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -24,6 +26,9 @@ SYSTEM = (
     "two candidate outputs (or two whole attempts). Decide which is better: more likely to reach "
     "the goal, valid, and well reasoned. Answer with the letter of the better one."
 )
+#: Bump when what the judge reads changes (SYSTEM, PREFIX, LETTERS, :func:`judge_messages`,
+#: :func:`side_text`): stored with every verdict beside its prompts' hashes.
+TEMPLATE_VERSION = 1
 #: The judge's answer starts here; the letters are scored after it.
 PREFIX = "Verdict: Output"
 LETTERS = (" A", " B")
@@ -66,10 +71,29 @@ class Verdict:
     """P(left better) when the left side was shown as Output A."""
     p_left_second: float
     """P(left better) when the left side was shown as Output B."""
+    prompt_hashes: tuple[str, str] = ("", "")
+    """SHA-256 of the two prompts (left shown first, then second), as :func:`prompt_hash` makes them."""
 
     @property
     def confidence(self) -> float:
         return max(self.p_left, 1 - self.p_left)
+
+    def provenance(self, swapped: bool = False) -> dict[str, Any]:
+        """What the store keeps to derive the verdict again: the template version, the prompts'
+        hashes and each side's probability of being the better one, in terms of the *stored* pair
+        (``swapped``: the queue showed the stored right side on the left)."""
+        p_shown_left = self.p_left
+        p_stored_left = 1 - p_shown_left if swapped else p_shown_left
+        return {
+            "kind": "judge",
+            "template_version": TEMPLATE_VERSION,
+            "prompt_sha256": {"shown_left_first": self.prompt_hashes[0], "shown_left_second": self.prompt_hashes[1]},
+            "swapped": swapped,
+            "p_left": p_stored_left,
+            "p_right": 1 - p_stored_left,
+            "p_shown_left_first": self.p_left_first,
+            "p_shown_left_second": self.p_left_second,
+        }
 
     @property
     def rationale(self) -> str:
@@ -118,11 +142,22 @@ def judge_pair(backend: Backend, pair: PairLike) -> Verdict:
     """The judge's verdict on ``pair`` (both orders, averaged)."""
     if not backend.capabilities.scoring:
         raise StudioError(f"Model {backend.card.id} cannot judge: its backend cannot score given text.")
-    left_first = _p_first(backend, judge_messages(pair, pair.left, pair.right))
-    left_second = 1.0 - _p_first(backend, judge_messages(pair, pair.right, pair.left))
+    first_prompt, second_prompt = (
+        judge_messages(pair, pair.left, pair.right),
+        judge_messages(pair, pair.right, pair.left),
+    )
+    left_first = _p_first(backend, first_prompt)
+    left_second = 1.0 - _p_first(backend, second_prompt)
     p_left = (left_first + left_second) / 2
     choice = "tie" if abs(p_left - 0.5) < TIE_MARGIN else ("left" if p_left > 0.5 else "right")
-    return Verdict(choice=choice, p_left=p_left, p_left_first=left_first, p_left_second=left_second)
+    hashes = (prompt_hash(first_prompt), prompt_hash(second_prompt))
+    return Verdict(choice, p_left, left_first, left_second, hashes)
+
+
+def prompt_hash(messages: list[dict[str, str]]) -> str:
+    """SHA-256 of a judge's prompt (the chat as canonical JSON, with the answer's prefix)."""
+    text = json.dumps({"messages": messages, "assistant_prefix": PREFIX}, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def judge_name(backend: Backend) -> str:

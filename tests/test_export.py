@@ -277,3 +277,65 @@ def test_the_readme_table_has_every_built_in_format() -> None:
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
     assert all(f"| `{name}` |" in readme for name in format_names()), format_names()
+
+
+def test_machine_verdicts_never_outvote_the_people_who_decided_a_pair(tmp_path: Path) -> None:
+    """Seven verdicts of a judge removed three human-decided pairs from the dpo export; by default
+    people decide every pair any person judged, and ``annotators`` chooses otherwise, said in the summary."""
+    store = new_store(tmp_path)
+    run_react(store, steps=2)  # 6 step pairs
+    store.preferences.pairs_from_candidates()
+    pairs = [p.id for p in store.preferences.pairs()]
+    people = pairs[:3]
+    for pair_id in pairs:
+        for machine in ("judge:tiny", "mc:expert-m4-end"):  # two machines that agree with each other
+            store.preferences.annotate(pair_id, machine, "right", as_shown=False)
+    for pair_id in people:
+        store.preferences.annotate(pair_id, "ada", "left", as_shown=False)
+
+    def chosen_sides(annotators: str) -> tuple[dict[str, str], dict]:
+        out = tmp_path / f"{annotators}.jsonl"
+        summary = export(store, "dpo", out, annotators=annotators).to_dict()
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        sides = {}
+        for row in rows:
+            pair = store.preferences.pair(row["pair_id"])
+            left = pair.left
+            left_text = store.episodes.get(left.episode_id).steps[left.step_index]
+            text = (
+                left_text.raw
+                if left.candidate_id is None
+                else next(c.raw for c in left_text.candidates if c.id == left.candidate_id)
+            )
+            sides[row["pair_id"]] = "left" if text in row["chosen"][0]["content"] else "right"
+        return sides, summary
+
+    default, summary = chosen_sides("default")
+    assert default == {**{p: "left" for p in people}, **{p: "right" for p in pairs[3:]}}
+    assert summary["annotators"] == "people where any person judged, machines elsewhere"
+    humans, summary = chosen_sides("humans")
+    assert humans == {p: "left" for p in people} and summary["left_out"]["judged_by_others"] == 3
+    machines, _ = chosen_sides("machines")
+    assert machines == {p: "right" for p in pairs}
+    everyone, summary = chosen_sides("all")
+    assert everyone == {p: "right" for p in pairs} and summary["annotators"] == "everyone, people and machines alike"
+    named, summary = chosen_sides("ada,judge:tiny")  # one person, one machine: a tie on ada's pairs
+    assert named == {p: "right" for p in pairs[3:]} and summary["left_out"]["no_majority"] == 3
+    with pytest.raises(StudioError, match="not both"):
+        export(store, "dpo", tmp_path / "x.jsonl", annotators="humans,ada")
+
+
+def test_step_labels_follow_the_same_annotator_choice(tmp_path: Path) -> None:
+    store = new_store(tmp_path)
+    episode = run_react(store, steps=2)
+    store.preferences.label_step(episode.id, 0, "mc:expert-m4-end", "bad")
+    store.preferences.label_step(episode.id, 0, "judge:tiny", "bad")
+    store.preferences.label_step(episode.id, 0, "ada", "good")
+
+    def labels(annotators: str) -> list[bool]:
+        out = tmp_path / f"prm-{annotators}.jsonl"
+        export(store, "prm", out, annotators=annotators)
+        return [json.loads(line)["labels"] for line in out.read_text().splitlines()][0]
+
+    assert labels("default") == [True] and labels("humans") == [True]
+    assert labels("machines") == [False] and labels("all") == [False]

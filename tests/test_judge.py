@@ -132,3 +132,31 @@ def test_the_judge_command(tmp_path: Path) -> None:
         [*command[:4], str(tmp_path / "none.db"), *command[5:]], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1
+
+
+def test_a_judgement_keeps_its_prompts_hashes_and_each_stored_sides_probability(store: Store) -> None:
+    from studio.judge import TEMPLATE_VERSION, prompt_hash
+
+    run_react(store, steps=2)
+    store.preferences.pairs_from_candidates()
+    judge_queue(store.preferences, RuleJudge())
+    verdicts = store.preferences.annotations(annotator="judge:rule-judge")
+    assert any(store.preferences.item(v.pair_id).swapped for v in verdicts)  # both cases are covered
+    for verdict in verdicts:
+        item = store.preferences.item(verdict.pair_id)  # the sides as the judge saw them
+        provenance = verdict.provenance
+        assert provenance["kind"] == "judge" and provenance["template_version"] == TEMPLATE_VERSION
+        # The prompts can be rebuilt from the stored pair and checked against what the judge read.
+        assert provenance["prompt_sha256"] == {
+            "shown_left_first": prompt_hash(judge_messages(item, item.left, item.right)),
+            "shown_left_second": prompt_hash(judge_messages(item, item.right, item.left)),
+        }
+        # Each stored side's probability, derived independently from the rule (east is better: P(A) 0.8).
+        p = {side: 0.8 if "go east" in getattr(item, side).raw else 0.2 for side in ("left", "right")}
+        p_shown_left = (p["left"] + (1 - p["right"])) / 2
+        p_stored_left = 1 - p_shown_left if item.swapped else p_shown_left
+        assert provenance["p_left"] == pytest.approx(p_stored_left, abs=1e-12)
+        assert provenance["p_right"] == pytest.approx(1 - p_stored_left, abs=1e-12)
+        stored_choice = "tie" if abs(p_stored_left - 0.5) < 0.02 else ("left" if p_stored_left > 0.5 else "right")
+        assert verdict.choice == stored_choice
+    assert all(a.provenance is None for a in store.preferences.annotations() if a.annotator == "ada")
