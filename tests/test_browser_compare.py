@@ -82,6 +82,11 @@ def test_a_sweep_runs_from_the_compare_tab_and_resumes_after_stop(tmp_path: Path
         page.locator("#as-sweep-progress", has_text="stopped: Resume runs the rest").wait_for(timeout=60_000)
         page.click("#as-sweep-resume")
         page.locator("#as-sweep-progress", has_text="80 of 80 episodes · complete").wait_for(timeout=120_000)
+        # The header's count follows the background work, and the Jobs tab shows both runs of the sweep.
+        page.locator("#as-database", has_text="104 episodes stored").wait_for(timeout=30_000)
+        page.get_by_role("tab", name="Jobs", exact=True).click()
+        page.locator("#as-jobs tr[data-state='done']", has_text="sweep long").wait_for(timeout=30_000)
+        page.locator("#as-jobs tr[data-state='cancelled']", has_text="sweep long").wait_for(timeout=30_000)
     with open_store(db) as store:
         record = store.sweeps.get("long")
         cells = [episode.sweep_cell for episode in store.sweeps.episodes_of(record.id)]

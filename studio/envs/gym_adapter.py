@@ -294,7 +294,21 @@ ALE_HOOKS = GymHooks(describe=_describe_ale, success=NO_SUCCESS)
 
 
 def register_gym_hooks(name: str, hooks: GymHooks, replace: bool = False) -> None:
-    """Teach the adapter about a Gymnasium environment (``name``: its id without namespace or version)."""
+    """Teach the adapter about a Gymnasium environment (``name``: its id without namespace or version).
+
+    ``hooks.success`` says how an episode's outcome is read, after two rules that always come first
+    (:meth:`SuccessRule.decide`): a crash (``info["crashed"]``) fails, and an environment's own
+    ``is_success``/``success`` (a bool, or a number: 0.5 or more) is believed. Then, per family:
+
+    - :data:`POSITIVE_REWARD` (the default): terminating with a positive reward (FrozenLake, Taxi,
+      Blackjack's win, MiniGrid);
+    - :data:`TERMINATION`: terminating at all (MountainCar, Acrobot, CliffWalking: the rewards are costs);
+    - :data:`SURVIVAL`: lasting to the step limit without terminating (CartPole, MuJoCo's stay-healthy
+      tasks, highway-env's driving);
+    - :data:`NO_SUCCESS`: no notion of success (Pendulum, Reacher, HalfCheetah, Atari): success is
+      unknown ("n/a") and comparisons read the return.
+
+    A family of ids (every ``ALE/`` game) takes its hooks from its :class:`GymFamily` instead."""
     if name in HOOKS and not replace:
         raise ValueError(f"Gym hooks for {name!r} exist already (pass replace=True to replace them).")
     HOOKS[name] = hooks
