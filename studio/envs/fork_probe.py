@@ -76,6 +76,29 @@ def _first_difference(original: list[tuple[Any, ...]], other: list[tuple[Any, ..
     return "the episode ended at another step"
 
 
+def _continued(make: Factory, mode: ForkMode, snapshot: dict[str, Any], actions: list[str]) -> list[tuple[Any, ...]]:
+    """A fresh instance in snapshot ``mode``, restored to ``snapshot``, taking ``actions``: what it shows."""
+    env = make(mode)
+    try:
+        env.reset(seed=PROBE_SEED)
+        env.set_state(snapshot)
+        return _future(env, actions)
+    finally:
+        env.close()
+
+
+def _snapshot_after(make: Factory, mode: ForkMode, prefix: list[str]) -> dict[str, Any]:
+    """The snapshot (in ``mode``, through JSON as stored) of a fresh instance after ``prefix``."""
+    env = make(mode)
+    try:
+        env.reset(seed=PROBE_SEED)
+        for action in prefix:
+            env.step(action)
+        return json.loads(json.dumps(env.get_state()))
+    finally:
+        env.close()
+
+
 def probe_fork_mode(make: Factory) -> ForkProbe:
     """Try a fork of the environment ``make`` builds (see the module docstring) and say how forks
     come back. Exceptions of the environment itself are the caller's (one line each)."""
@@ -84,51 +107,26 @@ def probe_fork_mode(make: Factory) -> ForkProbe:
     try:
         source.reset(seed=PROBE_SEED)
         prefix: list[str] = []
-        done = False
         for _ in range(PROBE_PREFIX):
-            action = source.sample_action(rng)
-            prefix.append(action)
-            _obs, _reward, terminated, truncated, _info = source.step(action)
-            if terminated or truncated:
-                done = True
+            prefix.append(source.sample_action(rng))
+            _obs, _reward, terminated, truncated, _info = source.step(prefix[-1])
+            if terminated or truncated:  # too short to probe past the prefix: fork from the reset instead
+                source.reset(seed=PROBE_SEED)
+                prefix = []
                 break
-        if done:  # too short to probe past the prefix: fork from the reset instead
-            source.reset(seed=PROBE_SEED)
-            prefix = []
         snapshot = json.loads(json.dumps(source.get_state()))
         actions = [source.sample_action(rng) for _ in range(PROBE_STEPS)]
         original = _future(source, actions)
     finally:
         source.close()
-
-    restored = make("exact")
     try:
-        restored.reset(seed=PROBE_SEED)
-        restored.set_state(snapshot)
-        again = _future(restored, actions)
+        again = _continued(make, "exact", snapshot, actions)
         if again == original:
             return ForkProbe("exact", "forks restore the snapshot")
         why = _first_difference(original, again)
     except StudioError as exc:  # its snapshot cannot even be restored (state the checker refuses)
         why = "restoring its snapshot was refused: " + str(exc).split("cannot be restored: ")[-1].rstrip(".")
-    finally:
-        restored.close()
-
-    recorder = make("replay")  # the snapshot a replaying environment takes after the same actions
-    try:
-        recorder.reset(seed=PROBE_SEED)
-        for action in prefix:
-            recorder.step(action)
-        replay_snapshot = json.loads(json.dumps(recorder.get_state()))
-    finally:
-        recorder.close()
-    replayed = make("replay")
-    try:
-        replayed.reset(seed=PROBE_SEED)
-        replayed.set_state(replay_snapshot)
-        replay = _future(replayed, actions)
-    finally:
-        replayed.close()
+    replay = _continued(make, "replay", _snapshot_after(make, "replay", prefix), actions)
     if replay == original:
         return ForkProbe("replay", f"forks replay the actions from the seed; a restored snapshot was not exact: {why}")
     return ForkProbe(
