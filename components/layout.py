@@ -98,7 +98,7 @@ def new_session(services: Services) -> StudioSession:
         access=services.access,
     )
     session.reset()
-    return session
+    return services.track(session)
 
 
 def session_state(factory: Callable[[], StudioSession]) -> gr.State:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +34,14 @@ class Services:
     """The open pages' sessions by Gradio's session hash: closed when their page goes away (Gradio
     keeps a closed page's state for an hour) and when the server stops."""
     _sessions_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _every: weakref.WeakSet = field(default_factory=weakref.WeakSet, repr=False)
+    """Every session made (pages and API clients, which have no page to close): ended at shutdown."""
+
+    def track(self, session: Any) -> Any:
+        """A session was made (the state's factory calls this): it will be ended when the server stops."""
+        with self._sessions_lock:
+            self._every.add(session)
+        return session
 
     def opened(self, key: str, session: Any) -> None:
         """A page loaded with ``session``."""
@@ -43,13 +52,18 @@ class Services:
         """The page went away (closed, reloaded): its session ends now (an unfinished episode is abandoned)."""
         with self._sessions_lock:
             session = self.sessions.pop(key, None)
+            if session is not None:
+                self._every.discard(session)
         if session is not None:
             session.close()
 
     def close_all(self, wait: float = 5.0) -> None:
-        """The server stops: every open page's session ends (its running step may finish for ``wait`` s)."""
+        """The server stops: every session still open ends — pages' and API clients' — (a running step
+        may finish for ``wait`` s)."""
         with self._sessions_lock:
-            sessions, self.sessions = list(self.sessions.values()), {}
+            sessions = list(dict.fromkeys([*self.sessions.values(), *self._every]))
+            self.sessions = {}
+            self._every = weakref.WeakSet()
         for session in sessions:
             session.close(wait=wait)
 

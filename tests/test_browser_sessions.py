@@ -125,3 +125,16 @@ def test_a_page_load_logs_no_traceback_and_view_api_opens_the_api_page(tmp_path:
                 browser.close()
         log = server_log(url, 200_000)
     assert "Traceback" not in log and "Error" not in log, log[-3000:]
+
+
+def test_an_api_clients_episode_is_ended_when_the_server_stops(tmp_path: Path) -> None:
+    from gradio_client import Client
+
+    db = tmp_path / "s.db"
+    with running_studio("--model", "none", "--db", str(db)) as url:
+        client = Client(url, verbose=False)
+        client.predict("gridworld", "{}", 2, "expert", api_name="/reset")
+        client.predict("", api_name="/step")
+        assert [reason for _ended, reason in _episodes(db)] == [None]
+    # An API client has no page to close: the server's stop ended its session all the same.
+    assert [reason for _ended, reason in _episodes(db)] == ["abandoned: the session ended"]
