@@ -58,11 +58,12 @@ def _row(job: JobInfo) -> str:
         f'<div class="as-progress-track"><div class="as-progress-fill" style="width:{num(100 * (fraction or 0), ".1f")}%">'
         "</div></div>"
     )
-    done = "" if job.total is None else f"{num(job.done, 'g')} of {num(job.total, 'g')}"
+    # What the job says it is doing (its own words carry the counts), else the bare counts.
+    done = job.message or ("" if job.total is None else f"{num(job.done, 'g')} of {num(job.total, 'g')}")
     when = _duration(job.queued_s) + " waiting" if job.state == "queued" else _duration(job.running_s)
     return (
         f'<tr data-state="{esc(job.state)}"><td>{esc(job.kind)}</td><td>{esc(job.title)}</td>'
-        f"<td>{esc(job.state)}</td><td>{bar}<span class='as-subtle'>{esc(done)} {esc(job.message)}</span></td>"
+        f"<td>{esc(job.state)}</td><td>{bar}<span class='as-subtle'>{esc(done)}</span></td>"
         f"<td>{esc(when)}</td><td>{esc(_duration(job.eta_s))}</td><td class='as-subtle'>{esc(job.id)}</td></tr>"
     )
 
