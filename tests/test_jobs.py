@@ -250,3 +250,26 @@ def test_downloads_live_in_a_folder_of_the_server_cleaned_by_age_on_start_and_at
     folder.close()
     assert not folder.root.exists() and other.root.exists()
     other.close()
+
+
+def test_the_jobs_table_escapes_what_jobs_say_and_shows_their_eta() -> None:
+    from components.jobs_panel import summary, table_html
+
+    queue = JobQueue(concurrency=1)
+    release = threading.Event()
+
+    def work() -> None:
+        with queue.run("values", "values of <img src=x onerror=alert(1)>") as job:
+            job.progress(1, 2, "1 of 2 <b>rollouts</b>")
+            release.wait(10)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    _wait(lambda: queue.jobs() and queue.jobs()[0].done == 1)
+    time.sleep(0.1)
+    html = table_html(queue.jobs())
+    assert "<img" not in html and "&lt;img src=x" in html and "&lt;b&gt;rollouts" in html
+    assert 'data-state="running"' in html and "width:50.0%" in html and summary(queue) == " · jobs: 1 running"
+    release.set()
+    thread.join(10)
+    assert summary(queue) == "" and 'data-state="done"' in table_html(queue.jobs())
