@@ -7,9 +7,7 @@ annotator's name is kept in the browser (``gr.BrowserState``).
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -327,8 +325,8 @@ def wire(
     desk_state: gr.State,
     name_memory: gr.BrowserState,
     store: Store,
-    jobs: JobQueue | None = None,
-    downloads: DownloadFolder | None = None,
+    jobs: JobQueue,
+    downloads: DownloadFolder,
 ) -> None:
     private = dict(api_visibility="private", concurrency_limit=None)
     outputs = [desk_state, *panel.outputs]
@@ -460,7 +458,7 @@ def wire(
 
     @refused_into(panel.overview, {panel.download: gr.DownloadButton(visible=False)})
     def make_export(fmt: str) -> list[Any]:
-        folder = downloads.new_path(fmt) if downloads is not None else Path(tempfile.mkdtemp())
+        folder = downloads.new_path(fmt)
         folder.mkdir(parents=True, exist_ok=True)
         summary = export(store, fmt, folder / f"{fmt}.jsonl")
         left_out = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary.left_out.items()) or "nothing"
@@ -478,16 +476,13 @@ def wire(
         backend = session.models["B"]
         if backend is None:
             raise StudioError("Load a judge into model B first (the Models tab).")
-        if jobs is None:
-            done = judge_queue(store.preferences, backend, progress=lambda d, t: progress(d / t))
-        else:
-            with jobs.run("judge", f"{judge_name(backend)} judges the queue") as job:
+        with jobs.run("judge", f"{judge_name(backend)} judges the queue") as job:
 
-                def tick(done: int, total: int) -> None:
-                    progress(done / total, desc=f"{done} of {total} pairs judged")
-                    job.progress(done, total, f"{done} of {total} pairs judged")
+            def tick(done: int, total: int) -> None:
+                progress(done / total, desc=f"{done} of {total} pairs judged")
+                job.progress(done, total, f"{done} of {total} pairs judged")
 
-                done = judge_queue(store.preferences, backend, progress=tick, should_stop=lambda: job.cancelled)
+            done = judge_queue(store.preferences, backend, progress=tick, should_stop=lambda: job.cancelled)
         note = message_html(
             f"{judge_name(backend)} judged {plural(done, 'pair')} (the ones it had not judged).", "info"
         )

@@ -126,7 +126,7 @@ def render(
     layer: float,
     head: float,
     compare: str,
-    jobs: JobQueue | None = None,
+    jobs: JobQueue,
 ) -> list[Any]:
     """Compute (or reuse) the attention of the selected step and draw every view."""
     episode = session.episode
@@ -167,10 +167,10 @@ def render(
     ]
 
 
-def _attention(session: StudioSession, jobs: JobQueue | None, index: int, output: str, slot: str, rollout: bool) -> Any:
+def _attention(session: StudioSession, jobs: JobQueue, index: int, output: str, slot: str, rollout: bool) -> Any:
     """The attention map from the session's cache, or computed as a job of the server's queue (a forward
     pass at up to 8k tokens: it waits for a slot, and the Jobs tab shows it)."""
-    if jobs is None or session.attention_ready(index, output, slot, rollout):
+    if session.attention_ready(index, output, slot, rollout):
         return session.attention(index, output, slot, rollout=rollout)
     with jobs.run("attention", f"attention of step {index} ({output}, model {slot})") as job:
         job.progress(0, 1, "one forward pass with eager attention")
@@ -186,7 +186,7 @@ def output_names(session: StudioSession, at: float) -> list[Any]:
     ]
 
 
-def wire(panel: AttentionPanel, state: gr.State, selected: gr.Slider, jobs: JobQueue | None = None) -> None:
+def wire(panel: AttentionPanel, state: gr.State, selected: gr.Slider, jobs: JobQueue) -> None:
     private = dict(api_visibility="private", concurrency_limit=None)
 
     @refused_into(panel.message)

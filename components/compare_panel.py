@@ -8,10 +8,8 @@ it goes on when the page is closed, and any page shows how far it got. One runs 
 
 from __future__ import annotations
 
-import tempfile
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -265,7 +263,7 @@ def wire(
     jobs: SweepJobs,
     tab: gr.Tab,
     other_tabs: list[gr.Tab],
-    downloads: DownloadFolder | None = None,
+    downloads: DownloadFolder,
 ) -> None:
     """Events of the Compare tab. Its page polls a sweep's progress only while the tab is open."""
     private = dict(api_visibility="private")
@@ -328,8 +326,7 @@ def wire(
             raise StudioError("Pick a sweep to report on.")
         record = store.sweeps.get(sweep_id)
         results = sweep_results(record.spec, store.sweeps.episodes_of(record.id))
-        name = f"sweep-{record.name}.html"
-        path = downloads.new_path(name) if downloads is not None else Path(tempfile.mkdtemp()) / name
+        path = downloads.new_path(f"sweep-{record.name}.html")
         written = write_page(sweep_report(record.name, record.spec, results), path)
         label = f"Download sweep-{record.name}.html ({written['bytes'] / 1e6:.1f} MB)"
         return [gr.DownloadButton(label, value=str(path), visible=True), ""]

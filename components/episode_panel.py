@@ -8,7 +8,6 @@ and render what it holds. Errors become a readable line in the panel; the app ke
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -359,8 +358,8 @@ def wire(
     panel: EpisodePanel,
     state: gr.State,
     render: Render,
-    jobs: JobQueue | None = None,
-    downloads: DownloadFolder | None = None,
+    jobs: JobQueue,
+    downloads: DownloadFolder,
 ) -> None:
     """Connect the panel's buttons. ``render(session, message, kind, selected, mode)`` fills every view."""
     form = panel.form
@@ -518,8 +517,7 @@ def wire(
             if episode is None or not episode.steps:
                 note = message_html("Take a step first: there is nothing to show yet.", "info")
                 return [gr.DownloadButton(visible=False), note]
-            name = f"episode-{episode.id}{suffix}"
-            path = downloads.new_path(name) if downloads is not None else Path(tempfile.mkdtemp()) / name
+            path = downloads.new_path(f"episode-{episode.id}{suffix}")
             try:
                 detail = write(episode, path, session, *inputs)
             except StudioError as error:
@@ -535,8 +533,6 @@ def wire(
             attention = session.models.get("A")
             if attention is None:
                 raise StudioError("Load model A to lay its attention over the frames.")
-        if jobs is None:
-            return plural(episode_video(episode, path, attention=attention).frames, "frame")
         with jobs.run("video", f"video of episode {episode.id[:8]}" + (" with attention" if attention else "")) as job:
             job.progress(0, 1, "drawing the frames")
             return plural(episode_video(episode, path, attention=attention).frames, "frame")

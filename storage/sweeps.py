@@ -2,8 +2,9 @@
 
 A sweep's episodes are ordinary episodes with ``sweep_id`` and ``sweep_cell`` set. A cell is
 complete when its episode ran to its end (:attr:`studio.trace.Episode.complete`; its success may be
-unknown where the environment has no notion of success); an episode a crash cut off, or a Stop ended, is not, and :meth:`SweepStore.discard_incomplete` removes it before a
-resume runs its cell again, so a resumed sweep holds one episode per cell.
+unknown where the environment has no notion of success); an episode a crash cut off, or a Stop
+ended, is not, and :meth:`SweepStore.discard_incomplete` removes it before a resume runs its cell
+again, so a resumed sweep holds one episode per cell.
 """
 
 from __future__ import annotations

@@ -104,16 +104,16 @@ def episode_progress(episode: Episode) -> float | None:
 _NOT_SETTINGS = frozenset({"model", "seed"})
 
 
+#: The setting that names an episode's step limit in arms' settings and labels.
+STEP_LIMIT = "max_steps"
+
+
 def comparison_settings(episode: Episode) -> dict[str, Any]:
     """The settings that make two runs of one model different arms: the step limit and the policy's
     own settings (candidates K, temperature, top-p, action mode, verifier and its settings, ...)."""
     settings = {key: value for key, value in episode.policy_config.items() if key not in _NOT_SETTINGS}
     settings[STEP_LIMIT] = episode.max_steps
     return dict(sorted(settings.items()))
-
-
-#: The setting that names an episode's step limit in arms' settings and labels.
-STEP_LIMIT = "max_steps"
 
 
 def _canonical(value: Any) -> str:
@@ -245,9 +245,7 @@ def comparison(
         {
             "first": first,
             "second": second,
-            **paired_comparison(
-                [(i.cell, i.episode) for i in members[first]], [(i.cell, i.episode) for i in members[second]], seed
-            ),
+            **paired_comparison([i.episode for i in members[first]], [i.episode for i in members[second]], seed),
         }
         for position, first in enumerate(labels)
         for second in labels[position + 1 :]
@@ -290,21 +288,14 @@ def results_rows(episodes: Iterable[Episode], who: Callable[[Episode], str] | No
     return comparison(episodes, who)["results"]
 
 
-def paired_comparison(
-    first: Iterable[Episode | tuple[Cell, Episode]], second: Iterable[Episode | tuple[Cell, Episode]], seed: int = 0
-) -> dict[str, Any]:
+def paired_comparison(first: Iterable[Episode], second: Iterable[Episode], seed: int = 0) -> dict[str, Any]:
     """Two arms' finished episodes paired by (environment, options, seed) — the latest of each cell where
     a cell was run more than once: success counts, McNemar's exact test, and the paired bootstrap of
     returns. Pairs where either side's success is unknown count for the returns, not for McNemar."""
 
-    def latest(items: Iterable[Episode | tuple[Cell, Episode]]) -> dict[Cell, Episode]:
-        pairs = [item if isinstance(item, tuple) else (Cell.of(item), item) for item in items]
-        chosen: dict[Cell, Episode] = {}
-        for cell, episode in sorted(
-            ((c, e) for c, e in pairs if e.complete and e.steps), key=lambda p: (p[1].started_at, p[1].id)
-        ):
-            chosen[cell] = episode
-        return chosen
+    def latest(episodes: Iterable[Episode]) -> dict[Cell, Episode]:  # the latest per cell, whatever its settings
+        kept = sorted(select_latest(episodes, lambda _episode: ""), key=lambda i: (i.episode.started_at, i.episode.id))
+        return {item.cell: item.episode for item in kept}
 
     a, b = latest(first), latest(second)
     keys = sorted(set(a) & set(b), key=Cell.sort_key)

@@ -14,6 +14,7 @@ snapshot may come from an episode file the user did not write.
 from __future__ import annotations
 
 import base64
+import contextlib
 import importlib
 import inspect
 import io
@@ -24,7 +25,7 @@ import pickle
 import re
 import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -697,35 +698,33 @@ class GymAdapter(StudioEnv):
         return f"Act well in the Gymnasium environment {self.gym_id}."
 
     # -- the public API: the actions since the reset, and one line for whatever the environment raises
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+    @contextlib.contextmanager
+    def _third_party(self, doing: str) -> Iterator[None]:
+        """Whatever the third-party environment raises while ``doing`` becomes one line, never a traceback."""
         try:
-            observation, info = super().reset(seed=seed, options=options)
+            yield
         except StudioError:
             raise
-        except Exception as exc:  # the third-party environment's own failure: one line, never a traceback
-            raise EnvironmentFailed(f"{self.name} failed to reset: {_failure(exc)}") from None
+        except Exception as exc:
+            raise EnvironmentFailed(f"{self.name} failed {doing}: {_failure(exc)}") from None
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+        with self._third_party("to reset"):
+            observation, info = super().reset(seed=seed, options=options)
         self._actions = []
         return observation, info
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
         check = self.validate_action(action)
-        try:
+        with self._third_party(f"to take the action {action[:40]!r}"):
             outcome = super().step(action)
-        except StudioError:
-            raise
-        except Exception as exc:
-            raise EnvironmentFailed(f"{self.name} failed to take the action {action[:40]!r}: {_failure(exc)}") from None
         if check.valid and check.action is not None:
             self._actions.append(check.action)
         return outcome
 
     def render(self) -> np.ndarray:  # type: ignore[override]
-        try:
+        with self._third_party("to draw its frame"):
             return super().render()
-        except StudioError:
-            raise
-        except Exception as exc:
-            raise EnvironmentFailed(f"{self.name} failed to draw its frame: {_failure(exc)}") from None
 
     # -- forks ----------------------------------------------------------------------------------
     @property
