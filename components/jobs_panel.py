@@ -60,6 +60,8 @@ def _row(job: JobInfo) -> str:
     )
     # What the job says it is doing (its own words carry the counts), else the bare counts.
     done = job.message or ("" if job.total is None else f"{num(job.done, 'g')} of {num(job.total, 'g')}")
+    if job.state == "done":  # its last words ("drawing the frames") are over: the full bar says it
+        done = ""
     when = _duration(job.queued_s) + " waiting" if job.state == "queued" else _duration(job.running_s)
     return (
         f'<tr data-state="{esc(job.state)}"><td>{esc(job.kind)}</td><td>{esc(job.title)}</td>'

@@ -55,6 +55,8 @@ class JobInfo:
 
     @property
     def fraction(self) -> float | None:
+        if self.state == "done":
+            return 1.0  # a job that ended well is all done, whatever it last reported
         return None if not self.total else max(0.0, min(1.0, self.done / self.total))
 
     @property

@@ -273,3 +273,6 @@ def test_the_jobs_table_escapes_what_jobs_say_and_shows_their_eta() -> None:
     release.set()
     thread.join(10)
     assert summary(queue) == "" and 'data-state="done"' in table_html(queue.jobs())
+    # A job that ended well reads as whole, not as where its last report left it.
+    finished = table_html(queue.jobs())
+    assert queue.jobs()[0].fraction == 1.0 and "width:100.0%" in finished and "rollouts" not in finished
