@@ -14,7 +14,7 @@ sys.path[:] = [INSTALLED] + [
     entry for entry in sys.path if os.path.abspath(entry or os.curdir) not in {here, INSTALLED}
 ]
 
-from app import main  # noqa: E402 - after the path is set: this project's app, not the folder's
+from agent_studio.cli.main import main  # noqa: E402 - after the path is set: this project, not the folder
 
 if __name__ == "__main__":
     sys.exit(main())

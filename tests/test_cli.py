@@ -293,7 +293,7 @@ def test_the_cli_offers_the_stores_pair_sources_and_starts_without_the_store() -
         "manual",
         "mc",
     }
-    code = "import sys, app; app.build_parser(); print(sorted(m for m in ('sqlalchemy', 'storage', 'gradio') if m in sys.modules))"
+    code = "import sys, agent_studio.cli.main as cli; cli.build_parser(); print(sorted(m for m in ('sqlalchemy', 'storage', 'gradio') if m in sys.modules))"
     loaded = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert loaded.stdout.strip() == "[]", loaded.stderr
 

@@ -192,7 +192,7 @@ class MoreSettings(EpisodeSettings):
 
 
 def test_a_new_setting_becomes_a_cli_flag_a_widget_and_an_api_value() -> None:
-    from app import add_setting_flags, settings_from_args
+    from agent_studio.cli.options import add_setting_flags, settings_from_args
     from components.settings_form import SettingsForm
     from studio.settings import settings_from
 

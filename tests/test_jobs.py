@@ -219,7 +219,7 @@ def test_a_value_estimate_over_the_budget_is_refused_before_it_runs() -> None:
 
 
 def test_serve_takes_the_budget_flags() -> None:
-    from app import build_parser
+    from agent_studio.cli.main import build_parser
 
     args = build_parser().parse_args(["serve", "--max-web-steps", "5000", "--web-jobs", "3"])
     assert (args.max_web_steps, args.web_jobs) == (5000, 3)

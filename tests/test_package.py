@@ -68,14 +68,22 @@ def test_python_dash_m_runs_the_same_command_line(fresh_venv: Path, tmp_path: Pa
     assert done.stdout.strip() == f"agent-studio {__version__}"
     # It is the installed project that answers, not a copy in the current folder.
     where = run(
-        [str(fresh_venv / "bin" / "python"), "-c", "import app, studio; print(app.__file__, studio.__file__)"],
+        [
+            str(fresh_venv / "bin" / "python"),
+            "-c",
+            "import agent_studio.cli.main as cli, studio; print(cli.__file__, studio.__file__)",
+        ],
         cwd=tmp_path,
     )
-    assert where.stdout.split() == [str(ROOT / "app.py"), str(ROOT / "studio" / "__init__.py")]
+    assert where.stdout.split() == [
+        str(ROOT / "agent_studio" / "cli" / "main.py"),
+        str(ROOT / "studio" / "__init__.py"),
+    ]
 
 
 def test_serve_reads_gradio_server_name_and_port_and_refuses_a_bad_one(tmp_path: Path) -> None:
-    from app import build_parser, listen_address
+    from agent_studio.cli.main import build_parser
+    from agent_studio.cli.serve import listen_address
 
     args = build_parser().parse_args(["serve"])
     os.environ.update(GRADIO_SERVER_NAME="0.0.0.0", GRADIO_SERVER_PORT="7999")
