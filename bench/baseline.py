@@ -24,7 +24,7 @@ from studio.agents.react import ReActConfig, ReActPolicy  # noqa: E402
 from studio.agents.scripted import ExpertPolicy, RandomPolicy  # noqa: E402
 from studio.models.base import SamplingParams  # noqa: E402
 from studio.models.registry import ModelRegistry  # noqa: E402
-from studio.runner import EpisodeRunner, JsonlSink, RunnerConfig  # noqa: E402
+from studio.episodes.runner import EpisodeRunner, JsonlSink, RunnerConfig  # noqa: E402
 
 STEP_LIMITS = {"gridworld": 20, "household": 15, "wikihop": 10}
 

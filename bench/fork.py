@@ -24,7 +24,7 @@ os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 
 from studio.agents.scripted import ExpertPolicy, RandomPolicy  # noqa: E402
 from studio.envs import make_env  # noqa: E402
-from studio.runner import EpisodeRunner, RunnerConfig  # noqa: E402
+from studio.episodes.runner import EpisodeRunner, RunnerConfig  # noqa: E402
 
 CASES = [
     ("gridworld", {"size": 15, "difficulty": "hard"}, "expert"),

@@ -40,7 +40,7 @@ from studio.models.base import Backend, SamplingParams  # noqa: E402
 from studio.models.engines import start_vllm  # noqa: E402
 from studio.models.registry import ModelRegistry  # noqa: E402
 from studio.models.resolve import resolve_default  # noqa: E402
-from studio.runner import EpisodeRunner, RunnerConfig  # noqa: E402
+from studio.episodes.runner import EpisodeRunner, RunnerConfig  # noqa: E402
 from studio.trace import Episode  # noqa: E402
 
 SAMPLING = SamplingParams(temperature=0.0, max_new_tokens=48)

@@ -52,9 +52,9 @@ from studio.agents.react import ReActConfig, ReActPolicy  # noqa: E402
 from studio.errors import StudioError  # noqa: E402
 from studio.models.base import Backend, SamplingParams  # noqa: E402
 from studio.models.registry import ModelRegistry  # noqa: E402
-from studio.rollouts import run_parallel  # noqa: E402
-from studio.runner import EpisodeRunner, RunnerConfig  # noqa: E402
-from studio.values import estimate_step_values  # noqa: E402
+from studio.episodes.rollouts import run_parallel  # noqa: E402
+from studio.episodes.runner import EpisodeRunner, RunnerConfig  # noqa: E402
+from studio.scaling.values import estimate_step_values  # noqa: E402
 
 
 class Timed:

@@ -40,7 +40,7 @@ from storage.export import export  # noqa: E402
 from storage.orm import AnnotationRow, AnnotatorRow, PairRow  # noqa: E402
 from studio.agents.react import ReActConfig, ReActPolicy  # noqa: E402
 from studio.models.scripted import ScriptedBackend  # noqa: E402
-from studio.runner import EpisodeRunner, RunnerConfig  # noqa: E402
+from studio.episodes.runner import EpisodeRunner, RunnerConfig  # noqa: E402
 from studio.trace import Episode, new_id  # noqa: E402
 
 OUTPUTS = [

@@ -29,7 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from storage import open_store  # noqa: E402
 from studio.models.registry import ModelRegistry  # noqa: E402
-from studio.sweep import SweepSpec, run_sweep  # noqa: E402
+from studio.evaluation.sweep import SweepSpec, run_sweep  # noqa: E402
 
 
 def timed_sweep(spec: SweepSpec, parallel: int, load: Any, folder: Path) -> tuple[float, list[list[str | None]]]:

@@ -22,7 +22,7 @@ from storage.records import PAIR_KINDS, PAIR_SOURCES
 from studio.envs.registry import env_names
 from studio.errors import StudioError
 from studio.jobs import JobQueue
-from studio.judge import judge_name
+from studio.scaling.judge import judge_name
 from studio.session import StudioSession
 from studio.validation import whole_number
 from studio.viz.html import context_html, esc, labels_html, message_html, num, plural, side_html

@@ -21,7 +21,7 @@ from storage.sweeps import SweepLease, SweepRecord
 from studio.errors import StudioError
 from studio.models.access import ModelAccess
 from studio.jobs import JobQueue, WebLimits
-from studio.sweep import SCRIPTED_MODELS, SweepJob, SweepSpec, parse_vary, run_sweep, sweep_results
+from studio.evaluation.sweep import SCRIPTED_MODELS, SweepJob, SweepSpec, parse_vary, run_sweep, sweep_results
 from studio.viz.html import message_html
 from studio.viz.report import sweep_report, write_page
 from studio.viz.results import paired_html, progress_html, results_figure, results_table_html

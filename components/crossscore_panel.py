@@ -10,7 +10,7 @@ import gradio as gr
 
 from components.errors import refused_into
 from storage import Store
-from studio.crossscore import cross_score
+from studio.evaluation.crossscore import cross_score
 from studio.errors import StudioError
 from studio.jobs import JobCancelled, JobQueue
 from studio.session import StudioSession

@@ -22,7 +22,7 @@ from components.settings_form import SettingsForm
 from studio.envs.registry import env_names
 from studio.errors import Interrupted, StudioError
 from studio.jobs import JobQueue
-from studio.live import LiveOutput
+from studio.episodes.live import LiveOutput
 from studio.session import POLICIES, StudioSession
 from studio.settings import temperature_after
 from studio.validation import MAX_ITEMS, whole_number

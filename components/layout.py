@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
@@ -112,6 +113,52 @@ def session_state(factory: Callable[[], StudioSession]) -> gr.State:
     return state
 
 
+@dataclass(frozen=True)
+class TabSpec:
+    """One tab of the studio: its label and id, and how its panel is built (the panel's ``wire``
+    is called in :func:`build_app`, which knows what it connects to)."""
+
+    id: str
+    label: str
+    build: Callable[[gr.State, Services], Any]
+    needs_store: bool = False
+    """Only with a database (``serve`` without one leaves the tab out)."""
+    elem_id: str | None = None
+
+
+#: Every tab, in the order the page shows them: the one list a new panel is added to.
+TABS: list[TabSpec] = [
+    TabSpec("episode", "Episode", lambda state, services: episode_panel.build(state)),
+    TabSpec("plots", "Plots", lambda state, services: plots_panel.build(), elem_id="as-tab-plots"),
+    TabSpec("models", "Models", lambda state, services: model_panel.build(state, services.access)),
+    TabSpec("episodes", "Episodes", lambda state, services: browser_panel.build(services.store)),
+    TabSpec(
+        "annotate",
+        "Annotate",
+        lambda state, services: annotate_panel.build(),
+        needs_store=True,
+        elem_id="as-tab-annotate",
+    ),
+    TabSpec(
+        "compare", "Compare", lambda state, services: compare_panel.build(), needs_store=True, elem_id="as-tab-compare"
+    ),
+    TabSpec("jobs", "Jobs", lambda state, services: jobs_panel.build(services.jobs), elem_id="as-tab-jobs"),
+]
+
+
+def _build_tabs(state: gr.State, services: Services) -> tuple[dict[str, Any], dict[str, gr.Tab]]:
+    """Each tab of :data:`TABS` this server has (inside ``gr.Tabs``): the panels and the tabs, by id."""
+    panels: dict[str, Any] = {}
+    tab_of: dict[str, gr.Tab] = {}
+    for spec in TABS:
+        if spec.needs_store and services.store is None:
+            continue
+        with gr.Tab(spec.label, id=spec.id, elem_id=spec.elem_id) as tab:
+            panels[spec.id] = spec.build(state, services)
+        tab_of[spec.id] = tab
+    return panels, tab_of
+
+
 def build_app(services: Services) -> gr.Blocks:
     """The studio app over ``services``."""
     with gr.Blocks(title=TITLE) as app:
@@ -121,24 +168,15 @@ def build_app(services: Services) -> gr.Blocks:
                 gr.Markdown(f"# {TITLE}\n{TAGLINE}")
                 database = gr.Markdown(elem_id="as-database")
             with gr.Tabs(selected="episode") as tabs:
-                with gr.Tab("Episode", id="episode") as episode_tab:
-                    episode = episode_panel.build(state)
-                with gr.Tab("Plots", id="plots", elem_id="as-tab-plots") as plots_tab:
-                    plots = plots_panel.build()
-                with gr.Tab("Models", id="models") as models_tab:
-                    slots = model_panel.build(state, services.access)
-                with gr.Tab("Episodes", id="episodes") as episodes_tab:
-                    browser = browser_panel.build(services.store)
-                annotate = None
-                if services.store is not None:
-                    with gr.Tab("Annotate", id="annotate", elem_id="as-tab-annotate") as annotate_tab:
-                        annotate = annotate_panel.build()
-                    with gr.Tab("Compare", id="compare", elem_id="as-tab-compare") as compare_tab:
-                        compare = compare_panel.build()
-                with gr.Tab("Jobs", id="jobs", elem_id="as-tab-jobs") as jobs_tab:
-                    jobs = jobs_panel.build(services.jobs)
+                panels, tab_of = _build_tabs(state, services)
         present = present_panel.build()
         api.build(state)
+        episode, plots, slots, browser, jobs = (panels[n] for n in ("episode", "plots", "models", "episodes", "jobs"))
+        annotate, compare = panels.get("annotate"), panels.get("compare")
+        episode_tab, plots_tab, episodes_tab, jobs_tab = (tab_of[n] for n in ("episode", "plots", "episodes", "jobs"))
+
+        def other_tabs(*but: str) -> list[gr.Tab]:
+            return [tab for name, tab in tab_of.items() if name not in but]
 
         render = Renderer(episode, plots, services.store, database, services.jobs)
         episode_panel.wire(episode, state, render, services.jobs, services.downloads)
@@ -152,10 +190,7 @@ def build_app(services: Services) -> gr.Blocks:
             )
         _wire_browser(browser, state, render, tabs, services.store, episode)
         crossscore_panel.wire(episode.cross, state, services.store, services.jobs)
-        all_tabs = [episode_tab, plots_tab, models_tab, episodes_tab]
-        if annotate is not None:
-            all_tabs += [annotate_tab, compare_tab]
-        jobs_panel.wire(jobs, services.jobs, jobs_tab, all_tabs)
+        jobs_panel.wire(jobs, services.jobs, jobs_tab, other_tabs("jobs"))
         # The header's counts follow background work too (a sweep's episodes, a judge's verdicts).
         header = gr.Timer(HEADER_SECONDS, active=False)  # started once the page has loaded (see below)
         header.tick(
@@ -171,13 +206,7 @@ def build_app(services: Services) -> gr.Blocks:
             render.show_plots(session, visible)
             return {state: session, **(plots.render(session, services.store, selected) if visible else {})}
 
-        for tab in (
-            episode_tab,
-            models_tab,
-            episodes_tab,
-            jobs_tab,
-            *([annotate_tab, compare_tab] if annotate is not None else []),
-        ):
+        for tab in other_tabs("plots"):
             tab.select(
                 lambda session: show_plots(session, False),
                 [state],
@@ -247,20 +276,20 @@ def build_app(services: Services) -> gr.Blocks:
                 compare_panel.SweepJobs(
                     services.store, services.registry, services.access, limits=services.limits, queue=services.jobs
                 ),
-                compare_tab,
-                [episode_tab, plots_tab, models_tab, episodes_tab, annotate_tab, jobs_tab],
+                tab_of["compare"],
+                other_tabs("compare"),
                 services.downloads,
             )
             load_outputs = [desk, annotate.name, *annotate.outputs]
             loaded.then(annotate_panel.restore_name, [desk, remembered], load_outputs, api_visibility="private")
-            annotate_tab.select(
+            tab_of["annotate"].select(
                 annotate_panel.refresh,
                 [desk],
                 [desk, *annotate.outputs],
                 api_visibility="private",
                 concurrency_limit=None,
             )
-            annotate_tab.select(
+            tab_of["annotate"].select(
                 lambda: annotate_panel.overview_html(services.store),
                 None,
                 [annotate.overview],

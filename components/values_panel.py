@@ -14,7 +14,7 @@ from studio.jobs import JobQueue, WebLimits
 from studio.session import ROLLOUT_POLICIES, StudioSession
 from studio.trace import Episode
 from studio.validation import real_number
-from studio.values import StepValue
+from studio.scaling.values import StepValue
 from studio.viz.html import message_html
 from studio.viz.plots import value_curve_figure, values_figure
 

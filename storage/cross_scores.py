@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 
 from storage.db import Database
 from storage.orm import CrossScoreRow, StepRow
-from studio.crossscore import CrossScore
+from studio.evaluation.crossscore import CrossScore
 from studio.errors import StudioError
 from studio.trace import TokenInfo
 

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from storage.db import Database, first_line, process_gone, process_name
 from storage.orm import CandidateRow, EpisodeRow, ModelRow, PairRow, StepLabelRow, StepRow
 from studio.errors import NotStored, StudioError
-from studio.runner import RunnerEvent
+from studio.episodes.runner import RunnerEvent
 from studio.trace import (
     ABANDONED,
     HEAVY_STEP_FIELDS,

@@ -44,7 +44,7 @@ from typing import Any
 
 from sqlalchemy import LargeBinary, select, type_coerce
 
-from storage.agreement import is_person
+from studio.evaluation.stats import is_person
 from storage.orm import AnnotationRow, AnnotatorRow, CandidateRow, EpisodeRow, PairRow, StepLabelRow, StepRow
 from storage.records import STEP_LABELS
 from storage.store import Store

@@ -332,7 +332,7 @@ def judge_queue(
     """Model ``backend`` judges the pairs it has not judged yet (blind, as a person sees them),
     stored as annotator ``judge:<model>`` with its probability as confidence. Returns how many.
     ``should_stop()`` ends it between pairs (the verdicts so far stay: each is a judgement of its own)."""
-    from studio.judge import judge_name, judge_pair
+    from studio.scaling.judge import judge_name, judge_pair
 
     name = judge_name(backend)
     judged, total = preferences.progress(name, kind, env, source)

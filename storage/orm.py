@@ -212,7 +212,7 @@ class StepLabelRow(Base):
 
 
 class StepValueRow(Base):
-    """A Monte Carlo value of one output of one step (:class:`studio.values.StepValue`): one per
+    """A Monte Carlo value of one output of one step (:class:`studio.scaling.values.StepValue`): one per
     output and estimate settings; estimating again with the same settings replaces it."""
 
     __tablename__ = "step_values"
@@ -237,7 +237,7 @@ class StepValueRow(Base):
 
 class SweepRow(Base):
     """An evaluation sweep: models x environments x seeds, run as ordinary episodes tagged with it
-    (``episodes.sweep_id``, and ``sweep_cell`` for which cell); ``spec`` is :class:`studio.sweep.SweepSpec`."""
+    (``episodes.sweep_id``, and ``sweep_cell`` for which cell); ``spec`` is :class:`studio.evaluation.sweep.SweepSpec`."""
 
     __tablename__ = "sweeps"
     id: Mapped[str] = mapped_column(ID, primary_key=True)
@@ -252,7 +252,7 @@ class SweepRow(Base):
 
 
 class CrossScoreRow(Base):
-    """Another model's view of one step's output (:class:`studio.crossscore.CrossScore`): one per step
+    """Another model's view of one step's output (:class:`studio.evaluation.crossscore.CrossScore`): one per step
     and scoring model; scoring again replaces it."""
 
     __tablename__ = "cross_scores"

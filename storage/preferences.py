@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from storage.agreement import agreement_report, machine_vs_people
+from studio.evaluation.stats import agreement_report, machine_vs_people
 from storage.db import Database, first_line
 from storage.episodes import EpisodeStore
 from storage.judging import Judging

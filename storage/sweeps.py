@@ -25,7 +25,7 @@ from storage.db import Database, process_gone, process_name
 from storage.episodes import HEAVY_STEP_COLUMNS, complete_clause, episode_record, step_record
 from storage.orm import EpisodeRow, ModelRow, PairRow, StepLabelRow, StepRow, StepValueRow, SweepRow
 from studio.errors import StudioError
-from studio.sweep import SweepSpec
+from studio.evaluation.sweep import SweepSpec
 from studio.trace import Episode, Step, new_id, utc_now
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")

@@ -17,7 +17,7 @@ from storage.orm import CandidateRow, EpisodeRow, StepRow, StepValueRow
 from storage.records import PairsMade, SideRef
 from storage.vocab import precise_now
 from studio.errors import StudioError
-from studio.values import StepValue
+from studio.scaling.values import StepValue
 
 #: The annotator MC step labels are stored under: ``mc:`` and the estimate's settings.
 MC_ANNOTATOR_PREFIX = "mc:"

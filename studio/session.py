@@ -16,17 +16,17 @@ from typing import TYPE_CHECKING, Any
 
 from studio.agents.base import Policy
 from studio.envs.registry import default_max_steps, make_env
-from studio.live import LiveOutput, stream
+from studio.episodes.live import LiveOutput, stream
 from studio.errors import StudioError
 from studio.models.access import ModelAccess, check_model_name
 from studio.models.base import Backend, ProgressCallback, no_progress
-from studio.runner import EpisodeRunner, RunnerConfig, Sink
+from studio.episodes.runner import EpisodeRunner, RunnerConfig, Sink
 from studio.settings import EpisodeSettings
 from studio.trace import Episode, Step, new_id
 from studio.validation import real_number, whole_number
 
 if TYPE_CHECKING:
-    from studio.values import StepValue
+    from studio.scaling.values import StepValue
 
 SLOTS = ("A", "B")
 #: Who acts in the rollouts that estimate step values.
@@ -143,15 +143,12 @@ class StudioSession:
 
     # -- policies -------------------------------------------------------------------------------
     def make_policy(self, settings: EpisodeSettings) -> Policy:
-        from studio.agents.scripted import make_policy
+        from studio.agents.factory import policy_from_settings
 
         if settings.policy not in POLICIES:
             raise StudioError(f"Unknown policy {settings.policy!r}: use one of {', '.join(POLICIES)}.")
         if not settings.policy.startswith("react"):
-            return make_policy(settings.policy)
-        from studio.agents.react import ReActPolicy, config_from_settings
-        from studio.verifiers import verified
-
+            return policy_from_settings(settings, scripted=settings.policy)
         slot = settings.policy[-1].upper()
         backend = self.models[slot]
         if backend is None:
@@ -161,7 +158,7 @@ class StudioSession:
             judge = self.models["B"]
             if judge is None:
                 raise StudioError("The judge verifier asks model B: load one in slot B of the Models tab.")
-        return verified(ReActPolicy(backend, config_from_settings(settings)), settings, judge=judge)
+        return policy_from_settings(settings, backend, judge=judge)
 
     def _policy_identity(self, settings: EpisodeSettings) -> tuple[Any, ...]:
         """What makes two policies the same: their settings and the models in the slots."""
@@ -253,11 +250,11 @@ class StudioSession:
         progress: Callable[[int, int], None] | None = None,
         discount: Any = 1.0,
     ) -> list[StepValue]:
-        """Monte Carlo Q of each output of the shown episode's step (:func:`studio.values.estimate_step_values`).
+        """Monte Carlo Q of each output of the shown episode's step (:func:`studio.scaling.values.estimate_step_values`).
 
         ``rollout_policy``: one of :data:`ROLLOUT_POLICIES` (a model slot's ReAct policy samples at
         temperature 1, rollout i seeded i). ``horizon`` 0 or None: to the episode's end."""
-        from studio.values import estimate_step_values, rollout_policy_factory
+        from studio.scaling.values import estimate_step_values, rollout_policy_factory
 
         episode = self.episode
         index = whole_number(step_index, "The selected step", 0)

@@ -3,9 +3,10 @@ API parameters are all made from it (TRL's habit: one dataclass whose field meta
 the docs and the command line).
 
 Each field of :class:`EpisodeSettings` carries a :class:`Setting` (label, help, range, choices,
-which widget, where it sits). Adding a setting is one field here (and the line in
-:meth:`StudioSession.make_policy <studio.session.StudioSession.make_policy>` that uses it);
-``agent-studio run`` gets ``--the-name``, the Episode panel a widget, ``/reset`` a key.
+which widget, where it sits). Adding a setting is one field here and its use in
+:func:`studio.agents.factory.policy_from_settings` (the one place every surface makes its policy:
+the Episode panel's session, ``run``, sweeps); ``agent-studio run`` gets ``--the-name``, the
+Episode panel a widget, ``/reset`` a key.
 
 The fields that every surface shows its own way (the environment, its options, the policy)
 are marked ``custom``: they are in the schema, with their checks, but each surface draws them.
@@ -19,6 +20,7 @@ from typing import Any, Literal
 
 from studio.errors import StudioError
 from studio.models.base import SamplingParams
+from studio.scaling.verifier_registry import RegisteredVerifiers
 from studio.validation import MAX_ITEMS, MAX_OPTIONS_CHARS, MAX_SEED, parse_json, real_number, short_text, whole_number
 
 Widget = Literal["number", "slider", "radio", "dropdown", "checkbox", "text", "json"]
@@ -29,8 +31,9 @@ SAMPLING = SamplingParams()
 #: K greedy candidates would be K copies of one text: asking for several samples at this
 #: temperature unless a temperature is given (the CLI), or set in the UI when K goes above 1.
 SAMPLING_FOR_CANDIDATES = 0.7
-#: Who picks the action among a step's K outputs (:mod:`studio.verifiers`).
-VERIFIERS = ("first", "likelihood", "vote", "mc", "judge", "oracle")
+#: Who picks the action among a step's K outputs: every registered verifier
+#: (:mod:`studio.scaling.verifier_registry`), read when first asked.
+VERIFIERS = RegisteredVerifiers()
 #: Who acts in the rollouts of the ``mc`` verifier (``policy``: the model itself, sampled).
 MC_ROLLOUT_POLICIES = ("random", "expert", "policy")
 

@@ -385,7 +385,7 @@ class Episode:
     started_at: str = field(default_factory=utc_now, metadata=limits(max_length=32, datetime=True))
     ended_at: str | None = field(default=None, metadata=limits(max_length=32, datetime=True))
     sweep: str | None = field(default=None, metadata=limits(pattern=ID_PATTERN))
-    """For an episode of a sweep (:mod:`studio.sweep`): the sweep's id."""
+    """For an episode of a sweep (:mod:`studio.evaluation.sweep`): the sweep's id."""
     sweep_cell: int | None = field(default=None, metadata=limits(minimum=0, maximum=MAX_ITEMS))
     """For an episode of a sweep: which of its (model, environment, seed) cells it ran."""
     max_steps: int | None = field(default=None, metadata=limits(minimum=1, maximum=MAX_ITEMS))

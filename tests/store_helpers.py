@@ -8,7 +8,7 @@ from storage import Store, open_store
 from studio.agents.react import ReActConfig, ReActPolicy
 from studio.agents.scripted import make_policy
 from studio.models.scripted import ScriptedBackend
-from studio.runner import EpisodeRunner, RunnerConfig
+from studio.episodes.runner import EpisodeRunner, RunnerConfig
 from studio.trace import Episode
 
 #: Three different outputs per step: with candidates=3 every step has three distinct texts.

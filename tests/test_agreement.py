@@ -6,7 +6,7 @@ import krippendorff
 import numpy as np
 import pytest
 
-from storage.agreement import agreement_report, cohen_kappa, item_agreement, krippendorff_alpha, percent_agreement
+from studio.evaluation.stats import agreement_report, cohen_kappa, item_agreement, krippendorff_alpha, percent_agreement
 
 
 def test_cohen_kappa_of_the_textbook_example() -> None:

@@ -35,7 +35,7 @@ def test_core_never_imports_ui_or_database_layers() -> None:
 
 def test_importing_the_core_loads_no_ui_database_or_torch() -> None:
     code = (
-        "import sys, studio, studio.trace, studio.runner, studio.envs, studio.agents, studio.agents.react, studio.models;"
+        "import sys, studio, studio.trace, studio.episodes.runner, studio.envs, studio.agents, studio.agents.react, studio.models;"
         "from studio.envs import make_env; make_env('gridworld');"
         "print(sorted(m for m in ('gradio', 'sqlalchemy', 'torch', 'transformers') if m in sys.modules))"
     )

@@ -10,7 +10,7 @@ import pytest
 
 from storage import open_store
 from studio.agents.scripted import ExpertPolicy
-from studio.runner import EpisodeRunner, RunnerConfig
+from studio.episodes.runner import EpisodeRunner, RunnerConfig
 from tests.live_server import studio_in_chromium
 
 pytestmark = pytest.mark.browser

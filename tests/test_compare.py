@@ -14,9 +14,10 @@ from scipy import stats
 from storage import open_store
 
 from studio.agents.scripted import ExpertPolicy, RandomPolicy
-from studio.compare import comparison, mcnemar_exact, paired_bootstrap, paired_comparison, results_rows
-from studio.coverage import wilson_interval
-from studio.runner import EpisodeRunner, RunnerConfig
+from studio.evaluation.compare import comparison, paired_comparison, results_rows
+from studio.evaluation.stats import mcnemar_exact, paired_bootstrap
+from studio.evaluation.stats import wilson_interval
+from studio.episodes.runner import EpisodeRunner, RunnerConfig
 
 
 def test_mcnemar_exact_of_known_cases() -> None:

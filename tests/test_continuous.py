@@ -14,7 +14,7 @@ from studio.envs.gym_adapter import BinDiscretiser
 from studio.errors import BadOption
 from studio.models.base import SamplingParams
 from studio.models.hf import TransformersBackend
-from studio.runner import EpisodeRunner, RunnerConfig
+from studio.episodes.runner import EpisodeRunner, RunnerConfig
 from studio.trace import Step
 from studio.viz.plots import action_bins, action_distribution_figure
 from tests.tiny_models import tiny_llama, tiny_tokenizer

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from studio.coverage import CoveragePoint, coverage_points, wilson_interval
+from studio.scaling.coverage import CoveragePoint, coverage_points, wilson_interval
 from studio.trace import Episode, Step
 from studio.viz.plots import coverage_figure
 from tests.test_cli import cli

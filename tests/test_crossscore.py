@@ -13,12 +13,12 @@ import pytest
 from storage import open_store
 from studio.agents.react import ReActConfig, ReActPolicy
 from studio.agents.scripted import ExpertPolicy
-from studio.crossscore import CrossScore, cross_score
+from studio.evaluation.crossscore import CrossScore, cross_score
 from studio.envs.registry import make_env
 from studio.errors import StudioError
 from studio.models.base import SamplingParams
 from studio.models.hf import TransformersBackend
-from studio.runner import EpisodeRunner, RunnerConfig
+from studio.episodes.runner import EpisodeRunner, RunnerConfig
 from studio.trace import Step, TokenInfo
 from studio.viz.html import cross_scores_html
 from studio.viz.plots import cross_score_figure

@@ -12,7 +12,7 @@ from storage.preferences import CandidatePairSink
 from studio.agents.react import ReActConfig, ReActPolicy
 from studio.errors import StudioError
 from studio.models.scripted import ScriptedBackend
-from studio.runner import EpisodeRunner
+from studio.episodes.runner import EpisodeRunner
 from tests.store_helpers import OUTPUTS
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from components.browser_panel import env_choices, outcome_word, rows
 from storage import open_store
 from studio.agents.scripted import make_policy
-from studio.runner import EpisodeRunner, RunnerConfig
+from studio.episodes.runner import EpisodeRunner, RunnerConfig
 from tests.store_helpers import run_scripted
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from studio.agents.scripted import ExpertPolicy
-from studio.runner import EpisodeRunner, RunnerConfig
+from studio.episodes.runner import EpisodeRunner, RunnerConfig
 
 CONFIGS = [
     ("gridworld", {}, 50),

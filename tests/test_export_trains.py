@@ -53,7 +53,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def _expert_episode(store):
     from studio.agents.scripted import ExpertPolicy
-    from studio.runner import EpisodeRunner, RunnerConfig
+    from studio.episodes.runner import EpisodeRunner, RunnerConfig
 
     runner = EpisodeRunner(
         "gridworld",

@@ -27,7 +27,7 @@ from studio.errors import StudioError
 from studio.models.access import ModelAccess
 from studio.models.base import Backend, CacheStats, Capabilities, GenerateResult, Generation, ModelCard
 from studio.models.registry import SCHEMES, ModelRegistry, describe_schemes, register_backend
-from studio.runner import EpisodeRunner, RunnerConfig
+from studio.episodes.runner import EpisodeRunner, RunnerConfig
 from studio.settings import EpisodeSettings, setting
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -328,3 +328,44 @@ def test_the_episode_panel_offers_the_action_modes_the_model_can_do(two_words_sc
     assert "cannot score actions" in only_generate.info
     assert action_modes(session, "react-b", "score").choices == [("generate", "generate"), ("score", "score")]
     assert action_modes(session, "expert", "generate").choices == [("generate", "generate"), ("score", "score")]
+
+
+def test_a_verifier_from_a_package_is_offered_by_run_and_picks_the_action(tmp_path: Path) -> None:
+    """A verifier registers through an entry point: ``run --verifier`` takes it, it scores the K
+    outputs, and the step records it; without the package the name is refused in one line."""
+    from storage import open_store
+
+    db = str(tmp_path / "verified.db")
+    assert "shortest" in run_cli("run", "--help", plugin=True).stdout
+    ran = run_cli(
+        "run", "--env", "linewalk", "--policy", "react", "--model", "echo:fast", "--candidates", "3",
+        "--verifier", "shortest", "--json", "--db", db, plugin=True,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    with open_store(db) as store:
+        episode = store.episodes.get(json.loads(ran.stdout)["episode_id"])
+    assert episode.policy_config["verifier"] == "shortest"
+    record = episode.steps[0].extra["verifier"]
+    assert record["name"] == "shortest" and record["scores"][0] == -float(len(episode.steps[0].raw))
+
+    refused = run_cli("run", "--env", "gridworld", "--policy", "react", "--verifier", "shortest")
+    assert refused.returncode == 2 and "invalid choice: 'shortest'" in refused.stderr
+
+
+def test_a_registered_verifier_is_in_the_episode_panels_dropdown() -> None:
+    from components.settings_form import SettingsForm
+    from studio.scaling import verifier_registry
+    from studio.scaling.verifier_registry import register_verifier, verifier_names
+
+    shortest = _plugin_module().Shortest()
+    register_verifier(shortest)
+    try:
+        with gr.Blocks():
+            form = SettingsForm(EpisodeSettings)
+            form.build("verifier")
+        offered = [value for _label, value in form["verifier"].choices]
+        assert offered == verifier_names() and offered[-1] == "shortest" and offered[0] == "first"
+        with pytest.raises(StudioError, match="already registered"):
+            register_verifier(type("Other", (), {"name": "shortest", "needs_judge": False, "scores": lambda *a: []})())
+    finally:
+        verifier_registry._verifiers.pop("shortest", None)

@@ -16,13 +16,13 @@ import pytest
 from gymnasium import spaces
 
 from studio.agents.scripted import RandomPolicy
-from studio.compare import comparison
+from studio.evaluation.compare import comparison
 from studio.envs.base import check_env
 from studio.envs.fork_probe import probe_fork_mode
 from studio.envs.gym_adapter import NO_SUCCESS, POSITIVE_REWARD, SURVIVAL, GymAdapter
 from studio.envs.registry import builtin_names, make_env
 from studio.errors import StudioError
-from studio.runner import EpisodeRunner, RunnerConfig
+from studio.episodes.runner import EpisodeRunner, RunnerConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -13,7 +13,7 @@ import pytest
 from studio.agents.scripted import HumanPolicy
 from studio.envs import gym_adapter, make_env
 from studio.errors import BadOption, UnknownEnvironment
-from studio.runner import EpisodeRunner, RunnerConfig
+from studio.episodes.runner import EpisodeRunner, RunnerConfig
 
 
 def test_frozenlake_has_named_actions_and_a_text_map() -> None:

@@ -13,7 +13,7 @@ import pytest
 from studio.agents.react import ReActConfig, ReActPolicy
 from studio.models.base import SamplingParams
 from studio.models.registry import ModelRegistry
-from studio.runner import EpisodeRunner, RunnerConfig
+from studio.episodes.runner import EpisodeRunner, RunnerConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -20,7 +20,7 @@ from storage.orm import SweepRow
 from storage.sweeps import SweepLease
 from studio.errors import StudioError
 from studio.jobs import JobCancelled, JobQueue, WebLimits
-from studio.sweep import SweepSpec
+from studio.evaluation.sweep import SweepSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -14,7 +14,7 @@ import pytest
 from storage import Store
 from storage.judging import judge_queue
 from studio.errors import StudioError
-from studio.judge import judge_messages, judge_pair
+from studio.scaling.judge import judge_messages, judge_pair
 from studio.models.base import Backend, Capabilities, ModelCard, ScoreResult
 from tests.store_helpers import run_react
 
@@ -135,7 +135,7 @@ def test_the_judge_command(tmp_path: Path) -> None:
 
 
 def test_a_judgement_keeps_its_prompts_hashes_and_each_stored_sides_probability(store: Store) -> None:
-    from studio.judge import TEMPLATE_VERSION, prompt_hash
+    from studio.scaling.judge import TEMPLATE_VERSION, prompt_hash
 
     run_react(store, steps=2)
     store.preferences.pairs_from_candidates()

@@ -15,7 +15,7 @@ from storage.episodes import EpisodeStore
 from storage.migrate import alembic_config, current_revision, head_revision, upgrade
 from storage.orm import Base
 from studio.agents.scripted import make_policy
-from studio.runner import EpisodeRunner, RunnerConfig
+from studio.episodes.runner import EpisodeRunner, RunnerConfig
 from tests.store_helpers import run_react
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from storage import Store
 from studio.errors import StudioError
-from studio.runner import EpisodeRunner, RunnerConfig
+from studio.episodes.runner import EpisodeRunner, RunnerConfig
 from studio.agents.scripted import make_policy
 from tests.store_helpers import run_react, run_scripted
 

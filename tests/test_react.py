@@ -10,7 +10,7 @@ from studio.agents.react import ReActConfig, ReActPolicy
 from studio.models.base import SamplingParams
 from studio.models.hf import TransformersBackend
 from studio.models.scripted import ScriptedBackend
-from studio.runner import EpisodeRunner, RunnerConfig
+from studio.episodes.runner import EpisodeRunner, RunnerConfig
 from tests.tiny_models import tiny_llama, tiny_llava, tiny_tokenizer
 
 GREEDY = SamplingParams(temperature=0.0, max_new_tokens=12)

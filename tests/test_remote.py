@@ -27,7 +27,7 @@ from studio.models.engines import EngineServer, free_port, start_vllm
 from studio.models.registry import ModelRegistry
 from studio.models.remote import OpenAIBackend, parse_server_url
 from studio.models.resolve import resolve_default
-from studio.runner import EpisodeRunner, RunnerConfig
+from studio.episodes.runner import EpisodeRunner, RunnerConfig
 from studio.trace import Episode
 from storage import open_store
 
@@ -93,8 +93,8 @@ def test_score_equals_the_in_process_score(remote, local) -> None:
 def test_cross_scores_and_sweeps_work_through_the_server(remote, local, tmp_path: Path) -> None:
     """Model B served by vLLM scores model A's episode as the in-process model does; a sweep's model
     cells run through the server as concurrent requests and store the episodes the local model plays."""
-    from studio.crossscore import cross_score
-    from studio.sweep import SweepSpec, run_sweep
+    from studio.evaluation.crossscore import cross_score
+    from studio.evaluation.sweep import SweepSpec, run_sweep
 
     policy = ReActPolicy(local, ReActConfig(sampling=SamplingParams(temperature=0.0, max_new_tokens=40)))
     runner = EpisodeRunner("gridworld", policy, config=RunnerConfig(max_steps=2))

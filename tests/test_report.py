@@ -12,7 +12,7 @@ import pytest
 from storage import open_store
 from studio.agents.scripted import ExpertPolicy, RandomPolicy
 from studio.errors import StudioError
-from studio.runner import EpisodeRunner, RunnerConfig
+from studio.episodes.runner import EpisodeRunner, RunnerConfig
 from studio.viz.report import episode_report, write_report
 from tests.live_server import CHROMIUM, CHROMIUM_ARGS
 
@@ -95,9 +95,9 @@ def test_the_report_opens_offline_from_a_file_and_shows_the_trace_and_plots(tmp_
 
 
 def test_a_report_carries_the_stored_values_and_cross_scores(tmp_path: Path) -> None:
-    from studio.crossscore import CrossScore
+    from studio.evaluation.crossscore import CrossScore
     from studio.trace import TokenInfo
-    from studio.values import estimate_step_values
+    from studio.scaling.values import estimate_step_values
     from studio.viz.report import report_extras
 
     with open_store(tmp_path / "s.db") as store:

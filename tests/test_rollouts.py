@@ -18,9 +18,9 @@ from studio.models.base import GenerateCall, PrefixSession, SamplingParams
 from studio.models.hf import TransformersBackend
 from studio.models.lockstep import LockstepPool
 from studio.models.scripted import ScriptedBackend
-from studio.rollouts import check_parallel, run_parallel
-from studio.runner import EpisodeRunner, RunnerConfig
-from studio.values import estimate_step_values
+from studio.episodes.rollouts import check_parallel, run_parallel
+from studio.episodes.runner import EpisodeRunner, RunnerConfig
+from studio.scaling.values import estimate_step_values
 from tests.tiny_models import tiny_llama, tiny_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,7 +13,7 @@ from studio.agents.parsing import parse_react
 from studio.agents.scripted import ExpertPolicy, HumanPolicy, RandomPolicy, WaitingForHuman
 from studio.envs.registry import builtin_names
 from studio.errors import EpisodeOver, StudioError
-from studio.runner import EpisodeRunner, JsonlSink, ListSink, RunnerConfig
+from studio.episodes.runner import EpisodeRunner, JsonlSink, ListSink, RunnerConfig
 from studio.trace import read_episodes_jsonl
 
 
@@ -340,7 +340,7 @@ def test_environment_info_is_kept_as_standard_json() -> None:
     """NaN and infinities (which PostgreSQL's JSON refuses) and objects become text; the rest stays."""
     import math
 
-    from studio.runner import _json_safe
+    from studio.episodes.runner import _json_safe
 
     assert _json_safe({"a": math.nan, "b": [1, math.inf], "c": 1.5, 3: object}) == {
         "a": "nan",

@@ -175,7 +175,7 @@ def test_left_episodes_are_marked_abandoned_never_left_running(registry: ModelRe
 
 
 def test_live_steps_hand_out_the_output_as_it_is_written(registry: ModelRegistry) -> None:
-    from studio.live import LiveOutput
+    from studio.episodes.live import LiveOutput
 
     session = session_with_model(registry)
     session.reset()
@@ -194,7 +194,7 @@ def test_live_steps_hand_out_the_output_as_it_is_written(registry: ModelRegistry
 
 def test_a_stop_while_watching_drops_the_output(registry: ModelRegistry) -> None:
     from studio.errors import Interrupted
-    from studio.live import LiveOutput
+    from studio.episodes.live import LiveOutput
 
     model = registry.add(
         "slow", ScriptedBackend(["Thought: a long way west and then north.\nAction: go west"], token_seconds=0.01)

@@ -12,7 +12,7 @@ from studio.agents.react import ReActConfig, ReActPolicy
 from studio.errors import Interrupted
 from studio.models.base import SamplingParams, stopping
 from studio.models.hf import TransformersBackend
-from studio.runner import EpisodeRunner
+from studio.episodes.runner import EpisodeRunner
 from tests.tiny_models import tiny_llama, tiny_tokenizer
 
 

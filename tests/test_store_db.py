@@ -149,7 +149,7 @@ def test_the_schema_revision_is_recorded(tmp_path: Path) -> None:
 
 def test_a_write_failing_mid_episode_is_one_clear_error(tmp_path: Path) -> None:
     from studio.agents.scripted import make_policy
-    from studio.runner import EpisodeRunner
+    from studio.episodes.runner import EpisodeRunner
 
     store = new_store(tmp_path)
     runner = EpisodeRunner("gridworld", make_policy("expert"), sinks=[store.episodes.sink()])

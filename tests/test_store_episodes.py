@@ -11,7 +11,7 @@ import pytest
 from storage import open_store
 from studio.agents.scripted import make_policy
 from studio.errors import StudioError
-from studio.runner import EpisodeRunner, JsonlSink, RunnerConfig
+from studio.episodes.runner import EpisodeRunner, JsonlSink, RunnerConfig
 from studio.trace import read_episodes_jsonl
 from tests.store_helpers import new_store, run_react, run_scripted
 

@@ -65,7 +65,7 @@ WORK_UNTIL_KILLED = """
 import sys
 from storage import open_store
 from studio.agents.scripted import make_policy
-from studio.runner import EpisodeRunner, RunnerConfig
+from studio.episodes.runner import EpisodeRunner, RunnerConfig
 store = open_store(sys.argv[1])
 pair_ids = sys.argv[2].split(",")
 runner = EpisodeRunner("gym:FrozenLake-v1", make_policy("random"), sinks=[store.episodes.sink()], config=RunnerConfig(max_steps=100000, record_frames=True))

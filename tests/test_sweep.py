@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 
 from storage import open_store
-from studio.compare import episode_progress, results_rows
+from studio.evaluation.compare import episode_progress, results_rows
 from studio.envs.registry import make_env
 from studio.errors import StudioError
 from studio.models.hf import TransformersBackend
-from studio.runner import EpisodeRunner, RunnerConfig
+from studio.episodes.runner import EpisodeRunner, RunnerConfig
 from studio.agents.scripted import ExpertPolicy, RandomPolicy
-from studio.sweep import STOPPED, SweepSpec, parse_seeds, parse_vary, run_sweep, sweep_results
+from studio.evaluation.sweep import STOPPED, SweepSpec, parse_seeds, parse_vary, run_sweep, sweep_results
 from studio.viz.results import paired_html, progress_html, results_table_html
 from tests.tiny_models import tiny_llama, tiny_tokenizer
 

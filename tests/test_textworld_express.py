@@ -9,7 +9,7 @@ import pytest
 from studio.agents.scripted import ExpertPolicy
 from studio.envs import check_env, env_at, make_env
 from studio.errors import BadOption, StudioError, UnknownEnvironment
-from studio.runner import EpisodeRunner
+from studio.episodes.runner import EpisodeRunner
 
 COIN = {"params": "numLocations=4,includeDoors=1"}
 

@@ -11,7 +11,7 @@ from studio.models.base import SamplingParams
 from studio.models.hf import TransformersBackend
 from studio.models.hf_decode import TokenTexts
 from studio.models.scripted import ScriptedBackend
-from studio.runner import EpisodeRunner, RunnerConfig
+from studio.episodes.runner import EpisodeRunner, RunnerConfig
 from studio.session import policy_written
 from studio.trace import Episode
 from tests.tiny_models import tiny_llama, tiny_tokenizer

@@ -10,9 +10,9 @@ import pytest
 from studio.agents.scripted import make_policy
 from studio.envs import make_env
 from studio.errors import StudioError
-from studio.runner import EpisodeRunner, RunnerConfig
+from studio.episodes.runner import EpisodeRunner, RunnerConfig
 from studio.trace import Candidate
-from studio.values import StepValue, estimate_step_values, mean_and_stderr
+from studio.scaling.values import StepValue, estimate_step_values, mean_and_stderr
 
 
 def expert_episode(seed: int = 0, steps: int = 3):

@@ -7,10 +7,10 @@ import pytest
 from studio.agents.react import ReActConfig, ReActPolicy
 from studio.errors import StudioError
 from studio.models.scripted import ScriptedBackend
-from studio.runner import EpisodeRunner, RunnerConfig
+from studio.episodes.runner import EpisodeRunner, RunnerConfig
 from studio.trace import Candidate, Episode, TokenInfo
 from studio.settings import settings_from
-from studio.verifiers import MonteCarlo, VerifiedPolicy
+from studio.scaling.verifiers import MonteCarlo, VerifiedPolicy
 from tests.test_judge import RuleJudge
 
 #: One output per gridworld action: with K = 6 every action is among the candidates at every step.

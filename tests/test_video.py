@@ -16,7 +16,7 @@ from PIL import Image
 from storage import open_store
 from studio.agents.scripted import ExpertPolicy, RandomPolicy
 from studio.errors import StudioError
-from studio.runner import EpisodeRunner, RunnerConfig
+from studio.episodes.runner import EpisodeRunner, RunnerConfig
 from studio.viz.video import CAPTION_HEIGHT, FRAME_HEIGHT, composed_frames, episode_frames, episode_video
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -7,7 +7,7 @@ import math
 import re
 
 from studio.agents.scripted import make_policy
-from studio.runner import EpisodeRunner, RunnerConfig
+from studio.episodes.runner import EpisodeRunner, RunnerConfig
 from studio.trace import Candidate, Episode, Step, TokenInfo
 from studio.envs import make_env
 from studio.viz.html import candidates_html, model_card_html, prompt_html, timeline_html, token_colour, tokens_html
@@ -206,7 +206,7 @@ def test_a_served_token_is_coloured_by_the_entropy_over_its_top_k() -> None:
 
 
 def test_values_figures_have_a_bar_per_output_and_escape_actions() -> None:
-    from studio.values import StepValue
+    from studio.scaling.values import StepValue
     from studio.viz.plots import value_curve_figure, values_figure
 
     def value(output: str, action: str, q: float) -> StepValue:

@@ -250,7 +250,7 @@ def cmd_pairs(args: argparse.Namespace) -> int:
 def rollout_policies(name: str, model: str, seed: int) -> tuple[Any, Any]:
     """A factory of rollout policies (rollout ``i`` gets its own, seeded ``seed + i``) and the
     backend they act with (None for the expert and random)."""
-    from studio.values import rollout_policy_factory
+    from studio.scaling.values import rollout_policy_factory
 
     if name in ("random", "expert"):
         return rollout_policy_factory(name, seed), None
@@ -284,7 +284,7 @@ def check_values_arguments(args: argparse.Namespace, episode: Any) -> list[int]:
 
 
 def cmd_values(args: argparse.Namespace) -> int:
-    from studio.values import estimate_step_values
+    from studio.scaling.values import estimate_step_values
 
     store = open_cli_store(args, create=False)
     episode = store.episodes.get(args.episode)
@@ -325,7 +325,7 @@ def cmd_values(args: argparse.Namespace) -> int:
 
 def cmd_judge(args: argparse.Namespace) -> int:
     from storage.judging import judge_queue
-    from studio.judge import judge_name
+    from studio.scaling.judge import judge_name
     from studio.models.registry import ModelRegistry
 
     store = open_cli_store(args, create=False)

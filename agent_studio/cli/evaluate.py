@@ -54,7 +54,7 @@ def sweep_arguments(sweep: argparse.ArgumentParser) -> None:
     )
     sweep.add_argument("--json", action="store_true", help="print the results as one JSON object at the end")
     sweep_model = sweep.add_argument_group("models (for the model-driven cells)")
-    from studio.sweep import SWEEP_SETTINGS
+    from studio.evaluation.sweep import SWEEP_SETTINGS
 
     add_setting_flags(sweep, sweep_model, only=SWEEP_SETTINGS)
     add_model_load_arguments(sweep_model)
@@ -95,13 +95,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     """A sweep's results (``compare SWEEP``), or two models' stored episodes (``--models A,B``); either
     way the latest finished episode per model, environment, options, seed and settings counts, and
     ``--env`` filters the table and the paired tests alike."""
-    from studio.compare import comparison
+    from studio.evaluation.compare import comparison
     from studio.models.resolve import model_ids
 
     if args.sweep is not None:
         if args.models is not None:
             raise StudioError("Give a sweep or --models, not both.")
-        from studio.sweep import sweep_results
+        from studio.evaluation.sweep import sweep_results
 
         store = open_cli_store(args, create=False)
         record = store.sweeps.get(args.sweep)
@@ -172,7 +172,7 @@ def print_results(results: dict[str, Any], as_json: bool) -> None:
 
 def sweep_spec_from_args(args: argparse.Namespace) -> Any:
     """The spec ``sweep`` was given (one line for what is missing or wrong)."""
-    from studio.sweep import SWEEP_SETTINGS, SweepSpec, parse_vary
+    from studio.evaluation.sweep import SWEEP_SETTINGS, SweepSpec, parse_vary
 
     missing = [
         flag for flag, value in (("--models", args.models), ("--envs", args.envs), ("--seeds", args.seeds)) if not value
@@ -195,7 +195,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     from storage.sweeps import SweepLease
     from studio.models.registry import ModelRegistry
-    from studio.sweep import SCRIPTED_MODELS
+    from studio.evaluation.sweep import SCRIPTED_MODELS
 
     store = open_cli_store(args)
     registry = ModelRegistry()
@@ -226,7 +226,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def _run_sweep_cells(args: argparse.Namespace, store: Any, registry: Any, record: Any, stop: Any) -> int:
     """The part of ``sweep`` that runs once the sweep's lease is held: remove what an interrupted run
     left, run the missing cells, print the results."""
-    from studio.sweep import run_sweep, sweep_results
+    from studio.evaluation.sweep import run_sweep, sweep_results
 
     spec = record.spec
     removed, done = store.sweeps.resume(record.id)
@@ -264,7 +264,7 @@ def _run_sweep_cells(args: argparse.Namespace, store: Any, registry: Any, record
 
 def cmd_crossscore(args: argparse.Namespace) -> int:
     """Score an episode's outputs under ``--model``, store the scores, and print a line (or an object) per step."""
-    from studio.crossscore import check_scorable, cross_score
+    from studio.evaluation.crossscore import check_scorable, cross_score
     from studio.models.registry import ModelRegistry
 
     store = open_cli_store(args, create=False)

@@ -69,24 +69,20 @@ def cli_models(args: argparse.Namespace) -> tuple[Any, Any]:
 def cli_policy_factory(args: argparse.Namespace, settings: Any, models: tuple[Any, Any]) -> Any:
     """What makes the policy of one episode, given the backend to act with (the loaded model, or
     its lockstep member)."""
-    from studio.agents.scripted import make_policy
+    from studio.agents.factory import policy_from_settings
 
     if args.policy != "react":
-        return lambda _backend: make_policy(args.policy)
-    from studio.agents.react import ReActPolicy, config_from_settings
-    from studio.verifiers import verified
-
-    config = config_from_settings(settings)
+        return lambda _backend: policy_from_settings(settings, scripted=args.policy)
     judge = models[1]
-    return lambda acting: verified(ReActPolicy(acting, config), settings, judge=judge)
+    return lambda acting: policy_from_settings(settings, acting, judge=judge)
 
 
 def open_run(args: argparse.Namespace) -> tuple[Any, Any, list[Any]]:
     """``run``'s and ``coverage``'s environment, store and sinks (the store, ``--out``), shared by
     episodes side by side. A bad environment, then a bad database, fails before a model loads."""
     from studio.envs.registry import make_env
-    from studio.rollouts import LockedSink
-    from studio.runner import JsonlSink
+    from studio.episodes.rollouts import LockedSink
+    from studio.episodes.runner import JsonlSink
 
     env = make_env(args.env, dict(args.env_opt))
     store = open_cli_store(args)
@@ -110,8 +106,8 @@ def run_episodes(
 ) -> list[str]:
     """Run ``args.episodes`` episodes (seeds from ``settings.seed``) side by side (``--parallel``),
     calling ``show(episode)`` in seed order as soon as each can be; the failures, one line each."""
-    from studio.rollouts import run_parallel
-    from studio.runner import EpisodeRunner, RunnerConfig
+    from studio.episodes.rollouts import run_parallel
+    from studio.episodes.runner import EpisodeRunner, RunnerConfig
 
     config = RunnerConfig(max_steps=settings.max_steps, max_invalid_actions=args.max_invalid, record_frames=args.frames)
     factory = cli_policy_factory(args, settings, models)
@@ -148,7 +144,7 @@ def run_episodes(
 
 def cmd_coverage(args: argparse.Namespace) -> int:
     """Best-of-K coverage: ``run``'s episodes once per K over the same seeds, a line per K, a plot."""
-    from studio.coverage import coverage_points
+    from studio.scaling.coverage import coverage_points
     from studio.settings import SAMPLING_FOR_CANDIDATES, settings_from
 
     if args.plot is not None and not args.plot.lower().endswith(".html"):

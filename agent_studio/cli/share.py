@@ -66,7 +66,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if (args.episode is None) == (args.sweep is None):
         raise StudioError("Give an episode's id, or --sweep NAME, to report on.")
     if args.sweep is not None:
-        from studio.sweep import sweep_results
+        from studio.evaluation.sweep import sweep_results
 
         store = open_cli_store(args, create=False)
         record = store.sweeps.get(args.sweep)

@@ -44,7 +44,7 @@ from studio.models.base import (
     TokenListener,
     stopping,
 )
-from studio.settings import EpisodeSettings, default_temperature
+from studio.settings import default_temperature
 from studio.trace import Candidate, Episode, Step, TokenInfo
 
 # Written as a description, not a template: small models copy a template's placeholders verbatim.
@@ -85,25 +85,6 @@ class ReActConfig:
             raise ValueError(f"candidates must be >= 1, got {self.candidates}")
         if self.sampling is None:  # K greedy candidates would be one text K times: the one rule
             object.__setattr__(self, "sampling", SamplingParams(temperature=default_temperature(self.candidates)))
-
-
-def config_from_settings(settings: EpisodeSettings) -> ReActConfig:
-    """The ReAct settings of an episode's settings (the UI's and ``run``'s): one line if they do not fit."""
-    sampling = SamplingParams(
-        temperature=settings.temperature,
-        top_p=settings.top_p,
-        max_new_tokens=settings.max_new_tokens,
-        seed=settings.seed,
-    )
-    try:
-        return ReActConfig(
-            action_mode=settings.action_mode,
-            sampling=sampling,
-            candidates=settings.candidates,
-            few_shot=settings.few_shot,
-        )
-    except ValueError as exc:
-        raise StudioError(str(exc)) from None
 
 
 def expert_thought(action: str) -> str:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from studio.trace import TAKEN, Episode, Output, Step, TokenInfo
 
 if TYPE_CHECKING:
-    from studio.live import LiveOutput
+    from studio.episodes.live import LiveOutput
 
 COLOR_MODES = ("logprob", "entropy")
 #: Entropy (nats) at which a token is coloured fully "uncertain".
@@ -473,7 +473,7 @@ def difference_colour(difference: float | None) -> str:
 
 def cross_score_html(step: Step, score: Any) -> str:
     """One step of model A's output in model B's tokens, coloured by B's minus A's logprob, with the
-    step's totals and the action each model prefers (:class:`studio.crossscore.CrossScore`)."""
+    step's totals and the action each model prefers (:class:`studio.evaluation.crossscore.CrossScore`)."""
     differences = score.token_differences(step)
     spans = "".join(
         f'<span class="as-tok" style="background:{difference_colour(d)}" '

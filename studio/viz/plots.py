@@ -320,7 +320,7 @@ def action_distribution_figure(step: Step | None) -> go.Figure | None:
 
 
 def values_figure(values: list[Any]) -> go.Figure | None:
-    """Q ± standard error of each output of one step (:class:`studio.values.StepValue`), the taken
+    """Q ± standard error of each output of one step (:class:`studio.scaling.values.StepValue`), the taken
     output in orange; None without values."""
     if not values:
         return None
@@ -407,7 +407,7 @@ def _label(episode: Episode) -> str:
 
 def coverage_figure(points: list[Any], title: str = "") -> go.Figure | None:
     """Success rate vs K, one line per verifier, with 95% Wilson intervals
-    (:class:`studio.coverage.CoveragePoint`); None without points."""
+    (:class:`studio.scaling.coverage.CoveragePoint`); None without points."""
     if not points:
         return None
     figure = go.Figure()
@@ -447,7 +447,7 @@ def coverage_figure(points: list[Any], title: str = "") -> go.Figure | None:
 
 def cross_score_figure(scores: list[Any]) -> go.Figure | None:
     """Per step: model A's and model B's log-probability of A's output, and where B prefers another
-    action (:class:`studio.crossscore.CrossScore`); None without scores."""
+    action (:class:`studio.evaluation.crossscore.CrossScore`); None without scores."""
     if not scores:
         return None
     steps = [s.step_index for s in scores]

@@ -1,6 +1,6 @@
 """Results of a comparison or a sweep as HTML and a plot: every value escaped (numbers too).
 
-``results`` is the dict of :func:`studio.sweep.sweep_results` (or ``compare``'s): ``results`` rows
+``results`` is the dict of :func:`studio.evaluation.sweep.sweep_results` (or ``compare``'s): ``results`` rows
 per (model, environment) and ``paired`` tests per two models.
 """
 

@@ -94,3 +94,13 @@ def actions_export(store: Any, summary: Any, images: Any):
     for episode in store.episodes.summaries(limit=10_000):
         for step in store.episodes.get(episode.id).steps:
             yield {"env": episode.env, "observation": step.observation, "action": step.action}
+
+
+class Shortest:
+    """the shortest valid output: a toy verifier that likes brevity"""
+
+    name = "shortest"
+    needs_judge = False
+
+    def scores(self, verified, outputs, episode, observation, should_stop):
+        return [-float(len(output.raw)) if output.valid else None for output in outputs]
