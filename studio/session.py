@@ -143,7 +143,7 @@ class StudioSession:
 
     # -- policies -------------------------------------------------------------------------------
     def make_policy(self, settings: EpisodeSettings) -> Policy:
-        from studio.agents.factory import policy_from_settings
+        from studio.policies import policy_from_settings
 
         if settings.policy not in POLICIES:
             raise StudioError(f"Unknown policy {settings.policy!r}: use one of {', '.join(POLICIES)}.")

@@ -4,7 +4,7 @@ the docs and the command line).
 
 Each field of :class:`EpisodeSettings` carries a :class:`Setting` (label, help, range, choices,
 which widget, where it sits). Adding a setting is one field here and its use in
-:func:`studio.agents.factory.policy_from_settings` (the one place every surface makes its policy:
+:func:`studio.policies.policy_from_settings` (the one place every surface makes its policy:
 the Episode panel's session, ``run``, sweeps); ``agent-studio run`` gets ``--the-name``, the
 Episode panel a widget, ``/reset`` a key.
 

@@ -271,11 +271,11 @@ def test_every_line_is_its_record(judged: dict, tmp_path: Path) -> None:
         assert out.read_bytes() == b"".join(row.line() + b"\n" for row in rows), fmt
 
 
-def test_the_readme_table_has_every_built_in_format() -> None:
-    """The README's export table lists every format the registry has out of the box."""
+def test_the_guides_table_has_every_built_in_format() -> None:
+    """The training-data guide's export table lists every format the registry has out of the box."""
     from storage.export import format_names
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parent.parent / "docs" / "training-data.md").read_text(encoding="utf-8")
     assert all(f"| `{name}` |" in readme for name in format_names()), format_names()
 
 

@@ -49,7 +49,7 @@ def _project_with_a_toy_setting(target: Path) -> Path:
     text = settings.read_text(encoding="utf-8")
     assert text.count("    def policy_fields(self)") == 1
     settings.write_text(text.replace("    def policy_fields(self)", TOY_FIELD), encoding="utf-8")
-    factory = target / "studio" / "agents" / "factory.py"
+    factory = target / "studio" / "policies.py"
     text = factory.read_text(encoding="utf-8")
     assert text.count("    if scripted is not None:") == 1
     factory.write_text(text.replace("    if scripted is not None:", TOY_USE), encoding="utf-8")

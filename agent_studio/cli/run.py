@@ -69,7 +69,7 @@ def cli_models(args: argparse.Namespace) -> tuple[Any, Any]:
 def cli_policy_factory(args: argparse.Namespace, settings: Any, models: tuple[Any, Any]) -> Any:
     """What makes the policy of one episode, given the backend to act with (the loaded model, or
     its lockstep member)."""
-    from studio.agents.factory import policy_from_settings
+    from studio.policies import policy_from_settings
 
     if args.policy != "react":
         return lambda _backend: policy_from_settings(settings, scripted=args.policy)

@@ -293,7 +293,7 @@ CellListener = Callable[[SweepCell, "Episode | StudioError"], None]
 
 def _policy_factory(model: str, settings: EpisodeSettings, load_model: ModelLoader) -> tuple[Backend | None, Callable]:
     """The backend a model's cells share (None for scripted policies) and what makes one cell's policy."""
-    from studio.agents.factory import policy_from_settings
+    from studio.policies import policy_from_settings
 
     if model in SCRIPTED_MODELS:
         return None, lambda _acting: policy_from_settings(settings, scripted=model)

@@ -12,6 +12,7 @@ from studio.agents.react import ReActConfig, ReActPolicy
 from studio.agents.scripted import make_policy
 from studio.errors import StudioError
 from studio.models.base import Backend, SamplingParams
+from studio.scaling.verifiers import verified
 from studio.settings import EpisodeSettings
 
 
@@ -48,6 +49,4 @@ def policy_from_settings(
         return make_policy(scripted)
     if backend is None:
         raise StudioError("A model-driven policy needs a loaded model.")
-    from studio.scaling.verifiers import verified
-
     return verified(ReActPolicy(backend, react_config(settings)), settings, judge=judge)

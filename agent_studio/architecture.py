@@ -1,0 +1,77 @@
+"""The house, as data: the core's layers (bottom first) and the packages around it.
+
+``tests/test_architecture.py`` checks every import against these lists, and the architecture page
+draws its diagram from them (``<!-- reference: layers -->``), so the picture cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+#: The core's layers, bottom first: a module imports (at module level) only from its own layer or
+#: those below. A function-level import may reach up where it is late by design (a registry
+#: loading its built-ins, a view asking the session), never to gradio, SQLAlchemy or the outer packages.
+LAYERS: list[tuple[str, tuple[str, ...], str]] = [
+    (
+        "foundation",
+        (
+            "studio.errors",
+            "studio.validation",
+            "studio.plugins",
+            "studio._deprecation",
+            "studio.evaluation.stats",
+            "studio.scaling.verifier_registry",
+        ),
+        "errors, checks at the trust boundary, the entry-point loader, every statistic, the verifier registry",
+    ),  # fmt: skip
+    ("records", ("studio.trace", "studio.analysis"), "episodes, steps, tokens; attention maths"),
+    ("models and worlds", ("studio.models", "studio.envs"), "backends and their registry; environments and theirs"),
+    ("settings", ("studio.settings",), "the one settings schema"),
+    ("agents", ("studio.agents",), "the policy protocol, ReAct, scripted policies"),
+    ("episodes", ("studio.episodes",), "the runner and its sinks, episodes side by side, live output"),
+    ("scaling", ("studio.scaling",), "verifiers, Monte Carlo values, the judge, best-of-K coverage"),
+    (
+        "evaluation",
+        ("studio.evaluation", "studio.policies"),
+        "sweeps, comparisons, cross-scores; policy_from_settings",
+    ),
+    ("surfaces of the core", ("studio.session", "studio.jobs", "studio.viz"), "a browser tab's session, jobs, views"),
+]
+
+#: The packages around the core, and what each may import besides the standard library and
+#: third-party packages (``studio`` is the core; only ``components`` imports gradio).
+OUTER: dict[str, tuple[str, ...]] = {
+    "studio": ("studio",),
+    "storage": ("studio", "storage"),
+    "components": ("studio", "storage", "components"),
+    "agent_studio": ("studio", "storage", "components", "agent_studio"),
+}
+
+
+def layer_of(module: str) -> int | None:
+    """The index in :data:`LAYERS` of ``module`` (the longest matching prefix), None if none matches."""
+    best: tuple[int, int] | None = None
+    for index, (_name, prefixes, _what) in enumerate(LAYERS):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and (best is None or len(prefix) > best[1]):
+                best = (index, len(prefix))
+    return None if best is None else best[0]
+
+
+def layers_markdown() -> str:
+    """The layers as the architecture page draws them, top first."""
+    rows = ["```"]
+    rows.append("app.py → agent_studio/cli  (the command line and the composition root)")
+    rows.append("             │ wires")
+    rows.append("   components/ (Gradio panels, TABS)      storage/ (SQLAlchemy store, migrations, exports, judging)")
+    rows.append("             └──────────────┬──────────────────┘")
+    rows.append("                            ▼")
+    width = max(len(name) for name, _p, _w in LAYERS)
+    for name, prefixes, _what in reversed(LAYERS):
+        packages = "  ".join(p.removeprefix("studio.") for p in prefixes)
+        rows.append(f"  studio/ {name:<{width}} │ {packages}")
+    rows.append("```")
+    rows.append("")
+    rows.append("| layer (bottom last above) | packages | what lives there |")
+    rows.append("|---|---|---|")
+    for name, prefixes, what in reversed(LAYERS):
+        rows.append(f"| {name} | {', '.join(f'`{p}`' for p in prefixes)} | {what} |")
+    return "\n".join(rows)
