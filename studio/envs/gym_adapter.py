@@ -7,8 +7,8 @@ observation (from the environment's ``ansi`` render when it has one, else a form
 and snapshots.
 
 Snapshots hold the environment attributes that differ from a freshly made instance,
-pickled; they are unpickled with a whitelist of plain and numpy types only, because a
-snapshot may come from an episode file the user did not write.
+pickled; :mod:`studio.envs.snapshots` reads them back with a whitelist of plain and numpy types
+only, because a snapshot may come from an episode file the user did not write.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import base64
 import contextlib
 import importlib
 import inspect
-import io
 import json
 import math
 import os
@@ -46,6 +45,9 @@ from gymnasium import spaces  # noqa: E402
 from studio.envs.base import ActionCheck, StudioEnv  # noqa: E402
 from studio.envs.fork_probe import ForkMode, ForkProbe, probe_fork_mode  # noqa: E402
 from studio.envs.registry import register_env  # noqa: E402
+from studio.envs.snapshots import checked_counters, picklable  # noqa: E402
+from studio.envs.snapshots import dump_value as _dump  # noqa: E402
+from studio.envs.snapshots import load_value as _load  # noqa: E402
 from studio.errors import BadOption, StudioError, UnknownEnvironment  # noqa: E402
 
 
@@ -428,164 +430,8 @@ def _registered_namespaces() -> set[str]:
 _HIGHLIGHT = re.compile(r"\x1b\[4\dm(.)\x1b\[0m")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
-#: Globals a snapshot may name (what gym environments' state pickles use: numpy arrays, scalars,
-#: dtypes and random generators). Anything else is refused, so no snapshot can run code.
-_SAFE_GLOBALS = {
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"),
-    ("numpy.random._pickle", "__generator_ctor"),
-    ("numpy.random._pickle", "__bit_generator_ctor"),
-    ("numpy.random._pickle", "__randomstate_ctor"),
-    ("numpy.random.bit_generator", "SeedSequence"),
-    ("numpy.random.bit_generator", "__pyx_unpickle_SeedSequence"),
-} | {
-    ("numpy.random._" + module, name)
-    for module, name in (
-        ("pcg64", "PCG64"),
-        ("pcg64", "PCG64DXSM"),
-        ("mt19937", "MT19937"),
-        ("philox", "Philox"),
-        ("sfc64", "SFC64"),
-        ("generator", "Generator"),
-    )
-}
-#: Of those, what a snapshot may call (REDUCE); the classes are only arguments.
-_CALLABLE = {
-    "_reconstruct",
-    "scalar",
-    "dtype",
-    "__generator_ctor",
-    "__bit_generator_ctor",
-    "__randomstate_ctor",
-    "__pyx_unpickle_SeedSequence",
-}
 #: Attributes that describe how the environment is set up, never its state.
 _NEVER_RESTORED = frozenset({"render_mode", "spec", "metadata", "np_random", "action_space", "observation_space"})
-#: Bytes of one snapshot attribute as pickled, and of any array it may create.
-MAX_PICKLE_BYTES = 1_000_000
-MAX_ARRAY_BYTES = 8_000_000
-
-
-class _SnapshotUnpickler(pickle._Unpickler):  # the pure-Python unpickler: its opcodes can be checked one by one
-    """Unpickles a snapshot someone else may have written, refusing before it happens anything that could
-    run code, change the process (a BUILD on a module-level function rewrote numpy's defaults), or
-    allocate beyond a budget (``list(range(2e7))`` from 40 bytes)."""
-
-    dispatch = dict(pickle._Unpickler.dispatch)
-
-    def __init__(self, data: bytes) -> None:
-        super().__init__(io.BytesIO(data))
-        self._made: set[int] = set()  # objects this snapshot created: the only ones BUILD may fill
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _SAFE_GLOBALS or (module.startswith("numpy.dtypes") and name.endswith("DType")):
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"snapshot refers to {module}.{name}, which is not allowed")
-
-    def load_reduce(self) -> None:
-        args = self.stack.pop()
-        func = self.stack[-1]
-        if getattr(func, "__name__", None) not in _CALLABLE or not isinstance(args, tuple):
-            raise pickle.UnpicklingError(
-                f"snapshot calls {getattr(func, '__name__', type(func).__name__)}, which is not allowed"
-            )
-        if func.__name__ == "_reconstruct":  # ndarray.__new__(cls, shape, dtype): numpy pickles an empty (0,) shell
-            # of a one-letter type code; the real shape and dtype come with BUILD, which checks their size.
-            if len(args) != 3 or args[0] is not np.ndarray or _elements(args[1]) > 1 or not _type_code(args[2]):
-                raise pickle.UnpicklingError("snapshot builds an array in a way numpy never pickles")
-        for arg in args:  # a data type that outgrew the budget (a BUILD on it) is refused before it is used
-            if isinstance(arg, np.dtype) and arg.itemsize > MAX_ARRAY_BYTES:
-                raise pickle.UnpicklingError("snapshot uses an oversized data type")
-        made = func(*args)
-        if isinstance(made, np.dtype) and made.itemsize > MAX_ARRAY_BYTES:
-            raise pickle.UnpicklingError("snapshot declares an oversized data type")
-        self._made.add(id(made))
-        self.stack[-1] = made
-
-    dispatch[pickle.REDUCE[0]] = load_reduce
-
-    def load_build(self) -> None:
-        state = self.stack[-1]
-        target = self.stack[-2]
-        if id(target) not in self._made:
-            raise pickle.UnpicklingError("snapshot tries to change an object it did not create")
-        if isinstance(target, np.ndarray):  # (version, shape, dtype, fortran, data)
-            if not isinstance(state, tuple) or len(state) != 5 or not isinstance(state[2], np.dtype):
-                raise pickle.UnpicklingError("snapshot has a malformed array")
-            if _elements(state[1]) * max(state[2].itemsize, 1) > MAX_ARRAY_BYTES:
-                raise pickle.UnpicklingError(f"snapshot has an array of more than {MAX_ARRAY_BYTES:,} bytes")
-        super().load_build()
-        if isinstance(target, np.dtype) and target.itemsize > MAX_ARRAY_BYTES:  # a BUILD made it a huge subarray type
-            raise pickle.UnpicklingError("snapshot declares an oversized data type")
-
-    dispatch[pickle.BUILD[0]] = load_build
-
-    def _refuse(self) -> None:
-        raise pickle.UnpicklingError("snapshot creates objects in a way gym snapshots never do")
-
-    for _opcode in (
-        pickle.NEWOBJ,
-        pickle.NEWOBJ_EX,
-        pickle.OBJ,
-        pickle.INST,
-        pickle.EXT1,
-        pickle.EXT2,
-        pickle.EXT4,
-        pickle.PERSID,
-        pickle.BINPERSID,
-    ):
-        dispatch[_opcode[0]] = _refuse
-    del _opcode
-
-
-def _type_code(value: Any) -> bool:
-    """Whether ``value`` is what numpy's pickles give ``_reconstruct`` as its dtype: one type letter."""
-    return isinstance(value, bytes) and len(value) == 1 and value.isalpha()
-
-
-def _elements(shape: Any) -> int:
-    """How many elements an array of ``shape`` holds (refusing what is not a shape)."""
-    if not isinstance(shape, tuple) or not all(isinstance(n, int) and n >= 0 for n in shape):
-        raise pickle.UnpicklingError("snapshot has a malformed array shape")
-    return int(np.prod(shape, dtype=np.float64)) if shape else 1
-
-
-def _dump(value: Any) -> str:
-    return base64.b64encode(pickle.dumps(value, protocol=4)).decode("ascii")
-
-
-def snapshot_bytes(data: Any) -> bytes:
-    """The bytes of a base64 snapshot value, refused (UnpicklingError) past MAX_PICKLE_BYTES or malformed."""
-    if not isinstance(data, str) or len(data) > MAX_PICKLE_BYTES * 4 // 3 + 4:
-        raise pickle.UnpicklingError(f"a snapshot value is not base64 text of at most {MAX_PICKLE_BYTES:,} bytes")
-    try:
-        return base64.b64decode(data, validate=True)
-    except ValueError:
-        raise pickle.UnpicklingError("a snapshot value is not base64 text") from None
-
-
-def _load(data: Any) -> Any:
-    return _SnapshotUnpickler(snapshot_bytes(data)).load()
-
-
-def checked_counters(counters: Any) -> list[int | None]:
-    """A snapshot's step counters (one per wrapper): a short list of whole numbers or None; ValueError if not."""
-    if not isinstance(counters, list) or len(counters) > 64:
-        raise ValueError("its step counters are not a list")
-    if not all(c is None or (isinstance(c, int) and not isinstance(c, bool) and c >= 0) for c in counters):
-        raise ValueError("its step counters are not whole numbers")
-    return counters
-
-
-def _picklable(value: Any) -> bytes | None:
-    try:
-        return pickle.dumps(value, protocol=4)
-    except Exception:  # render caches (pygame surfaces, clocks) cannot be pickled; they are not state
-        return None
 
 
 class GymAdapter(StudioEnv):
@@ -850,7 +696,7 @@ class GymAdapter(StudioEnv):
         # A MuJoCo simulation's state is its physics (see _physics), not its model, data and renderer handles.
         handles = _MUJOCO_HANDLES if self._mujoco() is not None else ()
         return {
-            name: _picklable(value)
+            name: picklable(value)
             for name, value in vars(self.env.unwrapped).items()
             if not isinstance(value, (spaces.Space, gym.envs.registration.EnvSpec)) and name not in handles
         }

@@ -26,7 +26,8 @@ from typing import Any
 
 
 from studio.envs.base import map_cells
-from studio.envs.gym_adapter import GymAdapter, _SnapshotUnpickler, checked_counters, snapshot_bytes
+from studio.envs.gym_adapter import GymAdapter
+from studio.envs.snapshots import EnvPickler, MiniGridUnpickler, checked_counters, snapshot_bytes
 from studio.errors import BadOption, StudioError
 
 #: MiniGrid's actions (``minigrid.core.actions.Actions`` order), named as a person would say them.
@@ -66,81 +67,6 @@ _NOT_STATE = frozenset(
         "_np_random_seed",
     }
 )
-
-
-def _state_classes() -> tuple[type, ...]:
-    """MiniGrid's data classes a snapshot may hold: world objects, the grid, rooms, BabyAI's verifiers."""
-    from minigrid.core.grid import Grid
-    from minigrid.core.roomgrid import Room
-    from minigrid.core.world_object import WorldObj
-    from minigrid.envs.babyai.core.verifier import Instr, ObjDesc
-
-    classes: list[type] = [WorldObj, Grid, Room, Instr, ObjDesc]
-    with contextlib.suppress(ImportError):
-        from minigrid.envs.multiroom import MultiRoom  # MultiRoom's room records
-
-        classes.append(MultiRoom)
-    return tuple(classes)
-
-
-def _loaded_subclasses(bases: tuple[type, ...]) -> list[type]:
-    """``bases`` and every subclass of them defined so far (in modules already imported)."""
-    seen: list[type] = []
-    todo = list(bases)
-    while todo:
-        cls = todo.pop()
-        if cls not in seen:
-            seen.append(cls)
-            todo.extend(cls.__subclasses__())
-    return seen
-
-
-class _MiniGridUnpickler(_SnapshotUnpickler):
-    """The gym snapshot unpickler, plus MiniGrid's data classes (made without running their
-    ``__init__``, their fields set by BUILD) and one persistent reference: the environment itself,
-    which BabyAI's verifiers point back to."""
-
-    dispatch = dict(_SnapshotUnpickler.dispatch)
-
-    def __init__(self, data: bytes, env: Any) -> None:
-        super().__init__(data)
-        self.env = env
-        self.allowed = _state_classes()
-        #: The classes a snapshot may name, by (module, name): MiniGrid's data classes already loaded.
-        #: A name is looked up here, never imported: a snapshot cannot make the process import anything.
-        self.known = {(cls.__module__, cls.__qualname__): cls for cls in _loaded_subclasses(self.allowed)}
-
-    def find_class(self, module: str, name: str) -> Any:
-        found = self.known.get((module, name))
-        if found is not None:
-            return found
-        return super().find_class(module, name)
-
-    def persistent_load(self, pid: Any) -> Any:
-        if pid == "env":
-            return self.env
-        raise pickle.UnpicklingError("snapshot refers to an object outside the environment")
-
-    def load_newobj(self) -> None:
-        args = self.stack.pop()
-        cls = self.stack.pop()
-        if not (isinstance(cls, type) and issubclass(cls, self.allowed)) or args != ():
-            raise pickle.UnpicklingError("snapshot creates an object that is not MiniGrid state")
-        made = cls.__new__(cls)
-        self._made.add(id(made))
-        self.append(made)
-
-    dispatch[pickle.NEWOBJ[0]] = load_newobj
-    dispatch[pickle.BINPERSID[0]] = pickle._Unpickler.load_binpersid
-
-
-class _Pickler(pickle.Pickler):
-    def __init__(self, file: io.BytesIO, env: Any) -> None:
-        super().__init__(file, protocol=4)
-        self.env = env
-
-    def persistent_id(self, obj: Any) -> Any:
-        return "env" if obj is self.env else None
 
 
 class MiniGridEnv(GymAdapter):
@@ -280,7 +206,7 @@ class MiniGridEnv(GymAdapter):
 
     def _exact_state(self) -> dict[str, Any]:
         buffer = io.BytesIO()
-        _Pickler(buffer, self.grid_env).dump(self._state_attributes())
+        EnvPickler(buffer, self.grid_env).dump(self._state_attributes())
         return {
             "minigrid": base64.b64encode(buffer.getvalue()).decode("ascii"),
             "elapsed_steps": self._counters(),
@@ -290,7 +216,7 @@ class MiniGridEnv(GymAdapter):
     def _restore_exact(self, state: dict[str, Any]) -> None:
         try:
             counters = checked_counters(state["elapsed_steps"])
-            restored = _MiniGridUnpickler(snapshot_bytes(state["minigrid"]), self.grid_env).load()
+            restored = MiniGridUnpickler(snapshot_bytes(state["minigrid"]), self.grid_env).load()
             self._check_restored(restored)
         except (pickle.UnpicklingError, ValueError, TypeError, KeyError, EOFError, AttributeError, IndexError) as exc:
             raise BadOption(
