@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from studio.agents.react import EXAMPLE_TITLES, expert_thought
+from studio.agents.react_prompt import EXAMPLE_TITLES, expert_thought
 
 Message = dict[str, Any]
 
