@@ -17,7 +17,7 @@ from components.errors import refused_into, as_message
 from storage import Store
 from storage.desk import DEFAULT_TAGS, AnnotationDesk
 from storage.export import export, format_names
-from storage.judging import judge_queue
+from studio.scaling.judge import judge_queue
 from storage.records import PAIR_KINDS, PAIR_SOURCES
 from studio.envs.registry import env_names
 from studio.errors import StudioError

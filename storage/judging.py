@@ -4,7 +4,7 @@ pair's bit, nothing that says who produced them), their choices, undo, and the a
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import and_, exists, func, or_, select
@@ -22,6 +22,9 @@ from storage.records import (
 from storage.vocab import SWAP, normalize_annotator, normalize_choice, precise_now
 from studio.errors import StudioError
 from studio.trace import Step, png_to_frame, tokens_from_list
+
+# The judge's model loop lives in the core (studio.scaling.judge); the name stays importable here for one release.
+from studio.scaling.judge import judge_queue  # noqa: E402, F401
 
 
 def _blind(step: Step) -> Step:
@@ -317,44 +320,3 @@ class Judging:
                 self._annotation_record(row, name)
                 for row, name in session.execute(query.order_by(AnnotationRow.updated_at, AnnotationRow.id))
             ]
-
-
-def judge_queue(
-    preferences: Any,
-    backend: Any,
-    limit: int | None = None,
-    kind: str | None = None,
-    env: str | None = None,
-    source: str | None = None,
-    progress: Callable[[int, int], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-) -> int:
-    """Model ``backend`` judges the pairs it has not judged yet (blind, as a person sees them),
-    stored as annotator ``judge:<model>`` with its probability as confidence. Returns how many.
-    ``should_stop()`` ends it between pairs (the verdicts so far stay: each is a judgement of its own)."""
-    from studio.scaling.judge import judge_name, judge_pair
-
-    name = judge_name(backend)
-    judged, total = preferences.progress(name, kind, env, source)
-    todo = total - judged if limit is None else min(limit, total - judged)
-    done = 0
-    while done < todo:
-        items = preferences.queue(name, limit=min(10, todo - done), kind=kind, env=env, source=source)
-        if not items:
-            break
-        for item in items:
-            if should_stop is not None and should_stop():
-                return done
-            verdict = judge_pair(backend, item)
-            preferences.annotate(
-                item.pair_id,
-                name,
-                verdict.choice,
-                rationale=verdict.rationale,
-                confidence=verdict.confidence,
-                provenance=verdict.provenance(swapped=item.swapped),
-            )
-            done += 1
-            if progress is not None:
-                progress(done, todo)
-    return done

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from storage import Store
-from storage.judging import judge_queue
+from studio.scaling.judge import judge_queue
 from studio.errors import StudioError
 from studio.scaling.judge import judge_messages, judge_pair
 from studio.models.base import Backend, Capabilities, ModelCard, ScoreResult

@@ -324,7 +324,7 @@ def cmd_values(args: argparse.Namespace) -> int:
 
 
 def cmd_judge(args: argparse.Namespace) -> int:
-    from storage.judging import judge_queue
+    from studio.scaling.judge import judge_queue
     from studio.scaling.judge import judge_name
     from studio.models.registry import ModelRegistry
 

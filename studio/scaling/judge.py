@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -163,3 +164,54 @@ def prompt_hash(messages: list[dict[str, str]]) -> str:
 def judge_name(backend: Backend) -> str:
     """The annotator a judge's verdicts are stored under."""
     return f"judge:{backend.card.id}"
+
+
+class JudgingQueue(Protocol):
+    """What :func:`judge_queue` needs of the store: the blind queue and a way to record a verdict
+    (``storage.preferences.PreferenceStore`` is one)."""
+
+    def progress(self, annotator: str, kind: str | None, env: str | None, source: str | None) -> tuple[int, int]: ...
+
+    def queue(self, annotator: str, **filters: Any) -> list[Any]: ...
+
+    def annotate(self, pair_id: str, annotator: str, choice: str, **details: Any) -> Any: ...
+
+
+def judge_queue(
+    preferences: JudgingQueue,
+    backend: Any,
+    limit: int | None = None,
+    kind: str | None = None,
+    env: str | None = None,
+    source: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> int:
+    """Model ``backend`` judges the pairs it has not judged yet (blind, as a person sees them),
+    stored as annotator ``judge:<model>`` with its probability as confidence. Returns how many.
+    ``preferences`` is the store's (``store.preferences``): the loop is the core's, the storing the store's.
+    ``should_stop()`` ends it between pairs (the verdicts so far stay: each is a judgement of its own)."""
+    name = judge_name(backend)
+    judged, total = preferences.progress(name, kind, env, source)
+    todo = total - judged if limit is None else min(limit, total - judged)
+    done = 0
+    while done < todo:
+        items = preferences.queue(name, limit=min(10, todo - done), kind=kind, env=env, source=source)
+        if not items:
+            break
+        for item in items:
+            if should_stop is not None and should_stop():
+                return done
+            verdict = judge_pair(backend, item)
+            preferences.annotate(
+                item.pair_id,
+                name,
+                verdict.choice,
+                rationale=verdict.rationale,
+                confidence=verdict.confidence,
+                provenance=verdict.provenance(swapped=item.swapped),
+            )
+            done += 1
+            if progress is not None:
+                progress(done, todo)
+    return done
