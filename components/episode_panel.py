@@ -28,7 +28,8 @@ from studio.settings import temperature_after
 from studio.validation import MAX_ITEMS, whole_number
 from studio.viz.html import candidates_html, live_card, message_html, plural, prompt_html, timeline_html
 from studio.viz.plots import action_distribution_figure
-from studio.viz.report import report_extras, write_report
+from storage.reports import report_extras
+from studio.viz.report import write_report
 from studio.viz.video import episode_video
 
 

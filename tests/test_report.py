@@ -98,7 +98,7 @@ def test_a_report_carries_the_stored_values_and_cross_scores(tmp_path: Path) -> 
     from studio.evaluation.crossscore import CrossScore
     from studio.trace import TokenInfo
     from studio.scaling.values import estimate_step_values
-    from studio.viz.report import report_extras
+    from storage.reports import report_extras
 
     with open_store(tmp_path / "s.db") as store:
         episode = _episode(ExpertPolicy(), sinks=[store.episodes.sink()])

@@ -61,7 +61,8 @@ def cmd_video(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """A self-contained page of an episode (with its stored values and cross-scores), or of a sweep."""
-    from studio.viz.report import report_extras, sweep_report, write_page, write_report
+    from storage.reports import report_extras
+    from studio.viz.report import sweep_report, write_page, write_report
 
     if (args.episode is None) == (args.sweep is None):
         raise StudioError("Give an episode's id, or --sweep NAME, to report on.")

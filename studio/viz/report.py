@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from studio.errors import StudioError
 from studio.trace import Episode
 from studio.viz import stylesheet
 from studio.viz.html import esc, num, timeline_html
+
+if TYPE_CHECKING:  # the records' types only: a report page needs no rollout or scoring code
+    from studio.evaluation.crossscore import CrossScore
+    from studio.scaling.values import StepValue
 
 PAGE_CSS = """
 body { font-family: system-ui, sans-serif; margin: 24px; color: #0f172a; background: #f8fafc; }
@@ -76,10 +80,24 @@ def _page(title: str, meta: dict[str, Any], body: str) -> str:
     )
 
 
+class ReportExtras(TypedDict, total=False):
+    """What an episode's report shows beside its trace (``storage.reports.report_extras`` reads it
+    from a store; each part may be left out)."""
+
+    values: list[StepValue]
+    """Monte Carlo step values (:func:`studio.scaling.values.estimate_step_values`)."""
+    cross_scores: list[CrossScore]
+    """One scoring model's view of the outputs (:func:`studio.evaluation.crossscore.cross_score`)."""
+    judgements: list[dict[str, Any]]
+    """A row per judgement of a pair the episode is in: step, compared, annotator, verdict, rationale."""
+    labels: list[dict[str, Any]]
+    """A row per step label: step, annotator, label, note."""
+
+
 def _extras(
     episode: Episode,
-    values: list[Any] | None,
-    cross_scores: list[Any] | None,
+    values: list[StepValue] | None,
+    cross_scores: list[CrossScore] | None,
     judgements: list[dict[str, Any]] | None = None,
     labels: list[dict[str, Any]] | None = None,
 ) -> str:
@@ -104,13 +122,13 @@ def _extras(
 def episode_report(
     episode: Episode,
     compare: Episode | None = None,
-    values: list[Any] | None = None,
-    cross_scores: list[Any] | None = None,
+    values: list[StepValue] | None = None,
+    cross_scores: list[CrossScore] | None = None,
     judgements: list[dict[str, Any]] | None = None,
     labels: list[dict[str, Any]] | None = None,
 ) -> str:
-    """The report page of ``episode`` (beside ``compare``, when given) as one HTML document, with what
-    :func:`report_extras` found stored beside it when given."""
+    """The report page of ``episode`` (beside ``compare``, when given) as one HTML document, with the
+    parts of :class:`ReportExtras` given."""
     if not episode.steps:
         raise StudioError(f"Episode {episode.id} has no steps: there is nothing to report.")
     title = f"{episode.env} · seed {episode.seed} · {episode.acted_by}"
@@ -161,51 +179,11 @@ def write_report(
     episode: Episode,
     out: str | Path,
     compare: Episode | None = None,
-    **extras: Any,
+    **extras: Unpack[ReportExtras],
 ) -> dict[str, Any]:
-    """Write :func:`episode_report` to ``out`` (.html), with ``extras`` (:func:`report_extras`); what was written."""
+    """Write :func:`episode_report` to ``out`` (.html), with ``extras`` (:class:`ReportExtras`); what was written."""
     written = write_page(episode_report(episode, compare, **extras), out)
     return {**written, "episodes": 1 + (compare is not None)}
-
-
-def report_extras(store: Any, episode_id: str) -> dict[str, Any]:
-    """What a store keeps beside an episode for its report: its step values, the cross-scores of the
-    model that scored it last, and the judgements and step labels people and judges gave it
-    (``store`` is a :class:`storage.Store`)."""
-    scores = store.cross_scores.of_episode(episode_id)
-    latest = max(scores, key=lambda score: score.created_at).scorer if scores else None
-    judgements = []
-    for pair in store.preferences.pairs(episode_id=episode_id):
-        sides = {"left": _side_name(pair.left, episode_id), "right": _side_name(pair.right, episode_id)}
-        for annotation in store.preferences.annotations(pair.id):
-            verdict = {"tie": "a tie", "both_bad": "both bad"}.get(annotation.choice)
-            judgements.append(
-                {
-                    "step": pair.step_index,
-                    "compared": f"{sides['left']} vs {sides['right']}",
-                    "annotator": annotation.annotator,
-                    "verdict": verdict or f"{sides.get(annotation.choice, annotation.choice)} better",
-                    "rationale": annotation.rationale,
-                }
-            )
-    labels = [
-        {"step": label.step_index, "annotator": label.annotator, "label": label.label, "note": label.note}
-        for label in store.preferences.step_labels(episode_id)
-    ]
-    return {
-        "values": store.preferences.step_values(episode_id),
-        "cross_scores": [score for score in scores if score.scorer == latest],
-        "judgements": judgements,
-        "labels": labels,
-    }
-
-
-def _side_name(side: Any, episode_id: str) -> str:
-    """A pair's side in words, from this episode's point of view."""
-    if side.step_index is None:
-        return "this episode" if side.episode_id == episode_id else f"episode {side.episode_id[:8]}"
-    output = "the taken output" if side.candidate_id is None else "a candidate"
-    return output if side.episode_id == episode_id else f"{output} of episode {side.episode_id[:8]}"
 
 
 def _rows_html(title: str, rows: list[dict[str, Any]]) -> str:
