@@ -36,14 +36,28 @@ LAYERS: list[tuple[str, tuple[str, ...], str]] = [
     ("surfaces of the core", ("studio.session", "studio.jobs", "studio.viz"), "a browser tab's session, jobs, views"),
 ]
 
-#: The packages around the core, and what each may import besides the standard library and
-#: third-party packages (``studio`` is the core; only ``components`` imports gradio).
+#: The packages around the core (by folder: ``storage/`` and ``components/`` are imported as
+#: ``agent_studio.storage`` and ``agent_studio.components``), and which of ours each may import
+#: (``studio`` is the core; only ``components`` imports gradio).
 OUTER: dict[str, tuple[str, ...]] = {
     "studio": ("studio",),
     "storage": ("studio", "storage"),
     "components": ("studio", "storage", "components"),
     "agent_studio": ("studio", "storage", "components", "agent_studio"),
 }
+
+
+def outer_of(module: str) -> str | None:
+    """Which package of :data:`OUTER` ``module`` belongs to (None: not ours)."""
+    for prefix, package in (
+        ("agent_studio.storage", "storage"),
+        ("agent_studio.components", "components"),
+        ("agent_studio", "agent_studio"),
+        ("studio", "studio"),
+    ):
+        if module == prefix or module.startswith(prefix + "."):
+            return package
+    return None
 
 
 def layer_of(module: str) -> int | None:

@@ -120,7 +120,7 @@ def verifiers_markdown() -> str:
 
 def exports_markdown() -> str:
     """Every registered export format."""
-    from storage.export import export_formats
+    from agent_studio.storage.export import export_formats
 
     parts = ["| format | rows and what trains on them |", "|---|---|"]
     parts += [f"| `{f.name}` | {_cell(f.summary)} |" for f in export_formats()]

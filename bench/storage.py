@@ -35,9 +35,9 @@ os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
 from sqlalchemy import insert, select  # noqa: E402
 
-from storage import open_store  # noqa: E402
-from storage.export import export  # noqa: E402
-from storage.orm import AnnotationRow, AnnotatorRow, PairRow  # noqa: E402
+from agent_studio.storage import open_store  # noqa: E402
+from agent_studio.storage.export import export  # noqa: E402
+from agent_studio.storage.orm import AnnotationRow, AnnotatorRow, PairRow  # noqa: E402
 from studio.agents.react import ReActConfig, ReActPolicy  # noqa: E402
 from studio.models.scripted import ScriptedBackend  # noqa: E402
 from studio.episodes.runner import EpisodeRunner, RunnerConfig  # noqa: E402
@@ -113,7 +113,7 @@ def queue_page_ms(store, annotator: str, pages: int) -> float:
 def open_times(path: Path, repeats: int = 5) -> tuple[float, float]:
     """Median ms to open the store (the read-only header + quick_check + schema check first) and
     to open it with the integrity check skipped, side by side (the file is in the page cache)."""
-    import storage.store
+    from agent_studio.storage import store as store_module
 
     def timed() -> float:
         started = time.perf_counter()
@@ -121,12 +121,12 @@ def open_times(path: Path, repeats: int = 5) -> tuple[float, float]:
         return 1000 * (time.perf_counter() - started)
 
     checked = [timed() for _ in range(repeats)]
-    real = storage.store.check_sqlite_file
-    storage.store.check_sqlite_file = lambda _path: None
+    real = store_module.check_sqlite_file
+    store_module.check_sqlite_file = lambda _path: None
     try:
         plain = [timed() for _ in range(repeats)]
     finally:
-        storage.store.check_sqlite_file = real
+        store_module.check_sqlite_file = real
     return statistics.median(checked), statistics.median(plain)
 
 

@@ -27,7 +27,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from storage import open_store  # noqa: E402
+from agent_studio.storage import open_store  # noqa: E402
 from studio.models.registry import ModelRegistry  # noqa: E402
 from studio.evaluation.sweep import SweepSpec, run_sweep  # noqa: E402
 

@@ -12,13 +12,13 @@ from typing import Any
 
 import gradio as gr
 
-from components.downloads import DownloadFolder
-from components.errors import refused_into, as_message
-from storage import Store
-from storage.desk import DEFAULT_TAGS, AnnotationDesk
-from storage.export import export, format_names
+from agent_studio.components.downloads import DownloadFolder
+from agent_studio.components.errors import refused_into, as_message
+from agent_studio.storage import Store
+from agent_studio.storage.desk import DEFAULT_TAGS, AnnotationDesk
+from agent_studio.storage.export import export, format_names
 from studio.scaling.judge import judge_queue
-from storage.records import PAIR_KINDS, PAIR_SOURCES
+from agent_studio.storage.records import PAIR_KINDS, PAIR_SOURCES
 from studio.envs.registry import env_names
 from studio.errors import StudioError
 from studio.jobs import JobQueue

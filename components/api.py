@@ -15,7 +15,7 @@ from typing import Any
 
 import gradio as gr
 
-from components.errors import as_api_error
+from agent_studio.components.errors import as_api_error
 from studio.session import StudioSession
 from studio.settings import settings_from
 from studio.trace import HEAVY_STEP_FIELDS, Step

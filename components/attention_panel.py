@@ -13,7 +13,7 @@ from typing import Any
 
 import gradio as gr
 
-from components.errors import refused_into
+from agent_studio.components.errors import refused_into
 from studio.analysis.attention import AGGREGATIONS
 from studio.envs.registry import env_at
 from studio.errors import StudioError

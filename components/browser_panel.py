@@ -7,7 +7,7 @@ from typing import Any
 
 import gradio as gr
 
-from storage import Store
+from agent_studio.storage import Store
 from studio.trace import UNFINISHED_REASONS
 
 COLUMNS = ["id", "env", "seed", "policy", "model", "outcome", "steps", "return", "end", "started", "fork of"]

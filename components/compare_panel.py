@@ -14,10 +14,10 @@ from typing import Any
 
 import gradio as gr
 
-from components.downloads import DownloadFolder
-from components.errors import refused_into
-from storage import Store
-from storage.sweeps import SweepLease, SweepRecord
+from agent_studio.components.downloads import DownloadFolder
+from agent_studio.components.errors import refused_into
+from agent_studio.storage import Store
+from agent_studio.storage.sweeps import SweepLease, SweepRecord
 from studio.errors import StudioError
 from studio.models.access import ModelAccess
 from studio.jobs import JobQueue, WebLimits

@@ -8,8 +8,8 @@ from typing import Any
 
 import gradio as gr
 
-from components.errors import refused_into
-from storage import Store
+from agent_studio.components.errors import refused_into
+from agent_studio.storage import Store
 from studio.evaluation.crossscore import cross_score
 from studio.errors import StudioError
 from studio.jobs import JobCancelled, JobQueue

@@ -15,10 +15,10 @@ from typing import Any
 
 import gradio as gr
 
-from components import attention_panel, crossscore_panel, values_panel
-from components.downloads import DownloadFolder
-from components.errors import refusal
-from components.settings_form import SettingsForm
+from agent_studio.components import attention_panel, crossscore_panel, values_panel
+from agent_studio.components.downloads import DownloadFolder
+from agent_studio.components.errors import refusal
+from agent_studio.components.settings_form import SettingsForm
 from studio.envs.registry import env_names
 from studio.errors import Interrupted, StudioError
 from studio.jobs import JobQueue
@@ -28,7 +28,7 @@ from studio.settings import temperature_after
 from studio.validation import MAX_ITEMS, whole_number
 from studio.viz.html import candidates_html, live_card, message_html, plural, prompt_html, timeline_html
 from studio.viz.plots import action_distribution_figure
-from storage.reports import report_extras
+from agent_studio.storage.reports import report_extras
 from studio.viz.report import write_report
 from studio.viz.video import episode_video
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import gradio as gr
 
-from components import (
+from agent_studio.components import (
     annotate_panel,
     api,
     browser_panel,
@@ -28,10 +28,10 @@ from components import (
     present_panel,
     values_panel,
 )
-from components.services import Services
-from storage import Store
-from storage.desk import AnnotationDesk
-from storage.preferences import CandidatePairSink
+from agent_studio.components.services import Services
+from agent_studio.storage import Store
+from agent_studio.storage.desk import AnnotationDesk
+from agent_studio.storage.preferences import CandidatePairSink
 from studio.errors import StudioError
 from studio.session import EpisodeSettings, StudioSession
 from studio.viz.html import message_html, plural

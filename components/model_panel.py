@@ -7,7 +7,7 @@ from typing import Any
 
 import gradio as gr
 
-from components.errors import refusal
+from agent_studio.components.errors import refusal
 from studio.models.access import ModelAccess
 from studio.models.base import DTYPE_NAMES
 from studio.models.registry import describe_schemes

@@ -7,7 +7,7 @@ from typing import Any
 
 import gradio as gr
 
-from storage import Store
+from agent_studio.storage import Store
 from studio.envs.registry import make_env
 from studio.errors import StudioError
 from studio.session import StudioSession

@@ -13,7 +13,7 @@ from typing import Any
 
 import gradio as gr
 
-from storage import Store
+from agent_studio.storage import Store
 from studio.errors import StudioError
 from studio.session import StudioSession
 from studio.trace import Episode

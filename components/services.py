@@ -7,8 +7,8 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
-from components.downloads import DownloadFolder
-from storage import Store
+from agent_studio.components.downloads import DownloadFolder
+from agent_studio.storage import Store
 from studio.jobs import JobQueue, WebLimits
 from studio.models.access import ModelAccess
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import gradio as gr
 
-from components.errors import as_message, refused_into
-from storage import Store
+from agent_studio.components.errors import as_message, refused_into
+from agent_studio.storage import Store
 from studio.jobs import JobQueue, WebLimits
 from studio.session import ROLLOUT_POLICIES, StudioSession
 from studio.trace import Episode

@@ -3,6 +3,6 @@
 Only records of the core (``studio.trace``) and of ``storage.records`` leave this package.
 """
 
-from storage.store import Store, open_store
+from agent_studio.storage.store import Store, open_store
 
 __all__ = ["Store", "open_store"]

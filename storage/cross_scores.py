@@ -5,8 +5,8 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from storage.db import Database
-from storage.orm import CrossScoreRow, StepRow
+from agent_studio.storage.db import Database
+from agent_studio.storage.orm import CrossScoreRow, StepRow
 from studio.evaluation.crossscore import CrossScore
 from studio.errors import StudioError
 from studio.trace import TokenInfo

@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from storage.records import AnnotationRecord, QueueItem
-from storage.store import Store
+from agent_studio.storage.records import AnnotationRecord, QueueItem
+from agent_studio.storage.store import Store
 from studio.errors import StudioError
 
 #: The tags offered with a judgement unless the annotator sets their own.

@@ -11,8 +11,8 @@ from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from storage.db import Database, first_line, process_gone, process_name
-from storage.orm import CandidateRow, EpisodeRow, ModelRow, PairRow, StepLabelRow, StepRow
+from agent_studio.storage.db import Database, first_line, process_gone, process_name
+from agent_studio.storage.orm import CandidateRow, EpisodeRow, ModelRow, PairRow, StepLabelRow, StepRow
 from studio.errors import NotStored, StudioError
 from studio.episodes.runner import RunnerEvent
 from studio.trace import (

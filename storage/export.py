@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from storage.export_data import (  # noqa: F401 - the export API's names, importable from here
+from agent_studio.storage.export_data import (  # noqa: F401 - the export API's names, importable from here
     IMAGE_MODES,
     PROMPT_MODES,
     AnnotatorSelection,
@@ -50,8 +50,8 @@ from storage.export_data import (  # noqa: F401 - the export API's names, import
     ImageWriter,
     dumps,
 )
-from storage.export_rows import episode_records, kto_records, pairwise_rows, prm_records, sft_records
-from storage.store import Store
+from agent_studio.storage.export_rows import episode_records, kto_records, pairwise_rows, prm_records, sft_records
+from agent_studio.storage.store import Store
 from studio.errors import StudioError
 from studio.plugins import first_doc_line, load_entry_points
 

@@ -16,9 +16,9 @@ from typing import Any
 
 from sqlalchemy import LargeBinary, select, type_coerce
 
-from storage.orm import AnnotationRow, AnnotatorRow, CandidateRow, EpisodeRow, PairRow, StepRow
-from storage.store import Store
-from storage.vocab import majority
+from agent_studio.storage.orm import AnnotationRow, AnnotatorRow, CandidateRow, EpisodeRow, PairRow, StepRow
+from agent_studio.storage.store import Store
+from agent_studio.storage.vocab import majority
 from studio.agents.conversation import compact_messages
 from studio.errors import StudioError
 from studio.evaluation.stats import is_person

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from storage.export_data import (
+from agent_studio.storage.export_data import (
     AnnotatorSelection,
     EpisodeCache,
     ExportRow,
@@ -20,10 +20,10 @@ from storage.export_data import (
     dumps,
     judged_pairs,
 )
-from storage.orm import AnnotatorRow, EpisodeRow, StepLabelRow, StepRow
-from storage.records import STEP_LABELS
-from storage.store import Store
-from storage.vocab import majority
+from agent_studio.storage.orm import AnnotatorRow, EpisodeRow, StepLabelRow, StepRow
+from agent_studio.storage.records import STEP_LABELS
+from agent_studio.storage.store import Store
+from agent_studio.storage.vocab import majority
 from studio.agents.conversation import continuation, fallback_prompt, output_text, prompt_at
 
 

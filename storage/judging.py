@@ -11,15 +11,15 @@ from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer
 
-from storage.db import Database
-from storage.episodes import HEAVY_STEP_COLUMNS, EpisodeStore, candidate_record, step_record
-from storage.orm import AnnotationRow, AnnotatorRow, CandidateRow, EpisodeRow, PairRow, StepRow
-from storage.records import (
+from agent_studio.storage.db import Database
+from agent_studio.storage.episodes import HEAVY_STEP_COLUMNS, EpisodeStore, candidate_record, step_record
+from agent_studio.storage.orm import AnnotationRow, AnnotatorRow, CandidateRow, EpisodeRow, PairRow, StepRow
+from agent_studio.storage.records import (
     AnnotationRecord,
     QueueItem,
     ShownSide,
 )
-from storage.vocab import SWAP, normalize_annotator, normalize_choice, precise_now
+from agent_studio.storage.vocab import SWAP, normalize_annotator, normalize_choice, precise_now
 from studio.errors import StudioError
 from studio.trace import Step, png_to_frame, tokens_from_list
 

@@ -7,13 +7,13 @@ from collections.abc import Callable
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from storage.db import Database
-from storage.orm import AnnotatorRow, StepLabelRow, StepRow
-from storage.records import (
+from agent_studio.storage.db import Database
+from agent_studio.storage.orm import AnnotatorRow, StepLabelRow, StepRow
+from agent_studio.storage.records import (
     STEP_LABELS,
     StepLabelRecord,
 )
-from storage.vocab import normalize_annotator, precise_now
+from agent_studio.storage.vocab import normalize_annotator, precise_now
 from studio.errors import StudioError
 
 

@@ -19,7 +19,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 from sqlalchemy.exc import SQLAlchemyError
 
-from storage.db import BEGIN_MODE, Database, describe_url, first_line, make_engine
+from agent_studio.storage.db import BEGIN_MODE, Database, describe_url, first_line, make_engine
 from studio.errors import StudioError
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"

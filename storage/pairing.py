@@ -15,17 +15,17 @@ from typing import Any
 from sqlalchemy import exists, insert, or_, select
 from sqlalchemy.orm import Session
 
-from storage.db import Database
-from storage.episodes import EpisodeStore
-from storage.orm import CandidateRow, EpisodeRow, PairRow, StepRow
-from storage.records import (
+from agent_studio.storage.db import Database
+from agent_studio.storage.episodes import EpisodeStore
+from agent_studio.storage.orm import CandidateRow, EpisodeRow, PairRow, StepRow
+from agent_studio.storage.records import (
     PAIR_KINDS,
     PAIR_SOURCES,
     PairRecord,
     PairsMade,
     SideRef,
 )
-from storage.vocab import check_filter, precise_now
+from agent_studio.storage.vocab import check_filter, precise_now
 from studio.errors import StudioError
 from studio.trace import ABANDONED, new_id
 

@@ -22,17 +22,17 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from studio.evaluation.stats import agreement_report, machine_vs_people
-from storage.db import Database, first_line
-from storage.episodes import EpisodeStore
-from storage.judging import Judging
-from storage.labels import StepLabelling
-from storage.values import ValueKeeping
-from storage.orm import AnnotationRow, AnnotatorRow, PairRow
-from storage.pairing import PairMaking
-from storage.records import (
+from agent_studio.storage.db import Database, first_line
+from agent_studio.storage.episodes import EpisodeStore
+from agent_studio.storage.judging import Judging
+from agent_studio.storage.labels import StepLabelling
+from agent_studio.storage.values import ValueKeeping
+from agent_studio.storage.orm import AnnotationRow, AnnotatorRow, PairRow
+from agent_studio.storage.pairing import PairMaking
+from agent_studio.storage.records import (
     CHOICES,
 )
-from storage.vocab import SWAP, majority, normalize_annotator, normalize_choice
+from agent_studio.storage.vocab import SWAP, majority, normalize_annotator, normalize_choice
 from studio.errors import StudioError
 
 __all__ = ["CandidatePairSink", "PreferenceStore", "majority", "normalize_annotator", "normalize_choice"]

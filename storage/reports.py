@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from storage.store import Store
+from agent_studio.storage.store import Store
 from studio.viz.report import ReportExtras
 
 

@@ -13,12 +13,12 @@ import os
 import shutil
 from pathlib import Path
 
-from storage.db import Database, check_sqlite_file, describe_url, resolve_url, sqlite_path
-from storage.cross_scores import CrossScoreStore
-from storage.episodes import EpisodeStore
-from storage.migrate import prepare
-from storage.preferences import PreferenceStore
-from storage.sweeps import SweepStore
+from agent_studio.storage.db import Database, check_sqlite_file, describe_url, resolve_url, sqlite_path
+from agent_studio.storage.cross_scores import CrossScoreStore
+from agent_studio.storage.episodes import EpisodeStore
+from agent_studio.storage.migrate import prepare
+from agent_studio.storage.preferences import PreferenceStore
+from agent_studio.storage.sweeps import SweepStore
 
 
 class Store:

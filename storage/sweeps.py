@@ -21,9 +21,9 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer
 
-from storage.db import Database, process_gone, process_name
-from storage.episodes import HEAVY_STEP_COLUMNS, complete_clause, episode_record, step_record
-from storage.orm import EpisodeRow, ModelRow, PairRow, StepLabelRow, StepRow, StepValueRow, SweepRow
+from agent_studio.storage.db import Database, process_gone, process_name
+from agent_studio.storage.episodes import HEAVY_STEP_COLUMNS, complete_clause, episode_record, step_record
+from agent_studio.storage.orm import EpisodeRow, ModelRow, PairRow, StepLabelRow, StepRow, StepValueRow, SweepRow
 from studio.errors import StudioError
 from studio.evaluation.sweep import SweepSpec
 from studio.trace import Episode, Step, new_id, utc_now

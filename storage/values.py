@@ -12,10 +12,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from storage.db import Database
-from storage.orm import CandidateRow, EpisodeRow, StepRow, StepValueRow
-from storage.records import PairsMade, SideRef
-from storage.vocab import precise_now
+from agent_studio.storage.db import Database
+from agent_studio.storage.orm import CandidateRow, EpisodeRow, StepRow, StepValueRow
+from agent_studio.storage.records import PairsMade, SideRef
+from agent_studio.storage.vocab import precise_now
 from studio.errors import StudioError
 from studio.scaling.values import StepValue
 
@@ -199,7 +199,7 @@ class ValueKeeping:
 
     def _record_verdict(self, row: dict[str, Any], best: StepValue, worst: StepValue) -> None:
         """The values' judgement on the pair of ``row``'s two sides (the stored pair, whichever made it)."""
-        from storage.orm import PairRow
+        from agent_studio.storage.orm import PairRow
 
         with self.db.reading() as session:
             pair = session.scalars(select(PairRow).where(PairRow.key == row["key"])).one()

@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Iterable
 from datetime import datetime, timezone
 
-from storage.records import (
+from agent_studio.storage.records import (
     CHOICES,
 )
 from studio.errors import StudioError

@@ -45,7 +45,7 @@ def store_url(request, tmp_path):
 @pytest.fixture()
 def store(store_url):
     """An open, empty store on each kind of database (the tests that use it run twice)."""
-    from storage import open_store
+    from agent_studio.storage import open_store
 
     with open_store(store_url) as opened:
         yield opened

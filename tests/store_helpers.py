@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from storage import Store, open_store
+from agent_studio.storage import Store, open_store
 from studio.agents.react import ReActConfig, ReActPolicy
 from studio.agents.scripted import make_policy
 from studio.models.scripted import ScriptedBackend

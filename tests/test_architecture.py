@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-FORBIDDEN_IN_CORE = {"gradio", "sqlalchemy", "alembic", "components", "storage"}
+FORBIDDEN_IN_CORE = {"gradio", "sqlalchemy", "alembic", "components", "storage", "agent_studio"}
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -100,22 +100,21 @@ def test_the_core_follows_its_layers() -> None:
 def test_the_outer_packages_import_only_inwards() -> None:
     """storage/ never imports components/ or the CLI; components/ never imports the CLI; nothing
     imports the old paths that moved (they are for other people's code, for one release)."""
-    from agent_studio.architecture import OUTER
+    from agent_studio.architecture import OUTER, outer_of
 
-    ours = set(OUTER)
     offenders = []
     for package, allowed in OUTER.items():
         for path in (ROOT / package).rglob("*.py"):
             for name in _imports(path, module_level_only=False):
-                top = name.split(".")[0]
-                if top in ours and top not in allowed:
+                target = outer_of(name)
+                if target is not None and target not in allowed:
                     offenders.append(f"{_module_name(path)} imports {name}")
     for path in [*ROOT.glob("*/**/*.py"), ROOT / "app.py"]:
         if any(part.startswith(".venv") for part in path.parts):
             continue
         for name in _imports(path, module_level_only=False):
             moved = name.startswith("studio.") and name.count(".") == 1 and name.split(".")[1] in MOVED
-            if moved or name == "storage.agreement":
+            if moved or name == "agent_studio.storage.agreement":
                 offenders.append(f"{path.relative_to(ROOT)} imports the old path {name}")
     assert offenders == []
 
@@ -125,14 +124,30 @@ def test_the_old_import_paths_still_work_with_a_warning() -> None:
         "import warnings\n"
         "with warnings.catch_warnings(record=True) as caught:\n"
         "    warnings.simplefilter('always')\n"
-        "    import studio.sweep, studio.runner, storage.agreement\n"
+        "    import studio.sweep, studio.runner, agent_studio.storage.agreement\n"
         "    from studio.verifiers import VerifiedPolicy\n"
         "import studio.evaluation.sweep, studio.episodes.runner, studio.evaluation.stats, studio.scaling.verifiers\n"
         "assert studio.sweep is studio.evaluation.sweep and studio.runner is studio.episodes.runner\n"
-        "assert storage.agreement is studio.evaluation.stats\n"
+        "assert agent_studio.storage.agreement is studio.evaluation.stats\n"
         "assert VerifiedPolicy is studio.scaling.verifiers.VerifiedPolicy\n"
         "print(sorted({str(w.message).split(' moved')[0] for w in caught if w.category is DeprecationWarning}))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "['storage.agreement', 'studio.runner', 'studio.sweep', 'studio.verifiers']"
+    assert (
+        result.stdout.strip()
+        == "['agent_studio.storage.agreement', 'studio.runner', 'studio.sweep', 'studio.verifiers']"
+    )
+
+
+def test_storage_and_components_are_imported_by_their_installed_names_only() -> None:
+    """``agent_studio.storage`` and ``agent_studio.components`` everywhere: a bare ``storage`` import
+    would load the same files a second time, as other modules with their own registries and state."""
+    bare = [
+        f"{path.relative_to(ROOT)}: {name}"
+        for path in [*ROOT.glob("*/**/*.py"), ROOT / "app.py"]
+        if not any(part.startswith(".venv") for part in path.parts)
+        for name in _imports(path, module_level_only=False)
+        if name.split(".")[0] in {"storage", "components", "app"}
+    ]
+    assert bare == []

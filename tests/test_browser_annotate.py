@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from storage import open_store
+from agent_studio.storage import open_store
 from tests.live_server import server_log, studio_in_chromium
 
 pytestmark = pytest.mark.browser

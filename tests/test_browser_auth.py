@@ -6,8 +6,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from components.auth import hash_password
-from storage import open_store
+from agent_studio.components.auth import hash_password
+from agent_studio.storage import open_store
 from tests.live_server import CHROMIUM, CHROMIUM_ARGS, running_studio
 from tests.raw_client import call, handler_of
 from tests.store_helpers import run_react

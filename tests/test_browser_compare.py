@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from storage import open_store
+from agent_studio.storage import open_store
 from tests.live_server import studio_in_chromium
 from tests.test_browser_studio import open_page
 

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from storage import open_store
+from agent_studio.storage import open_store
 from tests.live_server import CHROMIUM, CHROMIUM_ARGS, ROOT, running_studio
 from tests.store_helpers import run_react
 

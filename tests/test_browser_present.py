@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from storage import open_store
+from agent_studio.storage import open_store
 from studio.agents.scripted import ExpertPolicy
 from studio.episodes.runner import EpisodeRunner, RunnerConfig
 from tests.live_server import studio_in_chromium

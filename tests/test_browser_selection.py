@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from storage import open_store
+from agent_studio.storage import open_store
 from studio.envs.registry import env_at
 from tests.live_server import CHROMIUM, CHROMIUM_ARGS, ROOT, running_studio
 

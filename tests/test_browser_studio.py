@@ -239,7 +239,7 @@ def test_stop_interrupts_a_run_of_the_default_model(studio) -> None:
     assert step_count(page) == count  # stopped, not merely slow
     assert "Episode over" not in page.inner_text("#as-status")
     # Stop mid-generation leaves no step: the stored episode holds exactly the finished steps.
-    from storage import open_store
+    from agent_studio.storage import open_store
 
     with open_store(studio["db"]) as store:
         newest = store.episodes.get(store.episodes.summaries(limit=1)[0].id)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from storage import open_store
+from agent_studio.storage import open_store
 from studio.envs.registry import builtin_names
 from studio.trace import read_episodes_jsonl
 from tests.live_server import running_studio
@@ -149,7 +149,7 @@ def test_runs_are_stored_and_become_trajectory_pairs(tmp_path: Path) -> None:
     data = json.loads(cli("stats", "--db", db, "--json").stdout)
     assert data["episodes"] == 3 and data["pairs"] == 2 and data["annotations"] == 0
 
-    from storage import open_store
+    from agent_studio.storage import open_store
 
     preferences = open_store(db).preferences
     for pair, choices in zip(preferences.pairs(), (("left", "left", "right"), ("right", "right", "right"))):
@@ -285,7 +285,7 @@ def test_files_that_cannot_be_written_or_read_are_one_line_before_anything_is_st
 def test_the_cli_offers_the_stores_pair_sources_and_starts_without_the_store() -> None:
     """``pairs --from`` lists the store's sources made automatically; building the parser (every
     command) imports no database code."""
-    from storage.records import PAIR_SOURCES
+    from agent_studio.storage.records import PAIR_SOURCES
 
     pairs = cli("pairs", "--help").stdout
     # --from values makes pairs of source mc; manual pairs come from --left/--right.

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from storage import open_store
+from agent_studio.storage import open_store
 
 from studio.agents.scripted import ExpertPolicy, RandomPolicy
 from studio.evaluation.compare import comparison, paired_comparison, results_rows

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from storage import open_store
+from agent_studio.storage import open_store
 from studio.agents.react import ReActConfig, ReActPolicy
 from studio.agents.scripted import ExpertPolicy
 from studio.evaluation.crossscore import CrossScore, cross_score

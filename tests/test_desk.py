@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from storage import open_store
-from storage.desk import AnnotationDesk
-from storage.preferences import CandidatePairSink
+from agent_studio.storage import open_store
+from agent_studio.storage.desk import AnnotationDesk
+from agent_studio.storage.preferences import CandidatePairSink
 from studio.agents.react import ReActConfig, ReActPolicy
 from studio.errors import StudioError
 from studio.models.scripted import ScriptedBackend
@@ -65,7 +65,7 @@ def test_two_desks_on_one_store_do_not_share_state(tmp_path: Path) -> None:
 def test_opening_the_tab_keeps_the_name_submitted_meanwhile(tmp_path: Path) -> None:
     """The tab's refresh and a submitted name run at once in a browser: the refresh shows the
     desk as it is, never an annotator (or empty queue) from the fields as they were when the tab opened."""
-    from components.annotate_panel import refresh
+    from agent_studio.components.annotate_panel import refresh
 
     desk = AnnotationDesk(stepped_store(tmp_path, steps=1))
     desk.configure("ada")  # the name submitted while the tab's refresh was on its way
@@ -78,7 +78,7 @@ def test_opening_the_tab_keeps_the_name_submitted_meanwhile(tmp_path: Path) -> N
 def test_a_pair_whose_step_kept_no_frame_shows_it_redrawn_from_the_snapshot(tmp_path: Path) -> None:
     import numpy as np
 
-    from components.annotate_panel import render_pair
+    from agent_studio.components.annotate_panel import render_pair
     from studio.envs.registry import env_at
     from tests.store_helpers import run_react
 

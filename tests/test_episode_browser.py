@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from components.browser_panel import env_choices, outcome_word, rows
-from storage import open_store
+from agent_studio.components.browser_panel import env_choices, outcome_word, rows
+from agent_studio.storage import open_store
 from studio.agents.scripted import make_policy
 from studio.episodes.runner import EpisodeRunner, RunnerConfig
 from tests.store_helpers import run_scripted

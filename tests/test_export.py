@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from trl.data_utils import apply_chat_template, is_conversational
 
-from storage import Store, open_store
-from storage.export import export
+from agent_studio.storage import Store, open_store
+from agent_studio.storage.export import export
 from studio.errors import StudioError
 from studio.trace import read_episodes_jsonl
 from tests.store_helpers import new_store, run_react, run_scripted
@@ -258,7 +258,7 @@ def test_export_errors_are_clear_and_leave_nothing_half_written(judged: dict, tm
 def test_every_line_is_its_record(judged: dict, tmp_path: Path) -> None:
     """The JSON line written and the record (what --hf-dataset and plugins get) come from one row:
     they agree for every row of every registered format, and the file holds exactly those lines."""
-    from storage.export import ExportSummary, ImageWriter, export, export_rows, format_names
+    from agent_studio.storage.export import ExportSummary, ImageWriter, export, export_rows, format_names
 
     store = judged["store"]
     for fmt in format_names():
@@ -273,7 +273,7 @@ def test_every_line_is_its_record(judged: dict, tmp_path: Path) -> None:
 
 def test_the_guides_table_has_every_built_in_format() -> None:
     """The training-data guide's export table lists every format the registry has out of the box."""
-    from storage.export import format_names
+    from agent_studio.storage.export import format_names
 
     readme = (Path(__file__).resolve().parent.parent / "docs" / "training-data.md").read_text(encoding="utf-8")
     assert all(f"| `{name}` |" in readme for name in format_names()), format_names()

@@ -17,7 +17,7 @@ import torch
 from transformers import AutoTokenizer, LlamaForCausalLM, LlamaForSequenceClassification
 from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer, RewardConfig, RewardTrainer, SFTConfig, SFTTrainer
 
-from storage.export import export
+from agent_studio.storage.export import export
 from studio.models.resolve import resolve_default
 from tests.store_helpers import new_store, run_react
 from tests.tiny_models import tiny_llama_config

@@ -123,7 +123,7 @@ def test_a_backend_defined_here_loads_by_its_scheme_and_drives_a_react_episode(t
 
 
 def test_the_models_tab_lists_every_scheme(two_words_scheme) -> None:
-    from components import model_panel
+    from agent_studio.components import model_panel
 
     with gr.Blocks():
         model_panel.build(gr.State(), ModelAccess())
@@ -171,7 +171,7 @@ def test_an_environment_registers_runs_by_name_or_as_an_instance_and_forks() -> 
 
 
 def test_the_episode_panel_offers_a_registered_environment() -> None:
-    from components import episode_panel
+    from agent_studio.components import episode_panel
 
     register_env("line-ui", LineWalk)
     try:
@@ -193,7 +193,7 @@ class MoreSettings(EpisodeSettings):
 
 def test_a_new_setting_becomes_a_cli_flag_a_widget_and_an_api_value() -> None:
     from agent_studio.cli.options import add_setting_flags, settings_from_args
-    from components.settings_form import SettingsForm
+    from agent_studio.components.settings_form import SettingsForm
     from studio.settings import settings_from
 
     parser = argparse.ArgumentParser()
@@ -236,8 +236,8 @@ def widget_default(form, name: str):
 
 
 def test_an_export_format_registered_here_is_offered_and_written(tmp_path: Path) -> None:
-    from storage import open_store
-    from storage.export import EXPORT_FORMATS, export, format_names, register_export
+    from agent_studio.storage import open_store
+    from agent_studio.storage.export import EXPORT_FORMATS, export, format_names, register_export
 
     def lengths(store, summary, images):
         """episode lengths"""
@@ -316,7 +316,7 @@ def test_a_package_with_entry_points_extends_the_cli(tmp_path: Path) -> None:
 
 
 def test_the_episode_panel_offers_the_action_modes_the_model_can_do(two_words_scheme) -> None:
-    from components.episode_panel import action_modes
+    from agent_studio.components.episode_panel import action_modes
     from studio.models.scripted import ScriptedBackend
     from studio.session import StudioSession
 
@@ -333,7 +333,7 @@ def test_the_episode_panel_offers_the_action_modes_the_model_can_do(two_words_sc
 def test_a_verifier_from_a_package_is_offered_by_run_and_picks_the_action(tmp_path: Path) -> None:
     """A verifier registers through an entry point: ``run --verifier`` takes it, it scores the K
     outputs, and the step records it; without the package the name is refused in one line."""
-    from storage import open_store
+    from agent_studio.storage import open_store
 
     db = str(tmp_path / "verified.db")
     assert "shortest" in run_cli("run", "--help", plugin=True).stdout
@@ -353,7 +353,7 @@ def test_a_verifier_from_a_package_is_offered_by_run_and_picks_the_action(tmp_pa
 
 
 def test_a_registered_verifier_is_in_the_episode_panels_dropdown() -> None:
-    from components.settings_form import SettingsForm
+    from agent_studio.components.settings_form import SettingsForm
     from studio.scaling import verifier_registry
     from studio.scaling.verifier_registry import register_verifier, verifier_names
 

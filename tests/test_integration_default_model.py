@@ -115,7 +115,7 @@ def test_cli_react_run_with_candidates_is_stored_paired_and_exported(tmp_path: P
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["policy"] == "react" and summary["steps"] == 3 and f"stored in sqlite:///{db}" in result.stderr
 
-    from storage import open_store
+    from agent_studio.storage import open_store
 
     store = open_store(db)
     episode = store.episodes.get(summary["episode_id"])
@@ -151,7 +151,7 @@ def test_cli_react_run_on_babyai_as_the_readme_says(tmp_path: Path) -> None:
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["env"] == "gym:BabyAI-GoToRedBall-v0" and summary["steps"] == 3
 
-    from storage import open_store
+    from agent_studio.storage import open_store
 
     episode = open_store(db).episodes.get(summary["episode_id"])
     assert episode.instruction.startswith("Mission: go to the red ball.")

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from components.compare_panel import SweepJobs
-from storage import open_store
-from storage.orm import SweepRow
-from storage.sweeps import SweepLease
+from agent_studio.components.compare_panel import SweepJobs
+from agent_studio.storage import open_store
+from agent_studio.storage.orm import SweepRow
+from agent_studio.storage.sweeps import SweepLease
 from studio.errors import StudioError
 from studio.jobs import JobCancelled, JobQueue, WebLimits
 from studio.evaluation.sweep import SweepSpec
@@ -230,7 +230,7 @@ def test_serve_takes_the_budget_flags() -> None:
 
 
 def test_downloads_live_in_a_folder_of_the_server_cleaned_by_age_on_start_and_at_exit(tmp_path: Path) -> None:
-    from components.downloads import DownloadFolder
+    from agent_studio.components.downloads import DownloadFolder
 
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     left_behind = tmp_path / f"{gone.stdout.strip()}-abc123"  # a folder of a server that is no longer running
@@ -253,7 +253,7 @@ def test_downloads_live_in_a_folder_of_the_server_cleaned_by_age_on_start_and_at
 
 
 def test_the_jobs_table_escapes_what_jobs_say_and_shows_their_eta() -> None:
-    from components.jobs_panel import summary, table_html
+    from agent_studio.components.jobs_panel import summary, table_html
 
     queue = JobQueue(concurrency=1)
     release = threading.Event()

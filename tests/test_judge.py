@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from storage import Store
+from agent_studio.storage import Store
 from studio.scaling.judge import judge_queue
 from studio.errors import StudioError
 from studio.scaling.judge import judge_messages, judge_pair
@@ -116,7 +116,7 @@ def test_the_judge_command(tmp_path: Path) -> None:
     import json
 
     db = tmp_path / "j.db"
-    from storage import open_store
+    from agent_studio.storage import open_store
 
     with open_store(db) as store:
         run_react(store, steps=1)

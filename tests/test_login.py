@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from components.auth import Credentials, LoginGuard, hash_password
+from agent_studio.components.auth import Credentials, LoginGuard, hash_password
 from tests.live_server import running_studio
 
 

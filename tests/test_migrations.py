@@ -9,11 +9,11 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from storage import open_store
-from storage.db import Database, make_engine, resolve_url
-from storage.episodes import EpisodeStore
-from storage.migrate import alembic_config, current_revision, head_revision, upgrade
-from storage.orm import Base
+from agent_studio.storage import open_store
+from agent_studio.storage.db import Database, make_engine, resolve_url
+from agent_studio.storage.episodes import EpisodeStore
+from agent_studio.storage.migrate import alembic_config, current_revision, head_revision, upgrade
+from agent_studio.storage.orm import Base
 from studio.agents.scripted import make_policy
 from studio.episodes.runner import EpisodeRunner, RunnerConfig
 from tests.store_helpers import run_react
@@ -85,7 +85,7 @@ def test_rebuilding_tables_keeps_every_linked_row(tmp_path: Path) -> None:
     path = tmp_path / "second.db"
     database = Database(resolve_url(path))
     upgrade(database)  # written by today's store, then taken back to the second schema
-    from storage.store import Store
+    from agent_studio.storage.store import Store
 
     old = Store(database)
     run_react(old, seed=0, steps=2)
@@ -115,9 +115,7 @@ def test_several_processes_opening_a_new_database_at_once_migrate_it_once(store_
     import sys
 
     root = Path(__file__).resolve().parent.parent
-    code = (
-        "import sys; from storage import open_store; s = open_store(sys.argv[1]); print(s.episodes.count()['episodes'])"
-    )
+    code = "import sys; from agent_studio.storage import open_store; s = open_store(sys.argv[1]); print(s.episodes.count()['episodes'])"
     processes = [
         subprocess.Popen(
             [sys.executable, "-c", code, store_url], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

@@ -218,3 +218,23 @@ def test_a_wheel_install_runs_its_own_cli_and_reports_carry_the_stylesheet(wheel
     report = run([python, "-m", "agent_studio", "report", episode, "--out", "r.html", "--db", db], cwd=tmp_path)
     assert report.returncode == 0, report.stderr
     assert ".as-timeline" in (tmp_path / "r.html").read_text(encoding="utf-8")
+
+
+def test_a_wheel_installs_one_namespace_and_every_source_file(wheel_venv: Path, tmp_path: Path) -> None:
+    """The wheel installs ``studio`` and ``agent_studio`` (with ``agent_studio.storage`` and
+    ``agent_studio.components`` inside it), no generic top-level ``app``, ``storage`` or
+    ``components``, and every source file of the project's packages."""
+    python = str(wheel_venv / "bin" / "python")
+    found = run([python, "-c", "import importlib.util as u; print([n for n in ('app', 'storage', 'components') if u.find_spec(n)])"], cwd=tmp_path)  # fmt: skip
+    assert found.returncode == 0 and found.stdout.strip() == "[]", found.stderr
+    site = Path(run([python, "-c", "import agent_studio, os; print(os.path.dirname(os.path.dirname(agent_studio.__file__)))"], cwd=tmp_path).stdout.strip())  # fmt: skip
+    listed = subprocess.run(["git", "ls-files", "studio", "storage", "components", "agent_studio"], cwd=ROOT,
+                            capture_output=True, text=True).stdout.split()  # fmt: skip
+    placed = {"storage": "agent_studio/storage", "components": "agent_studio/components"}
+    missing = [
+        path
+        for path in listed
+        if path.endswith((".py", ".css", ".ini", ".mako"))
+        and not (site / placed.get(path.split("/")[0], path.split("/")[0]) / path.split("/", 1)[1]).exists()
+    ]
+    assert listed and missing == []

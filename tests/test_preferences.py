@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from storage import Store
+from agent_studio.storage import Store
 from studio.errors import StudioError
 from studio.episodes.runner import EpisodeRunner, RunnerConfig
 from studio.agents.scripted import make_policy
@@ -243,8 +243,8 @@ def test_a_judgement_that_races_another_writer_for_the_same_row_is_kept(store: S
 
     from sqlalchemy import insert, select
 
-    from storage.db import Database
-    from storage.orm import AnnotationRow, AnnotatorRow
+    from agent_studio.storage.db import Database
+    from agent_studio.storage.orm import AnnotationRow, AnnotatorRow
 
     run_react(store, seed=0, steps=1, candidates=3)
     store.preferences.pairs_from_candidates()

@@ -10,9 +10,9 @@ from typing import Any
 
 import gradio as gr
 
-from components.layout import Services, build_app
-from storage import open_store
-from storage.desk import AnnotationDesk
+from agent_studio.components.layout import Services, build_app
+from agent_studio.storage import open_store
+from agent_studio.storage.desk import AnnotationDesk
 from studio.errors import StudioError
 from studio.models.registry import ModelRegistry
 from studio.session import EpisodeSettings, StudioSession

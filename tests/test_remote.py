@@ -29,7 +29,7 @@ from studio.models.remote import OpenAIBackend, parse_server_url
 from studio.models.resolve import resolve_default
 from studio.episodes.runner import EpisodeRunner, RunnerConfig
 from studio.trace import Episode
-from storage import open_store
+from agent_studio.storage import open_store
 
 pytestmark = pytest.mark.engine
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from storage import open_store
+from agent_studio.storage import open_store
 from studio.agents.scripted import ExpertPolicy, RandomPolicy
 from studio.errors import StudioError
 from studio.episodes.runner import EpisodeRunner, RunnerConfig
@@ -98,7 +98,7 @@ def test_a_report_carries_the_stored_values_and_cross_scores(tmp_path: Path) -> 
     from studio.evaluation.crossscore import CrossScore
     from studio.trace import TokenInfo
     from studio.scaling.values import estimate_step_values
-    from storage.reports import report_extras
+    from agent_studio.storage.reports import report_extras
 
     with open_store(tmp_path / "s.db") as store:
         episode = _episode(ExpertPolicy(), sinks=[store.episodes.sink()])

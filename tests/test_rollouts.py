@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from storage import open_store
+from agent_studio.storage import open_store
 from studio.agents.react import ReActConfig, ReActPolicy
 from studio.agents.scripted import make_policy
 from studio.errors import StudioError

@@ -205,7 +205,7 @@ def test_random_policy_runs_every_environment_reproducibly(env: str) -> None:
 
 
 def test_a_fork_of_steps_with_candidates_is_stored(tmp_path) -> None:
-    from storage import open_store
+    from agent_studio.storage import open_store
     from studio.agents.react import ReActConfig, ReActPolicy
     from studio.models.scripted import ScriptedBackend
     from tests.store_helpers import OUTPUTS, run_react
@@ -280,12 +280,12 @@ def test_a_step_that_cannot_be_stored_stops_the_episode_without_a_gap(tmp_path, 
     """The database refuses a write mid-run (here: locked by another process past the busy timeout)."""
     import sqlite3
 
-    import storage.db
-    from storage import open_store
+    from agent_studio.storage import db as storage_db
+    from agent_studio.storage import open_store
     from studio.agents.scripted import make_policy
     from studio.errors import EpisodeOver, NotStored
 
-    monkeypatch.setattr(storage.db, "BUSY_TIMEOUT_S", 1)
+    monkeypatch.setattr(storage_db, "BUSY_TIMEOUT_S", 1)
     path = tmp_path / "studio.db"
     store = open_store(path)
     runner = EpisodeRunner(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from storage import open_store
+from agent_studio.storage import open_store
 from studio.errors import StudioError
 from studio.models.access import ModelAccess
 from studio.models.registry import ModelRegistry

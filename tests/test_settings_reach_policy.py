@@ -24,7 +24,7 @@ TOY_USE = """    with open(__import__("os").environ["TOY_LOG"], "a") as log:  # 
 
 UI_SCRIPT = """
 import gradio as gr
-from components.settings_form import SettingsForm
+from agent_studio.components.settings_form import SettingsForm
 from studio.models.registry import ModelRegistry
 from studio.session import StudioSession
 from studio.settings import EpisodeSettings

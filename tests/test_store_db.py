@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from storage import open_store
-from storage.db import resolve_url
-from storage.migrate import head_revision
+from agent_studio.storage import open_store
+from agent_studio.storage.db import resolve_url
+from agent_studio.storage.migrate import head_revision
 from studio.errors import StudioError
 from tests.store_helpers import new_store, run_scripted
 

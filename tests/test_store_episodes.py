@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from storage import open_store
+from agent_studio.storage import open_store
 from studio.agents.scripted import make_policy
 from studio.errors import StudioError
 from studio.episodes.runner import EpisodeRunner, JsonlSink, RunnerConfig

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from storage import Store, open_store
+from agent_studio.storage import Store, open_store
 from studio.errors import StudioError
 from studio.trace import Episode
 from tests.store_helpers import run_react

@@ -10,14 +10,14 @@ import sys
 import time
 from pathlib import Path
 
-from storage import open_store
+from agent_studio.storage import open_store
 from tests.store_helpers import new_store, run_react
 
 ROOT = Path(__file__).resolve().parent.parent
 
 ANNOTATE = """
 import sys, time
-from storage import open_store
+from agent_studio.storage import open_store
 store = open_store(sys.argv[1])
 name, pair_ids, start = sys.argv[2], sys.argv[3].split(","), float(sys.argv[4])
 time.sleep(max(0.0, start - time.time()))  # every worker starts writing at the same moment
@@ -63,7 +63,7 @@ def test_processes_annotating_at_once_lose_nothing_and_duplicate_nothing(store_u
 
 WORK_UNTIL_KILLED = """
 import sys
-from storage import open_store
+from agent_studio.storage import open_store
 from studio.agents.scripted import make_policy
 from studio.episodes.runner import EpisodeRunner, RunnerConfig
 store = open_store(sys.argv[1])

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from storage import open_store
+from agent_studio.storage import open_store
 from studio.evaluation.compare import episode_progress, results_rows
 from studio.envs.registry import make_env
 from studio.errors import StudioError

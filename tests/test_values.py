@@ -166,7 +166,7 @@ def test_the_latest_estimate_of_a_step_is_the_one_saved_last(store) -> None:
 
 
 def test_pairs_from_values_only_above_the_gap_and_labels_flow_into_exports(store, tmp_path) -> None:
-    from storage.export import export
+    from agent_studio.storage.export import export
 
     episode, away = stored_episode_with_candidates(store)
     taken_left = plan_length(episode, 2, episode.steps[2].action)[1]
@@ -206,7 +206,7 @@ def test_pairs_from_values_only_above_the_gap_and_labels_flow_into_exports(store
     machines = store.preferences.stats()["machines_vs_people"]
     assert machines["mc pairs"] == {"items": 1, "comparisons": 1, "percent_agreement": 1.0, "cohen_kappa": 1.0}
     assert machines["mc step labels"]["percent_agreement"] == 0.0 and machines["judge pairs"]["comparisons"] == 0
-    from components.annotate_panel import overview_html
+    from agent_studio.components.annotate_panel import overview_html
 
     page = overview_html(store)
     assert "mc pairs vs people</th><td>100.0% on 1 pair (1 comparison)" in page and "mc step labels vs people" in page
@@ -229,7 +229,7 @@ def test_the_values_command_estimates_stores_and_labels(tmp_path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("step 1 taken") and "Q=+1.000 ± 0.000  success 2/2" in result.stdout
     assert "labelled 1 steps as mc:expert-m2-end" in result.stderr
-    from storage import open_store
+    from agent_studio.storage import open_store
 
     with open_store(db) as store:
         assert [v.q for v in store.preferences.step_values(episode_id)] == [1.0]
@@ -341,7 +341,7 @@ def test_the_values_command_checks_every_argument_before_it_computes(tmp_path) -
     import sys
     from pathlib import Path
 
-    from storage import open_store
+    from agent_studio.storage import open_store
 
     root = Path(__file__).resolve().parent.parent
     db = str(tmp_path / "v.db")

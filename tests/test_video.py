@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from storage import open_store
+from agent_studio.storage import open_store
 from studio.agents.scripted import ExpertPolicy, RandomPolicy
 from studio.errors import StudioError
 from studio.episodes.runner import EpisodeRunner, RunnerConfig

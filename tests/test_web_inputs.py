@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from storage import open_store
+from agent_studio.storage import open_store
 from tests.live_server import running_studio
 from tests.raw_client import handler_of
 

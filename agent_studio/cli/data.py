@@ -180,7 +180,7 @@ class RegisteredFormats:
 
     @staticmethod
     def _names() -> list[str]:
-        from storage.export import format_names
+        from agent_studio.storage.export import format_names
 
         return format_names()
 
@@ -191,7 +191,7 @@ class ExportHelp(argparse.HelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str | None:
         if action.dest != "format":
             return action.help
-        from storage.export import export_formats
+        from agent_studio.storage.export import export_formats
 
         return "; ".join(f"{f.name}: {f.summary}" for f in export_formats()).replace("%", "%%")
 
@@ -344,7 +344,7 @@ def cmd_judge(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from storage.export import export
+    from agent_studio.storage.export import export
 
     summary = export(
         open_cli_store(args, create=False),

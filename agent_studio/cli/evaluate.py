@@ -193,7 +193,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     """Run a new sweep, or the cells a stored one lacks (``--resume``); a line per episode, then the results."""
     import threading
 
-    from storage.sweeps import SweepLease
+    from agent_studio.storage.sweeps import SweepLease
     from studio.models.registry import ModelRegistry
     from studio.evaluation.sweep import SCRIPTED_MODELS
 

@@ -82,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not type(exc).__module__.startswith("sqlalchemy"):
             raise
         # A database that fails mid-command (locked too long, disk full, server gone): one line.
-        from storage.db import first_line
+        from agent_studio.storage.db import first_line
 
         print(f"error: the database failed: {first_line(exc)}", file=sys.stderr)
         return EXIT_USER_ERROR

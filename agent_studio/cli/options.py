@@ -278,7 +278,7 @@ def print_progress(fraction: float, message: str) -> None:
 def open_cli_store(args: argparse.Namespace, create: bool = True) -> Any:
     """The store named by ``--db`` (created or upgraded as needed; with ``create=False``, for commands
     that only read, it must exist); says so when it made a backup."""
-    from storage import open_store
+    from agent_studio.storage import open_store
 
     store = open_store(args.db, create=create)
     if store.backup is not None:

@@ -60,7 +60,7 @@ def listen_address(args: argparse.Namespace) -> tuple[str, int]:
 def cmd_serve(args: argparse.Namespace) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     args.host, args.port = listen_address(args)
-    from components.auth import load_credentials, require_auth_beyond_loopback
+    from agent_studio.components.auth import load_credentials, require_auth_beyond_loopback
     from studio.models.access import ModelAccess
 
     # Everything the operator can get wrong fails here, before a model loads or a port opens.
@@ -124,9 +124,9 @@ def _serve(args: argparse.Namespace, access: Any, store: Any, credentials: Any) 
             registry.pin(default_model)
         except StudioError as exc:  # the studio still starts: the model panel says what happened
             print(f"warning: model {args.model!r} did not load ({exc}); starting without it", file=sys.stderr)
-    from components.auth import login_app_kwargs
-    from components.layout import Services, build_app
-    from components.theme import launch_options
+    from agent_studio.components.auth import login_app_kwargs
+    from agent_studio.components.layout import Services, build_app
+    from agent_studio.components.theme import launch_options
     from studio.jobs import WebLimits
 
     limits = WebLimits(max_steps=args.max_web_steps, concurrency=args.web_jobs)
@@ -157,7 +157,7 @@ def cmd_hash_password(args: argparse.Namespace) -> int:
     """Print a hashed password for an --auth-file line (``user:`` followed by it)."""
     import getpass
 
-    from components.auth import hash_password
+    from agent_studio.components.auth import hash_password
 
     password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\n")
     if not password:

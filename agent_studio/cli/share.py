@@ -61,7 +61,7 @@ def cmd_video(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """A self-contained page of an episode (with its stored values and cross-scores), or of a sweep."""
-    from storage.reports import report_extras
+    from agent_studio.storage.reports import report_extras
     from studio.viz.report import sweep_report, write_page, write_report
 
     if (args.episode is None) == (args.sweep is None):

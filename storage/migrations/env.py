@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from storage.orm import Base
+from agent_studio.storage.orm import Base
 
 config = context.config
 
@@ -15,7 +15,7 @@ config = context.config
 def run() -> None:
     connection = config.attributes.get("connection")
     if connection is None:
-        from storage.db import make_engine, resolve_url
+        from agent_studio.storage.db import make_engine, resolve_url
 
         engine = make_engine(resolve_url(context.get_x_argument(as_dictionary=True).get("db")))
         with engine.connect() as connection:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import storage.orm
+from agent_studio.storage import orm
 
 revision = "0001"
 down_revision = None
@@ -74,14 +74,14 @@ def upgrade() -> None:
         sa.Column("terminated", sa.Boolean(), nullable=False),
         sa.Column("truncated", sa.Boolean(), nullable=False),
         sa.Column("next_observation", sa.Text(), nullable=False),
-        sa.Column("prompt", storage.orm.CompressedJSON(), nullable=True),
+        sa.Column("prompt", orm.CompressedJSON(), nullable=True),
         sa.Column("info", sa.JSON(), nullable=False),
         sa.Column("timing", sa.JSON(), nullable=False),
-        sa.Column("tokens", storage.orm.CompressedJSON(), nullable=True),
+        sa.Column("tokens", orm.CompressedJSON(), nullable=True),
         sa.Column("action_logprobs", sa.JSON(), nullable=True),
         sa.Column("extra", sa.JSON(), nullable=False),
         sa.Column("frame", sa.LargeBinary(), nullable=True),
-        sa.Column("state", storage.orm.CompressedJSON(), nullable=True),
+        sa.Column("state", orm.CompressedJSON(), nullable=True),
         sa.ForeignKeyConstraint(
             ["episode_id"], ["episodes.id"], name=op.f("fk_steps_episode_id_episodes"), ondelete="CASCADE"
         ),
@@ -99,7 +99,7 @@ def upgrade() -> None:
         sa.Column("action", sa.Text(), nullable=True),
         sa.Column("valid", sa.Boolean(), nullable=False),
         sa.Column("invalid_reason", sa.Text(), nullable=True),
-        sa.Column("tokens", storage.orm.CompressedJSON(), nullable=True),
+        sa.Column("tokens", orm.CompressedJSON(), nullable=True),
         sa.ForeignKeyConstraint(
             ["step_id"], ["steps.id"], name=op.f("fk_candidates_step_id_steps"), ondelete="CASCADE"
         ),
