@@ -72,20 +72,27 @@ def layer_of(module: str) -> int | None:
 
 def layers_markdown() -> str:
     """The layers as the architecture page draws them, top first."""
-    rows = ["```"]
-    rows.append("app.py → agent_studio/cli  (the command line and the composition root)")
-    rows.append("             │ wires")
-    rows.append("   components/ (Gradio panels, TABS)      storage/ (SQLAlchemy store, migrations, exports, judging)")
-    rows.append("             └──────────────┬──────────────────┘")
-    rows.append("                            ▼")
+    rows = [
+        "```",
+        "app.py ─► agent_studio/cli      the command line; serve is the composition root",
+        "               │ wires",
+        "      ┌────────┴─────────────────────┐",
+        "components/ (Gradio panels)    storage/ (store, migrations, exports)",
+        "      └────────┬─────────────────────┘",
+        "               ▼",
+        "studio/ (the core), top layer first:",
+    ]
     width = max(len(name) for name, _p, _w in LAYERS)
     for name, prefixes, _what in reversed(LAYERS):
-        packages = "  ".join(p.removeprefix("studio.") for p in prefixes)
-        rows.append(f"  studio/ {name:<{width}} │ {packages}")
-    rows.append("```")
-    rows.append("")
-    rows.append("| layer (bottom last above) | packages | what lives there |")
-    rows.append("|---|---|---|")
+        packages = [p.removeprefix("studio.") for p in prefixes]
+        line = f"  {name:<{width}} │ "
+        for package in packages:  # wrapped to the width a page shows without scrolling
+            if len(line) + len(package) > 78 and not line.endswith("│ "):
+                rows.append(line.rstrip())
+                line = " " * (width + 2) + " │ "
+            line += package + "  "
+        rows.append(line.rstrip())
+    rows += ["```", "", "| layer (top first) | packages | what lives there |", "|---|---|---|"]
     for name, prefixes, what in reversed(LAYERS):
         rows.append(f"| {name} | {', '.join(f'`{p}`' for p in prefixes)} | {what} |")
     return "\n".join(rows)

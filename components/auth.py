@@ -141,7 +141,7 @@ def require_auth_beyond_loopback(host: str, credentials: Credentials) -> None:
     if not is_loopback(host) and not credentials:
         raise StudioError(
             f"Refusing to serve on {host} without authentication: anyone who can reach it could use the studio. "
-            f"Give --auth USER:PASSWORD, --auth-file FILE or {ENVIRONMENT} (see README: Sharing with a team), or use --host 127.0.0.1."
+            f"Give --auth USER:PASSWORD, --auth-file FILE or {ENVIRONMENT} (see docs/team.md: Sharing with a team), or use --host 127.0.0.1."
         )
 
 

@@ -1,4 +1,4 @@
-"""Retake the README's screenshots of the episode and annotate panels (Chromium, default model).
+"""Retake the README's and the docs' screenshots of the episode and annotate panels (Chromium, default model).
 
     .venv/bin/python scripts/screenshots.py [--out assets]
 

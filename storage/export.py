@@ -2,7 +2,7 @@
 
 Each format is a name, a function that yields its records, and a line of documentation
 (:func:`register_export`; an installed package can add one through the ``agent_studio.exports``
-entry point group). The CLI's ``--format``, the Overview's downloads and the README table read
+entry point group). The CLI's ``--format``, the Overview's downloads and the registries reference page read
 the registry. The built-in formats (one JSON object per line):
 
 - ``dpo``: preference, explicit prompt, conversational. ``prompt`` is the chat up to the
@@ -67,7 +67,7 @@ class ExportFormat:
     """``rows(store, summary, images)``: the records (dicts or :class:`ExportRow`); counts what it
     leaves out in ``summary.left_out`` and writes frames with ``images(png)``."""
     summary: str
-    """One line: the record shape and what trains on it (CLI help, the Overview, the README)."""
+    """One line: the record shape and what trains on it (CLI help, the Overview, the docs)."""
 
 
 #: Formats by name, in the order they are offered; filled at import and by :func:`register_export`.
