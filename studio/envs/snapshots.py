@@ -7,7 +7,7 @@ only numpy globals, only the calls numpy's own pickles make, BUILD only on objec
 created, arrays of at most :data:`MAX_ARRAY_BYTES`. :class:`MiniGridUnpickler` adds MiniGrid's data
 classes (made without their ``__init__``) and one persistent reference, the environment itself.
 Nothing here can run code, change anything module-level or allocate its way out of memory; the
-tests in ``tests/test_snapshots.py`` try.
+tests in ``tests/envs/test_snapshots.py`` try.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""The command line, the installed package, and the extension seams seen from outside."""

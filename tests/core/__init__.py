@@ -1,0 +1,1 @@
+"""The core: episodes, sessions, values, verifiers, coverage, sweeps and comparisons, jobs."""

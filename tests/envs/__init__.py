@@ -1,0 +1,1 @@
+"""Environments: the built-ins, Gymnasium and its families, snapshots and forks."""

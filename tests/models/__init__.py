@@ -1,0 +1,1 @@
+"""Backends: transformers in process, served models, lanes, token records, attention, the ReAct policy."""

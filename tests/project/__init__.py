@@ -1,0 +1,1 @@
+"""The project itself: its architecture, its style, its documentation."""

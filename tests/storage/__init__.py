@@ -1,0 +1,1 @@
+"""The store: SQLite and PostgreSQL, migrations, pairs and judgements, exports."""

@@ -1,0 +1,1 @@
+"""Views: HTML, plots, attention, videos, reports."""
