@@ -22,7 +22,11 @@ LAYERS: list[tuple[str, tuple[str, ...], str]] = [
         ),
         "errors, checks at the trust boundary, the entry-point loader, every statistic, the verifier registry",
     ),  # fmt: skip
-    ("records", ("studio.trace", "studio.analysis"), "episodes, steps, tokens; attention maths"),
+    (
+        "records",
+        ("studio.trace", "studio.frames", "studio.analysis"),
+        "episodes, steps, tokens, frames; attention maths",
+    ),
     ("models and worlds", ("studio.models", "studio.envs"), "backends and their registry; environments and theirs"),
     ("settings", ("studio.settings",), "the one settings schema"),
     ("agents", ("studio.agents",), "the policy protocol, ReAct, scripted policies"),

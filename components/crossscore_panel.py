@@ -14,7 +14,8 @@ from studio.evaluation.crossscore import cross_score
 from studio.errors import StudioError
 from studio.jobs import JobCancelled, JobQueue
 from studio.session import StudioSession
-from studio.viz.html import cross_scores_html, message_html, plural
+from studio.viz.crossscore_html import cross_scores_html
+from studio.viz.html import message_html, plural
 from studio.viz.plots import cross_score_figure
 
 

@@ -12,7 +12,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer
 
 from agent_studio.storage.db import Database
-from agent_studio.storage.episodes import HEAVY_STEP_COLUMNS, EpisodeStore, candidate_record, step_record
+from agent_studio.storage.episode_rows import candidate_record, step_record
+from agent_studio.storage.episodes import HEAVY_STEP_COLUMNS, EpisodeStore
 from agent_studio.storage.orm import AnnotationRow, AnnotatorRow, CandidateRow, EpisodeRow, PairRow, StepRow
 from agent_studio.storage.records import (
     AnnotationRecord,

@@ -22,7 +22,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer
 
 from agent_studio.storage.db import Database, process_gone, process_name
-from agent_studio.storage.episodes import HEAVY_STEP_COLUMNS, complete_clause, episode_record, step_record
+from agent_studio.storage.episode_rows import episode_record, step_record
+from agent_studio.storage.episodes import HEAVY_STEP_COLUMNS, complete_clause
 from agent_studio.storage.orm import EpisodeRow, ModelRow, PairRow, StepLabelRow, StepRow, StepValueRow, SweepRow
 from studio.errors import StudioError
 from studio.evaluation.sweep import SweepSpec

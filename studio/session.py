@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from studio.agents.base import Policy
 from studio.envs.registry import default_max_steps, make_env
 from studio.episodes.live import LiveOutput, stream
+from studio.analysis.attention import policy_written
 from studio.errors import StudioError
 from studio.models.access import ModelAccess, check_model_name
 from studio.models.base import Backend, ProgressCallback, no_progress
@@ -486,22 +487,6 @@ class StudioSession:
         """Show a stored episode read-only."""
         with self._lock:
             self.viewing = episode
-
-
-def policy_written(text: str, tokens: list[Any] | None) -> list[tuple[int, int]]:
-    """Character ranges of ``text`` whose tokens the policy wrote (``forced``/``inserted``), not the model."""
-    if not tokens or "".join(t.text for t in tokens) != text:
-        return []  # older records: no origins to go by
-    ranges, at = [], 0
-    for token in tokens:
-        end = at + len(token.text)
-        if token.origin in ("forced", "inserted") and end > at:
-            if ranges and ranges[-1][1] == at:
-                ranges[-1] = (ranges[-1][0], end)
-            else:
-                ranges.append((at, end))
-        at = end
-    return ranges
 
 
 def _slot(slot: str) -> str:

@@ -276,3 +276,19 @@ def query_rows(
             chosen.pop(0)
         return [p for p, _ in chosen]
     return [p for p, s, e in tokens if s < marker]
+
+
+def policy_written(text: str, tokens: list[Any] | None) -> list[tuple[int, int]]:
+    """Character ranges of ``text`` whose tokens the policy wrote (``forced``/``inserted``), not the model."""
+    if not tokens or "".join(t.text for t in tokens) != text:
+        return []  # older records: no origins to go by
+    ranges, at = [], 0
+    for token in tokens:
+        end = at + len(token.text)
+        if token.origin in ("forced", "inserted") and end > at:
+            if ranges and ranges[-1][1] == at:
+                ranges[-1] = (ranges[-1][0], end)
+            else:
+                ranges.append((at, end))
+        at = end
+    return ranges

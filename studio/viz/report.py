@@ -102,7 +102,7 @@ def _extras(
     labels: list[dict[str, Any]] | None = None,
 ) -> str:
     """The step values, model B's scores, judgements and step labels stored with the episode, where there are any."""
-    from studio.viz.html import cross_scores_html
+    from studio.viz.crossscore_html import cross_scores_html
     from studio.viz.plots import cross_score_figure, value_curve_figure
 
     parts = []

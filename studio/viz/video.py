@@ -105,7 +105,7 @@ def attention_frames(episode: Episode, frames: list[np.ndarray], backend: Any) -
     (the mean over layers and heads of the action tokens' attention, projected onto the map's cells
     or the image's patches); steps without a model output, or whose attention has no place on the
     frame, keep their frame as it is."""
-    from studio.session import policy_written
+    from studio.analysis.attention import policy_written
     from studio.viz.attention import projection_image
 
     if not backend.capabilities.attention:

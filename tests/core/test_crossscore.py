@@ -20,7 +20,7 @@ from studio.models.base import SamplingParams
 from studio.models.hf import TransformersBackend
 from studio.episodes.runner import EpisodeRunner, RunnerConfig
 from studio.trace import Step, TokenInfo
-from studio.viz.html import cross_scores_html
+from studio.viz.crossscore_html import cross_scores_html
 from studio.viz.plots import cross_score_figure
 from tests.support.tiny_models import tiny_llama, tiny_tokenizer
 

@@ -60,7 +60,7 @@ def test_a_videos_frames_show_where_the_model_looked(default_model) -> None:
     import numpy as np
 
     from studio.envs.registry import env_at
-    from studio.session import policy_written
+    from studio.analysis.attention import policy_written
     from studio.viz.attention import projection_image
     from studio.viz.video import attention_frames, episode_frames
 

@@ -12,7 +12,7 @@ from studio.models.hf import TransformersBackend
 from studio.models.hf_decode import TokenTexts
 from studio.models.scripted import ScriptedBackend
 from studio.episodes.runner import EpisodeRunner, RunnerConfig
-from studio.session import policy_written
+from studio.analysis.attention import policy_written
 from studio.trace import Episode
 from tests.support.tiny_models import tiny_llama, tiny_tokenizer
 

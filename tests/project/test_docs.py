@@ -26,12 +26,6 @@ LONG_FILES = {
     "components/episode_panel.py": "the Episode tab: its widgets and the events between them, built and wired together",
     "components/annotate_panel.py": "the Annotate tab: the blind queue's widgets and keyboard events, built and wired "
     "together",
-    "storage/episodes.py": "the episode store: saving, replacing, reading and summarising episodes in one transaction "
-    "model",
-    "studio/trace.py": "the records: every dataclass of the trace format and its versioned reading, kept in one file "
-    "on purpose (the format is one thing)",
-    "studio/viz/html.py": "the escaped HTML pieces every view shares (esc, num and the pieces built on them)",
-    "studio/session.py": "a browser tab's session: one class whose methods are the panels' verbs",
 }
 
 
