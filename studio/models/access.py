@@ -64,13 +64,13 @@ class ModelAccess:
                     f"--models-dir {folder} contains Gradio's upload folder {uploads}: anyone could place a model there; pick a narrower folder."
                 )
         object.__setattr__(self, "model_dirs", resolved)
-        from studio.models.remote import parse_server_url
+        from studio.models.server_client import parse_server_url
 
         object.__setattr__(self, "servers", tuple(dict.fromkeys(parse_server_url(u).base for u in self.servers)))
 
     def check_server(self, name: str) -> str:
         """``name`` (a server URL) if the operator listed its server; otherwise one line saying how to."""
-        from studio.models.remote import parse_server_url
+        from studio.models.server_client import parse_server_url
 
         base = parse_server_url(name).base
         if base not in self.servers:
