@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,4 +80,37 @@ def test_a_new_setting_reaches_the_policy_from_the_ui_the_cli_and_a_sweep(tmp_pa
     )  # fmt: skip
     assert swept and set(swept) == {"5"}
     assert set(run(sys.executable, "-c", UI_SCRIPT)) == {"8"}
+    log.write_text("")
+    assert set(_step_in_chromium(project, env, tmp_path / "ui.db")) == {"6"}
     assert set(run(sys.executable, "app.py", "run", "--env", "gridworld", "--db", db)) == {"3"}  # the default
+
+
+def _step_in_chromium(project: Path, env: dict[str, str], db: Path) -> list[str]:
+    """In the copy's studio, in Chromium: set the toy widget to 6 and Reset (the new episode's policy is
+    made then); what the policy got."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.support.live_server import CHROMIUM, CHROMIUM_ARGS, running_studio
+
+    with (
+        running_studio("--model", "none", "--db", str(db), env=env, project=project, timeout=300) as url,
+        sync_playwright() as playwright,
+    ):
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(url)
+            page.locator("#as-timeline .as-empty").wait_for(timeout=60_000)
+            Path(env["TOY_LOG"]).write_text("")  # the page's first session is made with the defaults
+            page.get_by_text("Sampling", exact=True).click()
+            page.locator("#as-toy-level input").first.fill("6")
+            page.locator("#as-toy-level input").first.press("Enter")
+            page.click("#as-reset")
+            deadline = time.monotonic() + 60
+            while not Path(env["TOY_LOG"]).read_text().strip() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            page.click("#as-step")  # a step acts with that policy, made once
+            page.locator("#as-status", has_text="step 1 of").wait_for(timeout=60_000)
+        finally:
+            browser.close()
+    return Path(env["TOY_LOG"]).read_text().split()

@@ -44,15 +44,17 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_studio(*args: str, timeout: float = 120, env: dict[str, str] | None = None) -> Iterator[str]:
-    """Start ``app.py serve`` on a free port (with ``env`` added to its environment); yield its URL;
-    stop it (by its own pid)."""
+def running_studio(
+    *args: str, timeout: float = 120, env: dict[str, str] | None = None, project: Path = ROOT
+) -> Iterator[str]:
+    """Start ``app.py serve`` of ``project`` (this one unless given) on a free port (with ``env`` added
+    to its environment); yield its URL; stop it (by its own pid)."""
     port = free_port()
     # The server's output goes to a file, never an unread pipe (a full pipe would block the server).
     log = tempfile.NamedTemporaryFile("w+", prefix="agent-studio-server-", suffix=".log", delete=False)
     server = subprocess.Popen(
         [sys.executable, "app.py", "serve", "--port", str(port), *args],
-        cwd=ROOT,
+        cwd=project,
         stdout=log,
         stderr=subprocess.STDOUT,
         text=True,
