@@ -136,3 +136,12 @@ def test_no_source_file_grows_past_500_lines_without_a_reason() -> None:
     }  # fmt: skip
     assert long - set(LONG_FILES) == set(), "split these, or say in LONG_FILES why they are one idea"
     assert set(LONG_FILES) - long == set(), "these are no longer long: take them off LONG_FILES"
+
+
+def test_the_command_lines_overview_names_every_command() -> None:
+    """docs/cli.md's hand-written overview (above the generated reference) names every command of COMMANDS."""
+    from agent_studio.cli.main import COMMANDS
+
+    overview = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8").split("```bash\n", 1)[1].split("```", 1)[0]
+    named = set(re.findall(r"^agent-studio \[?([a-z-]+)", overview, flags=re.M))
+    assert {command.name for command in COMMANDS} - named == set()
