@@ -78,19 +78,31 @@ def settings_markdown() -> str:
 
 
 def environments_markdown() -> str:
-    """Every registered environment and family: actions, expert, step limit, forks, options."""
+    """A section per registered environment and family: what it is, its actions, expert, step limit,
+    how it forks, and a table of its options."""
     from studio.envs.registry import describe_all
 
-    parts = [
-        "| environment | what it is | actions | expert | step limit | forks | options |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    parts: list[str] = []
     for info in describe_all():
-        options = "; ".join(f"`{o['name']}` (default `{o['default']}`): {o['help']}" for o in info["options"])
-        parts.append(
-            f"| `{_cell(info['name'])}` | {_cell(info['summary'])} | {_cell(info['action_space'])} | "
-            f"{'yes' if info['expert'] else 'no'} | {info['default_max_steps']} | {_cell(info['fork'])} | {_cell(options)} |"
-        )
+        parts += [
+            f"### `{_cell(info['name'])}`",
+            "",
+            f"{_cell(info['summary'])}",
+            "",
+            f"- actions: {_cell(info['action_space'])}",
+            f"- expert: {'yes' if info['expert'] else 'no'}; default step limit {info['default_max_steps']}; "
+            f"forks: {_cell(info['fork'])}",
+            "",
+        ]
+        if info["options"]:
+            parts += ["| option | default | meaning |", "|---|---|---|"]
+            for option in info["options"]:
+                allowed = f" (one of {', '.join(map(str, option['choices']))})" if option.get("choices") else ""
+                allowed = " " + _cell(allowed) if allowed else ""
+                parts.append(
+                    f"| `{_cell(option['name'])}` | `{_cell(option['default'])}` | {_cell(option['help'])}{allowed} |"
+                )
+            parts.append("")
     return "\n".join(parts)
 
 
