@@ -20,6 +20,7 @@ from agent_studio.components import (
     api,
     browser_panel,
     compare_panel,
+    episode_events,
     crossscore_panel,
     episode_panel,
     jobs_panel,
@@ -179,7 +180,7 @@ def build_app(services: Services) -> gr.Blocks:
             return [tab for name, tab in tab_of.items() if name not in but]
 
         render = Renderer(episode, plots, services.store, database, services.jobs)
-        episode_panel.wire(episode, state, render, services.jobs, services.downloads)
+        episode_events.wire(episode, state, render, services.jobs, services.downloads)
         plots_panel.wire(plots, state, services.store)
         for change in model_panel.wire(slots, state):  # the Episode panel offers what the new model can do
             change.then(
