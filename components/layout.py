@@ -16,6 +16,7 @@ from typing import Any
 import gradio as gr
 
 from agent_studio.components import (
+    annotate_events,
     annotate_panel,
     api,
     browser_panel,
@@ -268,8 +269,8 @@ def build_app(services: Services) -> gr.Blocks:
         if annotate is not None:
             desk = gr.State(lambda: AnnotationDesk(services.store))
             remembered = gr.BrowserState("", storage_key="agent-studio-annotator")
-            annotate_panel.wire(annotate, state, desk, remembered, services.store, services.jobs, services.downloads)
-            annotate_panel.wire_pair_makers(episode, state, services.store)
+            annotate_events.wire(annotate, state, desk, remembered, services.store, services.jobs, services.downloads)
+            annotate_events.wire_pair_makers(episode, state, services.store)
             values_panel.wire(episode.values, state, episode.selected, services.store, services.jobs, services.limits)
             compare_panel.wire(
                 compare,

@@ -21,8 +21,6 @@ LONG_FILES = {
     "idea that every gym: id goes through; its snapshots and their checker are in snapshots.py",
     "studio/models/hf_decode.py": "the transformers decode loop: prefill, decode, packed candidates and scoring share "
     "the cache layout and masks, and are measured together (bench/inference.py)",
-    "components/annotate_panel.py": "the Annotate tab: the blind queue's widgets and keyboard events, built and wired "
-    "together",
 }
 
 
