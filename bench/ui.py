@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.live_server import CHROMIUM, CHROMIUM_ARGS, running_studio  # noqa: E402
+from tests.support.live_server import CHROMIUM, CHROMIUM_ARGS, running_studio  # noqa: E402
 
 
 FIRST_TOKEN_OR_STEP = """(count) => document.querySelector('#as-live .as-live .as-tok') !== null

@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.live_server import CHROMIUM, CHROMIUM_ARGS, running_studio  # noqa: E402
+from tests.support.live_server import CHROMIUM, CHROMIUM_ARGS, running_studio  # noqa: E402
 
 
 def wait_steps(page, count: int) -> None:
