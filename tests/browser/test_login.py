@@ -97,8 +97,10 @@ def test_a_login_flood_leaves_a_logged_in_request_fast(tmp_path) -> None:
         for thread in floods:
             thread.join(60)
         user.close()
-    # Logged-in requests stay fast while eight connections post logins (they waited 4.7 s before).
-    assert statistics.median(during) < 0.1 and sorted(during)[-3] < 0.1, (quiet, during)
+    # Logged-in requests stay fast while eight connections post logins (they waited 4.7 s before). The
+    # tail's bound is 0.5 s, not 0.1 s: on a 2-core machine with eight flooding threads one request in
+    # thirty took 0.14 s in a CI run; the blocking this guards against costs seconds.
+    assert statistics.median(during) < 0.1 and sorted(during)[-3] < 0.5, (quiet, during)
     # The flood was heard a few times, then refused without hashing.
     assert statuses.count(400) <= 20 and statuses.count(429) > 0 and set(statuses) <= {400, 429}
 
