@@ -30,7 +30,7 @@ class Verifier(Protocol):
     def scores(self, verified: Any, outputs: list[Any], episode: Any, observation: Any, should_stop: Any) -> list: ...
 
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # held while loading: registering takes it too
 # Process-wide, as the other registries: what is installed, not what a browser session chose.
 _verifiers: dict[str, Verifier] = {}
 _loaded = False
@@ -48,25 +48,27 @@ def register_verifier(verifier: Verifier) -> None:
 
 
 def _load() -> None:
+    """Register the built-ins, then installed packages' verifiers, once. The lock is held until both
+    are in: a caller on another thread never sees a half-filled registry."""
     global _loaded
-    if _loaded:
-        return
     with _lock:
         if _loaded:
             return
+        from studio.scaling.verifiers import BUILT_IN
+
+        for verifier in BUILT_IN:
+            register_verifier(verifier)
+
+        def register(point: Any, loaded: Any) -> None:
+            verifier = loaded() if isinstance(loaded, type) else loaded
+            if getattr(verifier, "name", None) != point.name:
+                raise StudioError(
+                    f"entry point {point.name!r} names a verifier called {getattr(verifier, 'name', None)!r}"
+                )
+            register_verifier(verifier)
+
+        load_entry_points(ENTRY_POINT_GROUP, register)
         _loaded = True
-    from studio.scaling.verifiers import BUILT_IN
-
-    for verifier in BUILT_IN:
-        register_verifier(verifier)
-
-    def register(point: Any, loaded: Any) -> None:
-        verifier = loaded() if isinstance(loaded, type) else loaded
-        if getattr(verifier, "name", None) != point.name:
-            raise StudioError(f"entry point {point.name!r} names a verifier called {getattr(verifier, 'name', None)!r}")
-        register_verifier(verifier)
-
-    load_entry_points(ENTRY_POINT_GROUP, register)
 
 
 def verifier_names() -> list[str]:

@@ -147,86 +147,6 @@ class VerifiedPolicy:
         """The verifier's score of each output (higher is better; None: not scored)."""
         return self.implementation.scores(self, outputs, episode, observation, should_stop)
 
-    def _mc(
-        self,
-        actions: list[str],
-        episode: Episode,
-        observation: Observation,
-        should_stop: StopCheck,
-        settings: MonteCarlo,
-    ) -> dict[str, float]:
-        """Each action's Monte Carlo value from the live state (:func:`studio.scaling.values.estimate_step_values`
-        on a copy of the episode whose last step is this one, its outputs the distinct actions).
-        Rollout i is seeded ``1000 * step + i``: the same episode gives the same choices."""
-        from studio.models.lockstep import LockstepMember
-        from studio.scaling.values import estimate_step_values, rollout_policy_factory
-
-        assert self.env is not None
-        here = Step(
-            index=episode.length,
-            observation=observation.text,
-            action=actions[0],
-            raw=actions[0],
-            state=self.env.get_state(),
-            candidates=[Candidate(raw=action, action=action) for action in actions[1:]],
-        )
-        pending = Episode(
-            env=episode.env,
-            seed=episode.seed,
-            env_options=dict(episode.env_options),
-            instruction=episode.instruction,
-            steps=[*episode.steps, here],
-        )
-        kind = "model" if settings.rollout_policy == "policy" else settings.rollout_policy
-        backend = getattr(self.policy, "backend", None) if kind == "model" else None
-        seed = 1000 * observation.step_index
-        values = estimate_step_values(
-            pending,
-            here.index,
-            rollout_policy_factory(kind, seed),
-            rollout_policy=settings.rollout_policy,
-            rollouts=settings.rollouts,
-            horizon=settings.horizon,
-            seed=seed,
-            discount=settings.discount,
-            should_stop=should_stop,
-            model=backend,
-            # Inside a lockstep pool (run --parallel) the rollouts join the pool's batches one by one.
-            parallel=MC_ROLLOUTS_AT_ONCE if backend is not None and not isinstance(backend, LockstepMember) else 1,
-        )
-        return {value.action: value.q for value in values}
-
-    def _judged(
-        self,
-        outputs: list[Candidate],
-        actions: list[str],
-        episode: Episode,
-        observation: Observation,
-        should_stop: StopCheck,
-    ) -> dict[str, float]:
-        """Each action's mean probability, by the judge, of being better than each other action
-        (round robin; each action shown through the first output that chose it)."""
-        from studio.scaling.judge import judge_pair
-
-        assert self.judge is not None
-        shown = {action: next(o for o in outputs if o.valid and o.action == action) for action in actions}
-        wins: dict[str, list[float]] = {action: [] for action in actions}
-        for i, left in enumerate(actions):
-            for right in actions[i + 1 :]:
-                if should_stop():
-                    raise StudioError("Stopped while judging.")
-                pair = _Pair(
-                    instruction=episode.instruction,
-                    history=list(episode.steps),
-                    observation=observation.text,
-                    left=_Side.of(shown[left]),
-                    right=_Side.of(shown[right]),
-                )
-                verdict = judge_pair(self.judge, pair)
-                wins[left].append(verdict.p_left)
-                wins[right].append(1 - verdict.p_left)
-        return {action: sum(p) / len(p) for action, p in wins.items()}
-
 
 def _as_candidate(decision: Decision, env: StudioEnv) -> Candidate:
     """The output the policy chose, as a candidate (its validity checked as the runner will)."""
@@ -290,7 +210,10 @@ class First:
     name = "first"
     needs_judge = False
 
-    def scores(self, verified, outputs, episode, observation, should_stop):  # noqa: ANN001, ANN201 - the protocol's
+    def scores(
+        self, verified: VerifiedPolicy, outputs: list[Candidate], episode: Episode,
+        observation: Observation | None, should_stop: StopCheck,
+    ) -> list[float | None]:  # fmt: skip
         return [0.0 if i == 0 else None for i, _ in enumerate(outputs)]
 
 
@@ -300,7 +223,10 @@ class Likelihood:
     name = "likelihood"
     needs_judge = False
 
-    def scores(self, verified, outputs, episode, observation, should_stop):  # noqa: ANN001, ANN201
+    def scores(
+        self, verified: VerifiedPolicy, outputs: list[Candidate], episode: Episode,
+        observation: Observation | None, should_stop: StopCheck,
+    ) -> list[float | None]:  # fmt: skip
         return [_mean_logprob(output.tokens) for output in outputs]
 
 
@@ -310,7 +236,10 @@ class Vote:
     name = "vote"
     needs_judge = False
 
-    def scores(self, verified, outputs, episode, observation, should_stop):  # noqa: ANN001, ANN201
+    def scores(
+        self, verified: VerifiedPolicy, outputs: list[Candidate], episode: Episode,
+        observation: Observation | None, should_stop: StopCheck,
+    ) -> list[float | None]:  # fmt: skip
         votes = Counter(output.action for output in outputs if output.valid)
         return [float(votes[output.action]) if output.valid else None for output in outputs]
 
@@ -323,14 +252,20 @@ class _ByAction:
     needs_judge = False
     score_one = False
 
-    def scores(self, verified, outputs, episode, observation, should_stop):  # noqa: ANN001, ANN201
+    def scores(
+        self, verified: VerifiedPolicy, outputs: list[Candidate], episode: Episode,
+        observation: Observation | None, should_stop: StopCheck,
+    ) -> list[float | None]:  # fmt: skip
         actions = list(dict.fromkeys(o.action for o in outputs if o.valid and o.action is not None))
         if observation is None or not actions or (len(actions) < 2 and not self.score_one):
             return [None for _ in outputs]
         by_action = self.value_actions(verified, outputs, actions, episode, observation, should_stop)
         return [by_action[o.action] if o.valid and o.action in by_action else None for o in outputs]
 
-    def value_actions(self, verified, outputs, actions, episode, observation, should_stop) -> dict[str, float]:  # noqa: ANN001
+    def value_actions(
+        self, verified: VerifiedPolicy, outputs: list[Candidate], actions: list[str], episode: Episode,
+        observation: Observation, should_stop: StopCheck,
+    ) -> dict[str, float]:  # fmt: skip
         raise NotImplementedError
 
 
@@ -339,8 +274,65 @@ class MonteCarloValue(_ByAction):
 
     name = "mc"
 
-    def value_actions(self, verified, outputs, actions, episode, observation, should_stop) -> dict[str, float]:  # noqa: ANN001
-        return verified._mc(actions, episode, observation, should_stop, verified.mc)
+    def rollouts(self, verified: VerifiedPolicy) -> MonteCarlo:
+        """How the actions are rolled out: the policy's Monte Carlo settings."""
+        return verified.mc
+
+    def value_actions(
+        self, verified: VerifiedPolicy, outputs: list[Candidate], actions: list[str], episode: Episode,
+        observation: Observation, should_stop: StopCheck,
+    ) -> dict[str, float]:  # fmt: skip
+        """Each action's Monte Carlo value from the live state (:func:`studio.scaling.values.estimate_step_values`
+        on a copy of the episode whose last step is this one, its outputs the distinct actions).
+        Rollout i is seeded ``1000 * step + i``: the same episode gives the same choices."""
+        from studio.models.lockstep import LockstepMember
+        from studio.scaling.values import estimate_step_values, rollout_policy_factory
+
+        assert verified.env is not None
+        settings = self.rollouts(verified)
+        here = Step(
+            index=episode.length,
+            observation=observation.text,
+            action=actions[0],
+            raw=actions[0],
+            state=verified.env.get_state(),
+            candidates=[Candidate(raw=action, action=action) for action in actions[1:]],
+        )
+        pending = Episode(
+            env=episode.env,
+            seed=episode.seed,
+            env_options=dict(episode.env_options),
+            instruction=episode.instruction,
+            steps=[*episode.steps, here],
+        )
+        kind = "model" if settings.rollout_policy == "policy" else settings.rollout_policy
+        backend = getattr(verified.policy, "backend", None) if kind == "model" else None
+        seed = 1000 * observation.step_index
+        values = estimate_step_values(
+            pending,
+            here.index,
+            rollout_policy_factory(kind, seed),
+            rollout_policy=settings.rollout_policy,
+            rollouts=settings.rollouts,
+            horizon=settings.horizon,
+            seed=seed,
+            discount=settings.discount,
+            should_stop=should_stop,
+            model=backend,
+            # Inside a lockstep pool (run --parallel) the rollouts join the pool's batches one by one.
+            parallel=MC_ROLLOUTS_AT_ONCE if backend is not None and not isinstance(backend, LockstepMember) else 1,
+        )
+        return {value.action: value.q for value in values}
+
+
+class Oracle(MonteCarloValue):
+    """the expert rolled out after each action: a reference that needs the simulator"""
+
+    name = "oracle"
+    score_one = True
+
+    def rollouts(self, verified: VerifiedPolicy) -> MonteCarlo:
+        return ORACLE
 
 
 class Judge(_ByAction):
@@ -349,18 +341,32 @@ class Judge(_ByAction):
     name = "judge"
     needs_judge = True
 
-    def value_actions(self, verified, outputs, actions, episode, observation, should_stop) -> dict[str, float]:  # noqa: ANN001
-        return verified._judged(outputs, actions, episode, observation, should_stop)
+    def value_actions(
+        self, verified: VerifiedPolicy, outputs: list[Candidate], actions: list[str], episode: Episode,
+        observation: Observation, should_stop: StopCheck,
+    ) -> dict[str, float]:  # fmt: skip
+        """Each action's mean probability, by the judge, of being better than each other action
+        (round robin; each action shown through the first output that chose it)."""
+        from studio.scaling.judge import judge_pair
 
-
-class Oracle(_ByAction):
-    """the expert rolled out after each action: a reference that needs the simulator"""
-
-    name = "oracle"
-    score_one = True
-
-    def value_actions(self, verified, outputs, actions, episode, observation, should_stop) -> dict[str, float]:  # noqa: ANN001
-        return verified._mc(actions, episode, observation, should_stop, ORACLE)
+        assert verified.judge is not None
+        shown = {action: next(o for o in outputs if o.valid and o.action == action) for action in actions}
+        wins: dict[str, list[float]] = {action: [] for action in actions}
+        for i, left in enumerate(actions):
+            for right in actions[i + 1 :]:
+                if should_stop():
+                    raise StudioError("Stopped while judging.")
+                pair = _Pair(
+                    instruction=episode.instruction,
+                    history=list(episode.steps),
+                    observation=observation.text,
+                    left=_Side.of(shown[left]),
+                    right=_Side.of(shown[right]),
+                )
+                verdict = judge_pair(verified.judge, pair)
+                wins[left].append(verdict.p_left)
+                wins[right].append(1 - verdict.p_left)
+        return {action: sum(p) / len(p) for action, p in wins.items()}
 
 
 #: The built-in verifiers, in the order every surface lists them.
