@@ -20,7 +20,8 @@ from typing import Any, Literal
 
 from studio.errors import StudioError
 from studio.models.base import SamplingParams
-from studio.scaling.verifier_registry import RegisteredVerifiers
+from studio.plugins import RegisteredNames
+from studio.scaling.verifier_registry import verifier_names
 from studio.validation import MAX_ITEMS, MAX_OPTIONS_CHARS, MAX_SEED, parse_json, real_number, short_text, whole_number
 
 Widget = Literal["number", "slider", "radio", "dropdown", "checkbox", "text", "json"]
@@ -33,7 +34,7 @@ SAMPLING = SamplingParams()
 SAMPLING_FOR_CANDIDATES = 0.7
 #: Who picks the action among a step's K outputs: every registered verifier
 #: (:mod:`studio.scaling.verifier_registry`), read when first asked.
-VERIFIERS = RegisteredVerifiers()
+VERIFIERS = RegisteredNames(verifier_names)
 #: Who acts in the rollouts of the ``mc`` verifier (``policy``: the model itself, sampled).
 MC_ROLLOUT_POLICIES = ("random", "expert", "policy")
 

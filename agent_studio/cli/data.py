@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any
 
+from studio.plugins import RegisteredNames
 from agent_studio.cli.options import (
     Command,
     add_db_argument,
@@ -135,7 +136,9 @@ def export_arguments(export: argparse.ArgumentParser) -> None:
     add_db_argument(export)
     # The registry (built-ins and installed packages' formats) is read when an export is parsed or
     # its help shown, not to build the parser: every other command starts without the store.
-    export.add_argument("--format", required=True, choices=RegisteredFormats(), metavar="FORMAT", help="formats")
+    export.add_argument(
+        "--format", required=True, choices=RegisteredNames(_format_names), metavar="FORMAT", help="formats"
+    )
     export.add_argument(
         "--out", type=output_file, required=True, metavar="FILE.jsonl", help="JSONL file to write (replaced)"
     )
@@ -169,20 +172,11 @@ def stats_arguments(stats: argparse.ArgumentParser) -> None:
     stats.add_argument("--json", action="store_true", help="one JSON object (with per-pair agreement)")
 
 
-class RegisteredFormats:
-    """``--format``'s choices: the export registry's names, read when argparse first asks."""
+def _format_names() -> list[str]:
+    """The export registry's names (imported when argparse first asks: other commands start without the store)."""
+    from agent_studio.storage.export import format_names
 
-    def __contains__(self, name: object) -> bool:
-        return name in self._names()
-
-    def __iter__(self) -> Any:
-        return iter(self._names())
-
-    @staticmethod
-    def _names() -> list[str]:
-        from agent_studio.storage.export import format_names
-
-        return format_names()
+    return format_names()
 
 
 class ExportHelp(argparse.HelpFormatter):

@@ -93,23 +93,3 @@ def describe_verifiers() -> list[dict[str, Any]]:
         {"name": v.name, "summary": first_doc_line(type(v)), "needs_judge": bool(getattr(v, "needs_judge", False))}
         for v in _verifiers.values()
     ]
-
-
-class RegisteredVerifiers:
-    """The verifier setting's choices: the registry's names, read when first asked (so the settings
-    schema, imported by everything, loads no plugin at import)."""
-
-    def __iter__(self) -> Any:
-        return iter(verifier_names())
-
-    def __contains__(self, name: object) -> bool:
-        return name in verifier_names()
-
-    def __len__(self) -> int:
-        return len(verifier_names())
-
-    def __getitem__(self, index: int) -> str:
-        return verifier_names()[index]
-
-    def __repr__(self) -> str:
-        return f"RegisteredVerifiers({verifier_names()!r})"
