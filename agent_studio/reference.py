@@ -11,10 +11,19 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
+from agent_studio.architecture import layers_markdown
+
 
 def _cell(text: object) -> str:
     """Text fit for one cell of a Markdown table."""
     return str(text if text is not None else "").replace("|", "\\|").replace("\n", " ").strip()
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    """A Markdown table's lines (the cells already fit: see :func:`_cell`)."""
+    return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)] + [
+        "| " + " | ".join(r) + " |" for r in rows
+    ]
 
 
 def _flags(parser: argparse.ArgumentParser) -> list[tuple[str, str]]:
@@ -28,8 +37,7 @@ def _flags(parser: argparse.ArgumentParser) -> list[tuple[str, str]]:
                 "{" + ",".join(map(str, action.choices)) + "}" if action.choices else action.dest.upper()
             )
             names += f" `{metavar}`"
-        help_text = (action.help or "") % {"default": action.default} if action.help else ""
-        rows.append((names, help_text.replace("%%", "%")))
+        rows.append((names, action.help % {"default": action.default} if action.help else ""))
     return rows
 
 
@@ -55,32 +63,32 @@ def cli_markdown() -> str:
         ]
         flags = _flags(sub)
         if flags:
-            parts += ["", "| argument | meaning |", "|---|---|"]
-            parts += [f"| {names} | {_cell(help_text)} |" for names, help_text in flags]
+            parts += ["", *_table(["argument", "meaning"], [[names, _cell(help_text)] for names, help_text in flags])]
     return "\n".join(parts)
 
 
 def settings_markdown() -> str:
-    """Every setting of the schema: its name, flag, widget, default, allowed values and meaning."""
-    from studio.settings import EpisodeSettings, default_of, schema
+    """Every setting of the schema: its name, flag, group, default, allowed values and meaning."""
+    from studio.settings import EpisodeSettings, schema, shown_default
 
-    parts = ["| setting | flag | group | default | allowed | meaning |", "|---|---|---|---|---|---|"]
-    for spec, setting in schema(EpisodeSettings):
-        flag = f"`--{spec.name.replace('_', '-')}`" if setting.cli and not setting.custom else "(drawn by each surface)"
-        default = default_of(spec)
-        shown = setting.zero_means if default is None and setting.zero_means else default
-        parts.append(
-            f"| `{spec.name}` | {flag} | {setting.group} | `{_cell(shown)}` | "
-            f"{'-' if setting.custom else _cell(setting.expectation())} | "
-            f"{_cell(setting.help)} |"
-        )
-    return "\n".join(parts)
+    rows = [
+        [
+            f"`{spec.name}`",
+            f"`--{spec.name.replace('_', '-')}`" if setting.cli and not setting.custom else "(drawn by each surface)",
+            setting.group,
+            f"`{_cell(shown_default(spec, setting))}`",
+            "-" if setting.custom else _cell(setting.expectation()),
+            _cell(setting.help),
+        ]
+        for spec, setting in schema(EpisodeSettings)
+    ]
+    return "\n".join(_table(["setting", "flag", "group", "default", "allowed", "meaning"], rows))
 
 
 def environments_markdown() -> str:
     """A section per registered environment and family: what it is, its actions, expert, step limit,
     how it forks, and a table of its options."""
-    from studio.envs.registry import describe_all
+    from studio.envs.registry import describe_all, option_limits
 
     parts: list[str] = []
     for info in describe_all():
@@ -95,14 +103,11 @@ def environments_markdown() -> str:
             "",
         ]
         if info["options"]:
-            parts += ["| option | default | meaning |", "|---|---|---|"]
-            for option in info["options"]:
-                allowed = f" (one of {', '.join(map(str, option['choices']))})" if option.get("choices") else ""
-                allowed = " " + _cell(allowed) if allowed else ""
-                parts.append(
-                    f"| `{_cell(option['name'])}` | `{_cell(option['default'])}` | {_cell(option['help'])}{allowed} |"
-                )
-            parts.append("")
+            rows = [
+                [f"`{_cell(o['name'])}`", f"`{_cell(o['default'])}`", _cell(o["help"] + option_limits(o))]
+                for o in info["options"]
+            ]
+            parts += [*_table(["option", "default", "meaning"], rows), ""]
     return "\n".join(parts)
 
 
@@ -110,41 +115,24 @@ def backends_markdown() -> str:
     """Every model name scheme (registered backends)."""
     from studio.models.registry import describe_schemes
 
-    parts = ["| name | what it loads | from the browser |", "|---|---|---|"]
-    parts += [
-        f"| `{_cell(s['example'])}` | {_cell(s['summary'])} | {_cell(s['from_the_browser'])} |"
-        for s in describe_schemes()
-    ]
-    return "\n".join(parts)
+    rows = [[f"`{_cell(s['example'])}`", _cell(s["summary"]), _cell(s["from_the_browser"])] for s in describe_schemes()]
+    return "\n".join(_table(["name", "what it loads", "from the browser"], rows))
 
 
 def verifiers_markdown() -> str:
     """Every registered verifier."""
     from studio.scaling.verifier_registry import describe_verifiers
 
-    parts = ["| verifier | what picks the action | asks a second model |", "|---|---|---|"]
-    parts += [
-        f"| `{v['name']}` | {_cell(v['summary'])} | {'yes' if v['needs_judge'] else 'no'} |"
-        for v in describe_verifiers()
-    ]
-    return "\n".join(parts)
+    rows = [[f"`{v['name']}`", _cell(v["summary"]), "yes" if v["needs_judge"] else "no"] for v in describe_verifiers()]
+    return "\n".join(_table(["verifier", "what picks the action", "asks a second model"], rows))
 
 
 def exports_markdown() -> str:
     """Every registered export format."""
     from agent_studio.storage.export import export_formats
 
-    parts = ["| format | rows and what trains on them |", "|---|---|"]
-    parts += [f"| `{f.name}` | {_cell(f.summary)} |" for f in export_formats()]
-    return "\n".join(parts)
-
-
-#: What ``<!-- reference: NAME -->`` in a page becomes.
-def layers_markdown() -> str:
-    """The core's layers (:mod:`agent_studio.architecture`)."""
-    from agent_studio.architecture import layers_markdown as draw
-
-    return draw()
+    rows = [[f"`{f.name}`", _cell(f.summary)] for f in export_formats()]
+    return "\n".join(_table(["format", "rows and what trains on them"], rows))
 
 
 REFERENCES: dict[str, Callable[[], str]] = {

@@ -277,6 +277,13 @@ def default_of(spec: Any) -> Any:
     return spec.default_factory() if spec.default is MISSING else spec.default
 
 
+def shown_default(spec: Any, setting: Setting) -> Any:
+    """A setting's default as ``--help`` and the docs show it: what None stands for where it stands
+    for something (``the environment's`` step limit), else the value."""
+    default = default_of(spec)
+    return setting.zero_means if default is None and setting.zero_means else default
+
+
 def settings_from(
     values: dict[str, Any], cls: type = EpisodeSettings, base: EpisodeSettings | None = None
 ) -> EpisodeSettings:

@@ -47,7 +47,7 @@ def models_arguments(models: argparse.ArgumentParser) -> None:
 
 
 def cmd_envs(args: argparse.Namespace) -> int:
-    from studio.envs.registry import describe_all, make_env
+    from studio.envs.registry import describe_all, make_env, option_limits
 
     if args.name is not None:  # one environment, made: its fork mode is probed where it must be
         env = make_env(args.name, dict(args.env_opt))
@@ -82,9 +82,8 @@ def cmd_envs(args: argparse.Namespace) -> int:
             f"forks: {info['fork']}"
         )
         for option in info["options"]:
-            allowed = f" (one of {', '.join(map(str, option['choices']))})" if option.get("choices") else ""
-            bounds = f" ({option['minimum']}..{option['maximum']})" if option.get("minimum") is not None else ""
-            print(f"  --env-opt {option['name']}=... default {option['default']}{allowed}{bounds}: {option['help']}")
+            limits = option_limits(option)
+            print(f"  --env-opt {option['name']}=... default {option['default']}{limits}: {option['help']}")
     return 0
 
 

@@ -204,16 +204,14 @@ def add_setting_flags(episode: Any, model: Any, cls: type | None = None, only: S
     """A flag for every setting of the schema (:mod:`studio.settings`) the command line offers (or
     those named in ``only``): ``--seed`` and ``--max-steps`` in ``episode``, the policy and sampling
     ones in ``model``."""
-    from studio.settings import EpisodeSettings, default_of, schema
+    from studio.settings import EpisodeSettings, schema, shown_default
 
     for spec, setting in schema(cls or EpisodeSettings):
         if setting.custom or not setting.cli or (only is not None and spec.name not in only):
             continue
         flag = "--" + spec.name.replace("_", "-")
         group = episode if setting.group == "episode" or spec.name == "max_steps" else model
-        default = default_of(spec)
-        shown = setting.zero_means if default is None and setting.zero_means else default
-        help_text = f"{setting.help} (default {shown})".replace("%", "%%")
+        help_text = f"{setting.help} (default {shown_default(spec, setting)})".replace("%", "%%")
         if setting.widget == "checkbox":
             group.add_argument(
                 flag, dest=spec.name, action=argparse.BooleanOptionalAction, default=None, help=help_text

@@ -286,3 +286,11 @@ def builtin_names() -> list[str]:
 def describe_all() -> list[dict[str, Any]]:
     """Descriptions of every registered environment and family."""
     return [info.describe() for info in REGISTRY.infos()]
+
+
+def option_limits(option: dict[str, Any]) -> str:
+    """What values an option (as :func:`describe_all` gives it) takes, in words: `` (one of a, b)``,
+    `` (1..20)``, or nothing (``agent-studio envs`` and the docs' reference)."""
+    allowed = f" (one of {', '.join(map(str, option['choices']))})" if option.get("choices") else ""
+    bounds = f" ({option['minimum']}..{option['maximum']})" if option.get("minimum") is not None else ""
+    return allowed + bounds
