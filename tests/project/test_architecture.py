@@ -14,14 +14,13 @@ FORBIDDEN_IN_CORE = {"gradio", "sqlalchemy", "alembic", "components", "storage",
 
 
 def imported_modules(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    names = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names |= {alias.name.split(".")[0] for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module.split(".")[0])
-    return names
+    """The top-level names ``path`` imports anywhere in it."""
+    return {name.split(".")[0] for name in _imports(path, module_level_only=False)}
+
+
+def _project_files() -> list[Path]:
+    """Every Python file of the project (its venvs left out)."""
+    return [path for path in ROOT.rglob("*.py") if not any(part.startswith(".venv") for part in path.parts)]
 
 
 def test_core_never_imports_ui_or_database_layers() -> None:
@@ -46,11 +45,8 @@ def test_importing_the_core_loads_no_ui_database_or_torch() -> None:
 def test_only_components_import_gradio() -> None:
     offenders = [
         str(path.relative_to(ROOT))
-        for path in ROOT.rglob("*.py")
-        if not any(part.startswith(".venv") for part in path.parts)  # .venv, .venv-vllm
-        and "components" not in path.parts
-        and "tests" not in path.parts
-        and "gradio" in imported_modules(path)
+        for path in _project_files()
+        if "components" not in path.parts and "tests" not in path.parts and "gradio" in imported_modules(path)
     ]
     assert offenders == []
 
@@ -109,9 +105,7 @@ def test_the_outer_packages_import_only_inwards() -> None:
                 target = outer_of(name)
                 if target is not None and target not in allowed:
                     offenders.append(f"{_module_name(path)} imports {name}")
-    for path in [*ROOT.glob("*/**/*.py"), ROOT / "app.py"]:
-        if any(part.startswith(".venv") for part in path.parts):
-            continue
+    for path in _project_files():
         for name in _imports(path, module_level_only=False):
             moved = name.startswith("studio.") and name.count(".") == 1 and name.split(".")[1] in MOVED
             if moved or name == "agent_studio.storage.agreement":
@@ -145,8 +139,7 @@ def test_storage_and_components_are_imported_by_their_installed_names_only() -> 
     would load the same files a second time, as other modules with their own registries and state."""
     bare = [
         f"{path.relative_to(ROOT)}: {name}"
-        for path in [*ROOT.glob("*/**/*.py"), ROOT / "app.py"]
-        if not any(part.startswith(".venv") for part in path.parts)
+        for path in _project_files()
         for name in _imports(path, module_level_only=False)
         if name.split(".")[0] in {"storage", "components", "app"}
     ]
