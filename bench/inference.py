@@ -37,7 +37,8 @@ os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 import torch  # noqa: E402
 
 from studio.agents.base import Observation  # noqa: E402
-from studio.agents.react import ReActConfig, ReActPolicy, expert_thought  # noqa: E402
+from studio.agents.react import ReActConfig, ReActPolicy  # noqa: E402
+from studio.agents.react_prompt import expert_thought  # noqa: E402
 from studio.envs import make_env  # noqa: E402
 from studio.models.base import PrefixSession, SamplingParams  # noqa: E402
 from studio.models.registry import ModelRegistry  # noqa: E402

@@ -34,7 +34,7 @@ import numpy as np
 
 from studio.agents.base import Decision, Observation, StopCheck, never_stop
 from studio.agents.parsing import parse_react
-from studio.agents.react_prompt import (  # noqa: F401 - the prompt's names, importable from here too
+from studio.agents.react_prompt import (  # noqa: F401 - EXAMPLE_TITLES, FORMAT, expert_thought: their old home, for one release
     EXAMPLE_TITLES,
     FORMAT,
     GENERATE_STOP,
