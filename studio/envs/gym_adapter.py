@@ -45,9 +45,7 @@ from gymnasium import spaces  # noqa: E402
 from studio.envs.base import ActionCheck, StudioEnv  # noqa: E402
 from studio.envs.fork_probe import ForkMode, ForkProbe, probe_fork_mode  # noqa: E402
 from studio.envs.registry import register_env  # noqa: E402
-from studio.envs.snapshots import checked_counters, picklable  # noqa: E402
-from studio.envs.snapshots import dump_value as _dump  # noqa: E402
-from studio.envs.snapshots import load_value as _load  # noqa: E402
+from studio.envs.snapshots import checked_counters, dump_value, load_value, picklable  # noqa: E402
 from studio.errors import BadOption, StudioError, UnknownEnvironment  # noqa: E402
 
 
@@ -782,7 +780,7 @@ class GymAdapter(StudioEnv):
         return {
             "attributes": changed,
             "elapsed_steps": self._counters(),
-            "raw_observation": _dump(self.raw_observation),
+            "raw_observation": dump_value(self.raw_observation),
             **self._physics(),
         }
 
@@ -796,8 +794,8 @@ class GymAdapter(StudioEnv):
                 raise ValueError("it is not a gym snapshot")
             for name in attributes:
                 self._check_attribute(name)
-            restored = {name: _load(data) for name, data in attributes.items()}
-            raw_observation = _load(state["raw_observation"])
+            restored = {name: load_value(data) for name, data in attributes.items()}
+            raw_observation = load_value(state["raw_observation"])
             physics = self._set_physics(state)
         except (
             pickle.UnpicklingError,
