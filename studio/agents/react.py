@@ -75,6 +75,7 @@ class ReActPolicy(ReActPrompt):
         self.env: StudioEnv | None = None
         self.example = ""
         self.fixed_actions: list[str] | None = None
+        self.action_help: str | None = None
         self.history_start = 0
         self.episode_seed = 0
         self.step_sampling = self.config.sampling
@@ -117,6 +118,7 @@ class ReActPolicy(ReActPrompt):
         self.session.reset()
         self.history_start = 0
         self.fixed_actions = self._fixed_actions(env)
+        self.action_help = env.action_help()
         self.example = self._example(env, seed) if self.config.few_shot else ""
 
     # -- acting --------------------------------------------------------------------------------------

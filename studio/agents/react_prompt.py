@@ -70,6 +70,7 @@ class ReActPrompt:
     backend: Backend
     config: ReActConfig
     fixed_actions: list[str] | None
+    action_help: str | None
     example: str
     history_start: int
 
@@ -105,6 +106,8 @@ class ReActPrompt:
         parts = [f"You are an agent solving a task step by step.\nTask: {observation.instruction}", FORMAT]
         if self.fixed_actions is not None:
             parts.append("Valid actions: " + ", ".join(self.fixed_actions))
+        elif self.action_help:
+            parts.append(f"Actions: {self.action_help}")
         if self.example:
             title = EXAMPLE_TITLES[0] if self.example.startswith("Task:") else EXAMPLE_TITLES[1]
             parts.append(f"{title}\n{self.example}")

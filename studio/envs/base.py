@@ -239,6 +239,21 @@ class StudioEnv(gym.Env):
             raise NotImplementedError("environments without a finite action set override sample_action")
         return allowed[int(rng.integers(len(allowed)))]
 
+    def action_help(self) -> str | None:
+        """How to write an action, for a prompt, when they are not a finite list (``click(bid)``,
+        ...); None (the default) when :meth:`valid_actions` lists them or the observation says."""
+        return None
+
+    def action_at(self, x: float, y: float) -> str | None:
+        """The action a person's click at pixel (x, y) of the frame takes, for environments whose frame
+        is a screen (a web page); None (the default) when a click on the frame means nothing."""
+        return None
+
+    def typed_action(self, text: str) -> str | None:
+        """The action a person's typed ``text`` takes when it is not itself an action (fill the focused
+        field of a page); None (the default) when typing is only ever an action."""
+        return None
+
     def expert_action(self) -> str:
         """The oracle's next action from the current state; built-in environments implement it."""
         raise NotImplementedError(f"{self.name} has no expert policy")

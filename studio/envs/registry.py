@@ -39,6 +39,7 @@ BUILTIN_MODULES = (
     "studio.envs.wikihop",
     "studio.envs.gym_adapter",
     "studio.envs.textworld_express",
+    "studio.envs.web.env",
 )
 DEFAULT_MAX_STEPS = 100
 

@@ -48,8 +48,10 @@ class FrameDrawer:
     videos, reports and the presentation all draw through it, so a CLI episode without ``--frames``
     shows a frame everywhere."""
 
-    def __init__(self, episode: Episode) -> None:
+    def __init__(self, episode: Episode, marked: bool = True) -> None:
         self.episode = episode
+        self.marked = marked
+        """Draw each step's action on its frame (screen environments); False gives the frames as kept."""
         self._env: Any = None
 
     def _at(self, state: Any) -> Any:
@@ -60,15 +62,20 @@ class FrameDrawer:
         return self._env
 
     def step(self, index: int) -> np.ndarray:
-        """The frame step ``index`` acted on (one line when it has neither a frame nor a snapshot)."""
+        """The frame step ``index`` acted on (one line when it has neither a frame nor a snapshot),
+        with the step's action drawn on it where the environment is a screen (:mod:`studio.viz.screen`)."""
+        from studio.viz.screen import mark_step
+
         step = self.episode.steps[index]
         if step.frame is not None:
-            return step.frame
-        if step.state is None:
+            frame = step.frame
+        elif step.state is None:
             raise StudioError(
                 f"Step {step.index} of episode {self.episode.id} has neither a frame nor a snapshot to draw."
             )
-        return self._at(step.state).render()
+        else:
+            frame = self._at(step.state).render()
+        return mark_step(frame, step) if self.marked else frame
 
     def final(self) -> np.ndarray | None:
         """The frame after the last action: its snapshot with the action taken again (environments are
