@@ -27,6 +27,7 @@ from studio.scaling.judge import judge_name, judge_queue
 from studio.session import StudioSession
 from studio.validation import whole_number
 from studio.viz.html import labels_html, message_html, plural
+from studio.viz.screen import mark_step
 
 
 def wire(
@@ -107,6 +108,8 @@ def wire(
             labels.setdefault(label.step_index, label.label)  # first annotator's label shows; the overview has them all
         # The step being labelled shows its own frame (redrawn from its snapshot when none was kept).
         frame = store.episodes.step_frame(episode_id, index) if episode.length else None
+        if frame is not None:  # a web page: the step's action drawn where it acted
+            frame = mark_step(frame, episode.steps[index])
         return [labels_html(episode, labels, index), index, message_html(message, kind), frame]
 
     guarded_labels = refused_into(panel.message)

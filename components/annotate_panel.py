@@ -20,6 +20,7 @@ from agent_studio.storage.records import PAIR_KINDS, PAIR_SOURCES
 from studio.envs.registry import env_names
 from studio.errors import StudioError
 from studio.viz.html import context_html, esc, message_html, num, plural, side_html
+from studio.viz.screen import mark_pair
 
 CHOICE_BUTTONS = [
     ("left", "Left is better (1)", "as-judge-left"),
@@ -256,6 +257,7 @@ def render_pair(desk: AnnotationDesk, message: str = "", kind: str = "info") -> 
     frame = item.frame
     if frame is None and item.context is not None:  # no frame kept (a CLI run): redrawn from the snapshot
         frame = desk.store.episodes.step_frame(*item.context)
+    frame = mark_pair(frame, item.elements, item.left.action, item.right.action)  # a web page: where each acts
     return [
         progress,
         context,

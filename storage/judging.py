@@ -108,6 +108,7 @@ class _PageLoader:
             right=right,
             swapped=row.swapped,
             context=(row.left_episode_id, index),
+            elements=_elements(context.info if context is not None and row.kind != "trajectory" else None),
         )
 
     def _output(self, episode_id: str, index: int, candidate_id: str | None) -> ShownSide:
@@ -321,3 +322,9 @@ class Judging:
                 self._annotation_record(row, name)
                 for row, name in session.execute(query.order_by(AnnotationRow.updated_at, AnnotationRow.id))
             ]
+
+
+def _elements(info: Any) -> dict[str, list[int]] | None:
+    """A screen step's element boxes (what the pair's actions are drawn with), else None."""
+    elements = info.get("elements") if isinstance(info, dict) else None
+    return elements if isinstance(elements, dict) else None

@@ -110,6 +110,9 @@ class QueueItem:
     context: tuple[str, int] | None = None
     """The episode and step the shared context is (not shown: the view redraws its frame when none
     was kept, :meth:`storage.episodes.EpisodeStore.step_frame`)."""
+    elements: dict[str, list[int]] | None = None
+    """On a screen (a web page): where the elements of the shared frame are, so each side's action is
+    drawn on it (:func:`studio.viz.screen.mark_pair`)."""
 
 
 @dataclass

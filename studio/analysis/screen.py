@@ -64,9 +64,9 @@ def draw_point(frame: np.ndarray, x: float, y: float, colour: tuple[int, int, in
 
 
 def draw_number(
-    frame: np.ndarray, x: float, y: float, number: int, colour: tuple[int, int, int] = CANDIDATE
+    frame: np.ndarray, x: float, y: float, number: int | str, colour: tuple[int, int, int] = CANDIDATE
 ) -> np.ndarray:
-    """A numbered disc at (x, y): candidate ``number`` acts there."""
+    """A disc at (x, y) labelled ``number`` (candidate 3 acts there; ``L``: the left side does)."""
     cv2, out = _cv2(), np.ascontiguousarray(frame, dtype=np.uint8).copy()
     centre = (int(round(x)), int(round(y)))
     cv2.circle(out, centre, 9, colour, -1, cv2.LINE_AA)

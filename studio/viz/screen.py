@@ -4,8 +4,8 @@ proposals), and the score-mode distribution over elements as heat on their boxes
 
 It reads what a screen environment (``web:``) records in each step's ``info``: ``elements`` (id ->
 box on the frame, before the action) and ``target`` (the taken action's boxes or point). Steps of
-other environments come back unchanged. Every view draws through :func:`mark_step`: the Episode
-panel, Annotate's pairs, videos, reports and the presentation.
+other environments come back unchanged. Every view draws through here: the Episode panel, videos,
+reports and the presentation (:func:`mark_step`), Annotate's pairs (:func:`mark_pair`).
 """
 
 from __future__ import annotations
@@ -18,42 +18,48 @@ import numpy as np
 from studio.analysis import screen
 from studio.trace import Step
 
+Elements = dict[str, list[int]]
+
 
 def is_screen_step(step: Step) -> bool:
     """Whether the step recorded where things are on its frame."""
     return isinstance(step.info.get("elements"), dict)
 
 
-def where(action: str | None, elements: dict[str, list[int]], size: tuple[int, int]) -> tuple[float, float] | None:
-    """The point an action acts at on the frame: its element's centre, or its own point; None when it
-    names neither (a key press, a malformed action)."""
-    if not action:
-        return None
+def _parsed(action: str | None, elements: Elements, size: tuple[int, int]) -> Any:
+    """``action`` checked against the recorded page (None when it is not a web action that fits it)."""
     from studio.envs.web.actions import SUBSETS, ActionRefused, PageFacts, parse_action
 
-    height, width = size
     try:
-        parsed = parse_action(action, SUBSETS["all"], PageFacts(frozenset(elements), width, height))
+        return parse_action(action or "", SUBSETS["all"], PageFacts(frozenset(elements), size[1], size[0]))
     except ActionRefused:
+        return None
+
+
+def _first_bid(action: str | None, elements: Elements, size: tuple[int, int]) -> str | None:
+    parsed = _parsed(action, elements, size)
+    return None if parsed is None else next((bid for bid in parsed.target_bids if bid in elements), None)
+
+
+def where(action: str | None, elements: Elements, size: tuple[int, int]) -> tuple[float, float] | None:
+    """The point an action acts at on a frame of ``size`` (height, width): its element's centre, or its
+    own point; None when it names neither (a key press, a malformed action)."""
+    parsed = _parsed(action, elements, size)
+    if parsed is None:
         return None
     if parsed.point is not None:
         return parsed.point
-    bids = [bid for bid in parsed.target_bids if bid in elements]
-    return screen.centre(elements[bids[0]]) if bids else None
+    bid = _first_bid(action, elements, size)
+    return None if bid is None else screen.centre(elements[bid])
 
 
 def element_mass(step: Step) -> dict[str, float]:
-    """The score-mode distribution (``action_logprobs``) summed per element it acts on."""
+    """The score-mode distribution (``action_logprobs``) summed per element each action acts on."""
     elements = step.info.get("elements") or {}
     mass: dict[str, float] = {}
     for action, logprob in (step.action_logprobs or {}).items():
-        from studio.envs.web.actions import SUBSETS, ActionRefused, PageFacts, parse_action
-
-        try:
-            parsed = parse_action(action, SUBSETS["all"], PageFacts(frozenset(elements), 1 << 16, 1 << 16))
-        except ActionRefused:
-            continue
-        for bid in parsed.target_bids[:1]:
+        bid = _first_bid(action, elements, (1 << 16, 1 << 16))
+        if bid is not None:
             mass[bid] = mass.get(bid, 0.0) + math.exp(logprob)
     return mass
 
@@ -67,7 +73,7 @@ def mark_step(frame: np.ndarray | None, step: Step, marks: bool = False) -> np.n
     """
     if frame is None or not is_screen_step(step):
         return frame
-    elements: dict[str, list[int]] = step.info["elements"]
+    elements: Elements = step.info["elements"]
     out = np.ascontiguousarray(frame, dtype=np.uint8)
     mass = element_mass(step)
     if mass:
@@ -89,3 +95,20 @@ def _draw_target(frame: np.ndarray, target: dict[str, Any]) -> np.ndarray:
     if isinstance(point, list) and len(point) == 2:
         frame = screen.draw_point(frame, float(point[0]), float(point[1]))
     return frame
+
+
+def mark_pair(frame: np.ndarray | None, elements: Elements | None, left: str | None, right: str | None) -> Any:
+    """The shared frame of a step pair with each side's action on it: an ``L`` and an ``R`` disc where
+    they act, each on its element's outlined box (Annotate's pairs)."""
+    if frame is None or not isinstance(elements, dict):
+        return frame
+    out = np.ascontiguousarray(frame, dtype=np.uint8)
+    for label, action, colour in (("L", left, screen.CANDIDATE), ("R", right, screen.TAKEN)):
+        point = where(action, elements, out.shape[:2])
+        if point is None:
+            continue
+        bid = _first_bid(action, elements, out.shape[:2])
+        if bid is not None:
+            out = screen.draw_box(out, elements[bid], colour)
+        out = screen.draw_number(out, point[0], point[1], label, colour)
+    return out
