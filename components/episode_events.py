@@ -95,6 +95,18 @@ def wire(
             raise InvalidAction(_step_note(step))
         return ""
 
+    def do_click(session: StudioSession, shown: str, point: Any) -> str:
+        if not isinstance(point, (list, tuple)) or len(point) != 2:
+            raise StudioError("A click on the frame needs a point.")
+        step = session.act_at(point[0], point[1], shown)
+        if not step.valid:
+            raise InvalidAction(_step_note(step))
+        return _step_note(step)
+
+    def clicked(session: StudioSession, mode: str, shown: str, evt: gr.SelectData) -> Views:
+        """The frame was clicked: on a web page, a person's click on the element under the pointer."""
+        return guarded(do_click)(session, mode, shown, evt.index)
+
     def do_fork(session: StudioSession, at: float, *values: Any) -> str:
         session.update(form.settings(*values))
         forked = session.fork(whole_number(at, "The selected step", 0))
@@ -147,6 +159,7 @@ def wire(
     panel.take_action.click(
         guarded(do_take_action), [state, panel.colour, panel.human_action, *settings], outputs, **private
     )
+    panel.frame.select(clicked, [state, panel.colour, panel.observation], outputs, **private)
     panel.fork.click(renewing(do_fork), [state, panel.colour, panel.selected, *settings], renewed, **private)
     panel.run_n.click(run, [state, panel.colour, panel.run_count, *settings], streamed, **quiet)
     panel.run_all.click(run_to_end, [state, panel.colour, *settings], streamed, **quiet)

@@ -371,13 +371,34 @@ class StudioSession:
         return self.runner
 
     def step(self, action: str | None = None) -> Step:
-        """One step: the policy decides, or ``action`` is what a person chose (takeover)."""
+        """One step: the policy decides, or ``action`` is what a person chose (takeover). A person's text
+        that is not an action may still be one where the environment says so (typing into a page's
+        focused field: :meth:`~studio.envs.base.StudioEnv.typed_action`)."""
         with self._lock:
             runner = self._live_runner()
             if action is not None and not action.strip():
                 action = None
             if action is None and self.settings.policy == "human":
                 raise StudioError("Human mode: pick one of the valid actions or type one, then press Take action.")
+            if action is not None and not runner.env.validate_action(action).valid:
+                action = runner.env.typed_action(action) or action
+            return runner.step(action=action)
+
+    def act_at(self, x: Any, y: Any, shown: str | None = None) -> Step:
+        """A person clicked the frame at pixel (``x``, ``y``): the environment's action for that point
+        (a click on the web element under it), taken as a person's step. ``shown`` is the observation
+        the clicked frame went with: a frame of an earlier step is not the page as it is now."""
+        with self._lock:
+            runner = self._live_runner()
+            if shown is not None and shown != runner.observation:
+                raise StudioError("This frame shows an earlier step: pick the current state to act on the page.")
+            try:
+                px, py = float(x), float(y)
+            except (TypeError, ValueError):
+                raise StudioError("A click on the frame needs a point.") from None
+            action = runner.env.action_at(px, py)
+            if action is None:
+                raise StudioError(f"A click on the frame does not act in {runner.env_name}: type or pick an action.")
             return runner.step(action=action)
 
     def run(self, max_steps: int | None = None) -> Iterator[Step]:
