@@ -24,7 +24,7 @@ from studio.jobs import JobQueue, WebLimits
 from studio.evaluation.sweep import SCRIPTED_MODELS, SweepJob, SweepSpec, parse_vary, run_sweep, sweep_results
 from studio.viz.html import message_html
 from studio.viz.report import sweep_report, write_page
-from studio.viz.results import paired_html, progress_html, results_figure, results_table_html
+from studio.viz.results import diagnostics_html, paired_html, progress_html, results_figure, results_table_html
 
 #: How often an open page asks how a sweep is doing (seconds).
 POLL_SECONDS = 1.5
@@ -252,7 +252,10 @@ def view(store: Store, jobs: SweepJobs, sweep_id: str | None, shown: Any) -> dic
     if now != shown:
         results = sweep_results(record.spec, store.sweeps.episodes_of(record.id))
         out.update(
-            table=results_table_html(results), paired=paired_html(results), plot=results_figure(results), shown=now
+            table=results_table_html(results),
+            paired=paired_html(results) + diagnostics_html(results),
+            plot=results_figure(results),
+            shown=now,
         )
     return out
 

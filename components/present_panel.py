@@ -17,6 +17,7 @@ from agent_studio.storage import Store
 from studio.errors import StudioError
 from studio.session import StudioSession
 from studio.trace import Episode
+from studio.validation import whole_number
 from studio.viz.html import message_html
 from studio.viz.present import frame_uris, stage_html
 
@@ -104,7 +105,11 @@ def wire(panel: PresentPanel, studio_view: gr.Column, state: gr.State, store: St
                 if not show.episode.steps:
                     raise StudioError(f"Episode {show.episode.id} has no steps to present.")
                 show.frames = frame_uris(show.episode)
-            return {**view, **answer(show), panel.timer: gr.Timer(pace, active=True)}
+                step = (request.query_params.get("step") or "").strip()
+                if step:  # a link to one step (Compare's "what went wrong"): shown there, not played
+                    show.index = min(whole_number(step[:12], "The step", 0), show.episode.length - 1)
+                    show.playing = False
+            return {**view, **answer(show), panel.timer: gr.Timer(pace, active=show.playing)}
         except StudioError as error:
             show.playing = False
             return {**view, **answer(show, str(error))}

@@ -153,6 +153,13 @@ def print_results(results: dict[str, Any], as_json: bool) -> None:
             f"{row['model']}  {row['env_label']}  {success}  episodes {row['episodes']}  "
             f"return {row['mean_return']:.3g}  steps {row['mean_steps']:.1f}  invalid {row['invalid_rate']:.0%}{progress}"
         )
+    for row in results.get("diagnostics") or []:
+        print(f"what went wrong: {row['model']}  {row['env_label']}  ({row['steps']} steps)")
+        for reason in row["reasons"]:
+            where = ", ".join(f"{e['episode'][:8]}@{e['step']}" for e in reason["examples"])
+            print(f"  {reason['count']:>4}  {reason['kind']:<7} {reason['reason']}  (e.g. {where})")
+        if row["other"]:
+            print(f"  {row['other']:>4}  other reasons")
     for paired in results["paired"]:
         first, second = paired["first"], paired["second"]
         if not paired["pairs"]:

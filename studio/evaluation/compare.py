@@ -11,6 +11,8 @@ Pure functions of finished episodes (no store, no UI):
 - :func:`results_rows`: per (arm, environment and options): success rate with its Wilson 95% interval,
   mean return, steps, invalid-action rate, progress rate (where the environment has subgoals),
   tokens and seconds per step;
+- what went wrong (:mod:`studio.evaluation.diagnostics`): invalid actions, failed actions and cut-off
+  episodes counted by reason per arm and environment, with example steps;
 - :func:`paired_comparison`: two arms' episodes paired by (environment, options, seed).
 """
 
@@ -24,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from studio.evaluation.diagnostics import diagnostics
 from studio.evaluation.stats import mcnemar_exact, p_text, paired_bootstrap, wilson_interval
 from studio.trace import Episode
 
@@ -178,12 +181,14 @@ def comparison(
     for item in selected:
         members[arms[(item.name, item.settings)]].append(item)
     rows = []
+    groups: dict[tuple[str, str], list[Episode]] = {}
     for label, items in members.items():
         by_env: dict[tuple[str, str], list[Episode]] = defaultdict(list)
         for item in items:
             by_env[(item.cell.env, item.cell.options)].append(item.episode)
         for (env_name, options), group in sorted(by_env.items(), key=lambda pair: envs[pair[0]]):
             rows.append(_row(label, env_name, json.loads(options), envs[(env_name, options)], group))
+            groups[(label, envs[(env_name, options)])] = group
     labels = list(members)
     paired = [
         {
@@ -194,7 +199,7 @@ def comparison(
         for position, first in enumerate(labels)
         for second in labels[position + 1 :]
     ]
-    return {"results": rows, "paired": paired, "selected": len(selected)}
+    return {"results": rows, "paired": paired, "selected": len(selected), "diagnostics": diagnostics(groups)}
 
 
 def _row(label: str, env: str, options: dict[str, Any], env_label: str, group: list[Episode]) -> dict[str, Any]:

@@ -145,3 +145,31 @@ def progress_html(done: int, total: int, state: str, detail: str = "") -> str:
         + (f" · <span class='as-subtle'>{esc(detail)}</span>" if detail else "")
         + "</div></div>"
     )
+
+
+def diagnostics_html(results: dict[str, Any]) -> str:
+    """What went wrong, per model and environment: each reason with its count and links that open
+    the steps where it happened (the presentation view, at that step)."""
+    rows = results.get("diagnostics") or []
+    if not rows:
+        return ""
+    blocks = []
+    for row in rows:
+        items = "".join(
+            f"<tr><td>{num(reason['count'])}</td><td>{esc(reason['kind'])}</td><td>{esc(reason['reason'])}</td><td>"
+            + " ".join(
+                f'<a href="?present={esc(e["episode"])}&amp;step={num(e["step"])}" target="_blank" rel="noopener">'
+                f"{esc(e['episode'][:8])} step {num(e['step'])}</a>"
+                for e in reason["examples"]
+            )
+            + "</td></tr>"
+            for reason in row["reasons"]
+        )
+        other = f"<tr><td>{num(row['other'])}</td><td colspan='3'>other reasons</td></tr>" if row["other"] else ""
+        blocks.append(
+            f"<details class='as-diagnostics'><summary>What went wrong: {esc(row['model'])} on "
+            f"{esc(row['env_label'])} <span class='as-subtle'>({num(row['steps'])} steps)</span></summary>"
+            f"<table class='as-results'><thead><tr><th>times</th><th>kind</th><th>reason</th><th>where</th></tr></thead>"
+            f"<tbody>{items}{other}</tbody></table></details>"
+        )
+    return "".join(blocks)
