@@ -68,8 +68,9 @@ def mark_step(frame: np.ndarray | None, step: Step, marks: bool = False) -> np.n
     """``frame`` (the one step acted on) with the step drawn on it; unchanged for other environments.
 
     Drawn, bottom first: heat over the elements from the score-mode distribution; element ids on
-    their boxes (``marks``); each candidate's action as a numbered disc (when there were several);
-    the action taken, in red: its element's box, or a ring at its point.
+    their boxes (``marks``); each other candidate's action (best-of-K) as a blue disc numbered as the
+    candidates view names it (candidate 1, 2, ...); the action taken, in red: its element's box, or a
+    ring at its point.
     """
     if frame is None or not is_screen_step(step):
         return frame
@@ -80,11 +81,10 @@ def mark_step(frame: np.ndarray | None, step: Step, marks: bool = False) -> np.n
         out = screen.box_heat(out, elements, mass)
     if marks:
         out = screen.draw_marks(out, elements)
-    if len(step.candidates) > 1:
-        for number, candidate in enumerate(step.candidates, start=1):
-            point = where(candidate.action, elements, out.shape[:2])
-            if point is not None:
-                out = screen.draw_number(out, point[0], point[1], number)
+    for number, candidate in enumerate(step.candidates, start=1):  # numbered as the candidates view names them
+        point = where(candidate.action, elements, out.shape[:2])
+        if point is not None:
+            out = screen.draw_number(out, point[0], point[1], number)
     return _draw_target(out, step.info.get("target") or {})
 
 

@@ -119,10 +119,12 @@ def attention_frames(episode: Episode, frames: list[np.ndarray], backend: Any) -
         raise StudioError(f"Model {backend.card.id} cannot show its attention: {backend.no_attention_reason}.")
     out = list(frames)
     env = None
+    # The model is shown the frame as it saw it, never one with the step's action drawn on it.
+    seen = FrameDrawer(episode, marked=False)
     for step in episode.steps:
         if not step.prompt or not step.raw or step.index >= len(frames):
             continue
-        images = [frames[step.index]] if backend.capabilities.images else None
+        images = [seen.step(step.index)] if backend.capabilities.images else None
         amap = backend.attention(
             step.prompt,
             step.raw,
@@ -142,6 +144,7 @@ def attention_frames(episode: Episode, frames: list[np.ndarray], backend: Any) -
             out[step.index] = overlay
     if env is not None:
         env.close()
+    seen.close()
     return out
 
 

@@ -17,6 +17,7 @@ import sys
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from studio.agents.react import ReActConfig, ReActPolicy
@@ -303,6 +304,10 @@ def test_errors_are_one_line(server) -> None:
     too_long = [{"role": "user", "content": "go " * 9000}]
     with pytest.raises(StudioError, match="answered HTTP 400: .*maximum context length|max_model_len") as caught:
         backend.generate(too_long, sampling=SamplingParams(max_new_tokens=4))
+    assert "\n" not in str(caught.value)
+    # A screenshot for a served model: refused in one line (the capability table says so), nothing sent.
+    with pytest.raises(StudioError, match="takes text only through the studio") as caught:
+        backend.generate(CHAT, images=[np.zeros((8, 8, 3), dtype=np.uint8)], sampling=SamplingParams(max_new_tokens=4))
     assert "\n" not in str(caught.value)
 
 
