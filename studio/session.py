@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from studio.agents.base import Policy
 from studio.envs.registry import default_max_steps, make_env
 from studio.episodes.live import LiveOutput, stream
+from studio.episodes.human import clicked_action, typed_action
 from studio.analysis.attention import policy_written
 from studio.errors import StudioError
 from studio.models.access import ModelAccess, check_model_name
@@ -25,6 +26,7 @@ from studio.episodes.runner import EpisodeRunner, RunnerConfig, Sink
 from studio.settings import EpisodeSettings
 from studio.trace import Episode, Step, new_id
 from studio.validation import real_number, whole_number
+from studio.viz.video import FrameCache
 
 if TYPE_CHECKING:
     from studio.scaling.values import StepValue
@@ -71,8 +73,7 @@ class StudioSession:
         ] = {}  # computed maps, not view state: the same question is not asked of the model twice
         self._policy_key: tuple[Any, ...] | None = None
         self._fork_modes: dict[tuple[str, str], tuple[str, str]] = {}  # per environment and options shown
-        self._frames: dict[tuple[Any, ...], Any] = {}  # steps' frames redrawn from their snapshots
-        self._drawer: Any = None  # the FrameDrawer of the episode whose frames were drawn last
+        self._frames = FrameCache()  # steps' frames as the views draw them
         self._lock = threading.RLock()
         self._values_stop = threading.Event()
         """Set by :meth:`stop_values`: the running value estimate ends, keeping nothing."""
@@ -135,8 +136,7 @@ class StudioSession:
                 self._lock.release()
         for slot in SLOTS:
             self.unload_model(slot)
-        if self._drawer is not None:
-            self._drawer.close()
+        self._frames.close()
 
     def model_info(self, slot: str) -> dict[str, Any] | None:
         backend = self.models[_slot(slot)]
@@ -305,25 +305,8 @@ class StudioSession:
         return None if step is None else self._drawn(step.index)
 
     def _drawn(self, which: int | str) -> Any:
-        from studio.viz.video import FrameDrawer
-
         episode = self.episode
-        if episode is None or not episode.steps:
-            return None
-        key = (episode.id, episode.length, which)
-        if key not in self._frames:
-            if self._drawer is None or self._drawer.episode is not episode:
-                if self._drawer is not None:
-                    self._drawer.close()
-                self._drawer = FrameDrawer(episode)
-            try:
-                frame = self._drawer.step(which) if isinstance(which, int) else self._drawer.final()
-            except StudioError:  # no frame, no snapshot, or an environment that cannot restore one here
-                frame = None
-            self._frames[key] = frame
-            while len(self._frames) > 64:  # a few episodes' worth of frames, not a growing store
-                self._frames.pop(next(iter(self._frames)))
-        return self._frames[key]
+        return None if episode is None or not episode.steps else self._frames.get(episode, which)
 
     def current_observation(self) -> str:
         if self.viewing is None and self.runner is not None and self.runner.has_episode:
@@ -371,18 +354,15 @@ class StudioSession:
         return self.runner
 
     def step(self, action: str | None = None) -> Step:
-        """One step: the policy decides, or ``action`` is what a person chose (takeover). A person's text
-        that is not an action may still be one where the environment says so (typing into a page's
-        focused field: :meth:`~studio.envs.base.StudioEnv.typed_action`)."""
+        """One step: the policy decides, or ``action`` is what a person chose or typed (takeover;
+        :func:`~studio.episodes.human.typed_action`)."""
         with self._lock:
             runner = self._live_runner()
             if action is not None and not action.strip():
                 action = None
             if action is None and self.settings.policy == "human":
                 raise StudioError("Human mode: pick one of the valid actions or type one, then press Take action.")
-            if action is not None and not runner.env.validate_action(action).valid:
-                action = runner.env.typed_action(action) or action
-            return runner.step(action=action)
+            return runner.step(action=None if action is None else typed_action(runner.env, action))
 
     def act_at(self, x: Any, y: Any, shown: str | None = None) -> Step:
         """A person clicked the frame at pixel (``x``, ``y``): the environment's action for that point
@@ -392,14 +372,7 @@ class StudioSession:
             runner = self._live_runner()
             if shown is not None and shown != runner.observation:
                 raise StudioError("This frame shows an earlier step: pick the current state to act on the page.")
-            try:
-                px, py = float(x), float(y)
-            except (TypeError, ValueError):
-                raise StudioError("A click on the frame needs a point.") from None
-            action = runner.env.action_at(px, py)
-            if action is None:
-                raise StudioError(f"A click on the frame does not act in {runner.env_name}: type or pick an action.")
-            return runner.step(action=action)
+            return runner.step(action=clicked_action(runner.env, x, y))
 
     def run(self, max_steps: int | None = None) -> Iterator[Step]:
         """Steps until the end, ``max_steps`` steps, or :meth:`stop` (one at a time, as they come)."""

@@ -93,6 +93,38 @@ class FrameDrawer:
             self._env = None
 
 
+class FrameCache:
+    """The frames a view shows, drawn once each: the last ``keep`` (a few episodes' worth, not a growing
+    store), and one :class:`FrameDrawer` for the episode drawn last."""
+
+    def __init__(self, keep: int = 64) -> None:
+        self.keep = keep
+        self._frames: dict[tuple[Any, ...], np.ndarray | None] = {}
+        self._drawer: FrameDrawer | None = None
+
+    def get(self, episode: Episode, which: int | str) -> np.ndarray | None:
+        """Step ``which``'s frame (an index) or the ``"final"`` one; None when it cannot be drawn here."""
+        key = (episode.id, episode.length, which)
+        if key not in self._frames:
+            if self._drawer is None or self._drawer.episode is not episode:
+                self.close()
+                self._drawer = FrameDrawer(episode)
+            try:
+                frame = self._drawer.step(which) if isinstance(which, int) else self._drawer.final()
+            except StudioError:  # no frame, no snapshot, or an environment that cannot restore one here
+                frame = None
+            self._frames[key] = frame
+            while len(self._frames) > self.keep:
+                self._frames.pop(next(iter(self._frames)))
+        return self._frames[key]
+
+    def close(self) -> None:
+        """Close the drawer's environment (the frames stay)."""
+        if self._drawer is not None:
+            self._drawer.close()
+            self._drawer = None
+
+
 def episode_frames(episode: Episode) -> list[np.ndarray]:
     """One frame per step (the observation it acted on), then the final one (after the last action).
 
