@@ -26,6 +26,7 @@ from studio.episodes.runner import EpisodeRunner, RunnerConfig, Sink
 from studio.settings import EpisodeSettings
 from studio.trace import Episode, Step, new_id
 from studio.validation import real_number, whole_number
+from studio.viz.screen import before_after, is_screen_step
 from studio.viz.video import FrameCache
 
 if TYPE_CHECKING:
@@ -300,13 +301,21 @@ class StudioSession:
 
     def step_frame(self, at: Any) -> Any:
         """The frame the shown episode's step ``at`` acted on: the one it kept, else redrawn from its
-        snapshot (cached); None when it names no step or cannot be drawn here."""
+        snapshot (cached), with its action drawn on it; on a screen (a web page), beside the page after
+        it. None when it names no step or cannot be drawn here."""
         step = self.step_at(at)
-        return None if step is None else self._drawn(step.index)
+        if step is None:
+            return None
+        before = self._drawn(step.index)
+        if before is None or not is_screen_step(step):
+            return before
+        last = step.index == self.episode.length - 1  # type: ignore[union-attr]
+        after = self.current_frame() if last else self._drawn(step.index + 1, marked=False)
+        return before_after(before, after)
 
-    def _drawn(self, which: int | str) -> Any:
+    def _drawn(self, which: int | str, marked: bool = True) -> Any:
         episode = self.episode
-        return None if episode is None or not episode.steps else self._frames.get(episode, which)
+        return None if episode is None or not episode.steps else self._frames.get(episode, which, marked)
 
     def current_observation(self) -> str:
         if self.viewing is None and self.runner is not None and self.runner.has_episode:

@@ -112,3 +112,20 @@ def mark_pair(frame: np.ndarray | None, elements: Elements | None, left: str | N
             out = screen.draw_box(out, elements[bid], colour)
         out = screen.draw_number(out, point[0], point[1], label, colour)
     return out
+
+
+def before_after(before: np.ndarray, after: np.ndarray | None) -> np.ndarray:
+    """A step's page before (with its action drawn) and after, side by side under their names; the
+    before alone when there is no after to draw."""
+    if after is None:
+        return before
+    import cv2
+
+    height = max(before.shape[0], after.shape[0])
+    gap, band = 8, 18
+    width = before.shape[1] + gap + after.shape[1]
+    out = np.full((height + band, width, 3), 255, dtype=np.uint8)
+    for x, frame, name in ((0, before, "before"), (before.shape[1] + gap, after, "after")):
+        out[band : band + frame.shape[0], x : x + frame.shape[1]] = frame[:, :, :3]
+        cv2.putText(out, name, (x + 2, band - 5), cv2.FONT_HERSHEY_PLAIN, 1.0, (55, 65, 81), 1, cv2.LINE_AA)
+    return out

@@ -102,13 +102,15 @@ class FrameCache:
         self._frames: dict[tuple[Any, ...], np.ndarray | None] = {}
         self._drawer: FrameDrawer | None = None
 
-    def get(self, episode: Episode, which: int | str) -> np.ndarray | None:
-        """Step ``which``'s frame (an index) or the ``"final"`` one; None when it cannot be drawn here."""
-        key = (episode.id, episode.length, which)
+    def get(self, episode: Episode, which: int | str, marked: bool = True) -> np.ndarray | None:
+        """Step ``which``'s frame (an index; with its action drawn on it unless not ``marked``) or the
+        ``"final"`` one; None when it cannot be drawn here."""
+        key = (episode.id, episode.length, which, marked)
         if key not in self._frames:
             if self._drawer is None or self._drawer.episode is not episode:
                 self.close()
                 self._drawer = FrameDrawer(episode)
+            self._drawer.marked = marked
             try:
                 frame = self._drawer.step(which) if isinstance(which, int) else self._drawer.final()
             except StudioError:  # no frame, no snapshot, or an environment that cannot restore one here

@@ -247,3 +247,25 @@ def test_a_browser_killed_mid_episode_ends_that_episode_in_one_line() -> None:
     runner.reset(seed=2)  # the next reset starts another browser
     assert "[" in runner.observation and env.broken is None
     env.close()
+
+
+def test_monte_carlo_values_of_a_web_step_come_from_replayed_forks() -> None:
+    from studio.agents.scripted import make_policy
+    from studio.scaling.values import estimate_step_values
+    from studio.trace import Candidate
+
+    runner = EpisodeRunner("web:miniwob.click-button", RandomPolicy(seed=0), FAST)
+    runner.reset(seed=0)
+    wanted = runner.env.instruction.split('"')[1]
+    right = _bid_of(runner.observation, wanted)
+    wrong = next(_bid_of(runner.observation, name) for name in ("no", "Ok", "submit") if name != wanted)
+    step = runner.step(f"click({right!r})")
+    step.candidates.append(Candidate(raw=f"click({wrong!r})", action=f"click({wrong!r})"))
+    values = estimate_step_values(
+        runner.episode, 0, lambda i, _b: make_policy("random", seed=i), rollout_policy="random", rollouts=2, horizon=2
+    )
+    by_output = {value.output: value for value in values}
+    # The right button pays 1 and ends the task; the wrong one ends it with nothing, in every rollout.
+    assert by_output["taken"].q == 1.0 and by_output["taken"].soft == 1.0
+    assert by_output["candidate 1"].q == 0.0 and not by_output["candidate 1"].hard
+    runner.env.close()

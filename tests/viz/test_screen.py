@@ -12,6 +12,7 @@ import pytest
 from studio.agents.scripted import RandomPolicy
 from studio.analysis.screen import CANDIDATE, TAKEN
 from studio.episodes.runner import EpisodeRunner
+from studio.errors import StudioError
 from studio.trace import Candidate, Step
 from studio.viz.screen import mark_pair, mark_step
 from studio.viz.video import FrameDrawer
@@ -109,3 +110,37 @@ def test_steps_of_other_environments_are_left_as_they_are() -> None:
     frame = np.full((20, 20, 3), 7, dtype=np.uint8)
     step = Step(index=0, observation="o", action="go north", frame=frame, info={"success": False})
     assert mark_step(frame, step) is frame
+
+
+def test_the_selected_step_shows_its_page_before_and_after() -> None:
+    from studio.models.registry import ModelRegistry
+    from studio.session import StudioSession
+    from studio.settings import EpisodeSettings
+
+    settings = EpisodeSettings(env="web:miniwob.click-checkboxes", env_options={"wait": 0.05}, policy="human")
+    session = StudioSession(ModelRegistry(), settings=settings)
+    session.reset()
+    first = session.runner.env.elements()
+    box = next(bid for bid, b in first.items() if b[4])
+    session.step(f"click({box!r})")
+    session.step("noop(10)")
+    raw = session.episode.steps[0].frame
+    shown = session.step_frame(0)
+    height, width = raw.shape[:2]
+    assert shown.shape[1] == 2 * width + 8 and shown.shape[0] > height  # before | after, under their names
+    x0, y0, x1, y1, _ = first[box]
+    band = shown.shape[0] - height
+    assert _is(shown[band + y0, (x0 + x1) // 2], TAKEN)  # the action on the page before
+    after = shown[band:, width + 8 :]
+    assert np.array_equal(after, session.episode.steps[1].frame)  # the page after, as the next step saw it
+    assert not np.array_equal(after, raw)  # the box is ticked now
+    last = session.step_frame(1)  # the last step: the page after it is the page now
+    assert np.array_equal(last[band:, width + 8 :], session.current_frame())
+    # A click on a frame of an earlier step is refused in one line; on the page now, it acts.
+    with pytest.raises(StudioError, match="earlier step"):
+        session.act_at(x0 + 2, y0 + 2, shown=session.episode.steps[0].observation)
+    other = next(bid for bid, b in session.runner.env.elements().items() if b[4] and bid != box)
+    ox0, oy0, ox1, oy1, _ = session.runner.env.elements()[other]
+    step = session.act_at((ox0 + ox1) / 2, (oy0 + oy1) / 2, shown=session.runner.observation)
+    assert step.action == f"click({other!r})" and step.actor == "human"
+    session.close()
