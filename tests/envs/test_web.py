@@ -269,3 +269,28 @@ def test_monte_carlo_values_of_a_web_step_come_from_replayed_forks() -> None:
     assert by_output["taken"].q == 1.0 and by_output["taken"].soft == 1.0
     assert by_output["candidate 1"].q == 0.0 and not by_output["candidate 1"].hard
     runner.env.close()
+
+
+def test_best_of_k_with_the_mc_verifier_picks_the_click_that_pays(tmp_path: Path) -> None:
+    from studio.models.scripted import load_scripted
+    from studio.policies import policy_from_settings
+    from studio.settings import EpisodeSettings
+
+    env = make_env("web:miniwob.click-button", FAST)
+    observation, _ = env.reset(seed=0)
+    wanted = env.instruction.split('"')[1]
+    right = _bid_of(observation, wanted)
+    wrong = next(_bid_of(observation, name) for name in ("no", "Ok", "submit") if name != wanted)
+    script = tmp_path / "model.json"
+    outputs = [f"Thought: this one.\nAction: click('{bid}')" for bid in (wrong, right)]
+    script.write_text(json.dumps({"outputs": outputs}))
+    settings = EpisodeSettings(
+        env="web:miniwob.click-button", candidates=2, verifier="mc", mc_rollout_policy="random", mc_rollouts=1
+    )
+    runner = EpisodeRunner(env, policy_from_settings(settings, load_scripted(str(script))))
+    runner.reset(seed=0)
+    step = runner.step()
+    # The first proposal clicks the wrong button; rolled out from a replayed fork it pays nothing.
+    assert step.action == f"click('{right}')" and step.candidates[0].action == f"click('{wrong}')"
+    assert runner.episode.success
+    env.close()
