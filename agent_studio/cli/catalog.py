@@ -84,6 +84,8 @@ def cmd_envs(args: argparse.Namespace) -> int:
         for option in info["options"]:
             limits = option_limits(option)
             print(f"  --env-opt {option['name']}=... default {option['default']}{limits}: {option['help']}")
+        if info.get("members"):
+            print(f"  {len(info['members'])} here: {', '.join(info['members'])}")
     return 0
 
 

@@ -65,6 +65,8 @@ class EnvInfo:
     """For a family, whose options the studio cannot list: what they are."""
     member: str = "a name"
     """For a family: what follows the prefix (``a Gymnasium id``), for messages."""
+    members: Callable[[], list[str]] | None = None
+    """For a family that can list its names (``web:``: every MiniWoB++ task installed): how."""
 
     @property
     def family(self) -> bool:
@@ -93,6 +95,7 @@ class EnvInfo:
             "expert": self.expert,
             "default_max_steps": self.default_max_steps,
             "fork": self.fork_mode,
+            **({"members": self.members()} if self.members is not None else {}),
         }
 
     @property
@@ -183,6 +186,7 @@ def register_env(
     options_help: str = "",
     member: str = "a name",
     action_summary: str | None = None,
+    members: Callable[[], list[str]] | None = None,
     replace: bool = False,
 ) -> EnvInfo:
     """Make ``name`` an environment the CLI, the UI and the API offer.
@@ -190,7 +194,8 @@ def register_env(
     ``factory`` is a :class:`StudioEnv` subclass (its ``option_specs``, ``action_summary`` and
     expert are read from it; ``summary`` defaults to its docstring's first line and
     ``default_max_steps`` to its ``default_max_steps`` attribute) or any callable returning one.
-    A name ending in ``:`` registers a family (see the module docstring).
+    A name ending in ``:`` registers a family (see the module docstring); ``members`` lists its names
+    where it can (``agent-studio envs`` prints them).
     """
     if not name or not name.strip() or name != name.strip() or len(name) > 100:
         raise ValueError(f"Not a usable environment name: {name!r}.")
@@ -209,6 +214,7 @@ def register_env(
             examples=examples,
             options_help=options_help,
             member=member,
+            members=members,
         ),
         replace=replace,
     )

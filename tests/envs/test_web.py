@@ -75,6 +75,14 @@ def _browser_processes() -> list[int]:
 def test_every_miniwob_task_is_listed_and_ten_reset_and_step_side_by_side() -> None:
     tasks = miniwob_tasks()
     assert len(tasks) >= 100 and "web:miniwob.click-button" in tasks
+    import subprocess
+    import sys
+
+    listed = subprocess.run(
+        [sys.executable, "-m", "agent_studio.cli.main", "envs", "--json"], capture_output=True, text=True
+    )
+    (web,) = [json.loads(line) for line in listed.stdout.splitlines() if json.loads(line)["name"] == "web:<id>"]
+    assert web["members"] == tasks and web["fork"] == "replay"
 
     def try_task(task: str) -> tuple[str, str, tuple[int, ...], str]:
         env = make_env(f"web:miniwob.{task}", FAST)

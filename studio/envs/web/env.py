@@ -77,8 +77,9 @@ def miniwob_tasks() -> list[str]:
     return [f"web:{task.get_task_id()}" for task in ALL_MINIWOB_TASKS]
 
 
-def _make_gym(task: str, options: dict[str, Any]) -> Any:
-    """BrowserGym's environment for ``task`` (runs on the actor's thread)."""
+def check_task(task: str) -> None:
+    """Refuse, in one line, a task BrowserGym does not have here (its benchmark's package missing, or
+    no such task); imports and registry lookups only: no browser starts."""
     import gymnasium as gym
 
     adapt_browsergym()
@@ -95,6 +96,12 @@ def _make_gym(task: str, options: dict[str, Any]) -> Any:
             ) from None
     if f"browsergym/{task}" not in gym.registry:
         raise UnknownEnvironment(f"Unknown web task '{task[:80]}' (see agent-studio envs for the MiniWoB++ tasks).")
+
+
+def _make_gym(task: str, options: dict[str, Any]) -> Any:
+    """BrowserGym's environment for ``task`` (runs on the actor's thread; the task was checked)."""
+    import gymnasium as gym
+
     executable = chromium_path()
     return gym.make(
         f"browsergym/{task}",
@@ -141,6 +148,7 @@ class WebTask(StudioEnv):
             raise UnknownEnvironment(f"'{task[:60]}' is not a web task name like miniwob.click-button.")
         self.name = f"web:{task}"  # type: ignore[misc]  # per-instance name
         super().__init__(**options)
+        check_task(task)
         self.task = task
         self.allowed = web_actions.SUBSETS[self.options["actions"]]
         self._actor: BrowserActor = ACTORS.acquire()
@@ -409,4 +417,5 @@ register_env(
     default_max_steps=15,
     examples=EXAMPLES,
     member="a BrowserGym task",
+    members=miniwob_tasks,
 )
