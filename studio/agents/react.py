@@ -14,8 +14,9 @@ Two action modes:
   and the environment validates it (an invalid action is recorded, the episode goes on).
 - ``score``: the model writes the thought; then every valid action is scored in one pass
   and the most likely one is taken. The full distribution over valid actions is stored on
-  the step, and the action is never invalid. Environments without a finite action set
-  (wikihop) fall back to ``generate`` for the action.
+  the step, and the action is never invalid. Environments without a finite action set rank the
+  actions they offer for scoring (web pages: a click on each interactive element,
+  ``StudioEnv.score_choices``), or (wikihop) fall back to ``generate`` for the action.
 
 With ``candidates`` K > 1, K outputs are sampled in one batch; the first valid one is
 taken and the others are kept on the step as candidates.
@@ -136,8 +137,15 @@ class ReActPolicy(ReActPrompt):
         images = [observation.frame] if self.backend.capabilities.images and observation.frame is not None else None
         bins = getattr(self.env, "discretiser", None)
         with stopping(should_stop):  # every model call of this step gives up waiting for the device on Stop
-            if self.config.action_mode == "score" and observation.valid_actions:
-                decision = self._act_by_scoring(messages, observation, images, should_stop)
+            # Score mode ranks a finite set: the valid actions, else the ones the environment offers for
+            # scoring where its actions are calls (a web page: a click on each interactive element).
+            choices = observation.valid_actions
+            if self.config.action_mode == "score" and not choices and self.env is not None:
+                choices = self.env.score_choices()
+            if self.config.action_mode == "score" and choices:
+                decision = self._act_by_scoring(
+                    messages, replace(observation, valid_actions=choices), images, should_stop
+                )
             elif self.config.action_mode == "score" and bins is not None and self.backend.capabilities.scoring:
                 decision = self._act_by_bins(messages, images, should_stop, bins)
             else:

@@ -244,6 +244,11 @@ class StudioEnv(gym.Env):
         ...); None (the default) when :meth:`valid_actions` lists them or the observation says."""
         return None
 
+    def score_choices(self) -> list[str] | None:
+        """Actions to rank in score mode when :meth:`valid_actions` is None (a web page: a click on each
+        interactive element); None (the default): score mode writes its action instead."""
+        return None
+
     def action_at(self, x: float, y: float) -> str | None:
         """The action a person's click at pixel (x, y) of the frame takes, for environments whose frame
         is a screen (a web page); None (the default) when a click on the frame means nothing."""

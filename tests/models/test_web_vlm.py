@@ -38,3 +38,27 @@ def test_an_image_text_model_acts_on_the_screenshot_and_attends_to_its_patches()
     overlaid = attention_frames(runner.episode, frames, backend)
     assert overlaid[0].shape == frames[0].shape and not np.array_equal(overlaid[0], frames[0])
     runner.env.close()
+
+
+def test_score_mode_ranks_a_click_on_each_interactive_element_and_heats_their_boxes() -> None:
+    import math
+
+    from studio.viz.screen import element_mass, mark_step
+    from tests.support.tiny_models import tiny_llama
+
+    tokenizer = tiny_tokenizer()
+    backend = TransformersBackend(tiny_llama(tokenizer), tokenizer)
+    config = ReActConfig(
+        sampling=SamplingParams(temperature=0.0, max_new_tokens=8), few_shot=False, action_mode="score"
+    )
+    runner = EpisodeRunner("web:miniwob.click-button", ReActPolicy(backend, config), {"wait": 0.05})
+    runner.reset(seed=0)
+    interactive = sorted((bid for bid, box in runner.env.elements().items() if box[4]), key=int)
+    step = runner.step()
+    assert sorted(step.action_logprobs) == sorted(f"click('{bid}')" for bid in interactive)
+    assert math.isclose(sum(math.exp(v) for v in step.action_logprobs.values()), 1.0, rel_tol=1e-6)
+    assert step.action in step.action_logprobs and step.valid
+    mass = element_mass(step)
+    assert set(mass) == set(interactive) and math.isclose(sum(mass.values()), 1.0, rel_tol=1e-6)
+    assert not np.array_equal(mark_step(step.frame, step), step.frame)
+    runner.env.close()

@@ -46,6 +46,8 @@ from studio.errors import BadOption, StudioError, UnknownEnvironment
 
 #: Actions a replayed snapshot may hold.
 MAX_SNAPSHOT_ACTIONS = 200
+#: Clicks score mode ranks at most (the interactive elements of a page, in id order).
+MAX_SCORED = 64
 #: Tasks offered in dropdowns (every MiniWoB++ task is listed by ``agent-studio envs``).
 EXAMPLES = (
     "web:miniwob.click-button",
@@ -257,21 +259,21 @@ class WebTask(StudioEnv):
             + ". An element's id is the number in brackets before it on the page, e.g. click('13')."
         )
 
+    def score_choices(self) -> list[str]:
+        """A click on each interactive element (by id, or at its centre with the coord actions)."""
+        marked = sorted((bid for bid, box in self._elements.items() if box[4]), key=_bid_order)[:MAX_SCORED]
+        if "click" in self.allowed:
+            return [f"click({bid!r})" for bid in marked]
+        return [f"mouse_click({(b[0] + b[2]) // 2}, {(b[1] + b[3]) // 2})" for b in (self._elements[i] for i in marked)]
+
     def parsed(self, action: str) -> web_actions.WebAction:
         """A checked action's parts (its target elements, its point), for overlays and people."""
         return web_actions.parse_action(action, self.allowed, self._facts())
 
     def sample_action(self, rng: np.random.Generator) -> str:
-        """A click on a random visible element (by id, or at its centre with the coord actions)."""
-        marked = sorted((bid for bid, box in self._elements.items() if box[4]), key=_bid_order)
-        choices = marked or sorted(self._elements, key=_bid_order)
-        if not choices:
-            return "noop(100)"
-        bid = choices[int(rng.integers(len(choices)))]
-        if "click" in self.allowed:
-            return f"click({bid!r})"
-        x0, y0, x1, y1, _ = self._elements[bid]
-        return f"mouse_click({(x0 + x1) // 2}, {(y0 + y1) // 2})"
+        """A click on a random interactive element (by id, or at its centre with the coord actions)."""
+        choices = self.score_choices() or ["noop(100)"]
+        return choices[int(rng.integers(len(choices)))]
 
     def _step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
         if self.done:
