@@ -149,10 +149,10 @@ def _is_default(param: Param, arguments: dict[str, Any]) -> bool:
 
 def _unwrap(text: str) -> str:
     """The call inside what a model wrote: stripped of spaces, backticks and a trailing semicolon."""
-    source = text.strip().strip("`").strip()
+    source = text.strip(" \t\r\n`;")
     if source.startswith("python\n"):
-        source = source[len("python\n") :].strip()
-    return source.rstrip(";").strip()
+        source = source[len("python\n") :]
+    return source.strip(" \t\r\n`;")
 
 
 def _arguments(call: ast.Call, name: str, params: tuple[Param, ...]) -> dict[str, Any]:

@@ -80,7 +80,8 @@ def _thread_playwright() -> Any:
     return playwright
 
 
-def _stop_thread_playwright() -> None:
+def stop_thread_playwright() -> None:
+    """Stop this thread's Playwright (after its browser died: the next launch starts another)."""
     playwright = getattr(_PER_THREAD, "playwright", None)
     _PER_THREAD.playwright = None
     if playwright is not None:
@@ -139,14 +140,10 @@ class BrowserActor:
         self._calls.put((function, args, done))
         return done.result(timeout)
 
-    def restart_playwright(self) -> None:
-        """Drop the actor's Playwright (after its browser died): the next launch starts a new one."""
-        self.call(_stop_thread_playwright)
-
     def stop(self) -> None:
         """Stop Playwright and the thread (the calls already sent run first)."""
         if self.alive:
-            self._calls.put((_stop_thread_playwright, (), Future()))
+            self._calls.put((stop_thread_playwright, (), Future()))
             self._calls.put(None)
 
     def _serve(self) -> None:

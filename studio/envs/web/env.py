@@ -40,7 +40,14 @@ from studio.analysis.screen import draw_marks
 from studio.envs.base import ActionCheck, OptionSpec, StudioEnv
 from studio.envs.registry import register_env
 from studio.envs.web import actions as web_actions
-from studio.envs.web.browser import ACTORS, INSTALL, BrowserActor, adapt_browsergym, chromium_path
+from studio.envs.web.browser import (
+    ACTORS,
+    INSTALL,
+    BrowserActor,
+    adapt_browsergym,
+    chromium_path,
+    stop_thread_playwright,
+)
 from studio.envs.web.page import Box, element_at, element_boxes, explain_error, page_digest, page_text
 from studio.errors import BadOption, StudioError, UnknownEnvironment
 
@@ -158,7 +165,6 @@ class WebTask(StudioEnv):
         self._release = weakref.finalize(self, _give_back, self._actor, self._holder)
         self._observation: dict[str, Any] = {}
         self._elements: dict[str, Box] = {}
-        self._page = ""
         self.actions_taken: list[str] = []
         self.pages: list[str] = []
         self.broken: str | None = None
@@ -181,15 +187,13 @@ class WebTask(StudioEnv):
 
     def _restart(self) -> None:
         """After a crash: close what is left of the browser and drop its Playwright (actor's thread)."""
-        from studio.envs.web.browser import _stop_thread_playwright
-
         gym_env, self._holder["gym"] = self._holder["gym"], None
         if gym_env is not None:
             try:
                 gym_env.close()
             except Exception:  # the browser is gone already
                 pass
-        _stop_thread_playwright()
+        stop_thread_playwright()
 
     # -- StudioEnv --------------------------------------------------------------------------------
     def _load(self, seed: int) -> str:
@@ -214,7 +218,6 @@ class WebTask(StudioEnv):
         self._elements = element_boxes(observation.get("extra_element_properties") or {}, width, height)
         text, cut = page_text(observation["axtree_object"], observation.get("extra_element_properties") or {},
                               self.options["page_chars"])  # fmt: skip
-        self._page = text
         self.pages.append(page_digest(text))
         lines = [text]
         if cut:
