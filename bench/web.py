@@ -12,7 +12,8 @@ Prints one JSON object:
 - ``episodes_per_minute_one_by_one`` / ``episodes_per_minute_side_by_side`` and ``side_by_side_speedup``
   (target >= 3: browsers wait on pages, not on the CPU): ``--episodes`` random-policy episodes of
   ``web:miniwob.click-checkboxes`` (seeds 0.., at most 5 steps), one after another, then all at once
-  (``run_parallel``, a browser each).
+  (``run_parallel``, a browser each). Both sides start warm: the pool keeps ``--episodes`` browser
+  threads, each with its Chromium launched (a reset opens a new context in it).
 
     python bench/web.py [--reps 50] [--episodes 8] [--browsers 4]
 """
@@ -33,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from studio.agents.scripted import RandomPolicy  # noqa: E402
 from studio.envs.registry import make_env  # noqa: E402
+from studio.envs.web.browser import ACTORS  # noqa: E402
 from studio.episodes.rollouts import run_parallel  # noqa: E402
 from studio.episodes.runner import EpisodeRunner, RunnerConfig  # noqa: E402
 
@@ -148,7 +150,10 @@ def main() -> None:
     out: dict[str, object] = {"task": TASK, "cpus": os.cpu_count()}
     out.update(latencies(args.reps))
     out.update(browser_memory(args.browsers))
-    episodes(2, 2)  # warm: the browser threads and Playwright drivers exist before either side is timed
+    # Warm: the browser threads, their Playwright drivers and browsers exist before either side is timed
+    # (the pool keeps as many as run side by side here, as it does between the waves of a sweep).
+    ACTORS.keep = max(ACTORS.keep, args.episodes)
+    episodes(args.episodes, args.episodes)
     one = episodes(args.episodes, 1)
     side = episodes(args.episodes, args.episodes)
     out["episodes"] = args.episodes

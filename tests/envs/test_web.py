@@ -302,3 +302,39 @@ def test_best_of_k_with_the_mc_verifier_picks_the_click_that_pays(tmp_path: Path
     assert step.action == f"click('{right}')" and step.candidates[0].action == f"click('{wrong}')"
     assert runner.episode.success
     env.close()
+
+
+def test_a_kept_browser_gives_each_episode_a_fresh_context() -> None:
+    """Browsers are kept between resets (and between environments on the same thread), but an episode
+    never sees another's cookies or storage: each reset opens a new browser context."""
+
+    def page_of(env):
+        return env._holder["gym"].unwrapped.page
+
+    def leave_traces(env) -> int:
+        page = page_of(env)
+        page.evaluate("() => localStorage.setItem('left-behind', 'yes')")
+        page.context.add_cookies([{"name": "c", "value": "1", "url": "http://example.com/"}])
+        assert page.evaluate("() => localStorage.getItem('left-behind')") == "yes"
+        return id(page.context.browser)
+
+    def traces(env) -> tuple[int, object, list]:
+        page = page_of(env)
+        return (
+            id(page.context.browser),
+            page.evaluate("() => localStorage.getItem('left-behind')"),
+            page.context.cookies(),
+        )
+
+    first = make_env("web:miniwob.click-button", FAST)
+    first.reset(seed=0)
+    actor = first._actor
+    browser = actor.call(leave_traces, first)
+    first.reset(seed=1)
+    assert actor.call(traces, first) == (browser, None, [])  # the same browser, nothing left behind
+    actor.call(leave_traces, first)
+    first.close()
+    second = make_env("web:miniwob.click-button", FAST)  # the pooled thread, and its browser, again
+    second.reset(seed=0)
+    assert second._actor is actor and actor.call(traces, second) == (browser, None, [])
+    second.close()

@@ -5,11 +5,13 @@ and the studio steps an episode from whatever thread the caller has (a UI worker
 job). So each web environment holds a :class:`BrowserActor`: a thread that starts its own Playwright,
 launches the environment's browser and runs every call sent to it, one at a time. Actors whose
 environment was closed wait in a small per-process pool (:data:`ACTORS`) for the next one, because
-starting Playwright's driver takes a while; a browser itself is launched per reset, by BrowserGym.
+starting Playwright's driver and a browser takes a while.
 
 :func:`adapt_browsergym` fits BrowserGym to this, once per process:
 
-- its one *global* Playwright (bound to whichever thread made it first) becomes one per actor thread;
+- its one *global* Playwright (bound to whichever thread made it first) becomes one per actor thread,
+  whose Chromium is launched once and kept: a reset closes the episode's context (its pages, cookies
+  and storage) and opens a new one in the same browser, instead of launching another;
 - its chat window, a second browser per environment that nothing here reads, becomes a list of messages;
 - every Chromium it launches is the system's (``AGENT_STUDIO_CHROMIUM``, else ``/usr/bin/chromium``):
   Playwright's own browser download needs a host these machines cannot reach.
@@ -64,24 +66,77 @@ class _ThreadChat:
         pass
 
 
+class _KeptBrowser:
+    """A thread's Chromium as BrowserGym holds it: closing it closes its contexts (every page of the
+    episode, its cookies and storage) and keeps the process for the next reset."""
+
+    def __init__(self, browser: Any) -> None:
+        self._browser = browser
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._browser, name)
+
+    def close(self) -> None:
+        for context in list(self._browser.contexts):
+            context.close()
+
+
+class _KeptChromium:
+    """Playwright's Chromium launcher, launching a browser once per thread and set of launch options
+    (launching one costs most of a reset's time and CPU): each reset gets a new context in it."""
+
+    def __init__(self, chromium: Any) -> None:
+        self._chromium = chromium
+        self.kept: dict[str, Any] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._chromium, name)
+
+    def launch(self, **options: Any) -> _KeptBrowser:
+        key = repr(sorted(options.items()))
+        browser = self.kept.get(key)
+        if browser is None or not browser.is_connected():  # first use, or a browser that died
+            browser = self.kept[key] = self._chromium.launch(**options)
+        return _KeptBrowser(browser)
+
+
+class _ThreadPlaywright:
+    """One thread's Playwright, its Chromium launcher keeping browsers (what BrowserGym's global becomes)."""
+
+    def __init__(self, playwright: Any) -> None:
+        self._playwright = playwright
+        self.chromium = _KeptChromium(playwright.chromium)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._playwright, name)
+
+    def stop(self) -> None:
+        for browser in self.chromium.kept.values():
+            try:
+                browser.close()
+            except Exception:  # a browser that already went away
+                pass
+        self._playwright.stop()
+
+
 _PER_THREAD = threading.local()
 _ADAPTED = threading.Lock()
 _adapted = False
 
 
-def _thread_playwright() -> Any:
+def _thread_playwright() -> _ThreadPlaywright:
     """This thread's Playwright (started on first use): what BrowserGym's global one becomes."""
     playwright = getattr(_PER_THREAD, "playwright", None)
     if playwright is None:
         from playwright.sync_api import sync_playwright
 
-        playwright = sync_playwright().start()
+        playwright = _ThreadPlaywright(sync_playwright().start())
         _PER_THREAD.playwright = playwright
     return playwright
 
 
 def stop_thread_playwright() -> None:
-    """Stop this thread's Playwright (after its browser died: the next launch starts another)."""
+    """Stop this thread's Playwright and its browsers (after a crash: the next reset starts anew)."""
     playwright = getattr(_PER_THREAD, "playwright", None)
     _PER_THREAD.playwright = None
     if playwright is not None:
@@ -191,6 +246,6 @@ class ActorPool:
             return len(self._idle)
 
 
-#: The process's idle browser actors (a cache of threads, never of anyone's page: a browser is
-#: launched afresh on every reset).
+#: The process's idle browser actors (a cache of threads and their browsers, never of anyone's page:
+#: every reset gets a new browser context).
 ACTORS = ActorPool()
