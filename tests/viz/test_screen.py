@@ -144,3 +144,15 @@ def test_the_selected_step_shows_its_page_before_and_after() -> None:
     step = session.act_at((ox0 + ox1) / 2, (oy0 + oy1) / 2, shown=session.runner.observation)
     assert step.action == f"click({other!r})" and step.actor == "human"
     session.close()
+
+
+def test_a_refused_step_still_shows_where_its_candidates_act() -> None:
+    runner = EpisodeRunner("web:miniwob.click-button", RandomPolicy(seed=0), {"wait": 0.05})
+    runner.reset(seed=0)
+    bid = next(b for b, box in runner.env.elements().items() if box[4])
+    step = runner.step("click('999')")
+    assert not step.valid and step.info["elements"] == runner.env.elements()
+    with_candidate = dataclasses.replace(step, candidates=[Candidate(raw="c", action=f"click('{bid}')")])
+    x0, y0, x1, y1, _ = step.info["elements"][bid]
+    assert _is(mark_step(step.frame, with_candidate)[(y0 + y1) // 2, (x0 + x1) // 2 - 6], CANDIDATE)
+    runner.env.close()

@@ -278,6 +278,14 @@ class WebTask(StudioEnv):
         choices = self.score_choices() or ["noop(100)"]
         return choices[int(rng.integers(len(choices)))]
 
+    def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        """:meth:`StudioEnv.step`; a refused action's info holds the page's elements too, so the step's
+        other candidates (and a pair with it) can still be drawn where they act."""
+        observation, reward, terminated, truncated, info = super().step(action)
+        if "invalid_action" in info:
+            info = {**info, "elements": dict(self._elements)}
+        return observation, reward, terminated, truncated, info
+
     def _step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
         if self.done:
             return "The task is over.", 0.0, True, False, {"success": False}
