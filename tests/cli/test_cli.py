@@ -62,9 +62,10 @@ def test_envs_lists_every_environment() -> None:
     described = [json.loads(line) for line in result.stdout.splitlines()]
     assert (
         [d["name"] for d in described]
-        == [*builtin_names(), "gym:<id>", "twx:<id>"]
-        == ["gridworld", "household", "wikihop", "gym:<id>", "twx:<id>"]
+        == [*builtin_names(), "gym:<id>", "twx:<id>", "web:<id>"]
+        == ["gridworld", "household", "wikihop", "gym:<id>", "twx:<id>", "web:<id>"]
     )
+    assert described[-1]["fork"] == "replay" and "web:miniwob.click-button" in described[-1]["members"]
     gridworld = described[0]
     assert {o["name"] for o in gridworld["options"]} == {"size", "difficulty"} and gridworld["expert"] is True
     assert "go north" in gridworld["action_space"]
