@@ -20,6 +20,9 @@ the ones the in-process backend would run. What comes back:
 - Prefix reuse is the engine's (vLLM's automatic prefix caching, SGLang's radix cache); the
   cached-token count is recorded on the step where the engine reports it.
 
+A step with an image (a web page's screenshot) goes to the chat endpoint instead, for models whose
+config has a vision tower (:mod:`studio.models.remote_images`).
+
 The request fields beyond OpenAI's (``return_tokens_as_token_ids``, ``ignore_eos``,
 ``allowed_token_ids``) are vLLM's; SGLang's OpenAI endpoint takes the same shape.
 """
@@ -58,6 +61,7 @@ from studio.models.server_client import (
     pick_served_model,
     served_models,
 )
+from studio.models.remote_images import as_completion_choice, chat_body, chat_messages, takes_images
 from studio.models.tokens import SingleTokenTexts, TokenTexts, eos_ids, render_chat, stop_cut
 from studio.trace import TokenAlternative, TokenInfo
 
@@ -66,6 +70,12 @@ TOP_K = 5
 
 
 # -- the backend ------------------------------------------------------------------------------
+
+
+def _same(choice: dict[str, Any]) -> dict[str, Any]:
+    return choice
+
+
 class OpenAIBackend(Backend):
     """A model served over the OpenAI-compatible completions API, with its tokenizer loaded here."""
 
@@ -87,7 +97,10 @@ class OpenAIBackend(Backend):
         self.engine = engine or {"engine": "OpenAI-compatible", "version": ""}
         self.top_k = TOP_K
         self.eos_ids = eos_ids(tokenizer)
-        self.capabilities = Capabilities(logprobs=True, scoring=True, top_alternatives=True)
+        # A served image-text model sees frames through the chat endpoint, which cannot score given
+        # tokens exactly: no scoring (score mode, the forced Thought:'s logprobs) for it.
+        images = takes_images(tokenizer)
+        self.capabilities = Capabilities(logprobs=True, scoring=not images, top_alternatives=True, images=images)
         self.token_text = SingleTokenTexts(tokenizer.decode)
         # vLLM says; else the tokenizer's limit when it states a real one (1e30 means none), else 2048
         max_len, hint = served.get("max_model_len"), getattr(tokenizer, "model_max_length", 0)
@@ -148,9 +161,15 @@ class OpenAIBackend(Backend):
         return self.tokenizer(self.render(messages, assistant_prefix), add_special_tokens=False)["input_ids"], {}
 
     def _check_images(self, images: list[np.ndarray] | None) -> None:
-        if images:
+        if images and not self.capabilities.images:
             raise StudioError(
-                f"Model {self._card.id} takes text only through the studio (images are not sent to servers yet)."
+                f"Model {self._card.id} takes text only (its config has no vision tower): no image is sent to it."
+            )
+
+    def _check_scoring(self) -> None:
+        if not self.capabilities.scoring:
+            raise StudioError(
+                f"Model {self._card.id} is a served image-text model: scoring is not offered (use action mode generate)."
             )
 
     # -- generation ---------------------------------------------------------------------------
@@ -172,26 +191,32 @@ class OpenAIBackend(Backend):
         stop = [s for s in (stop or []) if s]
         should_stop = should_stop or (lambda: False)
         ids, _ = self.encode(messages, assistant_prefix)
-        body: dict[str, Any] = {
-            "model": self.served_id,
-            "prompt": ids,
-            "n": n,
-            "max_tokens": sampling.max_new_tokens,
-            "temperature": sampling.temperature,
-            "top_p": sampling.top_p,
-            "logprobs": self.top_k,
-            "return_tokens_as_token_ids": True,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
         strings = [s for s in stop if isinstance(s, str)]
         patterns = [s for s in stop if not isinstance(s, str)]  # engines take strings: patterns are applied here
-        if strings:
-            body["stop"] = strings
-        if sampling.seed is not None:
-            body["seed"] = int(sampling.seed)
-        if sampling.ignore_eos:
-            body["ignore_eos"] = True
+        if images:  # the chat endpoint, with the frames as image parts (studio.models.remote_images)
+            endpoint, read = "/chat/completions", as_completion_choice
+            chat = chat_messages(messages, images, assistant_prefix)
+            body = chat_body(self.served_id, chat, n, sampling, self.top_k, strings, bool(assistant_prefix))
+        else:
+            endpoint, read = "/completions", _same
+            body = {
+                "model": self.served_id,
+                "prompt": ids,
+                "n": n,
+                "max_tokens": sampling.max_new_tokens,
+                "temperature": sampling.temperature,
+                "top_p": sampling.top_p,
+                "logprobs": self.top_k,
+                "return_tokens_as_token_ids": True,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            }
+            if strings:
+                body["stop"] = strings
+            if sampling.seed is not None:
+                body["seed"] = int(sampling.seed)
+            if sampling.ignore_eos:
+                body["ignore_eos"] = True
         started = time.perf_counter()
         rows = [_Row(TokenTexts(self.tokenizer.decode)) for _ in range(n)]
         first_token_s: float | None = None
@@ -201,10 +226,10 @@ class OpenAIBackend(Backend):
         def ended() -> bool:  # a Stop, or every candidate at its end (closing the stream aborts the request)
             return should_stop() or bool(patterns) and all(row.finish or stop_cut(row.tokens, patterns) for row in rows)
 
-        for event in self.client.stream("/completions", body, ended):
+        for event in self.client.stream(endpoint, body, ended):
             if isinstance(event.get("usage"), dict):
                 usage = event["usage"]
-            for choice in event.get("choices") or []:
+            for choice in map(read, event.get("choices") or []):
                 index = _choice_index(choice, n, self.client.address.base)
                 row = rows[index]
                 for info in self._choice_tokens(choice, row.texts):
@@ -280,6 +305,7 @@ class OpenAIBackend(Backend):
         once per continuation (vLLM: 27 s vs about 1 s for 23 household actions on 2 CPU cores).
         Requests go out concurrently, each distinct (prefix, token) once: the engine batches them.
         """
+        self._check_scoring()
         self._check_images(images)
         ids, _ = self.encode(messages, assistant_prefix)
         eos = sorted(self.eos_ids)[:1] if end_with_eos else []
