@@ -25,6 +25,7 @@ from studio.errors import BadOption, StudioError
 from studio.evaluation.sweep import SweepSpec, run_sweep
 from tests.support.store_helpers import open_store
 
+ROOT = Path(__file__).resolve().parents[2]
 #: Quick settling: the pages here are static between actions (the default, 0.5 s, is BrowserGym's).
 FAST = {"wait": 0.05}
 TEN_TASKS = (
@@ -338,3 +339,29 @@ def test_a_kept_browser_gives_each_episode_a_fresh_context() -> None:
     second.reset(seed=0)
     assert second._actor is actor and actor.call(traces, second) == (browser, None, [])
     second.close()
+
+
+def test_a_process_with_eight_browsers_exits_cleanly() -> None:
+    """Browser threads are stopped before Python tears down: with eight left running, the
+    interpreter used to crash after the last line (exit 139), failing CI after every test passed."""
+    import subprocess
+    import sys
+
+    script = """
+from studio.agents.scripted import RandomPolicy
+from studio.episodes.rollouts import run_parallel
+from studio.episodes.runner import EpisodeRunner, RunnerConfig
+
+def job(seed):
+    def run(_backend):
+        runner = EpisodeRunner("web:miniwob.click-button", RandomPolicy(seed=seed), {"wait": 0.05},
+                               config=RunnerConfig(max_steps=2))
+        runner.reset(seed=seed)
+        return runner.run()
+    return run
+
+results = run_parallel([job(seed) for seed in range(8)], None, 8)
+print(sum(r.done for r in results))
+"""
+    ran = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0 and ran.stdout.strip() == "8", (ran.returncode, ran.stderr[-2000:])

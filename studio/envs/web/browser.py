@@ -19,11 +19,13 @@ starting Playwright's driver and a browser takes a while.
 
 from __future__ import annotations
 
+import atexit
 import os
 import queue
 import shutil
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
@@ -176,6 +178,7 @@ class BrowserActor:
         self._calls: queue.Queue[tuple[Callable[..., Any], tuple[Any, ...], Future[Any]] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
+        _LIVE.add(self)
 
     @property
     def thread(self) -> threading.Thread:
@@ -195,11 +198,14 @@ class BrowserActor:
         self._calls.put((function, args, done))
         return done.result(timeout)
 
-    def stop(self) -> None:
-        """Stop Playwright and the thread (the calls already sent run first)."""
+    def stop(self, wait: float | None = None) -> None:
+        """Stop Playwright and the thread (the calls already sent run first); wait up to ``wait``
+        seconds for the thread to end."""
         if self.alive:
             self._calls.put((stop_thread_playwright, (), Future()))
             self._calls.put(None)
+            if wait:
+                self._thread.join(wait)
 
     def _serve(self) -> None:
         while True:
@@ -213,6 +219,22 @@ class BrowserActor:
                 done.set_result(function(*args))
             except BaseException as exc:  # handed to the caller, whatever it is
                 done.set_exception(exc)
+
+
+#: Every actor whose thread may still run: stopped at exit (see :func:`_stop_all`).
+_LIVE: weakref.WeakSet[BrowserActor] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all() -> None:
+    """Stop every browser thread before the interpreter tears down: a thread still holding
+    Playwright's greenlets when Python finalizes crashes the process (a segmentation fault after
+    the last line of a test run, seen with eight browsers)."""
+    actors = list(_LIVE)
+    for actor in actors:
+        actor.stop()
+    for actor in actors:
+        actor.thread.join(10)
 
 
 class ActorPool:
