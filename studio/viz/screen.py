@@ -115,17 +115,18 @@ def mark_pair(frame: np.ndarray | None, elements: Elements | None, left: str | N
 
 
 def before_after(before: np.ndarray, after: np.ndarray | None) -> np.ndarray:
-    """A step's page before (with its action drawn) and after, side by side under their names; the
-    before alone when there is no after to draw."""
+    """A step's page before (with its action drawn) above the page after, each under its name (stacked:
+    the panel's frame box is taller than it is wide); the before alone when there is no after."""
     if after is None:
         return before
     import cv2
 
-    height = max(before.shape[0], after.shape[0])
-    gap, band = 8, 18
-    width = before.shape[1] + gap + after.shape[1]
-    out = np.full((height + band, width, 3), 255, dtype=np.uint8)
-    for x, frame, name in ((0, before, "before"), (before.shape[1] + gap, after, "after")):
-        out[band : band + frame.shape[0], x : x + frame.shape[1]] = frame[:, :, :3]
-        cv2.putText(out, name, (x + 2, band - 5), cv2.FONT_HERSHEY_PLAIN, 1.0, (55, 65, 81), 1, cv2.LINE_AA)
+    band = 18
+    width = max(before.shape[1], after.shape[1])
+    out = np.full((2 * band + before.shape[0] + after.shape[0], width, 3), 255, dtype=np.uint8)
+    top = 0
+    for frame, name in ((before, "before"), (after, "after")):
+        cv2.putText(out, name, (2, top + band - 5), cv2.FONT_HERSHEY_PLAIN, 1.0, (55, 65, 81), 1, cv2.LINE_AA)
+        out[top + band : top + band + frame.shape[0], : frame.shape[1]] = frame[:, :, :3]
+        top += band + frame.shape[0]
     return out

@@ -127,15 +127,15 @@ def test_the_selected_step_shows_its_page_before_and_after() -> None:
     raw = session.episode.steps[0].frame
     shown = session.step_frame(0)
     height, width = raw.shape[:2]
-    assert shown.shape[1] == 2 * width + 8 and shown.shape[0] > height  # before | after, under their names
+    band = (shown.shape[0] - 2 * height) // 2
+    assert shown.shape == (2 * height + 2 * band, width, 3) and band > 0  # before above after, each named
     x0, y0, x1, y1, _ = first[box]
-    band = shown.shape[0] - height
     assert _is(shown[band + y0, (x0 + x1) // 2], TAKEN)  # the action on the page before
-    after = shown[band:, width + 8 :]
+    after = shown[2 * band + height :]
     assert np.array_equal(after, session.episode.steps[1].frame)  # the page after, as the next step saw it
     assert not np.array_equal(after, raw)  # the box is ticked now
     last = session.step_frame(1)  # the last step: the page after it is the page now
-    assert np.array_equal(last[band:, width + 8 :], session.current_frame())
+    assert np.array_equal(last[2 * band + height :], session.current_frame())
     # A click on a frame of an earlier step is refused in one line; on the page now, it acts.
     with pytest.raises(StudioError, match="earlier step"):
         session.act_at(x0 + 2, y0 + 2, shown=session.episode.steps[0].observation)
