@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from studio.agents.scripted import RandomPolicy  # noqa: E402
 from studio.envs.registry import make_env  # noqa: E402
-from studio.envs.web.browser import ACTORS  # noqa: E402
+from studio.envs.web.browser import ACTORS, chromium_processes  # noqa: E402
 from studio.episodes.rollouts import run_parallel  # noqa: E402
 from studio.episodes.runner import EpisodeRunner, RunnerConfig  # noqa: E402
 
@@ -50,52 +50,30 @@ def _median_seconds(action, reps: int) -> float:
     return statistics.median(times)
 
 
-def latencies(reps: int) -> dict[str, float]:
-    """Median reset and step seconds of the environment alone."""
-    out = {}
-    env = make_env(TASK)
-    out["reset_s_median"] = _median_seconds(lambda rep: env.reset(seed=rep), reps)
-    rng = np.random.default_rng(0)
+def _median_step_seconds(env, rng: np.random.Generator, reps: int) -> float:
+    """Median seconds of a random click (a new episode on seed 0 whenever one ends, untimed)."""
 
     def step(_rep: int) -> None:
         if env.done:
             env.reset(seed=0)
         env.step(env.sample_action(rng))
 
-    out["step_s_median"] = _median_seconds(step, reps)
+    return _median_seconds(step, reps)
+
+
+def latencies(reps: int) -> dict[str, float]:
+    """Median reset and step seconds of the environment alone."""
+    out = {}
+    env = make_env(TASK)
+    out["reset_s_median"] = _median_seconds(lambda rep: env.reset(seed=rep), reps)
+    rng = np.random.default_rng(0)
+    out["step_s_median"] = _median_step_seconds(env, rng, reps)
     env.close()
     fast = make_env(TASK, {"wait": 0.0})
     fast.reset(seed=0)
-
-    def step_fast(_rep: int) -> None:
-        if fast.done:
-            fast.reset(seed=0)
-        fast.step(fast.sample_action(rng))
-
-    out["step_s_median_wait0"] = _median_seconds(step_fast, reps)
+    out["step_s_median_wait0"] = _median_step_seconds(fast, rng, reps)
     fast.close()
     return out
-
-
-def _our_chromium() -> list[int]:
-    """Chromium processes under this process."""
-    parents, names = {}, {}
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            names[int(entry)] = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
-        except OSError:
-            continue
-        parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-
-    def ours(pid: int) -> bool:
-        while pid > 1:
-            pid = parents.get(pid, 0)
-            if pid == os.getpid():
-                return True
-        return False
-
-    return [pid for pid, name in names.items() if "chrom" in os.path.basename(name) and ours(pid)]
 
 
 def _pss_mb(pid: int) -> float:
@@ -112,7 +90,7 @@ def browser_memory(browsers: int) -> dict[str, float]:
     envs = [make_env(TASK, {"wait": 0.0}) for _ in range(browsers)]
     for seed, env in enumerate(envs):
         env.reset(seed=seed)
-    processes = _our_chromium()
+    processes = chromium_processes()
     total = sum(_pss_mb(pid) for pid in processes)
     for env in envs:
         env.close()

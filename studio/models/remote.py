@@ -61,7 +61,7 @@ from studio.models.server_client import (
     pick_served_model,
     served_models,
 )
-from studio.models.remote_images import as_completion_choice, chat_body, chat_messages, takes_images
+from studio.models.remote_images import as_completion_choice, chat_body, chat_messages, stream_body, takes_images
 from studio.models.tokens import SingleTokenTexts, TokenTexts, eos_ids, render_chat, stop_cut
 from studio.trace import TokenAlternative, TokenInfo
 
@@ -199,24 +199,7 @@ class OpenAIBackend(Backend):
             body = chat_body(self.served_id, chat, n, sampling, self.top_k, strings, bool(assistant_prefix))
         else:
             endpoint, read = "/completions", _same
-            body = {
-                "model": self.served_id,
-                "prompt": ids,
-                "n": n,
-                "max_tokens": sampling.max_new_tokens,
-                "temperature": sampling.temperature,
-                "top_p": sampling.top_p,
-                "logprobs": self.top_k,
-                "return_tokens_as_token_ids": True,
-                "stream": True,
-                "stream_options": {"include_usage": True},
-            }
-            if strings:
-                body["stop"] = strings
-            if sampling.seed is not None:
-                body["seed"] = int(sampling.seed)
-            if sampling.ignore_eos:
-                body["ignore_eos"] = True
+            body = {**stream_body(self.served_id, n, sampling, strings), "prompt": ids, "logprobs": self.top_k}
         started = time.perf_counter()
         rows = [_Row(TokenTexts(self.tokenizer.decode)) for _ in range(n)]
         first_token_s: float | None = None

@@ -74,6 +74,28 @@ def chat_messages(
     return out
 
 
+def stream_body(served_id: str, n: int, sampling: SamplingParams, stop: list[str]) -> dict[str, Any]:
+    """What a streamed generation request says on either endpoint: ``n`` samples with ``sampling``, the
+    stop strings, and every token as its id (``return_tokens_as_token_ids``)."""
+    body: dict[str, Any] = {
+        "model": served_id,
+        "n": n,
+        "max_tokens": sampling.max_new_tokens,
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "return_tokens_as_token_ids": True,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    if stop:
+        body["stop"] = stop
+    if sampling.seed is not None:
+        body["seed"] = int(sampling.seed)
+    if sampling.ignore_eos:
+        body["ignore_eos"] = True
+    return body
+
+
 def chat_body(
     served_id: str,
     messages: list[dict[str, Any]],
@@ -84,27 +106,10 @@ def chat_body(
     continues: bool,
 ) -> dict[str, Any]:
     """The chat request: ``n`` streamed samples with token ids, logprobs and the top ``top_k``."""
-    body: dict[str, Any] = {
-        "model": served_id,
-        "messages": messages,
-        "n": n,
-        "max_tokens": sampling.max_new_tokens,
-        "temperature": sampling.temperature,
-        "top_p": sampling.top_p,
-        "logprobs": True,
-        "top_logprobs": top_k,
-        "return_tokens_as_token_ids": True,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
+    body = stream_body(served_id, n, sampling, stop)
+    body.update(messages=messages, logprobs=True, top_logprobs=top_k)
     if continues:  # the forced prefix is the assistant's own message, continued (not a new turn)
         body.update(continue_final_message=True, add_generation_prompt=False)
-    if stop:
-        body["stop"] = stop
-    if sampling.seed is not None:
-        body["seed"] = int(sampling.seed)
-    if sampling.ignore_eos:
-        body["ignore_eos"] = True
     return body
 
 

@@ -36,21 +36,23 @@ def _parsed(action: str | None, elements: Elements, size: tuple[int, int]) -> An
         return None
 
 
-def _first_bid(action: str | None, elements: Elements, size: tuple[int, int]) -> str | None:
+def _target(
+    action: str | None, elements: Elements, size: tuple[int, int]
+) -> tuple[str | None, tuple[float, float] | None]:
+    """The element an action acts on (the first of its ids on the page) and the point it acts at: its
+    own point, else that element's centre; (None, None) when it names neither."""
     parsed = _parsed(action, elements, size)
-    return None if parsed is None else next((bid for bid in parsed.target_bids if bid in elements), None)
+    if parsed is None:
+        return None, None
+    bid = next((b for b in parsed.target_bids if b in elements), None)
+    point = parsed.point if parsed.point is not None else None if bid is None else screen.centre(elements[bid])
+    return bid, point
 
 
 def where(action: str | None, elements: Elements, size: tuple[int, int]) -> tuple[float, float] | None:
     """The point an action acts at on a frame of ``size`` (height, width): its element's centre, or its
     own point; None when it names neither (a key press, a malformed action)."""
-    parsed = _parsed(action, elements, size)
-    if parsed is None:
-        return None
-    if parsed.point is not None:
-        return parsed.point
-    bid = _first_bid(action, elements, size)
-    return None if bid is None else screen.centre(elements[bid])
+    return _target(action, elements, size)[1]
 
 
 def element_mass(step: Step) -> dict[str, float]:
@@ -58,7 +60,7 @@ def element_mass(step: Step) -> dict[str, float]:
     elements = step.info.get("elements") or {}
     mass: dict[str, float] = {}
     for action, logprob in (step.action_logprobs or {}).items():
-        bid = _first_bid(action, elements, (1 << 16, 1 << 16))
+        bid, _point = _target(action, elements, (1 << 16, 1 << 16))
         if bid is not None:
             mass[bid] = mass.get(bid, 0.0) + math.exp(logprob)
     return mass
@@ -104,10 +106,9 @@ def mark_pair(frame: np.ndarray | None, elements: Elements | None, left: str | N
         return frame
     out = np.ascontiguousarray(frame, dtype=np.uint8)
     for label, action, colour in (("L", left, screen.CANDIDATE), ("R", right, screen.TAKEN)):
-        point = where(action, elements, out.shape[:2])
+        bid, point = _target(action, elements, out.shape[:2])
         if point is None:
             continue
-        bid = _first_bid(action, elements, out.shape[:2])
         if bid is not None:
             out = screen.draw_box(out, elements[bid], colour)
         out = screen.draw_number(out, point[0], point[1], label, colour)

@@ -19,6 +19,7 @@ import pytest
 from studio.agents.scripted import RandomPolicy
 from studio.envs.base import check_env
 from studio.envs.registry import make_env
+from studio.envs.web.browser import chromium_processes
 from studio.envs.web.env import WebTask, miniwob_tasks
 from studio.episodes.runner import EpisodeRunner
 from studio.errors import BadOption, StudioError
@@ -48,29 +49,6 @@ def _bid_of(observation: str, name: str) -> str:
         if f"'{name}'" in line and line.strip().startswith("["):
             return line.strip()[1:].split("]", 1)[0]
     raise AssertionError(f"no element {name!r} in:\n{observation}")
-
-
-def _browser_processes() -> list[int]:
-    """Chromium processes started by this test process (read from /proc)."""
-    parents: dict[int, int] = {}
-    names: dict[int, str] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-                names[int(entry)] = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
-            except OSError:
-                continue
-            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-
-    def ours(pid: int) -> bool:
-        while pid > 1:
-            pid = parents.get(pid, 0)
-            if pid == os.getpid():
-                return True
-        return False
-
-    return [pid for pid, name in names.items() if "chrom" in os.path.basename(name) and ours(pid)]
 
 
 def test_every_miniwob_task_is_listed_and_ten_reset_and_step_side_by_side() -> None:
@@ -243,7 +221,7 @@ def test_a_browser_killed_mid_episode_ends_that_episode_in_one_line() -> None:
     env = make_env("web:miniwob.click-checkboxes", FAST)
     runner = EpisodeRunner(env, RandomPolicy(seed=0))
     runner.reset(seed=2)
-    killed = _browser_processes()
+    killed = chromium_processes()
     assert killed, "no Chromium process found under this test"
     for pid in killed:
         os.kill(pid, signal.SIGKILL)

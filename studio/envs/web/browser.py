@@ -28,6 +28,7 @@ import time
 import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any, TypeVar
 
 from studio.errors import UnknownEnvironment
@@ -50,6 +51,29 @@ def chromium_path() -> str | None:
         if os.path.exists(candidate):
             return candidate
     return shutil.which("chromium")
+
+
+def chromium_processes() -> list[int]:
+    """The Chromium processes this process started (its browsers and their helpers), read from /proc:
+    what a memory measurement adds up, or a test kills to see a crash handled."""
+    parents: dict[int, int] = {}
+    names: dict[int, str] = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            names[int(entry)] = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+        except OSError:  # a process that ended while the list was read
+            continue
+        parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+
+    def ours(pid: int) -> bool:
+        while pid > 1:
+            pid = parents.get(pid, 0)
+            if pid == os.getpid():
+                return True
+        return False
+
+    return [pid for pid, name in names.items() if "chrom" in os.path.basename(name) and ours(pid)]
 
 
 class _ThreadChat:
@@ -262,10 +286,6 @@ class ActorPool:
                 self._idle.append(actor)
                 return
         actor.stop()
-
-    def idle(self) -> int:
-        with self._lock:
-            return len(self._idle)
 
 
 #: The process's idle browser actors (a cache of threads and their browsers, never of anyone's page:
