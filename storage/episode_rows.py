@@ -114,4 +114,5 @@ def episode_record(row: EpisodeRow, model: dict[str, Any] | None, steps: list[St
         sweep=row.sweep_id,
         sweep_cell=row.sweep_cell,
         max_steps=row.max_steps,
+        source=row.source,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,6 +143,8 @@ class EpisodeStore:
             "max_steps": episode.max_steps,
             "started_at": episode.started_at,
             "schema_version": episode.schema_version,
+            "source": episode.source,
+            "source_format": str((episode.source or {}).get("format") or "")[:40] or None,
             **self._episode_columns(episode),
         }
 
@@ -221,6 +224,32 @@ class EpisodeStore:
             raise StudioError("The same episode id appears twice; nothing was stored.")
         with self.db.writing() as session:
             return [self._save(session, episode, replace) for episode in episodes]
+
+    def save_stream(
+        self, episodes: Iterable[Episode], replace: bool = False, progress: Callable[[int], None] | None = None
+    ) -> dict[str, int]:
+        """Store episodes as they come (an importer's stream) in one transaction: all of them, or on any
+        error — a bad record, a refused pickle halfway through a study — none. Each is validated and
+        written before the next is read, and the session forgets it once written, so memory stays
+        bounded whatever the stream's length. How many were stored, unchanged and replaced."""
+        counts = {"stored": 0, "unchanged": 0, "replaced": 0, "steps": 0}
+        seen: set[str] = set()
+        with self.db.writing() as session:
+            for episode in episodes:
+                try:
+                    episode.validate()
+                except StudioError as exc:
+                    raise StudioError(f"Episode {str(episode.id)[:40]!r} is not valid: {exc}") from None
+                if episode.id in seen:
+                    continue  # the same record twice in one file: stored once
+                seen.add(episode.id)
+                counts[self._save(session, episode, replace).outcome] += 1
+                counts["steps"] += episode.length
+                session.flush()
+                session.expunge_all()
+                if progress is not None:
+                    progress(len(seen))
+        return counts
 
     def _save(self, session: Session, episode: Episode, replace: bool) -> SaveResult:
         row = session.get(EpisodeRow, episode.id)

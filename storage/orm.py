@@ -97,6 +97,10 @@ class EpisodeRow(Base):
     # died is ended at the next start. None for imported episodes.
     runner: Mapped[str | None] = mapped_column(Text)
     length: Mapped[int] = mapped_column(Integer, default=0)
+    # Where an imported episode came from (:attr:`studio.trace.Episode.source`); its format is a column
+    # of its own, for the source filter. None for the studio's own episodes.
+    source: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    source_format: Mapped[str | None] = mapped_column(String(40), index=True)
     total_return: Mapped[float] = mapped_column(Float, default=0.0)
 
 
@@ -265,4 +269,47 @@ class CrossScoreRow(Base):
     own_total: Mapped[float | None] = mapped_column(Float)
     preferred: Mapped[str | None] = mapped_column(Text)
     action_logprobs: Mapped[dict[str, float] | None] = mapped_column(JSON)
+    created_at: Mapped[str] = mapped_column(TIME)
+
+
+class TagRow(Base):
+    """A word put on an episode (``step_index`` None) or on one of its steps, to find it again."""
+
+    __tablename__ = "tags"
+    __table_args__ = (Index("ix_tags_tag_episode", "tag", "episode_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    episode_id: Mapped[str] = mapped_column(ForeignKey("episodes.id", ondelete="CASCADE"), index=True)
+    step_index: Mapped[int | None] = mapped_column(Integer)
+    tag: Mapped[str] = mapped_column(String(64))
+    author: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[str] = mapped_column(TIME)
+
+
+class NoteRow(Base):
+    """A free note on an episode (``step_index`` None) or one of its steps; full-text searched with the steps."""
+
+    __tablename__ = "notes"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    episode_id: Mapped[str] = mapped_column(ForeignKey("episodes.id", ondelete="CASCADE"), index=True)
+    step_index: Mapped[int | None] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    author: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[str] = mapped_column(TIME)
+
+
+class RubricLabelRow(Base):
+    """One label of a whole episode under a rubric: a judge model's (``judge`` its name, with its
+    explanation, the steps it cites and how it was asked) or a person's (``judge`` ``human:NAME``),
+    which a rubric judge is validated against. Labelling again replaces it."""
+
+    __tablename__ = "rubric_labels"
+    __table_args__ = (UniqueConstraint("episode_id", "rubric", "judge"), Index("ix_rubric_labels_rubric", "rubric"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    episode_id: Mapped[str] = mapped_column(ForeignKey("episodes.id", ondelete="CASCADE"), index=True)
+    rubric: Mapped[str] = mapped_column(String(100))  # the rubric's name
+    judge: Mapped[str] = mapped_column(String(200))
+    label: Mapped[str] = mapped_column(String(100))
+    explanation: Mapped[str] = mapped_column(Text, default="")
+    citations: Mapped[list[int]] = mapped_column(JSON)  # step indices, each checked to exist
+    provenance: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # rubric text hash, prompt hash, model
     created_at: Mapped[str] = mapped_column(TIME)

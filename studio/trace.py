@@ -30,7 +30,8 @@ from studio.validation import MAX_ITEMS, MAX_NAME, MAX_SEED, ID_PATTERN, check_r
 #: Bump when a field is added, renamed or changes meaning; add a migration in ``from_dict``.
 #: 2: token records may carry ``top`` (the model's most likely alternatives); 1 reads unchanged.
 #: 3: episodes record their step limit (``max_steps``); 1 and 2 read with it unknown (None).
-SCHEMA_VERSION = 3
+#: 4: an imported episode says where it came from (``source``); older versions read with None (the studio's own).
+SCHEMA_VERSION = 4
 
 
 def new_id() -> str:
@@ -340,6 +341,11 @@ class Episode:
     """The step limit the episode ran under (the studio's or the environment's); None where it was not
     recorded (episodes of trace schema 1 and 2). Comparisons keep episodes of different limits apart,
     and step values roll out to it."""
+    source: dict[str, Any] | None = None
+    """For an episode recorded elsewhere and imported (:mod:`studio.importers`): where it came from —
+    ``format``, ``file``, ``sha256`` of the file, the record's ``key`` inside it — and what it lacks
+    (``prompt``: ``recorded`` or ``rebuilt`` from the messages; no snapshots means no forks or values).
+    None for an episode the studio ran."""
     schema_version: int = field(default=SCHEMA_VERSION, metadata=limits(minimum=1))
 
     @property

@@ -22,7 +22,16 @@ from studio.errors import StudioError
 
 def import_arguments(load: argparse.ArgumentParser) -> None:
     """``import``'s flags."""
-    load.add_argument("file", metavar="FILE.jsonl")
+    load.add_argument("file", metavar="PATH", help="a file or folder (FILE.jsonl of episodes without --from)")
+    load.add_argument(
+        "--from",
+        dest="source",
+        default="trace",
+        metavar="FORMAT",
+        help="what PATH holds: trace (the studio's episodes JSONL, the default), inspect (an Inspect AI .eval/.json "
+        "log), chat (JSONL of OpenAI messages, or a Hugging Face dataset folder), agentlab (an AgentLab/BrowserGym "
+        "experiment folder), lerobot (a LeRobot v3 dataset folder), or an installed importer's name",
+    )
     load.add_argument(
         "--replace",
         action="store_true",
@@ -191,6 +200,8 @@ class ExportHelp(argparse.HelpFormatter):
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    if args.source != "trace":
+        return import_from(args)
     from studio.trace import read_episodes_jsonl
 
     episodes = read_episodes_jsonl(args.file)  # read and check all first: a bad line stores nothing
@@ -208,6 +219,24 @@ def cmd_import(args: argparse.Namespace) -> int:
                 if result.kept_steps
                 else f"  {result.episode_id}: every step changed; dropped {plural(result.dropped_pairs, 'pair')} and {plural(result.dropped_labels, 'step label')}"
             )
+    return 0
+
+
+def import_from(args: argparse.Namespace) -> int:
+    """``import --from FORMAT PATH``: an importer's episodes streamed into the store in one transaction."""
+    import time
+
+    from studio.importers.registry import read_episodes
+
+    episodes = read_episodes(args.source, args.file)  # the format and the path are checked before the store opens
+    store = open_cli_store(args)
+    started = time.perf_counter()
+    counts = store.episodes.save_stream(episodes, replace=args.replace)
+    print(
+        f"stored {plural(counts['stored'], 'episode')} ({plural(counts['steps'], 'step')} read) from {args.source} in "
+        f"{time.perf_counter() - started:.1f} s, {counts['unchanged']} already stored unchanged, "
+        f"{counts['replaced']} replaced, in {store.url}"
+    )
     return 0
 
 

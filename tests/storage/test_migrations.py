@@ -72,10 +72,19 @@ def test_a_first_schema_database_upgrades_to_head_with_its_data(tmp_path: Path) 
     assert open_store(path).backup is None
 
 
+def not_full_text_index(name: str | None, kind: str, parent: object) -> bool:
+    """SQLite's FTS5 tables (and their shadow tables) and PostgreSQL's GIN expression indexes are made by
+    migration 0010 in SQL of their own: no model describes them (storage/search.py reads them)."""
+    return not (name or "").startswith(("steps_fts", "notes_fts", "ix_steps_fts", "ix_notes_fts"))
+
+
 def test_migrations_create_exactly_the_models_schema(store_url: str) -> None:
     with open_store(store_url) as store, store.db.engine.connect() as connection:
         differences = compare_metadata(
-            MigrationContext.configure(connection, opts={"compare_type": True}), Base.metadata
+            MigrationContext.configure(
+                connection, opts={"compare_type": True, "include_name": not_full_text_index}
+            ),
+            Base.metadata,
         )
     assert differences == []
 
