@@ -27,6 +27,7 @@ LAYERS: list[tuple[str, tuple[str, ...], str]] = [
         ("studio.trace", "studio.frames", "studio.analysis"),
         "episodes, steps, tokens, frames; attention maths",
     ),
+    ("imports", ("studio.importers",), "episodes recorded elsewhere: the importer registry and each format's reader"),
     ("models and worlds", ("studio.models", "studio.envs"), "backends and their registry; environments and theirs"),
     ("settings", ("studio.settings",), "the one settings schema"),
     ("agents", ("studio.agents",), "the policy protocol, ReAct, scripted policies"),

@@ -322,6 +322,17 @@ def _database_line(store: Store | None, jobs: Any = None) -> str:
     return f"Database `{store.url}` · {plural(store.episodes.count_episodes(), 'episode')} stored{busy}"
 
 
+def opened_episode(store: Store, episode_id: str) -> Any:
+    """A stored episode as the Episode tab shows it: an imported step with no tokens of its own shows
+    those of a model it was scored under (its trace colours and hovers)."""
+    from studio.evaluation.crossscore import with_scored_tokens
+
+    episode = store.episodes.get(episode_id)
+    if episode.source is None:
+        return episode
+    return with_scored_tokens(episode, store.cross_scores.of_episode(episode.id))
+
+
 def _wire_browser(
     panel: browser_panel.BrowserPanel,
     state: gr.State,
@@ -343,7 +354,7 @@ def _wire_browser(
         try:
             if store is None:
                 raise StudioError("No database: start the studio with --db to browse episodes.")
-            session.open(store.episodes.get((episode_id or "").strip()))
+            session.open(opened_episode(store, (episode_id or "").strip()))
             message = "Opened read-only: pick a step and Fork to continue it."
             if fork:
                 forked = session.fork(int(fork_at or 0))

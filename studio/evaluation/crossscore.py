@@ -12,12 +12,15 @@ Works with any backend that scores (in-process models, served engines): the toke
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from studio.errors import StudioError
+from studio.importers.transcript import has_transcript, prompt_at
 from studio.models.base import Backend
 from studio.trace import Episode, Step, TokenInfo, utc_now
 
@@ -87,8 +90,9 @@ class CrossScore:
 
 
 def scorable(step: Step) -> bool:
-    """Whether a step has a model's output to score: its prompt and text were recorded."""
-    return bool(step.prompt) and bool(step.raw)
+    """Whether a step has a model's output to score: its text, and its prompt recorded or rebuildable
+    from an imported transcript (:func:`studio.importers.transcript.prompt_at`)."""
+    return bool(step.raw) and (bool(step.prompt) or has_transcript(step))
 
 
 def check_scorable(episode: Episode) -> None:
@@ -136,6 +140,8 @@ def cross_score(
         )
     check_scorable(episode)
     chosen = [s for s in episode.steps if scorable(s) and (steps is None or s.index in steps)]
+    if not any(step.state is not None for step in chosen):  # an imported episode: no world to ask
+        return _scored(episode, backend, None, chosen, should_stop, progress)
     from studio.envs.registry import make_env
 
     with contextlib.closing(make_env(episode.env, episode.env_options)) as env:  # each step restores its snapshot in it
@@ -145,7 +151,7 @@ def cross_score(
 def _scored(
     episode: Episode,
     backend: Backend,
-    env: Any,
+    env: Any | None,
     chosen: list[Step],
     should_stop: Callable[[], bool] | None,
     progress: Callable[[int, int], None] | None,
@@ -155,15 +161,19 @@ def _scored(
     for step in chosen:
         if should_stop is not None and should_stop():
             break
-        result = backend.score(step.prompt or [], [step.raw])
+        result = backend.score(prompt_at(episode, step.index), [step.raw])
         texts = result.texts[0] if result.texts else None
         if texts is None or "".join(texts) != step.raw:
             texts = [step.raw] + [""] * (len(result.tokens[0]) - 1)  # a backend that cannot split the text
+        count = len(result.tokens[0])
+        entropies = result.entropies[0] if result.entropies else [None] * count
+        tops = result.alternatives[0] if result.alternatives else [None] * count
         tokens = [
-            TokenInfo(id=int(i), text=t, logprob=float(lp), origin="scored")
-            for i, t, lp in zip(result.tokens[0], texts, result.token_logprobs[0])
+            TokenInfo(id=int(i), text=t, logprob=float(lp), entropy=h, origin="scored", top=top)
+            for i, t, lp, h, top in zip(result.tokens[0], texts, result.token_logprobs[0], entropies, tops)
         ]
-        preferred, logprobs = _preferred(backend, step, _valid_actions(env, episode, step))
+        actions = _valid_actions(env, episode, step) if env is not None else None
+        preferred, logprobs = _preferred(backend, step, actions)
         own = float(sum(t.logprob for t in step.tokens)) if step.tokens else None
         scores.append(
             CrossScore(episode.id, step.index, backend.card.id, tokens, own, step.action, preferred, logprobs)
@@ -171,3 +181,22 @@ def _scored(
         if progress is not None:
             progress(len(scores), len(chosen))
     return scores
+
+
+def with_scored_tokens(episode: Episode, scores: list[CrossScore]) -> Episode:
+    """``episode`` with each step that recorded no tokens of its own (an imported one) showing a scorer's
+    tokens instead — logprobs, entropies, alternatives — so the trace's colours and hovers work on it.
+    The first scorer (by name) of each step is used; the record is a copy, the stored one is unchanged."""
+    by_step: dict[int, CrossScore] = {}
+    for score in sorted(scores, key=lambda s: s.scorer):
+        by_step.setdefault(score.step_index, score)
+    if not any(step.tokens is None and step.index in by_step for step in episode.steps):
+        return episode
+    shown = copy.copy(episode)
+    shown.steps = [
+        dataclasses.replace(step, tokens=list(by_step[step.index].tokens))
+        if step.tokens is None and step.index in by_step
+        else step
+        for step in episode.steps
+    ]
+    return shown

@@ -81,9 +81,7 @@ def not_full_text_index(name: str | None, kind: str, parent: object) -> bool:
 def test_migrations_create_exactly_the_models_schema(store_url: str) -> None:
     with open_store(store_url) as store, store.db.engine.connect() as connection:
         differences = compare_metadata(
-            MigrationContext.configure(
-                connection, opts={"compare_type": True, "include_name": not_full_text_index}
-            ),
+            MigrationContext.configure(connection, opts={"compare_type": True, "include_name": not_full_text_index}),
             Base.metadata,
         )
     assert differences == []
