@@ -18,6 +18,8 @@ from agent_studio.storage.cross_scores import CrossScoreStore
 from agent_studio.storage.episodes import EpisodeStore
 from agent_studio.storage.migrate import prepare
 from agent_studio.storage.preferences import PreferenceStore
+from agent_studio.storage.rubrics import RubricStore
+from agent_studio.storage.search import SearchStore
 from agent_studio.storage.sweeps import SweepStore
 
 
@@ -31,6 +33,8 @@ class Store:
         self.preferences = PreferenceStore(database, self.episodes)
         self.sweeps = SweepStore(database)
         self.cross_scores = CrossScoreStore(database)
+        self.search = SearchStore(database)
+        self.rubrics = RubricStore(database)
         #: The copy made before an older database was upgraded, if one was.
         self.backup = backup
 

@@ -425,7 +425,10 @@ def _alpha_text(report: dict[str, Any]) -> str:
 
 
 IMPORT = Command(
-    "import", "store the episodes of a JSONL file (the trace format, e.g. from run --out)", import_arguments, cmd_import
+    "import",
+    "store episodes: the studio's JSONL, or --from inspect|chat|agentlab|lerobot (what other harnesses recorded)",
+    import_arguments,
+    cmd_import,
 )
 PAIRS = Command(
     "pairs", "make preference pairs from stored candidates or episodes, or one pair by hand", pairs_arguments, cmd_pairs

@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Sequence
 
-from agent_studio.cli import catalog, data, evaluate, run, serve, share
+from agent_studio.cli import catalog, data, evaluate, find, run, serve, share
 from agent_studio.cli.options import EXIT_USER_ERROR, Command, OneLineParser
 from studio.errors import StudioError
 
@@ -36,6 +36,12 @@ COMMANDS: list[Command] = [
     data.JUDGE,
     data.EXPORT,
     data.STATS,
+    find.SEARCH,
+    find.TAG,
+    find.NOTE,
+    find.RUBRIC,
+    find.DIFF,
+    find.AGGREGATES,
     serve.HASH_PASSWORD,
 ]
 
