@@ -10,7 +10,12 @@ from studio.trace import Candidate, Episode, Step, frame_to_png, png_to_frame, t
 
 
 def step_row(episode_id: str, step: Step) -> StepRow:
-    return StepRow(
+    return StepRow(**step_values(episode_id, step))
+
+
+def step_values(episode_id: str, step: Step) -> dict[str, Any]:
+    """A step's columns (for one ORM row, or many rows in one bulk insert)."""
+    return dict(
         episode_id=episode_id,
         index=step.index,
         observation=step.observation,

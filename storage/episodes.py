@@ -8,12 +8,19 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from agent_studio.storage.db import Database, first_line, process_gone, process_name
-from agent_studio.storage.episode_rows import candidate_record, candidate_rows, episode_record, step_record, step_row
+from agent_studio.storage.episode_rows import (
+    candidate_record,
+    candidate_rows,
+    episode_record,
+    step_record,
+    step_row,
+    step_values,
+)
 from agent_studio.storage.orm import CandidateRow, EpisodeRow, ModelRow, PairRow, StepLabelRow, StepRow
 from studio.errors import NotStored, StudioError
 from studio.episodes.runner import RunnerEvent
@@ -151,6 +158,11 @@ class EpisodeStore:
     def _insert(self, session: Session, episode: Episode) -> None:
         session.add(EpisodeRow(id=episode.id, **self._row_values(session, episode)))
         session.flush()
+        if not any(step.candidates for step in episode.steps):
+            # One bulk insert (an imported episode's steps have no candidates whose rows need the step ids).
+            if episode.steps:
+                session.execute(insert(StepRow), [step_values(episode.id, step) for step in episode.steps])
+            return
         for step in episode.steps:
             self._add_step(session, episode.id, step)
 

@@ -114,9 +114,10 @@ class SearchStore:
         return text(clause).bindparams(**{name: " ".join(terms)})
 
     def _text_clause(self, terms: list[str]) -> Any:
-        """Episodes with a step or a note that has every word."""
-        in_steps = exists(select(StepRow.id).where(StepRow.episode_id == EpisodeRow.id, self._fts("steps", terms)))
-        in_notes = exists(select(NoteRow.id).where(NoteRow.episode_id == EpisodeRow.id, self._fts("notes", terms)))
+        """Episodes with a step or a note that has every word: the matches found first through the
+        full-text index, then their episodes (never a scan of every episode's steps)."""
+        in_steps = EpisodeRow.id.in_(select(StepRow.episode_id).where(self._fts("steps", terms)))
+        in_notes = EpisodeRow.id.in_(select(NoteRow.episode_id).where(self._fts("notes", terms)))
         return or_(in_steps, in_notes)
 
     # -- filters ------------------------------------------------------------------------------------
@@ -201,13 +202,14 @@ class SearchStore:
             )
             .join(EpisodeRow, StepRow.episode_id == EpisodeRow.id)
             .where(self._fts("steps", terms), StepRow.episode_id.in_(scope))
-            .order_by(EpisodeRow.started_at.desc(), StepRow.index)
+            .order_by(StepRow.id.desc())  # the newest steps first, read in the index's order (no sort of every match)
             .limit(limit)
         )
         notes = (
             select(NoteRow.episode_id, NoteRow.step_index, NoteRow.text, EpisodeRow.env)
             .join(EpisodeRow, NoteRow.episode_id == EpisodeRow.id)
             .where(self._fts("notes", terms), NoteRow.episode_id.in_(scope))
+            .order_by(NoteRow.id.desc())
             .limit(limit)
         )
         with self.db.reading() as session:

@@ -30,6 +30,7 @@ COMMANDS: list[Command] = [
     evaluate.CROSSSCORE,
     share.VIDEO,
     share.REPORT,
+    share.PREDICT,
     data.IMPORT,
     data.PAIRS,
     data.VALUES,

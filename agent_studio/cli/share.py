@@ -92,3 +92,69 @@ REPORT = Command(
     report_arguments,
     cmd_report,
 )
+
+
+def predict_arguments(parser: argparse.ArgumentParser) -> None:
+    """``predict``'s flags."""
+    parser.add_argument("episode", metavar="EPISODE", help="a stored episode with action vectors (a LeRobot import)")
+    parser.add_argument(
+        "--policy",
+        default="hold",
+        help="hold (the previous recorded action), linear (extrapolated), or MODULE:FUNCTION, a callable "
+        "f(step, episode) -> action or K x D chunk from an installed module (the operator's code, never a client's)",
+    )
+    parser.add_argument("--out", type=output_file, metavar="FILE.html", help="write the worm plot as one page")
+    add_db_argument(parser)
+
+
+def load_predictor(name: str) -> Any:
+    """A built-in baseline, or ``MODULE:FUNCTION`` imported from the operator's environment."""
+    from studio.evaluation.predicted import BASELINES
+
+    if name in BASELINES:
+        return BASELINES[name]
+    module, sep, function = name.partition(":")
+    if not sep or not module or not function:
+        raise StudioError(f"--policy is hold, linear or MODULE:FUNCTION (got {name[:80]!r}).")
+    import importlib
+
+    try:
+        found = getattr(importlib.import_module(module), function)
+    except (ImportError, AttributeError) as exc:
+        raise StudioError(f"No callable {name[:80]}: {exc}") from None
+    if not callable(found):
+        raise StudioError(f"{name[:80]} is not callable.")
+    return found
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """A policy's predicted actions against an episode's recorded ones: the error, and the worm plot."""
+    from studio.evaluation.predicted import predict_actions
+    from studio.viz.worm import worm_figure
+
+    store = open_cli_store(args, create=False)
+    episode = store.episodes.get(args.episode)
+    prediction = predict_actions(episode, load_predictor(args.policy))
+    summary = {
+        "episode_id": episode.id,
+        "policy": args.policy,
+        "steps": len(prediction.error),
+        "mean_error": float(prediction.error.mean()),
+        "mean_abs_error": dict(zip(prediction.names, map(float, prediction.mean_abs_error))),
+    }
+    if args.out:
+        figure = worm_figure(
+            prediction, title=f"{episode.instruction} — {args.policy}", fps=(episode.env_options or {}).get("fps")
+        )
+        figure.write_html(args.out, include_plotlyjs=True, full_html=True)
+        summary["out"] = str(args.out)
+    print(json.dumps(summary))
+    return 0
+
+
+PREDICT = Command(
+    "predict",
+    "a policy's predicted actions against an episode's recorded ones (LeRobot): error per step, the worm plot",
+    predict_arguments,
+    cmd_predict,
+)
