@@ -1,4 +1,5 @@
-"""The episode browser: stored episodes with filters; open one read-only, or fork it."""
+"""The episode browser: stored episodes with filters and full-text search, a page at a time (counts
+and pages in SQL: it stays fast at 100,000 episodes); open one read-only, or fork it."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ from agent_studio.storage import Store
 from studio.trace import UNFINISHED_REASONS
 
 COLUMNS = ["id", "env", "seed", "policy", "model", "outcome", "steps", "return", "end", "started", "fork of"]
+HIT_COLUMNS = ["episode", "step", "in", "text"]
+#: Episodes per page.
+PAGE = 50
+SOURCES = ["any", "studio", "inspect", "chat", "agentlab", "lerobot"]
 
 
 @dataclass
@@ -20,8 +25,14 @@ class BrowserPanel:
     model: gr.Textbox
     outcome: gr.Dropdown
     since: gr.Textbox
+    source: gr.Dropdown
+    tag: gr.Textbox
+    words: gr.Textbox
+    page: gr.Number
     refresh: gr.Button
+    count: gr.Markdown
     table: gr.Dataframe
+    hits: gr.Dataframe
     episode_id: gr.Textbox
     open: gr.Button
     fork_at: gr.Number
@@ -30,23 +41,54 @@ class BrowserPanel:
 
     @property
     def filters(self) -> list[Any]:
-        return [self.env, self.policy, self.model, self.outcome, self.since]
+        return [
+            self.env,
+            self.policy,
+            self.model,
+            self.outcome,
+            self.since,
+            self.source,
+            self.tag,
+            self.words,
+            self.page,
+        ]
 
 
-def rows(store: Store | None, env: str, policy: str, model: str, outcome: str, since: str) -> list[list[Any]]:
-    if store is None:
-        return []
-    success = {"success": True, "failure": False}.get(outcome)
-    found = store.episodes.summaries(
+def episode_filter(
+    env: str, policy: str, model: str, outcome: str, since: str, source: str, tag: str, words: str
+) -> Any:
+    """The filter the tab's fields describe (every one optional)."""
+    from agent_studio.storage.search import EpisodeFilter
+
+    return EpisodeFilter(
         env=env or None,
         policy=policy or None,
         model=(model or "").strip() or None,
-        success=success,
+        outcome=None if outcome in ("any", "", None) else outcome,
+        source=None if source in ("any", "", None) else source,
+        tag=(tag or "").strip() or None,
         since=(since or "").strip() or None,
-        limit=200,
+        text=(words or "").strip() or None,
     )
-    if outcome == "running":
-        found = [r for r in found if r.ended_at is None]
+
+
+def rows(
+    store: Store | None,
+    env: str,
+    policy: str,
+    model: str,
+    outcome: str,
+    since: str,
+    source: str = "any",
+    tag: str = "",
+    words: str = "",
+    page: float | None = 1,
+) -> list[list[Any]]:
+    """One page of the filtered episodes (the newest first)."""
+    if store is None:
+        return []
+    where = episode_filter(env, policy, model, outcome, since, source, tag, words)
+    found = store.search.page(where, limit=PAGE, offset=(_page(page) - 1) * PAGE)
     return [
         [
             r.id,
@@ -63,6 +105,38 @@ def rows(store: Store | None, env: str, policy: str, model: str, outcome: str, s
         ]
         for r in found
     ]
+
+
+def _page(page: Any) -> int:
+    try:
+        return max(1, int(page or 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+def found(
+    store: Store | None,
+    env: str,
+    policy: str,
+    model: str,
+    outcome: str,
+    since: str,
+    source: str = "any",
+    tag: str = "",
+    words: str = "",
+    page: float | None = 1,
+) -> tuple[str, list[list[Any]]]:
+    """The count line (how many episodes match, which page) and the steps and notes the words match."""
+    if store is None:
+        return "", []
+    where = episode_filter(env, policy, model, outcome, since, source, tag, words)
+    total = store.search.count(where)
+    pages = max(1, -(-total // PAGE))
+    line = f"**{total:,}** episode{'' if total == 1 else 's'} match · page {min(_page(page), pages)} of {pages}"
+    if not (words or "").strip():
+        return line, []
+    hits = store.search.search(words, where, limit=100)
+    return line, [[h.episode_id, "" if h.step_index is None else h.step_index, h.where, h.snippet] for h in hits]
 
 
 def outcome_word(summary: Any) -> str:
@@ -92,9 +166,15 @@ def build(store: Store | None) -> BrowserPanel:
             ["", "react", "expert", "random", "human"], value="", label="Policy", allow_custom_value=True
         )
         model = gr.Textbox(label="Model id", placeholder="e.g. HuggingFaceTB/SmolLM2-135M-Instruct")
-        outcome = gr.Dropdown(["any", "success", "failure", "running"], value="any", label="Outcome")
+        outcome = gr.Dropdown(["any", "success", "failure", "unknown", "running"], value="any", label="Outcome")
         since = gr.Textbox(label="Started since", placeholder="2026-11-21")
-        refresh = gr.Button("Search", variant="primary", elem_id="as-browse")
+    with gr.Row():
+        words = gr.Textbox(label="Words (thoughts, actions, observations, notes)", scale=3, elem_id="as-words")
+        source = gr.Dropdown(SOURCES, value="any", label="Recorded by", scale=1, elem_id="as-source")
+        tag = gr.Textbox(label="Tag", scale=1, elem_id="as-tag-filter")
+        page = gr.Number(value=1, precision=0, minimum=1, label="Page", scale=1, elem_id="as-page")
+        refresh = gr.Button("Search", variant="primary", elem_id="as-browse", scale=1)
+    count = gr.Markdown(elem_id="as-count")
     table = gr.Dataframe(
         headers=COLUMNS,
         value=[],
@@ -104,12 +184,41 @@ def build(store: Store | None) -> BrowserPanel:
         elem_id="as-episodes",
         column_widths=["24%", "9%", "5%", "7%", "17%", "8%", "6%", "6%", "10%", "14%", "8%"],
     )
+    hits = gr.Dataframe(
+        headers=HIT_COLUMNS,
+        value=[],
+        interactive=False,
+        wrap=True,
+        max_height=300,
+        label="Steps and notes with the words (click one to pick its episode and step)",
+        elem_id="as-hits",
+        column_widths=["26%", "6%", "6%", "62%"],
+    )
     with gr.Row():
         episode_id = gr.Textbox(label="Episode id (click a row)", scale=3, elem_id="as-episode-id")
         open_button = gr.Button("Open read-only", scale=1, elem_id="as-open")
-        fork_at = gr.Number(value=0, precision=0, minimum=0, label="Fork at step", scale=1)
+        fork_at = gr.Number(
+            value=0, precision=0, minimum=0, label="Step (to fork at, tag, note)", scale=1, elem_id="as-step"
+        )
         fork = gr.Button("Fork into the episode panel", scale=1, elem_id="as-browser-fork")
     message = gr.HTML()
     return BrowserPanel(
-        env, policy, model, outcome, since, refresh, table, episode_id, open_button, fork_at, fork, message
+        env,
+        policy,
+        model,
+        outcome,
+        since,
+        source,
+        tag,
+        words,
+        page,
+        refresh,
+        count,
+        table,
+        hits,
+        episode_id,
+        open_button,
+        fork_at,
+        fork,
+        message,
     )

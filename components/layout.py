@@ -24,6 +24,7 @@ from agent_studio.components import (
     episode_events,
     crossscore_panel,
     episode_panel,
+    find_panel,
     jobs_panel,
     model_panel,
     plots_panel,
@@ -133,7 +134,11 @@ TABS: list[TabSpec] = [
     TabSpec("episode", "Episode", lambda state, services: episode_panel.build(state)),
     TabSpec("plots", "Plots", lambda state, services: plots_panel.build(), elem_id="as-tab-plots"),
     TabSpec("models", "Models", lambda state, services: model_panel.build(state, services.access)),
-    TabSpec("episodes", "Episodes", lambda state, services: browser_panel.build(services.store)),
+    TabSpec(
+        "episodes",
+        "Episodes",
+        lambda state, services: (browser_panel.build(services.store), find_panel.build()),
+    ),
     TabSpec(
         "annotate",
         "Annotate",
@@ -173,7 +178,9 @@ def build_app(services: Services) -> gr.Blocks:
                 panels, tab_of = _build_tabs(state, services)
         present = present_panel.build()
         api.build(state)
-        episode, plots, slots, browser, jobs = (panels[n] for n in ("episode", "plots", "models", "episodes", "jobs"))
+        episode, plots, slots, (browser, finder), jobs = (
+            panels[n] for n in ("episode", "plots", "models", "episodes", "jobs")
+        )
         annotate, compare = panels.get("annotate"), panels.get("compare")
         episode_tab, plots_tab, episodes_tab, jobs_tab = (tab_of[n] for n in ("episode", "plots", "episodes", "jobs"))
 
@@ -191,6 +198,7 @@ def build_app(services: Services) -> gr.Blocks:
                 api_visibility="private",
             )
         _wire_browser(browser, state, render, tabs, services.store, episode)
+        find_panel.wire(finder, browser, state, services)
         crossscore_panel.wire(episode.cross, state, services.store, services.jobs)
         jobs_panel.wire(jobs, services.jobs, jobs_tab, other_tabs("jobs"))
         # The header's counts follow background work too (a sweep's episodes, a judge's verdicts).
@@ -227,10 +235,11 @@ def build_app(services: Services) -> gr.Blocks:
         episodes_tab.select(
             lambda *f: (
                 browser_panel.rows(services.store, *f),
+                browser_panel.found(services.store, *f)[0],
                 gr.Dropdown(choices=browser_panel.env_choices(services.store)),
             ),
             browser.filters,
-            [browser.table, browser.env],
+            [browser.table, browser.count, browser.env],
             api_visibility="private",
             concurrency_limit=None,
         )
@@ -243,8 +252,9 @@ def build_app(services: Services) -> gr.Blocks:
             if request is not None and request.session_hash:
                 services.opened(request.session_hash, session)
             settings = session.settings
+            message, selected = open_from_link(session, services.store, request)
             return {
-                **render(session),
+                **render(session, message, "info" if selected is not None else "error", selected),
                 **{slot.card: model_panel.render(session, slot) for slot in slots},
                 modes: episode_panel.action_modes(session, settings.policy, settings.action_mode),
                 policy: settings.policy,  # the session's (expert when the studio started without a model)
@@ -322,6 +332,24 @@ def _database_line(store: Store | None, jobs: Any = None) -> str:
     return f"Database `{store.url}` · {plural(store.episodes.count_episodes(), 'episode')} stored{busy}"
 
 
+def open_from_link(session: StudioSession, store: Store | None, request: gr.Request | None) -> tuple[str, int | None]:
+    """A page opened from a link to a step (``/?open=EPISODE&step=N``: a judge's citation, a search hit,
+    an aggregate's example) shows that episode read-only at that step; the message and the step."""
+    wanted = (request.query_params.get("open") or "").strip()[:64] if request is not None else ""
+    if not wanted:
+        return "", None
+    try:
+        if store is None:
+            raise StudioError("No database: start the studio with --db to open a stored episode.")
+        session.open(opened_episode(store, wanted))
+        text = (request.query_params.get("step") or "0").strip()[:12]
+        step = int(text) if text.isdigit() else 0
+        step = min(step, max(0, session.episode.length - 1))
+        return f"Opened read-only at step {step} (from a link).", step
+    except StudioError as error:
+        return str(error), None
+
+
 def opened_episode(store: Store, episode_id: str) -> Any:
     """A stored episode as the Episode tab shows it: an imported step with no tokens of its own shows
     those of a model it was scored under (its trace colours and hovers)."""
@@ -342,7 +370,6 @@ def _wire_browser(
     episode: episode_panel.EpisodePanel,
 ) -> None:
     private = dict(api_visibility="private", concurrency_limit=None)
-    panel.refresh.click(lambda *f: browser_panel.rows(store, *f), panel.filters, [panel.table], **private)
 
     def pick(event: gr.SelectData) -> str:
         row = event.row_value if event is not None else None

@@ -9,6 +9,7 @@ from typing import Any
 
 from agent_studio.components.downloads import DownloadFolder
 from agent_studio.storage import Store
+from studio.importers.access import ImportFolders
 from studio.jobs import JobQueue, WebLimits
 from studio.models.access import ModelAccess
 
@@ -23,6 +24,8 @@ class Services:
     """The model in slot A of every new session (loaded once at start), or None."""
     access: ModelAccess = field(default_factory=ModelAccess)
     """The operator's rules for model names typed in the browser (folders, remote code)."""
+    imports: ImportFolders = field(default_factory=ImportFolders)
+    """The operator's folders the Episodes tab may import from (``serve --import-dir``)."""
     limits: WebLimits = field(default_factory=WebLimits)
     """The operator's budgets for work started from the browser (``serve --max-web-steps``, ``--web-jobs``)."""
     jobs: JobQueue | None = None

@@ -52,6 +52,8 @@ class EpisodeFilter:
     """Has a rubric label or a step label (True), or has none (False)."""
     setting: str | None = None
     """``KEY=VALUE`` of the policy's settings (``temperature=0.7``, ``action_mode=score``)."""
+    since: str | None = None
+    """Started at or after this time (an ISO date or time, e.g. ``2026-11-21``)."""
     text: str | None = None
     """Full-text: a step's thought, action or observation, or a note, has every word."""
 
@@ -154,6 +156,8 @@ class SearchStore:
             if not sep or not key.strip():
                 raise StudioError(f"A settings filter is KEY=VALUE (got {where.setting[:60]!r}).")
             query = query.where(EpisodeRow.policy_config[key.strip()].as_string() == value.strip())
+        if where.since and where.since.strip():
+            query = query.where(EpisodeRow.started_at >= where.since.strip()[:32])
         if where.text and where.text.strip():
             terms = words(where.text)
             if not terms:

@@ -70,6 +70,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     access = ModelAccess(
         trust_remote_code=args.trust_remote_code, model_dirs=tuple(args.models_dir), servers=tuple(args.allow_server)
     )
+    from studio.importers.access import ImportFolders
+
+    args.imports = ImportFolders(tuple(args.import_dir))  # refused now, before a model loads
     store = open_cli_store(args)
     orphans = store.episodes.end_orphans()  # episodes a crashed process of this machine left "running"
     if orphans:
@@ -130,7 +133,9 @@ def _serve(args: argparse.Namespace, access: Any, store: Any, credentials: Any) 
     from studio.jobs import WebLimits
 
     limits = WebLimits(max_steps=args.max_web_steps, concurrency=args.web_jobs)
-    services = Services(registry=registry, store=store, default_model=default_model, access=access, limits=limits)
+    services = Services(
+        registry=registry, store=store, default_model=default_model, access=access, limits=limits, imports=args.imports
+    )
     app = build_app(services)
     options = launch_options()  # reads the packaged stylesheet: a broken install says so, not "cannot serve"
     print(f"Agent Studio on http://{args.host}:{args.port}" + (" (login required)" if credentials else ""), flush=True)
@@ -198,6 +203,13 @@ def serve_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="DIR",
         help="a folder whose models the browser may load (repeatable); without it the browser loads only default and hub ids",
+    )
+    access.add_argument(
+        "--import-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a folder the Episodes tab may import recorded episodes from (repeatable); off by default",
     )
     access.add_argument(
         "--allow-server",

@@ -4,8 +4,8 @@ answers with a label, an explanation and the steps it cites — and how far to t
 The judge reads the episode as numbered steps (``[step 3] saw ... thought ... did ...``) and the
 rubric. The label is read from the model's own probabilities: each label is scored after
 ``Label:`` (one scoring pass, no sampling; a model that cannot score generates and the label is
-read from its text). Then it writes its explanation after the chosen label; every ``step N`` it
-names is a citation, kept only where the episode has that step (the others are listed in the
+read from its text). Then it writes its explanation after the chosen label, starting ``In step``; every
+``step N`` it names is a citation, kept only where the episode has that step (the others are listed in the
 provenance, never shown as links). :func:`agreement` scores a rubric judge against people's labels
 of the same episodes (accuracy and Cohen's kappa, by scikit-learn) before it is trusted.
 """
@@ -30,6 +30,8 @@ SYSTEM = (
     "label that fits, then explain in one or two sentences, naming the steps that show it as 'step N'."
 )
 LABEL_PREFIX = "Label:"
+#: How the judge's explanation begins: it names a step first.
+CITE_START = "In step"
 #: Characters kept of each step's observation, thought and action (a judge's context is finite).
 STEP_CHARS = 400
 MAX_STEPS = 60
@@ -152,10 +154,10 @@ def judge_episode(backend: Backend, rubric: Rubric, episode: Episode, max_new_to
         if label is None:
             raise StudioError(f"The judge answered with no label of the rubric ({', '.join(rubric.labels)}).")
         method = "generated"
-    prefix = f"{LABEL_PREFIX} {label}\nExplanation:"
-    explanation = (
-        backend.generate(messages, 1, greedy, stop=["\n\n"], assistant_prefix=prefix).generations[0].text.strip()
-    )
+    # The explanation starts at a step: a judge cites the transcript (and a small model does too).
+    prefix = f"{LABEL_PREFIX} {label}\nExplanation: {CITE_START}"
+    written = backend.generate(messages, 1, greedy, stop=["\n\n"], assistant_prefix=prefix).generations[0].text
+    explanation = f"{CITE_START}{written}".strip()
     cited, dropped = citations_in(explanation, episode.length)
     provenance = {
         "template_version": TEMPLATE_VERSION,

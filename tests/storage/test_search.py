@@ -160,10 +160,11 @@ def test_rubric_verdicts_cite_existing_steps_and_validate_like_sklearn(stored) -
     store, (a, b, c) = stored
     rubric = Rubric("loops", "Does the agent repeat itself?", ("yes", "no"))
     judge = ScriptedBackend(
-        [" It repeats go north at step 0, step 1 and step 2, not at step 17."], preferences=["yes"], name="judge-a"
+        [" 0, step 1 and step 2 it repeats go north, not at step 17."], preferences=["yes"], name="judge-a"
     )
     verdict = judge_episode(judge, rubric, a)
     assert verdict.label == "yes" and verdict.citations == [0, 1, 2]
+    assert verdict.explanation == "In step 0, step 1 and step 2 it repeats go north, not at step 17."
     assert verdict.provenance["dropped_citations"] == [17] and verdict.provenance["method"] == "scored"
     assert verdict.provenance["label_probabilities"]["yes"] > 0.5
     store.rubrics.save(verdict)
