@@ -135,6 +135,14 @@ def exports_markdown() -> str:
     return "\n".join(_table(["format", "rows and what trains on them"], rows))
 
 
+def importers_markdown() -> str:
+    """Every registered importer."""
+    from studio.importers.registry import importer_summaries
+
+    rows = [[f"`{name}`", _cell(summary)] for name, summary in importer_summaries().items()]
+    return "\n".join(_table(["importer (`import --from`)", "what it reads"], rows))
+
+
 REFERENCES: dict[str, Callable[[], str]] = {
     "layers": layers_markdown,
     "cli": cli_markdown,
@@ -143,4 +151,5 @@ REFERENCES: dict[str, Callable[[], str]] = {
     "backends": backends_markdown,
     "verifiers": verifiers_markdown,
     "exports": exports_markdown,
+    "importers": importers_markdown,
 }

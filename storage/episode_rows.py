@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from agent_studio.storage.orm import CandidateRow, EpisodeRow, StepRow
@@ -120,4 +121,42 @@ def episode_record(row: EpisodeRow, model: dict[str, Any] | None, steps: list[St
         sweep_cell=row.sweep_cell,
         max_steps=row.max_steps,
         source=row.source,
+    )
+
+
+@dataclass
+class EpisodeSummary:
+    """One row of the episode browser."""
+
+    id: str
+    env: str
+    seed: int | None
+    policy: str
+    model: str | None
+    success: bool | None
+    steps: int
+    total_return: float
+    end_reason: str | None
+    started_at: str
+    ended_at: str | None
+    parent_id: str | None
+    forked_at: int | None
+
+
+def episode_summary(row: EpisodeRow, model_name: str | None) -> EpisodeSummary:
+    """An episode's row (and its model's name) as a row of the episode browser."""
+    return EpisodeSummary(
+        id=row.id,
+        env=row.env,
+        seed=row.seed,
+        policy=row.policy,
+        model=model_name,
+        success=row.success,
+        steps=row.length,
+        total_return=row.total_return,
+        end_reason=row.end_reason,
+        started_at=row.started_at,
+        ended_at=row.ended_at,
+        parent_id=row.parent_id,
+        forked_at=row.forked_at,
     )

@@ -16,7 +16,9 @@ from agent_studio.storage.db import Database, first_line, process_gone, process_
 from agent_studio.storage.episode_rows import (
     candidate_record,
     candidate_rows,
+    EpisodeSummary,  # noqa: F401 - importable from here, as before
     episode_record,
+    episode_summary,
     step_record,
     step_row,
     step_values,
@@ -73,25 +75,6 @@ class SaveResult:
     """With ``replaced``: pairs (and their judgements) on changed steps or on the whole changed trajectory."""
     dropped_labels: int = 0
     """With ``replaced``: step labels on changed steps."""
-
-
-@dataclass
-class EpisodeSummary:
-    """One row of the episode browser."""
-
-    id: str
-    env: str
-    seed: int | None
-    policy: str
-    model: str | None
-    success: bool | None
-    steps: int
-    total_return: float
-    end_reason: str | None
-    started_at: str
-    ended_at: str | None
-    parent_id: str | None
-    forked_at: int | None
 
 
 class EpisodeStore:
@@ -394,24 +377,7 @@ class EpisodeStore:
             query = query.where(EpisodeRow.seed == seed)
         query = query.order_by(EpisodeRow.started_at.desc(), EpisodeRow.id).limit(limit).offset(offset)
         with self.db.reading() as session:
-            return [
-                EpisodeSummary(
-                    id=row.id,
-                    env=row.env,
-                    seed=row.seed,
-                    policy=row.policy,
-                    model=model_name,
-                    success=row.success,
-                    steps=row.length,
-                    total_return=row.total_return,
-                    end_reason=row.end_reason,
-                    started_at=row.started_at,
-                    ended_at=row.ended_at,
-                    parent_id=row.parent_id,
-                    forked_at=row.forked_at,
-                )
-                for row, model_name in session.execute(query)
-            ]
+            return [episode_summary(row, model_name) for row, model_name in session.execute(query)]
 
     def step_frame(self, episode_id: str, index: int) -> Any:
         """The frame step ``index`` of an episode acted on: the one it kept, else redrawn from its

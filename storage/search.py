@@ -18,7 +18,7 @@ from sqlalchemy import Select, and_, delete, exists, func, literal_column, or_, 
 from sqlalchemy.orm import Session
 
 from agent_studio.storage.db import Database
-from agent_studio.storage.episodes import EpisodeSummary
+from agent_studio.storage.episode_rows import EpisodeSummary, episode_summary
 from agent_studio.storage.orm import EpisodeRow, ModelRow, NoteRow, RubricLabelRow, StepLabelRow, StepRow, TagRow
 from studio.errors import StudioError
 from studio.trace import utc_now
@@ -184,7 +184,7 @@ class SearchStore:
         )
         query = query.order_by(EpisodeRow.started_at.desc(), EpisodeRow.id).limit(limit).offset(max(0, int(offset)))
         with self.db.reading() as session:
-            return [summary(row, name) for row, name in session.execute(query)]
+            return [episode_summary(row, name) for row, name in session.execute(query)]
 
     def count(self, where: EpisodeFilter | None = None) -> int:
         """How many episodes pass the filter (one SQL count)."""
@@ -325,24 +325,6 @@ class SearchStore:
                 {"id": r.id, "step": r.step_index, "text": r.text, "author": r.author, "created_at": r.created_at}
                 for r in rows
             ]
-
-
-def summary(row: EpisodeRow, model_name: str | None) -> EpisodeSummary:
-    return EpisodeSummary(
-        id=row.id,
-        env=row.env,
-        seed=row.seed,
-        policy=row.policy,
-        model=model_name,
-        success=row.success,
-        steps=row.length,
-        total_return=row.total_return,
-        end_reason=row.end_reason,
-        started_at=row.started_at,
-        ended_at=row.ended_at,
-        parent_id=row.parent_id,
-        forked_at=row.forked_at,
-    )
 
 
 def snippet(body: str, terms: list[str], width: int = 160) -> str:

@@ -226,7 +226,8 @@ def episode_header(episode: Episode, read_only: bool = False) -> str:
     )
     parts = [
         esc(episode.env),
-        f"seed {esc(episode.seed)}",
+        *([f"seed {esc(episode.seed)}"] if episode.seed is not None else []),
+        *([f"from {esc(episode.source.get('format'))}"] if episode.source else []),
         esc(episode.policy),
         *([esc(model)] if model else []),
         f"{num(episode.length)} steps",

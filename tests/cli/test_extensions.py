@@ -369,3 +369,20 @@ def test_a_registered_verifier_is_in_the_episode_panels_dropdown() -> None:
             register_verifier(type("Other", (), {"name": "shortest", "needs_judge": False, "scores": lambda *a: []})())
     finally:
         verifier_registry._verifiers.pop("shortest", None)
+
+
+def test_an_importer_from_a_package_imports_through_the_cli(tmp_path: Path) -> None:
+    """An importer registers through an entry point: ``import --from`` takes it, and its episodes are
+    stored, searchable, and say where they came from; without the package the name is refused."""
+    from agent_studio.storage import open_store
+
+    db = str(tmp_path / "imported.db")
+    (tmp_path / "run.csv").write_text("go north\nopen door\n", encoding="utf-8")
+    done = run_cli("import", "--from", "csvactions", str(tmp_path / "run.csv"), "--db", db, plugin=True)
+    assert done.returncode == 0, done.stderr
+    assert "stored 1 episode (2 steps read) from csvactions" in done.stdout
+    with open_store(db) as store:
+        (hit,) = store.search.search("door")
+        assert store.episodes.get(hit.episode_id).source["format"] == "csvactions" and hit.step_index == 1
+    refused = run_cli("import", "--from", "csvactions", str(tmp_path / "run.csv"), "--db", db)
+    assert refused.returncode == 2 and "No importer 'csvactions'" in refused.stderr

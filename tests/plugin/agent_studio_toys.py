@@ -104,3 +104,32 @@ class Shortest:
 
     def scores(self, verified, outputs, episode, observation, should_stop):
         return [-float(len(output.raw)) if output.valid else None for output in outputs]
+
+
+class CsvActions:
+    """a CSV of actions, one episode a file: a toy importer"""
+
+    name = "csvactions"
+
+    def read(self, path):
+        from studio.importers.transcript import file_digest, file_time, source_record, stamped
+        from studio.trace import Episode, Step
+
+        actions = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        digest = file_digest(path)
+        steps = [
+            Step(index=n, observation=f"row {n}", action=a, raw=a, actor="imported") for n, a in enumerate(actions)
+        ]
+        episode = Episode(
+            env="imported:csv",
+            seed=None,
+            steps=steps,
+            id=digest[:32],
+            policy="imported",
+            source=source_record(self.name, path, digest, path.name),
+            end_reason="imported",
+        )
+        yield stamped(episode, file_time(path))
+
+
+IMPORTER = CsvActions()
