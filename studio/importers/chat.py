@@ -110,10 +110,14 @@ class ChatImporter:
                     record = json.loads(line)
                 except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                     raise StudioError(f"Line {number} of {path.name} is not JSON: {str(exc)[:120]}.") from None
+                except RecursionError:
+                    raise StudioError(f"Line {number} of {path.name} is nested too deeply to read.") from None
                 try:
                     yield episode_of(record, self.name, path, sha256, f"line {number}")
                 except StudioError as exc:
                     raise StudioError(f"Line {number} of {path.name}: {exc}") from None
+                except RecursionError:
+                    raise StudioError(f"Line {number} of {path.name}: a value is nested too deeply.") from None
 
     def _dataset(self, path: Path) -> Iterator[Episode]:
         """A dataset saved with ``save_to_disk`` (read with ``load_from_disk``), else a folder of data files

@@ -83,6 +83,20 @@ class LeRobotImporter:
     name = "lerobot"
 
     def read(self, path: Path) -> Iterator[Episode]:
+        try:
+            yield from self._read(path)
+        except StudioError:
+            raise
+        except (KeyError, IndexError, ValueError, TypeError, OSError) as exc:  # a file that is not what info.json says
+            raise StudioError(
+                f"{path.name} is not a readable LeRobot v3 dataset: {type(exc).__name__} {str(exc)[:160]}"
+            ) from None
+        except Exception as exc:  # pyarrow's and PyAV's own errors (a damaged parquet or video file)
+            if type(exc).__module__.split(".")[0] not in ("pyarrow", "av"):
+                raise
+            raise StudioError(f"{path.name}: a data or video file could not be read ({str(exc)[:160]}).") from None
+
+    def _read(self, path: Path) -> Iterator[Episode]:
         import pyarrow.parquet as pq
 
         info = read_info(path)

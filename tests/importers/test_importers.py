@@ -195,3 +195,39 @@ def test_a_lerobot_dataset_written_by_lerobot_imports_frames_states_and_actions(
     assert second.env_options["action_names"] == ["dx", "dy"]
     assert store.episodes.save_stream(iter(episodes))["stored"] == 2
     assert store.episodes.get(second.id).steps[3].frame.shape == (32, 48, 3)
+
+
+def test_a_hostile_lerobot_dataset_is_refused_in_one_line(tmp_path: Path) -> None:
+    import json as json_module
+    import shutil
+
+    root = recorded.lerobot_dataset(tmp_path)
+    info = json_module.loads((root / "meta" / "info.json").read_text())
+    cases = {
+        "../../etc/{chunk_index}{file_index}.parquet": "outside itself",
+        "data/{nothing}.parquet": "not a readable LeRobot v3 dataset",
+    }
+    for template, reason in cases.items():
+        copy = tmp_path / f"copy{len(reason)}"
+        shutil.copytree(root, copy)
+        (copy / "meta" / "info.json").write_text(json_module.dumps({**info, "data_path": template}))
+        with pytest.raises(StudioError, match=reason):
+            list(read_episodes("lerobot", copy))
+    old = tmp_path / "old"
+    shutil.copytree(root, old)
+    (old / "meta" / "info.json").write_text(json_module.dumps({**info, "codebase_version": "v2.1"}))
+    with pytest.raises(StudioError, match="v2.1 dataset; this reader takes v3.0"):
+        list(read_episodes("lerobot", old))
+    broken = tmp_path / "broken"
+    shutil.copytree(root, broken)
+    for video in (broken / "videos").rglob("*.mp4"):
+        video.write_bytes(b"not a video")
+    with pytest.raises(StudioError, match="could not be read|not a readable"):
+        list(read_episodes("lerobot", broken))
+
+
+def test_a_deeply_nested_chat_line_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "deep.jsonl"
+    path.write_text('{"messages": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+    with pytest.raises(StudioError, match="Line 1 of deep.jsonl"):
+        list(read_episodes("chat", path))
