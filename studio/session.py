@@ -8,8 +8,7 @@ every action is a method here, and everything it shows is read from here.
 
 from __future__ import annotations
 
-import json
-import threading
+import json, threading  # noqa: E401
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -20,6 +19,7 @@ from studio.episodes.live import LiveOutput, stream
 from studio.episodes.human import clicked_action, typed_action
 from studio.analysis.attention import policy_written
 from studio.errors import StudioError
+from studio.importers.transcript import has_transcript, prompt_at
 from studio.models.access import ModelAccess, check_model_name
 from studio.models.base import Backend, ProgressCallback, no_progress
 from studio.episodes.runner import EpisodeRunner, RunnerConfig, Sink
@@ -464,7 +464,8 @@ class StudioSession:
             raise StudioError(
                 f"Model {_slot(slot)} ({backend.info.get('id')}) cannot show its attention: {backend.no_attention_reason}."
             )
-        if not step.prompt:
+        prompt = prompt_at(episode, step.index) if step.prompt or has_transcript(step) else None  # imported: rebuilt
+        if not prompt:
             raise StudioError(
                 f"Step {step.index} was taken by {step.actor or 'someone'} without a model prompt: nothing to look into."
             )
@@ -474,7 +475,7 @@ class StudioSession:
         if key not in self._attention:
             images = [step.frame] if backend.capabilities.images and step.frame is not None else None
             self._attention[key] = backend.attention(
-                step.prompt,
+                prompt,
                 text,
                 images=images,
                 instruction=episode.instruction,

@@ -81,6 +81,16 @@ def aggregates_html(found: Any) -> str:
         parts.append(f"<table class='as-table'><tr><th>loop from</th><th>repeated action</th></tr>{rows}</table>")
     else:
         parts.append("<div class='as-muted'>No action repeated three times in a row.</div>")
+    for title, curve in (
+        ("Mean token entropy (nats)", found.mean_entropy_by_step),
+        ("Mean Q of the action taken", found.mean_value_by_step),
+    ):
+        if curve:
+            cells = "".join(
+                f"<td>{index}<br>{value:.3g}<br><span class='as-muted'>n={n}</span></td>"
+                for index, value, n in curve[:40]
+            )
+            parts.append(f"<div>{esc(title)} by step</div><table class='as-table'><tr>{cells}</tr></table>")
     return "".join(parts)
 
 

@@ -71,3 +71,15 @@ def test_the_same_scores_in_process(default_model, tmp_path: Path) -> None:
     scores = cross_score(episode, default_model)
     assert len(scores) == 2 and all(s.preferred is None for s in scores)
     assert scores[0].own_total is None and scores[0].total < 0
+
+
+def test_attention_looks_into_an_imported_step_over_its_rebuilt_prompt(default_model, tmp_path: Path) -> None:
+    from studio.session import StudioSession
+
+    (episode, _second) = read_episodes("chat", recorded.chat_jsonl(tmp_path))
+    session = StudioSession(ModelRegistry(), model_a=default_model)
+    session.open(episode)
+    amap = session.attention(1)
+    prompt = default_model.tokenizer(default_model.render(prompt_at(episode, 1)), add_special_tokens=False)["input_ids"]
+    assert amap.prompt_length == len(prompt)  # the rebuilt prompt: system, question, tool call and result
+    session.close()
