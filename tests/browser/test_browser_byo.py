@@ -79,6 +79,11 @@ def test_import_score_search_tag_judge_and_open_a_cited_step(tmp_path: Path) -> 
         step_page.locator("#as-timeline .as-tok").first.wait_for(timeout=30_000)
         assert step_page.locator("#as-timeline .as-tok").count() > 5
         step_page.screenshot(path=str(tmp_path / "cited-step.png"), full_page=True)
+        # A hostile link is one line of text: no episode, nothing run.
+        step_page.goto(studio["url"] + "?open=%3Cimg%20src%3Dx%20onerror%3D%22window.__xss%3D1%22%3E&step=9")
+        step_page.locator("#as-status", has_text="No stored episode with id").wait_for(timeout=60_000)
+        assert step_page.evaluate("() => window.__xss") is None
+        assert step_page.locator("#as-status img").count() == 0
     with open_store(studio["db"]) as store:
         assert store.search.tags_of(episode_id) == [(1, "answers")], server_log(studio["url"])
         (verdict,) = store.rubrics.of_episode(episode_id)
