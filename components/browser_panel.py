@@ -9,7 +9,9 @@ from typing import Any
 import gradio as gr
 
 from agent_studio.storage import Store
+from studio.errors import StudioError
 from studio.trace import UNFINISHED_REASONS
+from studio.viz.html import esc
 
 COLUMNS = ["id", "env", "seed", "policy", "model", "outcome", "steps", "return", "end", "started", "fork of"]
 HIT_COLUMNS = ["episode", "step", "in", "text"]
@@ -29,6 +31,8 @@ class BrowserPanel:
     tag: gr.Textbox
     words: gr.Textbox
     page: gr.Number
+    sweep: gr.Textbox
+    setting: gr.Textbox
     refresh: gr.Button
     count: gr.Markdown
     table: gr.Dataframe
@@ -55,7 +59,17 @@ class BrowserPanel:
 
 
 def episode_filter(
-    env: str, policy: str, model: str, outcome: str, since: str, source: str, tag: str, words: str
+    env: str,
+    policy: str,
+    model: str,
+    outcome: str,
+    since: str,
+    source: str,
+    tag: str,
+    words: str,
+    page: Any = None,
+    sweep: str = "",
+    setting: str = "",
 ) -> Any:
     """The filter the tab's fields describe (every one optional)."""
     from agent_studio.storage.search import EpisodeFilter
@@ -69,6 +83,8 @@ def episode_filter(
         tag=(tag or "").strip() or None,
         since=(since or "").strip() or None,
         text=(words or "").strip() or None,
+        sweep=(sweep or "").strip() or None,
+        setting=(setting or "").strip() or None,
     )
 
 
@@ -83,12 +99,17 @@ def rows(
     tag: str = "",
     words: str = "",
     page: float | None = 1,
+    sweep: str = "",
+    setting: str = "",
 ) -> list[list[Any]]:
     """One page of the filtered episodes (the newest first)."""
     if store is None:
         return []
-    where = episode_filter(env, policy, model, outcome, since, source, tag, words)
-    found = store.search.page(where, limit=PAGE, offset=(_page(page) - 1) * PAGE)
+    try:
+        where = episode_filter(env, policy, model, outcome, since, source, tag, words, page, sweep, setting)
+        found = store.search.page(where, limit=PAGE, offset=(_page(page) - 1) * PAGE)
+    except StudioError:  # a filter that makes no sense: found() says why, in the count line
+        return []
     return [
         [
             r.id,
@@ -125,12 +146,17 @@ def found(
     tag: str = "",
     words: str = "",
     page: float | None = 1,
+    sweep: str = "",
+    setting: str = "",
 ) -> tuple[str, list[list[Any]]]:
     """The count line (how many episodes match, which page) and the steps and notes the words match."""
     if store is None:
         return "", []
-    where = episode_filter(env, policy, model, outcome, since, source, tag, words)
-    total = store.search.count(where)
+    try:
+        where = episode_filter(env, policy, model, outcome, since, source, tag, words, page, sweep, setting)
+        total = store.search.count(where)
+    except StudioError as error:
+        return f"⚠ {esc(error)}", []  # the count line is Markdown: the typed text stays text
     pages = max(1, -(-total // PAGE))
     line = f"**{total:,}** episode{'' if total == 1 else 's'} match · page {min(_page(page), pages)} of {pages}"
     if not (words or "").strip():
@@ -172,6 +198,8 @@ def build(store: Store | None) -> BrowserPanel:
         words = gr.Textbox(label="Words (thoughts, actions, observations, notes)", scale=3, elem_id="as-words")
         source = gr.Dropdown(SOURCES, value="any", label="Recorded by", scale=1, elem_id="as-source")
         tag = gr.Textbox(label="Tag", scale=1, elem_id="as-tag-filter")
+        sweep = gr.Textbox(label="Sweep id", scale=1, elem_id="as-sweep-filter")
+        setting = gr.Textbox(label="Setting", placeholder="temperature=0.7", scale=1, elem_id="as-setting-filter")
         page = gr.Number(value=1, precision=0, minimum=1, label="Page", scale=1, elem_id="as-page")
         refresh = gr.Button("Search", variant="primary", elem_id="as-browse", scale=1)
     count = gr.Markdown(elem_id="as-count")
@@ -212,6 +240,8 @@ def build(store: Store | None) -> BrowserPanel:
         tag,
         words,
         page,
+        sweep,
+        setting,
         refresh,
         count,
         table,

@@ -267,7 +267,7 @@ def wire(panel: FindPanel, browser: BrowserPanel, state: gr.State, services: Ser
         if scope.startswith("the chosen"):
             ids = [_chosen(episode_id)]
         else:
-            where = episode_filter(*filters[:8])
+            where = episode_filter(*filters)
             ids = [row.id for row in kept.search.page(where, limit=RUBRIC_LIMIT)]
         verdicts = []
         with services.jobs.run("rubric", f"{asked.name} on {plural(len(ids), 'episode')}") as job:
@@ -333,7 +333,7 @@ def wire(panel: FindPanel, browser: BrowserPanel, state: gr.State, services: Ser
         from agent_studio.storage.aggregates import aggregates
 
         kept = needs_store()
-        return {panel.message: "", panel.aggregates: aggregates_html(aggregates(kept.db, episode_filter(*filters[:8])))}
+        return {panel.message: "", panel.aggregates: aggregates_html(aggregates(kept.db, episode_filter(*filters)))}
 
     panel.aggregates_button.click(aggregate, browser.filters, [panel.message, panel.aggregates], **heavy)
 
