@@ -218,6 +218,15 @@ def test_a_wheel_install_runs_its_own_cli_and_reports_carry_the_stylesheet(wheel
     report = run([python, "-m", "agent_studio", "report", episode, "--out", "r.html", "--db", db], cwd=tmp_path)
     assert report.returncode == 0, report.stderr
     assert ".as-timeline" in (tmp_path / "r.html").read_text(encoding="utf-8")
+    # The importers are packaged, and the full-text index the migrations make answers.
+    (tmp_path / "chat.jsonl").write_text(
+        json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello there"}]})
+        + "\n"
+    )
+    imported = run([python, "-m", "agent_studio", "import", "--from", "chat", "chat.jsonl", "--db", db], cwd=tmp_path)
+    assert imported.returncode == 0 and "stored 1 episode" in imported.stdout, imported.stderr
+    found = run([python, "-m", "agent_studio", "search", "hello", "--db", db], cwd=tmp_path)
+    assert found.returncode == 0 and "[step] hello there" in found.stdout, found.stderr
 
 
 def test_a_wheel_installs_one_namespace_and_every_source_file(wheel_venv: Path, tmp_path: Path) -> None:
