@@ -22,6 +22,7 @@ from agent_studio.storage.vocab import majority
 from studio.agents.conversation import compact_messages
 from studio.errors import StudioError
 from studio.evaluation.stats import is_person
+from studio.importers.transcript import rebuilt_prompts
 
 EPISODE_CHUNK = 200
 
@@ -107,6 +108,7 @@ class StepView:
     prompt_json: bytes | None
     """The stored prompt's JSON (UTF-8): exports splice it into lines without decoding it."""
     frame: bytes | None
+    actor: str = ""
 
     @cached_property
     def prompt(self) -> list[Message] | None:
@@ -136,11 +138,13 @@ class EpisodeCache:
         missing = sorted(episode_ids - self.steps.keys())
         for start in range(0, len(missing), 500):
             chunk = missing[start : start + 500]
-            for episode_id, instruction in self.session.execute(
-                select(EpisodeRow.id, EpisodeRow.instruction).where(EpisodeRow.id.in_(chunk))
+            systems: dict[str, list[str]] = {}
+            for episode_id, instruction, source in self.session.execute(
+                select(EpisodeRow.id, EpisodeRow.instruction, EpisodeRow.source).where(EpisodeRow.id.in_(chunk))
             ):
                 self.instructions[episode_id] = instruction
                 self.steps[episode_id] = []
+                systems[episode_id] = (source or {}).get("system", []) if source else []
             compressed_prompt = type_coerce(StepRow.prompt, LargeBinary)  # the bytes as stored, not decoded
             query = select(
                 StepRow.episode_id,
@@ -152,10 +156,26 @@ class EpisodeCache:
                 StepRow.next_observation,
                 compressed_prompt,
                 StepRow.frame,
+                StepRow.extra,
+                StepRow.actor,
             ).where(StepRow.episode_id.in_(chunk))
+            transcripts: dict[str, list[Any]] = {}
             for row in self.session.execute(query.order_by(StepRow.episode_id, StepRow.index)).all():
                 prompt_json = None if row[7] is None else zlib.decompress(row[7])
-                self.steps[row.episode_id].append(StepView(*row[1:7], prompt_json, row[8]))
+                self.steps[row.episode_id].append(StepView(*row[1:7], prompt_json, row[8], row.actor))
+                transcripts.setdefault(row.episode_id, []).append((row.extra or {}).get("transcript"))
+            self._rebuild_prompts(systems, transcripts)
+
+    def _rebuild_prompts(self, systems: dict[str, list[str]], transcripts: dict[str, list[Any]]) -> None:
+        """An imported conversation's steps get the prompt their model saw, rebuilt from the transcript
+        each step keeps (:func:`studio.importers.transcript.rebuilt_prompts`): exports write it."""
+        for episode_id, kept in transcripts.items():
+            if not any(isinstance(t, dict) for t in kept):
+                continue
+            prompts = rebuilt_prompts(systems.get(episode_id, []), kept)
+            for view, prompt in zip(self.steps[episode_id], prompts):
+                if view.prompt_json is None and prompt is not None:
+                    view.prompt_json = dumps(prompt).encode("utf-8")
 
     def chunked(self, episode_ids: list[str]) -> Iterator[str]:
         """``episode_ids`` in order, their steps loaded a chunk at a time (the earlier chunk dropped)."""

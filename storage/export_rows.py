@@ -24,7 +24,7 @@ from agent_studio.storage.orm import AnnotatorRow, EpisodeRow, StepLabelRow, Ste
 from agent_studio.storage.records import STEP_LABELS
 from agent_studio.storage.store import Store
 from agent_studio.storage.vocab import majority
-from studio.agents.conversation import continuation, fallback_prompt, output_text, prompt_at
+from studio.agents.conversation import continuation, fallback_prompt, output_text, prompt_at, step_text
 
 
 def side_json(row: Any, side: str, cache: EpisodeCache, candidates: dict[str, Any]) -> bytes:
@@ -51,7 +51,7 @@ def side_messages(row: Any, side: str, cache: EpisodeCache, candidates: dict[str
         candidate = candidates[candidate_id]
         return [{"role": "assistant", "content": output_text(candidate.raw, candidate.action)}]
     step = cache.steps[episode_id][row.step_index]
-    return [{"role": "assistant", "content": output_text(step.raw, step.action)}]
+    return [{"role": "assistant", "content": step_text(step)}]
 
 
 def pair_prompt(row: Any, cache: EpisodeCache) -> tuple[StepView | list[Message], bytes | None]:
@@ -140,7 +140,7 @@ def kto_records(store: Store, summary: ExportSummary, images: ImageWriter) -> It
                 continue
             record = {
                 "prompt": images.messages(prompt_at(cache.instructions[episode_id], steps, step.index)),
-                "completion": [{"role": "assistant", "content": output_text(step.raw, step.action)}],
+                "completion": [{"role": "assistant", "content": step_text(step)}],
                 "label": value,
                 "source": f"step:{episode_id}:{step.index}",
             }
@@ -189,7 +189,7 @@ def prm_records(store: Store, summary: ExportSummary, images: ImageWriter) -> It
             if value is None:  # unlabelled, or annotators split evenly: the labelled prefix ends here
                 break
             seen = f"Observation: {step.observation}\n" if step.index else ""
-            completions.append(seen + output_text(step.raw, step.action))
+            completions.append(seen + step_text(step))
             values.append(True if value == "neutral" else bool(value))
         if not completions:
             summary.left_out["no_labelled_first_step"] = summary.left_out.get("no_labelled_first_step", 0) + 1
@@ -219,7 +219,7 @@ def sft_records(store: Store, summary: ExportSummary, images: ImageWriter) -> It
             last = steps[-1]
             prompt = images.messages(prompt_at(cache.instructions[episode_id], steps, last.index))
             record = {
-                "messages": [*prompt, {"role": "assistant", "content": output_text(last.raw, last.action)}],
+                "messages": [*prompt, {"role": "assistant", "content": step_text(last)}],
                 "episode_id": episode_id,
             }
             _attach_images(record, images(last.frame), summary)

@@ -24,6 +24,14 @@ def output_text(raw: str, action: str | None) -> str:
     return f"Thought: {expert_thought(action)}\nAction: {action}" if action else raw
 
 
+def step_text(step: Any) -> str:
+    """A step's output as an assistant turn: an imported step's text is a model's own reply as recorded
+    (even when it is also the action), any other step's as :func:`output_text` writes it."""
+    if getattr(step, "actor", "") == "imported":
+        return step.raw
+    return output_text(step.raw, step.action)
+
+
 def compact_messages(messages: list[Message]) -> list[Message]:
     """The messages without the few-shot example in the system message: a prompting device, not
     the task, and most of a prompt's length (an export in ``compact`` mode trains at short max_length)."""
@@ -45,7 +53,7 @@ def fallback_prompt(instruction: str, steps: list[Any], upto: int) -> list[Messa
     ]
     for step in steps[:upto]:
         messages.append({"role": "user", "content": f"Observation: {step.observation}"})
-        messages.append({"role": "assistant", "content": output_text(step.raw, step.action)})
+        messages.append({"role": "assistant", "content": step_text(step)})
     messages.append({"role": "user", "content": f"Observation: {steps[upto].observation}"})
     return messages
 
@@ -61,5 +69,5 @@ def continuation(steps: list[Any]) -> list[Message]:
     for position, step in enumerate(steps):
         if position:
             messages.append({"role": "user", "content": f"Observation: {step.observation}"})
-        messages.append({"role": "assistant", "content": output_text(step.raw, step.action)})
+        messages.append({"role": "assistant", "content": step_text(step)})
     return messages

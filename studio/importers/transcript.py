@@ -195,19 +195,31 @@ def has_transcript(step: Step) -> bool:
     return isinstance(step.extra.get("transcript"), dict)
 
 
+def rebuilt_prompts(
+    system: list[str], transcripts: list[Any], upto: int | None = None
+) -> list[list[dict[str, Any]] | None]:
+    """The prompt before each turn of a conversation (system, then each earlier turn and what it was
+    answered, then what this turn answered), from each step's ``extra["transcript"]`` (None where a
+    step has none), up to step ``upto``: one pass, however many steps."""
+    messages = [{"role": "system", "content": text} for text in system]
+    prompts: list[list[dict[str, Any]] | None] = []
+    for transcript in transcripts[: None if upto is None else upto + 1]:
+        if not isinstance(transcript, dict):
+            prompts.append(None)
+            continue
+        messages.extend(as_chat_message(m) for m in transcript.get("before", []))
+        prompts.append(list(messages))
+        messages.append(as_chat_message(transcript.get("turn") or {"role": "assistant", "content": ""}))
+    return prompts
+
+
 def prompt_at(episode: Episode, index: int) -> list[dict[str, Any]]:
     """The chat messages the model saw before its turn at step ``index``: the recorded prompt when
-    there is one, else rebuilt from the transcript (system, then each earlier turn and what it
-    was answered, then what this turn answered)."""
+    there is one, else rebuilt from the transcript (:func:`rebuilt_prompts`)."""
     step = episode.steps[index]
     if step.prompt:
         return step.prompt
     if not has_transcript(step):
         raise StudioError(f"Step {index} has neither a recorded prompt nor a transcript to rebuild one from.")
-    messages = [{"role": "system", "content": text} for text in (episode.source or {}).get("system", [])]
-    for earlier in episode.steps[: index + 1]:
-        transcript = earlier.extra.get("transcript") or {}
-        messages.extend(as_chat_message(m) for m in transcript.get("before", []))
-        if earlier.index < index:
-            messages.append(as_chat_message(transcript.get("turn", {"role": "assistant", "content": earlier.raw})))
-    return messages
+    system = (episode.source or {}).get("system", [])
+    return rebuilt_prompts(system, [s.extra.get("transcript") for s in episode.steps], upto=index)[index]

@@ -231,3 +231,16 @@ def test_a_deeply_nested_chat_line_is_one_line(tmp_path: Path) -> None:
     path.write_text('{"messages": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
     with pytest.raises(StudioError, match="Line 1 of deep.jsonl"):
         list(read_episodes("chat", path))
+
+
+def test_exports_of_an_imported_conversation_carry_the_prompt_its_model_saw(tmp_path: Path, store) -> None:
+    import json as json_module
+
+    from agent_studio.storage.export import export
+
+    first, _second = read_episodes("chat", recorded.chat_jsonl(tmp_path))
+    store.episodes.save_stream(iter([first, _second]))
+    export(store, "sft", tmp_path / "sft.jsonl", prompt="full")
+    (row,) = [json_module.loads(line) for line in (tmp_path / "sft.jsonl").read_text().splitlines()]
+    assert row["messages"][:-1] == prompt_at(first, 1)  # system, question, tool call, tool result
+    assert row["messages"][-1] == {"role": "assistant", "content": "The capital of France is Paris."}
