@@ -47,6 +47,9 @@ class FindPanel:
     diff_other: gr.Textbox
     diff_button: gr.Button
     diff: gr.HTML
+    predictor: gr.Dropdown
+    worm_button: gr.Button
+    worm: gr.Plot
     message: gr.HTML
 
 
@@ -102,10 +105,19 @@ def build() -> FindPanel:
             diff_button = gr.Button("Diff", scale=1, elem_id="as-diff-go")
         aggregates = gr.HTML(elem_id="as-aggregates")
         diff = gr.HTML(elem_id="as-diff")
+    with gr.Accordion("Predicted against recorded actions (robot episodes)", open=False, elem_id="as-worm-box"):
+        with gr.Row():
+            # Only built-in baselines here: a policy's own code is named on the command line (`predict`), never by a client.
+            predictor = gr.Dropdown(
+                ["hold", "linear"], value="hold", label="Predictor", scale=1, elem_id="as-predictor"
+            )
+            worm_button = gr.Button("Worm plot of the chosen episode", scale=1, elem_id="as-worm-go")
+        worm = gr.Plot(elem_id="as-worm")
     return FindPanel(
         import_format, import_path, import_button, score, tag, tag_button, note, note_button, marks,
         rubric_name, rubric_question, rubric_labels, rubric_scope, judge_button, human_label, label_button,
-        validate_button, verdicts, aggregates_button, aggregates, diff_other, diff_button, diff, message,
+        validate_button, verdicts, aggregates_button, aggregates, diff_other, diff_button, diff, predictor,
+        worm_button, worm, message,
     )  # fmt: skip
 
 
@@ -347,3 +359,18 @@ def wire(panel: FindPanel, browser: BrowserPanel, state: gr.State, services: Ser
         return {panel.message: "", panel.diff: diff_html(diff_episodes(left, right))}
 
     panel.diff_button.click(diff, [browser.episode_id, panel.diff_other], [panel.message, panel.diff], **private)
+
+    @refused_into(panel.message)
+    def worm(episode_id: str, predictor: str) -> dict[Any, Any]:
+        from studio.evaluation.predicted import BASELINES, predict_actions
+        from studio.viz.worm import worm_figure
+
+        if predictor not in BASELINES:
+            raise StudioError(f"Pick a predictor: {', '.join(BASELINES)}.")
+        episode = needs_store().episodes.get(_chosen(episode_id))
+        prediction = predict_actions(episode, BASELINES[predictor])
+        note = f"{predictor}: mean error {prediction.error.mean():.4g} over {plural(len(prediction.error), 'step')}."
+        figure = worm_figure(prediction, title=episode.instruction, fps=(episode.env_options or {}).get("fps"))
+        return {panel.message: message_html(note, "info"), panel.worm: figure}
+
+    panel.worm_button.click(worm, [browser.episode_id, panel.predictor], [panel.message, panel.worm], **private)

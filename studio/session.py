@@ -293,11 +293,11 @@ class StudioSession:
         )
 
     def current_frame(self) -> Any:
-        """The frame of the state the shown episode is in now: the live environment's, or for an episode
-        opened from the store the one after its last action (redrawn from its last snapshot)."""
+        """The shown episode's state now: the live environment's frame, else the one after its last action."""
         if self.viewing is None and self.runner is not None and self.runner.has_episode:
             return self.runner.env.render()
-        return self._drawn("final")
+        final = self._drawn("final")  # redrawn from the last snapshot; an imported episode has none: its last frame
+        return final if final is not None or self.episode is None else self._drawn(self.episode.length - 1, False)
 
     def step_frame(self, at: Any) -> Any:
         """The frame the shown episode's step ``at`` acted on: the one it kept, else redrawn from its

@@ -195,6 +195,15 @@ def test_a_lerobot_dataset_written_by_lerobot_imports_frames_states_and_actions(
     assert second.env_options["action_names"] == ["dx", "dy"]
     assert store.episodes.save_stream(iter(episodes))["stored"] == 2
     assert store.episodes.get(second.id).steps[3].frame.shape == (32, 48, 3)
+    # Opened in the Episode tab: no snapshot to redraw the state after the last action from, so the
+    # frame shown is the last one recorded.
+    from studio.models.registry import ModelRegistry
+    from studio.session import StudioSession
+
+    session = StudioSession(ModelRegistry())
+    session.open(second)
+    np.testing.assert_array_equal(session.current_frame(), second.steps[-1].frame)
+    session.close()
 
 
 def test_a_hostile_lerobot_dataset_is_refused_in_one_line(tmp_path: Path) -> None:
