@@ -33,6 +33,7 @@ class BrowserPanel:
     page: gr.Number
     sweep: gr.Textbox
     setting: gr.Textbox
+    judged: gr.Dropdown
     refresh: gr.Button
     count: gr.Markdown
     table: gr.Dataframe
@@ -70,6 +71,7 @@ def episode_filter(
     page: Any = None,
     sweep: str = "",
     setting: str = "",
+    judged: str = "any",
 ) -> Any:
     """The filter the tab's fields describe (every one optional)."""
     from agent_studio.storage.search import EpisodeFilter
@@ -85,6 +87,7 @@ def episode_filter(
         text=(words or "").strip() or None,
         sweep=(sweep or "").strip() or None,
         setting=(setting or "").strip() or None,
+        judged={"yes": True, "no": False}.get(judged or "any"),
     )
 
 
@@ -101,12 +104,13 @@ def rows(
     page: float | None = 1,
     sweep: str = "",
     setting: str = "",
+    judged: str = "any",
 ) -> list[list[Any]]:
     """One page of the filtered episodes (the newest first)."""
     if store is None:
         return []
     try:
-        where = episode_filter(env, policy, model, outcome, since, source, tag, words, page, sweep, setting)
+        where = episode_filter(env, policy, model, outcome, since, source, tag, words, page, sweep, setting, judged)
         found = store.search.page(where, limit=PAGE, offset=(_page(page) - 1) * PAGE)
     except StudioError:  # a filter that makes no sense: found() says why, in the count line
         return []
@@ -148,12 +152,13 @@ def found(
     page: float | None = 1,
     sweep: str = "",
     setting: str = "",
+    judged: str = "any",
 ) -> tuple[str, list[list[Any]]]:
     """The count line (how many episodes match, which page) and the steps and notes the words match."""
     if store is None:
         return "", []
     try:
-        where = episode_filter(env, policy, model, outcome, since, source, tag, words, page, sweep, setting)
+        where = episode_filter(env, policy, model, outcome, since, source, tag, words, page, sweep, setting, judged)
         total = store.search.count(where)
     except StudioError as error:
         return f"⚠ {esc(error)}", []  # the count line is Markdown: the typed text stays text
@@ -200,6 +205,7 @@ def build(store: Store | None) -> BrowserPanel:
         tag = gr.Textbox(label="Tag", scale=1, elem_id="as-tag-filter")
         sweep = gr.Textbox(label="Sweep id", scale=1, elem_id="as-sweep-filter")
         setting = gr.Textbox(label="Setting", placeholder="temperature=0.7", scale=1, elem_id="as-setting-filter")
+        judged = gr.Dropdown(["any", "yes", "no"], value="any", label="Judged", scale=1, elem_id="as-judged-filter")
         page = gr.Number(value=1, precision=0, minimum=1, label="Page", scale=1, elem_id="as-page")
         refresh = gr.Button("Search", variant="primary", elem_id="as-browse", scale=1)
     count = gr.Markdown(elem_id="as-count")
@@ -242,6 +248,7 @@ def build(store: Store | None) -> BrowserPanel:
         page,
         sweep,
         setting,
+        judged,
         refresh,
         count,
         table,

@@ -230,8 +230,15 @@ def import_from(args: argparse.Namespace) -> int:
 
     episodes = read_episodes(args.source, args.file)  # the format and the path are checked before the store opens
     store = open_cli_store(args)
-    started = time.perf_counter()
-    counts = store.episodes.save_stream(episodes, replace=args.replace)
+    started = last = time.perf_counter()
+
+    def progress(done: int) -> None:  # a big log takes minutes: a line every 10 s says how far it is
+        nonlocal last
+        if time.perf_counter() - last >= 10:
+            last = time.perf_counter()
+            print(f"  {done:,} episodes read ({last - started:.0f} s)", file=sys.stderr, flush=True)
+
+    counts = store.episodes.save_stream(episodes, replace=args.replace, progress=progress)
     print(
         f"stored {plural(counts['stored'], 'episode')} ({plural(counts['steps'], 'step')} read) from {args.source} in "
         f"{time.perf_counter() - started:.1f} s, {counts['unchanged']} already stored unchanged, "
