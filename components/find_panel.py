@@ -191,10 +191,19 @@ def wire(panel: FindPanel, browser: BrowserPanel, state: gr.State, services: Ser
 
         where = services.imports.check(path)
         kept = needs_store()
-        progress(0, desc="reading")
-        counts = kept.episodes.save_stream(
-            read_episodes(fmt, where), progress=lambda n: progress(None, desc=f"{n} episodes")
-        )
+        with services.jobs.run("import", f"{fmt} from {where.name}") as job:
+
+            def episodes() -> Any:  # cancelled from the Jobs tab: the transaction is rolled back, nothing kept
+                for episode in read_episodes(fmt, where):
+                    if job.cancelled:
+                        raise JobCancelled("Cancelled from the Jobs tab: nothing was imported.")
+                    yield episode
+
+            def tick(done: int) -> None:
+                progress(None, desc=f"{done} episodes")
+                job.progress(done, None, f"{done} episodes read")
+
+            counts = kept.episodes.save_stream(episodes(), progress=tick)
         note = (
             f"Imported {plural(counts['stored'], 'episode')} ({plural(counts['steps'], 'step')}) from {fmt}; "
             f"{counts['unchanged']} already stored unchanged."

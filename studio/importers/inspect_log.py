@@ -60,6 +60,17 @@ def scores_data(scores: dict[str, Any] | None) -> dict[str, Any]:
     return kept
 
 
+def json_samples(path: Path) -> Iterator[Any]:
+    """The samples of a ``.json`` Inspect log, one at a time (``ijson``, which Inspect itself depends on),
+    each validated as Inspect's own ``EvalSample``."""
+    import ijson
+    from inspect_ai.log import EvalSample
+
+    with open(path, "rb") as handle:
+        for item in ijson.items(handle, "samples.item", use_float=True):
+            yield EvalSample.model_validate(item)
+
+
 class InspectImporter:
     """Inspect AI eval logs (.eval, .json): each sample an episode, each assistant turn a step."""
 
@@ -75,8 +86,13 @@ class InspectImporter:
         sha256 = file_digest(path)
         try:
             header = read_eval_log(str(path), header_only=True)
-            # .eval logs are zip files: one sample at a time is read; a .json log is read whole by Inspect.
-            samples = read_eval_log_samples(str(path), all_samples_required=False)
+            # .eval logs are zip files: Inspect reads one sample at a time. A .json log Inspect would read
+            # whole (a 1 GB log, 1 GB and more in memory): its samples are streamed here with ijson instead.
+            samples = (
+                json_samples(path)
+                if path.suffix == ".json"
+                else read_eval_log_samples(str(path), all_samples_required=False)
+            )
             model = {"id": header.eval.model, "config": header.eval.model_generate_config.model_dump(exclude_none=True)}
             for sample in samples:
                 yield self._episode(sample, header, model, path, sha256)
