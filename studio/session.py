@@ -19,6 +19,7 @@ from studio.episodes.live import LiveOutput, stream
 from studio.episodes.human import clicked_action, typed_action
 from studio.analysis.attention import policy_written
 from studio.errors import StudioError
+from studio.importers.registry import check_continuable
 from studio.importers.transcript import has_transcript, prompt_at
 from studio.models.access import ModelAccess, check_model_name
 from studio.models.base import Backend, ProgressCallback, no_progress
@@ -69,9 +70,8 @@ class StudioSession:
         """An episode opened from the store: shown read-only until it is forked."""
         self.overlay: Episode | None = None
         """Another episode drawn over this one in the plots (e.g. model B on the same seed)."""
-        self._attention: dict[
-            tuple[Any, ...], Any
-        ] = {}  # computed maps, not view state: the same question is not asked of the model twice
+        # Computed maps, not view state: the same question is not asked of the model twice.
+        self._attention: dict[tuple[Any, ...], Any] = {}
         self._policy_key: tuple[Any, ...] | None = None
         self._fork_modes: dict[tuple[str, str], tuple[str, str]] = {}  # per environment and options shown
         self._frames = FrameCache()  # steps' frames as the views draw them
@@ -410,8 +410,7 @@ class StudioSession:
         return stream(work, lambda: self.episode.length if self.episode is not None else 0, attach, self.stop)
 
     def stop_values(self) -> None:
-        """End the running value estimate: rollouts running finish their step, no others start, and
-        no value is kept (thread-safe)."""
+        """End the running value estimate: running rollouts finish their step, none start, nothing is kept."""
         self._values_stop.set()
 
     def stop(self) -> None:
@@ -425,6 +424,7 @@ class StudioSession:
             episode = self.episode
             if episode is None:
                 raise StudioError("No episode to fork: reset or open one first.")
+            check_continuable(episode)
             settings = replace(
                 self.settings, env=episode.env, env_options=dict(episode.env_options), seed=episode.seed or 0
             )

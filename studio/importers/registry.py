@@ -103,3 +103,13 @@ def read_episodes(name: str, path: str | Path) -> Iterator[Episode]:
     if not where.exists():
         raise StudioError(f"Nothing to import at {str(path)[:200]}: no such file or folder.")
     return importer.read(where)
+
+
+def check_continuable(episode: Episode) -> None:
+    """One line when ``episode`` was recorded elsewhere and cannot be continued here: it has no
+    environment snapshots to fork from (before a policy or a model is asked for)."""
+    if episode.source is not None and not any(step.state is not None for step in episode.steps):
+        raise StudioError(
+            f"This episode was recorded elsewhere ({str(episode.source.get('format'))[:40]}) with no environment "
+            "snapshots: it cannot be forked or continued here. Score, tag, judge, label and export it instead."
+        )

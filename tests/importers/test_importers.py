@@ -253,3 +253,19 @@ def test_exports_of_an_imported_conversation_carry_the_prompt_its_model_saw(tmp_
     (row,) = [json_module.loads(line) for line in (tmp_path / "sft.jsonl").read_text().splitlines()]
     assert row["messages"][:-1] == prompt_at(first, 1)  # system, question, tool call, tool result
     assert row["messages"][-1] == {"role": "assistant", "content": "The capital of France is Paris."}
+
+
+def test_an_imported_episode_without_snapshots_says_it_cannot_be_forked(tmp_path: Path) -> None:
+    """Not "model A is not loaded" (the first thing a fork would otherwise ask for): the reason."""
+    from studio.models.registry import ModelRegistry
+    from studio.session import StudioSession
+
+    (episode, _second) = read_episodes("chat", recorded.chat_jsonl(tmp_path))
+    session = StudioSession(ModelRegistry())
+    session.open(episode)
+    with pytest.raises(
+        StudioError, match=r"recorded elsewhere \(chat\) with no environment snapshots: it cannot be forked"
+    ):
+        session.fork(1)
+    assert session.episode is episode  # still shown, read-only
+    session.close()
