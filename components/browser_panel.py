@@ -60,14 +60,14 @@ class BrowserPanel:
 
 
 def episode_filter(
-    env: str,
-    policy: str,
-    model: str,
-    outcome: str,
-    since: str,
-    source: str,
-    tag: str,
-    words: str,
+    env: str = "",
+    policy: str = "",
+    model: str = "",
+    outcome: str = "any",
+    since: str = "",
+    source: str = "any",
+    tag: str = "",
+    words: str = "",
     page: Any = None,
     sweep: str = "",
     setting: str = "",
@@ -91,28 +91,14 @@ def episode_filter(
     )
 
 
-def rows(
-    store: Store | None,
-    env: str,
-    policy: str,
-    model: str,
-    outcome: str,
-    since: str,
-    source: str = "any",
-    tag: str = "",
-    words: str = "",
-    page: float | None = 1,
-    sweep: str = "",
-    setting: str = "",
-    judged: str = "any",
-) -> list[list[Any]]:
-    """One page of the filtered episodes (the newest first)."""
+def rows(store: Store | None, *filters: Any) -> list[list[Any]]:
+    """One page of the filtered episodes, newest first (``filters``: the tab's, in :attr:`BrowserPanel.filters`'
+    order; those left out are unset)."""
     if store is None:
         return []
     try:
-        where = episode_filter(env, policy, model, outcome, since, source, tag, words, page, sweep, setting, judged)
-        found = store.search.page(where, limit=PAGE, offset=(_page(page) - 1) * PAGE)
-    except StudioError:  # a filter that makes no sense: found() says why, in the count line
+        found = store.search.page(episode_filter(*filters), limit=PAGE, offset=(_page(filters) - 1) * PAGE)
+    except StudioError:  # a filter that makes no sense: count_line() says why
         return []
     return [
         [
@@ -132,42 +118,36 @@ def rows(
     ]
 
 
-def _page(page: Any) -> int:
+def _page(filters: tuple[Any, ...]) -> int:
+    """The page number among ``filters`` (1 when absent or not a number)."""
     try:
-        return max(1, int(page or 1))
+        return max(1, int((filters[8] if len(filters) > 8 else 1) or 1))
     except (TypeError, ValueError):
         return 1
 
 
-def found(
-    store: Store | None,
-    env: str,
-    policy: str,
-    model: str,
-    outcome: str,
-    since: str,
-    source: str = "any",
-    tag: str = "",
-    words: str = "",
-    page: float | None = 1,
-    sweep: str = "",
-    setting: str = "",
-    judged: str = "any",
-) -> tuple[str, list[list[Any]]]:
-    """The count line (how many episodes match, which page) and the steps and notes the words match."""
+def count_line(store: Store | None, *filters: Any) -> str:
+    """How many episodes match, and which page of them is shown (or why the filter makes no sense)."""
     if store is None:
-        return "", []
+        return ""
     try:
-        where = episode_filter(env, policy, model, outcome, since, source, tag, words, page, sweep, setting, judged)
-        total = store.search.count(where)
+        total = store.search.count(episode_filter(*filters))
     except StudioError as error:
-        return f"⚠ {esc(error)}", []  # the count line is Markdown: the typed text stays text
+        return f"⚠ {esc(error)}"  # the count line is Markdown: the typed text stays text
     pages = max(1, -(-total // PAGE))
-    line = f"**{total:,}** episode{'' if total == 1 else 's'} match · page {min(_page(page), pages)} of {pages}"
-    if not (words or "").strip():
-        return line, []
-    hits = store.search.search(words, where, limit=100)
-    return line, [[h.episode_id, "" if h.step_index is None else h.step_index, h.where, h.snippet] for h in hits]
+    return f"**{total:,}** episode{'' if total == 1 else 's'} match · page {min(_page(filters), pages)} of {pages}"
+
+
+def hit_rows(store: Store | None, *filters: Any) -> list[list[Any]]:
+    """The steps and notes with the words typed (none when no word is)."""
+    words = filters[7] if len(filters) > 7 else ""
+    if store is None or not (words or "").strip():
+        return []
+    try:
+        hits = store.search.search(words, episode_filter(*filters), limit=100)
+    except StudioError:  # the count line says why
+        return []
+    return [[h.episode_id, "" if h.step_index is None else h.step_index, h.where, h.snippet] for h in hits]
 
 
 def outcome_word(summary: Any) -> str:

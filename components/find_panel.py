@@ -9,7 +9,7 @@ from typing import Any
 
 import gradio as gr
 
-from agent_studio.components.browser_panel import BrowserPanel, episode_filter, found, rows
+from agent_studio.components.browser_panel import BrowserPanel, count_line, episode_filter, hit_rows, rows
 from agent_studio.components.errors import refused_into
 from agent_studio.components.services import Services
 from studio.errors import StudioError
@@ -152,14 +152,14 @@ def wire(panel: FindPanel, browser: BrowserPanel, state: gr.State, services: Ser
         return store
 
     def refreshed(*filters: Any) -> dict[Any, Any]:
-        line, hits = found(store, *filters)
-        return {browser.table: rows(store, *filters), browser.count: line, browser.hits: hits}
+        return {
+            browser.table: rows(store, *filters),
+            browser.count: count_line(store, *filters),
+            browser.hits: hit_rows(store, *filters),
+        }
 
-    def search(*filters: Any) -> dict[Any, Any]:
-        try:
-            return {**refreshed(*filters), panel.message: ""}
-        except StudioError as error:
-            return {panel.message: message_html(str(error))}
+    def search(*filters: Any) -> dict[Any, Any]:  # a filter that makes no sense says so in the count line
+        return {**refreshed(*filters), panel.message: ""}
 
     listing = [browser.table, browser.count, browser.hits, panel.message]
     browser.refresh.click(search, browser.filters, listing, **private)

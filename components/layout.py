@@ -235,7 +235,7 @@ def build_app(services: Services) -> gr.Blocks:
         episodes_tab.select(
             lambda *f: (
                 browser_panel.rows(services.store, *f),
-                browser_panel.found(services.store, *f)[0],
+                browser_panel.count_line(services.store, *f),
                 gr.Dropdown(choices=browser_panel.env_choices(services.store)),
             ),
             browser.filters,
