@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from studio.errors import StudioError
-from studio.models.access import upload_folder
+from studio.models.access import operator_folders, upload_folder
 from studio.validation import check_text
 
 
@@ -19,16 +19,7 @@ class ImportFolders:
     folders: tuple[Path, ...] = ()
 
     def __post_init__(self) -> None:
-        resolved = tuple(Path(d).expanduser().resolve() for d in self.folders)
-        uploads = upload_folder()
-        for folder in resolved:
-            if not folder.is_dir():
-                raise StudioError(f"--import-dir {folder} is not a folder.")
-            if uploads == folder or uploads.is_relative_to(folder):
-                raise StudioError(
-                    f"--import-dir {folder} contains Gradio's upload folder {uploads}: pick a narrower folder."
-                )
-        object.__setattr__(self, "folders", resolved)
+        object.__setattr__(self, "folders", operator_folders(self.folders, "--import-dir"))
 
     def check(self, typed: str) -> Path:
         """The path a browser typed, resolved, if it lies under an allowed folder; one line otherwise."""

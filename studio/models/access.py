@@ -42,6 +42,21 @@ def check_model_name(name: Any) -> str:
     return check_text(name, "A model name", MAX_MODEL_NAME).strip()
 
 
+def operator_folders(folders: tuple[Any, ...], flag: str, why: str = "") -> tuple[Path, ...]:
+    """Folders an operator listed with ``flag`` (``--models-dir``, ``--import-dir``), resolved; one line
+    for one that is not a folder or that holds Gradio's upload folder (anyone could place files there)."""
+    uploads = upload_folder()
+    resolved = tuple(Path(d).expanduser().resolve() for d in folders)
+    for folder in resolved:
+        if not folder.is_dir():
+            raise StudioError(f"{flag} {folder} is not a folder.")
+        if uploads == folder or uploads.is_relative_to(folder):
+            raise StudioError(
+                f"{flag} {folder} contains Gradio's upload folder {uploads}: {why}pick a narrower folder."
+            )
+    return resolved
+
+
 @dataclass(frozen=True)
 class ModelAccess:
     """The operator's rules for model names that come from the web."""
@@ -54,15 +69,7 @@ class ModelAccess:
     """``serve --allow-server``: inference servers (base URLs) whose models the web may load."""
 
     def __post_init__(self) -> None:
-        uploads = upload_folder()
-        resolved = tuple(Path(d).expanduser().resolve() for d in self.model_dirs)
-        for folder in resolved:
-            if not folder.is_dir():
-                raise StudioError(f"--models-dir {folder} is not a folder.")
-            if uploads == folder or uploads.is_relative_to(folder):
-                raise StudioError(
-                    f"--models-dir {folder} contains Gradio's upload folder {uploads}: anyone could place a model there; pick a narrower folder."
-                )
+        resolved = operator_folders(self.model_dirs, "--models-dir", "anyone could place a model there; ")
         object.__setattr__(self, "model_dirs", resolved)
         from studio.models.server_client import parse_server_url
 
