@@ -36,8 +36,9 @@ def experiment_folders(path: Path) -> list[Path]:
     return found
 
 
-def read_step_file(file: Path) -> dict[str, Any]:
-    """One step file as plain data (one line, naming the file, when refused)."""
+def read_step_file(file: Path, digest: Any) -> dict[str, Any]:
+    """One step file as plain data (one line, naming the file, when refused); its bytes (decompressed)
+    are added to ``digest`` (the episode's id and provenance) as they are read, not read again."""
     opener = gzip.open if file.suffix == ".gz" else open
     try:
         with opener(file, "rb") as handle:
@@ -46,6 +47,7 @@ def read_step_file(file: Path) -> dict[str, Any]:
         raise StudioError(f"{file.name}: not readable ({str(exc)[:120]}).") from None
     if len(data) > MAX_STEP_BYTES:
         raise StudioError(f"{file.name}: over {MAX_STEP_BYTES >> 20} MiB once decompressed; not read.")
+    digest.update(data)
     try:
         record = load_plain(data)
     except StudioError as exc:
@@ -99,10 +101,8 @@ class AgentLabImporter:
 
     def _episode(self, folder: Path) -> Episode:
         files = sorted((int(STEP_FILE.match(p.name).group(1)), p) for p in folder.iterdir() if STEP_FILE.match(p.name))
-        records = [read_step_file(file) for _, file in files]  # every file checked before anything is built
         digest = hashlib.sha256()
-        for _, file in files:
-            digest.update(file.read_bytes())
+        records = [read_step_file(file, digest) for _, file in files]  # every file checked before anything is built
         summary = self._summary(folder)
         steps: list[Step] = []
         for position, ((number, _), record) in enumerate(zip(files, records)):
