@@ -48,6 +48,24 @@ def inside(root: Path, relative: str) -> Path:
     return path
 
 
+class DataFiles:
+    """The data file the episodes being read are in, read once (a v3 file holds many episodes in order:
+    reading it again for each would read a 100 MB file a thousand times); only the latest one is kept."""
+
+    def __init__(self) -> None:
+        self.path: Path | None = None
+        self.table: Any = None
+
+    def rows(self, path: Path, episode: int) -> list[dict[str, Any]]:
+        """The rows of ``episode`` in the data file at ``path``."""
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        if path != self.path:
+            self.path, self.table = path, pq.read_table(path)
+        return self.table.filter(pc.equal(self.table["episode_index"], episode)).to_pylist()
+
+
 class VideoFrames:
     """Frames of one camera's video file, decoded in order and kept only for the episode being read."""
 
@@ -107,10 +125,11 @@ class LeRobotImporter:
         episode_files = sorted((path / "meta" / "episodes").rglob("*.parquet"))
         if not episode_files:
             raise StudioError(f"{path.name} has no meta/episodes/*.parquet: not a v3 dataset.")
+        data = DataFiles()
         for file in episode_files:
             columns = [c for c in pq.read_schema(file).names if not c.startswith("stats/")]
             for row in pq.read_table(file, columns=columns).to_pylist():
-                yield self._episode(path, info, row, fps, cameras, tasks)
+                yield self._episode(path, info, row, fps, cameras, tasks, data)
 
     @staticmethod
     def _tasks(root: Path) -> dict[int, str]:
@@ -135,15 +154,14 @@ class LeRobotImporter:
         fps: float,
         cameras: list[str],
         tasks: dict[int, str],
+        data: DataFiles,
     ) -> Episode:
-        import pyarrow.parquet as pq
-
         number = int(row["episode_index"])
         data_file = inside(
             root,
             info["data_path"].format(chunk_index=row["data/chunk_index"], file_index=row["data/file_index"]),
         )
-        table = pq.read_table(data_file, filters=[("episode_index", "=", number)]).to_pylist()
+        table = data.rows(data_file, number)
         table.sort(key=lambda r: r.get("frame_index", 0))
         if cameras and info["features"][cameras[0]].get("dtype") == "image":  # PNG bytes in the rows
             frames = [image_of(r.get(cameras[0])) for r in table]
