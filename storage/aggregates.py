@@ -5,13 +5,29 @@ Entropy curves read token records (compressed), so they use a sample of the newe
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import func, select
 
 from agent_studio.storage.db import Database
 from agent_studio.storage.orm import EpisodeRow, StepRow, StepValueRow
-from agent_studio.storage.search import Aggregates, EpisodeFilter, SearchStore
+from agent_studio.storage.search import EpisodeFilter, SearchStore
+
+
+@dataclass
+class Aggregates:
+    """Failure analysis over filtered episodes, each count with examples to open (episode, step)."""
+
+    episodes: int
+    invalid_reasons: list[tuple[str, int, list[tuple[str, int]]]] = field(default_factory=list)
+    loops: list[tuple[str, int, str]] = field(default_factory=list)
+    """(episode, first step, action) where an action was taken three times in a row."""
+    mean_value_by_step: list[tuple[int, float, int]] = field(default_factory=list)
+    """(step index, mean Monte Carlo Q of the action taken, how many values)."""
+    mean_entropy_by_step: list[tuple[int, float, int]] = field(default_factory=list)
+    """(step index, mean per-token entropy of the output taken, how many steps), over a sample."""
+
 
 #: Examples kept per reason, loops listed, episodes sampled for the entropy curve.
 EXAMPLES, LOOPS, ENTROPY_SAMPLE = 5, 50, 200
@@ -21,7 +37,7 @@ def aggregates(database: Database, where: EpisodeFilter | None = None) -> Aggreg
     """Counts and curves over the episodes ``where`` selects (:class:`~storage.search.Aggregates`)."""
     search = SearchStore(database)
     where = where or EpisodeFilter()
-    scope = search._filtered(select(EpisodeRow.id), where).subquery()
+    scope = search.filtered(select(EpisodeRow.id), where).subquery()
     result = Aggregates(episodes=search.count(where))
     with database.reading() as session:
         reasons = session.execute(

@@ -11,7 +11,7 @@ join, and counts are SQL counts: a page of 100,000 episodes reads 50 rows.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Select, and_, delete, exists, func, literal_column, or_, select, text
@@ -70,20 +70,6 @@ class SearchHit:
     env: str = ""
 
 
-@dataclass
-class Aggregates:
-    """Failure analysis over filtered episodes, each count with examples to open (episode, step)."""
-
-    episodes: int
-    invalid_reasons: list[tuple[str, int, list[tuple[str, int]]]] = field(default_factory=list)
-    loops: list[tuple[str, int, str]] = field(default_factory=list)
-    """(episode, first step, action) where an action was taken three times in a row."""
-    mean_value_by_step: list[tuple[int, float, int]] = field(default_factory=list)
-    """(step index, mean Monte Carlo Q of the action taken, how many values)."""
-    mean_entropy_by_step: list[tuple[int, float, int]] = field(default_factory=list)
-    """(step index, mean per-token entropy of the output taken, how many steps), over a sample."""
-
-
 def words(query: str) -> list[str]:
     """The words of a typed query (at most 16: a pasted page is not a query)."""
     return WORD.findall(query or "")[:16]
@@ -123,7 +109,8 @@ class SearchStore:
         return or_(in_steps, in_notes)
 
     # -- filters ------------------------------------------------------------------------------------
-    def _filtered(self, query: Select, where: EpisodeFilter) -> Select:
+    def filtered(self, query: Select, where: EpisodeFilter) -> Select:
+        """``query`` (over episodes) narrowed to those ``where`` selects."""
         if where.env:
             query = query.where(EpisodeRow.env == where.env)
         if where.model:
@@ -179,7 +166,7 @@ class SearchStore:
         """One page of the filtered episodes, newest first (only that page's rows are read)."""
         where = where or EpisodeFilter()
         limit = max(1, min(int(limit), 1000))
-        query = self._filtered(
+        query = self.filtered(
             select(EpisodeRow, ModelRow.name).outerjoin(ModelRow, EpisodeRow.model_id == ModelRow.id), where
         )
         query = query.order_by(EpisodeRow.started_at.desc(), EpisodeRow.id).limit(limit).offset(max(0, int(offset)))
@@ -188,7 +175,7 @@ class SearchStore:
 
     def count(self, where: EpisodeFilter | None = None) -> int:
         """How many episodes pass the filter (one SQL count)."""
-        query = self._filtered(select(func.count()).select_from(EpisodeRow), where or EpisodeFilter())
+        query = self.filtered(select(func.count()).select_from(EpisodeRow), where or EpisodeFilter())
         with self.db.reading() as session:
             return session.scalar(query) or 0
 
@@ -198,7 +185,7 @@ class SearchStore:
         if not terms:
             raise StudioError("Search for at least one word (letters or digits).")
         where = where or EpisodeFilter()
-        scope = self._filtered(select(EpisodeRow.id), EpisodeFilter(**{**where.__dict__, "text": None}))
+        scope = self.filtered(select(EpisodeRow.id), EpisodeFilter(**{**where.__dict__, "text": None}))
         limit = max(1, min(int(limit), 500))
         steps = (
             select(

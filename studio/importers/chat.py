@@ -135,10 +135,11 @@ class ChatImporter:
             raise StudioError(f"{path.name} is not a dataset the datasets library reads: {str(exc)[:160]}") from None
         if isinstance(data, datasets.DatasetDict):
             data = data["train"] if "train" in data else next(iter(data.values()))
-        marker = hashlib.sha256(str(getattr(data, "_fingerprint", path)).encode()).hexdigest()
         for number, row in enumerate(data):
+            # A dataset folder is many files: each row's provenance is the hash of the record read.
+            digest = hashlib.sha256(json.dumps(row, sort_keys=True, default=str).encode("utf-8")).hexdigest()
             try:
-                yield episode_of(row, self.name, path, marker, f"row {number}")
+                yield episode_of(row, self.name, path, digest, f"row {number}")
             except StudioError as exc:
                 raise StudioError(f"Row {number} of {path.name}: {exc}") from None
 
