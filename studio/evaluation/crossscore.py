@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from studio.errors import StudioError
-from studio.importers.transcript import has_transcript, prompt_at
+from studio.importers.transcript import has_transcript, prompts_of
 from studio.models.base import Backend
 from studio.trace import Episode, Step, TokenInfo, utc_now
 
@@ -158,10 +158,11 @@ def _scored(
 ) -> list[CrossScore]:
     """Each chosen step scored under ``backend`` (``env`` says which actions were valid)."""
     scores = []
+    prompts = prompts_of(episode)  # recorded, or rebuilt from an imported transcript: one pass for all steps
     for step in chosen:
         if should_stop is not None and should_stop():
             break
-        result = backend.score(prompt_at(episode, step.index), [step.raw])
+        result = backend.score(prompts[step.index], [step.raw])
         texts = result.texts[0] if result.texts else None
         if texts is None or "".join(texts) != step.raw:
             texts = [step.raw] + [""] * (len(result.tokens[0]) - 1)  # a backend that cannot split the text

@@ -223,3 +223,11 @@ def prompt_at(episode: Episode, index: int) -> list[dict[str, Any]]:
         raise StudioError(f"Step {index} has neither a recorded prompt nor a transcript to rebuild one from.")
     system = (episode.source or {}).get("system", [])
     return rebuilt_prompts(system, [s.extra.get("transcript") for s in episode.steps], upto=index)[index]
+
+
+def prompts_of(episode: Episode) -> list[list[dict[str, Any]] | None]:
+    """Every step's prompt, recorded or rebuilt (None where neither is), in one pass over the episode."""
+    rebuilt = rebuilt_prompts(
+        (episode.source or {}).get("system", []), [s.extra.get("transcript") for s in episode.steps]
+    )
+    return [step.prompt or again for step, again in zip(episode.steps, rebuilt)]
