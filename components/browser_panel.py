@@ -56,6 +56,9 @@ class BrowserPanel:
             self.tag,
             self.words,
             self.page,
+            self.sweep,
+            self.setting,
+            self.judged,
         ]
 
 

@@ -32,3 +32,20 @@ def test_the_filter_lists_every_stored_environment_and_outcomes_are_words(tmp_pa
         running.abandon()
         (stood,) = [r for r in store.episodes.summaries() if r.env == "gridworld"]
         assert outcome_word(stood) == "abandoned"
+
+
+def test_every_filter_field_of_the_tab_reaches_the_filter() -> None:
+    """The fields the Search button sends are the tab's filter fields, in the order episode_filter reads
+    them: a field left out of the list would be on the page and silently do nothing."""
+    import inspect
+
+    import gradio as gr
+
+    from agent_studio.components.browser_panel import build, episode_filter
+
+    with gr.Blocks():
+        panel = build(None)
+    names = list(inspect.signature(episode_filter).parameters)
+    assert [getattr(panel, name) for name in names] == panel.filters
+    judged = episode_filter(*["", "", "", "any", "", "any", "", "", 1, "", "", "yes"])
+    assert judged.judged is True
