@@ -24,6 +24,10 @@ READ_TIMEOUT = float(os.environ.get("AGENT_STUDIO_REMOTE_TIMEOUT", "300"))
 #: Tokenizer files fetched for a hub id (never the weights: a 70B model's tokenizer is a few MB).
 TOKENIZER_PATTERNS = ["*.json", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
 TOKEN_ID_PREFIX = "token_id:"
+#: Seconds an idle pooled connection is kept. Servers close idle connections after their own
+#: keep-alive (vLLM and uvicorn: 5 s); a client that keeps one as long races the server's close and
+#: sends a request into a socket being shut ("Server disconnected", "Connection reset by peer").
+KEEPALIVE_EXPIRY = 1.0
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,7 @@ class ServerClient:
         self._client = httpx.Client(
             headers=headers,
             timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT),
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16, keepalive_expiry=KEEPALIVE_EXPIRY),
             follow_redirects=False,
         )
 
@@ -96,13 +100,13 @@ class ServerClient:
     def get(self, path: str, *, root: bool = False) -> Any:
         url = (self.address.root if root else self.address.base) + path
         with self._errors(url):
-            response = self._client.get(url)
+            response = self._once_more_if_dropped(lambda: self._client.get(url))
             return self._json(response, url)
 
     def post(self, path: str, body: dict[str, Any]) -> Any:
         url = self.address.base + path
         with self._errors(url):
-            response = self._client.post(url, json=body)
+            response = self._once_more_if_dropped(lambda: self._client.post(url, json=body))
             return self._json(response, url)
 
     def stream(self, path: str, body: dict[str, Any], should_stop: Callable[[], bool]) -> Iterator[dict[str, Any]]:
@@ -110,7 +114,9 @@ class ServerClient:
         engine then aborts the request) as soon as ``should_stop()`` is true."""
         url = self.address.base + path
         with self._errors(url):
-            with self._client.stream("POST", url, json=body) as response:
+            request = self._client.build_request("POST", url, json=body)
+            response = self._once_more_if_dropped(lambda: self._client.send(request, stream=True))
+            try:
                 if response.status_code >= 400:
                     response.read()
                     self._json(response, url)  # raises the server's message
@@ -129,6 +135,19 @@ class ServerClient:
                     if isinstance(event, dict) and "error" in event:
                         raise StudioError(f"{self.address.base} failed mid-answer: {_error_message(event)}")
                     yield event
+            finally:
+                response.close()
+
+    def _once_more_if_dropped(self, send: Callable[[], Any]) -> Any:
+        """``send()``, and once more on a fresh connection if the server dropped the connection
+        before answering: a pooled connection it closed as the request went out. The request had
+        no answer, so sending it again cannot double anything the caller sees."""
+        import httpx
+
+        try:
+            return send()
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
+            return send()
 
     def _errors(self, url: str) -> Any:
         return _HttpErrors(self.address.base, url, self.timeout)
