@@ -29,6 +29,11 @@ LAYERS: list[tuple[str, tuple[str, ...], str]] = [
     ),
     ("models and worlds", ("studio.models", "studio.envs"), "backends and their registry; environments and theirs"),
     ("imports", ("studio.importers",), "episodes recorded elsewhere: the importer registry and each format's reader"),
+    (
+        "insides",
+        ("studio.internals",),
+        "steering vectors, activations of stored steps, the logit lens, probes, observation dependence",
+    ),
     ("settings", ("studio.settings",), "the one settings schema"),
     ("agents", ("studio.agents",), "the policy protocol, ReAct, scripted policies"),
     ("episodes", ("studio.episodes",), "the runner and its sinks, episodes side by side, live output"),

@@ -11,7 +11,9 @@ from studio.agents.base import Policy
 from studio.agents.react import ReActConfig, ReActPolicy
 from studio.agents.scripted import make_policy
 from studio.errors import StudioError
+from studio.internals.vectors import VectorLibrary, parse_steer
 from studio.models.base import Backend, SamplingParams
+from studio.models.steered import SteeredBackend
 from studio.scaling.verifiers import verified
 from studio.settings import EpisodeSettings
 
@@ -49,4 +51,15 @@ def policy_from_settings(
         return make_policy(scripted)
     if backend is None:
         raise StudioError("A model-driven policy needs a loaded model.")
+    if settings.steer:
+        backend = steered_backend(backend, settings.steer)
     return verified(ReActPolicy(backend, react_config(settings)), settings, judge=judge)
+
+
+def steered_backend(backend: Backend, steer: str, library: VectorLibrary | None = None) -> Backend:
+    """``backend`` steered as ``steer`` (``NAME[:LAYERS]:ALPHA[:POSITIONS]``) says, the vector read
+    from ``library`` (the default library); one line if it cannot be."""
+    spec = parse_steer(steer)
+    if spec is None:
+        return backend
+    return SteeredBackend(backend, spec.resolve(library or VectorLibrary()))

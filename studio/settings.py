@@ -224,6 +224,14 @@ class EpisodeSettings:
     few_shot: bool = setting(
         True, "Few-shot example", "show the model a short example episode in the prompt", widget="checkbox"
     )
+    steer: str = setting(
+        "",
+        "Steering",
+        "add a steering vector to the residual stream: NAME[:LAYERS]:ALPHA[:POSITIONS], e.g. explore:12:4 "
+        "(agent-studio steer list; a sweep may vary ALPHA alone: --vary steer=0,2,4); empty: none",
+        widget="text",
+        group="policy",
+    )
 
     verifier: str = setting(
         "first",

@@ -57,6 +57,7 @@ from studio.models.base import (
     TokenListener,
     stopping,
 )
+from studio.models.steered import steering_of
 from studio.trace import Candidate, Episode, TokenInfo
 
 
@@ -154,6 +155,8 @@ class ReActPolicy(ReActPrompt):
                     decision.extra["action_mode"] = "generate (no finite action set)"
         decision.prompt = messages
         decision.extra["history_start"] = self.history_start
+        if (steering := steering_of(self.backend)) is not None:
+            decision.extra["steering"] = steering.record()  # the trace, reports and exports show it
         if step_seed is not None:
             decision.extra["sampling_seed"] = step_seed  # enough to reproduce this step's samples
         if self.fixed_actions is None and observation.valid_actions is not None:

@@ -276,6 +276,12 @@ class StudioEnv(gym.Env):
         environment defines none. Stated in each step's ``info["subgoals"]``."""
         return None
 
+    def probe_targets(self) -> dict[str, float | int | str]:
+        """What is true of the current state, for probes of what the agent represents
+        (``agent-studio probe``): numbers are regressed, strings classified. Empty (the default)
+        when the environment declares nothing; read after restoring a step's snapshot."""
+        return {}
+
     def text_cells(self, observation: str) -> list[tuple[int, int, int]]:
         """Which characters of a text observation draw which map cell: (char index, row, column).
 

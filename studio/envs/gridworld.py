@@ -230,6 +230,20 @@ class GridWorld(StudioEnv):
         plan = self._plan()
         return plan[0] if plan else "go north"
 
+    def probe_targets(self) -> dict[str, float | int | str]:
+        """Where the agent and the goal are, how far apart (steps of the shortest plan, -1 when none),
+        whether the key is held, and the expert's next action."""
+        plan = self._plan()
+        return {
+            "agent_row": self.agent[0],
+            "agent_col": self.agent[1],
+            "goal_row": self.goal[0],
+            "goal_col": self.goal[1],
+            "distance": len(plan) if plan is not None else -1,
+            "key_held": int(self.has_key),
+            "expert_action": plan[0] if plan else "none",
+        }
+
     # -- snapshots ----------------------------------------------------------------------
     def _get_state(self) -> dict[str, Any]:
         return {

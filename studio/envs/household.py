@@ -289,6 +289,15 @@ class Household(StudioEnv):
             return observation + " Task complete!", 1.0, True, False, {"success": True}
         return observation, 0.0, False, False, {"success": False}
 
+    def probe_targets(self) -> dict[str, float | int | str]:
+        """Where the agent is (room, and the receptacle it stands at), what it holds, and the expert's next action."""
+        return {
+            "room": self.room,
+            "location": self.location or "none",
+            "held_object": self.objects[self.holding]["kind"] if self.holding is not None else "none",
+            "expert_action": self.expert_action(),
+        }
+
     def subgoals(self) -> dict[str, bool] | None:
         """An object of the goal's kind found (held, or the goal met), given the property (clean, hot,
         cool) if the task asks for one, and the goal met."""

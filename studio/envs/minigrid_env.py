@@ -200,6 +200,11 @@ class MiniGridEnv(GymAdapter):
         tile = int(self.grid_env.tile_size)
         return (position[0] + 0.5) * tile, (position[1] + 0.5) * tile
 
+    def probe_targets(self) -> dict[str, float | int | str]:
+        """The agent's column, row and direction (0 east, 1 south, 2 west, 3 north)."""
+        x, y = (int(v) for v in self.grid_env.agent_pos)
+        return {"agent_x": x, "agent_y": y, "agent_dir": int(self.grid_env.agent_dir)}
+
     # -- snapshots ----------------------------------------------------------------------------
     def _state_attributes(self) -> dict[str, Any]:
         return {name: value for name, value in vars(self.grid_env).items() if name not in _NOT_STATE}

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from studio.errors import StudioError
+from studio.internals.vectors import parse_steer, steer_variant
 from studio.models.base import Backend
 from studio.episodes.rollouts import LockedSink, run_parallel
 from studio.episodes.runner import EpisodeRunner, RunnerConfig, Sink
@@ -195,6 +196,9 @@ class SweepSpec:
         )
         if spec.size > MAX_CELLS:
             raise StudioError(f"This sweep has {spec.size} episodes; at most {MAX_CELLS} are allowed.")
+        parse_steer(str(settings.get("steer", "")))
+        for value in spec.vary.get("steer", ()):  # each varied steering spelled right (vectors load when run)
+            parse_steer(steer_variant(str(settings.get("steer", "")), str(value)))
         return spec
 
     @property
@@ -219,6 +223,8 @@ class SweepSpec:
         """The settings of the sweep's model-driven cells (with a variant's values); no temperature
         means greedy for one output and sampling for several, as in ``run``."""
         values = {**self.settings, **dict(variant)}
+        if "steer" in dict(variant):  # a bare number is an ALPHA for the sweep's own vector
+            values["steer"] = steer_variant(str(self.settings.get("steer", "")), str(dict(variant)["steer"]))
         settings = settings_from(values)
         if "temperature" not in values:
             settings = settings_from({"temperature": default_temperature(settings.candidates)}, base=settings)

@@ -29,6 +29,7 @@ from typing import Any, Callable
 import numpy as np
 
 from studio.errors import StudioError
+from studio.models.steering import Steering, current_steering, steered
 from studio.trace import TokenAlternative, TokenInfo
 
 #: Dtypes a model can be loaded in (``auto``: bfloat16 on a GPU, float32 on a CPU).
@@ -74,6 +75,8 @@ class Capabilities:
     batched_generate: bool = False
     """:meth:`Backend.open_batch` decodes several callers' prompts in one batch that calls join and
     leave (lockstep rollouts); without it, concurrent calls go to the backend directly."""
+    internals: bool = False
+    """:meth:`Backend.internals` works: residual streams, steering, the logit lens, output distributions."""
 
     def to_dict(self) -> dict[str, bool]:
         return asdict(self)
@@ -200,9 +203,12 @@ class GenerateCall:
     should_stop: Callable[[], bool] | None = None
     assistant_prefix: str = ""
     on_token: TokenListener | None = None
+    steering: Steering | None = field(default_factory=current_steering)
+    """The caller's steering (:func:`studio.models.steering.steered`), taken where the call is made."""
 
     def kwargs(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+        """The :meth:`Backend.generate` arguments (the steering goes by :func:`steered`)."""
+        return {name: getattr(self, name) for name in self.__dataclass_fields__ if name != "steering"}
 
 
 @dataclass
@@ -215,9 +221,11 @@ class ScoreCall:
     session: PrefixSession | None = None
     assistant_prefix: str = ""
     end_with_eos: bool = False
+    steering: Steering | None = field(default_factory=current_steering)
 
     def kwargs(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+        """The :meth:`Backend.score` arguments (the steering goes by :func:`steered`)."""
+        return {name: getattr(self, name) for name in self.__dataclass_fields__ if name != "steering"}
 
 
 @dataclass
@@ -262,7 +270,8 @@ class Batcher:
     def score(self, call: ScoreCall) -> ScoreResult | None:
         """Take a score call; its result when answered now (this default scores it at once), else
         None (a later :meth:`step` answers it, beside the generate calls)."""
-        return self.backend.score(**call.kwargs())
+        with steered(call.steering):
+            return self.backend.score(**call.kwargs())
 
     def abort(self) -> list[Any]:
         """After :meth:`step` raised: the calls (generate or score) that were in the batch (none remain)."""
@@ -330,13 +339,15 @@ class PrefixSession:
         """Fingerprints of the images among ``token_ids``, in order (image-text models)."""
         self.owner: Any = None
         """The backend the cache belongs to; another backend starts afresh."""
+        self.steering = ""
+        """The steering key (:attr:`Steering.key`) the cache was computed under: another starts afresh."""
         self.peers: list[PrefixSession] | None = None
         """Other callers' sessions (shared list) whose cached prompts this one may copy instead of
         encoding them again: lockstep rollouts forked from one step share their whole history."""
 
     def reset(self) -> None:
         """Drop the cache (the peers stay: they are who this caller runs beside, not what it saw)."""
-        self.token_ids, self.cache, self.image_keys, self.owner = [], None, [], None
+        self.token_ids, self.cache, self.image_keys, self.owner, self.steering = [], None, [], None, ""
 
 
 class Backend(ABC):
@@ -392,7 +403,8 @@ class Backend(ABC):
         answers: list[GenerateResult | StudioError] = []
         for call in calls:
             try:
-                answers.append(self.generate(**call.kwargs()))
+                with steered(call.steering):
+                    answers.append(self.generate(**call.kwargs()))
             except StudioError as exc:
                 answers.append(exc)
         return answers
@@ -433,6 +445,11 @@ class Backend(ABC):
     ) -> Any:
         """What the model attended to while producing ``output`` (``capabilities.attention``)."""
         raise StudioError(f"Model {self.card.id} cannot show its attention: {self.no_attention_reason}.")
+
+    def internals(self) -> Any:
+        """The model's insides (``capabilities.internals``): residual streams, steering hooks, the
+        logit lens (:class:`studio.models.hf_internals.Internals` for in-process models)."""
+        raise StudioError(f"Model {self.card.id} cannot show its insides: {self.no_attention_reason}.")
 
     def unload(self) -> None:
         """Free the weights (and device memory); nothing to do by default."""

@@ -56,6 +56,8 @@ from studio.models.base import (
 )
 from studio.models.hf_decode import ContinuousBatch, PreparedCall, decode, prefill, score_packed
 from studio.models.hf_lanes import LaneBatcher, lanes_supported
+from studio.models.hf_steering import Steerer
+from studio.models.steering import steered
 from studio.models.tokens import SingleTokenTexts, eos_ids, render_chat
 
 #: Alternatives stored per token by default (the most likely first).
@@ -117,6 +119,10 @@ class TransformersBackend(Backend):
         self.dtype = next(model.parameters()).dtype
         #: Serialises use of the device: concurrent sessions queue here instead of colliding.
         self.lock = lock or threading.Lock()
+        try:  # steering and the residual stream need the decoder blocks
+            self.steerer: Steerer | None = Steerer(self.model)
+        except StudioError:
+            self.steerer = None
         self.capabilities = Capabilities(
             top_alternatives=True,
             logprobs=True,
@@ -126,6 +132,7 @@ class TransformersBackend(Backend):
             prefix_reuse=True,
             local_device=True,
             batched_generate=True,
+            internals=self.steerer is not None,
         )
         self.eos_ids = self._eos_ids()
         #: Alternatives kept per generated or scored token (the trace's hover shows them).
@@ -303,7 +310,7 @@ class TransformersBackend(Backend):
                 [Generation("", [], "interrupted") for _ in range(n)], CacheStats(prompt_tokens=len(prepared.ids))
             )
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), self._steered(call):
                 return decode(self, prepared)
         except torch.OutOfMemoryError:
             prepared.session.reset()
@@ -347,6 +354,20 @@ class TransformersBackend(Backend):
             raise StudioError("Cannot score an empty continuation.")
         return ids, extra, pieces
 
+    def _steered(self, call: GenerateCall | ScoreCall) -> Any:
+        """The call's forwards steered as its caller asked (one line for a model that cannot be steered)."""
+        if call.steering is not None and self.steerer is None:
+            raise StudioError(f"Model {self.model_id} cannot be steered: its decoder layers were not found.")
+        return self.steerer.active(call.steering) if self.steerer is not None else steered(None)
+
+    def internals(self) -> Any:
+        """Residual streams, the logit lens and output distributions (:class:`studio.models.hf_internals.Internals`)."""
+        from studio.models.hf_internals import Internals
+
+        if self.steerer is None:
+            return super().internals()
+        return Internals(self)
+
     def _out_of_memory(self) -> str:
         return f"Out of memory while generating on {self.device}: lower the candidates, max new tokens or history."
 
@@ -366,7 +387,7 @@ class TransformersBackend(Backend):
         if not acquire_unless_stopped(self.lock):  # Stop (the step's, see base.stopping) while another session decodes
             raise Interrupted("Stopped: the output being generated was dropped and the environment was not stepped.")
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), self._steered(call):
                 first_logits, stats = prefill(self, session, ids, extra, images)
                 result = score_packed(self, session, len(ids), first_logits, pieces)
                 result.cache = stats
@@ -407,6 +428,9 @@ class TransformersBatcher(Batcher):
         return self.batch.busy
 
     def add(self, call: GenerateCall) -> GenerateResult | None:
+        if call.steering is not None:  # its hooks would steer the batch's other rows: it decodes alone
+            with steered(call.steering):
+                return self.backend.generate(**call.kwargs())
         prepared = self.backend._prepare(call)
         with self.backend.lock, torch.inference_mode():
             try:

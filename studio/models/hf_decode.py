@@ -8,6 +8,7 @@ tokenizer, device, dtype and eos ids); the caller holds its device lock.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from studio.models.base import (
     Stop,
     TokenListener,
 )
+from studio.models.steering import steering_key
 from studio.models.tokens import TokenTexts, stop_cut
 from studio.trace import TokenAlternative, TokenInfo
 
@@ -138,7 +140,9 @@ def _adopt_peer_prefix(backend: Any, session: PrefixSession, ids: list[int], reu
     it, the others copy its keys and values (a memory copy instead of a forward pass)."""
 
     def cached(peer: PrefixSession) -> int | None:
-        plain = peer.owner is backend and not peer.image_keys and _plain(peer.cache)
+        plain = (
+            peer.owner is backend and peer.steering == session.steering and not peer.image_keys and _plain(peer.cache)
+        )
         return peer.cache.get_seq_length() if plain else None
 
     best, donor = best_peer(session, ids, reuse, cached)
@@ -155,9 +159,11 @@ def prefill(
     backend: Any, session: PrefixSession, ids: list[int], extra: dict[str, Any], images: list[np.ndarray] | None
 ) -> tuple[torch.Tensor, CacheStats]:
     """Bring ``session``'s cache to ``ids`` (encoding only what is new); return the last logits (1, V)."""
-    if session.owner is not backend:
+    steerer = getattr(backend, "steerer", None)
+    key = steering_key(steerer.steering if steerer is not None else None)
+    if session.owner is not backend or session.steering != key:  # keys and values computed otherwise
         session.reset()
-        session.owner = backend
+        session.owner, session.steering = backend, key
     image_keys = [_image_key(image) for image in images or []]
     reuse = min(_common_prefix(session.token_ids, ids), len(ids) - 1)  # at least one token must run
     shared = 0
@@ -178,7 +184,8 @@ def prefill(
     if extra and first_image < len(runs):
         inputs = {k: v[first_image:] if k in ("pixel_values", "image_sizes") else v for k, v in extra.items()}
     new = torch.tensor([ids[reuse:]], device=backend.device)
-    out = backend.model(input_ids=new, past_key_values=session.cache, use_cache=True, logits_to_keep=1, **inputs)
+    with steerer.in_phase("prompt") if steerer is not None else contextlib.nullcontext():
+        out = backend.model(input_ids=new, past_key_values=session.cache, use_cache=True, logits_to_keep=1, **inputs)
     session.cache = out.past_key_values
     session.token_ids = list(ids)
     session.image_keys = image_keys

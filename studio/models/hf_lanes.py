@@ -23,6 +23,7 @@ session's cache is copied out of its slot first (:meth:`LaneStore.detach`).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -39,6 +40,7 @@ from studio.models.base import (
     ScoreCall,
     ScoreResult,
 )
+from studio.models.steering import steered, steering_key
 from studio.models.hf_decode import (
     PreparedCall,
     _cache_of,
@@ -238,7 +240,9 @@ def _reuse(store: LaneStore, session: PrefixSession, ids: list[int]) -> tuple[in
     (own, reuse, the donor peer's slot or None); at least one token is always left to run."""
     owned = session.owner is store.backend
     own = min(_common_prefix(session.token_ids, ids), len(ids) - 1) if owned else 0
-    in_slot = lambda peer: len(peer.token_ids) if store.slot_of(peer) is not None else None  # noqa: E731
+    in_slot = lambda peer: (  # noqa: E731 - a peer steered otherwise computed other keys and values
+        len(peer.token_ids) if store.slot_of(peer) is not None and peer.steering == session.steering else None
+    )
     reuse, donor = best_peer(session, ids, own, in_slot)
     return own, reuse, None if donor is None else store.slot_of(donor)
 
@@ -254,6 +258,9 @@ class _Job:
 
     def begin(self, store: LaneStore) -> None:
         """Take a slot and the reusable prefix (a peer's copied in): the prompt is encoded next."""
+        key = steering_key(self.call.steering)
+        if self.session.steering != key:  # the cache was computed under another steering: none of it is reused
+            self.session.token_ids, self.session.image_keys, self.session.steering = [], [], key
         store.attach(self.session)
         own, self.reuse, donor = _reuse(store, self.session, self.prompt)
         if donor is not None:
@@ -270,6 +277,10 @@ class _Job:
     def feed(self) -> tuple[list[int], list[int], int, torch.Tensor | None, list[int]]:
         """This forward's tokens, their positions, the first column they are written to, their
         attention mask over the slot's columns (None: causal is all) and which of them need logits."""
+        raise NotImplementedError
+
+    def steered_rows(self, count: int) -> list[tuple[Any, str, int]]:
+        """How this forward's ``count`` tokens are steered: (steering, phase, tokens) runs in order."""
         raise NotImplementedError
 
 
@@ -296,6 +307,9 @@ class _GenerateJob(_Job):
             return ids, list(range(start, start + len(ids))), start, _causal(start, len(ids), device), [len(ids) - 1]
         column = len(self.prompt) + self.lane.fed
         return [int(self.lane.chosen[0])], [column], column, None, [0]
+
+    def steered_rows(self, count: int) -> list[tuple[Any, str, int]]:
+        return [(self.call.steering, "generated" if self.prefilled else "prompt", count)]
 
     def took(self, logits: torch.Tensor) -> GenerateResult | None:
         """Draw the next token from this forward's logits (1, V); the result once the call is done."""
@@ -334,6 +348,10 @@ class _ScoreJob(_Job):
         wanted = list(range(len(new) - 1, len(tokens)))  # the prompt's last token, then every packed one
         return tokens, positions, reuse, mask, wanted
 
+    def steered_rows(self, count: int) -> list[tuple[Any, str, int]]:
+        new = len(self.prompt) - self.reuse  # the prompt's new tokens, then the packed continuations
+        return [(self.call.steering, "prompt", new), (self.call.steering, "generated", count - new)]
+
     def scored(self, logits: torch.Tensor) -> ScoreResult:
         result = score_answer(self.backend, logits[:1], logits[1:] if len(logits) > 1 else None, self.pieces)
         result.cache = self.stats
@@ -361,7 +379,8 @@ class LaneBatcher(Batcher):
         if call.n != 1 or call.images:  # candidates and pictures decode as they do alone
             if call.session is not None:
                 self.store.detach(call.session)
-            return self.backend.generate(**call.kwargs())
+            with steered(call.steering):
+                return self.backend.generate(**call.kwargs())
         prepared = self.backend._prepare(call)
         self.waiting.append(_GenerateJob(self.backend, call, prepared))
         return None
@@ -371,7 +390,8 @@ class LaneBatcher(Batcher):
         if call.images or call.session is None:
             if call.session is not None:
                 self.store.detach(call.session)
-            return backend.score(**call.kwargs())
+            with steered(call.steering):
+                return backend.score(**call.kwargs())
         ids, _extra, pieces = backend._prepare_score(call)
         self.waiting.append(_ScoreJob(backend, call, ids, pieces))
         return None
@@ -436,8 +456,10 @@ class LaneBatcher(Batcher):
         plan: list[tuple[int, int, int, int, torch.Tensor | None]] = []
         keep: list[int] = []
         rows: list[tuple[int, int]] = []
+        steering: list[tuple[Any, str, int]] = []  # each job's tokens, in order, and how they are steered
         for job in jobs:
             ids, at, start, mask, wanted = job.feed()
+            steering += job.steered_rows(len(ids))
             slot = self.store.slot_of(job.session)
             assert slot is not None
             first = len(tokens)
@@ -455,16 +477,18 @@ class LaneBatcher(Batcher):
         config = self.backend.model.config
         before = config._attn_implementation
         config._attn_implementation = LANES  # these forwards only (the device lock is held)
+        steerer = self.backend.steerer
         try:
-            out = self.backend.model(
-                input_ids=torch.tensor([tokens], device=device),
-                position_ids=torch.tensor([positions], device=device),
-                attention_mask=torch.zeros(1, 1, 1, 1, device=device),  # 4D: taken as given (lanes mask per call)
-                past_key_values=self.store,
-                use_cache=True,
-                logits_to_keep=torch.tensor(keep, device=device),
-                lane_plan=plan,
-            )
+            with steerer.per_token(steering) if steerer is not None else contextlib.nullcontext():
+                out = self.backend.model(
+                    input_ids=torch.tensor([tokens], device=device),
+                    position_ids=torch.tensor([positions], device=device),
+                    attention_mask=torch.zeros(1, 1, 1, 1, device=device),  # 4D: taken as given (lanes mask per call)
+                    past_key_values=self.store,
+                    use_cache=True,
+                    logits_to_keep=torch.tensor(keep, device=device),
+                    lane_plan=plan,
+                )
         finally:
             config._attn_implementation = before
             self.store.writes = None

@@ -36,6 +36,7 @@ from studio.models.base import (
     Stop,
     TokenListener,
 )
+from studio.models.steered import steering_of
 
 
 #: How long the scheduler waits for answered callers' next calls before the next forward (seconds).
@@ -61,6 +62,8 @@ class LockstepPool:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self.batched = backend.capabilities.batched_generate
+        #: A steered backend's steering: every member's calls carry it into the shared batch.
+        self.steering = steering_of(backend)
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)  # notified when work is submitted
         self._pending: list[_Work] = []
@@ -221,6 +224,7 @@ class LockstepMember(Backend):
         on_token: TokenListener | None = None,
     ) -> GenerateResult:
         call = GenerateCall(messages, n, sampling, stop, images, session, should_stop, assistant_prefix, on_token)
+        call.steering = call.steering or self.pool.steering
         self._session(session)
         if not self.pool.batched:
             return self.backend.generate(**call.kwargs())
@@ -237,6 +241,7 @@ class LockstepMember(Backend):
     ) -> ScoreResult:
         self._session(session)
         call = ScoreCall(messages, continuations, images, session, assistant_prefix, end_with_eos)
+        call.steering = call.steering or self.pool.steering
         # Batched: in the scheduler, beside the decode steps (in the same forward, where the batcher packs calls).
         return self.pool._call(call) if self.pool.batched else self.backend.score(**call.kwargs())
 
