@@ -18,11 +18,12 @@ from agent_studio.cli.options import (
 from studio.errors import StudioError
 
 
-def add_filters(parser: argparse.ArgumentParser) -> None:
-    """The episode filters every command here takes."""
+def add_filters(parser: argparse.ArgumentParser, model: str = "--model") -> None:
+    """The episode filters every command here takes (``model``: the flag of the model filter, where
+    ``--model`` names the model a command loads)."""
     group = parser.add_argument_group("which episodes")
     group.add_argument("--env", help="only this environment")
-    group.add_argument("--model", dest="filter_model", metavar="MODEL", help="only episodes of this model (its name)")
+    group.add_argument(model, dest="filter_model", metavar="MODEL", help="only episodes of this model (its name)")
     group.add_argument("--policy", help="only this policy")
     group.add_argument("--sweep", help="only the episodes of this sweep (its id)")
     group.add_argument("--outcome", choices=["success", "failure", "unknown", "running"])

@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Sequence
 
-from agent_studio.cli import catalog, data, evaluate, find, run, serve, share
+from agent_studio.cli import catalog, data, evaluate, find, inside, run, serve, share
 from agent_studio.cli.options import EXIT_USER_ERROR, Command, OneLineParser
 from studio.errors import StudioError
 
@@ -43,6 +43,10 @@ COMMANDS: list[Command] = [
     find.RUBRIC,
     find.DIFF,
     find.AGGREGATES,
+    inside.STEER,
+    inside.PROBE,
+    inside.LENS,
+    inside.PERCEPTION,
     serve.HASH_PASSWORD,
 ]
 

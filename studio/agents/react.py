@@ -111,6 +111,7 @@ class ReActPolicy(ReActPrompt):
             "max_new_tokens": sampling.max_new_tokens,
             "few_shot": self.config.few_shot,
             "model": self.backend.info.get("id"),
+            **({"steering": steering.record()} if (steering := steering_of(self.backend)) else {}),
         }
 
     # -- episode setup -------------------------------------------------------------------------

@@ -4,10 +4,10 @@ Environments say what is true of a state (:meth:`studio.envs.base.StudioEnv.prob
 gridworld's agent and goal cells, distance, key; household's room and held object; MiniGrid's
 position and direction). Each step's snapshot is restored to read its targets; its residual stream
 at the last prompt token (:mod:`studio.internals.activations`) is the probe's input. Per layer, a
-ridge regression (numbers: R² on held-out steps) or a logistic regression (labels: accuracy) is
-fitted with scikit-learn on the steps of some episode seeds and scored on the steps of the others
+ridge regression (numbers: R² on held-out steps) or a logistic regression (labels: accuracy), its
+penalty chosen by cross-validation on the training steps, is fitted with scikit-learn on the steps of some episode seeds and scored on the steps of the others
 (seeds never straddle the split), beside a **control**: the same probe fitted on shuffled training
-labels. A layer that decodes the target beats its control; chance is what the majority label (or a
+labels (the mean of three shuffles). A layer that decodes the target beats its control; chance is what the majority label (or a
 constant, R² 0) would get.
 """
 
@@ -28,6 +28,8 @@ from studio.trace import Episode
 
 #: Share of seeds held out.
 TEST_SHARE = 0.3
+#: Shuffles of the training labels the control averages over (one is a noisy baseline on few steps).
+CONTROL_SHUFFLES = 3
 
 
 @dataclass
@@ -90,7 +92,7 @@ def fit_probes(
     seed: int = 0,
 ) -> ProbeResult:
     """Probes of ``targets`` from ``features`` (steps, layers, hidden), one per layer, split by ``groups``."""
-    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.linear_model import LogisticRegressionCV, RidgeCV
     from sklearn.metrics import accuracy_score, r2_score
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -105,22 +107,29 @@ def fit_probes(
     train, test = split_by_seed(groups, seed=seed)
     if kind == "classification" and len(set(y[train])) < 2:
         raise StudioError(f"Target {target!r} takes one value on the training seeds: nothing to probe.")
-    shuffled = y[train][np.random.default_rng(seed).permutation(len(train))]
+    rng = np.random.default_rng(seed)
+    shuffles = [y[train][rng.permutation(len(train))] for _ in range(CONTROL_SHUFFLES)]
     chosen = layers if layers is not None else list(range(features.shape[1]))
+
+    def held_out(x: np.ndarray, labels: np.ndarray) -> float:
+        # The penalty is chosen on the training steps (features outnumber steps: unpenalised probes overfit).
+        model = make_pipeline(
+            StandardScaler(),
+            RidgeCV(alphas=np.logspace(-3, 6, 10))
+            if kind == "regression"
+            else LogisticRegressionCV(Cs=np.logspace(-3, 2, 6), cv=3, max_iter=2000),
+        )
+        model.fit(x[train], labels)
+        predicted = model.predict(x[test])
+        return (
+            float(r2_score(y[test], predicted)) if kind == "regression" else float(accuracy_score(y[test], predicted))
+        )
+
     scores, control = [], []
     for layer in chosen:
         x = features[:, layer, :].astype(np.float64)
-        for labels, out in ((y[train], scores), (shuffled, control)):
-            model = make_pipeline(
-                StandardScaler(), Ridge(alpha=1.0) if kind == "regression" else LogisticRegression(max_iter=2000)
-            )
-            model.fit(x[train], labels)
-            predicted = model.predict(x[test])
-            out.append(
-                float(r2_score(y[test], predicted))
-                if kind == "regression"
-                else float(accuracy_score(y[test], predicted))
-            )
+        scores.append(held_out(x, y[train]))
+        control.append(float(np.mean([held_out(x, labels) for labels in shuffles])))
     if kind == "regression":
         chance = 0.0
     else:
@@ -130,59 +139,70 @@ def fit_probes(
     return ProbeResult(target, kind, chosen, scores, control, chance, len(train), len(test), test_seeds)
 
 
-def probe_data(
-    backend: Backend,
-    episodes: list[Episode],
-    target: str,
-    cache: ActivationCache | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> tuple[np.ndarray, list[Any], list[int]]:
-    """(features (steps, layers, hidden), target values, episode seeds) of every step with a snapshot and prompt."""
+@dataclass
+class ProbeTargets:
+    """What is true at each probed step: the steps (with their prompts), the target's values, their seeds."""
+
+    rows: list[tuple[Episode, Any, Any]]
+    values: list[Any]
+    groups: list[int]
+
+
+def probe_targets(episodes: list[Episode], target: str) -> ProbeTargets:
+    """``target`` at every step with a snapshot and a prompt, read by restoring the snapshot (no model
+    is needed: a target the environment does not declare is refused before any forward pass)."""
     from studio.envs.registry import make_env
 
     rows: list[tuple[Episode, Any, Any]] = []
     for episode in episodes:
         prompts = prompts_of(episode)
-        rows += [
-            (episode, step, prompts[step.index])
-            for step in episode.steps
-            if step.state is not None and prompts[step.index]
-        ]
+        rows += [(episode, s, prompts[s.index]) for s in episode.steps if s.state is not None and prompts[s.index]]
     if not rows:
         raise StudioError("None of these episodes has steps with a snapshot and a prompt (run them in the studio).")
-    features, values, groups = [], [], []
+    values, groups = [], []
     envs: dict[tuple[str, str], Any] = {}
     with contextlib.ExitStack() as stack:
-        for done, (episode, step, prompt) in enumerate(rows, start=1):
+        for episode, step, _prompt in rows:
             key = (episode.env, repr(sorted(episode.env_options.items())))
             if key not in envs:
                 envs[key] = stack.enter_context(contextlib.closing(make_env(episode.env, episode.env_options)))
-            env = envs[key]
-            env.rewind(episode.seed, step.state)
-            known = env.probe_targets()
+            envs[key].rewind(episode.seed, step.state)
+            known = envs[key].probe_targets()
             if target not in known:
                 names = ", ".join(sorted(known)) or "none"
                 raise StudioError(f"{episode.env} has no probe target {target!r} (its targets: {names}).")
             values.append(known[target])
             groups.append(int(episode.seed or 0))
-            features.append(step_activations(backend, episode, step, cache=cache, prompt=prompt).last)
-            if progress is not None:
-                progress(done, len(rows))
-    return np.stack(features), values, groups
+    return ProbeTargets(rows, values, groups)
+
+
+def probe_features(
+    backend: Backend,
+    targets: ProbeTargets,
+    cache: ActivationCache | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """(steps, layers, hidden): each probed step's residual stream at its last prompt token."""
+    features = []
+    for done, (episode, step, prompt) in enumerate(targets.rows, start=1):
+        features.append(step_activations(backend, episode, step, cache=cache, prompt=prompt).last)
+        if progress is not None:
+            progress(done, len(targets.rows))
+    return np.stack(features)
 
 
 def probe(
     backend: Backend,
-    episodes: list[Episode],
+    truth: ProbeTargets,
     target: str,
     layers: list[int] | None = None,
     cache: ActivationCache | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> ProbeResult:
-    """Probes of ``target`` at each of ``layers`` (all by default) over the steps of ``episodes``."""
-    features, values, groups = probe_data(backend, episodes, target, cache, progress)
+    """Probes of ``target`` (read by :func:`probe_targets`) at each of ``layers`` (all by default)."""
+    features = probe_features(backend, truth, cache, progress)
     count = features.shape[1]
     bad = [layer for layer in layers or [] if not 0 <= layer < count]
     if bad:
         raise StudioError(f"Layer {bad[0]} is not one of 0..{count - 1}.")
-    return fit_probes(features, values, groups, target, layers)
+    return fit_probes(features, truth.values, truth.groups, target, layers)

@@ -61,7 +61,10 @@ class SteeringVector:
         from safetensors.numpy import save
 
         tensors = {f"layer.{i}": np.ascontiguousarray(v, dtype=np.float32) for i, v in sorted(self.directions.items())}
-        metadata = {
+        return save(tensors, metadata=self._metadata())
+
+    def _metadata(self) -> dict[str, str]:
+        return {
             "format": FORMAT,
             "version": VERSION,
             "method": self.method,
@@ -70,7 +73,6 @@ class SteeringVector:
             "made_from": json.dumps(self.made_from, sort_keys=True),
             "created_at": self.created_at,
         }
-        return save(tensors, metadata=metadata)
 
     @classmethod
     def from_bytes(cls, data: bytes, name: str) -> SteeringVector:
@@ -108,7 +110,13 @@ class SteeringVector:
 
     @property
     def sha256(self) -> str:
-        return hashlib.sha256(self.to_bytes()).hexdigest()
+        """The hash of the directions and the metadata in a canonical order (the file's bytes are not:
+        safetensors writes metadata in no fixed order)."""
+        digest = hashlib.sha256(json.dumps(self._metadata(), sort_keys=True).encode("utf-8"))
+        for layer, direction in sorted(self.directions.items()):
+            digest.update(f"layer.{layer}".encode())
+            digest.update(np.ascontiguousarray(direction, dtype="<f4").tobytes())
+        return digest.hexdigest()
 
     @property
     def hidden_size(self) -> int:
@@ -235,7 +243,7 @@ def parse_steer(text: str) -> SteerSpec | None:
     if len(parts) not in (2, 3):
         raise StudioError(f"Steering is {USAGE} (got {text[:60]!r}).")
     name = check_name(parts[0])
-    layers = _layers(parts[1]) if len(parts) == 3 else None
+    layers = parse_layers(parts[1]) if len(parts) == 3 else None
     try:
         alpha = float(parts[-1])
     except ValueError:
@@ -247,7 +255,8 @@ def parse_steer(text: str) -> SteerSpec | None:
     return SteerSpec(name, layers, alpha, positions)
 
 
-def _layers(text: str) -> tuple[int, ...]:
+def parse_layers(text: str) -> tuple[int, ...]:
+    """Layers from ``12``, ``10-14`` or ``10,12`` (sorted, without repeats); one line if malformed."""
     found: list[int] = []
     for part in text.split(","):
         match = re.fullmatch(r"(\d{1,4})(?:-(\d{1,4}))?", part.strip())
