@@ -12,7 +12,7 @@ from typing import Any
 
 import gradio as gr
 
-from agent_studio.components import attention_panel, crossscore_panel, values_panel
+from agent_studio.components import attention_panel, crossscore_panel, inside_panel, values_panel
 from agent_studio.components.settings_form import SettingsForm
 from studio.envs.registry import env_names
 from studio.session import POLICIES, StudioSession
@@ -64,6 +64,7 @@ class EpisodePanel:
     values: values_panel.ValuesPanel
     cross: crossscore_panel.CrossScorePanel
     attention: attention_panel.AttentionPanel
+    inside: inside_panel.InsidePanel
 
     @property
     def outputs(self) -> list[gr.components.Component]:
@@ -298,6 +299,7 @@ def build(state: gr.State, sample_env: str = "gridworld") -> EpisodePanel:
             values = values_panel.build()
             cross = crossscore_panel.build()
             attention = attention_panel.build()
+            inside = inside_panel.build()
     return EpisodePanel(
         form=form,
         reset=reset,
@@ -336,6 +338,7 @@ def build(state: gr.State, sample_env: str = "gridworld") -> EpisodePanel:
         values=values,
         cross=cross,
         attention=attention,
+        inside=inside,
     )
 
 

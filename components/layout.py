@@ -29,6 +29,7 @@ from agent_studio.components import (
     model_panel,
     plots_panel,
     present_panel,
+    inside_panel,
     values_panel,
 )
 from agent_studio.components.services import Services
@@ -200,6 +201,7 @@ def build_app(services: Services) -> gr.Blocks:
         _wire_browser(browser, state, render, tabs, services.store, episode)
         find_panel.wire(finder, browser, state, services)
         crossscore_panel.wire(episode.cross, state, services.store, services.jobs)
+        inside_panel.wire(episode.inside, state, episode.selected, episode.form["steer"], services.store, services.jobs)
         jobs_panel.wire(jobs, services.jobs, jobs_tab, other_tabs("jobs"))
         # The header's counts follow background work too (a sweep's episodes, a judge's verdicts).
         header = gr.Timer(HEADER_SECONDS, active=False)  # started once the page has loaded (see below)

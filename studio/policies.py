@@ -32,6 +32,7 @@ def react_config(settings: EpisodeSettings) -> ReActConfig:
             sampling=sampling,
             candidates=settings.candidates,
             few_shot=settings.few_shot,
+            record_activations=settings.record_activations,
         )
     except ValueError as exc:
         raise StudioError(str(exc)) from None

@@ -232,6 +232,14 @@ class EpisodeSettings:
         widget="text",
         group="policy",
     )
+    record_activations: bool = setting(
+        False,
+        "Record activations",
+        "keep each step's residual stream at its decision point (every layer, the last prompt token) in the "
+        "activation cache, read by the step's own forward pass, for probes and vectors",
+        widget="checkbox",
+        group="policy",
+    )
 
     verifier: str = setting(
         "first",

@@ -221,8 +221,10 @@ def the_step(store: Any, args: argparse.Namespace) -> tuple[Any, Any]:
 def cmd_lens(args: argparse.Namespace) -> int:
     from studio.internals.lens import step_lens
 
+    from studio.internals.vectors import recorded_steering
+
     episode, step = the_step(open_cli_store(args, create=False), args)
-    view = step_lens(loaded(args), episode, step)
+    view = step_lens(loaded(args), episode, step, recorded_steering(step.extra.get("steering")))
     if args.json:
         print(json.dumps(view.to_dict()))
         return 0
@@ -253,7 +255,10 @@ def cmd_perception(args: argparse.Namespace) -> int:
         if args.other_step is None or not 0 <= args.other_step < len(episode.steps):
             raise StudioError("--ablate other needs --other-step, a step of the same episode.")
         other = episode.steps[args.other_step].observation
-    result = observation_dependence(loaded(args), episode, step, args.ablate, other)
+    from studio.internals.vectors import recorded_steering
+
+    steering = recorded_steering(step.extra.get("steering"))  # read as the step was steered
+    result = observation_dependence(loaded(args), episode, step, args.ablate, other, steering)
     if args.json:
         print(json.dumps(result.to_dict()))
         return 0

@@ -57,7 +57,9 @@ from studio.models.base import (
     TokenListener,
     stopping,
 )
+from studio.internals.activations import keep_decision_point
 from studio.models.steered import steering_of
+from studio.models.steering import DecisionRecorder, recording
 from studio.trace import Candidate, Episode, TokenInfo
 
 
@@ -138,7 +140,8 @@ class ReActPolicy(ReActPrompt):
         messages = self._fit(episode, observation)
         images = [observation.frame] if self.backend.capabilities.images and observation.frame is not None else None
         bins = getattr(self.env, "discretiser", None)
-        with stopping(should_stop):  # every model call of this step gives up waiting for the device on Stop
+        recorder = DecisionRecorder() if self.config.record_activations else None
+        with stopping(should_stop), recording(recorder):  # every model call gives up waiting for the device on Stop
             # Score mode ranks a finite set: the valid actions, else the ones the environment offers for
             # scoring where its actions are calls (a web page: a click on each interactive element).
             choices = observation.valid_actions
@@ -158,6 +161,9 @@ class ReActPolicy(ReActPrompt):
         decision.extra["history_start"] = self.history_start
         if (steering := steering_of(self.backend)) is not None:
             decision.extra["steering"] = steering.record()  # the trace, reports and exports show it
+        if recorder is not None and recorder.layers is not None:
+            keep_decision_point(self.backend, episode.id, observation.step_index, recorder.layers, steering)
+            decision.extra["activations"] = "recorded"
         if step_seed is not None:
             decision.extra["sampling_seed"] = step_seed  # enough to reproduce this step's samples
         if self.fixed_actions is None and observation.valid_actions is not None:

@@ -46,6 +46,9 @@ class ReActConfig:
     """Include an example trajectory from the environment's expert on another seed."""
     max_prompt_tokens: int = 6144
     """History budget; past it the oldest half of the history is dropped."""
+    record_activations: bool = False
+    """Keep each step's residual stream at its decision point in the activation cache (read by the
+    step's own prompt encoding: no extra forward)."""
 
     def __post_init__(self) -> None:
         if self.action_mode not in ("generate", "score"):

@@ -151,3 +151,19 @@ def step_activations(
     if cache is not None:
         cache.put(activations)
     return activations
+
+
+def keep_decision_point(
+    backend: Backend,
+    episode_id: str,
+    step_index: int,
+    layers: np.ndarray,
+    steering: Steering | None = None,
+    cache: ActivationCache | None = None,
+) -> None:
+    """Store a step's residual stream at its decision point, read while the step ran (a recorder in
+    its prompt encoding), where :func:`step_activations` finds it."""
+    record = StepActivations(
+        episode_id, step_index, model_key(backend), "last", layers[:, None, :], steering_key(steering)
+    )
+    (cache or ActivationCache()).put(record)

@@ -3,12 +3,14 @@
 Each block's output at the positions that write the action is read through the final norm and the
 unembedding (:meth:`studio.models.hf_internals.Internals.lens`): per layer, the log-probability of
 each candidate action after the step's thought. The candidates are the valid actions a score-mode
-step ranked (its ``action_logprobs``), else the action the step took alone. At the last layer the
+step ranked (its ``action_logprobs``), else those its snapshot says were valid, else the action the
+step took alone. At the last layer the
 lens is the model's own distribution.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -70,6 +72,21 @@ def leads_from(table: np.ndarray) -> int | None:
     return first
 
 
+def valid_actions(episode: Episode, step: Step) -> list[str]:
+    """The actions valid at ``step``, from its snapshot restored in its environment (empty without
+    a snapshot, for an open action set, or an environment that is not here)."""
+    if step.state is None:
+        return []
+    from studio.envs.registry import make_env
+
+    try:
+        with contextlib.closing(make_env(episode.env, episode.env_options)) as env:
+            env.rewind(episode.seed, step.state)
+            return list(env.valid_actions() or [])
+    except StudioError:
+        return []
+
+
 def step_lens(backend: Backend, episode: Episode, step: Step, steering: Steering | None = None) -> LensView:
     """The logit lens of ``step`` (its recorded prompt and thought) under ``backend``."""
     prompt = prompts_of(episode)[step.index]
@@ -77,8 +94,9 @@ def step_lens(backend: Backend, episode: Episode, step: Step, steering: Steering
     if not prompt or marker < 0 or not step.action:
         raise StudioError(f"Step {step.index} has no model output with an action to read through the lens.")
     prefix = step.raw[: marker + len(ACTION_MARKER)]
-    if step.action_logprobs and len(step.action_logprobs) > 1:
-        actions = list(step.action_logprobs)[:MAX_ACTIONS]
+    offered = list(step.action_logprobs or {}) or valid_actions(episode, step)
+    if len(offered) > 1 and step.action in offered:
+        actions = offered[:MAX_ACTIONS]
         continuations = [f" {a}" for a in actions]
     else:
         actions = [step.action]

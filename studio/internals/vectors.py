@@ -283,3 +283,25 @@ def steer_variant(base: str, value: str) -> str:
             "Varying steer over numbers varies the ALPHA of the sweep's steer: give --steer NAME[:LAYERS]:ALPHA too."
         )
     return parse_steer(spec.with_alpha(alpha).text()).text()  # type: ignore[union-attr]
+
+
+def recorded_steering(record: Any, library: VectorLibrary | None = None) -> Steering | None:
+    """The steering a step recorded (``step.extra["steering"]``), its vector read from ``library``
+    (None for an unsteered step); one line when the vector is gone or changed since."""
+    if not isinstance(record, dict):
+        return None
+    try:
+        spec = SteerSpec(
+            check_name(str(record.get("vector"))),
+            tuple(int(layer) for layer in record.get("layers") or ()) or None,
+            float(record.get("alpha", 0.0)),
+            str(record.get("positions", "all")),
+        )
+    except (TypeError, ValueError):
+        raise StudioError("The step's steering record is damaged.") from None
+    steering = spec.resolve(library or VectorLibrary())
+    if steering.sha256 != record.get("sha256"):
+        raise StudioError(
+            f"Vector {spec.name!r} changed since the step was steered: its insides cannot be read as they were."
+        )
+    return steering

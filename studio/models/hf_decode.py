@@ -28,7 +28,8 @@ from studio.models.base import (
     Stop,
     TokenListener,
 )
-from studio.models.steering import steering_key
+from studio.models.hf_steering import recorded_last_token
+from studio.models.steering import current_recorder, steering_key
 from studio.models.tokens import TokenTexts, stop_cut
 from studio.trace import TokenAlternative, TokenInfo
 
@@ -184,7 +185,9 @@ def prefill(
     if extra and first_image < len(runs):
         inputs = {k: v[first_image:] if k in ("pixel_values", "image_sizes") else v for k, v in extra.items()}
     new = torch.tensor([ids[reuse:]], device=backend.device)
-    with steerer.in_phase("prompt") if steerer is not None else contextlib.nullcontext():
+    phase = steerer.in_phase("prompt") if steerer is not None else contextlib.nullcontext()
+    recorder = current_recorder() if steerer is not None else None
+    with phase, recorded_last_token(steerer.layers if steerer is not None else [], recorder):
         out = backend.model(input_ids=new, past_key_values=session.cache, use_cache=True, logits_to_keep=1, **inputs)
     session.cache = out.past_key_values
     session.token_ids = list(ids)

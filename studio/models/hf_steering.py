@@ -135,3 +135,30 @@ class Steerer:
             return _add(output, self._directions[layer])
 
         return hook
+
+
+@contextlib.contextmanager
+def recorded_last_token(layers: Any, recorder: Any) -> Iterator[None]:
+    """Within the block (one prompt encoding), each block's output at the last token goes to
+    ``recorder.layers`` (float32, (layers, hidden)); nothing is hooked when there is no recorder or it
+    already holds this step's."""
+    if recorder is None or recorder.layers is not None:
+        yield
+        return
+    read: dict[int, torch.Tensor] = {}
+
+    def keep(index: int) -> Any:
+        def hook(_module: Any, _inputs: Any, output: Any) -> None:
+            hidden = output[0] if isinstance(output, tuple) else output
+            read[index] = hidden[0, -1].detach().float().cpu()
+
+        return hook
+
+    handles = [block.register_forward_hook(keep(i)) for i, block in enumerate(layers)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+    if len(read) == len(layers):
+        recorder.layers = torch.stack([read[i] for i in range(len(layers))]).numpy()

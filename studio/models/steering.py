@@ -90,3 +90,30 @@ def steered(steering: Steering | None) -> Iterator[None]:
         yield
     finally:
         _CURRENT.reset(token)
+
+
+class DecisionRecorder:
+    """Keeps the residual stream at the decision point of one step: every decoder block's output at
+    the last prompt token, read by the first prompt encoding of the step (no extra forward)."""
+
+    def __init__(self) -> None:
+        self.layers: np.ndarray | None = None
+        """(layers, hidden) float32 once read."""
+
+
+_RECORDER: contextvars.ContextVar[DecisionRecorder | None] = contextvars.ContextVar("recorder", default=None)
+
+
+def current_recorder() -> DecisionRecorder | None:
+    """The recorder of the step this thread is deciding (None: nothing is recorded)."""
+    return _RECORDER.get()
+
+
+@contextlib.contextmanager
+def recording(recorder: DecisionRecorder | None) -> Iterator[None]:
+    """Within the block, the first prompt this thread encodes leaves its last token's residuals in ``recorder``."""
+    token = _RECORDER.set(recorder)
+    try:
+        yield
+    finally:
+        _RECORDER.reset(token)

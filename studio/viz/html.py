@@ -173,6 +173,7 @@ def step_card(step: Step, selected: bool = False, mode: str = "logprob", open_ob
         meta.append(f"{num(len(step.candidates) + 1)} outputs")
     if step.terminated or step.truncated:
         meta.append("terminated" if step.terminated else "truncated")
+    steered = steering_badge(step)
     thought = (
         f'<div class="as-thought"><span class="as-label">Thought</span> {esc(step.thought)}</div>'
         if step.thought and not step.tokens
@@ -187,9 +188,22 @@ def step_card(step: Step, selected: bool = False, mode: str = "logprob", open_ob
     return (
         f'<div class="{classes}" data-step="{num(step.index)}" data-policy-ms="{num(1000 * (seconds or 0), ".1f")}" '
         f'data-first-token-ms="{num(1000 * step.timing.get("first_token_s", 0.0), ".1f")}">'
-        f'<div class="as-head"><span class="as-index">Step {num(step.index)}</span> <span class="as-meta">{" · ".join(meta)}</span></div>'
+        f'<div class="as-head"><span class="as-index">Step {num(step.index)}</span> <span class="as-meta">{" · ".join(meta)}</span>{steered}</div>'
         f"{thought}{output_html(step, mode)}"
         f"{observation}</div>"
+    )
+
+
+def steering_badge(step: Step) -> str:
+    """A steered step's mark: the vector, its layers and ALPHA (empty for an unsteered step)."""
+    record = step.extra.get("steering")
+    if not isinstance(record, dict):
+        return ""
+    layers = ",".join(str(layer) for layer in record.get("layers", []) if isinstance(layer, int))
+    title = f"steered by vector {record.get('vector')} (sha256 {str(record.get('sha256', ''))[:12]}) after layer(s) {layers}, positions {record.get('positions')}"
+    return (
+        f' <span class="as-badge as-steered" title="{esc(title)}">steered {esc(record.get("vector"))}'
+        f"@{esc(layers)} α={num(record.get('alpha'), 'g')}</span>"
     )
 
 

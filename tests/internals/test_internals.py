@@ -179,3 +179,33 @@ def test_observation_dependence_is_zero_with_the_real_observation_and_not_when_m
     assert abs(float((p.exp() * (p - q)).sum()) - masked.kl[0]) < 1e-4
     with pytest.raises(StudioError, match="no image"):
         observation_dependence(tiny, record, record.steps[0], "blank")
+
+
+def test_recorded_activations_equal_the_ones_read_afterwards(tiny, tmp_path, monkeypatch) -> None:
+    """With Record activations on, each step's decision point is kept by the step's own prompt
+    encoding (prefix cache and all); reading it again later by a fresh forward gives the same."""
+    from studio.agents.react import ReActConfig, ReActPolicy
+    from studio.episodes.runner import EpisodeRunner, RunnerConfig
+    from studio.internals.activations import ActivationCache, step_activations
+    from studio.models.base import SamplingParams
+
+    monkeypatch.setenv("AGENT_STUDIO_CACHE", str(tmp_path))
+    config = ReActConfig(sampling=SamplingParams(temperature=0.0, max_new_tokens=6), record_activations=True)
+    runner = EpisodeRunner("gridworld", ReActPolicy(tiny, config), config=RunnerConfig(max_steps=3))
+    runner.reset(seed=0)
+    episode = runner.run()
+    cache = ActivationCache(tmp_path / "activations")
+    assert len(episode.steps) == 3 and all(s.extra.get("activations") == "recorded" for s in episode.steps)
+    assert episode.steps[2].extra["cache"]["reused_tokens"] > 0  # read by an incremental encoding
+    for step in episode.steps:
+        kept = cache.get(*_key(tiny, episode, step))
+        assert kept is not None
+        fresh = step_activations(tiny, episode, step)  # no cache: one forward over the whole prompt
+        np.testing.assert_allclose(kept.last, fresh.last, atol=1e-4)
+        assert step_activations(tiny, episode, step, cache=cache).layers is not None
+
+
+def _key(backend, episode, step):
+    from studio.internals.activations import model_key
+
+    return model_key(backend), episode.id, step.index, "last", ""
