@@ -305,3 +305,12 @@ def recorded_steering(record: Any, library: VectorLibrary | None = None) -> Stee
             f"Vector {spec.name!r} changed since the step was steered: its insides cannot be read as they were."
         )
     return steering
+
+
+def steered_like(backend: Any, record: Any, library: VectorLibrary | None = None) -> Any:
+    """``backend`` steered as a step recorded (its rollouts act as it did); unchanged for an unsteered
+    step (or no backend)."""
+    from studio.models.steered import SteeredBackend
+
+    steering = recorded_steering(record, library)
+    return backend if steering is None or backend is None else SteeredBackend(backend, steering)

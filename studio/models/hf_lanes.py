@@ -1,24 +1,21 @@
 """Lanes: every pool member's model work, packed into one forward pass per scheduler step.
 
-A :class:`~studio.models.lockstep.LockstepPool` on the transformers backend asks one
-:class:`LaneBatcher` for all of its members' ``generate`` and ``score`` calls. Each step is one
-forward whose input is a single packed row: the next token of every call that is decoding, the
-new prompt tokens of every call that just arrived (a step's prefill, chunked in beside the
-others' decode: on a compute-bound CPU the decode rides on the prefill's compute, and on a
-memory-bound GPU the prefill rides on the decode's weight reads) and the packed continuations of
-every score call. The small passes an agent step makes besides decoding (the forced ``Thought:``,
-the inserted ``Action:``, the valid actions) cost a forward each when a caller is alone; here
-they share the step's forward too.
+A :class:`~studio.models.lockstep.LockstepPool` on the transformers backend asks one :class:`LaneBatcher` for all of
+its members' ``generate`` and ``score`` calls. Each step is one forward whose input is a single packed row: the next
+token of every call that is decoding, the new prompt tokens of every call that just arrived (a step's prefill, chunked
+in beside the others' decode: on a compute-bound CPU the decode rides on the prefill's compute, and on a memory-bound
+GPU the prefill rides on the decode's weight reads) and the packed continuations of every score call. The small passes
+an agent step makes besides decoding (the forced ``Thought:``, the inserted ``Action:``, the valid actions) cost a
+forward each when a caller is alone; here they share the step's forward too.
 
-Each session's keys and values live in a slot: one row of preallocated buffers (slots, kv heads,
-columns, head dim) per layer, where column = position. A call writes its tokens' keys and values
-into its own slot in place, so joining, leaving and growing a prompt copy nothing, and there is
-no padding. Attention is :func:`lanes_attention`, run per call over its own slot's columns (its
-own mask: causal, or a score's packed continuations). Everything else in the forward (the linear
-layers, the vocabulary head over the rows wanted) runs once over the packed row.
+Each session's keys and values live in a slot: one row of preallocated buffers (slots, kv heads, columns, head dim)
+per layer, where column = position. A call writes its tokens' keys and values into its own slot in place, so joining,
+leaving and growing a prompt copy nothing, and there is no padding. Attention is :func:`lanes_attention`, run per call
+over its own slot's columns (its own mask: causal, or a score's packed continuations). Everything else in the forward
+(the linear layers, the vocabulary head over the rows wanted) runs once over the packed row.
 
-Calls this cannot pack (candidates, images) run by themselves, as they would alone; their
-session's cache is copied out of its slot first (:meth:`LaneStore.detach`).
+Calls this cannot pack (candidates, images) run by themselves, as they would alone; their session's cache is copied
+out of its slot first (:meth:`LaneStore.detach`).
 """
 
 from __future__ import annotations
@@ -279,10 +276,6 @@ class _Job:
         attention mask over the slot's columns (None: causal is all) and which of them need logits."""
         raise NotImplementedError
 
-    def steered_rows(self, count: int) -> list[tuple[Any, str, int]]:
-        """How this forward's ``count`` tokens are steered: (steering, phase, tokens) runs in order."""
-        raise NotImplementedError
-
 
 def _causal(start: int, count: int, device: Any) -> torch.Tensor | None:
     """(count, start + count): token i (at column start + i) sees the columns up to its own."""
@@ -456,7 +449,7 @@ class LaneBatcher(Batcher):
         plan: list[tuple[int, int, int, int, torch.Tensor | None]] = []
         keep: list[int] = []
         rows: list[tuple[int, int]] = []
-        steering: list[tuple[Any, str, int]] = []  # each job's tokens, in order, and how they are steered
+        steering: list[tuple[Any, str, int]] = []  # (steering, phase, tokens) runs: each job's steered_rows
         for job in jobs:
             ids, at, start, mask, wanted = job.feed()
             steering += job.steered_rows(len(ids))

@@ -23,7 +23,9 @@ from typing import Any, Callable
 
 from studio.agents.base import Policy
 from studio.errors import StudioError
+from studio.internals.vectors import steered_like
 from studio.models.base import Backend
+from studio.models.steered import steering_of
 from studio.episodes.rollouts import run_parallel
 from studio.episodes.runner import EpisodeRunner, RunnerConfig
 from studio.trace import Episode
@@ -147,8 +149,8 @@ def estimate_step_values(
     Rollout ``i`` of every output uses the policy ``policy_for(i, backend)`` seeded ``seed + i``, so
     the outputs are compared on the same rollout seeds (common random numbers: the differences
     between outputs are estimated with less noise than the values themselves). ``model``: the
-    backend the policies act with; with ``parallel`` > 1, up to that many rollouts run in
-    lockstep on it, and each gets the same result as alone.
+    backend the policies act with (steered as the step was, when it was steered); with ``parallel``
+    > 1, up to that many rollouts run in lockstep on it, and each gets the same result as alone.
     """
     if not 0 <= step_index < episode.length:
         raise StudioError(f"Episode {episode.id[:12]} has no step {step_index} (steps 0 to {episode.length - 1}).")
@@ -161,6 +163,8 @@ def estimate_step_values(
     step = episode.steps[step_index]
     if step.state is None:
         raise StudioError(f"Step {step_index} has no environment snapshot: its values cannot be estimated.")
+    if model is not None and steering_of(model) is None:  # a steered step's rollouts act as it did
+        model = steered_like(model, step.extra.get("steering"))
     named = {output.name: output for output in step.outputs()}
     wanted = outputs or list(named)
     for name in wanted:

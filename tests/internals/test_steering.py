@@ -185,3 +185,41 @@ def test_the_steered_backend_steers_and_refuses_what_cannot_be_steered(tiny) -> 
     far = Steering("far", "3" * 64, (5,), 1.0, "all", {5: np.ones(64, np.float32)})
     with pytest.raises(StudioError, match="layer 5 is not one of 0..1"), steered(far):
         tiny.score(CHAT, [" go"])
+
+
+def test_value_rollouts_of_a_steered_step_are_steered_like_it(tiny, tmp_path, monkeypatch) -> None:
+    """Monte Carlo rollouts from a steered step act under the step's own steering (in the pool's lanes
+    and alone); an unsteered step's rollouts are not steered."""
+    from studio.agents.react import ReActConfig, ReActPolicy
+    from studio.episodes.runner import EpisodeRunner, RunnerConfig
+    from studio.internals.vectors import SteeringVector, VectorLibrary
+    from studio.scaling.values import estimate_step_values, rollout_policy_factory
+
+    monkeypatch.setenv("AGENT_STUDIO_VECTORS", str(tmp_path))
+    made = SteeringVector("push", vector(tiny, 7), "contrastive", "in-memory", 0)
+    VectorLibrary(tmp_path).save(made)
+    steering = made.steering((0,), 3.0)
+    config = ReActConfig(sampling=SamplingParams(temperature=0.0, max_new_tokens=4))
+    runner = EpisodeRunner(
+        "gridworld", ReActPolicy(SteeredBackend(tiny, steering), config), config=RunnerConfig(max_steps=2)
+    )
+    runner.reset(seed=0)
+    episode = runner.run()
+    assert episode.steps[0].extra["steering"]["sha256"] == made.sha256
+    seen: list = []
+    active, per_token = tiny.steerer.active, tiny.steerer.per_token
+    monkeypatch.setattr(tiny.steerer, "active", lambda s: (seen.append(s), active(s))[1])
+    monkeypatch.setattr(tiny.steerer, "per_token", lambda rows: (seen.extend(r[0] for r in rows), per_token(rows))[1])
+    for parallel in (1, 2):
+        seen.clear()
+        estimate_step_values(
+            episode, 0, rollout_policy_factory("model"), rollout_policy="model", rollouts=2, horizon=1,
+            model=tiny, parallel=parallel,
+        )  # fmt: skip
+        assert seen and all(s is not None and s.sha256 == made.sha256 and s.alpha == 3.0 for s in seen)
+    del episode.steps[0].extra["steering"]
+    seen.clear()
+    estimate_step_values(
+        episode, 0, rollout_policy_factory("model"), rollout_policy="model", rollouts=1, horizon=1, model=tiny
+    )
+    assert all(s is None for s in seen)
