@@ -19,6 +19,7 @@ import torch
 
 from studio.errors import StudioError
 from studio.models.base import Message
+from studio.models.hf_steering import module_at
 from studio.models.steering import Steering
 
 
@@ -37,15 +38,10 @@ class Residuals:
 
 def final_norm(model: Any) -> Any:
     """The norm applied after the last block, before the unembedding (identity when there is none)."""
-    for path in ("model.norm", "model.language_model.norm", "language_model.model.norm", "transformer.ln_f"):
-        node = model
-        for part in path.split("."):
-            node = getattr(node, part, None)
-            if node is None:
-                break
-        if isinstance(node, torch.nn.Module):
-            return node
-    return torch.nn.Identity()
+    found = module_at(
+        model, ("model.norm", "model.language_model.norm", "language_model.model.norm", "transformer.ln_f")
+    )
+    return found if found is not None else torch.nn.Identity()
 
 
 class Internals:

@@ -20,18 +20,27 @@ from studio.errors import StudioError
 from studio.models.steering import Steering
 
 
-def decoder_layers(model: Any) -> Any:
-    """The model's decoder blocks in order (a ``ModuleList``): ``model.model.layers`` and the
-    variants image-text models nest it under."""
-    for path in ("model.layers", "model.language_model.layers", "language_model.model.layers", "transformer.h"):
+def module_at(model: Any, paths: tuple[str, ...], kind: type = torch.nn.Module) -> Any:
+    """The first of ``paths`` (dotted attribute paths) that leads to a ``kind`` module in ``model``, else None."""
+    for path in paths:
         node = model
         for part in path.split("."):
             node = getattr(node, part, None)
             if node is None:
                 break
-        if isinstance(node, torch.nn.ModuleList) and len(node):
+        if isinstance(node, kind):
             return node
-    raise StudioError(f"Cannot find the decoder layers of {type(model).__name__} to steer or read them.")
+    return None
+
+
+def decoder_layers(model: Any) -> Any:
+    """The model's decoder blocks in order (a ``ModuleList``): ``model.model.layers`` and the
+    variants image-text models nest it under."""
+    paths = ("model.layers", "model.language_model.layers", "language_model.model.layers", "transformer.h")
+    layers = module_at(model, paths, torch.nn.ModuleList)
+    if layers is None or not len(layers):
+        raise StudioError(f"Cannot find the decoder layers of {type(model).__name__} to steer or read them.")
+    return layers
 
 
 def _add(output: Any, delta: torch.Tensor) -> Any:
