@@ -52,18 +52,20 @@ def main() -> None:
     args = parser.parse_args()
     backend = ModelRegistry().load("default")
     sampling = SamplingParams(temperature=0.0, max_new_tokens=32, ignore_eos=True)
-    runner = EpisodeRunner(
-        "gridworld", ReActPolicy(backend, ReActConfig(sampling=sampling)), config=RunnerConfig(max_steps=50)
-    )
-    runner.reset(seed=0)
-    runner.step()  # warm: the next steps reuse the prompt's cache as an agent's steps do
-    plain, captured = [], []
+    runners = {}
+    for record in (False, True):
+        config = ReActConfig(sampling=sampling, record_activations=record)
+        runners[record] = EpisodeRunner("gridworld", ReActPolicy(backend, config), config=RunnerConfig(max_steps=50))
+        runners[record].reset(seed=0)
+        runners[record].step()  # warm: the next steps reuse the prompt's cache as an agent's steps do
+    plain, recorded, captured = [], [], []
     for _ in range(args.repeats):
-        plain.append(timed(runner.step))
-        episode = runner.episode
+        plain.append(timed(runners[False].step))
+        recorded.append(timed(runners[True].step))
+        episode = runners[False].episode
 
         def step_and_read() -> None:
-            runner.step()
+            runners[False].step()
             step_activations(backend, episode, episode.steps[-1])
 
         captured.append(timed(step_and_read))
@@ -98,8 +100,10 @@ def main() -> None:
                 "device": backend.card.device,
                 "capture": {
                     "step_s": round(step_s, 4),
-                    "step_and_read_s": round(with_s, 4),
-                    "ratio": round(with_s / step_s, 3),
+                    "recording_step_s": round(record_s, 4),
+                    "ratio": round(record_s / step_s, 3),
+                    "step_and_read_after_s": round(with_s, 4),
+                    "read_after_ratio": round(with_s / step_s, 3),
                 },
                 "steering": {
                     "unsteered_tokens_s": round(fast, 2),
