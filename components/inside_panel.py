@@ -20,7 +20,7 @@ from studio.internals.vectors import SteerSpec, VectorLibrary, parse_layers, rec
 from studio.jobs import JobCancelled, JobQueue
 from studio.session import StudioSession
 from studio.validation import real_number
-from studio.viz.html import message_html
+from studio.viz.html import esc, message_html, step_card
 from studio.viz.inside import dependence_figure, lens_figure, probe_figure
 
 #: Stored episodes of the environment a vector or a probe reads at most (from the browser).
@@ -40,6 +40,8 @@ class InsidePanel:
     use: gr.Button
     message: gr.HTML
     lens: gr.Button
+    both: gr.Button
+    both_view: gr.HTML
     ablation: gr.Radio
     perception: gr.Button
     lens_plot: gr.Plot
@@ -72,6 +74,7 @@ def build() -> InsidePanel:
             use = gr.Button("Steer model A with it", variant="primary", scale=2, elem_id="as-inside-use")
         message = gr.HTML(elem_id="as-inside-message")
         with gr.Row():
+            both = gr.Button("The selected step with and without steering", elem_id="as-inside-both")
             lens = gr.Button("Logit lens of the selected step", elem_id="as-inside-lens")
             ablation = gr.Radio(
                 ["mask", "blank", "noise"],
@@ -80,6 +83,7 @@ def build() -> InsidePanel:
                 elem_id="as-inside-ablation",
             )
             perception = gr.Button("How much does each token depend on it?", elem_id="as-inside-perception")
+        both_view = gr.HTML(elem_id="as-inside-both-view")
         lens_plot = gr.Plot(label="Logit lens", elem_id="as-inside-lens-plot")
         dependence_plot = gr.Plot(label="Observation dependence", elem_id="as-inside-dependence-plot")
         with gr.Row():
@@ -87,7 +91,7 @@ def build() -> InsidePanel:
             probe = gr.Button("Probe this environment's stored episodes", scale=2, elem_id="as-inside-probe")
         probe_plot = gr.Plot(label="Probes per layer", elem_id="as-inside-probe-plot")
     return InsidePanel(
-        name, method, make, vectors, alpha, layer, use, message, lens, ablation, perception,
+        name, method, make, vectors, alpha, layer, use, message, lens, both, both_view, ablation, perception,
         lens_plot, dependence_plot, target, probe, probe_plot,
     )  # fmt: skip
 
@@ -170,6 +174,30 @@ def wire(
         if step is None or session.episode is None:
             raise StudioError("Select a step of model A's episode (the slider under the trace).")
         return session.episode, step
+
+    @refused_into(panel.message)
+    def both(session: StudioSession, at: Any, steer_text: str) -> dict[Any, Any]:
+        from studio.evaluation.steered_step import with_and_without
+        from studio.internals.vectors import parse_steer
+        from studio.policies import react_config
+
+        episode, step = the_step(session, at)
+        spec = parse_steer(steer_text)
+        steering = spec.resolve(VectorLibrary()) if spec else recorded_steering(step.extra.get("steering"))
+        if steering is None:
+            raise StudioError("Set a Steering (or choose a vector and press Steer model A with it) to compare against.")
+        plain, pushed = with_and_without(
+            episode, step.index, model_a(session), steering, react_config(session.settings)
+        )
+        label = f"steered {steering.name}@{','.join(map(str, steering.layers))} α={steering.alpha:g}"
+        sides = "".join(
+            f'<div class="as-side" style="flex:1"><div class="as-side-title">{esc(title)}</div>{step_card(taken)}</div>'
+            for title, taken in (("without steering", plain), (label, pushed))
+        )
+        view = f'<div class="as-both" style="display:flex;gap:12px">{sides}</div>'
+        return {panel.both_view: view, panel.message: ""}
+
+    panel.both.click(both, [state, selected, steer], [panel.message, panel.both_view], **private)
 
     @refused_into(panel.message)
     def lens(session: StudioSession, at: Any) -> dict[Any, Any]:

@@ -56,6 +56,10 @@ def test_make_a_vector_steer_a_step_and_look_inside(tmp_path: Path) -> None:
         badge = page.locator("#as-timeline .as-step .as-steered").first
         badge.wait_for(timeout=180_000)
         assert badge.inner_text().strip() == "steered explore-ui@15 α=8"
+        page.click("#as-inside-both")
+        page.locator("#as-inside-both-view .as-side-title", has_text="without steering").wait_for(timeout=180_000)
+        assert page.locator("#as-inside-both-view .as-side").count() == 2
+        assert page.locator("#as-inside-both-view .as-side .as-steered").count() == 1  # only the steered side
         page.click("#as-inside-lens")
         page.locator("#as-inside-lens-plot .js-plotly-plot").wait_for(timeout=120_000)
         assert "Logit lens of step 0" in page.locator("#as-inside-lens-plot").inner_text()

@@ -223,3 +223,24 @@ def test_value_rollouts_of_a_steered_step_are_steered_like_it(tiny, tmp_path, mo
         episode, 0, rollout_policy_factory("model"), rollout_policy="model", rollouts=1, horizon=1, model=tiny
     )
     assert all(s is None for s in seen)
+
+
+def test_the_same_step_with_and_without_steering(tiny) -> None:
+    """Taken again from its snapshot with one config and seed: a zero ALPHA gives the unsteered step
+    exactly; the steered one records its steering, the plain one none."""
+    from studio.agents.react import ReActConfig, ReActPolicy
+    from studio.episodes.runner import EpisodeRunner, RunnerConfig
+    from studio.evaluation.steered_step import with_and_without
+
+    config = ReActConfig(action_mode="score", sampling=SamplingParams(temperature=0.0, max_new_tokens=5))
+    runner = EpisodeRunner("gridworld", ReActPolicy(tiny, config), config=RunnerConfig(max_steps=2))
+    runner.reset(seed=3)
+    episode = runner.run()
+    still = push(tiny, alpha=0.0)
+    plain, steered_step = with_and_without(episode, 1, tiny, still, config)
+    assert "steering" not in plain.extra and steered_step.extra["steering"]["alpha"] == 0.0
+    assert plain.raw == steered_step.raw and plain.action == steered_step.action
+    assert max(abs(plain.action_logprobs[a] - steered_step.action_logprobs[a]) for a in plain.action_logprobs) < EXACT
+    again, pushed = with_and_without(episode, 1, SteeredBackend(tiny, still), push(tiny, alpha=6.0), config)
+    assert again.raw == plain.raw  # the steered backend given is taken back to its model first
+    assert any(abs(again.action_logprobs[a] - pushed.action_logprobs[a]) > 1e-3 for a in again.action_logprobs)
