@@ -15,7 +15,7 @@ from tests.support.live_server import running_studio
 from tests.support.raw_client import handler_of
 
 DEEP = "[" * 100_000 + "]" * 100_000
-SETTINGS = '"gridworld", "{}", 0, "react-a", "generate", 0, 0.95, 64, 1, 0, true, "first", "random", 4, 0'  # env, options, seed, policy, mode, T, top-p, tokens, K, limit, few-shot, verifier, mc policy, mc rollouts, mc horizon (the schema order)
+SETTINGS = '"gridworld", "{}", 0, "react-a", "generate", 0, 0.95, 64, 1, 0, true, "", false, "first", "random", 4, 0'  # env, options, seed, policy, mode, T, top-p, tokens, K, limit, few-shot, steer, record activations, verifier, mc policy, mc rollouts, mc horizon (the schema order)
 
 
 @pytest.fixture(scope="module")
@@ -79,50 +79,55 @@ def raw(url: str, fn_index: int, data_json: str, session: str) -> dict:
 UI_CASES = {  # button -> (inputs after the session state, what the answer must say)
     "seed NaN": (
         "as-reset",
-        '"logprob", "gridworld", "{}", NaN, "react-a", "generate", 0, 0.95, 64, 1, 0, true, "first", "random", 4, 0',
+        '"logprob", "gridworld", "{}", NaN, "react-a", "generate", 0, 0.95, 64, 1, 0, true, "", false, "first", "random", 4, 0',
         None,
     ),
     "seed text": (
         "as-reset",
-        '"logprob", "gridworld", "{}", "<b>", "react-a", "generate", 0, 0.95, 64, 1, 0, true, "first", "random", 4, 0',
+        '"logprob", "gridworld", "{}", "<b>", "react-a", "generate", 0, 0.95, 64, 1, 0, true, "", false, "first", "random", 4, 0',
         None,
     ),
     "temperature infinite": (
         "as-reset",
-        '"logprob", "gridworld", "{}", 0, "react-a", "generate", Infinity, 0.95, 64, 1, 0, true, "first", "random", 4, 0',
+        '"logprob", "gridworld", "{}", 0, "react-a", "generate", Infinity, 0.95, 64, 1, 0, true, "", false, "first", "random", 4, 0',
         None,
     ),
     "options not text": (
         "as-reset",
-        '"logprob", "gridworld", {"size": 9}, 0, "react-a", "generate", 0, 0.95, 64, 1, 0, true, "first", "random", 4, 0',
+        '"logprob", "gridworld", {"size": 9}, 0, "react-a", "generate", 0, 0.95, 64, 1, 0, true, "", false, "first", "random", 4, 0',
         "not valid JSON",
     ),
     "options deep": (
         "as-reset",
-        f'"logprob", "gridworld", {json.dumps("[" * 400 + "]" * 400)}, 0, "react-a", "generate", 0, 0.95, 64, 1, 0, true, "first", "random", 4, 0',
+        f'"logprob", "gridworld", {json.dumps("[" * 400 + "]" * 400)}, 0, "react-a", "generate", 0, 0.95, 64, 1, 0, true, "", false, "first", "random", 4, 0',
         "nested",
     ),
     "K huge": (
         "as-reset",
-        '"logprob", "gridworld", "{}", 0, "react-a", "generate", 0, 0.95, 64, 1000000000, 0, true, "first", "random", 4, 0',
+        '"logprob", "gridworld", "{}", 0, "react-a", "generate", 0, 0.95, 64, 1000000000, 0, true, "", false, "first", "random", 4, 0',
         None,
     ),
     "fork at NaN": ("as-fork", f'"logprob", NaN, {SETTINGS}', "whole number"),
     "run N text": ("as-run-n", f'"logprob", "x", {SETTINGS}', None),
     "5 MB action": (
         "as-take-action",
-        f'"logprob", "{"x" * 5_000_000}", "gridworld", "{{}}", 0, "human", "generate", 0, 0.95, 64, 1, 0, true, "first", "random", 4, 0',
+        f'"logprob", "{"x" * 5_000_000}", "gridworld", "{{}}", 0, "human", "generate", 0, 0.95, 64, 1, 0, true, "", false, "first", "random", 4, 0',
         "at most 1,000 characters",
     ),
     "colour markup": ("as-step", f'"<script>", {SETTINGS}', None),
     "verifier markup": (
         "as-reset",
-        '"logprob", "gridworld", "{}", 0, "react-a", "generate", 0, 0.95, 64, 1, 0, true, "<b>x", "random", 4, 0',
+        '"logprob", "gridworld", "{}", 0, "react-a", "generate", 0, 0.95, 64, 1, 0, true, "", false, "<b>x", "random", 4, 0',
         None,
+    ),
+    "steer a path": (
+        "as-reset",
+        '"logprob", "gridworld", "{}", 0, "react-a", "generate", 0, 0.95, 64, 1, 0, true, "../<b>x:1", false, "first", "random", 4, 0',
+        "A vector name is",
     ),
     "mc rollouts huge": (
         "as-reset",
-        '"logprob", "gridworld", "{}", 0, "react-a", "generate", 0, 0.95, 64, 1, 0, true, "mc", "random", 1e300, 0',
+        '"logprob", "gridworld", "{}", 0, "react-a", "generate", 0, 0.95, 64, 1, 0, true, "", false, "mc", "random", 1e300, 0',
         "MC rollouts per action",
     ),
 }
