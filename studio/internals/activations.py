@@ -144,7 +144,8 @@ def step_activations(
     key, steer = model_key(backend), steering_key(steering)
     if cache is not None and (found := cache.get(key, episode.id, step.index, positions, steer)) is not None:
         return found
-    output = step.raw[: max(1, MAX_OUTPUT_POSITIONS) * 16] if positions == "output" else ""
+    # Tokens are a few characters at most: this many characters hold the positions kept below.
+    output = step.raw[: MAX_OUTPUT_POSITIONS * 16] if positions == "output" else ""
     residuals = backend.internals().residuals(prompt or [], output, positions=positions, steering=steering)
     layers = residuals.layers[:, : 1 + MAX_OUTPUT_POSITIONS, :]
     activations = StepActivations(episode.id, step.index, key, positions, layers, steer)

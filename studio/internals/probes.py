@@ -101,9 +101,7 @@ def fit_probes(
         raise StudioError("Probe features and targets do not line up.")
     numeric = all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) for v in targets)
     kind = "regression" if numeric and len(set(targets)) > 2 else "classification"
-    y = np.array(targets, dtype=np.float64 if kind == "regression" else object).astype(
-        np.float64 if kind == "regression" else str
-    )
+    y = np.asarray(targets, dtype=np.float64) if kind == "regression" else np.asarray([str(v) for v in targets])
     train, test = split_by_seed(groups, seed=seed)
     if kind == "classification" and len(set(y[train])) < 2:
         raise StudioError(f"Target {target!r} takes one value on the training seeds: nothing to probe.")
