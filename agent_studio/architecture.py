@@ -39,6 +39,11 @@ LAYERS: list[tuple[str, tuple[str, ...], str]] = [
     ("episodes", ("studio.episodes",), "the runner and its sinks, episodes side by side, live output"),
     ("scaling", ("studio.scaling",), "verifiers, Monte Carlo values, the judge, best-of-K coverage"),
     (
+        "training",
+        ("studio.training",),
+        "TRL's trainers on the store's rows: Q-value models and policies; trained models by name; trained verifiers",
+    ),
+    (
         "evaluation",
         ("studio.evaluation", "studio.policies"),
         "sweeps, comparisons, cross-scores; policy_from_settings",

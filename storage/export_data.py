@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zlib
+from fnmatch import fnmatchcase
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -36,7 +37,8 @@ class AnnotatorSelection:
     - ``default``: people's, for every pair (or step) any person judged; machines' (``judge:…``,
       ``mc:…``) only where no person did — a 135M judge must not outvote the people who decided a pair;
     - ``humans``, ``machines``, ``all``: those only (all: everyone, one vote each);
-    - ``NAME,NAME``: these annotators only.
+    - ``NAME,NAME``: these annotators only; a name with ``*`` matches many (``mc:*``, ``judge:*``), and
+      ``humans`` may join them (``humans,mc:*``: what ``train --sources human,mc`` reads).
     """
 
     MODES = ("default", "humans", "machines", "all")
@@ -46,12 +48,16 @@ class AnnotatorSelection:
         names = [name.strip() for name in text.split(",") if name.strip()]
         if not names:
             raise StudioError("Give --annotators as default, humans, machines, all, or names separated by commas.")
+        self.people = False
         if len(names) == 1 and names[0] in self.MODES:
             self.mode, self.names = names[0], frozenset()
-        elif any(name in self.MODES for name in names):
-            raise StudioError(f"--annotators takes one of {', '.join(self.MODES)}, or annotator names, not both.")
+        elif any(name in self.MODES and name != "humans" for name in names):
+            raise StudioError(
+                f"--annotators takes one of {', '.join(self.MODES)}, or annotator names (with humans), not both."
+            )
         else:
-            self.mode, self.names = "names", frozenset(names)
+            self.people = "humans" in names
+            self.mode, self.names = "names", frozenset(name for name in names if name != "humans")
 
     def counted(self, votes: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
         """The (annotator, vote) pairs of one item that count."""
@@ -65,7 +71,11 @@ class AnnotatorSelection:
             return machines
         if self.mode == "all":
             return list(votes)
-        return [vote for vote in votes if vote[0] in self.names]
+        return [vote for vote in votes if self.people and is_person(vote[0]) or self._named(vote[0])]
+
+    def _named(self, annotator: str) -> bool:
+        """``annotator`` is one of the names, or matches one with ``*`` (``mc:*``: every Monte Carlo labeller)."""
+        return annotator in self.names or any("*" in name and fnmatchcase(annotator, name) for name in self.names)
 
     def describe(self) -> str:
         """The choice in words, for the export's summary."""
@@ -74,7 +84,7 @@ class AnnotatorSelection:
             "humans": "people only",
             "machines": "machines only (judge:*, mc:*)",
             "all": "everyone, people and machines alike",
-        }.get(self.mode, "only " + ", ".join(sorted(self.names)))
+        }.get(self.mode, "only " + ", ".join((["people"] if self.people else []) + sorted(self.names)))
 
 
 @dataclass

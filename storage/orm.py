@@ -313,3 +313,22 @@ class RubricLabelRow(Base):
     citations: Mapped[list[int]] = mapped_column(JSON)  # step indices, each checked to exist
     provenance: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # rubric text hash, prompt hash, model
     created_at: Mapped[str] = mapped_column(TIME)
+
+
+class TrainingRunRow(Base):
+    """A training run (:mod:`studio.training`): its spec, the data snapshot it read (row counts per
+    source, the rows' hash, the held-out seeds), its status and, when done, its record (loss curve,
+    held-out pair accuracy, time); the weights are in the trained-models folder under ``name``."""
+
+    __tablename__ = "training_runs"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    base: Mapped[str] = mapped_column(Text)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(32))
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    record: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[str] = mapped_column(TIME)
+    finished_at: Mapped[str | None] = mapped_column(TIME)

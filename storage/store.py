@@ -21,6 +21,7 @@ from agent_studio.storage.preferences import PreferenceStore
 from agent_studio.storage.rubrics import RubricStore
 from agent_studio.storage.search import SearchStore
 from agent_studio.storage.sweeps import SweepStore
+from agent_studio.storage.training_runs import TrainingStore
 
 
 class Store:
@@ -35,6 +36,7 @@ class Store:
         self.cross_scores = CrossScoreStore(database)
         self.search = SearchStore(database)
         self.rubrics = RubricStore(database)
+        self.training = TrainingStore(database)
         #: The copy made before an older database was upgraded, if one was.
         self.backup = backup
 

@@ -160,6 +160,8 @@ def print_results(results: dict[str, Any], as_json: bool) -> None:
             print(f"  {reason['count']:>4}  {reason['kind']:<7} {reason['reason']}  (e.g. {where})")
         if row["other"]:
             print(f"  {row['other']:>4}  other reasons")
+    for label, trained in (results.get("trained") or {}).items():
+        print(f"{label}: {trained['line']}")
     for paired in results["paired"]:
         first, second = paired["first"], paired["second"]
         if not paired["pairs"]:
@@ -225,14 +227,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         record = store.sweeps.create(spec, args.name, lease=lease)
         lease.hold(record.id)
     try:
-        return _run_sweep_cells(args, store, registry, record, stop)
+        return run_sweep_cells(args, store, registry, record, stop)
     finally:
         lease.release()
 
 
-def _run_sweep_cells(args: argparse.Namespace, store: Any, registry: Any, record: Any, stop: Any) -> int:
+def run_sweep_cells(
+    args: argparse.Namespace, store: Any, registry: Any, record: Any, stop: Any, show_results: bool = True
+) -> int:
     """The part of ``sweep`` that runs once the sweep's lease is held: remove what an interrupted run
-    left, run the missing cells, print the results."""
+    left, run the missing cells, print the results (unless ``show_results`` is False: the caller does)."""
     from studio.evaluation.sweep import run_sweep, sweep_results
 
     spec = record.spec
@@ -260,8 +264,9 @@ def _run_sweep_cells(args: argparse.Namespace, store: Any, registry: Any, record
         raise StudioError(
             f"Sweep {record.name} stopped: another process took it over (this one was silent past the lease's limit)."
         )
-    print_results({"sweep": record.name, **sweep_results(spec, store.sweeps.episodes_of(record.id))}, args.json)
-    print(f"stored in {store.url} as sweep {record.name}", file=sys.stderr)
+    if show_results:
+        print_results({"sweep": record.name, **sweep_results(spec, store.sweeps.episodes_of(record.id))}, args.json)
+        print(f"stored in {store.url} as sweep {record.name}", file=sys.stderr)
     if outcome.failed:
         raise StudioError(
             f"{len(outcome.failed)} episodes of the sweep failed (the others are stored); {outcome.failed[0]}"

@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Sequence
 
-from agent_studio.cli import catalog, data, evaluate, find, inside, run, serve, share
+from agent_studio.cli import catalog, data, evaluate, find, inside, loop, run, serve, share, train
 from agent_studio.cli.options import EXIT_USER_ERROR, Command, OneLineParser
 from studio.errors import StudioError
 
@@ -47,6 +47,10 @@ COMMANDS: list[Command] = [
     inside.PROBE,
     inside.LENS,
     inside.PERCEPTION,
+    train.TRAIN,
+    train.TRAINED,
+    loop.EVALUATE,
+    loop.LOOP,
     serve.HASH_PASSWORD,
 ]
 

@@ -28,17 +28,19 @@ from studio.episodes.rollouts import LockedSink, run_parallel
 from studio.episodes.runner import EpisodeRunner, RunnerConfig, Sink
 from studio.settings import EpisodeSettings, default_temperature, schema, settings_from
 from studio.trace import Episode
+from studio.training.registry import trained_in
 from studio.validation import MAX_NAME, MAX_SEED
 
 #: Policies a sweep runs without a model; any other name is a model acting through the ReAct policy.
 SCRIPTED_MODELS = ("expert", "random")
 #: Limits a sweep's spec is held to (a web client may send one).
 MAX_MODELS, MAX_ENVS, MAX_SEEDS, MAX_CELLS = 8, 16, 1_000, 10_000
-#: Settings a sweep takes for its model-driven cells (the rest are the environment's or the sweep's).
+#: Settings a sweep takes for its model-driven cells (the rest are the environment's or the sweep's); the
+#: verifier's among them (``--vary verifier=likelihood,model:q``: best-of-K arms over the same seeds).
 SWEEP_SETTINGS = tuple(
     spec.name
     for spec, setting in schema()
-    if setting.cli and not setting.custom and setting.group in ("policy", "sampling")
+    if setting.cli and not setting.custom and setting.group in ("policy", "sampling", "verifier")
 )
 #: How a stopped episode of a sweep ends (it is not complete: a resume runs its cell again).
 STOPPED = "stopped: the sweep was stopped"
@@ -98,6 +100,17 @@ def _checked_vary(vary: dict[str, Iterable[Any]]) -> dict[str, tuple[Any, ...]]:
     if combinations > MAX_VARIANTS:
         raise StudioError(f"The varied settings make {combinations} combinations; at most {MAX_VARIANTS} are allowed.")
     return checked
+
+
+def _check_verifiers(names: Iterable[Any]) -> None:
+    """Each verifier a sweep uses exists (a trained one is registered) and needs no judge model: a sweep has none."""
+    from studio.scaling.verifier_registry import get_verifier
+
+    for name in dict.fromkeys(str(n) for n in names):
+        if get_verifier(name).needs_judge:
+            raise StudioError(
+                f"A sweep has no judge model: the {name} verifier cannot run in one (use run --judge-model)."
+            )
 
 
 def _names(values: Iterable[Any], what: str, most: int) -> tuple[str, ...]:
@@ -199,6 +212,7 @@ class SweepSpec:
         parse_steer(str(settings.get("steer", "")))
         for value in spec.vary.get("steer", ()):  # each varied steering spelled right (vectors load when run)
             parse_steer(steer_variant(str(settings.get("steer", "")), str(value)))
+        _check_verifiers([settings.get("verifier", "first"), *spec.vary.get("verifier", ())])
         return spec
 
     @property
@@ -440,4 +454,6 @@ def sweep_results(
     labels = list(dict.fromkeys(cell.label for cell in cells))
     compared = comparison(mine, model_of, env=env, seed=seed, order=labels)
     total = spec.size if env is None else spec.size // len(spec.envs)
-    return {"cells": total, "complete": compared["selected"], **compared}
+    verifiers = [spec.settings.get("verifier", "first"), *spec.vary.get("verifier", ())]
+    trained = trained_in(list(spec.models), verifiers)  # what each trained arm was trained on
+    return {"cells": total, "complete": compared["selected"], **compared, "trained": trained}

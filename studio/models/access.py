@@ -91,6 +91,12 @@ class ModelAccess:
     def check(self, name: str) -> str:
         """``name`` if a web client may load it; otherwise a one-line refusal saying what is allowed."""
         name = check_model_name(name)
+        from studio.training.registry import split_lora_name  # late: trained models sit above this layer
+
+        trained = split_lora_name(name)
+        if trained is not None:  # BASE+lora:NAME: the base as any name, the adapter by its registered name
+            self.check(trained[0])
+            return name
         if name.startswith(SCRIPTED):
             self._check_path(Path(name[len(SCRIPTED) :]), name)
             return name

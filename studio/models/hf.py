@@ -156,8 +156,10 @@ class TransformersBackend(Backend):
         local_files_only: bool = True,
         progress: ProgressCallback = no_progress,
         lock: threading.Lock | None = None,
+        adapter: str | None = None,
     ) -> TransformersBackend:
-        """Load a causal LM or an image-text-to-text model from a folder (or a cached hub id)."""
+        """Load a causal LM or an image-text-to-text model from a folder (or a cached hub id); ``adapter``: a
+        trained LoRA adapter's folder, merged into the weights (every path then sees one plain model)."""
         from transformers import (
             AutoConfig,
             AutoModelForCausalLM,
@@ -193,6 +195,11 @@ class TransformersBackend(Backend):
             progress(0.3, f"loading the weights ({torch_dtype}) on {device_name}")
             auto = AutoModelForImageTextToText if image_text else AutoModelForCausalLM
             model = auto.from_pretrained(path, dtype=torch_dtype, **common)
+            if adapter is not None:
+                from peft import PeftModel
+
+                progress(0.8, "merging the trained adapter")
+                model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
             progress(0.85, f"moving to {device_name}")
             model = model.to(device_name)
         except torch.OutOfMemoryError:

@@ -163,8 +163,11 @@ def _prepare_transformers(request: LoadRequest) -> Prepared:
     from studio.models.hf import TransformersBackend, pick_device
     from studio.models.resolve import resolve
 
+    from studio.training.registry import trained_adapter
+
     device = pick_device(request.device)
-    resolved = resolve(request.target, progress=lambda f, m: request.progress(0.3 * f, m))
+    base, adapter = trained_adapter(request.target)  # BASE+lora:NAME: the base, and the trained adapter's folder
+    resolved = resolve(base, progress=lambda f, m: request.progress(0.3 * f, m))
     if request.access is not None:
         request.access.check_folder(resolved.path)
     lock = request.device_lock(device) if request.device_lock is not None else None
@@ -172,17 +175,19 @@ def _prepare_transformers(request: LoadRequest) -> Prepared:
     def load() -> Backend:
         return TransformersBackend.load(
             resolved.path,
-            model_id=resolved.repo or request.name,
-            source=resolved.source,
+            model_id=request.name if adapter else resolved.repo or request.name,
+            source="trained" if adapter else resolved.source,
             gguf_file=resolved.gguf_file,
             device=device,
             dtype=request.dtype,
             trust_remote_code=request.trust_remote_code,
             progress=lambda f, m: request.progress(0.3 + 0.7 * f, m),
             lock=lock,
+            adapter=adapter,
         )
 
-    return Prepared(key=("transformers", resolved.path, resolved.gguf_file, device, request.dtype), load=load)
+    key = ("transformers", resolved.path, resolved.gguf_file, device, request.dtype, adapter)
+    return Prepared(key=key, load=load)
 
 
 def _web_access_rules(request: LoadRequest) -> None:
@@ -200,8 +205,9 @@ def _load_scripted(request: LoadRequest) -> Backend:
 register_backend(
     "",
     prepare=_prepare_transformers,
-    summary="default (the embedded SmolLM2-135M-Instruct), a Hugging Face hub id, a local model folder or .gguf file: transformers, in this process",
-    example="default, ORG/NAME or a folder",
+    summary="default (the embedded SmolLM2-135M-Instruct), a Hugging Face hub id, a local model folder or .gguf file, "
+    "or any of these with a trained adapter (BASE+lora:NAME): transformers, in this process",
+    example="default, ORG/NAME, a folder, or default+lora:NAME",
     web=_web_access_rules,
     web_note="default and hub ids; folders only under serve --models-dir",
 )

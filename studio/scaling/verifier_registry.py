@@ -72,14 +72,21 @@ def _load() -> None:
 
 
 def verifier_names() -> list[str]:
-    """Every registered verifier's name, built-ins first."""
+    """Every registered verifier's name, built-ins first, then ``model:NAME`` for each trained verifier."""
     _load()
-    return list(_verifiers)
+    from studio.training.registry import trained_verifier_names  # late: trained models sit above this layer
+
+    return [*_verifiers, *trained_verifier_names()]
 
 
 def get_verifier(name: str) -> Verifier:
-    """The verifier called ``name``; one line naming the known ones if there is none."""
+    """The verifier called ``name`` (``model:NAME``: a trained one, loaded when it first scores); one line
+    naming the known ones if there is none."""
     _load()
+    if isinstance(name, str) and name.startswith("model:"):
+        from studio.training.verifier import TrainedVerifier
+
+        return TrainedVerifier(name.removeprefix("model:"))
     verifier = _verifiers.get(name) if isinstance(name, str) else None
     if verifier is None:
         raise StudioError(f"Unknown verifier {str(name)[:40]!r}: use one of {', '.join(_verifiers)}.")

@@ -85,6 +85,7 @@ class VerifiedPolicy:
         self.mc = mc
         self.name = policy.name
         self.env: StudioEnv | None = None
+        self.decision_prompt: list[dict[str, Any]] | None = None
 
     def __getattr__(self, name: str) -> Any:  # model_description, backend...: the wrapped policy's
         if name == "policy":  # not set yet (copying): no recursion
@@ -109,6 +110,7 @@ class VerifiedPolicy:
         if self.verifier == "first" or not decision.candidates or decision.interrupted or self.env is None:
             return decision
         outputs = [_as_candidate(decision, self.env), *decision.candidates]
+        self.decision_prompt = decision.prompt  # what a trained verifier scores the outputs after
         try:
             scores = self.scores(outputs, episode, observation, should_stop)
         except StudioError:

@@ -1,0 +1,90 @@
+"""The stages of ``agent-studio loop``, each stored so that running the same command again goes on where
+it stopped: (1) the acting model's episodes on the training seeds, K outputs a step (a sweep); (2) Monte
+Carlo values of every step's outputs, then best-vs-worst pairs judged by them (annotator ``mc:...``); (3) a
+Q-value model trained on those pairs; (4) best-of-K with first, likelihood, the Q-value model and the oracle
+on the held-out seeds (a sweep), and the lift."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from agent_studio.cli.options import open_cli_store, plural
+from studio.errors import StudioError
+
+
+def split_seeds(seeds: tuple[int, ...], eval_share: float) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The training seeds (the first ones) and the held-out seeds (the last ``eval_share``)."""
+    held = max(1, round(len(seeds) * eval_share))
+    if len(seeds) - held < 1:
+        raise StudioError(f"--seeds gives {len(seeds)} seeds: too few to train on some and hold out the rest.")
+    return seeds[:-held], seeds[-held:]
+
+
+def value_steps(args: argparse.Namespace, store: Any, episode_ids: list[str]) -> str:
+    """Stage 2a: the MC values of each step with two or more different valid actions, unless stored already
+    with these settings; the settings' name (the annotator ``mc:NAME`` judges with)."""
+    from studio.scaling.values import estimate_step_values, rollout_policy_factory
+
+    settings_name, done, valued = None, 0, 0
+    for number, episode_id in enumerate(episode_ids):
+        episode = store.episodes.get(episode_id)
+        for step in episode.steps:
+            actions = {output.action for output in step.outputs() if output.action}
+            if step.state is None or len(actions) < 2:
+                continue
+            if settings_name is not None and store.preferences.step_values(episode.id, step.index, settings_name):
+                done += 1
+                continue
+            values = estimate_step_values(
+                episode, step.index, rollout_policy_factory(args.rollout_policy, args.seed),
+                rollout_policy=args.rollout_policy, rollouts=args.rollouts, horizon=args.horizon or None,
+                seed=args.seed, discount=args.discount,
+            )  # fmt: skip
+            settings_name = values[0].settings
+            if store.preferences.step_values(episode.id, step.index, settings_name):
+                done += 1  # stored by an earlier run: keep those
+                continue
+            store.preferences.save_values(values)
+            valued += 1
+        if (number + 1) % 10 == 0:
+            print(f"loop: values of {number + 1}/{len(episode_ids)} episodes", file=sys.stderr, flush=True)
+    print(f"loop: valued {plural(valued, 'step')} ({done} already stored)", file=sys.stderr, flush=True)
+    if settings_name is None:
+        raise StudioError("No step of the training episodes had two different valid actions to value: raise --k.")
+    return settings_name
+
+
+def run_loop(args: argparse.Namespace) -> dict[str, Any]:
+    """Every stage of the loop (see the module's docstring); the evaluation's lift."""
+    from agent_studio.cli.loop import evaluation_spec, lift, run_stored_sweep
+    from agent_studio.cli.train import describe_outcome, run_train, spec_from_args
+    from studio.evaluation.sweep import parse_seeds
+    from studio.training.registry import TrainedModels
+
+    args.dtype, args.trust_remote_code = getattr(args, "dtype", "auto"), getattr(args, "trust_remote_code", False)
+    train_seeds, eval_seeds = split_seeds(parse_seeds(args.seeds), args.eval_share)
+    name = args.name or f"loop-{args.env.replace(':', '-').replace('/', '-')}"
+    q_name = f"{name}-q"
+    spec = spec_from_args(args, q_name, kind="reward", sources=("mc",))  # checked before anything runs
+    store = open_cli_store(args)
+    print(f"loop {name}: {len(train_seeds)} training seeds, {len(eval_seeds)} held out", file=sys.stderr)
+    collect = run_stored_sweep(
+        args, store, evaluation_spec(args, [args.model], ["first"], train_seeds), f"{name}-collect"
+    )
+    episodes = [e.id for e in store.sweeps.episodes_of(collect.id) if e.complete]
+    settings = value_steps(args, store, episodes)
+    made = store.preferences.pairs_from_values(settings=settings, env=args.env)
+    print(f"loop: pairs from values: {made.created} new, {made.judged} judged by mc:{settings}", file=sys.stderr)
+    if q_name in TrainedModels().names():
+        print(f"loop: {q_name} is trained already (agent-studio trained {q_name})", file=sys.stderr)
+    else:
+        outcome = run_train(store, spec, args.device)
+        described = describe_outcome(outcome)
+        print(f"loop: trained {q_name}: held-out pair accuracy {described['held_out_accuracy']}", file=sys.stderr)
+    verifiers = ["first", "likelihood", f"model:{q_name}", "oracle"]
+    evaluation = run_stored_sweep(
+        args, store, evaluation_spec(args, [args.model], verifiers, eval_seeds), f"{name}-eval"
+    )
+    return lift(store, evaluation, "likelihood")
