@@ -26,6 +26,7 @@ from agent_studio.components import (
     episode_panel,
     find_panel,
     jobs_panel,
+    train_panel,
     model_panel,
     plots_panel,
     present_panel,
@@ -150,6 +151,7 @@ TABS: list[TabSpec] = [
     TabSpec(
         "compare", "Compare", lambda state, services: compare_panel.build(), needs_store=True, elem_id="as-tab-compare"
     ),
+    TabSpec("train", "Train", lambda state, services: train_panel.build(), needs_store=True, elem_id="as-tab-train"),
     TabSpec("jobs", "Jobs", lambda state, services: jobs_panel.build(services.jobs), elem_id="as-tab-jobs"),
 ]
 
@@ -203,6 +205,8 @@ def build_app(services: Services) -> gr.Blocks:
         crossscore_panel.wire(episode.cross, state, services.store, services.jobs)
         inside_panel.wire(episode.inside, state, episode.selected, episode.form["steer"], services.store, services.jobs)
         jobs_panel.wire(jobs, services.jobs, jobs_tab, other_tabs("jobs"))
+        if "train" in panels:
+            train_panel.wire(panels["train"], services, tab_of["train"], episode.form["verifier"])
         # The header's counts follow background work too (a sweep's episodes, a judge's verdicts).
         header = gr.Timer(HEADER_SECONDS, active=False)  # started once the page has loaded (see below)
         header.tick(

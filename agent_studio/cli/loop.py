@@ -189,8 +189,8 @@ def loop_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--horizon", type=bounded_number(int, 0, 10_000), default=10, help="steps after the action")
     parser.add_argument("--discount", type=bounded_number(float, 0.01, 1), default=0.95, help="per step")
     add_evaluation_flags(parser)
-    group = parser.add_argument_group("training the Q-value model")
-    add_training_flags(group)
+    group = parser.add_argument_group("training the Q-value model (a reward model on the Monte Carlo pairs)")
+    add_training_flags(group, what=False)
     add_db_argument(parser)
 
 

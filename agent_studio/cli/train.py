@@ -13,16 +13,16 @@ from agent_studio.cli.options import Command, add_db_argument, bounded_number, o
 from studio.errors import StudioError
 
 
-def add_training_flags(parser: argparse.ArgumentParser) -> None:
-    """The flags of a training run (``train``, and ``loop``'s training stage)."""
+def add_training_flags(parser: Any, what: bool = True) -> None:
+    """The flags of a training run (``train``; ``loop``'s training stage, without ``what``: the kind and the
+    sources, which the loop fixes: a reward model on Monte Carlo pairs)."""
     from studio.training.spec import KINDS
 
-    parser.add_argument("--kind", default="reward", choices=list(KINDS), help="reward: the step-level Q-value model "
-                        "(a verifier, model:NAME); dpo, kto, sft: the policy itself (BASE+lora:NAME)")  # fmt: skip
-    parser.add_argument(
-        "--sources", default="all", help="whose judgements: human, mc, judge, judge:NAME or all (comma-separated)"
-    )
     parser.add_argument("--model", default="default", help="the base model (default, a hub id, a folder)")
+    if not what:
+        parser.set_defaults(kind="reward", sources="mc")
+    else:
+        _add_what_flags(parser, KINDS)
     parser.add_argument("--full", action="store_true", help="train every weight (default: LoRA adapters, PEFT)")
     parser.add_argument("--lora-rank", type=positive_int, default=16, help="LoRA's rank (default 16)")
     parser.add_argument("--epochs", type=bounded_number(float, 0.01, 100), default=1.0, help="passes over the rows")
@@ -37,6 +37,14 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-steps", type=bounded_number(int, 0, 1_000_000), default=0,
                         help="optimizer steps at most (0: as --epochs say)")  # fmt: skip
     parser.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cpu, cuda")
+
+
+def _add_what_flags(parser: Any, kinds: Any) -> None:
+    parser.add_argument("--kind", default="reward", choices=list(kinds), help="reward: the step-level Q-value model "
+                        "(a verifier, model:NAME); dpo, kto, sft: the policy itself (BASE+lora:NAME)")  # fmt: skip
+    parser.add_argument(
+        "--sources", default="all", help="whose judgements: human, mc, judge, judge:NAME or all (comma-separated)"
+    )
 
 
 def train_arguments(parser: argparse.ArgumentParser) -> None:
