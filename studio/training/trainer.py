@@ -219,6 +219,7 @@ def _trainer(
         data_seed=spec.seed,
         max_length=spec.max_length,
         logging_steps=1,
+        gradient_checkpointing=False,  # TRL's default recomputes every forward: slower, and these models fit
         save_strategy="no",
         report_to=[],
         disable_tqdm=True,

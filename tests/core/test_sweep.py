@@ -56,9 +56,14 @@ def test_a_spec_is_checked_and_its_cells_have_a_fixed_order() -> None:
     assert spec.episode_settings().temperature == 0.0  # greedy, as run is, for one output a step
     sampled = SweepSpec.build(["default"], ["gridworld"], "0", {"candidates": 4}).episode_settings()
     assert sampled.temperature == 0.7 and sampled.candidates == 4
+    arms = SweepSpec.build(["default"], ["gridworld"], "0-1", {"candidates": 4}, vary={"verifier": ["first", "oracle"]})
+    assert [c.label for c in arms.cells()] == ["default (verifier=first)"] * 2 + ["default (verifier=oracle)"] * 2
+    assert arms.episode_settings(arms.cells()[2].variant).verifier == "oracle"
     for args, words in [
         (([], ["gridworld"], "0"), "at least one model"),
-        ((["expert"], ["gridworld"], "0", {"verifier": "mc"}), "does not take the setting 'verifier'"),
+        ((["expert"], ["gridworld"], "0", {"verifier": "judge"}), "A sweep has no judge model"),
+        ((["expert"], ["gridworld"], "0", {"verifier": "model:nope"}), "use one of first, likelihood"),
+        ((["expert"], ["gridworld"], "0", {"seed": 3}), "does not take the setting 'seed'"),
         ((["expert"], ["gridworld"], "0", {"max_steps": -1}), "Step limit"),
         ((["m\x00"], ["gridworld"], "0"), "control characters"),
         (([f"m{i}" for i in range(9)], ["gridworld"], "0"), "at most 8 models"),

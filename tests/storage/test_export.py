@@ -322,7 +322,11 @@ def test_machine_verdicts_never_outvote_the_people_who_decided_a_pair(tmp_path: 
     named, summary = chosen_sides("ada,judge:tiny")  # one person, one machine: a tie on ada's pairs
     assert named == {p: "right" for p in pairs[3:]} and summary["left_out"]["no_majority"] == 3
     with pytest.raises(StudioError, match="not both"):
-        export(store, "dpo", tmp_path / "x.jsonl", annotators="humans,ada")
+        export(store, "dpo", tmp_path / "x.jsonl", annotators="machines,ada")
+    # A pattern matches many machine annotators, and people may join them (train --sources human,judge).
+    assert chosen_sides("judge:*")[0] == chosen_sides("judge:tiny")[0]
+    assert chosen_sides("humans,judge:*")[0] == chosen_sides("ada,judge:tiny")[0]
+    assert chosen_sides("humans,judge:*")[1]["annotators"] == "only people, judge:*"
 
 
 def test_step_labels_follow_the_same_annotator_choice(tmp_path: Path) -> None:
