@@ -301,6 +301,7 @@ def wire(
             vary=parse_vary(str(vary or "")),
         )
         spec.check_envs()
+        spec.check_verifiers()
         record = jobs.start_new(spec, (name or "").strip() or None)
         return {
             panel.message: message_html(f"Started {record.name}: {record.cells} episodes.", "info"),

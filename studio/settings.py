@@ -32,9 +32,23 @@ SAMPLING = SamplingParams()
 #: K greedy candidates would be K copies of one text: asking for several samples at this
 #: temperature unless a temperature is given (the CLI), or set in the UI when K goes above 1.
 SAMPLING_FOR_CANDIDATES = 0.7
+
+
 #: Who picks the action among a step's K outputs: every registered verifier
 #: (:mod:`studio.scaling.verifier_registry`), read when first asked.
-VERIFIERS = RegisteredNames(verifier_names)
+class _Verifiers(RegisteredNames):
+    """The verifiers' names; ``model:NAME`` is one whenever NAME is spelled as a trained model's name (whether
+    it is registered is checked when a policy is made: a stored sweep stays readable after its model goes)."""
+
+    def __contains__(self, name: object) -> bool:
+        if isinstance(name, str) and name.startswith("model:"):
+            from studio.training.spec import NAME  # late: trained models sit above the settings
+
+            return bool(NAME.match(name[len("model:") :]))
+        return super().__contains__(name)
+
+
+VERIFIERS = _Verifiers(verifier_names)
 #: Who acts in the rollouts of the ``mc`` verifier (``policy``: the model itself, sampled).
 MC_ROLLOUT_POLICIES = ("random", "expert", "policy")
 

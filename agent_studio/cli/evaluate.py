@@ -221,6 +221,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     else:
         spec = sweep_spec_from_args(args)
         spec.check_envs()  # a bad environment or model name fails before anything is stored or loaded
+        spec.check_verifiers()
         for model in spec.models:
             if model not in SCRIPTED_MODELS:
                 registry.check(model)

@@ -83,6 +83,7 @@ def run_stored_sweep(args: argparse.Namespace, store: Any, spec: Any, name: str)
         lease.acquire(record.id)
     else:
         spec.check_envs()
+        spec.check_verifiers()
         for model in spec.models:
             registry.check(model)
         record = store.sweeps.create(spec, name, lease=lease)

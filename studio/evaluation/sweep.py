@@ -102,11 +102,14 @@ def _checked_vary(vary: dict[str, Iterable[Any]]) -> dict[str, tuple[Any, ...]]:
     return checked
 
 
-def _check_verifiers(names: Iterable[Any]) -> None:
-    """Each verifier a sweep uses exists (a trained one is registered) and needs no judge model: a sweep has none."""
+def _check_verifiers(names: Iterable[Any], registered: bool = False) -> None:
+    """Each verifier a sweep uses needs no judge model (a sweep has none); with ``registered``, each trained
+    one (``model:NAME``) is registered too (before a sweep runs: a stored sweep stays readable without it)."""
     from studio.scaling.verifier_registry import get_verifier
 
     for name in dict.fromkeys(str(n) for n in names):
+        if name.startswith("model:") and not registered:
+            continue
         if get_verifier(name).needs_judge:
             raise StudioError(
                 f"A sweep has no judge model: the {name} verifier cannot run in one (use run --judge-model)."
@@ -288,6 +291,10 @@ class SweepSpec:
         for env in self.envs:
             made = make_env(env, self.options_of(env))
             made.close()
+
+    def check_verifiers(self) -> None:
+        """Every verifier the sweep uses can run now (a trained one is registered): one line before anything runs."""
+        _check_verifiers([self.settings.get("verifier", "first"), *self.vary.get("verifier", ())], registered=True)
 
     def options_of(self, env: str) -> dict[str, Any]:
         """The options ``env`` is made with in this sweep."""

@@ -91,9 +91,11 @@ def paired_html(results: dict[str, Any]) -> str:
                 f"bootstrap p = {esc(returns['p_text'])}"
             )
         lines.append(f"<li>{text}</li>")
-    if not lines:
-        return ""
-    return f'<ul class="as-paired">{"".join(lines)}</ul>'
+    trained = [
+        f"<li><b>{esc(label)}</b>: {esc(found['line'])}</li>" for label, found in (results.get("trained") or {}).items()
+    ]  # what each trained arm (a model:NAME verifier, a BASE+lora:NAME policy) was trained on
+    shown = f'<ul class="as-paired">{"".join(lines)}</ul>' if lines else ""
+    return shown + (f'<ul class="as-trained-arms">{"".join(trained)}</ul>' if trained else "")
 
 
 def results_figure(results: dict[str, Any]) -> go.Figure | None:

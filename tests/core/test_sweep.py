@@ -62,7 +62,6 @@ def test_a_spec_is_checked_and_its_cells_have_a_fixed_order() -> None:
     for args, words in [
         (([], ["gridworld"], "0"), "at least one model"),
         ((["expert"], ["gridworld"], "0", {"verifier": "judge"}), "A sweep has no judge model"),
-        ((["expert"], ["gridworld"], "0", {"verifier": "model:nope"}), "use one of first, likelihood"),
         ((["expert"], ["gridworld"], "0", {"seed": 3}), "does not take the setting 'seed'"),
         ((["expert"], ["gridworld"], "0", {"max_steps": -1}), "Step limit"),
         ((["m\x00"], ["gridworld"], "0"), "control characters"),
@@ -70,6 +69,9 @@ def test_a_spec_is_checked_and_its_cells_have_a_fixed_order() -> None:
     ]:
         with pytest.raises(StudioError, match=words):
             SweepSpec.build(*args)
+    unregistered = SweepSpec.build(["default"], ["gridworld"], "0", {"verifier": "model:nope"})  # stored sweeps read
+    with pytest.raises(StudioError, match="No trained model named 'nope'"):
+        unregistered.check_verifiers()  # before one runs
     with pytest.raises(StudioError, match="not one of the sweep's environments"):
         SweepSpec.build(["expert"], ["gridworld"], "0", env_options={"household": {"rooms": 2}})
     with pytest.raises(StudioError, match="Unknown environment"):

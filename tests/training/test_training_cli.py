@@ -1,0 +1,77 @@
+"""``train``, ``trained`` and ``evaluate`` as a user runs them: a Q-value model trained from a store's judged
+pairs, used as a best-of-K arm on held-out seeds; each arm's success and McNemar p recomputed here (scipy);
+refusals in one line (exit 2) that store nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from scipy.stats import binomtest
+
+from agent_studio.storage import open_store
+from tests.core.test_verifiers import EVERY_ACTION
+from tests.support.store_helpers import run_react
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cli(trained: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "AGENT_STUDIO_TRAINED": str(trained), "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "app.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=600, env=env
+    )
+
+
+def test_train_then_evaluate_the_trained_verifier_against_the_others(tiny_base: str, tmp_path: Path) -> None:
+    db, trained = tmp_path / "studio.db", tmp_path / "trained"
+    empty = cli(trained, "train", "q", "--model", tiny_base, "--sources", "human", "--db", str(tmp_path / "none.db"))
+    assert empty.returncode == 2 and empty.stderr.count("\n") == 1 and "No database at" in empty.stderr
+    with open_store(db) as store:
+        for seed in range(3):
+            run_react(store, seed=seed, steps=2, candidates=3, frames=False)
+        store.preferences.pairs_from_candidates()
+        for index, pair in enumerate(store.preferences.pairs()):
+            store.preferences.annotate(pair.id, "ada", ("left", "right")[index % 2], as_shown=False)
+    made = cli(trained, "train", "q", "--model", tiny_base, "--sources", "human", "--train-steps", "2", "--db", str(db))
+    assert made.returncode == 0, made.stderr[-2000:]
+    assert "use: --verifier model:q" in made.stdout
+    again = cli(trained, "train", "q", "--model", tiny_base, "--sources", "human", "--db", str(db))
+    assert again.returncode == 2 and "exists already" in again.stderr and again.stderr.count("\n") == 1
+    listed = cli(trained, "trained", "--json")
+    assert json.loads(listed.stdout)["name"] == "q"
+
+    outputs = tmp_path / "every.json"
+    outputs.write_text(json.dumps({"outputs": EVERY_ACTION}))
+    arms = ["--env", "gridworld", "--seeds", "10-13", "--k", "3", "--max-steps", "3", "--db", str(db)]
+    judge = cli(trained, "evaluate", "--models", f"scripted:{outputs}", "--verifiers", "first,judge", *arms)
+    assert judge.returncode == 2 and "no judge model" in judge.stderr and judge.stderr.count("\n") == 1
+    result = cli(trained, "evaluate", "--models", f"scripted:{outputs}", "--verifiers", "first,model:q,oracle",
+                 "--baseline", "first", "--name", "eval-q", "--json", *arms)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    lift = json.loads(result.stdout.splitlines()[-1])
+    assert [a["arm"].split("verifier=")[1].rstrip(")") for a in lift["arms"]] == ["first", "model:q", "oracle"]
+    assert "reward model of" in lift["trained"]["model:q"]["line"]
+    with open_store(db) as store:  # read without the trained model registered here: the sweep stays readable
+        record = store.sweeps.get("eval-q")
+        episodes = store.sweeps.episodes_of(record.id)
+    won = {}
+    for episode in episodes:
+        won.setdefault(episode.policy_config.get("verifier", "first"), {})[episode.seed] = bool(episode.success)
+    assert all(len(seeds) == 4 for seeds in won.values())
+    for arm in lift["arms"]:
+        verifier = arm["arm"].split("verifier=")[1].rstrip(")")
+        assert arm["successes"] == sum(won[verifier].values()) and arm["episodes"] == 4
+        if verifier == "first":
+            assert arm["mcnemar_p"] is None
+            continue
+        only_arm = sum(won[verifier][s] and not won["first"][s] for s in range(10, 14))
+        only_first = sum(won["first"][s] and not won[verifier][s] for s in range(10, 14))
+        assert (arm["only_arm"], arm["only_baseline"]) == (only_arm, only_first)
+        expected = 1.0 if only_arm + only_first == 0 else binomtest(only_arm, only_arm + only_first).pvalue
+        assert abs(arm["mcnemar_p"] - expected) < 1e-12
+    steps = [s for e in episodes if e.policy_config.get("verifier") == "model:q" for s in e.steps]
+    assert steps and all(s.extra["verifier"]["name"] == "model:q" for s in steps if s.candidates)
