@@ -16,6 +16,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import tempfile  # noqa: E402
 
 os.environ["AGENT_STUDIO_DB"] = str(Path(tempfile.mkdtemp(prefix="agent-studio-tests-")) / "studio.db")
+# Nor its trained models: a user's model:NAME verifiers would join every verifier list the tests check.
+os.environ["AGENT_STUDIO_TRAINED"] = str(Path(tempfile.mkdtemp(prefix="agent-studio-tests-trained-")))
 
 
 import pytest  # noqa: E402
