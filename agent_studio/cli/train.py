@@ -80,10 +80,22 @@ def progress_printer(every_s: float = 10.0) -> Any:
 
 
 def run_train(store: Any, spec: Any, device: str) -> Any:
-    """Train ``spec`` from ``store``, with progress on stderr: the outcome."""
+    """Train ``spec`` from ``store``, with progress on stderr: the outcome. A termination signal (kill, a
+    scheduler's preemption) ends the run as an exception would: its staging folder goes, the run is recorded
+    as failed, and nothing is registered."""
+    import signal
+
     from agent_studio.storage.training import run_training
 
-    return run_training(store, spec, progress=progress_printer(), device=device)
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        return run_training(store, spec, progress=progress_printer(), device=device)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 def describe_outcome(outcome: Any) -> dict[str, Any]:

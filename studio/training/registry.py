@@ -155,9 +155,21 @@ class TrainedModels:
         check_name(name)
         if (self.root / name).exists():
             raise StudioError(f"A trained model named {name!r} exists already: choose another name.")
-        folder = self.root / f".staging-{name}-{uuid.uuid4().hex[:8]}"
+        self.clear_abandoned()
+        folder = self.root / f".staging-{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         folder.mkdir(parents=True)
         return folder
+
+    def clear_abandoned(self) -> list[str]:
+        """Remove the staging folders of runs whose process is gone (killed mid-run): their names."""
+        removed = []
+        for folder in self.root.glob(".staging-*") if self.root.is_dir() else []:
+            pid = folder.name.rsplit("-", 2)[-2] if folder.name.count("-") >= 3 else ""
+            if not pid.isdigit() or _alive(int(pid)):
+                continue
+            discard(folder)
+            removed.append(folder.name)
+        return removed
 
     def register(self, staging: Path, name: str, manifest: dict[str, Any]) -> TrainedModel:
         """Write ``manifest`` and rename ``staging`` to ``name``: the model appears whole or not at all."""
@@ -173,6 +185,17 @@ class TrainedModels:
     def remove(self, name: str) -> None:
         """Forget the model ``name`` (its folder goes)."""
         shutil.rmtree(self.get(name).folder)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def discard(staging: Path) -> None:

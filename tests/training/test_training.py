@@ -211,3 +211,36 @@ def test_a_run_without_rows_is_refused_and_stores_nothing(tiny_base: str, traine
 def test_a_bad_spec_is_one_line(values: dict, message: str) -> None:
     with pytest.raises(StudioError, match=message):
         TrainingSpec(**values)
+
+
+def test_a_killed_run_leaves_nothing_registered_and_the_next_clears_its_folder(
+    tiny_base: str, trained_root: Path, tmp_path: Path
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    store = _judged_store(tmp_path)
+    store.close()
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "AGENT_STUDIO_TRAINED": str(trained_root)}
+    args = [sys.executable, "app.py", "train", "q", "--model", tiny_base, "--sources", "all", "--train-steps", "100000",
+            "--db", str(tmp_path / "studio.db")]  # fmt: skip
+    process = subprocess.Popen(args, cwd=root, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(trained_root.glob(".staging-q-*")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(3)  # training by now
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 128 + signal.SIGTERM
+    assert list(trained_root.iterdir()) == []  # the staging folder went with it
+    with new_store(tmp_path) as reopened:
+        (run,) = reopened.training.runs()
+        assert run.status == "failed" and "SystemExit" in run.error
+    # A run killed without a chance to clean up (SIGKILL) leaves its staging folder: the next run removes it.
+    stale = trained_root / ".staging-q-999999999-abcdef12"
+    stale.mkdir()
+    TrainedModels().staging("other")
+    assert not stale.exists()
