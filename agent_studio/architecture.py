@@ -16,11 +16,12 @@ LAYERS: list[tuple[str, tuple[str, ...], str]] = [
             "studio.errors",
             "studio.validation",
             "studio.plugins",
+            "studio.processes",
             "studio._deprecation",
             "studio.evaluation.stats",
             "studio.scaling.verifier_registry",
         ),
-        "errors, checks at the trust boundary, the entry-point loader, every statistic, the verifier registry",
+        "errors, checks at the trust boundary, the entry-point loader, whether a process runs, every statistic, the verifier registry",
     ),  # fmt: skip
     (
         "records",

@@ -17,18 +17,10 @@ import threading
 import time
 from pathlib import Path
 
+from studio.processes import pid_alive
+
 #: A download stays this long (seconds): enough to click the link, not to pile up.
 MAX_AGE_S = 3600.0
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class DownloadFolder:
@@ -47,7 +39,7 @@ class DownloadFolder:
         """Folders of servers that are gone (their pid is not running)."""
         for folder in self.parent.iterdir():
             pid = folder.name.split("-", 1)[0]
-            if folder.is_dir() and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            if folder.is_dir() and pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
                 shutil.rmtree(folder, ignore_errors=True)
 
     def new_path(self, name: str) -> Path:

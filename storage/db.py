@@ -26,6 +26,7 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQL
 from sqlalchemy.orm import Session, sessionmaker
 
 from studio.errors import StudioError
+from studio.processes import pid_alive
 
 #: Seconds a writer waits for another process's write lock before giving up.
 BUSY_TIMEOUT_S = 60
@@ -50,13 +51,7 @@ def process_gone(name: str | None) -> bool:
     pid = rest.split(" ", 1)[0]
     if host != socket.gethostname()[:60] or not pid.isdigit():
         return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    return not pid_alive(int(pid))
 
 
 def default_db_path() -> Path:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from studio.errors import StudioError
+from studio.processes import pid_alive
 from studio.training.spec import POLICY_KINDS, VERIFIER_KINDS, check_name
 
 MANIFEST = "manifest.json"
@@ -165,7 +166,7 @@ class TrainedModels:
         removed = []
         for folder in self.root.glob(".staging-*") if self.root.is_dir() else []:
             pid = folder.name.rsplit("-", 2)[-2] if folder.name.count("-") >= 3 else ""
-            if not pid.isdigit() or _alive(int(pid)):
+            if not pid.isdigit() or pid_alive(int(pid)):
                 continue
             discard(folder)
             removed.append(folder.name)
@@ -185,17 +186,6 @@ class TrainedModels:
     def remove(self, name: str) -> None:
         """Forget the model ``name`` (its folder goes)."""
         shutil.rmtree(self.get(name).folder)
-
-
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` runs on this machine."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def discard(staging: Path) -> None:
