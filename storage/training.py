@@ -5,7 +5,7 @@ seed), and a run from those rows to a registered model, recorded in ``store.trai
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +19,19 @@ from studio.errors import StudioError
 from studio.training.spec import TrainingData, TrainingSpec, annotators_of, held_out_seed
 
 
-def _export(store: Store, fmt: str, annotators: str) -> tuple[list[dict[str, Any]], list[bytes], ExportSummary]:
-    """The records and lines ``export --format fmt --annotators A`` writes (compact prompts, no images)."""
+def _rows(store: Store, fmt: str, annotators: str, summary: ExportSummary | None = None) -> Iterator[Any]:
+    """The rows ``export --format fmt --annotators A`` writes (compact prompts, no images)."""
     selection = AnnotatorSelection(annotators)
-    summary = ExportSummary(format=fmt, out="", annotators=selection.describe(), selection=selection)
-    writer = ImageWriter(Path("training.jsonl"), images="none", prompt="compact")
+    summary = summary or ExportSummary(format=fmt, out="")
+    summary.annotators, summary.selection = selection.describe(), selection
+    yield from export_rows(store, fmt, summary, ImageWriter(Path("training.jsonl"), images="none", prompt="compact"))
+
+
+def _export(store: Store, fmt: str, annotators: str) -> tuple[list[dict[str, Any]], list[bytes], ExportSummary]:
+    """The records and lines of :func:`_rows`, and the summary (what it left out)."""
+    summary = ExportSummary(format=fmt, out="")
     records, lines = [], []
-    for row in export_rows(store, fmt, summary, writer):
+    for row in _rows(store, fmt, annotators, summary):
         lines.append(row.line())
         records.append(row.record())
     summary.records = len(records)
@@ -43,7 +49,7 @@ def training_data(store: Store, spec: TrainingSpec) -> TrainingData:
     for source in spec.sources:
         alone = annotators_of([source])
         by_source[source] = (
-            len(records) if alone == spec.annotators else len(_export(store, spec.export_format, alone)[0])
+            len(records) if alone == spec.annotators else sum(1 for _ in _rows(store, spec.export_format, alone))
         )
     seeds = _row_seeds(store, records)
     train, held, held_seeds = [], [], set()

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from transformers import TrainerCallback
+
 from studio.errors import StudioError
 from studio.trace import utc_now
 from studio.training.registry import TrainedModel, TrainedModels, discard
@@ -224,7 +226,7 @@ def _trainer(
         report_to=[],
         disable_tqdm=True,
         use_cpu=device == "cpu",
-        bf16=device == "cuda" and model.dtype.is_floating_point and str(model.dtype) == "torch.bfloat16",
+        bf16=str(model.dtype) == "torch.bfloat16",  # what _base_model chose (on CUDA, where it is supported)
         **extra,
     )
     from transformers.trainer_callback import PrinterCallback
@@ -242,13 +244,7 @@ def _trainer(
     return trainer
 
 
-def _watcher_base() -> type:
-    from transformers import TrainerCallback
-
-    return TrainerCallback
-
-
-class _Watcher(_watcher_base()):  # type: ignore[misc]
+class _Watcher(TrainerCallback):
     """Progress after each optimizer step, the loss curve, and Stop between steps."""
 
     def __init__(self, progress: Callable[[TrainingProgress], None] | None, should_stop: Callable[[], bool]) -> None:
@@ -274,17 +270,23 @@ class _Watcher(_watcher_base()):  # type: ignore[misc]
 def _held_out(
     spec: TrainingSpec, trainer: Any, model: Any, tokenizer: Any, data: TrainingData, device: str
 ) -> tuple[float | None, dict[str, float]]:
-    """The held-out pair accuracy (None without held-out rows) and the trainer's own held-out metrics."""
+    """The held-out pair accuracy (None without held-out rows) and the held-out metrics. A reward model's
+    come from one pass of the scorer the verifier uses (its loss as RewardTrainer's); the others' from
+    the trainer's own evaluation."""
     if not data.held_out:
         return None, {}
-    metrics = {key: float(value) for key, value in trainer.evaluate().items() if isinstance(value, (int, float))}
     if spec.kind == "reward":
+        import math
+
         from studio.training.scoring import RewardScorer
 
         scorer = RewardScorer(model, tokenizer, device)
         chosen = scorer.score_conversations([row["chosen"] for row in data.held_out])
         rejected = scorer.score_conversations([row["rejected"] for row in data.held_out])
-        return sum(c > r for c, r in zip(chosen, rejected)) / len(chosen), metrics
+        accuracy = sum(c > r for c, r in zip(chosen, rejected)) / len(chosen)
+        loss = sum(math.log1p(math.exp(r - c)) for c, r in zip(chosen, rejected)) / len(chosen)  # -log σ(c - r)
+        return accuracy, {"eval_loss": loss, "eval_accuracy": accuracy}
+    metrics = {key: float(value) for key, value in trainer.evaluate().items() if isinstance(value, (int, float))}
     if spec.kind == "dpo":
         return metrics.get("eval_rewards/accuracies"), metrics
     return None, metrics
