@@ -11,7 +11,7 @@ import pytest
 from agent_studio.storage import open_store
 from tests.browser.test_browser_annotate import sample_candidates
 from tests.support.live_server import server_log, studio_in_chromium
-from tests.support.store_helpers import run_react
+from tests.support.store_helpers import judged_pairs
 from tests.support.tiny_models import tiny_llama, tiny_tokenizer
 
 pytestmark = pytest.mark.browser
@@ -20,11 +20,7 @@ pytestmark = pytest.mark.browser
 def test_train_a_verifier_in_the_train_tab_and_step_with_it(tmp_path: Path) -> None:
     db, trained = tmp_path / "studio.db", tmp_path / "trained"
     with open_store(db) as store:
-        for seed in range(3):
-            run_react(store, seed=seed, steps=2, candidates=3, frames=False)
-        store.preferences.pairs_from_candidates()
-        for index, pair in enumerate(store.preferences.pairs()):
-            store.preferences.annotate(pair.id, "ada", ("left", "right")[index % 2], as_shown=False)
+        judged_pairs(store)
     base = tmp_path / "models" / "tiny"
     tokenizer = tiny_tokenizer()
     tiny_llama(tokenizer).save_pretrained(str(base))

@@ -53,3 +53,15 @@ def run_scripted(
     )
     runner.reset(seed=seed)
     return runner.run()
+
+
+def judged_pairs(store: Store, seeds: int = 3, annotators: tuple[str, ...] = ("ada",)) -> Store:
+    """Scripted ReAct episodes on ``seeds`` seeds (2 steps, 3 candidates, no frames), every candidate pair
+    queued and judged, left and right in turn, by ``annotators`` in turn: rows to train on."""
+    for seed in range(seeds):
+        run_react(store, seed=seed, steps=2, candidates=3, frames=False)
+    store.preferences.pairs_from_candidates()
+    for index, pair in enumerate(store.preferences.pairs()):
+        who = annotators[index % len(annotators)]
+        store.preferences.annotate(pair.id, who, ("left", "right")[index % 2], as_shown=False)
+    return store

@@ -24,7 +24,7 @@ from studio.training.registry import TrainedModels
 from studio.training.spec import TrainingData, TrainingSpec
 from studio.training.trainer import TrainingStopped, train
 from tests.core.test_verifiers import EVERY_ACTION
-from tests.support.store_helpers import new_store, run_react
+from tests.support.store_helpers import judged_pairs, new_store, run_react
 
 GOOD, BAD = ("go east", "go north"), ("go west", "go south")
 
@@ -141,14 +141,7 @@ def test_the_trained_verifier_takes_the_argmax_of_independent_scores(tiny_base: 
 
 
 def _judged_store(tmp_path: Path):
-    store = new_store(tmp_path)
-    for seed in range(4):
-        run_react(store, seed=seed, steps=2, candidates=3, frames=False)
-    store.preferences.pairs_from_candidates()
-    for index, pair in enumerate(store.preferences.pairs()):
-        who = ("ada", "mc:random-m4-end", "judge:tiny")[index % 3]
-        store.preferences.annotate(pair.id, who, ("left", "right")[index % 2], as_shown=False)
-    return store
+    return judged_pairs(new_store(tmp_path), seeds=4, annotators=("ada", "mc:random-m4-end", "judge:tiny"))
 
 
 def test_the_training_record_counts_rows_as_export_does(tiny_base: str, trained_root: Path, tmp_path: Path) -> None:

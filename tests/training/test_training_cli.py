@@ -14,7 +14,7 @@ from scipy.stats import binomtest
 
 from agent_studio.storage import open_store
 from tests.core.test_verifiers import EVERY_ACTION
-from tests.support.store_helpers import run_react
+from tests.support.store_helpers import judged_pairs
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,11 +31,7 @@ def test_train_then_evaluate_the_trained_verifier_against_the_others(tiny_base: 
     empty = cli(trained, "train", "q", "--model", tiny_base, "--sources", "human", "--db", str(tmp_path / "none.db"))
     assert empty.returncode == 2 and empty.stderr.count("\n") == 1 and "No database at" in empty.stderr
     with open_store(db) as store:
-        for seed in range(3):
-            run_react(store, seed=seed, steps=2, candidates=3, frames=False)
-        store.preferences.pairs_from_candidates()
-        for index, pair in enumerate(store.preferences.pairs()):
-            store.preferences.annotate(pair.id, "ada", ("left", "right")[index % 2], as_shown=False)
+        judged_pairs(store)
     made = cli(trained, "train", "q", "--model", tiny_base, "--sources", "human", "--train-steps", "2", "--db", str(db))
     assert made.returncode == 0, made.stderr[-2000:]
     assert "use: --verifier model:q" in made.stdout
