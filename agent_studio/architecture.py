@@ -49,6 +49,11 @@ LAYERS: list[tuple[str, tuple[str, ...], str]] = [
         ("studio.evaluation", "studio.policies"),
         "sweeps, comparisons, cross-scores; policy_from_settings",
     ),
+    (
+        "execution",
+        ("studio.executors",),
+        "where sweeps' cells and values' steps run: this process, or a Ray cluster's workers",
+    ),
     ("surfaces of the core", ("studio.session", "studio.jobs", "studio.viz"), "a browser tab's session, jobs, views"),
 ]
 

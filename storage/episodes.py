@@ -444,6 +444,13 @@ class StoreSink:
         #: Episodes whose end could not be written (the database was failing): written at the next event.
         self._unfinished: dict[str, Episode] = {}
 
+    def save_whole(self, episode: Episode) -> None:
+        """Store a finished episode run elsewhere (a cluster's worker) whole, in one transaction."""
+        try:
+            self.store.save(episode)
+        except SQLAlchemyError as exc:
+            raise NotStored(f"Could not write episode {episode.id} to the database: {first_line(exc)}") from None
+
     def handle(self, event: RunnerEvent) -> None:
         episode = event.episode
         self._finish_pending()

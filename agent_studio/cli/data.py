@@ -11,6 +11,8 @@ from studio.plugins import RegisteredNames
 from agent_studio.cli.options import (
     Command,
     add_db_argument,
+    add_executor_arguments,
+    executor_from_args,
     open_cli_store,
     output_file,
     plural,
@@ -126,6 +128,7 @@ def values_arguments(values: argparse.ArgumentParser) -> None:
         help="rollouts run side by side (default 1); a model's calls then decode in lockstep, one batch per token",
     )
     values.add_argument("--json", action="store_true", help="one JSON object per estimate")
+    add_executor_arguments(values)
 
 
 def judge_arguments(judge: argparse.ArgumentParser) -> None:
@@ -277,18 +280,6 @@ def cmd_pairs(args: argparse.Namespace) -> int:
     return 0
 
 
-def rollout_policies(name: str, model: str, seed: int) -> tuple[Any, Any]:
-    """A factory of rollout policies (rollout ``i`` gets its own, seeded ``seed + i``) and the
-    backend they act with (None for the expert and random)."""
-    from studio.scaling.values import rollout_policy_factory
-
-    if name in ("random", "expert"):
-        return rollout_policy_factory(name, seed), None
-    from studio.models.registry import ModelRegistry
-
-    return rollout_policy_factory("model", seed), ModelRegistry().load(model)
-
-
 def check_values_arguments(args: argparse.Namespace, episode: Any) -> list[int]:
     """Every argument of ``values`` checked before anything is computed or stored (one line each):
     the steps to value."""
@@ -314,29 +305,24 @@ def check_values_arguments(args: argparse.Namespace, episode: Any) -> list[int]:
 
 
 def cmd_values(args: argparse.Namespace) -> int:
-    from studio.scaling.values import estimate_step_values
+    from studio.executors.values import step_values_with
+    from studio.models.registry import ModelRegistry
 
     store = open_cli_store(args, create=False)
     episode = store.episodes.get(args.episode)
     steps = check_values_arguments(args, episode)
-    policies, backend = rollout_policies(args.rollout_policy, args.model, args.seed)
-    stored = []
-    for index in steps:
-        values = estimate_step_values(
-            episode,
-            index,
-            policies,
-            rollout_policy=args.rollout_policy,
-            rollouts=args.rollouts,
-            horizon=args.horizon,
-            seed=args.seed,
-            discount=args.discount,
-            max_steps=args.max_steps,
-            model=backend,
-            parallel=args.parallel,
-        )
+    options = {"rollout_policy": args.rollout_policy, "rollouts": args.rollouts, "horizon": args.horizon,
+               "seed": args.seed, "discount": args.discount, "max_steps": args.max_steps, "parallel": args.parallel}  # fmt: skip
+    model = args.model if args.rollout_policy == "react" else None
+    stored, failed = [], []
+
+    def keep(_episode: Any, index: int, values: Any) -> None:
+        if isinstance(values, StudioError):
+            failed.append(f"step {index}: {values}")
+            print(f"step {index}: failed: {values}", file=sys.stderr, flush=True)
+            return
         store.preferences.save_values(values)
-        stored += values
+        stored.extend(values)
         for value in values:
             if args.json:
                 print(json.dumps(value.to_dict()))
@@ -345,11 +331,20 @@ def cmd_values(args: argparse.Namespace) -> int:
                     f"step {value.step_index} {value.output:<12} Q={value.q:+.3f} ± {value.stderr:.3f}  "
                     f"success {sum(value.successes)}/{value.rollouts}  {value.action}"
                 )
+
+    executor = executor_from_args(args)
+    try:
+        step_values_with(executor, [(episode, index) for index in steps], options, keep, model, ModelRegistry().load)
+    finally:
+        if executor is not None:
+            executor.close()
     if args.mc_labels is not None and stored:
         labelled = store.preferences.labels_from_values(
             args.mc_labels, settings=stored[0].settings, episode_id=episode.id
         )
         print(f"labelled {labelled} steps as mc:{stored[0].settings}", file=sys.stderr)
+    if failed:
+        raise StudioError(f"{len(failed)} steps could not be valued (the others are stored): {failed[0]}")
     return 0
 
 

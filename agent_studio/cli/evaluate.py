@@ -10,8 +10,10 @@ from typing import Any
 from agent_studio.cli.options import (
     Command,
     add_db_argument,
+    add_executor_arguments,
     add_model_load_arguments,
     add_setting_flags,
+    cli_executor,
     load_cli_model,
     open_cli_store,
     plural,
@@ -58,6 +60,7 @@ def sweep_arguments(sweep: argparse.ArgumentParser) -> None:
 
     add_setting_flags(sweep, sweep_model, only=SWEEP_SETTINGS)
     add_model_load_arguments(sweep_model)
+    add_executor_arguments(sweep)
     add_db_argument(sweep)
 
 
@@ -202,13 +205,20 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     """Run a new sweep, or the cells a stored one lacks (``--resume``); a line per episode, then the results."""
     import threading
 
-    from agent_studio.storage.sweeps import SweepLease
     from studio.models.registry import ModelRegistry
-    from studio.evaluation.sweep import SCRIPTED_MODELS
 
     store = open_cli_store(args)
     registry = ModelRegistry()
     stop = threading.Event()
+    with cli_executor(args) as executor:
+        return _sweep_with(args, store, registry, stop, executor)
+
+
+def _sweep_with(args: argparse.Namespace, store: Any, registry: Any, stop: Any, executor: Any) -> int:
+    """``sweep`` once its store and executor are open."""
+    from agent_studio.storage.sweeps import SweepLease
+    from studio.evaluation.sweep import SCRIPTED_MODELS
+
     # One runner per sweep: a resume while another process runs it is refused, a dead runner's taken over.
     lease = SweepLease(store.sweeps, on_lost=stop.set)
     if args.resume is not None:
@@ -228,17 +238,25 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         record = store.sweeps.create(spec, args.name, lease=lease)
         lease.hold(record.id)
     try:
-        return run_sweep_cells(args, store, registry, record, stop)
+        return run_sweep_cells(args, store, registry, record, stop, executor=executor)
     finally:
         lease.release()
 
 
 def run_sweep_cells(
-    args: argparse.Namespace, store: Any, registry: Any, record: Any, stop: Any, show_results: bool = True
+    args: argparse.Namespace,
+    store: Any,
+    registry: Any,
+    record: Any,
+    stop: Any,
+    show_results: bool = True,
+    executor: Any = None,
 ) -> int:
     """The part of ``sweep`` that runs once the sweep's lease is held: remove what an interrupted run
-    left, run the missing cells, print the results (unless ``show_results`` is False: the caller does)."""
-    from studio.evaluation.sweep import run_sweep, sweep_results
+    left, run the missing cells (on ``executor``; None: here), print the results (unless ``show_results``
+    is False: the caller does)."""
+    from studio.evaluation.sweep import sweep_results
+    from studio.executors.sweeps import run_sweep_with
 
     spec = record.spec
     removed, done = store.sweeps.resume(record.id)
@@ -258,8 +276,8 @@ def run_sweep_cells(
         elif not args.json:
             print_episode_line(result, False)
 
-    outcome = run_sweep(
-        spec, record.id, [store.episodes.sink()], load, skip=done, parallel=args.parallel, stop=stop, on_done=show
+    outcome = run_sweep_with(
+        executor, spec, record.id, [store.episodes.sink()], load, done, args.parallel, stop, on_done=show
     )
     if stop.is_set():
         raise StudioError(

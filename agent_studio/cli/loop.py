@@ -14,8 +14,10 @@ from typing import Any
 from agent_studio.cli.options import (
     Command,
     add_db_argument,
+    add_executor_arguments,
     add_model_load_arguments,
     bounded_number,
+    cli_executor,
     open_cli_store,
     positive_int,
     sweep_env_option,
@@ -45,6 +47,7 @@ def evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", default=None, help="the evaluation sweep's name (again: resumes it)")
     add_evaluation_flags(parser)
     add_model_load_arguments(parser)
+    add_executor_arguments(parser)
     add_db_argument(parser)
 
 
@@ -66,9 +69,9 @@ def evaluation_spec(args: argparse.Namespace, models: list[str], verifiers: list
     return SweepSpec.build(models, [args.env], seeds, settings, 10, {args.env: env_options(args)}, vary)
 
 
-def run_stored_sweep(args: argparse.Namespace, store: Any, spec: Any, name: str) -> Any:
-    """Run the sweep ``name`` (made from ``spec`` the first time; again, the cells it lacks): its record.
-    A stored sweep of that name with another spec is refused."""
+def run_stored_sweep(args: argparse.Namespace, store: Any, spec: Any, name: str, executor: Any = None) -> Any:
+    """Run the sweep ``name`` (made from ``spec`` the first time; again, the cells it lacks) on ``executor``
+    (None: here): its record. A stored sweep of that name with another spec is refused."""
     from agent_studio.cli.evaluate import run_sweep_cells
     from agent_studio.storage.sweeps import SweepLease
     from studio.models.registry import ModelRegistry
@@ -89,7 +92,7 @@ def run_stored_sweep(args: argparse.Namespace, store: Any, spec: Any, name: str)
         record = store.sweeps.create(spec, name, lease=lease)
         lease.hold(record.id)
     try:
-        run_sweep_cells(args, store, registry, record, stop, show_results=False)
+        run_sweep_cells(args, store, registry, record, stop, show_results=False, executor=executor)
     finally:
         lease.release()
     return record
@@ -161,7 +164,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     spec = evaluation_spec(args, models, verifiers, parse_seeds(args.seeds))
     store = open_cli_store(args)
     name = args.name or f"evaluate-{args.env.replace(':', '-').replace('/', '-')}-{spec.size}"
-    record = run_stored_sweep(args, store, spec, name)
+    with cli_executor(args) as executor:
+        record = run_stored_sweep(args, store, spec, name, executor)
     print_lift(lift(store, record, args.baseline), args.json)
     print(f"stored in {store.url} as sweep {record.name}", file=sys.stderr)
     return 0
@@ -192,13 +196,15 @@ def loop_arguments(parser: argparse.ArgumentParser) -> None:
     add_evaluation_flags(parser)
     group = parser.add_argument_group("training the Q-value model (a reward model on the Monte Carlo pairs)")
     add_training_flags(group, what=False)
+    add_executor_arguments(parser)
     add_db_argument(parser)
 
 
 def cmd_loop(args: argparse.Namespace) -> int:
     from agent_studio.cli.loop_stages import run_loop
 
-    result = run_loop(args)
+    with cli_executor(args) as executor:
+        result = run_loop(args, executor)
     print_lift(result, args.json)
     return 0
 

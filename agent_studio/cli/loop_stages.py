@@ -22,42 +22,50 @@ def split_seeds(seeds: tuple[int, ...], eval_share: float) -> tuple[tuple[int, .
     return seeds[:-held], seeds[-held:]
 
 
-def value_steps(args: argparse.Namespace, store: Any, episode_ids: list[str]) -> str:
+def value_steps(args: argparse.Namespace, store: Any, episode_ids: list[str], executor: Any = None) -> str:
     """Stage 2a: the MC values of each step with two or more different valid actions, unless stored already
-    with these settings; the settings' name (the annotator ``mc:NAME`` judges with)."""
-    from studio.scaling.values import estimate_step_values, rollout_policy_factory
+    with these settings (on ``--executor``); the settings' name (the annotator ``mc:NAME`` judges with)."""
+    from studio.executors.values import step_values_with
+    from studio.scaling.values import settings_name as name_of
 
-    settings_name, done, valued = None, 0, 0
-    for number, episode_id in enumerate(episode_ids):
+    options = {"rollout_policy": args.rollout_policy, "rollouts": args.rollouts, "horizon": args.horizon or None,
+               "seed": args.seed, "discount": args.discount}  # fmt: skip
+    settings_name = name_of(args.rollout_policy, args.rollouts, options["horizon"], float(args.discount))
+    todo, done = [], 0
+    for episode_id in episode_ids:
         episode = store.episodes.get(episode_id)
         for step in episode.steps:
             actions = {output.action for output in step.outputs() if output.action}
             if step.state is None or len(actions) < 2:
                 continue
-            if settings_name is not None and store.preferences.step_values(episode.id, step.index, settings_name):
-                done += 1
-                continue
-            values = estimate_step_values(
-                episode, step.index, rollout_policy_factory(args.rollout_policy, args.seed),
-                rollout_policy=args.rollout_policy, rollouts=args.rollouts, horizon=args.horizon or None,
-                seed=args.seed, discount=args.discount,
-            )  # fmt: skip
-            settings_name = values[0].settings
             if store.preferences.step_values(episode.id, step.index, settings_name):
                 done += 1  # stored by an earlier run: keep those
                 continue
-            store.preferences.save_values(values)
-            valued += 1
-        if (number + 1) % 10 == 0:
-            print(f"loop: values of {number + 1}/{len(episode_ids)} episodes", file=sys.stderr, flush=True)
-    print(f"loop: valued {plural(valued, 'step')} ({done} already stored)", file=sys.stderr, flush=True)
-    if settings_name is None:
+            todo.append((episode, step.index))
+    if not todo and not done:
         raise StudioError("No step of the training episodes had two different valid actions to value: raise --k.")
+    failed: list[str] = []
+    stored: list[int] = []
+
+    def keep(episode: Any, index: int, values: Any) -> None:
+        if isinstance(values, StudioError):
+            failed.append(f"episode {episode.id[:12]} step {index}: {values}")
+            return
+        store.preferences.save_values(values)
+        stored.append(index)
+        if len(stored) % 50 == 0:
+            print(f"loop: valued {len(stored)}/{len(todo)} steps", file=sys.stderr, flush=True)
+
+    step_values_with(executor, todo, options, keep)
+    print(f"loop: valued {plural(len(stored), 'step')} ({done} already stored)", file=sys.stderr, flush=True)
+    if failed:
+        raise StudioError(f"{len(failed)} steps could not be valued (the others are stored; run again): {failed[0]}")
     return settings_name
 
 
-def run_loop(args: argparse.Namespace) -> dict[str, Any]:
-    """Every stage of the loop (see the module's docstring); the evaluation's lift."""
+def run_loop(args: argparse.Namespace, executor: Any = None) -> dict[str, Any]:
+    """Every stage of the loop (see the module's docstring), the sweeps and values on ``executor`` (None:
+    here); the evaluation's lift."""
     from agent_studio.cli.loop import evaluation_spec, lift, run_stored_sweep
     from agent_studio.cli.train import describe_outcome, run_train, spec_from_args
     from studio.evaluation.sweep import parse_seeds
@@ -71,10 +79,10 @@ def run_loop(args: argparse.Namespace) -> dict[str, Any]:
     store = open_cli_store(args)
     print(f"loop {name}: {len(train_seeds)} training seeds, {len(eval_seeds)} held out", file=sys.stderr)
     collect = run_stored_sweep(
-        args, store, evaluation_spec(args, [args.model], ["first"], train_seeds), f"{name}-collect"
+        args, store, evaluation_spec(args, [args.model], ["first"], train_seeds), f"{name}-collect", executor
     )
     episodes = [e.id for e in store.sweeps.episodes_of(collect.id) if e.complete]
-    settings = value_steps(args, store, episodes)
+    settings = value_steps(args, store, episodes, executor)
     made = store.preferences.pairs_from_values(settings=settings, env=args.env)
     print(f"loop: pairs from values: {made.created} new, {made.judged} judged by mc:{settings}", file=sys.stderr)
     if q_name in TrainedModels().names():
@@ -85,6 +93,6 @@ def run_loop(args: argparse.Namespace) -> dict[str, Any]:
         print(f"loop: trained {q_name}: held-out pair accuracy {described['held_out_accuracy']}", file=sys.stderr)
     verifiers = ["first", "likelihood", f"model:{q_name}", "oracle"]
     evaluation = run_stored_sweep(
-        args, store, evaluation_spec(args, [args.model], verifiers, eval_seeds), f"{name}-eval"
+        args, store, evaluation_spec(args, [args.model], verifiers, eval_seeds), f"{name}-eval", executor
     )
     return lift(store, evaluation, "likelihood")

@@ -4,12 +4,13 @@ several commands (``--db``, the settings, how a model loads), the store and prog
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, NoReturn, Sequence
+from typing import Any, Callable, Iterator, NoReturn, Sequence
 
 from studio.errors import StudioError
 from studio.models.base import DTYPE_NAMES
@@ -191,6 +192,66 @@ def add_model_load_arguments(group: Any) -> None:
     group.add_argument(
         "--trust-remote-code", action="store_true", help="allow a hub model's own Python code to run (off by default)"
     )
+
+
+def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the work runs: ``--executor local|ray`` and the Ray cluster's flags (see :func:`executor_from_args`)."""
+    from studio.executors.registry import EXECUTORS
+
+    group = parser.add_argument_group("where it runs")
+    group.add_argument(
+        "--executor",
+        choices=list(EXECUTORS),
+        default="local",
+        help="local (this process, default) or ray (a Ray cluster)",
+    )
+    group.add_argument(
+        "--ray-address",
+        default="auto",
+        metavar="ADDRESS",
+        help="the cluster: auto (RAY_ADDRESS, else this machine's), HOST:PORT, ray://HOST:PORT, or local (start one here)",
+    )
+    group.add_argument("--workers", type=positive_int, default=2, help="Ray workers at once (default 2)")
+    group.add_argument("--worker-cpus", type=float, default=1.0, help="CPUs each worker reserves (default 1)")
+    group.add_argument("--worker-gpus", type=float, default=0.0, help="GPUs each worker reserves (default 0)")
+    group.add_argument("--worker-memory", type=float, default=None, metavar="GIB", help="memory each worker reserves")
+
+
+@contextlib.contextmanager
+def cli_executor(args: argparse.Namespace) -> Iterator[Any]:
+    """:func:`executor_from_args` for the length of a command (its workers given back at the end). Made
+    before anything is stored: a cluster that cannot be reached is one line and changes nothing."""
+    executor = executor_from_args(args)
+    try:
+        yield executor
+    finally:
+        if executor is not None:
+            executor.close()
+
+
+def executor_from_args(args: argparse.Namespace) -> Any:
+    """The executor the flags name (None for local: the command runs its work itself); one line when a
+    cluster cannot be reached. Workers load models as ``--device``/``--dtype``/``--trust-remote-code`` say."""
+    if getattr(args, "executor", "local") == "local":
+        return None
+    from studio.executors import ExecutorOptions, make_executor
+
+    load = {
+        "device": getattr(args, "device", "auto"),
+        "dtype": getattr(args, "dtype", "auto"),
+        "trust_remote_code": bool(getattr(args, "trust_remote_code", False)),
+    }
+    options = ExecutorOptions(
+        address=args.ray_address,
+        workers=args.workers,
+        cpus_per_worker=args.worker_cpus,
+        gpus_per_worker=args.worker_gpus,
+        memory_gb=args.worker_memory,
+        load=load,
+    )
+    executor = make_executor(args.executor, options)
+    print(f"running on {executor.describe()}", file=sys.stderr, flush=True)
+    return executor
 
 
 def load_cli_model(registry: Any, name: str, args: argparse.Namespace) -> Any:

@@ -327,6 +327,38 @@ def _policy_factory(model: str, settings: EpisodeSettings, load_model: ModelLoad
     return load_model(model), lambda acting: policy_from_settings(settings, acting)
 
 
+def cell_config(spec: SweepSpec, settings: EpisodeSettings) -> RunnerConfig:
+    """How a sweep's episodes run (its step and invalid-action limits; no frames)."""
+    return RunnerConfig(max_steps=settings.max_steps, max_invalid_actions=spec.max_invalid, record_frames=False)
+
+
+def run_cell(
+    spec: SweepSpec,
+    sweep_id: str,
+    cell: SweepCell,
+    policy: Any,
+    sinks: list[Sink],
+    config: RunnerConfig,
+    stop: threading.Event,
+) -> Episode:
+    """One cell's episode, each step through ``sinks``, tagged with the sweep before its first step is
+    stored; when ``stop`` is set it ends after its current step as :data:`STOPPED` (incomplete)."""
+    runner = EpisodeRunner(cell.env, policy, spec.options_of(cell.env), sinks=sinks, config=config)
+    episode = runner.reset(seed=cell.seed)
+    episode.sweep, episode.sweep_cell = sweep_id, cell.index  # before its first step is stored
+    for _step in runner.steps():
+        if stop.is_set():
+            break
+    if not episode.done:
+        runner.abandon(STOPPED)
+    return episode
+
+
+def cell_failure(cell: SweepCell, error: object) -> str:
+    """The line a failed cell gets in a sweep's outcome."""
+    return f"{cell.label} on {cell.env} seed {cell.seed}: {error}"
+
+
 def run_sweep(
     spec: SweepSpec,
     sweep_id: str,
@@ -337,7 +369,8 @@ def run_sweep(
     stop: threading.Event | None = None,
     on_done: CellListener | None = None,
 ) -> SweepOutcome:
-    """Run the cells of ``spec`` not in ``skip``, each stored through ``sinks`` tagged ``sweep_id``.
+    """Run the cells of ``spec`` not in ``skip`` in this process, each stored through ``sinks`` tagged
+    ``sweep_id`` (:mod:`studio.executors` runs them elsewhere).
 
     ``parallel`` episodes of one model run side by side. When ``stop`` is set, running episodes end
     after their current step as :data:`STOPPED` (incomplete: a resume runs them again) and no new
@@ -351,22 +384,14 @@ def run_sweep(
         if stop.is_set():
             break
         settings = spec.episode_settings(variant)
-        config = RunnerConfig(max_steps=settings.max_steps, max_invalid_actions=spec.max_invalid, record_frames=False)
+        config = cell_config(spec, settings)
         backend, make = _policy_factory(model, settings, load_model)
 
         def job_for(cell: SweepCell) -> Callable[[Backend | None], Episode | None]:
             def job(acting: Backend | None) -> Episode | None:
                 if stop.is_set():
                     return None
-                runner = EpisodeRunner(cell.env, make(acting), spec.options_of(cell.env), sinks=shared, config=config)
-                episode = runner.reset(seed=cell.seed)
-                episode.sweep, episode.sweep_cell = sweep_id, cell.index  # before its first step is stored
-                for _step in runner.steps():
-                    if stop.is_set():
-                        break
-                if not episode.done:
-                    runner.abandon(STOPPED)
-                return episode
+                return run_cell(spec, sweep_id, cell, make(acting), shared, config, stop)
 
             return job
 
@@ -376,7 +401,7 @@ def run_sweep(
             if result is None:
                 return
             if isinstance(result, StudioError):
-                outcome.failed.append(f"{cells[index].label} on {cells[index].env} seed {cells[index].seed}: {result}")
+                outcome.failed.append(cell_failure(cells[index], result))
             elif result.complete:
                 outcome.completed += 1
             if on_done is not None:
@@ -385,6 +410,14 @@ def run_sweep(
         run_parallel([job_for(cell) for cell in cells], backend, parallel, on_done=finished)
     outcome.stopped = stop.is_set()
     return outcome
+
+
+def policy_for_cell(spec: SweepSpec, cell: SweepCell, load_model: ModelLoader) -> tuple[Any, RunnerConfig]:
+    """The policy one cell acts with (its model loaded by ``load_model``) and how its episode runs:
+    what a worker elsewhere needs to run the cell as :func:`run_sweep` would."""
+    settings = spec.episode_settings(cell.variant)
+    backend, make = _policy_factory(cell.model, settings, load_model)
+    return make(backend), cell_config(spec, settings)
 
 
 @dataclass

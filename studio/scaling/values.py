@@ -37,6 +37,16 @@ PolicyFactory = Callable[[int, "Backend | None"], Policy]
 ValueProgress = Callable[[int, int], None]
 
 
+def settings_name(
+    rollout_policy: str, rollouts: int, horizon: int | None, discount: float = 1.0, max_steps: int | None = None
+) -> str:
+    """Value estimates' settings as a short name (``expert-m4-h5``): the MC labels' annotator name."""
+    shown_horizon = "end" if horizon is None else f"h{horizon}"
+    shown_discount = "" if discount == 1 else f"-g{discount:g}"
+    limit = "" if max_steps is None else f"-s{max_steps}"
+    return f"{rollout_policy}-m{rollouts}-{shown_horizon}{shown_discount}{limit}"
+
+
 @dataclass
 class StepValue:
     """Q(s, a) of one output of one step, and how it was estimated."""
@@ -76,10 +86,7 @@ class StepValue:
     @property
     def settings(self) -> str:
         """The estimate's settings as a short name (``expert-m4-h5``): MC labels' annotator name."""
-        horizon = "end" if self.horizon is None else f"h{self.horizon}"
-        discount = "" if self.discount == 1 else f"-g{self.discount:g}"
-        limit = "" if self.max_steps is None else f"-s{self.max_steps}"
-        return f"{self.rollout_policy}-m{self.rollouts}-{horizon}{discount}{limit}"
+        return settings_name(self.rollout_policy, self.rollouts, self.horizon, self.discount, self.max_steps)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -99,6 +106,7 @@ def rollout_policy_factory(kind: str, seed: int = 0) -> PolicyFactory:
     rollout is given, sampled): rollout ``i`` gets its own, seeded ``seed + i``."""
     from studio.agents.scripted import make_policy
 
+    kind = "model" if kind == "react" else kind  # the values command's name for model rollouts
     if kind == "random":
         return lambda index, _backend: make_policy("random", seed=seed + index)
     if kind == "expert":

@@ -12,7 +12,7 @@ from studio.envs import make_env
 from studio.errors import StudioError
 from studio.episodes.runner import EpisodeRunner, RunnerConfig
 from studio.trace import Candidate
-from studio.scaling.values import StepValue, estimate_step_values, mean_and_stderr
+from studio.scaling.values import StepValue, estimate_step_values, mean_and_stderr, rollout_policy_factory
 
 
 def expert_episode(seed: int = 0, steps: int = 3):
@@ -364,3 +364,38 @@ def test_the_values_command_checks_every_argument_before_it_computes(tmp_path) -
         assert store.preferences.step_values(episode_id) == [] and store.preferences.step_labels(episode_id) == []
     limited = cli("values", "--db", db, "--episode", episode_id, "--step", "0", "--rollouts", "1", "--max-steps", "3")
     assert limited.returncode == 0 and "Q=+0.000" in limited.stdout  # three steps cannot reach this goal
+
+
+def test_the_loops_value_stage_values_each_step_with_two_actions_once(tmp_path) -> None:
+    """``loop``'s stage 2a: every step whose K outputs hold two or more actions gets its values (the same
+    as estimating that step alone), stored once; run again, it values nothing more."""
+    import argparse
+    import json as json_module
+
+    from agent_studio.cli.loop_stages import value_steps
+    from agent_studio.storage import open_store
+    from studio.evaluation.sweep import SweepSpec, run_sweep
+    from studio.models.registry import ModelRegistry
+    from tests.core.test_verifiers import EVERY_ACTION
+
+    outputs = tmp_path / "every.json"
+    outputs.write_text(json_module.dumps({"outputs": EVERY_ACTION}))
+    spec = SweepSpec.build([f"scripted:{outputs}"], ["gridworld"], "0-1", {"max_steps": 2, "candidates": 3})
+    args = argparse.Namespace(rollout_policy="expert", rollouts=2, horizon=4, seed=0, discount=0.9)
+    with open_store(tmp_path / "loop.db") as store:
+        record = store.sweeps.create(spec)
+        run_sweep(spec, record.id, [store.episodes.sink()], ModelRegistry().load)
+        ids = [e.id for e in store.sweeps.episodes_of(record.id)]
+        name = value_steps(args, store, ids)
+        assert name == "expert-m2-h4-g0.9"
+        episodes = [store.episodes.get(i) for i in ids]
+        wanted = [
+            (e, s.index) for e in episodes for s in e.steps if len({o.action for o in s.outputs() if o.action}) > 1
+        ]
+        assert wanted
+        for episode, index in wanted:
+            stored = store.preferences.step_values(episode.id, index, name)
+            alone = estimate_step_values(episode, index, rollout_policy_factory("expert", 0), rollout_policy="expert",
+                                         rollouts=2, horizon=4, seed=0, discount=0.9)  # fmt: skip
+            assert sorted((v.output, v.q) for v in stored) == sorted((v.output, v.q) for v in alone)
+        assert value_steps(args, store, ids) == name  # again: everything is stored already
