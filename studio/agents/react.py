@@ -225,6 +225,8 @@ class ReActPolicy(ReActPrompt):
         if first is not None:
             timing["first_token_s"] = first  # from the start of the step to its first token
         extra = {"cache": result.cache.to_dict(), "finish_reasons": [g.finish_reason for g in result.generations]}
+        if result.served_by is not None:  # which of a served model's replicas answered
+            extra["served_by"] = result.served_by
         return timing, extra
 
     @staticmethod

@@ -77,8 +77,13 @@ class ModelAccess:
 
     def check_server(self, name: str) -> str:
         """``name`` (a server URL) if the operator listed its server; otherwise one line saying how to."""
+        from studio.models.replicas import is_replica_list, replica_urls
         from studio.models.server_client import parse_server_url
 
+        if is_replica_list(name) and not name.startswith("replicas:"):  # each replica must be allowed
+            for url in replica_urls(name):
+                self.check_server(url)
+            return name
         base = parse_server_url(name).base
         if base not in self.servers:
             if not self.servers:

@@ -236,6 +236,8 @@ class GenerateResult:
     cache: CacheStats
     timing: dict[str, float] = field(default_factory=dict)
     """Seconds: ``prefill_s``, ``first_token_s`` (prefill plus the first token), ``decode_s``, ``total_s``."""
+    served_by: str | None = None
+    """A served model: the server (of its replicas) that answered."""
 
 
 class Batcher:

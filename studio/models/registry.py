@@ -224,12 +224,15 @@ register_backend(
 def _prepare_server(request: LoadRequest) -> Prepared:
     """``http(s)://HOST:PORT/v1[#MODEL]``: a model served by vLLM or SGLang (no device lock: the engine batches)."""
     from studio.models.remote import OpenAIBackend, parse_server_url
+    from studio.models.replicas import is_replica_list, replica_urls
 
-    address = parse_server_url(request.name)
-    return Prepared(
-        key=("server", address.base, address.model),
-        load=lambda: OpenAIBackend.connect(request.name, progress=request.progress),
-    )
+    if is_replica_list(request.name):  # several servers of one model: one backend, requests balanced
+        addresses = [parse_server_url(url) for url in replica_urls(request.name)]
+        key: tuple = ("servers", tuple((a.base, a.model) for a in addresses))
+    else:
+        address = parse_server_url(request.name)
+        key = ("server", address.base, address.model)
+    return Prepared(key=key, load=lambda: OpenAIBackend.connect(request.name, progress=request.progress))
 
 
 def _web_servers(request: LoadRequest) -> None:
@@ -243,11 +246,28 @@ for _scheme in ("http", "https"):
     register_backend(
         _scheme,
         prepare=_prepare_server,
-        summary="a model served by vLLM or SGLang over the OpenAI-compatible API (its tokenizer loaded here)",
-        example=f"{_scheme}://HOST:PORT/v1 or {_scheme}://HOST:PORT/v1#SERVED-ID",
+        summary="a model served by vLLM or SGLang over the OpenAI-compatible API (its tokenizer loaded here); "
+        "replicas comma-separated",
+        example=f"{_scheme}://HOST:PORT/v1, {_scheme}://HOST:PORT/v1#SERVED-ID, or {_scheme}://A/v1,{_scheme}://B/v1",
         web=_web_servers,
         web_note="servers listed with serve --allow-server URL only",
     )
+
+
+def _web_replica_file(request: LoadRequest) -> None:
+    raise StudioError(
+        "A replica file is read on the studio's machine: name the replicas comma-separated (each allowed with --allow-server)."
+    )
+
+
+register_backend(
+    "replicas",
+    prepare=_prepare_server,
+    summary="replicas of one served model listed in a file (one URL a line), requests balanced across them",
+    example="replicas:FILE",
+    web=_web_replica_file,
+    web_note="not from the browser: name the replicas comma-separated",
+)
 
 
 class ModelRegistry:

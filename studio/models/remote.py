@@ -61,6 +61,7 @@ from studio.models.server_client import (
     pick_served_model,
     served_models,
 )
+from studio.models.replicas import connect_pool, is_replica_list, replica_urls
 from studio.models.remote_images import as_completion_choice, chat_body, chat_messages, stream_body, takes_images
 from studio.models.tokens import SingleTokenTexts, TokenTexts, eos_ids, render_chat, stop_cut
 from studio.trace import TokenAlternative, TokenInfo
@@ -70,6 +71,17 @@ TOP_K = 5
 
 
 # -- the backend ------------------------------------------------------------------------------
+
+
+def _connect_one(address: Any, progress: ProgressCallback) -> tuple[ServerClient, dict[str, Any]]:
+    """A client of the one server at ``address`` and the model it serves (the one asked for)."""
+    client = ServerClient(address)
+    try:
+        progress(0.1, f"asking {address.base} what it serves")
+        return client, pick_served_model(served_models(client), address.model, address.base)
+    except BaseException:
+        client.close()
+        raise
 
 
 def _same(choice: dict[str, Any]) -> dict[str, Any]:
@@ -123,11 +135,12 @@ class OpenAIBackend(Backend):
     def connect(cls, name: str, progress: ProgressCallback = no_progress) -> OpenAIBackend:
         """Connect to the server ``name`` names, pick the served model and load its tokenizer."""
         started = time.perf_counter()
-        address = parse_server_url(name)
-        client = ServerClient(address)
+        if is_replica_list(name):  # several servers of one model (studio.models.replicas)
+            progress(0.1, "asking each replica what it serves")
+            client, served = connect_pool(replica_urls(name))
+        else:
+            client, served = _connect_one(parse_server_url(name), progress)
         try:
-            progress(0.1, f"asking {address.base} what it serves")
-            served = pick_served_model(served_models(client), address.model, address.base)
             engine = engine_of(client)
             tokenizer = find_tokenizer(served, progress)
         except BaseException:
@@ -209,7 +222,8 @@ class OpenAIBackend(Backend):
         def ended() -> bool:  # a Stop, or every candidate at its end (closing the stream aborts the request)
             return should_stop() or bool(patterns) and all(row.finish or stop_cut(row.tokens, patterns) for row in rows)
 
-        for event in self.client.stream(endpoint, body, ended):
+        answered: list[str] = []
+        for event in self.client.stream(endpoint, body, ended, on_server=answered.append):
             if isinstance(event.get("usage"), dict):
                 usage = event["usage"]
             for choice in map(read, event.get("choices") or []):
@@ -229,7 +243,8 @@ class OpenAIBackend(Backend):
         total = time.perf_counter() - started
         first = first_token_s if first_token_s is not None else total
         timing = {"prefill_s": first, "first_token_s": first, "decode_s": total - first, "total_s": total}
-        return GenerateResult(generations=generations, cache=_engine_cache(len(ids), usage), timing=timing)
+        served_by = answered[-1] if answered else None
+        return GenerateResult(generations, _engine_cache(len(ids), usage), timing, served_by=served_by)
 
     def _choice_tokens(self, choice: dict[str, Any], texts: TokenTexts) -> list[TokenInfo]:
         logprobs = choice.get("logprobs") or {}

@@ -30,6 +30,15 @@ TOKEN_ID_PREFIX = "token_id:"
 KEEPALIVE_EXPIRY = 1.0
 
 
+class ServerUnavailable(StudioError):
+    """The server could not answer at all (unreachable, timed out, dropped, 502/503/504): another replica
+    of the same model may (:class:`studio.models.replicas.ReplicaPool`). A request it refused is not this."""
+
+
+#: HTTP statuses that say the server (or the router in front of it) cannot answer now, not that the request is wrong.
+UNAVAILABLE_STATUSES = (502, 503, 504)
+
+
 @dataclass(frozen=True)
 class ServerAddress:
     """Where a served model lives: the API's base URL and, optionally, the served model's id."""
@@ -109,9 +118,16 @@ class ServerClient:
             response = self._once_more_if_dropped(lambda: self._client.post(url, json=body))
             return self._json(response, url)
 
-    def stream(self, path: str, body: dict[str, Any], should_stop: Callable[[], bool]) -> Iterator[dict[str, Any]]:
+    def stream(
+        self,
+        path: str,
+        body: dict[str, Any],
+        should_stop: Callable[[], bool],
+        on_server: Callable[[str], None] | None = None,
+    ) -> Iterator[dict[str, Any]]:
         """The server-sent events of a streamed request, as JSON objects; closes the stream (the
-        engine then aborts the request) as soon as ``should_stop()`` is true."""
+        engine then aborts the request) as soon as ``should_stop()`` is true. ``on_server`` hears which
+        server answers (this one's base URL) once it has."""
         url = self.address.base + path
         with self._errors(url):
             request = self._client.build_request("POST", url, json=body)
@@ -120,6 +136,8 @@ class ServerClient:
                 if response.status_code >= 400:
                     response.read()
                     self._json(response, url)  # raises the server's message
+                if on_server is not None:
+                    on_server(self.address.base)
                 for line in response.iter_lines():
                     if should_stop():
                         return
@@ -163,7 +181,8 @@ class ServerClient:
                 raise StudioError(
                     f"{self.address.base} refused the request (HTTP {response.status_code}): set its API key in AGENT_STUDIO_API_KEY. {detail}".rstrip()
                 )
-            raise StudioError(f"{self.address.base} answered HTTP {response.status_code}: {detail or 'no message'}")
+            error = ServerUnavailable if response.status_code in UNAVAILABLE_STATUSES else StudioError
+            raise error(f"{self.address.base} answered HTTP {response.status_code}: {detail or 'no message'}")
         if data is None:
             raise StudioError(f"{url} did not answer with JSON: is it an OpenAI-compatible server?")
         return data
@@ -184,11 +203,15 @@ class _HttpErrors:
         if exc is None or isinstance(exc, StudioError):
             return False
         if isinstance(exc, httpx.ConnectError):
-            raise StudioError(
+            raise ServerUnavailable(
                 f"Cannot reach {self.base}: {_one_line(str(exc) or 'connection failed', 120)} (is the server running?)."
             ) from None
         if isinstance(exc, httpx.TimeoutException):
-            raise StudioError(f"{self.base} did not answer within {self.timeout:g} s.") from None
+            raise ServerUnavailable(f"{self.base} did not answer within {self.timeout:g} s.") from None
+        if isinstance(exc, httpx.TransportError):  # dropped mid-answer: the server went away
+            raise ServerUnavailable(
+                f"Talking to {self.base} failed: {_one_line(str(exc) or type(exc).__name__, 160)}"
+            ) from None
         if isinstance(exc, (httpx.HTTPError, httpx.InvalidURL)):
             raise StudioError(
                 f"Talking to {self.base} failed: {_one_line(str(exc) or type(exc).__name__, 160)}"

@@ -436,3 +436,71 @@ def test_serve_engine_vllm_starts_the_engine_and_stops_it_with_the_studio(tmp_pa
             return  # the engine is gone
         time.sleep(1)
     raise AssertionError(f"vLLM still answers after the studio stopped:\n{server_log(url)}")
+
+
+def test_replicas_share_a_sweep_each_step_names_its_replica_and_a_dead_one_is_skipped(
+    server, remote, tmp_path: Path
+) -> None:
+    """Three replicas of one model: the server under two names (two live replicas) and a port nothing
+    listens on. A sweep's concurrent requests go to both live ones, never the dead one; the episodes are
+    the ones the single server plays."""
+    from studio.evaluation.sweep import SweepSpec, run_sweep
+    from studio.models.replicas import ReplicaPool
+
+    live = [server.url, server.url.replace("127.0.0.1", "localhost")]
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    backend = ModelRegistry().load(",".join([live[0], dead, live[1]]))
+    assert isinstance(backend, OpenAIBackend) and isinstance(backend.client, ReplicaPool)
+    bases = [parse_server_url(url).base for url in live]
+    status = {row["base"]: row for row in backend.client.status()}
+    assert status[parse_server_url(dead).base]["out"] and status[parse_server_url(dead).base]["failures"] == 1
+    spec = SweepSpec.build(["served"], ["gridworld"], "0-3", {"max_steps": 2, "max_new_tokens": 40})
+    with open_store(tmp_path / "replicas.db") as store:
+        record = store.sweeps.create(spec)
+        outcome = run_sweep(spec, record.id, [store.episodes.sink()], lambda name: backend, parallel=4)
+        assert outcome.completed == 4 and not outcome.failed
+        episodes = store.sweeps.episodes_of(record.id)
+    answered = [step.extra["served_by"] for episode in episodes for step in episode.steps]
+    assert set(answered) == set(bases), answered  # both live replicas served, the dead one never
+    single = ModelRegistry().load(server.url)
+    for played in episodes:
+        alone = EpisodeRunner("gridworld", ReActPolicy(single, ReActConfig(sampling=SamplingParams(temperature=0.0, max_new_tokens=40))), config=RunnerConfig(max_steps=2))  # fmt: skip
+        alone.reset(seed=played.seed)
+        assert [s.action for s in played.steps] == [s.action for s in alone.run().steps]
+
+
+def test_a_replica_that_dies_is_taken_out_and_tried_again_later(server) -> None:
+    """A replica that stops answering mid-run: the next requests go to the other; after the retry time
+    it is asked again (here it answers again: it was the same server under another name)."""
+    from studio.models.replicas import ReplicaPool
+    from studio.models.server_client import ServerClient
+
+    now = [0.0]
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    pool = ReplicaPool(
+        [ServerClient(parse_server_url(dead)), ServerClient(parse_server_url(server.url))],
+        retry_after=30,
+        clock=lambda: now[0],
+    )
+    seen: list[str] = []
+    for _ in range(3):
+        assert pool.get("/models")["data"][0]["id"] == "smollm2"
+    events = list(
+        pool.stream(
+            "/completions",
+            {"model": "smollm2", "prompt": "Hi", "max_tokens": 2, "stream": True},
+            lambda: False,
+            seen.append,
+        )
+    )
+    assert events and seen == [parse_server_url(server.url).base]
+    rows = {row["base"]: row for row in pool.status()}
+    assert rows[parse_server_url(dead).base]["failures"] == 1  # tried once, then left out
+    now[0] = 31.0  # past the retry time: asked again first (fewest in flight, its turn), fails, left out again
+    for _ in range(2):  # ties are taken in turn: one of two requests asks it first
+        pool.get("/models")
+    assert {row["base"]: row for row in pool.status()}[parse_server_url(dead).base]["failures"] == 2
+    with pytest.raises(StudioError, match="No replica of 1 answered"):
+        ReplicaPool([ServerClient(parse_server_url(dead))]).get("/models")
+    with pytest.raises(StudioError, match="answered HTTP 4"):  # a refused request is not sent elsewhere
+        pool.post("/completions", {"model": "no-such-model", "prompt": "Hi"})
