@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import gradio as gr
 
@@ -21,7 +21,8 @@ from agent_studio.storage.sweeps import SweepLease, SweepRecord
 from studio.errors import StudioError
 from studio.models.access import ModelAccess
 from studio.jobs import JobQueue, WebLimits
-from studio.evaluation.sweep import SCRIPTED_MODELS, SweepJob, SweepSpec, parse_vary, run_sweep, sweep_results
+from studio.evaluation.sweep import SCRIPTED_MODELS, SweepJob, SweepSpec, parse_vary, sweep_results
+from studio.executors.sweeps import run_sweep_with
 from studio.viz.html import message_html
 from studio.viz.report import sweep_report, write_page
 from studio.viz.results import diagnostics_html, paired_html, progress_html, results_figure, results_table_html
@@ -43,8 +44,11 @@ class SweepJobs:
         parallel: int = 4,
         limits: WebLimits | None = None,
         queue: JobQueue | None = None,
+        make_executor: Callable[[], Any] | None = None,
     ) -> None:
         self.store, self.registry, self.access, self.parallel = store, registry, access, parallel
+        #: The operator's executor for sweeps (``serve --executor ray``), made per sweep; None: this process.
+        self.make_executor = make_executor
         self.limits = limits or WebLimits()
         self.queue = queue or JobQueue(self.limits.concurrency)
         self._jobs: dict[str, SweepJob] = {}
@@ -104,17 +108,23 @@ class SweepJobs:
                         now = job.snapshot()
                         queued.progress(now.done, now.total, now.message)
 
-                    queued.progress(len(done), record.cells)
-                    return run_sweep(
-                        record.spec,
-                        record.id,
-                        [self.store.episodes.sink()],
-                        load,
-                        skip=done,
-                        parallel=self.parallel,
-                        stop=stop,
-                        on_done=counted,
-                    )
+                    executor = self.make_executor() if self.make_executor is not None else None
+                    queued.progress(len(done), record.cells, f"on {executor.describe()}" if executor else "")
+                    try:
+                        return run_sweep_with(
+                            executor,
+                            record.spec,
+                            record.id,
+                            [self.store.episodes.sink()],
+                            load,
+                            skip=done,
+                            parallel=self.parallel,
+                            stop=stop,
+                            on_done=counted,
+                        )
+                    finally:
+                        if executor is not None:
+                            executor.close()  # the workers go back to the cluster between sweeps
             finally:
                 lease.release()
                 for backend in loaded:

@@ -292,7 +292,12 @@ def build_app(services: Services) -> gr.Blocks:
                 compare,
                 services.store,
                 compare_panel.SweepJobs(
-                    services.store, services.registry, services.access, limits=services.limits, queue=services.jobs
+                    services.store,
+                    services.registry,
+                    services.access,
+                    limits=services.limits,
+                    queue=services.jobs,
+                    make_executor=services.sweep_executor,
                 ),
                 tab_of["compare"],
                 other_tabs("compare"),

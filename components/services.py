@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import weakref
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from agent_studio.components.downloads import DownloadFolder
 from agent_studio.storage import Store
@@ -28,6 +28,9 @@ class Services:
     """The operator's folders the Episodes tab may import from (``serve --import-dir``)."""
     limits: WebLimits = field(default_factory=WebLimits)
     """The operator's budgets for work started from the browser (``serve --max-web-steps``, ``--web-jobs``)."""
+    sweep_executor: Callable[[], Any] | None = None
+    """Makes the executor the Compare tab's sweeps run on (``serve --executor ray``: the operator's cluster);
+    None: in this process."""
     jobs: JobQueue | None = None
     """The server's queue of heavy work (values, cross-scores, attention, videos, judging, sweeps); made
     from ``limits`` when not given."""

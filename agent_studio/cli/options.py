@@ -229,19 +229,17 @@ def cli_executor(args: argparse.Namespace) -> Iterator[Any]:
             executor.close()
 
 
-def executor_from_args(args: argparse.Namespace) -> Any:
-    """The executor the flags name (None for local: the command runs its work itself); one line when a
-    cluster cannot be reached. Workers load models as ``--device``/``--dtype``/``--trust-remote-code`` say."""
-    if getattr(args, "executor", "local") == "local":
-        return None
-    from studio.executors import ExecutorOptions, make_executor
+def executor_options(args: argparse.Namespace) -> Any:
+    """The executor flags as :class:`studio.executors.ExecutorOptions`; workers load models as
+    ``--device``/``--dtype``/``--trust-remote-code`` say (one line for a value out of range)."""
+    from studio.executors import ExecutorOptions
 
     load = {
         "device": getattr(args, "device", "auto"),
         "dtype": getattr(args, "dtype", "auto"),
         "trust_remote_code": bool(getattr(args, "trust_remote_code", False)),
     }
-    options = ExecutorOptions(
+    return ExecutorOptions(
         address=args.ray_address,
         workers=args.workers,
         cpus_per_worker=args.worker_cpus,
@@ -249,7 +247,16 @@ def executor_from_args(args: argparse.Namespace) -> Any:
         memory_gb=args.worker_memory,
         load=load,
     )
-    executor = make_executor(args.executor, options)
+
+
+def executor_from_args(args: argparse.Namespace) -> Any:
+    """The executor the flags name (None for local: the command runs its work itself); one line when a
+    cluster cannot be reached."""
+    if getattr(args, "executor", "local") == "local":
+        return None
+    from studio.executors import make_executor
+
+    executor = make_executor(args.executor, executor_options(args))
     print(f"running on {executor.describe()}", file=sys.stderr, flush=True)
     return executor
 

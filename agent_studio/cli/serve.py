@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from agent_studio.cli.options import (
+    add_executor_arguments,
     Command,
     add_db_argument,
     open_cli_store,
@@ -55,6 +56,19 @@ def listen_address(args: argparse.Namespace) -> tuple[str, int]:
         return host, port_number(text)
     except argparse.ArgumentTypeError as exc:
         raise StudioError(f"GRADIO_SERVER_PORT: {exc}.") from None
+
+
+def sweep_executor(args: argparse.Namespace) -> Any:
+    """What makes the executor the Compare tab's sweeps run on (None: this process). A cluster is reached
+    once now, so a wrong address is one line at start rather than a failed sweep later."""
+    if args.executor == "local":
+        return None
+    from agent_studio.cli.options import executor_options
+    from studio.executors import make_executor
+
+    options = executor_options(args)
+    print(f"sweeps from the Compare tab run on {make_executor(args.executor, options).describe()}", flush=True)
+    return lambda: make_executor(args.executor, options)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -134,7 +148,13 @@ def _serve(args: argparse.Namespace, access: Any, store: Any, credentials: Any) 
 
     limits = WebLimits(max_steps=args.max_web_steps, concurrency=args.web_jobs)
     services = Services(
-        registry=registry, store=store, default_model=default_model, access=access, limits=limits, imports=args.imports
+        registry=registry,
+        store=store,
+        default_model=default_model,
+        access=access,
+        limits=limits,
+        imports=args.imports,
+        sweep_executor=sweep_executor(args),
     )
     app = build_app(services)
     options = launch_options()  # reads the packaged stylesheet: a broken install says so, not "cannot serve"
@@ -191,6 +211,7 @@ def serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="serve --model through an inference engine the studio starts (vLLM from .venv-vllm, on loopback) instead of in this process",
     )
     add_db_argument(parser)
+    add_executor_arguments(parser)
     access = parser.add_argument_group("who may load what, and who may log in")
     access.add_argument(
         "--trust-remote-code",

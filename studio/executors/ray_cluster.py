@@ -81,7 +81,7 @@ def connect(address: str) -> Any:
     ray = _ray()
     if ray.is_initialized():
         current = ray.get_runtime_context().gcs_address
-        if address not in ("auto", current) and not current.endswith(":" + address.rpartition(":")[2]):
+        if address not in ("auto", "local", current) and not current.endswith(":" + address.rpartition(":")[2]):
             raise StudioError(f"This process is connected to the Ray cluster at {current}, not {address[:100]}.")
         return ray
     if address not in ("auto", "local"):

@@ -96,6 +96,7 @@ def start_vllm(
     served_name: str = "",
     port: int | None = None,
     threads: int | None = None,
+    first_core: int = 0,
     kv_cache_gib: int = 1,
     dtype: str = "float32",
     timeout_s: float = 240.0,
@@ -126,8 +127,9 @@ def start_vllm(
         VLLM_NO_USAGE_STATS="1",
         DO_NOT_TRACK="1",
     )
-    if threads:
-        env.update(VLLM_CPU_OMP_THREADS_BIND=f"0-{threads - 1}", VLLM_CPU_NUM_OF_RESERVED_CPU="0")
+    if threads:  # bound to cores first_core .. first_core + threads - 1 (replicas side by side get their own)
+        cores = f"{first_core}-{first_core + threads - 1}"
+        env.update(VLLM_CPU_OMP_THREADS_BIND=cores, VLLM_CPU_NUM_OF_RESERVED_CPU="0")
     command = [
         str(python), "-m", "vllm.entrypoints.openai.api_server",
         "--model", model, "--served-model-name", served_name,
