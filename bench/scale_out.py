@@ -122,20 +122,27 @@ def generations_per_s(name: str, requests: int, sessions: int = 4) -> tuple[floa
     return requests / (time.perf_counter() - started), answered
 
 
-def replicas(requests: int) -> dict[str, Any]:
+def replicas(requests: int, rounds: int = 2) -> dict[str, Any]:
+    """One replica vs two, alternating ``rounds`` times (a busy machine's drift falls on both alike)."""
     from studio.models.engines import start_vllm
     from studio.models.resolve import resolve_default
 
     folder = resolve_default().path
+    single: list[float] = []
+    both: list[float] = []
+    shared: Counter = Counter()
     with start_vllm(folder, served_name="smollm2", threads=1, first_core=0) as one:
         with start_vllm(folder, served_name="smollm2", threads=1, first_core=1) as two:
-            single, _ = generations_per_s(one.url, requests)
-            both, shared = generations_per_s(f"{one.url},{two.url}", requests)
+            for _ in range(rounds):
+                single.append(generations_per_s(one.url, requests)[0])
+                rate, answered = generations_per_s(f"{one.url},{two.url}", requests)
+                both.append(rate)
+                shared.update(answered)
     return {
         "requests": requests,
-        "one_replica_per_s": round(single, 3),
-        "two_replicas_per_s": round(both, 3),
-        "speedup": round(both / single, 2),
+        "one_replica_per_s": [round(r, 3) for r in single],
+        "two_replicas_per_s": [round(r, 3) for r in both],
+        "speedup": round(sum(both) / sum(single), 2),
         "answered_by": {str(k): v for k, v in shared.items()},
     }
 

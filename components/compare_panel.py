@@ -109,7 +109,8 @@ class SweepJobs:
                         queued.progress(now.done, now.total, now.message)
 
                     executor = self.make_executor() if self.make_executor is not None else None
-                    queued.progress(len(done), record.cells, f"on {executor.describe()}" if executor else "")
+                    job.progress.where = executor.describe() if executor is not None else ""
+                    queued.progress(len(done), record.cells, f"on {job.progress.where}" if executor else "")
                     try:
                         return run_sweep_with(
                             executor,
@@ -257,6 +258,8 @@ def view(store: Store, jobs: SweepJobs, sweep_id: str | None, shown: Any) -> dic
         state, detail = "failed", snapshot.error
     elif snapshot is not None and snapshot.failed:
         detail = f"{len(snapshot.failed)} failed: {snapshot.failed[0]}"
+    if snapshot is not None and snapshot.where:
+        state += f" on {snapshot.where}"
     out: dict[str, Any] = {"progress": progress_html(len(complete), record.cells, state, detail)}
     now = (record.id, len(complete), running)
     if now != shown:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 import sys
 from typing import Any
 
@@ -243,6 +244,24 @@ def _sweep_with(args: argparse.Namespace, store: Any, registry: Any, stop: Any, 
         lease.release()
 
 
+class Pace:
+    """Cells finished of those to run, and the time left at the pace so far: a line every tenth (or
+    every cell of a short run)."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done = total, 0
+        self.started = time.monotonic()
+        self.every = max(1, total // 10)
+
+    def tick(self) -> str:
+        self.done += 1
+        if self.done % self.every and self.done != self.total:
+            return ""
+        elapsed = time.monotonic() - self.started
+        left = elapsed / self.done * (self.total - self.done)
+        return f"{self.done}/{self.total} episodes run, about {left:.0f} s left"
+
+
 def run_sweep_cells(
     args: argparse.Namespace,
     store: Any,
@@ -270,11 +289,16 @@ def run_sweep_cells(
     def load(name: str) -> Any:
         return load_cli_model(registry, name, args)
 
+    pace = Pace(spec.size - len(done))
+
     def show(cell: Any, result: Any) -> None:
         if isinstance(result, StudioError):
             print(f"{cell.label} {cell.env} seed={cell.seed}: failed: {result}", file=sys.stderr, flush=True)
         elif not args.json:
             print_episode_line(result, False)
+        line = pace.tick()
+        if line:
+            print(f"sweep {record.name}: {line}", file=sys.stderr, flush=True)
 
     outcome = run_sweep_with(
         executor, spec, record.id, [store.episodes.sink()], load, done, args.parallel, stop, on_done=show

@@ -432,6 +432,7 @@ class SweepProgress:
     failed: list[str] = field(default_factory=list)
     message: str = ""
     error: str | None = None
+    where: str = ""  # where the cells run when not in this process: a Ray cluster's description
 
 
 class SweepJob:

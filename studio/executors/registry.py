@@ -78,21 +78,44 @@ class ExecutorInfo:
 
 
 EXECUTORS: dict[str, ExecutorInfo] = {}
+#: Installed packages add executors here: ``name = "pkg.module:Class"`` (a class made with ``ExecutorOptions``).
+ENTRY_POINT_GROUP = "agent_studio.executors"
+_plugins = threading.Lock()
+_loaded = False
 
 
 def register_executor(name: str, summary: str, module: str, factory: str) -> None:
-    """Register an executor: ``module.factory(options)`` makes it."""
+    """Register an executor: ``module.factory(options)`` makes it (imported only then: Ray is an extra)."""
+    if not isinstance(name, str) or not name.isidentifier():
+        raise StudioError(f"An executor's name must be an identifier, got {str(name)[:40]!r}.")
     EXECUTORS[name] = ExecutorInfo(name, summary, module, factory)
 
 
+def _load_plugins() -> None:
+    global _loaded
+    with _plugins:
+        if _loaded:
+            return
+        from studio.plugins import first_doc_line, load_entry_points
+
+        def register(point: Any, target: Any) -> None:
+            register_executor(point.name, first_doc_line(target, point.name), target.__module__, target.__qualname__)
+
+        load_entry_points(ENTRY_POINT_GROUP, register)
+        _loaded = True
+
+
 def executor_names() -> list[str]:
+    """Every registered executor's name, the built-in ones first."""
+    _load_plugins()
     return list(EXECUTORS)
 
 
 def check_executor(name: object) -> str:
     """``name`` if an executor is registered under it; one line otherwise."""
-    if not isinstance(name, str) or name not in EXECUTORS:
-        raise StudioError(f"Unknown executor {str(name)[:40]!r}: use one of {', '.join(EXECUTORS)}.")
+    names = executor_names()
+    if not isinstance(name, str) or name not in names:
+        raise StudioError(f"Unknown executor {str(name)[:40]!r}: use one of {', '.join(names)}.")
     return name
 
 
