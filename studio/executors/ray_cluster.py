@@ -110,7 +110,9 @@ class RayExecutor:
     def describe(self) -> str:
         nodes = [n for n in self.ray.nodes() if n.get("Alive")]
         cpus = self.ray.cluster_resources().get("CPU", 0)
-        return f"Ray cluster ({len(nodes)} nodes, {cpus:g} CPUs), {self.options.workers} workers"
+        node_word = "node" if len(nodes) == 1 else "nodes"
+        worker_word = "worker" if self.options.workers == 1 else "workers"
+        return f"Ray cluster ({len(nodes)} {node_word}, {cpus:g} CPUs), {self.options.workers} {worker_word}"
 
     def _worker_class(self) -> Any:
         options: dict[str, Any] = {

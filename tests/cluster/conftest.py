@@ -26,6 +26,9 @@ def ray_cluster() -> Iterator[str]:
     port = free_port()
     # Ray's socket paths must be short (a Unix socket name is at most 107 bytes): not under pytest's tmp_path.
     temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
+    # A cluster started by a plain ray.init() (``--ray-address local``) writes ~/.ray/auth_token, and a head
+    # started later finds it and wants the token: this loopback cluster, its driver and workers say no auth.
+    os.environ["RAY_AUTH_MODE"] = "disabled"
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     command = [
         str(ray_bin),

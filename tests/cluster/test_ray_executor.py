@@ -76,9 +76,9 @@ def test_a_sweep_on_ray_stores_the_episodes_the_local_executor_stores(
         assert remote.sweeps.complete_cells(ray_record.id) == set(range(spec.size))
 
 
-def test_a_worker_killed_mid_sweep_loses_and_duplicates_nothing(ray_executor, tmp_path: Path) -> None:
+def test_a_worker_killed_mid_sweep_loses_and_duplicates_nothing(ray_executor, postgres, tmp_path: Path) -> None:
     """A worker is killed while it runs a cell (a model that takes about a second a step): Ray restarts it
-    and runs the cell again."""
+    and runs the cell again. The driver's store is PostgreSQL (the shared store of a cluster's runs)."""
     slow = f"scripted:{ROOT / 'tests' / 'data' / 'slow_model.json'}"
     spec = SweepSpec.build([slow], ["gridworld"], "0-2", {"max_steps": 2})
     pids = ray_executor.ray.get([actor.pid.remote() for actor in ray_executor.workers()])
@@ -90,7 +90,7 @@ def test_a_worker_killed_mid_sweep_loses_and_duplicates_nothing(ray_executor, tm
         killed.append(pids[0])
 
     threading.Thread(target=kill_one_worker, daemon=True).start()
-    with open_store(str(tmp_path / "ray.db")) as store:
+    with open_store(postgres.new_database()) as store:
         record, outcome = _run(store, spec, ray_executor)
         assert killed, "the worker was not killed"
         assert outcome.failed == [], outcome.failed
