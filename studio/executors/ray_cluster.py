@@ -78,6 +78,9 @@ def _reachable(address: str) -> None:
 def connect(address: str) -> Any:
     """Ray, connected to the cluster at ``address``; one line when there is none. A process already
     connected stays on its cluster (``auto``, or the same address)."""
+    # Ray's driver otherwise swaps builtins.print for its progress bars' (once workers log): a studio
+    # process keeps its own print (pickling and plugins look print up by name).
+    os.environ.setdefault("RAY_TQDM_PATCH_PRINT", "0")
     ray = _ray()
     if ray.is_initialized():
         current = ray.get_runtime_context().gcs_address

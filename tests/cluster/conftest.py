@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import builtins
 import os
 import shutil
 import subprocess
@@ -17,6 +18,9 @@ import pytest
 from studio.models.engines import free_port
 
 
+PRINT = builtins.print
+
+
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[str]:
     """The address (HOST:PORT) of a running local Ray cluster; fails with the reason if it cannot start."""
@@ -29,6 +33,7 @@ def ray_cluster() -> Iterator[str]:
     # A cluster started by a plain ray.init() (``--ray-address local``) writes ~/.ray/auth_token, and a head
     # started later finds it and wants the token: this loopback cluster, its driver and workers say no auth.
     os.environ["RAY_AUTH_MODE"] = "disabled"
+    os.environ["RAY_TQDM_PATCH_PRINT"] = "0"  # Ray's driver would replace builtins.print for the tests after these
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     command = [
         str(ray_bin),
@@ -54,6 +59,7 @@ def ray_cluster() -> Iterator[str]:
                     pytest.fail(f"The Ray head did not start at {address}: {exc} {output[-2000:]}")
                 time.sleep(1)
         yield address
+        assert builtins.print is PRINT, "Ray replaced builtins.print in this process"
     finally:
         ray.shutdown()
         head.terminate()
