@@ -50,9 +50,9 @@ def run_sweep_with(
     stop: threading.Event | None = None,
     on_done: CellListener | None = None,
 ) -> SweepOutcome:
-    """The cells of ``spec`` not in ``skip``: in this process (``executor`` None or local: :func:`run_sweep`)
-    or as tasks on ``executor``."""
-    if executor is None or executor.name == "local":
+    """The cells of ``spec`` not in ``skip``: in this process (``executor`` None: :func:`run_sweep`, lockstep)
+    or as tasks on ``executor`` (``local``'s threads run the same tasks a cluster's workers run)."""
+    if executor is None:
         return run_sweep(spec, sweep_id, sinks, load_model, skip, parallel, stop, on_done)
     stop = stop or threading.Event()
     outcome = SweepOutcome()

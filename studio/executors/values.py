@@ -1,6 +1,6 @@
 """Monte Carlo values of many steps on an executor: each step a ``step-values`` task.
 
-Locally (``executor`` None or ``local``) each step is :func:`studio.scaling.values.estimate_step_values` in
+Without an executor (``None``) each step is :func:`studio.scaling.values.estimate_step_values` in
 this process, as before. Elsewhere each step goes to a worker with its episode; the values come back as
 JSON, are checked against the step they answer, and are handed to ``on_values`` here (which stores them).
 Rollouts are seeded (rollout ``i`` with ``seed + i``), so the values are the same wherever they ran.
@@ -51,7 +51,7 @@ def step_values_with(
     elsewhere it is handed to ``on_values`` and the other steps go on."""
     stop = stop or threading.Event()
     kind = str(options["rollout_policy"])
-    if executor is None or executor.name == "local":
+    if executor is None:
         backend = load_model(model) if model and load_model is not None else None
         policy_for = rollout_policy_factory(kind, seed=int(options.get("seed", 0)))
         for episode, index in items:

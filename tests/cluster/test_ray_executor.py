@@ -70,6 +70,9 @@ def test_a_sweep_on_ray_stores_the_episodes_the_local_executor_stores(
         expected = _behaviour(local, local_record.id)
         assert len(expected) == spec.size
         assert _behaviour(remote, ray_record.id) == expected
+        with open_store(str(tmp_path / "threads.db")) as threads:  # the local executor runs the same tasks
+            tasks_record, _ = _run(threads, spec, make_executor("local", ExecutorOptions(workers=2)))
+            assert _behaviour(threads, tasks_record.id) == expected
         # the episodes came from the workers (other processes), and each is stored once
         episodes = remote.sweeps.episodes_of(ray_record.id)
         assert sorted(e.sweep_cell for e in episodes) == list(range(spec.size))
@@ -155,16 +158,17 @@ def test_mc_values_through_ray_equal_the_local_values(ray_executor) -> None:
         pass
     items = [(episode, index) for index in range(episode.length)]
     options = {"rollout_policy": "random", "rollouts": 3, "horizon": 6, "seed": 7, "discount": 0.9}
-    found: dict[str, dict] = {"local": {}, "ray": {}}
-    for where, executor in (("local", None), ("ray", ray_executor)):
+    found: dict[str, dict] = {"here": {}, "local": {}, "ray": {}}
+    local = make_executor("local", ExecutorOptions(workers=2))  # the same tasks, in this process's threads
+    for where, executor in (("here", None), ("local", local), ("ray", ray_executor)):
 
         def keep(_episode, index, values, where=where) -> None:
             assert not isinstance(values, StudioError), values
             found[where][index] = [(v.output, v.q, v.returns, v.successes, v.lengths, v.seeds) for v in values]
 
         step_values_with(executor, items, options, keep)
-    assert set(found["local"]) == set(range(episode.length))
-    assert found["ray"] == found["local"]
+    assert set(found["here"]) == set(range(episode.length))
+    assert found["ray"] == found["local"] == found["here"]
 
 
 def test_the_cli_runs_a_sweep_on_the_cluster_and_refuses_an_absent_one_before_storing(
