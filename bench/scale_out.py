@@ -12,7 +12,7 @@ Prints one JSON object:
   4 concurrent sessions against one replica vs two behind one name (:mod:`studio.models.replicas`), and
   how the requests were shared.
 
-    python bench/scale_out.py [--cells 40] [--web-cells 8] [--requests 16] [--no-replicas]
+    python bench/scale_out.py [--cells 40] [--web-cells 8] [--requests 16] [--parts overhead,env_bound,replicas]
 """
 
 from __future__ import annotations
@@ -130,6 +130,7 @@ def replicas(requests: int, rounds: int = 2) -> dict[str, Any]:
     folder = resolve_default().path
     single: list[float] = []
     both: list[float] = []
+    pooled: list[float] = []  # the one replica under two names: the pool's own cost, no second engine
     shared: Counter = Counter()
     with start_vllm(folder, served_name="smollm2", threads=1, first_core=0) as one:
         with start_vllm(folder, served_name="smollm2", threads=1, first_core=1) as two:
@@ -138,10 +139,12 @@ def replicas(requests: int, rounds: int = 2) -> dict[str, Any]:
                 rate, answered = generations_per_s(f"{one.url},{two.url}", requests)
                 both.append(rate)
                 shared.update(answered)
+                pooled.append(generations_per_s(f"{one.url},{one.url.replace('127.0.0.1', 'localhost')}", requests)[0])
     return {
         "requests": requests,
         "one_replica_per_s": [round(r, 3) for r in single],
         "two_replicas_per_s": [round(r, 3) for r in both],
+        "one_replica_by_two_names_per_s": [round(r, 3) for r in pooled],
         "speedup": round(sum(both) / sum(single), 2),
         "answered_by": {str(k): v for k, v in shared.items()},
     }
@@ -152,14 +155,17 @@ def main() -> None:
     parser.add_argument("--cells", type=int, default=40)
     parser.add_argument("--web-cells", type=int, default=8)
     parser.add_argument("--requests", type=int, default=16)
-    parser.add_argument("--no-replicas", action="store_true")
+    parser.add_argument("--parts", default="overhead,env_bound,replicas", help="which measurements, comma-separated")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     result: dict[str, Any] = {"cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        result["overhead"] = overhead(args.cells, folder)
-        result["env_bound"] = env_bound(args.web_cells, folder)
-    if not args.no_replicas:
+        if "overhead" in parts:
+            result["overhead"] = overhead(args.cells, folder)
+        if "env_bound" in parts:
+            result["env_bound"] = env_bound(args.web_cells, folder)
+    if "replicas" in parts:
         result["replicas"] = replicas(args.requests)
     print(json.dumps(result))
 
