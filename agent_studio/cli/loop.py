@@ -189,6 +189,9 @@ def loop_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-share", type=bounded_number(float, 0.05, 0.95), default=0.25,
                         help="the share of --seeds (the last ones) held out for the evaluation (default 0.25)")  # fmt: skip
     parser.add_argument("--name", default=None, help="the loop's name (stages are stored under it; again: resumes)")
+    parser.add_argument("--acting-model", default=None, metavar="MODEL",
+                        help="who acts in the collection and the evaluation (default: --model, the Q model's base), "
+                        "e.g. a served model")  # fmt: skip
     parser.add_argument("--rollouts", type=bounded_number(int, 1, 1000), default=8, help="MC rollouts per output")
     parser.add_argument("--rollout-policy", default="random", choices=["random", "expert"], help="who acts in them")
     parser.add_argument("--horizon", type=bounded_number(int, 0, 10_000), default=10, help="steps after the action")

@@ -78,8 +78,9 @@ def run_loop(args: argparse.Namespace, executor: Any = None) -> dict[str, Any]:
     spec = spec_from_args(args, q_name, kind="reward", sources=("mc",))  # checked before anything runs
     store = open_cli_store(args)
     print(f"loop {name}: {len(train_seeds)} training seeds, {len(eval_seeds)} held out", file=sys.stderr)
+    actor = args.acting_model or args.model
     collect = run_stored_sweep(
-        args, store, evaluation_spec(args, [args.model], ["first"], train_seeds), f"{name}-collect", executor
+        args, store, evaluation_spec(args, [actor], ["first"], train_seeds), f"{name}-collect", executor
     )
     episodes = [e.id for e in store.sweeps.episodes_of(collect.id) if e.complete]
     settings = value_steps(args, store, episodes, executor)
@@ -93,6 +94,6 @@ def run_loop(args: argparse.Namespace, executor: Any = None) -> dict[str, Any]:
         print(f"loop: trained {q_name}: held-out pair accuracy {described['held_out_accuracy']}", file=sys.stderr)
     verifiers = ["first", "likelihood", f"model:{q_name}", "oracle"]
     evaluation = run_stored_sweep(
-        args, store, evaluation_spec(args, [args.model], verifiers, eval_seeds), f"{name}-eval", executor
+        args, store, evaluation_spec(args, [actor], verifiers, eval_seeds), f"{name}-eval", executor
     )
     return lift(store, evaluation, "likelihood")

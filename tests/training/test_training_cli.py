@@ -71,3 +71,36 @@ def test_train_then_evaluate_the_trained_verifier_against_the_others(tiny_base: 
         assert abs(arm["mcnemar_p"] - expected) < 1e-12
     steps = [s for e in episodes if e.policy_config.get("verifier") == "model:q" for s in e.steps]
     assert steps and all(s.extra["verifier"]["name"] == "model:q" for s in steps if s.candidates)
+
+
+def test_the_loop_collects_values_trains_and_evaluates_and_resumes(tiny_base: str, tmp_path: Path) -> None:
+    """``loop`` end to end: a scripted model that offers every action acts (K = 3), its steps are valued by
+    expert rollouts, the Q model is trained on the pairs (a tiny base), and the four arms are evaluated on
+    the held-out seeds; the same command again runs nothing new."""
+    db, trained = tmp_path / "loop.db", tmp_path / "trained"
+    outputs = tmp_path / "every.json"
+    outputs.write_text(json.dumps({"outputs": EVERY_ACTION}))
+    command = ["loop", "--env", "gridworld", "--env-opt", "size=5", "--env-opt", "difficulty=easy", "--seeds", "0-5", "--eval-share", "0.34", "--k", "3", "--max-steps", "3",
+               "--acting-model", f"scripted:{outputs}", "--model", tiny_base, "--rollouts", "1",
+               "--rollout-policy", "expert", "--horizon", "12", "--train-steps", "2", "--name", "mini", "--json",
+               "--db", str(db)]  # fmt: skip
+    first = cli(trained, *command)
+    assert first.returncode == 0, first.stderr[-2000:]
+    lift = json.loads(first.stdout.splitlines()[-1])
+    verifiers = [arm["arm"].split("verifier=")[1].rstrip(")") for arm in lift["arms"]]
+    assert verifiers == ["first", "likelihood", "model:mini-q", "oracle"] and lift["sweep"] == "mini-eval"
+    assert all(arm["episodes"] == 2 for arm in lift["arms"])  # seeds 4 and 5 held out
+    with open_store(db) as store:
+        collected = store.sweeps.episodes_of(store.sweeps.get("mini-collect").id)
+        assert sorted(e.seed for e in collected) == [0, 1, 2, 3]
+        valued = store.preferences.step_values(settings="expert-m1-h12-g0.95")
+        assert valued and {v.episode_id for v in valued} <= {e.id for e in collected}
+        (run,) = store.training.runs()
+        assert run.status == "done" and run.base == tiny_base and run.name == "mini-q"
+        counts = (len(collected), len(valued))
+    again = cli(trained, *command)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "mini-q is trained already" in again.stderr and "0 of 4 episodes already done" not in again.stderr
+    with open_store(db) as store:
+        assert (len(store.sweeps.episodes_of(store.sweeps.get("mini-collect").id)), len(store.preferences.step_values(settings="expert-m1-h12-g0.95"))) == counts  # fmt: skip
+        assert len(store.training.runs()) == 1
