@@ -142,40 +142,48 @@ class RayExecutor:
         idle = list(self.workers())
         queue = list(enumerate(payloads))[::-1]  # popped from the end: first task first
         running: dict[Any, tuple[int, Any]] = {}
+        cancelled: set[Any] = set()
         while queue or running:
             while queue and idle and not stop.is_set():
                 index, payload = queue.pop()
                 actor = idle.pop()
                 running[actor.run.remote(kind, payload)] = (index, actor)
             if stop.is_set():
-                for ref in running:
-                    ray.cancel(ref)
                 queue.clear()
+                for ref in set(running) - cancelled:
+                    ray.cancel(ref)
+                    cancelled.add(ref)
+            if queue and not idle and not running:  # every worker died past its restarts
+                for index, _payload in reversed(queue):
+                    on_done(index, StudioError("no worker is left: each died more often than Ray restarts it"))
+                return
             ready, _ = ray.wait(list(running), num_returns=1, timeout=POLL_SECONDS)
             for ref in ready:
                 index, actor = running.pop(ref)
-                idle.append(actor)
-                outcome = self._outcome(ref)
+                outcome, alive = self._outcome(ref)
+                if alive:
+                    idle.append(actor)
                 if outcome is not None:
                     on_done(index, outcome)
 
-    def _outcome(self, ref: Any) -> dict[str, Any] | StudioError | None:
-        """A finished task's result, its one-line error, or None when it was cancelled (Stop)."""
+    def _outcome(self, ref: Any) -> tuple[dict[str, Any] | StudioError | None, bool]:
+        """A finished task's result, its one-line error, or None when it was cancelled (Stop); and whether
+        its worker can take another task (not when it died more often than it is restarted)."""
         ray = self.ray
         try:
             answer = ray.get(ref)
         except ray.exceptions.TaskCancelledError:
-            return None
-        except ray.exceptions.RayActorError as exc:  # the worker died more often than it is restarted
-            return StudioError(f"the worker died ({' '.join(str(exc).split())[:160]})")
+            return None, True
+        except ray.exceptions.RayActorError as exc:
+            return StudioError(f"the worker died ({' '.join(str(exc).split())[:160]})"), False
         except ray.exceptions.RayError as exc:
-            return StudioError(f"Ray failed the task: {' '.join(str(exc).split())[:200]}")
+            return StudioError(f"Ray failed the task: {' '.join(str(exc).split())[:200]}"), True
         if not isinstance(answer, dict):
-            return StudioError("a worker answered something that is not a task's result")
+            return StudioError("a worker answered something that is not a task's result"), True
         if "error" in answer:
-            return StudioError(f"{answer['error']} (on {answer.get('worker', 'a worker')})")
+            return StudioError(f"{answer['error']} (on {answer.get('worker', 'a worker')})"), True
         result = answer.get("result")
-        return result if isinstance(result, dict) else StudioError("a worker answered without a result")
+        return (result if isinstance(result, dict) else StudioError("a worker answered without a result")), True
 
     def close(self) -> None:
         for actor in self._actors:

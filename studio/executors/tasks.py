@@ -25,6 +25,21 @@ class WorkerContext:
         self.load = dict(load or {})
         self.registry = ModelRegistry()
         self._lock = threading.Lock()
+        self._sweep: tuple[str, Any, list[Any]] | None = None  # the last sweep's spec and cells, by its JSON
+
+    def sweep(self, spec_dict: dict[str, Any]) -> tuple[Any, list[Any]]:
+        """The sweep ``spec_dict`` describes and its cells, made once for all the cells a worker runs of it
+        (a sweep of 10,000 cells would otherwise build its 10,000 cells for each one)."""
+        import json
+
+        from studio.evaluation.sweep import SweepSpec
+
+        key = json.dumps(spec_dict, sort_keys=True)
+        with self._lock:
+            if self._sweep is None or self._sweep[0] != key:
+                spec = SweepSpec.from_dict(spec_dict)
+                self._sweep = (key, spec, spec.cells())
+            return self._sweep[1], self._sweep[2]
 
     def model(self, name: str) -> Backend:
         with self._lock:  # one load per model, even when a local executor's threads ask at once
@@ -38,10 +53,9 @@ def where() -> str:
 
 def sweep_cell(payload: dict[str, Any], context: WorkerContext) -> dict[str, Any]:
     """Run one cell of a sweep to its end; the episode as JSON (nothing is stored here: the driver stores it)."""
-    from studio.evaluation.sweep import SweepSpec, policy_for_cell, run_cell
+    from studio.evaluation.sweep import policy_for_cell, run_cell
 
-    spec = SweepSpec.from_dict(_field(payload, "spec", dict))
-    cells = spec.cells()
+    spec, cells = context.sweep(_field(payload, "spec", dict))
     index = _field(payload, "cell", int)
     if not 0 <= index < len(cells):
         raise StudioError(f"The sweep has no cell {index}.")

@@ -209,3 +209,27 @@ def test_the_cli_runs_a_sweep_on_the_cluster_and_refuses_an_absent_one_before_st
     if absent.exists():
         with open_store(str(absent)) as store:
             assert store.sweeps.list() == []
+
+
+def test_a_worker_that_dies_past_its_restarts_fails_its_cells_in_one_line_each(ray_cluster, monkeypatch) -> None:
+    """With no restarts left, the cell the worker was running fails naming the death, and the cells still
+    queued fail saying no worker is left (rather than waiting for ever)."""
+    import studio.executors.ray_cluster as ray_cluster_module
+
+    monkeypatch.setattr(ray_cluster_module, "RESTARTS", 0)
+    monkeypatch.setattr(ray_cluster_module, "TASK_RETRIES", 0)
+    executor = make_executor("ray", ExecutorOptions(address=ray_cluster, workers=1))
+    try:
+        (pid,) = executor.ray.get([actor.pid.remote() for actor in executor.workers()])
+        slow = f"scripted:{ROOT / 'tests' / 'data' / 'slow_model.json'}"
+        spec = SweepSpec.build([slow], ["gridworld"], "0-2", {"max_steps": 3})
+        payloads = [{"spec": spec.to_dict(), "sweep_id": "a" * 32, "cell": index} for index in range(3)]
+        outcomes: dict[int, object] = {}
+        threading.Timer(1.0, lambda: os.kill(pid, signal.SIGKILL)).start()
+        executor.run_tasks("sweep-cell", payloads, stop=threading.Event(), on_done=outcomes.__setitem__)
+    finally:
+        executor.close()
+    assert sorted(outcomes) == [0, 1, 2]
+    assert all(isinstance(outcome, StudioError) for outcome in outcomes.values())
+    assert "the worker died" in str(outcomes[0])
+    assert all("no worker is left" in str(outcomes[i]) for i in (1, 2))
