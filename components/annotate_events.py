@@ -13,6 +13,7 @@ import gradio as gr
 from agent_studio.components.annotate_panel import (
     AnnotatePanel,
     annotator_name,
+    consequences_view,
     overview_html,
     render_pair,
 )
@@ -70,6 +71,15 @@ def wire(
             return f"Saved: {choice.replace('_', ' ')}{said} (judged {desk.progress()[0]})."
 
         return act
+
+    def follow(desk: AnnotationDesk) -> str:
+        with desk.lock:
+            try:
+                return consequences_view(desk)
+            except StudioError as exc:
+                return message_html(str(exc), "error")
+
+    panel.show_consequences.click(follow, [desk_state], [panel.consequences], **private)
 
     judged_inputs = [desk_state, *panel.filters, panel.rationale, panel.tags, panel.confidence]
     for choice, button in panel.judge:

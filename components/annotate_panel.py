@@ -50,6 +50,8 @@ class AnnotatePanel:
     judge: list[tuple[str, gr.Button]]
     skip: gr.Button
     undo: gr.Button
+    show_consequences: gr.Button
+    consequences: gr.HTML
     rationale: gr.Textbox
     tags: gr.CheckboxGroup
     tag_set: gr.Textbox
@@ -91,6 +93,7 @@ class AnnotatePanel:
             self.rationale,
             self.tags,
             self.confidence,
+            self.consequences,
         ]
 
 
@@ -143,6 +146,10 @@ def build() -> AnnotatePanel:
                         ]
                         skip = gr.Button("Skip (0)", elem_id="as-skip", min_width=80)
                         undo = gr.Button("Undo (U)", elem_id="as-undo", min_width=80)
+                    show_consequences = gr.Button(
+                        "Show what each action leads to", size="sm", elem_id="as-consequences", min_width=80
+                    )
+                    consequences = gr.HTML(elem_id="as-consequences-view")
             with gr.Row():
                 rationale = gr.Textbox(label="Rationale (optional)", lines=2, scale=3, elem_id="as-rationale")
                 with gr.Column(scale=2):
@@ -199,6 +206,8 @@ def build() -> AnnotatePanel:
         judge=judge,
         skip=skip,
         undo=undo,
+        show_consequences=show_consequences,
+        consequences=consequences,
         rationale=rationale,
         tags=tags,
         tag_set=tag_set,
@@ -226,7 +235,7 @@ def build() -> AnnotatePanel:
 
 def render_pair(desk: AnnotationDesk, message: str = "", kind: str = "info") -> list[Any]:
     """Progress, the pair on screen (or why there is none), and cleared judgement fields."""
-    cleared = ["", gr.CheckboxGroup(choices=list(desk.tags), value=[]), "—"]
+    cleared = ["", gr.CheckboxGroup(choices=list(desk.tags), value=[]), "—", ""]  # the consequences too
     judged, total = desk.progress()
     progress = (
         f'<div class="as-progress">{esc(desk.annotator or "nobody")}: {num(judged)} judged of {num(total)} pairs</div>'
@@ -267,6 +276,37 @@ def render_pair(desk: AnnotationDesk, message: str = "", kind: str = "info") -> 
         message_html(message, kind),
         *cleared,
     ]
+
+
+def consequences_view(desk: AnnotationDesk) -> str:
+    """What each side's action leads to from the pair's step (the environment forked once per side): the
+    next observation and frame under each, escaped; one line where the pair has no step to fork."""
+    from studio.episodes.consequences import consequences
+    from studio.viz.plots import png_data_uri
+
+    item = desk.item
+    if item is None or item.context is None:
+        return message_html("This pair is not two outputs of one step: there is no state to fork.", "error")
+    actions = [item.left.action, item.right.action]
+    if not all(actions):
+        return message_html("A side has no action to follow (its output named none).", "error")
+    episode = desk.store.episodes.get(item.context[0])
+    found = consequences(episode, item.context[1], [str(a) for a in actions])
+    sides = []
+    for side, result in zip(("Left", "Right"), found):
+        frame = (
+            f'<img class="as-consequence-frame" alt="{esc(side)}: the next frame" src="{png_data_uri(result.frame)}">'
+            if result.frame is not None
+            else ""
+        )
+        outcome = "invalid: " + (result.invalid_reason or "") if not result.valid else f"reward {result.reward:g}"
+        if result.done:
+            outcome += " · the episode ends" + (" (success)" if result.success else "")
+        sides.append(
+            f'<div class="as-consequence"><b>{esc(side)}</b>: {esc(result.action)} → {esc(outcome)}{frame}'
+            f"<pre>{esc(result.observation)}</pre></div>"
+        )
+    return f'<div class="as-consequences">{"".join(sides)}</div>'
 
 
 def _agreement_line(report: dict, item: str) -> str:
