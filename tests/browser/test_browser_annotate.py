@@ -190,20 +190,22 @@ def test_step_labels_with_the_keyboard(studio) -> None:
     page.close()
 
 
-def test_show_what_each_action_leads_to_forks_the_step_for_both_sides(tmp_path: Path) -> None:
+def test_show_what_each_action_leads_to_forks_the_step_for_both_sides(studio, tmp_path: Path) -> None:
     """A step pair's "Show what each action leads to": both sides' next frames and observations (the
     environment forked at the step), the model's hostile action text shown as text."""
-    with studio_in_chromium(tmp_path / "studio.db") as fresh:
-        page = new_page(fresh)
-        sample_candidates(page, steps=1)
-        start_annotating(page, "cora")
-        page.click("#as-consequences")
-        sides = page.locator("#as-consequences-view .as-consequence")
-        sides.nth(1).wait_for(timeout=30_000)
-        assert page.locator("#as-consequences-view img.as-consequence-frame").count() == 2
-        texts = [sides.nth(i).inner_text() for i in range(2)]
-        assert {t.split(":")[0] for t in texts} == {"Left", "Right"}
-        assert any("go east →" in t for t in texts)  # the action, then what it leads to
-        assert any('onerror="window.__xss=4"' in t and "invalid" in t for t in texts)  # shown, not run
-        assert page.evaluate("window.__xss") is None
-        page.screenshot(path=str(tmp_path / "consequences.png"), full_page=True)
+    page = new_page(studio)
+    sample_candidates(page, steps=1)
+    start_annotating(page, "cora")
+    page.click("#as-consequences")
+    sides = page.locator("#as-consequences-view .as-consequence")
+    sides.nth(1).wait_for(timeout=30_000)
+    assert page.locator("#as-consequences-view img.as-consequence-frame").count() == 2
+    texts = [sides.nth(i).inner_text() for i in range(2)]
+    assert {t.split(":")[0] for t in texts} == {"Left", "Right"}
+    assert any("go east →" in t for t in texts)  # the action, then what it leads to
+    assert any('onerror="window.__xss=4"' in t and "invalid" in t for t in texts)  # shown, not run
+    assert page.evaluate("window.__xss") is None
+    page.screenshot(path=str(tmp_path / "consequences.png"), full_page=True)
+    page.keyboard.press("1")  # judging moves on: the next pair's consequences are not shown until asked
+    page.locator("#as-progress", has_text="cora: 1 judged").wait_for(timeout=30_000)
+    assert page.locator("#as-consequences-view .as-consequence").count() == 0
