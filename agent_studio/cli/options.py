@@ -209,7 +209,7 @@ def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
         "--ray-address",
         default="auto",
         metavar="ADDRESS",
-        help="the cluster: auto (RAY_ADDRESS, else this machine's), HOST:PORT, ray://HOST:PORT, or local (start one here)",
+        help="the cluster: auto (RAY_ADDRESS, else this machine's), HOST:PORT (its head), or local (start one here)",
     )
     group.add_argument("--workers", type=positive_int, default=2, help="Ray workers at once (default 2)")
     group.add_argument("--worker-cpus", type=float, default=1.0, help="CPUs each worker reserves (default 1)")
