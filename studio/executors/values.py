@@ -65,12 +65,12 @@ def step_values_with(
 
     def finished(number: int, result: dict[str, Any] | StudioError) -> None:
         episode, index = items[number]
-        values: list[StepValue] | StudioError = result if isinstance(result, StudioError) else StudioError("")
-        if not isinstance(result, StudioError):
-            try:
-                values = _checked_values(result, episode, index)
-            except StudioError as exc:
-                values = exc
+        try:
+            values: list[StepValue] | StudioError = (
+                result if isinstance(result, StudioError) else _checked_values(result, episode, index)
+            )
+        except StudioError as exc:
+            values = exc
         on_values(episode, index, values)
 
     executor.run_tasks("step-values", payloads, stop=stop, on_done=finished)

@@ -106,10 +106,14 @@ class ReplicaPool:
             replica = self.replicas[index]
             replica.outstanding -= 1
             if unavailable:
-                replica.out_until = self._clock() + self.retry_after
-                replica.failures += 1
+                self._take_out(replica)
             else:
                 replica.out_until = 0.0
+
+    def _take_out(self, replica: _Replica) -> None:
+        """Leave ``replica`` out for :attr:`retry_after` seconds (it could not answer)."""
+        replica.out_until = self._clock() + self.retry_after
+        replica.failures += 1
 
     def _none_answered(self, errors: list[str]) -> ServerUnavailable:
         return ServerUnavailable(
@@ -200,8 +204,7 @@ def connect_pool(urls: list[str]) -> tuple[ReplicaPool, dict[str, Any]]:
         try:
             model = pick_served_model(served_models(client), client.address.model, client.address.base)
         except ServerUnavailable as exc:
-            pool.replicas[index].out_until = pool._clock() + pool.retry_after
-            pool.replicas[index].failures += 1
+            pool._take_out(pool.replicas[index])
             errors.append(str(exc))
             continue
         except BaseException:
