@@ -120,6 +120,10 @@ def export_rows(store: Store, format: str, summary: ExportSummary, images: Image
         yield row if isinstance(row, ExportRow) else ExportRow.of(row)
 
 
+#: The formats made of judged pairs, which a campaign's export can be limited to.
+CAMPAIGN_FORMATS = ("dpo", "reward", "kto")
+
+
 def export(
     store: Store,
     format: str,
@@ -128,13 +132,16 @@ def export(
     images: str = "none",
     prompt: str = "compact",
     annotators: str = "default",
+    campaign: str | None = None,
 ) -> ExportSummary:
     """Write ``format`` records to the JSONL file ``out`` (and a ``datasets`` folder when asked).
 
     ``images``: ``none`` (text models: no ``images`` column, which TRL's trainers would take for a
     vision dataset) or ``paths`` (PNG files, absolute paths). ``prompt``: ``compact`` (no few-shot
     example: rows fit TRL's default lengths) or ``full`` (as the model saw them). ``annotators``:
-    whose judgements and labels count (:class:`AnnotatorSelection`; written in the summary)."""
+    whose judgements and labels count (:class:`AnnotatorSelection`; written in the summary). ``campaign``:
+    only that campaign's pairs (formats of judged pairs: dpo, reward, kto). Wherever an adjudicator
+    decided a pair, its row follows the decision (``summary.adjudicated`` counts them)."""
     if format not in format_names():
         raise StudioError(f"Unknown export format {str(format)[:40]!r}: use one of {', '.join(format_names())}.")
     path = Path(out).expanduser()
@@ -145,6 +152,10 @@ def export(
     datasets = _datasets_module() if hf_dataset else None
     selection = AnnotatorSelection(annotators)
     summary = ExportSummary(format=format, out=str(path), annotators=selection.describe(), selection=selection)
+    if campaign:
+        if format not in CAMPAIGN_FORMATS:
+            raise StudioError(f"--campaign exports judged pairs: use --format {', '.join(CAMPAIGN_FORMATS)}.")
+        summary.campaign, summary.pairs = campaign, frozenset(store.campaigns.pair_ids(campaign))
     writer = ImageWriter(path, images=images, prompt=prompt)
     rows: list[dict[str, Any]] | None = [] if datasets else None
     temporary = path.with_name(path.name + ".partial")

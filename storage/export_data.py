@@ -17,7 +17,15 @@ from typing import Any
 
 from sqlalchemy import LargeBinary, select, type_coerce
 
-from agent_studio.storage.orm import AnnotationRow, AnnotatorRow, CandidateRow, EpisodeRow, PairRow, StepRow
+from agent_studio.storage.orm import (
+    AdjudicationRow,
+    AnnotationRow,
+    AnnotatorRow,
+    CandidateRow,
+    EpisodeRow,
+    PairRow,
+    StepRow,
+)
 from agent_studio.storage.store import Store
 from agent_studio.storage.vocab import majority
 from studio.agents.conversation import compact_messages
@@ -99,10 +107,16 @@ class ExportSummary:
     hf_dataset: str | None = None
     annotators: str = ""
     """Whose judgements counted (:meth:`AnnotatorSelection.describe`)."""
+    adjudicated: int = 0
+    """Pairs whose row follows an adjudicator's decision rather than the annotators' majority."""
+    campaign: str | None = None
+    """Only this campaign's pairs (``export --campaign``)."""
     selection: AnnotatorSelection = field(default_factory=AnnotatorSelection, repr=False)
+    pairs: frozenset[str] | None = field(default=None, repr=False)
+    """The pairs a campaign export is limited to."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {key: value for key, value in self.__dict__.items() if key != "selection"}
+        return {key: value for key, value in self.__dict__.items() if key not in ("selection", "pairs")}
 
 
 @dataclass
@@ -254,8 +268,8 @@ PAIR_COLUMNS = (
 def judged_pairs(
     store: Store, summary: ExportSummary
 ) -> Iterator[tuple[Any, str, EpisodeCache, dict[str, Any], list[str]]]:
-    """Pairs with a majority judgement (and the annotators' rationales), with their episodes
-    loaded; counts what is left out."""
+    """Pairs with a decision (an adjudicator's where one exists, else the counted annotators' majority)
+    and the annotators' rationales, with their episodes loaded; counts what is left out."""
     cast: dict[str, list[tuple[str, tuple[str, str]]]] = defaultdict(list)
     with store.db.reading() as orm_session:
         session = orm_session.connection()  # Core rows: building ORM rows for 100k pairs is slow
@@ -266,6 +280,8 @@ def judged_pairs(
         )
         for pair_id, name, choice, rationale in session.execute(query).all():
             cast[pair_id].append((name, (choice, rationale)))
+        # An adjudicator's decision settles a pair the annotators disagreed on (their judgements stay stored).
+        decisions = dict(session.execute(select(AdjudicationRow.pair_id, AdjudicationRow.choice)).all())
         votes: dict[str, list[str]] = {}
         rationales: dict[str, list[str]] = {}
         for pair_id, ballots in cast.items():  # only the annotators the export counts (--annotators)
@@ -278,8 +294,13 @@ def judged_pairs(
         left_out = Counter()
         decided: list[tuple[Any, str]] = []
         for row in rows:
+            if summary.pairs is not None and row.id not in summary.pairs:
+                continue
             choice = majority(votes.get(row.id, []))
-            if not cast.get(row.id):
+            if row.id in decisions:
+                summary.adjudicated += 1
+                decided.append((row, decisions[row.id]))
+            elif not cast.get(row.id):
                 left_out["unjudged"] += 1
             elif not votes.get(row.id):
                 left_out["judged_by_others"] += 1  # only by annotators this export does not count

@@ -133,6 +133,8 @@ def kto_records(store: Store, summary: ExportSummary, images: ImageWriter) -> It
             }
             _attach_images(record, images(frame), summary)
             yield record
+    if summary.pairs is not None:
+        return  # a campaign's export: its pairs only, not step labels
     for episode_id, steps, labels, cache in labelled_episodes(store, summary.selection):
         for step in steps:
             value = labels.get(step.index)

@@ -231,43 +231,32 @@ class Judging:
         right mean the sides as the queue showed them; the store maps them to the stored pair.
         ``provenance``: how a machine annotator came to it (JSON), kept beside the judgement.
         """
-        value = normalize_choice(choice)
-        if confidence is not None and not 0.0 <= float(confidence) <= 1.0:
-            raise StudioError(f"Confidence must be between 0 and 1, got {confidence}.")
-        tag_list = [str(t).strip() for t in tags if str(t).strip()]
+        fields = judgement_fields(choice, rationale, tags, confidence, seconds, provenance)
+        return self.db.write(lambda session: self._judge_in(session, pair_id, annotator, fields, as_shown))
 
-        def judge(session: Session) -> AnnotationRecord:
-            pair = session.get(PairRow, pair_id)
-            if pair is None:
-                raise StudioError(f"No pair with id {str(pair_id)[:64]!r}.")
-            stored = SWAP[value] if as_shown and pair.swapped else value
-            annotator_id = self._annotator_id(session, annotator, create=True)
-            row = session.scalars(
-                select(AnnotationRow).where(
-                    AnnotationRow.pair_id == pair_id, AnnotationRow.annotator_id == annotator_id
-                )
-            ).first()
-            now = precise_now()
-            fields = {
-                "choice": stored,
-                "rationale": str(rationale or ""),
-                "tags": tag_list,
-                "confidence": confidence,
-                "seconds": seconds,
-                "updated_at": now,
-                "provenance": provenance,
-            }
-            if row is None:
-                row = AnnotationRow(pair_id=pair_id, annotator_id=annotator_id, created_at=now, previous=None, **fields)
-                session.add(row)
-            else:
-                row.previous = {name: getattr(row, name) for name in fields}
-                for name, new in fields.items():
-                    setattr(row, name, new)
-            session.flush()
-            return self._annotation_record(row, normalize_annotator(annotator))
-
-        return self.db.write(judge)
+    def _judge_in(
+        self, session: Session, pair_id: str, annotator: str, fields: dict[str, Any], as_shown: bool
+    ) -> AnnotationRecord:
+        """Store one judgement (:func:`judgement_fields`) in ``session``'s transaction."""
+        pair = session.get(PairRow, pair_id)
+        if pair is None:
+            raise StudioError(f"No pair with id {str(pair_id)[:64]!r}.")
+        fields = {**fields, "choice": SWAP[fields["choice"]] if as_shown and pair.swapped else fields["choice"]}
+        annotator_id = self._annotator_id(session, annotator, create=True)
+        row = session.scalars(
+            select(AnnotationRow).where(AnnotationRow.pair_id == pair_id, AnnotationRow.annotator_id == annotator_id)
+        ).first()
+        now = precise_now()
+        fields["updated_at"] = now
+        if row is None:
+            row = AnnotationRow(pair_id=pair_id, annotator_id=annotator_id, created_at=now, previous=None, **fields)
+            session.add(row)
+        else:
+            row.previous = {name: getattr(row, name) for name in fields}
+            for name, new in fields.items():
+                setattr(row, name, new)
+        session.flush()
+        return self._annotation_record(row, normalize_annotator(annotator))
 
     @staticmethod
     def _annotation_record(row: AnnotationRow, annotator: str) -> AnnotationRecord:
@@ -322,6 +311,27 @@ class Judging:
                 self._annotation_record(row, name)
                 for row, name in session.execute(query.order_by(AnnotationRow.updated_at, AnnotationRow.id))
             ]
+
+
+def judgement_fields(
+    choice: str,
+    rationale: str = "",
+    tags: Iterable[str] = (),
+    confidence: float | None = None,
+    seconds: float | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A judgement's columns, checked (``choice`` as given: left/right are mapped to the stored pair later)."""
+    if confidence is not None and not 0.0 <= float(confidence) <= 1.0:
+        raise StudioError(f"Confidence must be between 0 and 1, got {confidence}.")
+    return {
+        "choice": normalize_choice(choice),
+        "rationale": str(rationale or ""),
+        "tags": [str(t).strip() for t in tags if str(t).strip()],
+        "confidence": confidence,
+        "seconds": seconds,
+        "provenance": provenance,
+    }
 
 
 def _elements(info: Any) -> dict[str, list[int]] | None:

@@ -332,3 +332,82 @@ class TrainingRunRow(Base):
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[str] = mapped_column(TIME)
     finished_at: Mapped[str | None] = mapped_column(TIME)
+
+
+class CampaignRow(Base):
+    """A named annotation campaign: which pairs (chosen by ``filters`` when it was made), how many people
+    judge each (``overlap``), who (``annotators``; none in ``open`` campaigns: anyone who asks), how items
+    are handed out (``assignment``), the labels offered (``taxonomy``), and whether annotators may see
+    what each action leads to (``show_consequences``)."""
+
+    __tablename__ = "campaigns"
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    filters: Mapped[dict[str, Any]] = mapped_column(JSON)
+    overlap: Mapped[int] = mapped_column(Integer)
+    assignment: Mapped[str] = mapped_column(String(20))  # round-robin | open | explicit
+    annotators: Mapped[list[str]] = mapped_column(JSON)
+    taxonomy: Mapped[list[str]] = mapped_column(JSON)
+    show_consequences: Mapped[bool] = mapped_column(Boolean)
+    status: Mapped[str] = mapped_column(String(20))  # open | closed
+    created_at: Mapped[str] = mapped_column(TIME)
+    closed_at: Mapped[str | None] = mapped_column(TIME)
+
+
+class GuidelinesRow(Base):
+    """One version of a campaign's guidelines (markdown); editing adds a version, never replaces one."""
+
+    __tablename__ = "campaign_guidelines"
+    __table_args__ = (UniqueConstraint("campaign_id", "version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    campaign_id: Mapped[str] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    author: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[str] = mapped_column(TIME)
+
+
+class CampaignItemRow(Base):
+    """A pair in a campaign: its place in the campaign's order, its known answer when it is a gold item
+    (a choice of the stored pair), and how many annotators hold it (``claims``, raised only by a
+    conditional UPDATE, so that two processes cannot both take the last place)."""
+
+    __tablename__ = "campaign_items"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "pair_id"),
+        Index("ix_campaign_items_order", "campaign_id", "position"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    campaign_id: Mapped[str] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    pair_id: Mapped[str] = mapped_column(ForeignKey("pairs.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    gold: Mapped[str | None] = mapped_column(String(20))
+    claims: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class AssignmentRow(Base):
+    """One annotator's assignment of one campaign item, and the guidelines version they judged it under."""
+
+    __tablename__ = "campaign_assignments"
+    __table_args__ = (UniqueConstraint("campaign_id", "pair_id", "annotator_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    campaign_id: Mapped[str] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    pair_id: Mapped[str] = mapped_column(ForeignKey("pairs.id", ondelete="CASCADE"))
+    annotator_id: Mapped[int] = mapped_column(ForeignKey("annotators.id", ondelete="CASCADE"), index=True)
+    assigned_at: Mapped[str] = mapped_column(TIME)
+    guidelines_version: Mapped[int | None] = mapped_column(Integer)
+
+
+class AdjudicationRow(Base):
+    """An adjudicator's decision on a pair the annotators disagreed on: a record of its own, beside the
+    judgements it settles (which stay as they were). Exports follow it where it exists."""
+
+    __tablename__ = "adjudications"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    pair_id: Mapped[str] = mapped_column(ForeignKey("pairs.id", ondelete="CASCADE"), unique=True)
+    campaign_id: Mapped[str | None] = mapped_column(ForeignKey("campaigns.id", ondelete="SET NULL"), index=True)
+    adjudicator: Mapped[str] = mapped_column(String(200))
+    choice: Mapped[str] = mapped_column(String(20))  # of the stored pair
+    rationale: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[str] = mapped_column(TIME)
+    updated_at: Mapped[str] = mapped_column(TIME)

@@ -13,6 +13,7 @@ import os
 import shutil
 from pathlib import Path
 
+from agent_studio.storage.campaigns import CampaignStore
 from agent_studio.storage.db import Database, check_sqlite_file, describe_url, resolve_url, sqlite_path
 from agent_studio.storage.cross_scores import CrossScoreStore
 from agent_studio.storage.episodes import EpisodeStore
@@ -37,6 +38,7 @@ class Store:
         self.search = SearchStore(database)
         self.rubrics = RubricStore(database)
         self.training = TrainingStore(database)
+        self.campaigns = CampaignStore(database, self.preferences)
         #: The copy made before an older database was upgraded, if one was.
         self.backup = backup
 

@@ -176,6 +176,7 @@ def export_arguments(export: argparse.ArgumentParser) -> None:
         help="whose judgements and step labels count: default (people where any person judged, machines "
         "elsewhere), humans, machines, all, or NAME,NAME (written in the summary)",
     )
+    export.add_argument("--campaign", metavar="NAME", help="only this annotation campaign's pairs (dpo, reward, kto)")
 
 
 def stats_arguments(stats: argparse.ArgumentParser) -> None:
@@ -379,6 +380,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         images=args.images,
         prompt=args.prompt,
         annotators=args.annotators,
+        campaign=args.campaign,
     )
     print(json.dumps(summary.to_dict()))
     return 0
