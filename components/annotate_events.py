@@ -10,6 +10,7 @@ from typing import Any
 
 import gradio as gr
 
+from agent_studio.components import campaign_panel
 from agent_studio.components.annotate_panel import (
     AnnotatePanel,
     annotator_name,
@@ -45,11 +46,18 @@ def wire(
 
     def with_filters(action):  # noqa: ANN001, ANN202 - wraps a desk action into a handler
         def handler(
-            desk: AnnotationDesk, name: str, kind: str, env: str, source: str, request: gr.Request, *values: Any
+            desk: AnnotationDesk,
+            name: str,
+            kind: str,
+            env: str,
+            source: str,
+            campaign: str,
+            request: gr.Request,
+            *values: Any,
         ) -> list[Any]:
             with desk.lock:
                 try:
-                    desk.configure(annotator_name(name, request), kind, env, source)
+                    desk.configure(annotator_name(name, request), kind, env, source, campaign)
                     note = action(desk, *values)
                     return [desk, *render_pair(desk, note or "")]
                 except StudioError as exc:
@@ -58,7 +66,7 @@ def wire(
         return handler
 
     panel.refresh.click(with_filters(lambda desk: None), [desk_state, *panel.filters], outputs, **private)
-    for control in (panel.kind, panel.env, panel.source):
+    for control in (panel.kind, panel.env, panel.source, panel.campaign):
         control.input(with_filters(lambda desk: None), [desk_state, *panel.filters], outputs, **private)
     panel.name.submit(with_filters(lambda desk: None), [desk_state, *panel.filters], outputs, **private)
     panel.name.blur(lambda name: name, [panel.name], [name_memory], **private)
@@ -103,6 +111,35 @@ def wire(
 
     panel.tag_set.submit(set_tags, [desk_state, panel.tag_set], [desk_state, panel.tags], **private)
     panel.tag_set.blur(set_tags, [desk_state, panel.tag_set], [desk_state, panel.tags], **private)
+
+    # -- adjudication ------------------------------------------------------------------------
+    view = panel.adjudicate
+
+    def show_disagreement(campaign: str) -> list[Any]:
+        try:
+            return campaign_panel.render_disagreement(store, campaign)
+        except StudioError as exc:
+            return [None, "", "", "", "", "", message_html(str(exc), "error")]
+
+    for event in (view.refresh.click, panel.campaign.input):
+        event(show_disagreement, [panel.campaign], view.outputs, **private)
+    for choice, button in view.decide:
+
+        def decide(
+            campaign: str, pair_id: str | None, name: str, why: str, request: gr.Request, choice: str = choice
+        ) -> list[Any]:
+            try:
+                who = annotator_name(name, request)
+                return [*campaign_panel.adjudicate(store, campaign, pair_id, who, choice, why), ""]
+            except StudioError as exc:
+                return [gr.skip()] * 6 + [message_html(str(exc), "error"), gr.skip()]
+
+        button.click(
+            decide,
+            [panel.campaign, view.pair, panel.name, view.rationale],
+            [*view.outputs, view.rationale],
+            **private,
+        )
 
     # -- step labels ---------------------------------------------------------------------------
     label_outputs = [panel.label_view, panel.label_step, panel.message, panel.label_frame]

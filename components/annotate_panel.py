@@ -13,6 +13,8 @@ from typing import Any
 
 import gradio as gr
 
+from agent_studio.components import campaign_panel
+from agent_studio.components.campaign_panel import AdjudicateView, guidelines_html, shows_consequences
 from agent_studio.storage import Store
 from agent_studio.storage.desk import DEFAULT_TAGS, AnnotationDesk
 from agent_studio.storage.export import format_names
@@ -41,8 +43,10 @@ class AnnotatePanel:
     kind: gr.Dropdown
     env: gr.Dropdown
     source: gr.Dropdown
+    campaign: gr.Dropdown
     refresh: gr.Button
     progress: gr.HTML
+    guidelines: gr.HTML
     context: gr.HTML
     frame: gr.Image
     left: gr.HTML
@@ -76,10 +80,11 @@ class AnnotatePanel:
     download: gr.DownloadButton
     judge_button: gr.Button
     judge_message: gr.HTML
+    adjudicate: AdjudicateView
 
     @property
     def filters(self) -> list[Any]:
-        return [self.name, self.kind, self.env, self.source]
+        return [self.name, self.kind, self.env, self.source, self.campaign]
 
     @property
     def outputs(self) -> list[Any]:
@@ -94,6 +99,9 @@ class AnnotatePanel:
             self.tags,
             self.confidence,
             self.consequences,
+            self.guidelines,
+            self.show_consequences,
+            self.campaign,
         ]
 
 
@@ -111,12 +119,16 @@ def build() -> AnnotatePanel:
         source = gr.Dropdown(
             ["", *PAIR_SOURCES], value="", label="Source", scale=1, min_width=120, elem_id="as-queue-source"
         )
+        campaign = gr.Dropdown(
+            [""], value="", label="Campaign", scale=1, min_width=130, elem_id="as-campaign", allow_custom_value=True
+        )
         refresh = gr.Button("Refresh", scale=1, elem_id="as-queue-refresh", min_width=90)
     with gr.Tabs():
         with gr.Tab("Pairs"):
             with gr.Row(equal_height=False):
                 with gr.Column(scale=4, min_width=300):
                     progress = gr.HTML(elem_id="as-progress")
+                    guidelines = gr.HTML(elem_id="as-guidelines")
                     frame = gr.Image(
                         label="Observation frame",
                         show_label=False,
@@ -180,6 +192,8 @@ def build() -> AnnotatePanel:
                     buttons=["download"],
                 )
                 label_view = gr.HTML(elem_id="as-label-view", scale=5)
+        with gr.Tab("Adjudicate"):
+            adjudicate = campaign_panel.build_adjudicate()
         with gr.Tab("Overview") as overview_tab:
             overview_refresh = gr.Button("Refresh", size="sm")
             overview = gr.HTML(elem_id="as-overview")
@@ -197,8 +211,10 @@ def build() -> AnnotatePanel:
         kind=kind,
         env=env,
         source=source,
+        campaign=campaign,
         refresh=refresh,
         progress=progress,
+        guidelines=guidelines,
         context=context,
         frame=frame,
         left=left,
@@ -230,16 +246,26 @@ def build() -> AnnotatePanel:
         judge_button=judge_button,
         judge_message=judge_message,
         download=download,
+        adjudicate=adjudicate,
     )
 
 
 def render_pair(desk: AnnotationDesk, message: str = "", kind: str = "info") -> list[Any]:
     """Progress, the pair on screen (or why there is none), and cleared judgement fields."""
-    cleared = ["", gr.CheckboxGroup(choices=list(desk.tags), value=[]), "—", ""]  # the consequences too
+    # The judgement fields cleared, the consequences too; the campaign's guidelines, whether it lets its
+    # annotators see consequences (the button is not even drawn when it does not), and the campaigns to pick.
+    cleared = [
+        "",
+        gr.CheckboxGroup(choices=list(desk.tags), value=[]),
+        "—",
+        "",
+        guidelines_html(desk.store, desk.campaign),
+        gr.Button(visible=shows_consequences(desk)),
+        gr.Dropdown(choices=campaign_panel.campaign_names(desk.store), value=desk.campaign or ""),
+    ]
     judged, total = desk.progress()
-    progress = (
-        f'<div class="as-progress">{esc(desk.annotator or "nobody")}: {num(judged)} judged of {num(total)} pairs</div>'
-    )
+    of = f"{num(total)} assigned in {esc(desk.campaign)}" if desk.campaign else f"{num(total)} pairs"
+    progress = f'<div class="as-progress">{esc(desk.annotator or "nobody")}: {num(judged)} judged of {of}</div>'
     if not desk.annotator:
         return [
             progress,
@@ -252,7 +278,11 @@ def render_pair(desk: AnnotationDesk, message: str = "", kind: str = "info") -> 
         ]
     item = desk.next()
     if item is None:
-        note = "No pairs to judge here. Sample K > 1 candidates in the Episode tab (their pairs are queued as you step), or compare two episodes."
+        note = (
+            f"Nothing left for you in campaign {desk.campaign}: your assigned items are judged (or it is closed)."
+            if desk.campaign
+            else "No pairs to judge here. Sample K > 1 candidates in the Episode tab (their pairs are queued as you step), or compare two episodes."
+        )
         return [
             progress,
             f'<div class="as-empty">{esc(note)}</div>',
@@ -285,6 +315,8 @@ def consequences_view(desk: AnnotationDesk) -> str:
     from studio.viz.plots import png_data_uri
 
     item = desk.item
+    if not shows_consequences(desk):
+        raise StudioError("This campaign does not show annotators what each action leads to.")
     if item is None or item.context is None:
         return message_html("This pair is not two outputs of one step: there is no state to fork.", "error")
     actions = [item.left.action, item.right.action]

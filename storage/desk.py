@@ -28,6 +28,8 @@ class AnnotationDesk:
     kind: str | None = None
     env: str | None = None
     source: str | None = None
+    campaign: str | None = None
+    """A campaign's name: the queue is then this annotator's items in it (the filters do not apply)."""
     tags: tuple[str, ...] = DEFAULT_TAGS
     item: QueueItem | None = None
     shown_at: float = 0.0
@@ -40,12 +42,20 @@ class AnnotationDesk:
         return self  # one desk per browser tab; Gradio deep-copies what a State factory returns
 
     def configure(
-        self, annotator: str, kind: str | None = None, env: str | None = None, source: str | None = None
+        self,
+        annotator: str,
+        kind: str | None = None,
+        env: str | None = None,
+        source: str | None = None,
+        campaign: str | None = None,
     ) -> None:
         """Who annotates and which pairs; changing any of them starts the queue over."""
-        filters = (annotator.strip(), kind or None, env or None, source or None)
-        if filters != (self.annotator, self.kind, self.env, self.source):
-            self.annotator, self.kind, self.env, self.source = filters
+        filters = (annotator.strip(), kind or None, env or None, source or None, campaign or None)
+        if filters != (self.annotator, self.kind, self.env, self.source, self.campaign):
+            if filters[4] and filters[4] != self.campaign:
+                taxonomy = self.store.campaigns.get(filters[4]).taxonomy  # one line for an unknown campaign
+                self.tags = tuple(taxonomy) or DEFAULT_TAGS
+            self.annotator, self.kind, self.env, self.source, self.campaign = filters
             self.item, self.skipped = None, set()
 
     def _require_annotator(self) -> str:
@@ -57,9 +67,12 @@ class AnnotationDesk:
         """The pair to show: the current one, or the next unjudged and unskipped one."""
         annotator = self._require_annotator()
         if self.item is None:
-            page = self.store.preferences.queue(
-                annotator, limit=len(self.skipped) + 1, kind=self.kind, env=self.env, source=self.source
-            )
+            if self.campaign:
+                page = self.store.campaigns.queue(self.campaign, annotator, limit=len(self.skipped) + 1)
+            else:
+                page = self.store.preferences.queue(
+                    annotator, limit=len(self.skipped) + 1, kind=self.kind, env=self.env, source=self.source
+                )
             self.item = next((i for i in page if i.pair_id not in self.skipped), None)
             self.shown_at = time.monotonic()
         return self.item
@@ -81,15 +94,21 @@ class AnnotationDesk:
         if self.item is None:
             raise StudioError("No pair on screen: the queue is empty, or press Refresh.")
         value = CONFIDENCE.get(confidence, confidence) if isinstance(confidence, str) else confidence
-        record = self.store.preferences.annotate(
-            self.item.pair_id,
-            annotator,
-            choice,
-            rationale=rationale,
-            tags=tags or [],
-            confidence=value or None,
-            seconds=round(time.monotonic() - self.shown_at, 3),
-        )
+        seconds = round(time.monotonic() - self.shown_at, 3)
+        if self.campaign:
+            record = self.store.campaigns.judge(
+                self.campaign, annotator, self.item.pair_id, choice, rationale, tags or [], value or None, seconds
+            )
+        else:
+            record = self.store.preferences.annotate(
+                self.item.pair_id,
+                annotator,
+                choice,
+                rationale=rationale,
+                tags=tags or [],
+                confidence=value or None,
+                seconds=seconds,
+            )
         self.item = None
         return record
 
@@ -109,5 +128,8 @@ class AnnotationDesk:
         return pair_id
 
     def progress(self) -> tuple[int, int]:
-        """(judged by this annotator, total) under the filters."""
+        """(judged by this annotator, total) under the filters; in a campaign, of the items assigned to them."""
+        if self.campaign:
+            mine = self.store.campaigns.progress(self.campaign)["annotators"].get(self.annotator, {})
+            return mine.get("judged", 0), mine.get("assigned", 0)
         return self.store.preferences.progress(self.annotator, self.kind, self.env, self.source)

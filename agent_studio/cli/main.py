@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Sequence
 
-from agent_studio.cli import catalog, data, evaluate, find, inside, loop, run, serve, share, train
+from agent_studio.cli import campaign, catalog, data, evaluate, find, inside, loop, run, serve, share, train
 from agent_studio.cli.options import EXIT_USER_ERROR, Command, OneLineParser
 from studio.errors import StudioError
 
@@ -37,6 +37,7 @@ COMMANDS: list[Command] = [
     data.JUDGE,
     data.EXPORT,
     data.STATS,
+    campaign.CAMPAIGN,
     find.SEARCH,
     find.TAG,
     find.NOTE,

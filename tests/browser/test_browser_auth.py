@@ -70,10 +70,16 @@ def test_the_browser_logs_in_and_judges_as_the_logged_in_user(studio) -> None:
         client.post(f"{url}login", data={"username": "ada", "password": "s3cret ada"}).raise_for_status()
         config = client.get(f"{url}config").json()
         tab = "mallory-tab"
-        shown = call(url, handler_of(config, "as-queue-refresh"), [None, "mallory", "", "", ""], client, session=tab)
+        shown = call(
+            url, handler_of(config, "as-queue-refresh"), [None, "mallory", "", "", "", ""], client, session=tab
+        )
         assert "ada: 0 judged" in shown["output"]["data"][1], shown
         reply = call(
-            url, handler_of(config, "as-judge-left"), [None, "mallory", "", "", "", "", [], "—"], client, session=tab
+            url,
+            handler_of(config, "as-judge-left"),
+            [None, "mallory", "", "", "", "", "", [], "—"],
+            client,
+            session=tab,
         )
         assert reply.get("success") and "ada: 1 judged" in reply["output"]["data"][1], reply
         with open_store(studio["db"]) as store:
