@@ -54,6 +54,11 @@ LAYERS: list[tuple[str, tuple[str, ...], str]] = [
         ("studio.executors",),
         "where sweeps' cells and values' steps run: this process, or a Ray cluster's workers",
     ),
+    (
+        "results",
+        ("studio.results",),
+        "sweep metrics and campaign statistics as CSV or Parquet tables and in experiment trackers",
+    ),
     ("surfaces of the core", ("studio.session", "studio.jobs", "studio.viz"), "a browser tab's session, jobs, views"),
 ]
 

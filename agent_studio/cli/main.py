@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Sequence
 
-from agent_studio.cli import campaign, catalog, data, evaluate, find, inside, loop, run, serve, share, train
+from agent_studio.cli import campaign, catalog, data, evaluate, find, inside, loop, results, run, serve, share, train
 from agent_studio.cli.options import EXIT_USER_ERROR, Command, OneLineParser
 from studio.errors import StudioError
 
@@ -38,6 +38,7 @@ COMMANDS: list[Command] = [
     data.EXPORT,
     data.STATS,
     campaign.CAMPAIGN,
+    results.RESULTS,
     find.SEARCH,
     find.TAG,
     find.NOTE,
