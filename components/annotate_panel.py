@@ -324,6 +324,8 @@ def consequences_view(desk: AnnotationDesk) -> str:
         return message_html("A side has no action to follow (its output named none).", "error")
     episode = desk.store.episodes.get(item.context[0])
     found = consequences(episode, item.context[1], [str(a) for a in actions])
+    # Stored Monte Carlo values of the step (the latest estimate), matched to each side by its action.
+    values = {v.action: v for v in desk.store.preferences.latest_step_values(*item.context)}
     sides = []
     for side, result in zip(("Left", "Right"), found):
         frame = (
@@ -334,8 +336,15 @@ def consequences_view(desk: AnnotationDesk) -> str:
         outcome = "invalid: " + (result.invalid_reason or "") if not result.valid else f"reward {result.reward:g}"
         if result.done:
             outcome += " · the episode ends" + (" (success)" if result.success else "")
+        value = values.get(result.action)
+        stored = (
+            f'<div class="as-consequence-value">stored Q {num(value.q, ".3f")} ± {num(value.stderr, ".3f")} '
+            f"({plural(value.rollouts, 'rollout')}, {esc(value.rollout_policy)})</div>"
+            if value is not None
+            else ""
+        )
         sides.append(
-            f'<div class="as-consequence"><b>{esc(side)}</b>: {esc(result.action)} → {esc(outcome)}{frame}'
+            f'<div class="as-consequence"><b>{esc(side)}</b>: {esc(result.action)} → {esc(outcome)}{stored}{frame}'
             f"<pre>{esc(result.observation)}</pre></div>"
         )
     return f'<div class="as-consequences">{"".join(sides)}</div>'

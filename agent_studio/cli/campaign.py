@@ -21,6 +21,7 @@ def campaign_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", nargs="?", help="the campaign (every action but list)")
     made = parser.add_argument_group("create")
     made.add_argument("--annotators", default="", help="who judges, comma-separated (round-robin needs them)")
+    made.add_argument("--auth-file", metavar="FILE", help="also every user of this login file (`serve --auth-file`)")
     made.add_argument("--overlap", type=bounded_number(int, 1, 100), default=1, help="annotators per item (default 1)")
     made.add_argument("--assignment", default="round-robin", choices=("round-robin", "explicit", "open"),
                       help="round-robin: dealt now; explicit: `campaign assign`; open: claimed as people ask")  # fmt: skip
@@ -79,12 +80,19 @@ def _summary(record: Any) -> dict[str, Any]:
 def cmd_campaign(args: argparse.Namespace) -> int:
     if args.action != "list" and not args.name:
         raise StudioError(f"`campaign {args.action}` needs the campaign's name.")
+    annotators = _names(args.annotators)
+    if args.action == "create" and args.auth_file:  # the studio's logged-in users judge under their login names
+        from agent_studio.components.auth import load_credentials
+
+        annotators += [
+            user for user in load_credentials(file=args.auth_file, environ={}).users if user not in annotators
+        ]
     store = open_cli_store(args, create=args.action == "create")
     campaigns = store.campaigns
     if args.action == "create":
         filters = {key: getattr(args, key) for key in ("kind", "source", "env", "sweep", "model")}
         record = campaigns.create(
-            args.name, overlap=args.overlap, assignment=args.assignment, annotators=_names(args.annotators),
+            args.name, overlap=args.overlap, assignment=args.assignment, annotators=annotators,
             filters=filters, limit=args.limit, guidelines=_read_text(args.guidelines), taxonomy=_names(args.taxonomy),
             gold=_gold(args.gold), show_consequences=not args.hide_consequences,
         )  # fmt: skip

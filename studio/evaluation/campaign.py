@@ -26,6 +26,8 @@ def round_robin(items: Sequence[str], annotators: Sequence[str], overlap: int) -
     people = list(dict.fromkeys(annotators))
     if overlap < 1:
         raise StudioError("The overlap is at least 1 (annotators per item).")
+    if not people:
+        raise StudioError("Round-robin deals items to named annotators: give them (--annotators, or --auth-file).")
     if len(people) < overlap:
         raise StudioError(
             f"An overlap of {overlap} needs at least {overlap} annotators; {len(people)} named "

@@ -9,6 +9,7 @@ import pytest
 
 from agent_studio.storage import open_store
 from tests.support.live_server import CHROMIUM, CHROMIUM_ARGS, running_studio
+from studio.scaling.values import estimate_step_values, rollout_policy_factory
 from tests.support.raw_client import call, handler_of
 from tests.support.store_helpers import run_react
 
@@ -24,9 +25,15 @@ def studio(tmp_path_factory: pytest.TempPathFactory):
     folder = tmp_path_factory.mktemp("campaigns")
     db = folder / "studio.db"
     with open_store(db) as store:
-        for seed in range(2):
-            run_react(store, seed=seed, steps=2, candidates=3)
+        episodes = [run_react(store, seed=seed, steps=2, candidates=3) for seed in range(2)]
         store.preferences.pairs_from_candidates()
+        for episode in episodes:  # stored Monte Carlo values, shown beside the consequences
+            for index in range(episode.length):
+                store.preferences.save_values(
+                    estimate_step_values(
+                        episode, index, rollout_policy_factory("random"), rollout_policy="random", rollouts=3, horizon=4
+                    )
+                )
         store.campaigns.create(
             "team", overlap=2, annotators=["ada", "bob"], limit=2, guidelines=GUIDELINES, taxonomy=["progress", "loop"]
         )
@@ -62,6 +69,12 @@ def _pick_campaign(page, name: str) -> None:  # noqa: ANN001
     page.get_by_role("option", name=name, exact=True).click()
 
 
+def _side_actions(page) -> list[str]:  # noqa: ANN001
+    """The action each shown side's consequences start from (``Left: ACTION → …``)."""
+    texts = page.locator("#as-consequences-view .as-consequence").all_inner_texts()
+    return [t.split(": ", 1)[1].split(" →")[0] for t in texts]
+
+
 def test_two_annotators_judge_their_assignments_and_an_adjudicator_settles_the_disagreement(studio) -> None:
     ada, bob = _logged_in(studio, "ada"), _logged_in(studio, "bob")
     for page in (ada, bob):  # side by side: both at once, each with the guidelines beside the pair
@@ -77,6 +90,14 @@ def test_two_annotators_judge_their_assignments_and_an_adjudicator_settles_the_d
     ada.click("#as-consequences")
     ada.locator("#as-consequences-view img.as-consequence-frame").nth(1).wait_for(timeout=60_000)
     assert ada.locator("#as-consequences-view .as-consequence").count() == 2
+    with open_store(studio["db"]) as store:  # each side's stored Q, matched by its action
+        pair = store.preferences.pair(store.campaigns.queue("team", "ada")[0].pair_id)
+        stored = {v.action: v.q for v in store.preferences.latest_step_values(pair.left.episode_id, pair.step_index)}
+    shown = ada.locator("#as-consequences-view .as-consequence-value").all_inner_texts()
+    assert len(shown) == 2 and all(text.startswith("stored Q ") for text in shown)
+    assert sorted(float(t.split()[2]) for t in shown) == pytest.approx(
+        sorted(round(stored[a], 3) for a in _side_actions(ada)), abs=1e-3
+    )
     ada.screenshot(path=str(studio["folder"] / "ada.png"), full_page=True)
     for page, user, button in ((ada, "ada", "#as-judge-left"), (bob, "bob", "#as-judge-right")):
         for judged in (1, 2):
