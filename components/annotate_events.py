@@ -22,7 +22,7 @@ from agent_studio.components.downloads import DownloadFolder
 from agent_studio.components.errors import as_message, refused_into
 from agent_studio.storage import Store
 from agent_studio.storage.desk import AnnotationDesk
-from agent_studio.storage.export import export
+from agent_studio.storage.export import CAMPAIGN_FORMATS, export
 from studio.errors import StudioError
 from studio.jobs import JobQueue
 from studio.scaling.judge import judge_name, judge_queue
@@ -217,19 +217,25 @@ def wire(
         event(lambda: overview_html(store), None, [panel.overview], **private)
 
     @refused_into(panel.overview, {panel.download: gr.DownloadButton(visible=False)})
-    def make_export(fmt: str) -> list[Any]:
+    def make_export(fmt: str, campaign: str) -> list[Any]:
+        # With a campaign picked, its pairs only (the formats of judged pairs); adjudicated pairs follow the decision.
+        campaign = campaign if campaign and fmt in CAMPAIGN_FORMATS else None
         folder = downloads.new_path(fmt)
         folder.mkdir(parents=True, exist_ok=True)
-        summary = export(store, fmt, folder / f"{fmt}.jsonl")
+        summary = export(store, fmt, folder / f"{fmt}.jsonl", campaign=campaign)
         left_out = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary.left_out.items()) or "nothing"
         records = plural(summary.records, "record")
-        note = message_html(f"{fmt}: {records}; left out: {left_out}.", "info")
+        whose = f" of campaign {campaign}" if campaign else ""
+        settled = f"; {plural(summary.adjudicated, 'pair')} as adjudicated" if summary.adjudicated else ""
+        note = message_html(f"{fmt}{whose}: {records}{settled}; left out: {left_out}.", "info")
         return [
             gr.DownloadButton(f"Download {fmt}.jsonl ({records})", value=str(folder / f"{fmt}.jsonl"), visible=True),
             note + overview_html(store),
         ]
 
-    panel.export_button.click(make_export, [panel.export_format], [panel.download, panel.overview], **private)
+    panel.export_button.click(
+        make_export, [panel.export_format, panel.campaign], [panel.download, panel.overview], **private
+    )
 
     @refused_into(panel.judge_message)
     def judge_the_queue(session: StudioSession, progress=gr.Progress()) -> list[Any]:

@@ -122,6 +122,11 @@ def test_two_annotators_judge_their_assignments_and_an_adjudicator_settles_the_d
         lead.click("#as-decide-left")
         lead.locator("#as-adjudicate-message", has_text="Decided by lead").wait_for(timeout=30_000)
     lead.locator("#as-adjudicate-context", has_text="No disagreement is waiting").wait_for(timeout=30_000)
+    lead.get_by_role("tab", name="Overview").click()  # the campaign on its own, following the decisions
+    lead.click("#as-export")
+    lead.locator("#as-overview", has_text="dpo of campaign team: 2 records; 2 pairs as adjudicated").wait_for(
+        timeout=30_000
+    )
     with open_store(studio["db"]) as store:
         decisions = store.campaigns.adjudications("team")
         assert sorted(decisions) == sorted(items)
@@ -150,3 +155,9 @@ def test_a_campaign_that_hides_consequences_never_sends_them(studio) -> None:
         reply = call(url, handler_of(config, "as-consequences"), [None], client, session=tab)
         view = reply["output"]["data"][0]
         assert "does not show annotators" in view and "as-consequence-frame" not in view, reply
+        hostile = "<img src=x onerror=alert(1)>"
+        refused = call(
+            url, handler_of(config, "as-queue-refresh"), [None, "", "", "", "", hostile], client, session="x"
+        )
+        message = refused["output"]["data"][6]
+        assert "No campaign named" in message and "<img" not in message and "&lt;img" in message, refused
