@@ -27,9 +27,13 @@ SHOWN = {"left": "Left is better", "right": "Right is better", "tie": "Tie", "bo
 DECISIONS = [("left", "Left (1)"), ("right", "Right (2)"), ("tie", "Tie (3)"), ("both_bad", "Both bad (4)")]
 
 
-def campaign_names(store: Store) -> list[str]:
-    """The open campaigns, for the Annotate tab's choice ("" is the whole queue)."""
-    return ["", *(c.name for c in store.campaigns.list() if c.status == "open")]
+def campaign_names(store: Store) -> list[tuple[str, str]]:
+    """The campaigns, for the Annotate tab's choice ("" is the whole queue); a closed one says so (it is
+    still adjudicated and exported)."""
+    return [
+        ("", ""),
+        *((c.name + (" (closed)" if c.status == "closed" else ""), c.name) for c in store.campaigns.list()),
+    ]
 
 
 def guidelines_html(store: Store, campaign: str | None) -> str:

@@ -119,8 +119,16 @@ class AnnotationDesk:
             self.item = None
 
     def undo(self) -> str | None:
-        """Undo this annotator's last judgement and show that pair again."""
-        pair_id = self.store.preferences.undo(self._require_annotator())
+        """Undo this annotator's last judgement and show that pair again (in a campaign, only a judgement
+        of one of its items: the pair comes back to a queue that can judge it)."""
+        annotator = self._require_annotator()
+        if self.campaign:
+            mine = self.store.preferences.annotations(annotator=annotator)
+            if mine and mine[-1].pair_id not in self.store.campaigns.pair_ids(self.campaign):
+                raise StudioError(
+                    f"Your last judgement is not in campaign {self.campaign}: undo it with no campaign picked."
+                )
+        pair_id = self.store.preferences.undo(annotator)
         if pair_id is not None:
             self.skipped.discard(pair_id)
             self.item = self.store.preferences.item(pair_id)

@@ -94,3 +94,31 @@ def test_a_pair_whose_step_kept_no_frame_shows_it_redrawn_from_the_snapshot(tmp_
         assert np.array_equal(store.episodes.step_frame(*item.context), drawn)
         assert np.array_equal(render_pair(desk)[2], drawn)  # what the Pairs view shows beside the context
         assert store.episodes.step_frame(episode.id, 99) is None
+
+
+def test_a_desk_in_a_campaign_walks_only_ones_own_items(tmp_path: Path) -> None:
+    store = stepped_store(tmp_path, steps=2)  # 6 pairs
+    store.campaigns.create(
+        "c", overlap=1, annotators=["ada", "bob"], taxonomy=["loop"], filters={"kind": "step"}, limit=4
+    )
+    assert len(store.campaigns.pair_ids("c")) == 4  # --limit
+    desk = AnnotationDesk(store)
+    desk.configure("ada", campaign="c")
+    assert desk.tags == ("loop",)  # the campaign's taxonomy
+    mine = [i.pair_id for i in store.campaigns.queue("c", "ada", limit=10)]
+    assert desk.progress() == (0, len(mine)) == (0, 2)
+    seen = []
+    while (item := desk.next()) is not None:
+        seen.append(item.pair_id)
+        desk.judge("left", tags=["loop"])
+    assert seen == mine and desk.progress() == (2, 2)
+    assert desk.undo() == mine[-1] and desk.progress() == (1, 2)
+    desk.judge("right")
+    # A judgement made outside the campaign is not undone from inside it.
+    free = next(p.id for p in store.preferences.pairs() if p.id not in store.campaigns.pair_ids("c"))
+    store.preferences.annotate(free, "ada", "tie")
+    with pytest.raises(StudioError, match="not in campaign c"):
+        desk.undo()
+    assert len(store.preferences.annotations(annotator="ada")) == 3
+    with pytest.raises(StudioError, match="No campaign named"):
+        desk.configure("ada", campaign="nope")
