@@ -74,16 +74,16 @@ class CampaignResults:
     preferences: Any
 
     # -- numbers -------------------------------------------------------------------------------
-    def _judgements(self, session: Session, row: CampaignRow) -> list[tuple[str, str, str, float | None, bool]]:
-        """(pair, annotator, choice, seconds, assigned) of every judgement of the campaign's pairs: the
-        assigned annotators' and machines' (people's judgements made outside the campaign do not count)."""
+    def _judgements(self, session: Session, row: CampaignRow) -> list[tuple[AnnotationRecord, bool]]:
+        """Every judgement of the campaign's pairs that counts in it, with whether its annotator was assigned
+        the item: the assigned annotators' and machines' (people's made outside the campaign do not count)."""
         assigned = exists().where(
             AssignmentRow.campaign_id == row.id,
             AssignmentRow.pair_id == AnnotationRow.pair_id,
             AssignmentRow.annotator_id == AnnotationRow.annotator_id,
         )
         query = (
-            select(AnnotationRow.pair_id, AnnotatorRow.name, AnnotationRow.choice, AnnotationRow.seconds, assigned)
+            select(AnnotationRow, AnnotatorRow.name, assigned)
             .join(AnnotatorRow, AnnotatorRow.id == AnnotationRow.annotator_id)
             .join(
                 CampaignItemRow,
@@ -91,16 +91,20 @@ class CampaignResults:
             )
             .order_by(CampaignItemRow.position, AnnotationRow.id)
         )
-        return [(p, who, c, s, bool(a)) for p, who, c, s, a in session.execute(query) if a or not is_person(who)]
+        return [
+            (self.preferences._annotation_record(judgement, who), bool(held))
+            for judgement, who, held in session.execute(query)
+            if held or not is_person(who)
+        ]
 
     def votes(self, name: str, machines: bool = False) -> dict[str, dict[str, str]]:
         """pair -> annotator -> choice (of the stored pair) in the campaign (machines' too, if asked)."""
         with self.db.reading() as session:
             judgements = self._judgements(session, self._row(session, name))
         votes: dict[str, dict[str, str]] = defaultdict(dict)
-        for pair_id, who, choice, _seconds, assigned in judgements:
+        for judgement, assigned in judgements:
             if assigned or machines:
-                votes[pair_id][who] = choice
+                votes[judgement.pair_id][judgement.annotator] = judgement.choice
         return dict(votes)
 
     def progress(self, name: str) -> dict[str, Any]:
@@ -163,15 +167,15 @@ class CampaignResults:
                 )
             )
             judgements = self._judgements(session, row)
-        votes: dict[str, dict[str, str]] = defaultdict(dict)
-        for pair_id, who, choice, _seconds, _assigned in judgements:
-            votes[pair_id][who] = choice
+        by_pair: dict[str, list[AnnotationRecord]] = defaultdict(list)
+        for judgement, _assigned in judgements:
+            by_pair[judgement.pair_id].append(judgement)
         decided = self.adjudications(name)
         found = []
-        for pair_id, labels in votes.items():
+        for pair_id, records in by_pair.items():
+            labels = {r.annotator: r.choice for r in records}
             if pair_id in gold or not disagreeing(labels) or (not settled and pair_id in decided):
                 continue
-            records = [r for r in self.preferences.annotations(pair_id=pair_id) if r.annotator in labels]
             found.append(Disagreement(pair_id, records, decided.get(pair_id)))
         return found
 
@@ -223,13 +227,13 @@ class CampaignResults:
                     )
                 ).all()
             )
-            judgements = [j for j in self._judgements(session, row) if j[4]]
+            judgements = [judgement for judgement, assigned in self._judgements(session, row) if assigned]
         votes: dict[str, dict[str, str]] = defaultdict(dict)
         seconds: dict[str, list[float]] = defaultdict(list)
-        for pair_id, who, choice, spent, _assigned in judgements:
-            votes[pair_id][who] = choice
-            if spent is not None:
-                seconds[who].append(spent)
+        for judgement in judgements:
+            votes[judgement.pair_id][judgement.annotator] = judgement.choice
+            if judgement.seconds is not None:
+                seconds[judgement.annotator].append(judgement.seconds)
         decided = {p: a.choice for p, a in self.adjudications(name).items()}
         plain = {p: v for p, v in votes.items() if p not in gold}
         return {
