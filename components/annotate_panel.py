@@ -278,11 +278,12 @@ def render_pair(desk: AnnotationDesk, message: str = "", kind: str = "info") -> 
         ]
     item = desk.next()
     if item is None:
-        note = (
-            f"Nothing left for you in campaign {desk.campaign}: your assigned items are judged (or it is closed)."
-            if desk.campaign
-            else "No pairs to judge here. Sample K > 1 candidates in the Episode tab (their pairs are queued as you step), or compare two episodes."
-        )
+        if desk.campaign and total == 0:
+            note = f"You have no items in campaign {desk.campaign}: its annotators are named when it is made."
+        elif desk.campaign:
+            note = f"Nothing left for you in campaign {desk.campaign}: your items are judged (or it is closed)."
+        else:
+            note = "No pairs to judge here. Sample K > 1 candidates in the Episode tab (their pairs are queued as you step), or compare two episodes."
         return [
             progress,
             f'<div class="as-empty">{esc(note)}</div>',
