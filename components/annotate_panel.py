@@ -263,6 +263,7 @@ def render_pair(desk: AnnotationDesk, message: str = "", kind: str = "info") -> 
         gr.Button(visible=shows_consequences(desk)),
         gr.Dropdown(choices=campaign_panel.campaign_names(desk.store), value=desk.campaign or ""),
     ]
+    item = desk.next() if desk.annotator else None  # first: in an open campaign, asking is what claims items
     judged, total = desk.progress()
     of = f"{num(total)} assigned in {esc(desk.campaign)}" if desk.campaign else f"{num(total)} pairs"
     progress = f'<div class="as-progress">{esc(desk.annotator or "nobody")}: {num(judged)} judged of {of}</div>'
@@ -276,7 +277,6 @@ def render_pair(desk: AnnotationDesk, message: str = "", kind: str = "info") -> 
             message_html(message, kind),
             *cleared,
         ]
-    item = desk.next()
     if item is None:
         if desk.campaign and total == 0:
             note = f"You have no items in campaign {desk.campaign}: its annotators are named when it is made."
