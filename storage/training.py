@@ -19,19 +19,24 @@ from studio.errors import StudioError
 from studio.training.spec import TrainingData, TrainingSpec, annotators_of, held_out_seed
 
 
-def _rows(store: Store, fmt: str, annotators: str, summary: ExportSummary | None = None) -> Iterator[Any]:
-    """The rows ``export --format fmt --annotators A`` writes (compact prompts, no images)."""
+def _rows(
+    store: Store, fmt: str, annotators: str, summary: ExportSummary | None = None, pairs: frozenset[str] | None = None
+) -> Iterator[Any]:
+    """The rows ``export --format fmt --annotators A`` writes (compact prompts, no images), of ``pairs`` only
+    when given."""
     selection = AnnotatorSelection(annotators)
     summary = summary or ExportSummary(format=fmt, out="")
-    summary.annotators, summary.selection = selection.describe(), selection
+    summary.annotators, summary.selection, summary.pairs = selection.describe(), selection, pairs
     yield from export_rows(store, fmt, summary, ImageWriter(Path("training.jsonl"), images="none", prompt="compact"))
 
 
-def _export(store: Store, fmt: str, annotators: str) -> tuple[list[dict[str, Any]], list[bytes], ExportSummary]:
+def _export(
+    store: Store, fmt: str, annotators: str, pairs: frozenset[str] | None
+) -> tuple[list[dict[str, Any]], list[bytes], ExportSummary]:
     """The records and lines of :func:`_rows`, and the summary (what it left out)."""
     summary = ExportSummary(format=fmt, out="")
     records, lines = [], []
-    for row in _rows(store, fmt, annotators, summary):
+    for row in _rows(store, fmt, annotators, summary, pairs):
         lines.append(row.line())
         records.append(row.record())
     summary.records = len(records)
@@ -41,7 +46,8 @@ def _export(store: Store, fmt: str, annotators: str) -> tuple[list[dict[str, Any
 def training_data(store: Store, spec: TrainingSpec) -> TrainingData:
     """The rows ``spec`` trains on: ``export --format KIND --annotators SOURCES`` (compact prompts), each
     held out or not by its episode's seed (:func:`studio.training.spec.held_out_seed`)."""
-    records, lines, summary = _export(store, spec.export_format, spec.annotators)
+    pairs = sweep_pairs(store, spec.sweep) if spec.sweep else None
+    records, lines, summary = _export(store, spec.export_format, spec.annotators, pairs)
     digest = hashlib.sha256()
     for line in lines:
         digest.update(line + b"\n")
@@ -49,7 +55,9 @@ def training_data(store: Store, spec: TrainingSpec) -> TrainingData:
     for source in spec.sources:
         alone = annotators_of([source])
         by_source[source] = (
-            len(records) if alone == spec.annotators else sum(1 for _ in _rows(store, spec.export_format, alone))
+            len(records)
+            if alone == spec.annotators
+            else sum(1 for _ in _rows(store, spec.export_format, alone, None, pairs))
         )
     seeds = _row_seeds(store, records)
     train, held, held_seeds = [], [], set()
@@ -68,6 +76,15 @@ def training_data(store: Store, spec: TrainingSpec) -> TrainingData:
         held_out_seeds=sorted(held_seeds),
         left_out=dict(summary.left_out),
     )
+
+
+def sweep_pairs(store: Store, sweep: str) -> frozenset[str]:
+    """The pairs whose episodes (both sides) belong to ``sweep``: what a run limited to it trains on."""
+    record = store.sweeps.get(sweep)  # one line for a sweep the store lacks
+    with store.db.reading() as session:
+        mine = select(EpisodeRow.id).where(EpisodeRow.sweep_id == record.id)
+        query = select(PairRow.id).where(PairRow.left_episode_id.in_(mine), PairRow.right_episode_id.in_(mine))
+        return frozenset(session.scalars(query))
 
 
 def _row_seeds(store: Store, records: list[dict[str, Any]]) -> list[int | None]:

@@ -7,6 +7,7 @@ on the held-out seeds (a sweep), and the lift."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from typing import Any
 
@@ -89,6 +90,9 @@ def run_loop(args: argparse.Namespace, executor: Any = None) -> dict[str, Any]:
     if q_name in TrainedModels().names():
         print(f"loop: {q_name} is trained already (agent-studio trained {q_name})", file=sys.stderr)
     else:
+        # This loop's pairs only: its own estimate's, of its own collection (a store may hold other loops' pairs,
+        # of other environments or of these very evaluation seeds).
+        spec = dataclasses.replace(spec, sources=(f"mc:{settings}",), sweep=collect.name)
         outcome = run_train(store, spec, args.device)
         described = describe_outcome(outcome)
         print(f"loop: trained {q_name}: held-out pair accuracy {described['held_out_accuracy']}", file=sys.stderr)

@@ -43,8 +43,11 @@ def _add_what_flags(parser: Any, kinds: Any) -> None:
     parser.add_argument("--kind", default="reward", choices=list(kinds), help="reward: the step-level Q-value model "
                         "(a verifier, model:NAME); dpo, kto, sft: the policy itself (BASE+lora:NAME)")  # fmt: skip
     parser.add_argument(
-        "--sources", default="all", help="whose judgements: human, mc, judge, judge:NAME or all (comma-separated)"
+        "--sources",
+        default="all",
+        help="whose judgements: human, mc, mc:SETTINGS, judge, judge:NAME or all (comma-separated)",
     )
+    parser.add_argument("--sweep", metavar="NAME", help="only the pairs of this sweep's episodes (reward, dpo, kto)")
 
 
 def train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,6 +65,7 @@ def spec_from_args(args: argparse.Namespace, name: str, **overrides: Any) -> Any
         name=name, kind=args.kind, base=args.model, sources=parse_sources(args.sources), lora=not args.full,
         lora_rank=args.lora_rank, epochs=args.epochs, learning_rate=args.learning_rate, batch_size=args.batch_size,
         seed=args.seed, held_out=args.held_out, max_length=args.max_length, beta=args.beta, max_steps=args.train_steps,
+        sweep=getattr(args, "sweep", None),
     )  # fmt: skip
     return TrainingSpec(**{**values, **overrides})
 

@@ -25,6 +25,8 @@ KINDS: dict[str, str] = {
 }
 #: Kinds that give a verifier (``model:NAME``): the reward head, or a DPO model's implicit reward.
 VERIFIER_KINDS = ("reward", "dpo")
+#: Kinds that train on judged pairs (which ``sweep`` can limit to one sweep's).
+PAIR_KINDS = ("reward", "dpo", "kto")
 #: Kinds that give a policy (``BASE+lora:NAME``).
 POLICY_KINDS = ("dpo", "kto", "sft")
 #: Whose judgements a run trains on, and the ``export --annotators`` selection each means.
@@ -56,11 +58,12 @@ def annotators_of(sources: Iterable[str]) -> str:
     for source in sources:
         if source in SOURCES:
             parts.append(SOURCES[source])
-        elif source.startswith("judge:") and len(source) > 6:
-            parts.append(source)
+        elif source.startswith(("judge:", "mc:")) and len(source.partition(":")[2]) > 0:
+            parts.append(source)  # one judge, or one Monte Carlo estimate's settings (mc:expert-m1-h10-g0.95)
         else:
             raise StudioError(
-                f"Unknown source {str(source)[:40]!r}: use human, mc, judge, judge:NAME or all (comma-separated)."
+                f"Unknown source {str(source)[:40]!r}: use human, mc, mc:SETTINGS, judge, judge:NAME or all "
+                "(comma-separated)."
             )
     if "all" in parts and len(parts) > 1:
         raise StudioError("The source 'all' counts everyone already: give it alone.")
@@ -71,7 +74,9 @@ def parse_sources(text: Any) -> tuple[str, ...]:
     """``human,mc`` as a checked tuple of sources."""
     sources = tuple(dict.fromkeys(part.strip() for part in str(text or "").split(",") if part.strip()))
     if not sources:
-        raise StudioError("Give the sources to train on: human, mc, judge, judge:NAME or all (comma-separated).")
+        raise StudioError(
+            "Give the sources to train on: human, mc, mc:SETTINGS, judge, judge:NAME or all (comma-separated)."
+        )
     annotators_of(sources)
     return sources
 
@@ -111,6 +116,8 @@ class TrainingSpec:
     """DPO and KTO's β (and the β of a DPO model's implicit reward as a verifier)."""
     max_steps: int = 0
     """Optimizer steps at most (0: as the epochs say)."""
+    sweep: str | None = None
+    """Only the pairs of this sweep's episodes (``loop``: its collection), not every pair the store holds."""
 
     def __post_init__(self) -> None:
         check_name(self.name)
@@ -130,6 +137,11 @@ class TrainingSpec:
         object.__setattr__(self, "max_length", _number(self.max_length, "The maximum length", 16, 32768, whole=True))
         object.__setattr__(self, "beta", float(_number(self.beta, "β", 1e-4, 100)))
         object.__setattr__(self, "max_steps", _number(self.max_steps, "The step limit", 0, 1_000_000, whole=True))
+        if self.sweep is not None:
+            if not isinstance(self.sweep, str) or not self.sweep.strip() or len(self.sweep) > 200:
+                raise StudioError("Give the sweep whose pairs to train on by its name (at most 200 characters).")
+            if self.kind not in PAIR_KINDS:
+                raise StudioError(f"A sweep limits the pairs a run trains on: train {', '.join(PAIR_KINDS)} with it.")
 
     @property
     def export_format(self) -> str:

@@ -199,6 +199,9 @@ def test_a_run_without_rows_is_refused_and_stores_nothing(tiny_base: str, traine
         ({"name": "q", "epochs": float("nan")}, "Epochs"),
         ({"name": "q", "held_out": 1.0}, "held-out share"),
         ({"name": "q", "base": "default+lora:p"}, "not a trained adapter"),
+        ({"name": "q", "sources": ("mc:",)}, "Unknown source"),
+        ({"name": "q", "kind": "sft", "sweep": "s"}, "train reward, dpo, kto with it"),
+        ({"name": "q", "sweep": " "}, "by its name"),
     ],
 )
 def test_a_bad_spec_is_one_line(values: dict, message: str) -> None:
@@ -237,3 +240,11 @@ def test_a_killed_run_leaves_nothing_registered_and_the_next_clears_its_folder(
     stale.mkdir()
     TrainedModels().staging("other")
     assert not stale.exists()
+
+
+def test_a_run_limited_to_a_sweep_names_one_the_store_has(tmp_path: Path) -> None:
+    store = new_store(tmp_path)
+    spec = TrainingSpec(name="q", sources=("mc:expert-m1-h10-g0.95",), sweep="nowhere")
+    assert spec.annotators == "mc:expert-m1-h10-g0.95"
+    with pytest.raises(StudioError, match="No sweep named 'nowhere'"):
+        training_data(store, spec)

@@ -14,7 +14,7 @@ from scipy.stats import binomtest
 
 from agent_studio.storage import open_store
 from tests.core.test_verifiers import EVERY_ACTION
-from tests.support.store_helpers import judged_pairs
+from tests.support.store_helpers import judged_pairs, run_react
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -84,6 +84,11 @@ def test_the_loop_collects_values_trains_and_evaluates_and_resumes(tiny_base: st
                "--acting-model", f"scripted:{outputs}", "--model", tiny_base, "--rollouts", "1",
                "--rollout-policy", "expert", "--horizon", "12", "--train-steps", "2", "--name", "mini", "--json",
                "--db", str(db)]  # fmt: skip
+    with open_store(db) as store:  # another loop's Monte Carlo pairs in the same store: not this loop's data
+        run_react(store, seed=4, steps=2)
+        store.preferences.pairs_from_candidates()
+        for pair in store.preferences.pairs():
+            store.preferences.annotate(pair.id, "mc:decoy", "left", as_shown=False)
     first = cli(trained, *command)
     assert first.returncode == 0, first.stderr[-2000:]
     lift = json.loads(first.stdout.splitlines()[-1])
@@ -97,6 +102,18 @@ def test_the_loop_collects_values_trains_and_evaluates_and_resumes(tiny_base: st
         assert valued and {v.episode_id for v in valued} <= {e.id for e in collected}
         (run,) = store.training.runs()
         assert run.status == "done" and run.base == tiny_base and run.name == "mini-q"
+        # Trained on this loop's pairs only: its own estimate's, of its own collection.
+        ids = {e.id for e in collected}
+        mine = [
+            a
+            for a in store.preferences.annotations()
+            if a.annotator == "mc:expert-m1-h12-g0.95"
+            and a.choice in ("left", "right")
+            and store.preferences.pair(a.pair_id).left.episode_id in ids
+        ]
+        assert mine and run.data["rows"] == len(mine)
+        assert run.data["rows_by_source"] == {"mc:expert-m1-h12-g0.95": len(mine)}
+        assert (run.spec["sources"], run.spec["sweep"]) == (["mc:expert-m1-h12-g0.95"], "mini-collect")
         counts = (len(collected), len(valued))
     again = cli(trained, *command)
     assert again.returncode == 0, again.stderr[-2000:]
