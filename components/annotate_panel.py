@@ -254,13 +254,14 @@ def render_pair(desk: AnnotationDesk, message: str = "", kind: str = "info") -> 
     """Progress, the pair on screen (or why there is none), and cleared judgement fields."""
     # The judgement fields cleared, the consequences too; the campaign's guidelines, whether it lets its
     # annotators see consequences (the button is not even drawn when it does not), and the campaigns to pick.
+    campaign = desk.store.campaigns.get(desk.campaign) if desk.campaign else None  # read once per render
     cleared = [
         "",
         gr.CheckboxGroup(choices=list(desk.tags), value=[]),
         "—",
         "",
-        guidelines_html(desk.store, desk.campaign),
-        gr.Button(visible=shows_consequences(desk)),
+        guidelines_html(campaign),
+        gr.Button(visible=campaign is None or campaign.show_consequences),
         gr.Dropdown(choices=campaign_panel.campaign_names(desk.store), value=desk.campaign or ""),
     ]
     item = desk.next() if desk.annotator else None  # first: in an open campaign, asking is what claims items

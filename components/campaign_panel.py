@@ -36,11 +36,11 @@ def campaign_names(store: Store) -> list[tuple[str, str]]:
     ]
 
 
-def guidelines_html(store: Store, campaign: str | None) -> str:
-    """The campaign's current guidelines (markdown rendered here, without raw HTML), and their version."""
-    if not campaign:
+def guidelines_html(record: Any) -> str:
+    """A campaign's current guidelines (markdown rendered here, without raw HTML), and their version; ""
+    without a campaign (``record`` None)."""
+    if record is None:
         return ""
-    record = store.campaigns.get(campaign)
     body = _MARKDOWN.render(record.guidelines) if record.guidelines.strip() else "<p>No guidelines yet.</p>"
     return (
         f'<div class="as-guidelines"><div class="as-card-title">Guidelines · {esc(record.name)} · '

@@ -329,18 +329,14 @@ class CampaignStore(CampaignResults):
                     mine = self._open_items(session, row, person, limit)
             return mine
 
-        pair_ids = self.db.write(work) if self._is_open_assignment(name) else self._read(lambda s: work(s))
+        with self.db.reading() as session:
+            claiming = self._row(session, name).assignment == "open"  # only an open campaign writes here
+            pair_ids = [] if claiming else work(session)
+        if claiming:
+            pair_ids = self.db.write(work)
         with self.db.reading() as session:
             rows = {r.id: r for r in session.scalars(select(PairRow).where(PairRow.id.in_(pair_ids)))}
             return _PageLoader(session, [rows[p] for p in pair_ids if p in rows]).items()
-
-    def _read(self, work: Any) -> Any:
-        with self.db.reading() as session:
-            return work(session)
-
-    def _is_open_assignment(self, name: str) -> bool:
-        with self.db.reading() as session:
-            return self._row(session, name).assignment == "open"
 
     def _open_items(self, session: Session, row: CampaignRow, person: str, limit: int) -> list[str]:
         annotator_id = self.preferences._annotator_id(session, person, create=False)
